@@ -1,0 +1,1 @@
+//! Shared helpers for the benchmarks live here; the benchmarks are in `benches/`.

@@ -1,0 +1,261 @@
+//! Writing SIP messages into a reusable buffer, and responses built from a
+//! request per RFC 3261 8.2.6.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use super::addr::NameAddr;
+use super::header::HeaderName;
+use super::lex::CommaList;
+use super::message::RawMessage;
+use super::via::Via;
+
+/// Appends one message to a caller-owned buffer. Start with
+/// [`MessageWriter::request`], [`MessageWriter::response`] or
+/// [`response_to`], add headers, end with [`MessageWriter::finish`], which
+/// writes Content-Length itself.
+pub struct MessageWriter<'b> {
+    out: &'b mut Vec<u8>,
+}
+
+impl<'b> MessageWriter<'b> {
+    pub fn request(out: &'b mut Vec<u8>, method: &[u8], uri: &[u8]) -> Self {
+        out.extend_from_slice(method);
+        out.push(b' ');
+        out.extend_from_slice(uri);
+        out.extend_from_slice(b" SIP/2.0\r\n");
+        MessageWriter { out }
+    }
+
+    pub fn response(out: &'b mut Vec<u8>, code: u16, reason: &str) -> Self {
+        out.extend_from_slice(b"SIP/2.0 ");
+        out.extend_from_slice(itoa::Buffer::new().format(code).as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        MessageWriter { out }
+    }
+
+    pub fn header(&mut self, name: HeaderName, value: &[u8]) -> &mut Self {
+        self.header_raw(name.as_str().as_bytes(), value)
+    }
+
+    pub fn header_raw(&mut self, name: &[u8], value: &[u8]) -> &mut Self {
+        self.header_parts_raw(name, &[value])
+    }
+
+    /// A header whose value is the concatenation of `parts`: saves the
+    /// caller a temporary buffer.
+    pub fn header_parts(&mut self, name: HeaderName, parts: &[&[u8]]) -> &mut Self {
+        self.header_parts_raw(name.as_str().as_bytes(), parts)
+    }
+
+    fn header_parts_raw(&mut self, name: &[u8], parts: &[&[u8]]) -> &mut Self {
+        self.out.extend_from_slice(name);
+        self.out.extend_from_slice(b": ");
+        for p in parts {
+            self.out.extend_from_slice(p);
+        }
+        self.out.extend_from_slice(b"\r\n");
+        self
+    }
+
+    pub fn header_u32(&mut self, name: HeaderName, v: u32) -> &mut Self {
+        self.header(name, itoa::Buffer::new().format(v).as_bytes())
+    }
+
+    /// Writes Content-Type (if given and the body is not empty),
+    /// Content-Length, the blank line and the body.
+    pub fn finish(self, content_type: Option<&[u8]>, body: &[u8]) {
+        let out = self.out;
+        if let (Some(ct), false) = (content_type, body.is_empty()) {
+            out.extend_from_slice(b"Content-Type: ");
+            out.extend_from_slice(ct);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"Content-Length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(body);
+    }
+}
+
+/// Starts a response to `req` (RFC 3261 8.2.6.2): copies every Via in order,
+/// From, Call-ID and CSeq, and To with `to_tag` added when To has none and
+/// the response is not a 100. Works on a [`RawMessage`] so that a request
+/// which failed validation can still be answered.
+///
+/// With `source` (the address the request came from) the top Via is stamped
+/// per RFC 3261 18.2.1 and RFC 3581: `received` when the sent-by host is not
+/// that address or rport was asked for, and `rport` filled in with the port.
+pub fn response_to<'b>(
+    out: &'b mut Vec<u8>,
+    req: &RawMessage<'_>,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&[u8]>,
+    source: Option<SocketAddr>,
+) -> MessageWriter<'b> {
+    let mut w = MessageWriter::response(out, code, reason);
+    let mut first_via = true;
+    for v in req.header_values(HeaderName::Via) {
+        match (first_via, source) {
+            (true, Some(src)) => write_stamped_via(w.out, v, src),
+            _ => {
+                w.header(HeaderName::Via, v);
+            }
+        }
+        first_via = false;
+    }
+    for name in [HeaderName::From, HeaderName::To, HeaderName::CallId, HeaderName::CSeq] {
+        let Some(v) = req.header(name) else { continue };
+        let add_tag = name == HeaderName::To
+            && code != 100
+            && to_tag.is_some()
+            && NameAddr::parse(v).map(|na| na.tag().is_none()).unwrap_or(false);
+        match (add_tag, to_tag) {
+            (true, Some(tag)) => w.header_parts(name, &[v, b";tag=", tag]),
+            _ => w.header(name, v),
+        };
+    }
+    w
+}
+
+/// Writes `Via: <value>` with the first entry stamped for `src`.
+fn write_stamped_via(out: &mut Vec<u8>, value: &[u8], src: SocketAddr) {
+    let first = CommaList::new(value).next().unwrap_or(value);
+    let Ok(via) = Via::parse(first) else {
+        // Phase 2 rejected it; answer with the Via as it came.
+        MessageWriter { out }.header(HeaderName::Via, value);
+        return;
+    };
+    let mut ip = arrayvec::ArrayString::<48>::new();
+    let _ = match src.ip() {
+        IpAddr::V4(a) => write!(ip, "{a}"),
+        IpAddr::V6(a) => write!(ip, "[{a}]"),
+    };
+    let rport_asked = via.rport().is_some();
+    let add_received = rport_asked || !via.host().eq_ignore_ascii_case(ip.as_bytes());
+    let first_off = first.as_ptr() as usize - value.as_ptr() as usize;
+    let params_off = if via.params().is_empty() {
+        first_off + first.len()
+    } else {
+        via.params().raw().as_ptr() as usize - value.as_ptr() as usize
+    };
+    out.extend_from_slice(b"Via: ");
+    out.extend_from_slice(&value[..params_off]);
+    for p in via.params() {
+        if p.name.eq_ignore_ascii_case(b"received") || p.name.eq_ignore_ascii_case(b"rport") {
+            continue;
+        }
+        out.push(b';');
+        out.extend_from_slice(p.name);
+        if let Some(v) = p.value {
+            out.push(b'=');
+            out.extend_from_slice(v);
+        }
+    }
+    if add_received {
+        out.extend_from_slice(b";received=");
+        // RFC 3261 writes received as a bare IPv6 address ... but sent-by
+        // style brackets are what peers parse most reliably.
+        out.extend_from_slice(ip.as_bytes());
+    }
+    if rport_asked {
+        out.extend_from_slice(b";rport=");
+        out.extend_from_slice(itoa::Buffer::new().format(src.port()).as_bytes());
+    }
+    out.extend_from_slice(&value[first_off + first.len()..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::{Limits, Message};
+
+    const SUB: &[u8] = b"SUBSCRIBE sip:bob@example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 10.0.0.1:5062;branch=z9hG4bK776;rport, SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp1\r\n\
+Via: SIP/2.0/TCP up.example.com;branch=z9hG4bKu\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:alice@example.com>;tag=a1\r\n\
+To: <sip:bob@example.com>\r\n\
+Call-ID: c1@10.0.0.1\r\n\
+CSeq: 5 SUBSCRIBE\r\n\
+Event: presence\r\n\
+Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn response_copies_dialog_headers_and_adds_to_tag() {
+        let req = RawMessage::split(SUB, &Limits::default()).unwrap();
+        let mut out = Vec::new();
+        let mut w = response_to(&mut out, &req, 200, "OK", Some(b"srv7"), None);
+        w.header_u32(HeaderName::Expires, 600);
+        w.finish(None, b"");
+        let resp = Message::parse(&out, &Limits::default()).unwrap();
+        assert_eq!(resp.status(), Some(200));
+        assert_eq!(resp.vias().count(), 3);
+        assert_eq!(resp.via().branch(), Some(&b"z9hG4bK776"[..]));
+        assert_eq!(resp.to().tag(), Some(&b"srv7"[..]));
+        assert_eq!(resp.from().tag(), Some(&b"a1"[..]));
+        assert_eq!(resp.call_id(), b"c1@10.0.0.1");
+        assert_eq!(resp.cseq().seq, 5);
+        assert_eq!(resp.expires(), Some(600));
+        assert!(resp.body().is_empty());
+    }
+
+    #[test]
+    fn existing_to_tag_is_kept_and_100_gets_none() {
+        let with_tag = String::from_utf8(SUB.to_vec()).unwrap().replace("To: <sip:bob@example.com>", "To: <sip:bob@example.com>;tag=old");
+        let req = RawMessage::split(with_tag.as_bytes(), &Limits::default()).unwrap();
+        let mut out = Vec::new();
+        response_to(&mut out, &req, 200, "OK", Some(b"new"), None).finish(None, b"");
+        assert_eq!(Message::parse(&out, &Limits::default()).unwrap().to().tag(), Some(&b"old"[..]));
+        let req = RawMessage::split(SUB, &Limits::default()).unwrap();
+        out.clear();
+        response_to(&mut out, &req, 100, "Trying", Some(b"new"), None).finish(None, b"");
+        assert_eq!(Message::parse(&out, &Limits::default()).unwrap().to().tag(), None);
+    }
+
+    #[test]
+    fn top_via_is_stamped_per_rfc3581() {
+        let req = RawMessage::split(SUB, &Limits::default()).unwrap();
+        let mut out = Vec::new();
+        response_to(&mut out, &req, 200, "OK", None, Some("192.0.2.9:40000".parse().unwrap())).finish(None, b"");
+        let resp = Message::parse(&out, &Limits::default()).unwrap();
+        let vias: Vec<_> = resp.vias().collect();
+        assert_eq!(vias.len(), 3);
+        assert_eq!(vias[0].received(), Some(&b"192.0.2.9"[..]));
+        assert_eq!(vias[0].rport(), Some(Some(40000)));
+        assert_eq!(vias[0].branch(), Some(&b"z9hG4bK776"[..]));
+        assert_eq!(vias[1].host(), b"proxy.example.com");
+        assert_eq!(vias[1].received(), None);
+        // No rport asked and sent-by equal to the source: nothing added.
+        let plain = String::from_utf8(SUB.to_vec()).unwrap().replace(";rport", "");
+        let req = RawMessage::split(plain.as_bytes(), &Limits::default()).unwrap();
+        out.clear();
+        response_to(&mut out, &req, 200, "OK", None, Some("10.0.0.1:5062".parse().unwrap())).finish(None, b"");
+        let resp = Message::parse(&out, &Limits::default()).unwrap();
+        assert_eq!(resp.via().received(), None);
+        assert_eq!(resp.via().rport(), None);
+    }
+
+    #[test]
+    fn request_writer_round_trips() {
+        let mut out = Vec::new();
+        let mut w = MessageWriter::request(&mut out, b"PUBLISH", b"sip:alice@example.com");
+        w.header(HeaderName::Via, b"SIP/2.0/UDP h;branch=z9hG4bK1")
+            .header(HeaderName::MaxForwards, b"70")
+            .header(HeaderName::From, b"<sip:alice@example.com>;tag=x")
+            .header(HeaderName::To, b"<sip:alice@example.com>")
+            .header(HeaderName::CallId, b"p1")
+            .header(HeaderName::CSeq, b"1 PUBLISH")
+            .header(HeaderName::Event, b"presence")
+            .header_u32(HeaderName::Expires, 3600);
+        w.finish(Some(b"application/pidf+xml"), b"<presence/>");
+        let m = Message::parse(&out, &Limits::default()).unwrap();
+        assert_eq!(m.body(), b"<presence/>");
+        assert!(m.content_type().unwrap().is("application", "pidf+xml"));
+        assert!(m.event().unwrap().unwrap().is("presence"));
+    }
+}

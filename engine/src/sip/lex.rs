@@ -1,0 +1,401 @@
+//! Lexical building blocks of RFC 3261 section 25: character classes, linear
+//! white space, quoted strings, numbers.
+//!
+//! Header values are borrowed straight from the wire, folds included. A value
+//! can only contain CR or LF as part of a fold (CRLF followed by SP/HT: the
+//! head splitter guarantees it), so every scanner here treats SP, HT, CR and LF
+//! alike as linear white space. That is what keeps the parser zero-copy: no
+//! value is ever unfolded into a new buffer.
+
+/// Bit flags of the character class table.
+const TOKEN: u8 = 1; // RFC 3261 `token` characters
+const UNRESERVED: u8 = 2; // alphanum / mark
+const USER: u8 = 4; // user-unreserved: & = + $ , ; ? /
+const PASSWORD: u8 = 8; // & = + $ ,
+const PARAM: u8 = 16; // param-unreserved: [ ] / : & + $
+const HEADER: u8 = 32; // hnv-unreserved: [ ] / ? : + $
+const HOST: u8 = 64; // hostname, IPv4 and bracketed IPv6 characters
+const WORD: u8 = 128; // Call-ID `word` characters
+
+const fn build_table() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut c = 0usize;
+    while c < 256 {
+        let b = c as u8;
+        let alnum = b.is_ascii_alphanumeric();
+        let mut f = 0u8;
+        if alnum || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~') {
+            f |= TOKEN;
+        }
+        if alnum || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')') {
+            f |= UNRESERVED;
+        }
+        if matches!(b, b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/') {
+            f |= USER;
+        }
+        if matches!(b, b'&' | b'=' | b'+' | b'$' | b',') {
+            f |= PASSWORD;
+        }
+        if matches!(b, b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$') {
+            f |= PARAM;
+        }
+        if matches!(b, b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$') {
+            f |= HEADER;
+        }
+        if alnum || matches!(b, b'-' | b'.' | b'[' | b']' | b':') {
+            f |= HOST;
+        }
+        if alnum
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~' | b'(' | b')' | b'<' | b'>'
+                    | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'{' | b'}'
+            )
+        {
+            f |= WORD;
+        }
+        t[c] = f;
+        c += 1;
+    }
+    t
+}
+
+static CLASS: [u8; 256] = build_table();
+
+#[inline(always)]
+pub fn is_token(b: u8) -> bool {
+    CLASS[b as usize] & TOKEN != 0
+}
+#[inline(always)]
+pub fn is_unreserved(b: u8) -> bool {
+    CLASS[b as usize] & UNRESERVED != 0
+}
+#[inline(always)]
+pub fn is_user_char(b: u8) -> bool {
+    CLASS[b as usize] & (UNRESERVED | USER) != 0
+}
+#[inline(always)]
+pub fn is_password_char(b: u8) -> bool {
+    CLASS[b as usize] & (UNRESERVED | PASSWORD) != 0
+}
+#[inline(always)]
+pub fn is_uri_param_char(b: u8) -> bool {
+    CLASS[b as usize] & (UNRESERVED | PARAM) != 0
+}
+#[inline(always)]
+pub fn is_uri_header_char(b: u8) -> bool {
+    CLASS[b as usize] & (UNRESERVED | HEADER) != 0
+}
+#[inline(always)]
+pub fn is_host_char(b: u8) -> bool {
+    CLASS[b as usize] & HOST != 0
+}
+#[inline(always)]
+pub fn is_word(b: u8) -> bool {
+    CLASS[b as usize] & WORD != 0
+}
+#[inline(always)]
+pub fn is_lws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Index of the first non-LWS byte at or after `i`.
+#[inline]
+pub fn skip_lws(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && is_lws(s[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// `s` without leading and trailing linear white space.
+#[inline]
+pub fn trim(s: &[u8]) -> &[u8] {
+    let start = skip_lws(s, 0);
+    let mut end = s.len();
+    while end > start && is_lws(s[end - 1]) {
+        end -= 1;
+    }
+    &s[start..end]
+}
+
+/// End of the run of token characters starting at `i`.
+#[inline]
+pub fn token_end(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && is_token(s[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// True if `s` is a non-empty token.
+#[inline]
+pub fn is_token_str(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_token(b))
+}
+
+/// `s[i]` must be `"`: returns the index just past the closing quote, or `None`
+/// if the string is unterminated or holds a bare CR/LF that is not a fold.
+pub fn quoted_string_end(s: &[u8], i: usize) -> Option<usize> {
+    debug_assert_eq!(s.get(i), Some(&b'"'));
+    let mut j = i + 1;
+    while j < s.len() {
+        match s[j] {
+            b'"' => return Some(j + 1),
+            // quoted-pair: any octet but CR and LF may be escaped
+            b'\\' => {
+                if j + 1 >= s.len() || matches!(s[j + 1], b'\r' | b'\n') {
+                    return None;
+                }
+                j += 2;
+            }
+            _ => j += 1,
+        }
+    }
+    None
+}
+
+/// The content of a quoted string (without the quotes) with its quoted-pairs
+/// resolved. Borrows when there is nothing to resolve.
+pub fn unquote(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let inner = if s.len() >= 2 && s[0] == b'"' && s[s.len() - 1] == b'"' { &s[1..s.len() - 1] } else { s };
+    if !inner.contains(&b'\\') {
+        return std::borrow::Cow::Borrowed(inner);
+    }
+    let mut out = Vec::with_capacity(inner.len());
+    let mut it = inner.iter();
+    while let Some(&b) = it.next() {
+        if b == b'\\' {
+            if let Some(&n) = it.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(b);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A decimal number of at most `max`, all digits. Leading zeros are legal
+/// (RFC 4475 3.1.1.1 sends `Max-Forwards: 0068`); overflow is an error, not a wrap.
+#[inline]
+pub fn parse_u64_max(s: &[u8], max: u64) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(d as u64)?;
+        if v > max {
+            return None;
+        }
+    }
+    Some(v)
+}
+
+#[inline]
+pub fn parse_u32(s: &[u8]) -> Option<u32> {
+    parse_u64_max(s, u32::MAX as u64).map(|v| v as u32)
+}
+
+/// Value of one hex digit.
+#[inline]
+pub fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Checks that `s` consists of characters accepted by `allowed` or of valid
+/// `%XX` escapes, and is not empty.
+pub fn is_escaped_run(s: &[u8], allowed: fn(u8) -> bool) -> bool {
+    if s.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        if b == b'%' {
+            match (s.get(i + 1).copied().and_then(hex_val), s.get(i + 2).copied().and_then(hex_val)) {
+                (Some(_), Some(_)) => i += 3,
+                _ => return false,
+            }
+        } else if allowed(b) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// RFC 2396 `reserved` characters: the only ones whose escaped and unescaped
+/// forms differ when URIs are compared (RFC 3261 19.1.4).
+#[inline]
+pub fn is_reserved(b: u8) -> bool {
+    matches!(b, b';' | b'/' | b'?' | b':' | b'@' | b'&' | b'=' | b'+' | b'$' | b',')
+}
+
+/// The canonical form of URI components used for comparison (RFC 3261
+/// 19.1.4): escapes of unreserved characters are resolved, escapes of
+/// reserved characters stay escapes (so `a%3Bb` differs from `a;b`), and
+/// optionally ASCII case is folded. Works unit by unit, without allocating.
+pub struct Canon<'a> {
+    s: &'a [u8],
+    i: usize,
+    fold: bool,
+}
+
+impl<'a> Canon<'a> {
+    pub fn new(s: &'a [u8], fold: bool) -> Self {
+        Canon { s, i: 0, fold }
+    }
+
+    /// True if `a` and `b` have the same canonical form.
+    pub fn eq(a: &[u8], b: &[u8], fold: bool) -> bool {
+        Canon::new(a, fold).eq(Canon::new(b, fold))
+    }
+
+    /// Appends the canonical form of `s`, escaped reserved characters written
+    /// as `%XX` with upper-case hex.
+    pub fn push(out: &mut Vec<u8>, s: &[u8], fold: bool) {
+        for unit in Canon::new(s, fold) {
+            if unit > 0xff {
+                let v = (unit & 0xff) as usize;
+                out.extend_from_slice(&[b'%', b"0123456789ABCDEF"[v >> 4], b"0123456789ABCDEF"[v & 15]]);
+            } else {
+                out.push(unit as u8);
+            }
+        }
+    }
+}
+
+impl Iterator for Canon<'_> {
+    /// A plain octet (0..=255) or an escaped reserved octet (0x100 + octet).
+    type Item = u16;
+    fn next(&mut self) -> Option<u16> {
+        let s = self.s;
+        let b = *s.get(self.i)?;
+        if b == b'%' && self.i + 2 < s.len() {
+            if let (Some(h), Some(l)) = (hex_val(s[self.i + 1]), hex_val(s[self.i + 2])) {
+                self.i += 3;
+                let v = h * 16 + l;
+                return Some(if is_reserved(v) {
+                    0x100 | v as u16
+                } else if self.fold {
+                    v.to_ascii_lowercase() as u16
+                } else {
+                    v as u16
+                });
+            }
+        }
+        self.i += 1;
+        Some(if self.fold { b.to_ascii_lowercase() as u16 } else { b as u16 })
+    }
+}
+
+/// Splits a header value at top-level commas: commas inside quoted strings or
+/// inside `<...>` do not separate list elements. Elements are trimmed; empty
+/// elements (as in `a,,b`) are yielded as empty slices so callers can reject them.
+pub struct CommaList<'a> {
+    s: &'a [u8],
+    pos: usize,
+    done: bool,
+}
+
+impl<'a> CommaList<'a> {
+    pub fn new(s: &'a [u8]) -> Self {
+        CommaList { s, pos: 0, done: trim(s).is_empty() }
+    }
+}
+
+impl<'a> Iterator for CommaList<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.done {
+            return None;
+        }
+        let s = self.s;
+        let start = self.pos;
+        let mut i = start;
+        let mut in_angle = false;
+        while i < s.len() {
+            match s[i] {
+                b'"' => match quoted_string_end(s, i) {
+                    Some(e) => {
+                        i = e;
+                        continue;
+                    }
+                    // Unterminated: the rest is one (invalid) element.
+                    None => {
+                        i = s.len();
+                        break;
+                    }
+                },
+                b'<' => in_angle = true,
+                b'>' => in_angle = false,
+                b',' if !in_angle => break,
+                _ => {}
+            }
+            i += 1;
+        }
+        if i >= s.len() {
+            self.done = true;
+        } else {
+            self.pos = i + 1;
+        }
+        Some(trim(&s[start..i.min(s.len())]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_reject_overflow_and_accept_leading_zeros() {
+        assert_eq!(parse_u32(b"0068"), Some(68));
+        assert_eq!(parse_u32(b"4294967295"), Some(u32::MAX));
+        assert_eq!(parse_u32(b"4294967296"), None);
+        assert_eq!(parse_u32(b"36893488147419103232"), None);
+        assert_eq!(parse_u32(b""), None);
+        assert_eq!(parse_u32(b"-1"), None);
+    }
+
+    #[test]
+    fn quoted_strings() {
+        assert_eq!(quoted_string_end(br#""a\"b" x"#, 0), Some(6));
+        assert_eq!(quoted_string_end(br#""unterminated"#, 0), None);
+        assert_eq!(quoted_string_end(br#""ends in escape\"#, 0), None);
+        assert_eq!(&*unquote(br#""J Rosenberg \\\"""#), br#"J Rosenberg \""#);
+    }
+
+    #[test]
+    fn comma_list_respects_quotes_and_angles() {
+        let v: Vec<&[u8]> = CommaList::new(br#""a,b" <sip:x,y@h>;p=1 , <sip:z@h>"#).collect();
+        assert_eq!(v, vec![&br#""a,b" <sip:x,y@h>;p=1"#[..], &b"<sip:z@h>"[..]]);
+        let v: Vec<&[u8]> = CommaList::new(b"a,,b").collect();
+        assert_eq!(v, vec![&b"a"[..], &b""[..], &b"b"[..]]);
+        assert_eq!(CommaList::new(b"  ").count(), 0);
+    }
+
+    #[test]
+    fn canonical_form_resolves_only_unreserved_escapes() {
+        let mut out = Vec::new();
+        Canon::push(&mut out, b"%75se%72%3b", false);
+        assert_eq!(out, b"user%3B");
+        out.clear();
+        Canon::push(&mut out, b"ExAmple%2ecom", true);
+        assert_eq!(out, b"example.com");
+        assert!(Canon::eq(b"%61lice", b"alice", false));
+        assert!(!Canon::eq(b"a%3Bb", b"a;b", false));
+        assert!(!Canon::eq(b"Alice", b"alice", false));
+    }
+}

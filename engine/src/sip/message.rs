@@ -1,0 +1,661 @@
+//! SIP messages: split the head into header spans (phase 1), then validate
+//! the start line and the headers every transaction needs (phase 2).
+//!
+//! Nothing is copied and nothing is allocated: header names and values are
+//! `u32` spans into the input, kept in a fixed inline array, and the headers
+//! the core reads on every message (Via, From, To, Call-ID, CSeq,
+//! Max-Forwards) are parsed once into borrowed typed values. Everything
+//! else is parsed on access.
+
+use arrayvec::ArrayVec;
+
+use super::addr::NameAddr;
+use super::error::ParseError;
+use super::header::{HeaderName, KNOWN_HEADERS};
+use super::lex::{self, CommaList};
+use super::typed::{self, CSeq, Event, MediaType, SubscriptionState};
+use super::uri::Uri;
+use super::via::Via;
+
+/// Compile-time capacity of the inline header table.
+pub const MAX_HEADERS: usize = 64;
+
+const _: () = assert!(KNOWN_HEADERS <= 64, "the repeated-header mask is a u64");
+
+/// Size limits applied while parsing. Exceeding one is an error that maps to
+/// 513 (Message Too Large), never a panic or an unbounded allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Whole message, head and body.
+    pub max_message_size: usize,
+    /// Header lines (a line holding a comma list counts once); at most [`MAX_HEADERS`].
+    pub max_headers: usize,
+    /// One header line, folds included.
+    pub max_header_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_message_size: 65_535, max_headers: MAX_HEADERS, max_header_len: 8_192 }
+    }
+}
+
+/// SIP methods this codebase names; anything else is `Other` (compare the
+/// raw token then). Methods are case-sensitive (RFC 3261 7.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Method {
+    Register,
+    Subscribe,
+    Notify,
+    Publish,
+    Options,
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Message,
+    Info,
+    Prack,
+    Update,
+    Refer,
+    Other,
+}
+
+impl Method {
+    const NAMED: [(Method, &'static str); 14] = [
+        (Method::Register, "REGISTER"),
+        (Method::Subscribe, "SUBSCRIBE"),
+        (Method::Notify, "NOTIFY"),
+        (Method::Publish, "PUBLISH"),
+        (Method::Options, "OPTIONS"),
+        (Method::Invite, "INVITE"),
+        (Method::Ack, "ACK"),
+        (Method::Bye, "BYE"),
+        (Method::Cancel, "CANCEL"),
+        (Method::Message, "MESSAGE"),
+        (Method::Info, "INFO"),
+        (Method::Prack, "PRACK"),
+        (Method::Update, "UPDATE"),
+        (Method::Refer, "REFER"),
+    ];
+
+    pub fn from_bytes(m: &[u8]) -> Method {
+        Self::NAMED.iter().find(|(_, s)| s.as_bytes() == m).map_or(Method::Other, |(k, _)| *k)
+    }
+
+    /// The method name; `None` for `Other`.
+    pub fn as_str(self) -> Option<&'static str> {
+        Self::NAMED.iter().find(|(k, _)| *k == self).map(|(_, s)| *s)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    kind: HeaderName,
+    name_start: u32,
+    name_len: u32,
+    value_start: u32,
+    value_len: u32,
+}
+
+/// One header line: its recognised name, the name as written, and the value
+/// with surrounding white space removed (folds inside are kept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header<'a> {
+    pub name: HeaderName,
+    pub raw_name: &'a [u8],
+    pub value: &'a [u8],
+}
+
+/// Phase 1: a message split into start line, header spans and body offset,
+/// with nothing validated beyond line structure. A server also uses it on
+/// its error path to copy Via/From/To/Call-ID/CSeq into a 4xx for a request
+/// that failed phase 2.
+#[derive(Clone, Debug)]
+pub struct RawMessage<'a> {
+    buf: &'a [u8],
+    start_line: &'a [u8],
+    spans: ArrayVec<Span, MAX_HEADERS>,
+    /// 1-based index of the first header of each known kind; 0 = absent.
+    first: [u8; KNOWN_HEADERS],
+    /// Bit `k` set if known header `k` occurs more than once.
+    repeated: u64,
+    head_len: usize,
+}
+
+impl<'a> RawMessage<'a> {
+    /// Splits `buf` (one message, possibly followed by trailing octets).
+    pub fn split(buf: &'a [u8], limits: &Limits) -> Result<RawMessage<'a>, ParseError> {
+        Self::split_inner(buf, limits, false)
+    }
+
+    /// Like [`RawMessage::split`] but ignoring size limits and keeping the
+    /// first [`MAX_HEADERS`] headers: for answering a request that failed.
+    pub fn split_lenient(buf: &'a [u8]) -> Result<RawMessage<'a>, ParseError> {
+        let limits = Limits { max_message_size: usize::MAX, max_headers: MAX_HEADERS, max_header_len: usize::MAX };
+        Self::split_inner(buf, &limits, true)
+    }
+
+    fn split_inner(buf: &'a [u8], limits: &Limits, lenient: bool) -> Result<RawMessage<'a>, ParseError> {
+        if buf.len() > limits.max_message_size || buf.len() > u32::MAX as usize {
+            return Err(ParseError::MessageTooLarge);
+        }
+        let sl_end = memchr::memchr(b'\n', buf).ok_or(ParseError::UnterminatedHead)?;
+        if sl_end == 0 || buf[sl_end - 1] != b'\r' {
+            return Err(ParseError::BadStartLine("line does not end in CRLF"));
+        }
+        let mut raw = RawMessage {
+            buf,
+            start_line: &buf[..sl_end - 1],
+            spans: ArrayVec::new(),
+            first: [0; KNOWN_HEADERS],
+            repeated: 0,
+            head_len: 0,
+        };
+        let max_headers = limits.max_headers.min(MAX_HEADERS);
+        let mut pos = sl_end + 1;
+        loop {
+            match buf.get(pos) {
+                None => return Err(ParseError::UnterminatedHead),
+                Some(b'\r') => {
+                    if buf.get(pos + 1) == Some(&b'\n') {
+                        raw.head_len = pos + 2;
+                        return Ok(raw);
+                    }
+                    return Err(ParseError::BadHeaderLine);
+                }
+                // A continuation line with no header to continue, or a bare LF.
+                Some(b' ' | b'\t' | b'\n') => return Err(ParseError::BadHeaderLine),
+                Some(_) => {}
+            }
+            // The logical line runs to the first LF not followed by SP/HT.
+            let mut e = memchr::memchr(b'\n', &buf[pos..]).ok_or(ParseError::UnterminatedHead)? + pos;
+            loop {
+                if buf[e - 1] != b'\r' {
+                    return Err(ParseError::BadHeaderLine);
+                }
+                match buf.get(e + 1) {
+                    Some(b' ' | b'\t') => {
+                        e = memchr::memchr(b'\n', &buf[e + 1..]).ok_or(ParseError::UnterminatedHead)? + e + 1;
+                    }
+                    _ => break,
+                }
+            }
+            let line = &buf[pos..e - 1];
+            if line.len() > limits.max_header_len {
+                return Err(ParseError::HeaderTooLong);
+            }
+            let colon = memchr::memchr(b':', line).ok_or(ParseError::BadHeaderLine)?;
+            let mut ne = colon;
+            while ne > 0 && matches!(line[ne - 1], b' ' | b'\t') {
+                ne -= 1;
+            }
+            let name = &line[..ne];
+            if !lex::is_token_str(name) {
+                return Err(ParseError::BadHeaderLine);
+            }
+            let value = lex::trim(&line[colon + 1..]);
+            if raw.spans.len() >= max_headers {
+                if !lenient {
+                    return Err(ParseError::TooManyHeaders);
+                }
+            } else {
+                let kind = HeaderName::from_bytes(name);
+                if kind != HeaderName::Other {
+                    let k = kind as usize;
+                    if raw.first[k] == 0 {
+                        raw.first[k] = raw.spans.len() as u8 + 1;
+                    } else {
+                        raw.repeated |= 1 << k;
+                    }
+                }
+                let value_start = value.as_ptr() as usize - buf.as_ptr() as usize;
+                raw.spans.push(Span {
+                    kind,
+                    name_start: pos as u32,
+                    name_len: name.len() as u32,
+                    value_start: value_start as u32,
+                    value_len: value.len() as u32,
+                });
+            }
+            pos = e + 1;
+        }
+    }
+
+    fn header_at(&self, s: &Span) -> Header<'a> {
+        let b = self.buf;
+        Header {
+            name: s.kind,
+            raw_name: &b[s.name_start as usize..(s.name_start + s.name_len) as usize],
+            value: &b[s.value_start as usize..(s.value_start + s.value_len) as usize],
+        }
+    }
+
+    /// The first line, without its CRLF.
+    pub fn start_line(&self) -> &'a [u8] {
+        self.start_line
+    }
+    /// True if the start line is a Status-Line.
+    pub fn is_response(&self) -> bool {
+        self.start_line.len() >= 4 && self.start_line[..4].eq_ignore_ascii_case(b"SIP/")
+    }
+    /// Offset of the body in the buffer.
+    pub fn head_len(&self) -> usize {
+        self.head_len
+    }
+    /// All header lines in order.
+    pub fn headers(&self) -> impl Iterator<Item = Header<'a>> + '_ {
+        self.spans.iter().map(|s| self.header_at(s))
+    }
+    /// Value of the first header of this kind, O(1) for known names.
+    pub fn header(&self, name: HeaderName) -> Option<&'a [u8]> {
+        if name == HeaderName::Other {
+            return None;
+        }
+        match self.first[name as usize] {
+            0 => None,
+            i => Some(self.header_at(&self.spans[i as usize - 1]).value),
+        }
+    }
+    /// Values of every header of this kind, in order.
+    pub fn header_values(&self, name: HeaderName) -> impl Iterator<Item = &'a [u8]> + '_ {
+        // Start at the first occurrence: known single headers cost O(1).
+        let start = match name {
+            HeaderName::Other => self.spans.len(),
+            _ => match self.first[name as usize] {
+                0 => self.spans.len(),
+                i => i as usize - 1,
+            },
+        };
+        self.spans[start..].iter().filter(move |s| s.kind == name).map(|s| self.header_at(s).value)
+    }
+    /// Value of the first header named `name` (case-insensitive), for
+    /// headers this parser does not know.
+    pub fn header_by_name(&self, name: &[u8]) -> Option<&'a [u8]> {
+        self.headers().find(|h| h.raw_name.eq_ignore_ascii_case(name)).map(|h| h.value)
+    }
+    /// The elements of every header of this kind, split at top-level commas.
+    pub fn list(&self, name: HeaderName) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.header_values(name).flat_map(CommaList::new)
+    }
+    /// True if a known header occurs more than once.
+    pub fn is_repeated(&self, name: HeaderName) -> bool {
+        name != HeaderName::Other && self.repeated & (1 << name as usize) != 0
+    }
+
+    /// The same split, now covering the whole frame (head and body) that a
+    /// stream framer delimited after splitting the head alone.
+    pub(crate) fn extend_to(mut self, frame: &'a [u8]) -> RawMessage<'a> {
+        debug_assert!(frame.as_ptr() == self.buf.as_ptr() && frame.len() >= self.head_len);
+        self.buf = frame;
+        self
+    }
+}
+
+/// The first line of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartLine<'a> {
+    Request { method: Method, method_raw: &'a [u8], uri: Uri<'a> },
+    Response { code: u16, reason: &'a [u8] },
+}
+
+/// A validated SIP message borrowing from its buffer.
+#[derive(Clone, Debug)]
+pub struct Message<'a> {
+    raw: RawMessage<'a>,
+    start: StartLine<'a>,
+    body: &'a [u8],
+    via: Via<'a>,
+    from: NameAddr<'a>,
+    to: NameAddr<'a>,
+    call_id: &'a [u8],
+    cseq: CSeq<'a>,
+    max_forwards: Option<u8>,
+}
+
+/// Headers whose repetition makes a message invalid (RFC 4475 3.3.8, 3.3.9).
+const SINGLE_MASK: u64 = {
+    let mut m = 0u64;
+    let mut i = 0;
+    while i < KNOWN_HEADERS {
+        if HeaderName::ALL[i].is_single() {
+            m |= 1 << i;
+        }
+        i += 1;
+    }
+    m
+};
+
+impl<'a> Message<'a> {
+    /// Parses one message from `buf`. The body is `Content-Length` octets
+    /// (trailing octets are ignored, as a datagram requires) or, without
+    /// Content-Length, the rest of `buf`.
+    pub fn parse(buf: &'a [u8], limits: &Limits) -> Result<Message<'a>, ParseError> {
+        Self::from_raw(RawMessage::split(buf, limits)?)
+    }
+
+    /// Phase 2 on an already split message.
+    pub fn from_raw(raw: RawMessage<'a>) -> Result<Message<'a>, ParseError> {
+        let start = parse_start_line(raw.start_line)?;
+        let single_dups = raw.repeated & SINGLE_MASK;
+        if single_dups != 0 {
+            return Err(ParseError::DuplicateHeader(HeaderName::ALL[single_dups.trailing_zeros() as usize]));
+        }
+        // Every Via entry is checked: a response copies them all.
+        let mut top_via = None;
+        for v in raw.list(HeaderName::Via) {
+            let via = Via::parse(v).map_err(|_| ParseError::BadHeader(HeaderName::Via))?;
+            top_via.get_or_insert(via);
+        }
+        let via = top_via.ok_or(ParseError::MissingHeader(HeaderName::Via))?;
+        let name_addr = |name| {
+            let v = raw.header(name).ok_or(ParseError::MissingHeader(name))?;
+            NameAddr::parse(v).map_err(|_| ParseError::BadHeader(name))
+        };
+        let from = name_addr(HeaderName::From)?;
+        let to = name_addr(HeaderName::To)?;
+        let call_id = raw.header(HeaderName::CallId).ok_or(ParseError::MissingHeader(HeaderName::CallId))?;
+        if !valid_call_id(call_id) {
+            return Err(ParseError::BadHeader(HeaderName::CallId));
+        }
+        let cseq = raw.header(HeaderName::CSeq).ok_or(ParseError::MissingHeader(HeaderName::CSeq))?;
+        let cseq = CSeq::parse(cseq).map_err(|_| ParseError::BadHeader(HeaderName::CSeq))?;
+        if let StartLine::Request { method_raw, .. } = start {
+            if cseq.method != method_raw {
+                return Err(ParseError::CSeqMethodMismatch);
+            }
+        }
+        let max_forwards = match raw.header(HeaderName::MaxForwards) {
+            Some(v) => Some(lex::parse_u64_max(v, 255).ok_or(ParseError::BadHeader(HeaderName::MaxForwards))? as u8),
+            None => None,
+        };
+        if let Some(v) = raw.header(HeaderName::Expires) {
+            typed::delta_seconds(v).map_err(|_| ParseError::BadHeader(HeaderName::Expires))?;
+        }
+        if let Some(v) = raw.header(HeaderName::ContentType) {
+            MediaType::parse(v).map_err(|_| ParseError::BadHeader(HeaderName::ContentType))?;
+        }
+        validate_contacts(&raw)?;
+        let body = match raw.header(HeaderName::ContentLength) {
+            Some(v) => {
+                let len = lex::parse_u32(v).ok_or(ParseError::BadHeader(HeaderName::ContentLength))? as usize;
+                raw.buf.get(raw.head_len..raw.head_len + len).ok_or(ParseError::BodyTruncated)?
+            }
+            None => &raw.buf[raw.head_len..],
+        };
+        Ok(Message { raw, start, body, via, from, to, call_id, cseq, max_forwards })
+    }
+
+    pub fn raw(&self) -> &RawMessage<'a> {
+        &self.raw
+    }
+    pub fn start_line(&self) -> &StartLine<'a> {
+        &self.start
+    }
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+    pub fn method(&self) -> Option<Method> {
+        match self.start {
+            StartLine::Request { method, .. } => Some(method),
+            _ => None,
+        }
+    }
+    pub fn method_raw(&self) -> Option<&'a [u8]> {
+        match self.start {
+            StartLine::Request { method_raw, .. } => Some(method_raw),
+            _ => None,
+        }
+    }
+    pub fn request_uri(&self) -> Option<&Uri<'a>> {
+        match &self.start {
+            StartLine::Request { uri, .. } => Some(uri),
+            _ => None,
+        }
+    }
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+    pub fn reason(&self) -> Option<&'a [u8]> {
+        match self.start {
+            StartLine::Response { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+    /// The message itself: head and body, without trailing octets.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        &self.raw.buf[..self.raw.head_len + self.body.len()]
+    }
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+    /// The top Via.
+    pub fn via(&self) -> &Via<'a> {
+        &self.via
+    }
+    /// Every Via entry, top first (all were validated by [`Message::parse`]).
+    pub fn vias(&self) -> impl Iterator<Item = Via<'a>> + '_ {
+        self.raw.list(HeaderName::Via).filter_map(|v| Via::parse(v).ok())
+    }
+    pub fn from(&self) -> &NameAddr<'a> {
+        &self.from
+    }
+    pub fn to(&self) -> &NameAddr<'a> {
+        &self.to
+    }
+    pub fn call_id(&self) -> &'a [u8] {
+        self.call_id
+    }
+    pub fn cseq(&self) -> CSeq<'a> {
+        self.cseq
+    }
+    pub fn max_forwards(&self) -> Option<u8> {
+        self.max_forwards
+    }
+    pub fn header(&self, name: HeaderName) -> Option<&'a [u8]> {
+        self.raw.header(name)
+    }
+    pub fn headers(&self) -> impl Iterator<Item = Header<'a>> + '_ {
+        self.raw.headers()
+    }
+    pub fn header_values(&self, name: HeaderName) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.raw.header_values(name)
+    }
+
+    /// Expires header (validated by parse).
+    pub fn expires(&self) -> Option<u32> {
+        self.header(HeaderName::Expires).and_then(|v| typed::delta_seconds(v).ok())
+    }
+    /// Content-Type (validated by parse).
+    pub fn content_type(&self) -> Option<MediaType<'a>> {
+        self.header(HeaderName::ContentType).and_then(|v| MediaType::parse(v).ok())
+    }
+    pub fn min_expires(&self) -> Result<Option<u32>, ParseError> {
+        self.single(HeaderName::MinExpires, typed::delta_seconds)
+    }
+    pub fn event(&self) -> Result<Option<Event<'a>>, ParseError> {
+        self.single(HeaderName::Event, Event::parse)
+    }
+    pub fn subscription_state(&self) -> Result<Option<SubscriptionState<'a>>, ParseError> {
+        self.single(HeaderName::SubscriptionState, SubscriptionState::parse)
+    }
+    /// SIP-ETag (RFC 3903): an entity tag is a token.
+    pub fn sip_etag(&self) -> Result<Option<&'a [u8]>, ParseError> {
+        self.single(HeaderName::SipETag, entity_tag)
+    }
+    /// Every SIP-If-Match value; RFC 3903 makes more than one a 400, which the
+    /// PUBLISH handler decides, so the parser keeps them all.
+    pub fn sip_if_match(&self) -> impl Iterator<Item = Result<&'a [u8], ParseError>> + '_ {
+        self.header_values(HeaderName::SipIfMatch).map(|v| entity_tag(v).map_err(|_| ParseError::BadHeader(HeaderName::SipIfMatch)))
+    }
+    pub fn accept(&self) -> impl Iterator<Item = Result<MediaType<'a>, ParseError>> + '_ {
+        self.typed_list(HeaderName::Accept, MediaType::parse)
+    }
+    pub fn allow_events(&self) -> impl Iterator<Item = Result<&'a [u8], ParseError>> + '_ {
+        self.typed_list(HeaderName::AllowEvents, token)
+    }
+    pub fn require(&self) -> impl Iterator<Item = Result<&'a [u8], ParseError>> + '_ {
+        self.typed_list(HeaderName::Require, token)
+    }
+    pub fn proxy_require(&self) -> impl Iterator<Item = Result<&'a [u8], ParseError>> + '_ {
+        self.typed_list(HeaderName::ProxyRequire, token)
+    }
+    pub fn supported(&self) -> impl Iterator<Item = Result<&'a [u8], ParseError>> + '_ {
+        self.typed_list(HeaderName::Supported, token)
+    }
+    pub fn routes(&self) -> impl Iterator<Item = Result<NameAddr<'a>, ParseError>> + '_ {
+        self.typed_list(HeaderName::Route, NameAddr::parse)
+    }
+    pub fn record_routes(&self) -> impl Iterator<Item = Result<NameAddr<'a>, ParseError>> + '_ {
+        self.typed_list(HeaderName::RecordRoute, NameAddr::parse)
+    }
+    pub fn p_asserted_identity(&self) -> impl Iterator<Item = Result<NameAddr<'a>, ParseError>> + '_ {
+        self.typed_list(HeaderName::PAssertedIdentity, NameAddr::parse)
+    }
+    /// Contact headers (validated by parse).
+    pub fn contacts(&self) -> Contacts<'a> {
+        if self.raw.list(HeaderName::Contact).next().is_some_and(|c| c == b"*") {
+            Contacts::Star
+        } else {
+            Contacts::List(self.raw.list(HeaderName::Contact).filter_map(|c| NameAddr::parse(c).ok()).collect())
+        }
+    }
+
+    fn single<T>(&self, name: HeaderName, parse: fn(&'a [u8]) -> Result<T, ()>) -> Result<Option<T>, ParseError> {
+        self.header(name).map(|v| parse(v).map_err(|_| ParseError::BadHeader(name))).transpose()
+    }
+    fn typed_list<'s, T: 's>(&'s self, name: HeaderName, parse: fn(&'a [u8]) -> Result<T, ()>) -> impl Iterator<Item = Result<T, ParseError>> + 's {
+        self.raw.list(name).map(move |v| parse(v).map_err(|_| ParseError::BadHeader(name)))
+    }
+
+    /// Serializes the message: start line, every header as received, a
+    /// Content-Length if the message had none, the body.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.raw.start_line);
+        out.extend_from_slice(b"\r\n");
+        for h in self.headers() {
+            out.extend_from_slice(h.raw_name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b"\r\n");
+        }
+        if self.header(HeaderName::ContentLength).is_none() {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(self.body);
+    }
+}
+
+/// Contact header values: `*` (only valid in a de-registering REGISTER) or a
+/// list of addresses. Lists are short, so one small vector is fine here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Contacts<'a> {
+    Star,
+    List(Vec<NameAddr<'a>>),
+}
+
+fn token(s: &[u8]) -> Result<&[u8], ()> {
+    if lex::is_token_str(s) { Ok(s) } else { Err(()) }
+}
+
+fn entity_tag(s: &[u8]) -> Result<&[u8], ()> {
+    token(lex::trim(s))
+}
+
+/// Call-ID = word [ "@" word ].
+fn valid_call_id(v: &[u8]) -> bool {
+    let mut parts = v.splitn(2, |&b| b == b'@');
+    let ok = |w: Option<&[u8]>| w.is_some_and(|w| !w.is_empty() && w.iter().all(|&b| lex::is_word(b)));
+    let first = parts.next();
+    ok(first) && parts.next().is_none_or(|w| ok(Some(w)))
+}
+
+/// `*` must stand alone; every address must parse and its `expires`, if
+/// any, be delta-seconds (RFC 4475 3.1.2.4 sends an overlarge one).
+fn validate_contacts(raw: &RawMessage<'_>) -> Result<(), ParseError> {
+    let bad = ParseError::BadHeader(HeaderName::Contact);
+    let mut count = 0;
+    let mut star = false;
+    for c in raw.list(HeaderName::Contact) {
+        count += 1;
+        if c == b"*" {
+            star = true;
+            continue;
+        }
+        let na = NameAddr::parse(c).map_err(|_| bad)?;
+        if let Some(e) = na.params().get(b"expires") {
+            e.ok_or(()).and_then(typed::delta_seconds).map_err(|_| bad)?;
+        }
+    }
+    if star && count > 1 {
+        return Err(bad);
+    }
+    Ok(())
+}
+
+fn parse_start_line(line: &[u8]) -> Result<StartLine<'_>, ParseError> {
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+        // SIP-Version SP Status-Code SP Reason-Phrase
+        let sp = memchr::memchr(b' ', line).ok_or(ParseError::BadStartLine("no status code"))?;
+        check_version(&line[..sp])?;
+        let rest = &line[sp + 1..];
+        let code_end = memchr::memchr(b' ', rest).unwrap_or(rest.len());
+        let code = &rest[..code_end];
+        if code.len() != 3 {
+            return Err(ParseError::BadStatusCode);
+        }
+        let code = lex::parse_u64_max(code, 699).filter(|c| *c >= 100).ok_or(ParseError::BadStatusCode)? as u16;
+        let reason = rest.get(code_end + 1..).unwrap_or(&[]);
+        if reason.iter().any(|&b| b == b'\r' || b == b'\n') {
+            return Err(ParseError::BadStartLine("control character in reason phrase"));
+        }
+        return Ok(StartLine::Response { code, reason });
+    }
+    // Method SP Request-URI SP SIP-Version, single spaces only (RFC 4475 3.1.2.9-10)
+    let sp1 = memchr::memchr(b' ', line).ok_or(ParseError::BadStartLine("not a request line"))?;
+    let method_raw = &line[..sp1];
+    if !lex::is_token_str(method_raw) {
+        return Err(ParseError::BadStartLine("bad method"));
+    }
+    let rest = &line[sp1 + 1..];
+    let sp2 = memchr::memchr(b' ', rest).ok_or(ParseError::BadStartLine("no SIP-Version"))?;
+    let (uri_text, version) = (&rest[..sp2], &rest[sp2 + 1..]);
+    if uri_text.is_empty() {
+        return Err(ParseError::BadStartLine("extra white space"));
+    }
+    check_version(version)?;
+    let uri = Uri::parse(uri_text).map_err(|_| ParseError::BadRequestUri("malformed"))?;
+    if !uri.is_served_scheme() {
+        return Err(ParseError::UnsupportedUriScheme);
+    }
+    if !uri.headers().is_empty() {
+        return Err(ParseError::BadRequestUri("headers are not allowed in a Request-URI"));
+    }
+    Ok(StartLine::Request { method: Method::from_bytes(method_raw), method_raw, uri })
+}
+
+/// `SIP/digits.digits`: anything else is a syntax error; a well-formed
+/// version other than 2.0 is 505.
+fn check_version(v: &[u8]) -> Result<(), ParseError> {
+    let bad = ParseError::BadStartLine("bad SIP-Version");
+    if v.len() < 7 || !v[..4].eq_ignore_ascii_case(b"SIP/") {
+        return Err(bad);
+    }
+    let nums = &v[4..];
+    let dot = memchr::memchr(b'.', nums).ok_or(bad)?;
+    let (major, minor) = (&nums[..dot], &nums[dot + 1..]);
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    if !digits(major) || !digits(minor) {
+        return Err(bad);
+    }
+    if nums != b"2.0" {
+        return Err(ParseError::VersionNotSupported);
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! The SIP codec: a zero-copy parser in the style of httparse, a builder,
+//! and framing for datagrams and streams.
+//!
+//! - [`lex`]: character classes, LWS, quoted strings, numbers.
+//! - [`header`]: header names (compact forms, case-insensitive).
+//! - [`message`]: split the head into spans, validate, typed access.
+//! - [`uri`], [`addr`], [`via`], [`params`], [`typed`]: header grammars.
+//! - [`builder`]: write requests and responses, responses from requests.
+//! - [`framing`]: cut a TCP stream into messages.
+//! - [`error`]: parse errors and the SIP status each maps to.
+
+pub mod addr;
+pub mod builder;
+pub mod error;
+pub mod framing;
+pub mod header;
+pub mod lex;
+pub mod message;
+pub mod params;
+pub mod typed;
+pub mod uri;
+pub mod via;
+
+pub use addr::NameAddr;
+pub use builder::{response_to, MessageWriter};
+pub use error::ParseError;
+pub use framing::{Frame, StreamFramer};
+pub use header::HeaderName;
+pub use message::{Contacts, Header, Limits, Message, Method, RawMessage, StartLine, MAX_HEADERS};
+pub use uri::{Scheme, Uri};
+pub use via::Via;

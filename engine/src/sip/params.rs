@@ -1,0 +1,187 @@
+//! Parameter lists: `*( SEMI generic-param )` in header values (RFC 3261 25.1)
+//! and `*( ";" uri-parameter )` in URIs. Both are kept as the raw, already
+//! validated text and scanned again on lookup: a list holds a handful of
+//! short parameters, so a rescan is cheaper than storing them.
+
+use super::lex::{self, quoted_string_end, skip_lws, token_end};
+
+/// A validated parameter list, borrowed from the message. The raw text starts
+/// at the first `;` (or is empty).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Params<'a> {
+    raw: &'a [u8],
+}
+
+/// One parameter. `value` is raw: a quoted value keeps its quotes (see
+/// [`lex::unquote`]), a URI parameter keeps its `%` escapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Param<'a> {
+    pub name: &'a [u8],
+    pub value: Option<&'a [u8]>,
+}
+
+impl<'a> Params<'a> {
+    /// Wraps text already checked by [`parse_header_params`] or the URI parser.
+    pub(crate) fn from_validated(raw: &'a [u8]) -> Self {
+        Params { raw }
+    }
+
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    pub fn iter(&self) -> ParamIter<'a> {
+        ParamIter { s: self.raw, pos: 0 }
+    }
+
+    /// The parameter named `name` (case-insensitive): `None` if absent,
+    /// `Some(None)` if present without a value.
+    pub fn get(&self, name: &[u8]) -> Option<Option<&'a [u8]>> {
+        self.iter().find(|p| p.name.eq_ignore_ascii_case(name)).map(|p| p.value)
+    }
+
+    /// The value of `name`, or `None` if it is absent or has no value.
+    pub fn value(&self, name: &[u8]) -> Option<&'a [u8]> {
+        self.get(name).flatten()
+    }
+
+    pub fn has(&self, name: &[u8]) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+impl<'a> IntoIterator for Params<'a> {
+    type Item = Param<'a>;
+    type IntoIter = ParamIter<'a>;
+    fn into_iter(self) -> ParamIter<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over a validated parameter list.
+pub struct ParamIter<'a> {
+    s: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for ParamIter<'a> {
+    type Item = Param<'a>;
+    fn next(&mut self) -> Option<Param<'a>> {
+        let s = self.s;
+        // Find the next ';' and the end of this parameter (next ';' outside quotes).
+        let semi = s[self.pos.min(s.len())..].iter().position(|&b| b == b';')? + self.pos;
+        let start = semi + 1;
+        let mut end = start;
+        while end < s.len() && s[end] != b';' {
+            if s[end] == b'"' {
+                end = quoted_string_end(s, end).unwrap_or(s.len());
+            } else {
+                end += 1;
+            }
+        }
+        self.pos = end;
+        let item = &s[start..end];
+        let (name, value) = match item.iter().position(|&b| b == b'=') {
+            // A quoted value cannot hold the '=' we split on before its quote.
+            Some(eq) => (lex::trim(&item[..eq]), Some(lex::trim(&item[eq + 1..]))),
+            None => (lex::trim(item), None),
+        };
+        Some(Param { name, value })
+    }
+}
+
+/// Parses `*( SEMI generic-param )` starting at `s[i]`. Returns the validated
+/// list and the index just past its last parameter; the caller decides what
+/// may follow (end of value, a comma, ...). An empty parameter (`;;`) or a
+/// malformed value is an error.
+pub fn parse_header_params(s: &[u8], i: usize) -> Result<(Params<'_>, usize), ()> {
+    let mut end = i;
+    let first = skip_lws(s, i);
+    if first >= s.len() || s[first] != b';' {
+        return Ok((Params::default(), i));
+    }
+    let raw_start = first;
+    loop {
+        let j = skip_lws(s, end);
+        if j >= s.len() || s[j] != b';' {
+            break;
+        }
+        // name
+        let n = skip_lws(s, j + 1);
+        let ne = token_end(s, n);
+        if ne == n {
+            return Err(());
+        }
+        end = ne;
+        // optional "= value"
+        let k = skip_lws(s, ne);
+        if k < s.len() && s[k] == b'=' {
+            let v = skip_lws(s, k + 1);
+            if v >= s.len() {
+                return Err(());
+            }
+            end = if s[v] == b'"' {
+                quoted_string_end(s, v).ok_or(())?
+            } else {
+                let mut ve = v;
+                while ve < s.len() && (lex::is_token(s[ve]) || matches!(s[ve], b':' | b'[' | b']')) {
+                    ve += 1;
+                }
+                if ve == v {
+                    return Err(());
+                }
+                ve
+            };
+        }
+    }
+    Ok((Params::from_validated(&s[raw_start..end]), end))
+}
+
+/// Parses the `;`-separated URI parameters `s` (without the leading `;`):
+/// every parameter needs a name, names and values use `paramchar`.
+pub fn validate_uri_params(s: &[u8]) -> bool {
+    s.split(|&b| b == b';').all(|p| {
+        let (n, v) = match p.iter().position(|&b| b == b'=') {
+            Some(eq) => (&p[..eq], Some(&p[eq + 1..])),
+            None => (p, None),
+        };
+        lex::is_escaped_run(n, lex::is_uri_param_char) && v.is_none_or(|v| lex::is_escaped_run(v, lex::is_uri_param_char))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_params_with_lws_and_quotes() {
+        let s = br#" ;  tag    = 1918181833n ; q=0.5;x="a;b" ;lr, next"#;
+        let (p, end) = parse_header_params(s, 0).unwrap();
+        assert_eq!(&s[end..], b", next");
+        assert_eq!(p.value(b"TAG"), Some(&b"1918181833n"[..]));
+        assert_eq!(p.value(b"q"), Some(&b"0.5"[..]));
+        assert_eq!(p.value(b"x"), Some(&br#""a;b""#[..]));
+        assert_eq!(p.get(b"lr"), Some(None));
+        assert_eq!(p.get(b"nope"), None);
+        assert_eq!(p.iter().count(), 4);
+    }
+
+    #[test]
+    fn empty_params_are_errors() {
+        assert!(parse_header_params(b";;", 0).is_err());
+        assert!(parse_header_params(b";a=", 0).is_err());
+        assert!(parse_header_params(b";a=\"open", 0).is_err());
+        assert!(parse_header_params(b";received=[2001:db8::1]", 0).is_ok());
+    }
+
+    #[test]
+    fn uri_params() {
+        assert!(validate_uri_params(b"lr;transport=tcp;%6C%72"));
+        assert!(!validate_uri_params(b"lr;"));
+        assert!(!validate_uri_params(b"a=b c"));
+    }
+}

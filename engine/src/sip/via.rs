@@ -1,0 +1,140 @@
+//! The Via header (RFC 3261 20.42, RFC 3581 rport).
+
+use super::lex::{self, skip_lws, token_end};
+use super::params::{parse_header_params, Params};
+
+/// One Via entry (a Via header may hold several, comma separated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Via<'a> {
+    protocol: &'a [u8],
+    version: &'a [u8],
+    transport: &'a [u8],
+    host: &'a [u8],
+    port: Option<u16>,
+    params: Params<'a>,
+}
+
+impl<'a> Via<'a> {
+    /// Parses one `via-parm`. LWS is allowed around `/` and `:` and between
+    /// the protocol and the sent-by (RFC 4475 3.1.1.1).
+    pub fn parse(s: &'a [u8]) -> Result<Via<'a>, ()> {
+        let token = |i: usize| {
+            let i = skip_lws(s, i);
+            let e = token_end(s, i);
+            if e == i { Err(()) } else { Ok((&s[i..e], e)) }
+        };
+        let slash = |i: usize| {
+            let i = skip_lws(s, i);
+            if s.get(i) == Some(&b'/') { Ok(i + 1) } else { Err(()) }
+        };
+        let (protocol, i) = token(0)?;
+        let (version, i) = token(slash(i)?)?;
+        let (transport, i) = token(slash(i)?)?;
+        let h = skip_lws(s, i);
+        if h == i {
+            return Err(());
+        }
+        let he = if s.get(h) == Some(&b'[') {
+            let close = memchr::memchr(b']', &s[h..]).ok_or(())? + h;
+            if !s[h + 1..close].iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') || close == h + 1 {
+                return Err(());
+            }
+            close + 1
+        } else {
+            s[h..].iter().position(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'.')).map_or(s.len(), |p| p + h)
+        };
+        if he == h {
+            return Err(());
+        }
+        let host = &s[h..he];
+        let mut i = he;
+        let mut port = None;
+        let c = skip_lws(s, i);
+        if s.get(c) == Some(&b':') {
+            let ps = skip_lws(s, c + 1);
+            let pe = s[ps..].iter().position(|b| !b.is_ascii_digit()).map_or(s.len(), |p| p + ps);
+            port = Some(lex::parse_u64_max(&s[ps..pe], u16::MAX as u64).ok_or(())? as u16);
+            i = pe;
+        }
+        let (params, pe) = parse_header_params(s, i)?;
+        if skip_lws(s, pe) != s.len() {
+            return Err(());
+        }
+        Ok(Via { protocol, version, transport, host, port, params })
+    }
+
+    pub fn protocol(&self) -> &'a [u8] {
+        self.protocol
+    }
+    pub fn version(&self) -> &'a [u8] {
+        self.version
+    }
+    /// Transport token as written (UDP, TCP, TLS, SCTP, WS, or any extension).
+    pub fn transport(&self) -> &'a [u8] {
+        self.transport
+    }
+    pub fn host(&self) -> &'a [u8] {
+        self.host
+    }
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+    /// The port a response goes to when sent-by names none: 5061 for TLS, else 5060.
+    pub fn port_or_default(&self) -> u16 {
+        self.port.unwrap_or(if self.transport.eq_ignore_ascii_case(b"TLS") { 5061 } else { 5060 })
+    }
+    pub fn params(&self) -> Params<'a> {
+        self.params
+    }
+    pub fn branch(&self) -> Option<&'a [u8]> {
+        self.params.value(b"branch")
+    }
+    /// True if the branch carries the RFC 3261 magic cookie; otherwise the
+    /// transaction is matched the RFC 2543 way (RFC 4475 3.2.1).
+    pub fn has_rfc3261_branch(&self) -> bool {
+        self.branch().is_some_and(|b| b.len() > 7 && b[..7].eq_ignore_ascii_case(b"z9hG4bK"))
+    }
+    pub fn received(&self) -> Option<&'a [u8]> {
+        self.params.value(b"received")
+    }
+    /// RFC 3581: `None` if absent, `Some(None)` if asked for (no value),
+    /// `Some(Some(port))` once filled in.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        self.params.get(b"rport").map(|v| v.and_then(|p| lex::parse_u64_max(p, u16::MAX as u64)).map(|p| p as u16))
+    }
+    pub fn maddr(&self) -> Option<&'a [u8]> {
+        self.params.value(b"maddr")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_with_lws_everywhere() {
+        let v = Via::parse(b"SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw").unwrap();
+        assert_eq!(v.transport(), b"UDP");
+        assert_eq!(v.host(), b"192.0.2.2");
+        assert_eq!(v.port(), None);
+        assert_eq!(v.port_or_default(), 5060);
+        assert_eq!(v.branch(), Some(&b"390skdjuw"[..]));
+        assert!(!v.has_rfc3261_branch());
+        let w = Via::parse(b"SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8").unwrap();
+        assert_eq!(w.host(), b"spindle.example.com");
+        assert!(w.has_rfc3261_branch());
+        let r = Via::parse(b"SIP/2.0/UDP [2001:db8::1]:5070;rport;branch=z9hG4bKx").unwrap();
+        assert_eq!(r.port(), Some(5070));
+        assert_eq!(r.rport(), Some(None));
+        let q = Via::parse(b"SIP/2.0/TLS h.example.com;received=192.0.2.1;rport=9999").unwrap();
+        assert_eq!(q.rport(), Some(Some(9999)));
+        assert_eq!(q.port_or_default(), 5061);
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for bad in ["SIP/2.0/UDP 192.0.2.15;;", "SIP/2.0/UDP", "SIP/2.0 host", "SIP/2.0/UDP host:99999", "SIP/2.0/UDP host junk", "SIP/2.0/UDP ;branch=x"] {
+            assert!(Via::parse(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+}
