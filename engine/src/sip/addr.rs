@@ -1,7 +1,7 @@
 //! `name-addr` / `addr-spec` with header parameters: From, To, Contact,
 //! Route, Record-Route, P-Asserted-Identity (RFC 3261 20.10, 25.1).
 
-use super::lex::{self, is_lws, is_token, quoted_string_end, skip_lws};
+use super::lex::{self, is_lws, quoted_string_end, skip_lws};
 use super::params::{parse_header_params, Params};
 use super::uri::Uri;
 use std::borrow::Cow;
@@ -25,7 +25,9 @@ impl<'a> NameAddr<'a> {
     /// a run of tokens (3.1.2.15).
     pub fn parse(s: &'a [u8]) -> Result<NameAddr<'a>, ()> {
         let s = lex::trim(s);
-        let (display, lt) = if s.first() == Some(&b'"') {
+        let (display, lt) = if s.first() == Some(&b'<') {
+            (None, 0)
+        } else if s.first() == Some(&b'"') {
             let q = quoted_string_end(s, 0).ok_or(())?;
             let lt = skip_lws(s, q);
             if s.get(lt) != Some(&b'<') {
@@ -33,7 +35,7 @@ impl<'a> NameAddr<'a> {
             }
             (Some(&s[..q]), lt)
         } else {
-            let j = s.iter().position(|&b| !(is_token(b) || is_lws(b))).unwrap_or(s.len());
+            let j = lex::class_end(s, 0, lex::Class::TOKEN_OR_LWS);
             if s.get(j) == Some(&b'<') {
                 let d = lex::trim(&s[..j]);
                 (if d.is_empty() { None } else { Some(d) }, j)

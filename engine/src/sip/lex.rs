@@ -8,24 +8,57 @@
 //! value is ever unfolded into a new buffer.
 
 /// Bit flags of the character class table.
-const TOKEN: u8 = 1; // RFC 3261 `token` characters
-const UNRESERVED: u8 = 2; // alphanum / mark
-const USER: u8 = 4; // user-unreserved: & = + $ , ; ? /
-const PASSWORD: u8 = 8; // & = + $ ,
-const PARAM: u8 = 16; // param-unreserved: [ ] / : & + $
-const HEADER: u8 = 32; // hnv-unreserved: [ ] / ? : + $
-const HOST: u8 = 64; // hostname, IPv4 and bracketed IPv6 characters
-const WORD: u8 = 128; // Call-ID `word` characters
+const TOKEN: u16 = 1; // RFC 3261 `token` characters
+const UNRESERVED: u16 = 2; // alphanum / mark
+const USER: u16 = 4; // user-unreserved: & = + $ , ; ? /
+const PASSWORD: u16 = 8; // & = + $ ,
+const PARAM: u16 = 16; // param-unreserved: [ ] / : & + $
+const HEADER: u16 = 32; // hnv-unreserved: [ ] / ? : + $
+const WORD: u16 = 64; // Call-ID `word` characters
+const GEN_VALUE: u16 = 128; // token / host: an unquoted header parameter value
+const LWS: u16 = 256; // SP HT CR LF
+const SCHEME: u16 = 512; // ALPHA DIGIT + - .
+const HOSTNAME: u16 = 1024; // alphanum - .
+const CALL_ID: u16 = 2048; // word / "@"
+const USERINFO: u16 = 4096; // user / password characters, ':' and '%'
 
-const fn build_table() -> [u8; 256] {
-    let mut t = [0u8; 256];
+/// A set of characters, as a mask over the class table: one lookup and one
+/// AND per byte, whatever the set.
+#[derive(Clone, Copy)]
+pub struct Class(u16);
+
+impl Class {
+    pub const TOKEN: Class = Class(TOKEN);
+    pub const USER: Class = Class(UNRESERVED | USER);
+    pub const PASSWORD: Class = Class(UNRESERVED | PASSWORD);
+    pub const URI_PARAM: Class = Class(UNRESERVED | PARAM);
+    pub const URI_HEADER: Class = Class(UNRESERVED | HEADER);
+    pub const GEN_VALUE: Class = Class(GEN_VALUE);
+    pub const TOKEN_OR_LWS: Class = Class(TOKEN | LWS);
+    pub const LWS: Class = Class(LWS);
+    pub const SCHEME: Class = Class(SCHEME);
+    pub const HOSTNAME: Class = Class(HOSTNAME);
+    pub const CALL_ID: Class = Class(CALL_ID);
+    pub const USERINFO: Class = Class(USERINFO);
+
+    #[inline(always)]
+    pub fn has(self, b: u8) -> bool {
+        CLASS[b as usize] & self.0 != 0
+    }
+}
+
+const fn build_table() -> [u16; 256] {
+    let mut t = [0u16; 256];
     let mut c = 0usize;
     while c < 256 {
         let b = c as u8;
         let alnum = b.is_ascii_alphanumeric();
-        let mut f = 0u8;
+        let mut f = 0u16;
         if alnum || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~') {
-            f |= TOKEN;
+            f |= TOKEN | GEN_VALUE;
+        }
+        if matches!(b, b':' | b'[' | b']') {
+            f |= GEN_VALUE;
         }
         if alnum || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')') {
             f |= UNRESERVED;
@@ -42,9 +75,6 @@ const fn build_table() -> [u8; 256] {
         if matches!(b, b'[' | b']' | b'/' | b'?' | b':' | b'+' | b'$') {
             f |= HEADER;
         }
-        if alnum || matches!(b, b'-' | b'.' | b'[' | b']' | b':') {
-            f |= HOST;
-        }
         if alnum
             || matches!(
                 b,
@@ -54,41 +84,32 @@ const fn build_table() -> [u8; 256] {
         {
             f |= WORD;
         }
+        if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
+            f |= LWS;
+        }
+        if alnum || matches!(b, b'+' | b'-' | b'.') {
+            f |= SCHEME;
+        }
+        if alnum || matches!(b, b'-' | b'.') {
+            f |= HOSTNAME;
+        }
+        if f & WORD != 0 || b == b'@' {
+            f |= CALL_ID;
+        }
+        if f & (UNRESERVED | USER | PASSWORD) != 0 || matches!(b, b':' | b'%') {
+            f |= USERINFO;
+        }
         t[c] = f;
         c += 1;
     }
     t
 }
 
-static CLASS: [u8; 256] = build_table();
+static CLASS: [u16; 256] = build_table();
 
 #[inline(always)]
 pub fn is_token(b: u8) -> bool {
     CLASS[b as usize] & TOKEN != 0
-}
-#[inline(always)]
-pub fn is_unreserved(b: u8) -> bool {
-    CLASS[b as usize] & UNRESERVED != 0
-}
-#[inline(always)]
-pub fn is_user_char(b: u8) -> bool {
-    CLASS[b as usize] & (UNRESERVED | USER) != 0
-}
-#[inline(always)]
-pub fn is_password_char(b: u8) -> bool {
-    CLASS[b as usize] & (UNRESERVED | PASSWORD) != 0
-}
-#[inline(always)]
-pub fn is_uri_param_char(b: u8) -> bool {
-    CLASS[b as usize] & (UNRESERVED | PARAM) != 0
-}
-#[inline(always)]
-pub fn is_uri_header_char(b: u8) -> bool {
-    CLASS[b as usize] & (UNRESERVED | HEADER) != 0
-}
-#[inline(always)]
-pub fn is_host_char(b: u8) -> bool {
-    CLASS[b as usize] & HOST != 0
 }
 #[inline(always)]
 pub fn is_word(b: u8) -> bool {
@@ -96,36 +117,37 @@ pub fn is_word(b: u8) -> bool {
 }
 #[inline(always)]
 pub fn is_lws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+    CLASS[b as usize] & LWS != 0
+}
+
+/// End of the run of `class` characters starting at `i`.
+#[inline]
+pub fn class_end(s: &[u8], i: usize, class: Class) -> usize {
+    // Iterating the subslice lets the compiler drop the per-byte bounds check.
+    match s.get(i..) {
+        Some(rest) => rest.iter().position(|&b| !class.has(b)).map_or(s.len(), |p| i + p),
+        None => i,
+    }
 }
 
 /// Index of the first non-LWS byte at or after `i`.
 #[inline]
-pub fn skip_lws(s: &[u8], mut i: usize) -> usize {
-    while i < s.len() && is_lws(s[i]) {
-        i += 1;
-    }
-    i
+pub fn skip_lws(s: &[u8], i: usize) -> usize {
+    class_end(s, i, Class::LWS)
 }
 
 /// `s` without leading and trailing linear white space.
 #[inline]
 pub fn trim(s: &[u8]) -> &[u8] {
     let start = skip_lws(s, 0);
-    let mut end = s.len();
-    while end > start && is_lws(s[end - 1]) {
-        end -= 1;
-    }
+    let end = s[start..].iter().rposition(|&b| !is_lws(b)).map_or(start, |p| start + p + 1);
     &s[start..end]
 }
 
 /// End of the run of token characters starting at `i`.
 #[inline]
-pub fn token_end(s: &[u8], mut i: usize) -> usize {
-    while i < s.len() && is_token(s[i]) {
-        i += 1;
-    }
-    i
+pub fn token_end(s: &[u8], i: usize) -> usize {
+    class_end(s, i, Class::TOKEN)
 }
 
 /// True if `s` is a non-empty token.
@@ -213,22 +235,19 @@ pub fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-/// Checks that `s` consists of characters accepted by `allowed` or of valid
-/// `%XX` escapes, and is not empty.
-pub fn is_escaped_run(s: &[u8], allowed: fn(u8) -> bool) -> bool {
+/// Checks that `s` is not empty and consists of `class` characters or
+/// valid `%XX` escapes.
+pub fn is_escaped_run(s: &[u8], class: Class) -> bool {
     if s.is_empty() {
         return false;
     }
     let mut i = 0;
     while i < s.len() {
         let b = s[i];
-        if b == b'%' {
-            match (s.get(i + 1).copied().and_then(hex_val), s.get(i + 2).copied().and_then(hex_val)) {
-                (Some(_), Some(_)) => i += 3,
-                _ => return false,
-            }
-        } else if allowed(b) {
+        if class.has(b) {
             i += 1;
+        } else if b == b'%' && s.len() >= i + 3 && hex_val(s[i + 1]).is_some() && hex_val(s[i + 2]).is_some() {
+            i += 3;
         } else {
             return false;
         }
@@ -325,26 +344,31 @@ impl<'a> Iterator for CommaList<'a> {
         let s = self.s;
         let start = self.pos;
         let mut i = start;
-        let mut in_angle = false;
-        while i < s.len() {
+        // Jump between the only bytes that matter: a comma ends the element
+        // unless it sits inside <...> or a quoted string.
+        while let Some(off) = memchr::memchr3(b',', b'"', b'<', &s[i..]) {
+            i += off;
             match s[i] {
                 b'"' => match quoted_string_end(s, i) {
-                    Some(e) => {
-                        i = e;
-                        continue;
-                    }
+                    Some(e) => i = e,
                     // Unterminated: the rest is one (invalid) element.
                     None => {
                         i = s.len();
                         break;
                     }
                 },
-                b'<' => in_angle = true,
-                b'>' => in_angle = false,
-                b',' if !in_angle => break,
-                _ => {}
+                b'<' => match memchr::memchr(b'>', &s[i..]) {
+                    Some(e) => i += e + 1,
+                    None => {
+                        i = s.len();
+                        break;
+                    }
+                },
+                _ => break,
             }
-            i += 1;
+        }
+        if i < s.len() && s[i] != b',' {
+            i = s.len();
         }
         if i >= s.len() {
             self.done = true;

@@ -89,13 +89,16 @@ impl Method {
     }
 }
 
+/// One header line as offsets into the buffer: 12 bytes, so the whole
+/// table stays small enough to move cheaply.
 #[derive(Clone, Copy, Debug)]
 struct Span {
-    kind: HeaderName,
-    name_start: u32,
-    name_len: u32,
-    value_start: u32,
+    line_start: u32,
     value_len: u32,
+    /// Offset of the value from the line start.
+    value_off: u16,
+    name_len: u8,
+    kind: HeaderName,
 }
 
 /// One header line: its recognised name, the name as written, and the value
@@ -185,16 +188,22 @@ impl<'a> RawMessage<'a> {
             if line.len() > limits.max_header_len {
                 return Err(ParseError::HeaderTooLong);
             }
-            let colon = memchr::memchr(b':', line).ok_or(ParseError::BadHeaderLine)?;
-            let mut ne = colon;
-            while ne > 0 && matches!(line[ne - 1], b' ' | b'\t') {
-                ne -= 1;
+            // name: token, then optional SP/HT, then ':' (names are short,
+            // so a table scan beats a memchr call here)
+            let ne = lex::token_end(line, 0);
+            let mut colon = ne;
+            while colon < line.len() && matches!(line[colon], b' ' | b'\t') {
+                colon += 1;
             }
-            let name = &line[..ne];
-            if !lex::is_token_str(name) {
+            if ne == 0 || line.get(colon) != Some(&b':') {
                 return Err(ParseError::BadHeaderLine);
             }
+            let name = &line[..ne];
             let value = lex::trim(&line[colon + 1..]);
+            let value_off = value.as_ptr() as usize - line.as_ptr() as usize;
+            if name.len() > u8::MAX as usize || value_off > u16::MAX as usize {
+                return Err(ParseError::HeaderTooLong);
+            }
             if raw.spans.len() >= max_headers {
                 if !lenient {
                     return Err(ParseError::TooManyHeaders);
@@ -209,13 +218,12 @@ impl<'a> RawMessage<'a> {
                         raw.repeated |= 1 << k;
                     }
                 }
-                let value_start = value.as_ptr() as usize - buf.as_ptr() as usize;
                 raw.spans.push(Span {
-                    kind,
-                    name_start: pos as u32,
-                    name_len: name.len() as u32,
-                    value_start: value_start as u32,
+                    line_start: pos as u32,
                     value_len: value.len() as u32,
+                    value_off: value_off as u16,
+                    name_len: name.len() as u8,
+                    kind,
                 });
             }
             pos = e + 1;
@@ -223,12 +231,9 @@ impl<'a> RawMessage<'a> {
     }
 
     fn header_at(&self, s: &Span) -> Header<'a> {
-        let b = self.buf;
-        Header {
-            name: s.kind,
-            raw_name: &b[s.name_start as usize..(s.name_start + s.name_len) as usize],
-            value: &b[s.value_start as usize..(s.value_start + s.value_len) as usize],
-        }
+        let line = &self.buf[s.line_start as usize..];
+        let v = s.value_off as usize;
+        Header { name: s.kind, raw_name: &line[..s.name_len as usize], value: &line[v..v + s.value_len as usize] }
     }
 
     /// The first line, without its CRLF.
@@ -570,10 +575,13 @@ fn entity_tag(s: &[u8]) -> Result<&[u8], ()> {
 
 /// Call-ID = word [ "@" word ].
 fn valid_call_id(v: &[u8]) -> bool {
-    let mut parts = v.splitn(2, |&b| b == b'@');
-    let ok = |w: Option<&[u8]>| w.is_some_and(|w| !w.is_empty() && w.iter().all(|&b| lex::is_word(b)));
-    let first = parts.next();
-    ok(first) && parts.next().is_none_or(|w| ok(Some(w)))
+    // One branch-free pass: every byte a word character or '@', one '@' at most.
+    let (mut all_ok, mut ats) = (true, 0u32);
+    for &b in v {
+        all_ok &= lex::Class::CALL_ID.has(b);
+        ats += (b == b'@') as u32;
+    }
+    all_ok && !v.is_empty() && (ats == 0 || (ats == 1 && v[0] != b'@' && v[v.len() - 1] != b'@'))
 }
 
 /// `*` must stand alone; every address must parse and its `expires`, if
@@ -643,6 +651,9 @@ fn parse_start_line(line: &[u8]) -> Result<StartLine<'_>, ParseError> {
 /// `SIP/digits.digits`: anything else is a syntax error; a well-formed
 /// version other than 2.0 is 505.
 fn check_version(v: &[u8]) -> Result<(), ParseError> {
+    if v == b"SIP/2.0" {
+        return Ok(());
+    }
     let bad = ParseError::BadStartLine("bad SIP-Version");
     if v.len() < 7 || !v[..4].eq_ignore_ascii_case(b"SIP/") {
         return Err(bad);

@@ -127,10 +127,7 @@ pub fn parse_header_params(s: &[u8], i: usize) -> Result<(Params<'_>, usize), ()
             end = if s[v] == b'"' {
                 quoted_string_end(s, v).ok_or(())?
             } else {
-                let mut ve = v;
-                while ve < s.len() && (lex::is_token(s[ve]) || matches!(s[ve], b':' | b'[' | b']')) {
-                    ve += 1;
-                }
+                let ve = lex::class_end(s, v, lex::Class::GEN_VALUE);
                 if ve == v {
                     return Err(());
                 }
@@ -149,7 +146,7 @@ pub fn validate_uri_params(s: &[u8]) -> bool {
             Some(eq) => (&p[..eq], Some(&p[eq + 1..])),
             None => (p, None),
         };
-        lex::is_escaped_run(n, lex::is_uri_param_char) && v.is_none_or(|v| lex::is_escaped_run(v, lex::is_uri_param_char))
+        lex::is_escaped_run(n, lex::Class::URI_PARAM) && v.is_none_or(|v| lex::is_escaped_run(v, lex::Class::URI_PARAM))
     })
 }
 

@@ -36,24 +36,17 @@ pub struct Uri<'a> {
 impl<'a> Uri<'a> {
     /// Parses exactly `s` as a URI; trailing text is an error.
     pub fn parse(s: &'a [u8]) -> Result<Uri<'a>, ()> {
-        let colon = memchr::memchr(b':', s).ok_or(())?;
-        let scheme_raw = &s[..colon];
-        if scheme_raw.is_empty()
-            || !scheme_raw[0].is_ascii_alphabetic()
-            || !scheme_raw.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-        {
+        let colon = lex::class_end(s, 0, lex::Class::SCHEME);
+        if colon == 0 || s.get(colon) != Some(&b':') || !s[0].is_ascii_alphabetic() {
             return Err(());
         }
-        let scheme = if scheme_raw.eq_ignore_ascii_case(b"sip") {
-            Scheme::Sip
-        } else if scheme_raw.eq_ignore_ascii_case(b"sips") {
-            Scheme::Sips
-        } else if scheme_raw.eq_ignore_ascii_case(b"tel") {
-            Scheme::Tel
-        } else if scheme_raw.eq_ignore_ascii_case(b"pres") {
-            Scheme::Pres
-        } else {
-            Scheme::Other
+        let scheme_raw = &s[..colon];
+        let scheme = match scheme_raw.len() {
+            3 if scheme_raw.eq_ignore_ascii_case(b"sip") => Scheme::Sip,
+            3 if scheme_raw.eq_ignore_ascii_case(b"tel") => Scheme::Tel,
+            4 if scheme_raw.eq_ignore_ascii_case(b"sips") => Scheme::Sips,
+            4 if scheme_raw.eq_ignore_ascii_case(b"pres") => Scheme::Pres,
+            _ => Scheme::Other,
         };
         let rest = &s[colon + 1..];
         let mut uri = Uri {
@@ -83,18 +76,19 @@ impl<'a> Uri<'a> {
         // No '@' may appear after the userinfo (paramchar and hvalue exclude
         // it), so the first '@' ends the userinfo even when the user part
         // holds ';', '?' or ',' (RFC 4475 3.1.1.2, 3.1.1.9).
-        let hostport = match memchr::memchr(b'@', rest) {
+        let ui_end = lex::class_end(rest, 0, lex::Class::USERINFO);
+        let hostport = match (rest.get(ui_end) == Some(&b'@')).then_some(ui_end) {
             Some(at) => {
                 let userinfo = &rest[..at];
-                let (user, password) = match memchr::memchr(b':', userinfo) {
+                let (user, password) = match userinfo.iter().position(|&b| b == b':') {
                     Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
                     None => (userinfo, None),
                 };
-                if !lex::is_escaped_run(user, lex::is_user_char) {
+                if !lex::is_escaped_run(user, lex::Class::USER) {
                     return Err(());
                 }
                 if let Some(p) = password {
-                    if !p.is_empty() && !lex::is_escaped_run(p, lex::is_password_char) {
+                    if !p.is_empty() && !lex::is_escaped_run(p, lex::Class::PASSWORD) {
                         return Err(());
                     }
                 }
@@ -112,7 +106,7 @@ impl<'a> Uri<'a> {
             }
             close + 1
         } else {
-            let e = hostport.iter().position(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'.')).unwrap_or(hostport.len());
+            let e = lex::class_end(hostport, 0, lex::Class::HOSTNAME);
             if e == 0 {
                 return Err(());
             }
@@ -128,7 +122,7 @@ impl<'a> Uri<'a> {
         }
         // params
         if hostport.get(i) == Some(&b';') {
-            let pe = memchr::memchr(b'?', &hostport[i..]).map_or(hostport.len(), |q| q + i);
+            let pe = hostport[i..].iter().position(|&b| b == b'?').map_or(hostport.len(), |q| q + i);
             if !params::validate_uri_params(&hostport[i + 1..pe]) {
                 return Err(());
             }
@@ -140,8 +134,8 @@ impl<'a> Uri<'a> {
             let h = &hostport[i + 1..];
             let ok = h.split(|&b| b == b'&').all(|kv| match memchr::memchr(b'=', kv) {
                 Some(eq) => {
-                    lex::is_escaped_run(&kv[..eq], lex::is_uri_header_char)
-                        && (eq + 1 == kv.len() || lex::is_escaped_run(&kv[eq + 1..], lex::is_uri_header_char))
+                    lex::is_escaped_run(&kv[..eq], lex::Class::URI_HEADER)
+                        && (eq + 1 == kv.len() || lex::is_escaped_run(&kv[eq + 1..], lex::Class::URI_HEADER))
                 }
                 None => false,
             });

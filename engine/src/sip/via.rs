@@ -41,7 +41,7 @@ impl<'a> Via<'a> {
             }
             close + 1
         } else {
-            s[h..].iter().position(|&b| !(b.is_ascii_alphanumeric() || b == b'-' || b == b'.')).map_or(s.len(), |p| p + h)
+            lex::class_end(s, h, lex::Class::HOSTNAME)
         };
         if he == h {
             return Err(());
