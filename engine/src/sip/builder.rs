@@ -121,6 +121,27 @@ pub fn response_to<'b>(
     w
 }
 
+/// An address as it appears in a Via: dotted quad, or bracketed IPv6. IPv4
+/// is formatted by hand: `fmt` costs more than the rest of a response.
+fn format_ip(ip: IpAddr) -> arrayvec::ArrayString<48> {
+    let mut out = arrayvec::ArrayString::<48>::new();
+    match ip {
+        IpAddr::V4(a) => {
+            let mut b = itoa::Buffer::new();
+            for (i, o) in a.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(b.format(*o));
+            }
+        }
+        IpAddr::V6(a) => {
+            let _ = write!(out, "[{a}]");
+        }
+    }
+    out
+}
+
 /// Writes `Via: <value>` with the first entry stamped for `src`.
 fn write_stamped_via(out: &mut Vec<u8>, value: &[u8], src: SocketAddr) {
     let first = CommaList::new(value).next().unwrap_or(value);
@@ -129,11 +150,7 @@ fn write_stamped_via(out: &mut Vec<u8>, value: &[u8], src: SocketAddr) {
         MessageWriter { out }.header(HeaderName::Via, value);
         return;
     };
-    let mut ip = arrayvec::ArrayString::<48>::new();
-    let _ = match src.ip() {
-        IpAddr::V4(a) => write!(ip, "{a}"),
-        IpAddr::V6(a) => write!(ip, "[{a}]"),
-    };
+    let ip = format_ip(src.ip());
     let rport_asked = via.rport().is_some();
     let add_received = rport_asked || !via.host().eq_ignore_ascii_case(ip.as_bytes());
     let first_off = first.as_ptr() as usize - value.as_ptr() as usize;
