@@ -1,0 +1,24 @@
+//! The sans-IO protocol core: pure state machines that take messages and
+//! time and return messages, timers and cross-shard hand-offs. The reactor
+//! (`crate::reactor`) drives them; unit tests drive them with a fake clock.
+//!
+//! - [`peer`]: transports, peers, connection ids, transmits.
+//! - [`ids`]: presentity ownership and identifiers that carry their shard.
+//! - [`timer`]: the per-shard timer wheel.
+//! - [`transaction`]: non-INVITE server and client transactions.
+//! - [`shard`]: one shard's core: parse, route, transact, dispatch.
+//! - [`outbox`]: what a step asks the reactor to do.
+//! - [`capabilities`]: methods, bodies, events and extensions served.
+
+pub mod capabilities;
+pub mod ids;
+pub mod outbox;
+pub mod peer;
+pub mod shard;
+pub mod timer;
+pub mod transaction;
+
+pub use outbox::{Event, Forward, Outbox};
+pub use peer::{ConnId, Peer, Transmit, Transport};
+pub use shard::{Shard, ShardConfig, ShardStats};
+pub use transaction::SipTimers;

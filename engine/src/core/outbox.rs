@@ -1,0 +1,42 @@
+//! What one step of the core asks the reactor to do.
+
+use super::peer::{Peer, Transmit};
+
+/// A message handed to another shard: received here, owned there. The
+/// bytes are the datagram or stream frame as received; the owner parses
+/// them again (a copy and a parse cost less than sharing parsed views
+/// across threads).
+#[derive(Debug)]
+pub struct Forward {
+    pub peer: Peer,
+    pub received_on: u16,
+    pub bytes: Vec<u8>,
+}
+
+/// What happened, for logs and for tests that observe the server from the
+/// outside (through its log) rather than trusting the code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A request was processed by its owner.
+    Handled { method: String, status: u16, call_id: String, received_on: u16 },
+    /// A retransmission was answered from its transaction (or absorbed).
+    Retransmission { call_id: String, replayed: bool },
+    /// A message could not be parsed; `answered` with that status, or dropped.
+    Malformed { error: String, status: Option<u16> },
+    /// A response that matched nothing we sent.
+    StrayResponse { status: u16 },
+}
+
+/// Filled by the core, drained by the reactor after each step.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub transmits: Vec<Transmit>,
+    pub forwards: Vec<(u16, Forward)>,
+    pub events: Vec<Event>,
+}
+
+impl Outbox {
+    pub fn is_empty(&self) -> bool {
+        self.transmits.is_empty() && self.forwards.is_empty() && self.events.is_empty()
+    }
+}

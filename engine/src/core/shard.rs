@@ -1,0 +1,279 @@
+//! One shard's protocol core: bytes and time in, transmits, forwards and
+//! events out. Owns the shard's transactions and (with later layers) its
+//! tables; knows nothing of sockets or executors.
+
+use super::capabilities;
+use super::ids;
+use super::outbox::{Event, Forward, Outbox};
+use super::peer::{Peer, Transmit};
+use super::transaction::{ClientOutcome, ClientTransactions, ServerKey, ServerLookup, ServerTransactions, SipTimers};
+use crate::sip::{self, HeaderName, Limits, Message, Method, ParseError, RawMessage, Scheme, Via};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// What a shard core needs to know about its place and its limits.
+#[derive(Clone, Debug)]
+pub struct ShardConfig {
+    pub shard: u16,
+    pub shards: u16,
+    pub limits: Limits,
+    pub timers: SipTimers,
+    /// Mixed into to-tags so that tags differ across restarts.
+    pub tag_seed: u64,
+}
+
+/// Counters a shard keeps about its own traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub requests: u64,
+    pub responses_sent: u64,
+    pub malformed: u64,
+    pub dropped: u64,
+    pub forwarded: u64,
+    pub retransmissions: u64,
+}
+
+/// Context of a request this shard sent, returned with its outcome. The
+/// presence layer fills this in with what it needs (issue "Presence core").
+#[derive(Debug)]
+pub struct ClientCtx;
+
+pub struct Shard {
+    cfg: ShardConfig,
+    server: ServerTransactions,
+    client: ClientTransactions<ClientCtx>,
+    tag_seq: u64,
+    stats: ShardStats,
+    outcomes: Vec<ClientOutcome<ClientCtx>>,
+}
+
+impl Shard {
+    pub fn new(cfg: ShardConfig, now: Instant) -> Shard {
+        Shard {
+            server: ServerTransactions::new(cfg.timers, now),
+            client: ClientTransactions::new(cfg.shard, cfg.timers, now),
+            tag_seq: 0,
+            stats: ShardStats::default(),
+            outcomes: Vec::new(),
+            cfg,
+        }
+    }
+
+    pub fn id(&self) -> u16 {
+        self.cfg.shard
+    }
+    pub fn stats(&self) -> ShardStats {
+        self.stats
+    }
+
+    /// A message from the network: parsed, routed to its owner (into
+    /// `out.forwards`) or handled here.
+    pub fn on_message(&mut self, now: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
+        match Message::parse(bytes, &self.cfg.limits) {
+            Err(e) => self.on_malformed(peer, bytes, e, out),
+            Ok(msg) => match self.owner(&msg) {
+                Some(owner) if owner != self.cfg.shard => {
+                    self.stats.forwarded += 1;
+                    out.forwards.push((owner, Forward { peer, received_on: self.cfg.shard, bytes: bytes.to_vec() }));
+                }
+                _ => self.on_owned(now, peer, &msg, self.cfg.shard, out),
+            },
+        }
+    }
+
+    /// A message another shard received for us. Never forwarded again, so
+    /// a disagreement about ownership cannot loop.
+    pub fn on_forward(&mut self, now: Instant, fwd: Forward, out: &mut Outbox) {
+        match Message::parse(&fwd.bytes, &self.cfg.limits) {
+            Ok(msg) => self.on_owned(now, fwd.peer, &msg, fwd.received_on, out),
+            Err(e) => self.on_malformed(fwd.peer, &fwd.bytes, e, out),
+        }
+    }
+
+    /// Runs the shard's timers.
+    pub fn on_time(&mut self, now: Instant, out: &mut Outbox) {
+        self.server.on_time(now);
+        self.client.on_time(now, &mut out.transmits, &mut self.outcomes);
+        for _outcome in self.outcomes.drain(..) {
+            // Client transactions start with the presence layer; until then
+            // nothing waits for an outcome.
+        }
+    }
+
+    /// Which shard owns this message's state: the minting shard of our
+    /// branch (responses) or to-tag (in-dialog requests), the owner of the
+    /// registered AOR (REGISTER: To) or of the addressed presentity
+    /// (Request-URI with a user part). `None`: no state, any shard will do.
+    fn owner(&self, msg: &Message<'_>) -> Option<u16> {
+        let shard = if !msg.is_request() {
+            ids::parse_branch(msg.via().branch()?)?.0
+        } else if let Some(tag) = msg.to().tag() {
+            ids::tag_shard(tag)?
+        } else {
+            let uri = match msg.method()? {
+                Method::Register => msg.to().uri(),
+                _ => msg.request_uri()?,
+            };
+            if uri.scheme() != Scheme::Tel && uri.user().is_none() {
+                return None;
+            }
+            let mut aor = Vec::with_capacity(64);
+            uri.push_aor(&mut aor);
+            ids::owner_of(&aor, self.cfg.shards)
+        };
+        (shard < self.cfg.shards).then_some(shard)
+    }
+
+    fn on_owned(&mut self, now: Instant, peer: Peer, msg: &Message<'_>, received_on: u16, out: &mut Outbox) {
+        if !msg.is_request() {
+            match self.client.on_response(msg, now) {
+                Some(outcome) => drop(outcome),
+                None => out.events.push(Event::StrayResponse { status: msg.status().unwrap_or(0) }),
+            }
+            return;
+        }
+        self.stats.requests += 1;
+        // No INVITE transactions here: an ACK can only belong to a 405 we
+        // sent, and ACKs are never answered.
+        if msg.method() == Some(Method::Ack) {
+            return;
+        }
+        let key = ServerKey::of(msg);
+        match self.server.on_request(&key) {
+            ServerLookup::New => {}
+            ServerLookup::Absorbed => {
+                self.stats.retransmissions += 1;
+                out.events.push(Event::Retransmission { call_id: lossy(msg.call_id()), replayed: false });
+                return;
+            }
+            ServerLookup::Replay(t) => {
+                self.stats.retransmissions += 1;
+                out.events.push(Event::Retransmission { call_id: lossy(msg.call_id()), replayed: true });
+                out.transmits.push(t);
+                return;
+            }
+        }
+        let reply = Reply { now, peer, key: &key, received_on };
+        self.handle(msg, reply, out);
+    }
+
+    /// RFC 3261 8.2: method, then headers (Require), then the method's own
+    /// processing.
+    fn handle(&mut self, msg: &Message<'_>, reply: Reply<'_>, out: &mut Outbox) {
+        let method = msg.method().unwrap_or(Method::Other);
+        if !capabilities::ALLOW.contains(&msg.method_raw().and_then(|m| std::str::from_utf8(m).ok()).unwrap_or("")) {
+            let allow = capabilities::joined(capabilities::ALLOW);
+            return self.respond(msg, reply, 405, "Method Not Allowed", &[(HeaderName::Allow, allow.as_bytes())], out);
+        }
+        if method != Method::Cancel {
+            let unsupported: Vec<&[u8]> = msg
+                .require()
+                .filter_map(|t| t.ok())
+                .filter(|t| !capabilities::SUPPORTED.iter().any(|s| s.as_bytes().eq_ignore_ascii_case(t)))
+                .collect();
+            if !unsupported.is_empty() {
+                let list = unsupported.join(&b", "[..]);
+                return self.respond(msg, reply, 420, "Bad Extension", &[(HeaderName::Unsupported, &list)], out);
+            }
+        }
+        match method {
+            Method::Options => {
+                let allow = capabilities::joined(capabilities::ALLOW);
+                let accept = capabilities::joined(capabilities::ACCEPT);
+                let events = capabilities::joined(capabilities::ALLOW_EVENTS);
+                let supported = capabilities::joined(capabilities::SUPPORTED);
+                let mut headers = vec![
+                    (HeaderName::Allow, allow.as_bytes()),
+                    (HeaderName::Accept, accept.as_bytes()),
+                    (HeaderName::Supported, supported.as_bytes()),
+                ];
+                if !events.is_empty() {
+                    headers.push((HeaderName::AllowEvents, events.as_bytes()));
+                }
+                self.respond(msg, reply, 200, "OK", &headers, out)
+            }
+            _ => unreachable!("every method in ALLOW has a handler"),
+        }
+    }
+
+    /// Sends a final response to `msg` within its server transaction.
+    fn respond(&mut self, msg: &Message<'_>, reply: Reply<'_>, code: u16, reason: &str, headers: &[(HeaderName, &[u8])], out: &mut Outbox) {
+        let mut tag = Vec::with_capacity(24);
+        self.tag_seq += 1;
+        ids::push_tag(&mut tag, self.cfg.shard, self.cfg.tag_seed.wrapping_add(self.tag_seq));
+        let mut bytes = Vec::with_capacity(512);
+        let mut w = sip::response_to(&mut bytes, msg.raw(), code, reason, Some(&tag), Some(reply.peer.addr));
+        for (name, value) in headers {
+            w.header(*name, value);
+        }
+        w.header(HeaderName::Server, b"presenced");
+        w.finish(None, b"");
+        let t = Transmit { to: response_peer(msg.via(), reply.peer), bytes };
+        if code >= 200 {
+            self.server.on_final(reply.key, &t, reply.now);
+        }
+        self.stats.responses_sent += 1;
+        out.events.push(Event::Handled {
+            method: lossy(msg.method_raw().unwrap_or_default()),
+            status: code,
+            call_id: lossy(msg.call_id()),
+            received_on: reply.received_on,
+        });
+        out.transmits.push(t);
+    }
+
+    /// A message that failed to parse: a request is answered with the
+    /// status its error maps to when enough of it survives to address a
+    /// response (a Via); a response is dropped (RFC 3261 18.1.2).
+    fn on_malformed(&mut self, peer: Peer, bytes: &[u8], e: ParseError, out: &mut Outbox) {
+        self.stats.malformed += 1;
+        let answered = self.answer_malformed(peer, bytes, e, out);
+        if answered.is_none() {
+            self.stats.dropped += 1;
+        }
+        out.events.push(Event::Malformed { error: e.to_string(), status: answered });
+    }
+
+    fn answer_malformed(&mut self, peer: Peer, bytes: &[u8], e: ParseError, out: &mut Outbox) -> Option<u16> {
+        if bytes.starts_with(b"SIP/") {
+            return None;
+        }
+        let raw = RawMessage::split_lenient(bytes).ok()?;
+        if raw.start_line().starts_with(b"ACK ") {
+            return None;
+        }
+        let top_via = raw.list(HeaderName::Via).next()?;
+        let via = Via::parse(top_via).ok()?;
+        let mut bytes = Vec::with_capacity(512);
+        let code = e.status();
+        let mut w = sip::response_to(&mut bytes, &raw, code, &e.reason(), None, Some(peer.addr));
+        w.header(HeaderName::Server, b"presenced");
+        w.finish(None, b"");
+        self.stats.responses_sent += 1;
+        out.transmits.push(Transmit { to: response_peer(&via, peer), bytes });
+        Some(code)
+    }
+}
+
+/// Where and how a response to one request goes.
+#[derive(Clone, Copy)]
+struct Reply<'k> {
+    now: Instant,
+    peer: Peer,
+    key: &'k ServerKey,
+    received_on: u16,
+}
+
+/// Where a response goes (RFC 3261 18.2.2, RFC 3581): back on the
+/// connection for TCP; over UDP to the source address, at the source port
+/// when the client asked with `rport`, else at the Via sent-by port.
+pub fn response_peer(via: &Via<'_>, src: Peer) -> Peer {
+    if src.transport.is_reliable() || via.rport().is_some() {
+        return src;
+    }
+    Peer::udp(SocketAddr::new(src.addr.ip(), via.port_or_default()))
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}

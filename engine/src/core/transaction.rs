@@ -1,0 +1,448 @@
+//! Non-INVITE transactions (RFC 3261 17.1.2 and 17.2.2, with RFC 4320),
+//! sans-IO: they take requests, responses and time, and give back what to
+//! send and what happened. Each table keeps its own timer wheel.
+//!
+//! This server never sends 100 Trying to a non-INVITE request: over UDP it
+//! would only add load, and RFC 4320 forbids it before Timer E could reach
+//! T2. Nor does it ever send 408 to a non-INVITE request (RFC 4320 4.1).
+
+use super::ids;
+use super::peer::Transmit;
+#[cfg(test)]
+use super::peer::Peer;
+use super::timer::TimerWheel;
+use crate::sip::{Message, Via};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Transaction timer base values (RFC 3261 17.1.1.1, table 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SipTimers {
+    /// RTT estimate.
+    pub t1: Duration,
+    /// Cap on the retransmit interval of non-INVITE requests.
+    pub t2: Duration,
+    /// How long a message can stay in the network.
+    pub t4: Duration,
+}
+
+impl Default for SipTimers {
+    fn default() -> Self {
+        SipTimers { t1: Duration::from_millis(500), t2: Duration::from_secs(4), t4: Duration::from_secs(5) }
+    }
+}
+
+const TICK: Duration = Duration::from_millis(5);
+const SLOTS: usize = 8192;
+
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
+// ---------------------------------------------------------------- server
+
+/// What identifies a server transaction (RFC 3261 17.2.3): the top Via's
+/// branch, sent-by and the method; for an RFC 2543 peer (no magic cookie)
+/// the Request-URI, tags, Call-ID, CSeq and top Via instead.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServerKey(Box<[u8]>);
+
+impl ServerKey {
+    pub fn of(req: &Message<'_>) -> ServerKey {
+        let via: &Via<'_> = req.via();
+        let mut k = Vec::with_capacity(96);
+        if via.has_rfc3261_branch() {
+            k.extend_from_slice(via.branch().unwrap_or_default());
+            k.push(0);
+            k.extend_from_slice(via.host());
+            k.extend_from_slice(&via.port_or_default().to_be_bytes());
+        } else {
+            k.push(1);
+            k.extend_from_slice(req.request_uri().map(|u| u.as_bytes()).unwrap_or_default());
+            k.push(0);
+            k.extend_from_slice(req.to().tag().unwrap_or_default());
+            k.push(0);
+            k.extend_from_slice(req.from().tag().unwrap_or_default());
+            k.push(0);
+            k.extend_from_slice(req.call_id());
+            k.push(0);
+            k.extend_from_slice(&req.cseq().seq.to_be_bytes());
+            k.extend_from_slice(req.raw().header(crate::sip::HeaderName::Via).unwrap_or_default());
+        }
+        k.push(0);
+        k.extend_from_slice(req.cseq().method);
+        ServerKey(k.into_boxed_slice())
+    }
+}
+
+/// What to do with an incoming request, per its server transaction.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ServerLookup {
+    /// First sight: a transaction now exists in Trying; process the request.
+    New,
+    /// A retransmission while the request is still being processed: drop it.
+    Absorbed,
+    /// A retransmission after the final response: send this again.
+    Replay(Transmit),
+}
+
+struct ServerTxn {
+    /// The final response, kept over unreliable transports for Timer J.
+    last: Option<Transmit>,
+}
+
+pub struct ServerTransactions {
+    timers: SipTimers,
+    map: Map<ServerKey, ServerTxn>,
+    wheel: TimerWheel<ServerKey>,
+    fired: Vec<ServerKey>,
+}
+
+impl ServerTransactions {
+    pub fn new(timers: SipTimers, epoch: Instant) -> Self {
+        ServerTransactions { timers, map: Map::default(), wheel: TimerWheel::new(epoch, TICK, SLOTS), fired: Vec::new() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Matches a request to its transaction, creating one when it is new.
+    pub fn on_request(&mut self, key: &ServerKey) -> ServerLookup {
+        match self.map.get(key) {
+            None => {
+                self.map.insert(key.clone(), ServerTxn { last: None });
+                ServerLookup::New
+            }
+            Some(ServerTxn { last: None }) => ServerLookup::Absorbed,
+            Some(ServerTxn { last: Some(t) }) => ServerLookup::Replay(t.clone()),
+        }
+    }
+
+    /// Records the final response sent for `key` (Completed state). Over
+    /// UDP it is kept for 64*T1 (Timer J) to answer retransmissions; over a
+    /// reliable transport the transaction ends at once.
+    pub fn on_final(&mut self, key: &ServerKey, response: &Transmit, now: Instant) {
+        if response.to.transport.is_reliable() {
+            self.map.remove(key);
+            return;
+        }
+        if let Some(t) = self.map.get_mut(key) {
+            t.last = Some(response.clone());
+            self.wheel.insert(now + 64 * self.timers.t1, key.clone());
+        }
+    }
+
+    /// Forgets a transaction that will get no response (an ACK, a request
+    /// that is dropped).
+    pub fn forget(&mut self, key: &ServerKey) {
+        self.map.remove(key);
+    }
+
+    /// Ends transactions whose Timer J fired.
+    pub fn on_time(&mut self, now: Instant) {
+        self.wheel.advance(now, &mut self.fired);
+        for key in self.fired.drain(..) {
+            self.map.remove(&key);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- client
+
+/// How a client transaction ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientOutcome<C> {
+    /// A final response arrived (the caller has the message in hand).
+    Final { ctx: C, status: u16 },
+    /// Timer F fired with no final response.
+    Timeout { ctx: C },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClientState {
+    Trying,
+    Proceeding,
+    Completed,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ClientTimer {
+    E(u64),
+    F(u64),
+    K(u64),
+}
+
+struct ClientTxn<C> {
+    request: Transmit,
+    method: Box<[u8]>,
+    state: ClientState,
+    interval: Duration,
+    ctx: Option<C>,
+}
+
+/// Requests this shard sends (NOTIFY, SUBSCRIBE), keyed by the sequence
+/// number in the branch we minted; `C` is the caller's context, returned
+/// with the outcome.
+pub struct ClientTransactions<C> {
+    shard: u16,
+    timers: SipTimers,
+    next_seq: u64,
+    map: Map<u64, ClientTxn<C>>,
+    wheel: TimerWheel<ClientTimer>,
+    fired: Vec<ClientTimer>,
+}
+
+impl<C> ClientTransactions<C> {
+    pub fn new(shard: u16, timers: SipTimers, epoch: Instant) -> Self {
+        ClientTransactions {
+            shard,
+            timers,
+            next_seq: 1,
+            map: Map::default(),
+            wheel: TimerWheel::new(epoch, TICK, SLOTS),
+            fired: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Writes a fresh branch (carrying this shard's id) for a request about
+    /// to be built, and returns its sequence number for [`Self::start`].
+    pub fn new_branch(&mut self, out: &mut Vec<u8>) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        ids::push_branch(out, self.shard, seq);
+        seq
+    }
+
+    /// Starts the transaction for a request built with branch `seq`; the
+    /// caller sends `request` once now. Timer E (UDP only) and F start.
+    pub fn start(&mut self, seq: u64, request: Transmit, method: &[u8], ctx: C, now: Instant) {
+        if !request.to.transport.is_reliable() {
+            self.wheel.insert(now + self.timers.t1, ClientTimer::E(seq));
+        }
+        self.wheel.insert(now + 64 * self.timers.t1, ClientTimer::F(seq));
+        self.map.insert(
+            seq,
+            ClientTxn { request, method: method.into(), state: ClientState::Trying, interval: self.timers.t1, ctx: Some(ctx) },
+        );
+    }
+
+    /// Matches a response (RFC 3261 17.1.3: our branch and the CSeq
+    /// method). Provisional responses move to Proceeding; the first final
+    /// one ends the transaction for the caller. Retransmitted finals and
+    /// strays give `None`.
+    pub fn on_response(&mut self, resp: &Message<'_>, now: Instant) -> Option<ClientOutcome<C>> {
+        let (shard, seq) = ids::parse_branch(resp.via().branch()?)?;
+        if shard != self.shard {
+            return None;
+        }
+        let status = resp.status()?;
+        let t = self.map.get_mut(&seq)?;
+        if *t.method != *resp.cseq().method || t.state == ClientState::Completed {
+            return None;
+        }
+        if status < 200 {
+            t.state = ClientState::Proceeding;
+            return None;
+        }
+        t.state = ClientState::Completed;
+        let ctx = t.ctx.take()?;
+        if t.request.to.transport.is_reliable() {
+            self.map.remove(&seq);
+        } else {
+            // Timer K absorbs retransmitted finals.
+            self.wheel.insert(now + self.timers.t4, ClientTimer::K(seq));
+        }
+        Some(ClientOutcome::Final { ctx, status })
+    }
+
+    /// Runs Timers E, F and K: retransmissions go to `send`, timeouts are
+    /// returned in `outcomes`.
+    pub fn on_time(&mut self, now: Instant, send: &mut Vec<Transmit>, outcomes: &mut Vec<ClientOutcome<C>>) {
+        self.wheel.advance(now, &mut self.fired);
+        for timer in std::mem::take(&mut self.fired) {
+            match timer {
+                ClientTimer::E(seq) => {
+                    let Some(t) = self.map.get_mut(&seq) else { continue };
+                    let next = match t.state {
+                        ClientState::Trying => (t.interval * 2).min(self.timers.t2),
+                        ClientState::Proceeding => self.timers.t2,
+                        ClientState::Completed => continue,
+                    };
+                    send.push(t.request.clone());
+                    t.interval = next;
+                    self.wheel.insert(now + next, ClientTimer::E(seq));
+                }
+                ClientTimer::F(seq) => {
+                    let Some(t) = self.map.get_mut(&seq) else { continue };
+                    if t.state == ClientState::Completed {
+                        continue;
+                    }
+                    let ctx = self.map.remove(&seq).and_then(|t| t.ctx);
+                    if let Some(ctx) = ctx {
+                        outcomes.push(ClientOutcome::Timeout { ctx });
+                    }
+                }
+                ClientTimer::K(seq) => {
+                    self.map.remove(&seq);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::Limits;
+    use std::net::SocketAddr;
+
+    fn peer_udp() -> Peer {
+        Peer::udp("127.0.0.1:5070".parse::<SocketAddr>().unwrap())
+    }
+
+    const OPTIONS: &[u8] = b"OPTIONS sip:alice@example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\r\n\
+From: <sip:bob@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\n\
+Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+
+    #[test]
+    fn server_absorbs_then_replays_until_timer_j() {
+        let t0 = Instant::now();
+        let timers = SipTimers::default();
+        let mut st = ServerTransactions::new(timers, t0);
+        let msg = Message::parse(OPTIONS, &Limits::default()).unwrap();
+        let key = ServerKey::of(&msg);
+        assert_eq!(st.on_request(&key), ServerLookup::New);
+        assert_eq!(st.on_request(&key), ServerLookup::Absorbed, "no 100 Trying: RFC 4320");
+        let resp = Transmit { to: peer_udp(), bytes: b"SIP/2.0 200 OK\r\n\r\n".to_vec() };
+        st.on_final(&key, &resp, t0);
+        assert_eq!(st.on_request(&key), ServerLookup::Replay(resp.clone()));
+        st.on_time(t0 + 64 * timers.t1 - Duration::from_millis(10));
+        assert_eq!(st.on_request(&key), ServerLookup::Replay(resp));
+        st.on_time(t0 + 64 * timers.t1 + TICK);
+        assert!(st.is_empty(), "Timer J ended the transaction");
+        assert_eq!(st.on_request(&key), ServerLookup::New);
+    }
+
+    #[test]
+    fn server_over_tcp_ends_at_the_final_response() {
+        let t0 = Instant::now();
+        let mut st = ServerTransactions::new(SipTimers::default(), t0);
+        let msg = Message::parse(OPTIONS, &Limits::default()).unwrap();
+        let key = ServerKey::of(&msg);
+        st.on_request(&key);
+        let to = Peer::tcp("127.0.0.1:5070".parse().unwrap(), super::super::peer::ConnId::new(0, 1));
+        st.on_final(&key, &Transmit { to, bytes: vec![] }, t0);
+        assert!(st.is_empty());
+    }
+
+    #[test]
+    fn server_keys_differ_by_branch_and_method() {
+        let a = Message::parse(OPTIONS, &Limits::default()).unwrap();
+        let other_branch = String::from_utf8_lossy(OPTIONS).replace("z9hG4bK-1", "z9hG4bK-2");
+        let b = Message::parse(other_branch.as_bytes(), &Limits::default()).unwrap();
+        assert_ne!(ServerKey::of(&a), ServerKey::of(&b));
+        let rfc2543 = String::from_utf8_lossy(OPTIONS).replace("branch=z9hG4bK-1", "branch=1");
+        let c = Message::parse(rfc2543.as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(ServerKey::of(&c), ServerKey::of(&Message::parse(rfc2543.as_bytes(), &Limits::default()).unwrap()));
+        assert_ne!(ServerKey::of(&a), ServerKey::of(&c));
+    }
+
+    fn response_for(branch: &[u8], status: u16, method: &str) -> Vec<u8> {
+        format!(
+            "SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={}\r\nFrom: <sip:a@x>;tag=1\r\n\
+To: <sip:b@x>;tag=2\r\nCall-ID: n1\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n",
+            String::from_utf8_lossy(branch)
+        )
+        .into_bytes()
+    }
+
+    /// Times at which Timer E retransmits, from the start, over UDP.
+    fn retransmit_times(ct: &mut ClientTransactions<u32>, t0: Instant, until: Duration) -> Vec<u64> {
+        let mut sends = vec![];
+        let mut outcomes = vec![];
+        let mut at = vec![];
+        let mut ms = 0;
+        while ms <= until.as_millis() as u64 {
+            ct.on_time(t0 + Duration::from_millis(ms), &mut sends, &mut outcomes);
+            for _ in sends.drain(..) {
+                at.push(ms);
+            }
+            ms += 5;
+        }
+        at
+    }
+
+    #[test]
+    fn client_timer_e_doubles_to_t2_then_f_times_out() {
+        let t0 = Instant::now();
+        let timers = SipTimers::default();
+        let mut ct = ClientTransactions::<u32>::new(2, timers, t0);
+        let mut branch = vec![];
+        let seq = ct.new_branch(&mut branch);
+        ct.start(seq, Transmit { to: peer_udp(), bytes: b"NOTIFY".to_vec() }, b"NOTIFY", 42, t0);
+        let at = retransmit_times(&mut ct, t0, Duration::from_millis(31_000));
+        // 500, 1500, 3500, 7500, then every 4 s (T2) until Timer F at 32 s.
+        assert_eq!(&at[..5], &[500, 1500, 3500, 7500, 11500]);
+        assert!(at.windows(2).skip(3).all(|w| w[1] - w[0] == 4000), "{at:?}");
+        let mut sends = vec![];
+        let mut outcomes = vec![];
+        ct.on_time(t0 + 64 * timers.t1 + TICK, &mut sends, &mut outcomes);
+        assert_eq!(outcomes, vec![ClientOutcome::Timeout { ctx: 42 }]);
+        assert!(ct.is_empty());
+    }
+
+    #[test]
+    fn client_over_tcp_never_retransmits() {
+        let t0 = Instant::now();
+        let mut ct = ClientTransactions::<u32>::new(0, SipTimers::default(), t0);
+        let mut branch = vec![];
+        let seq = ct.new_branch(&mut branch);
+        let to = Peer::tcp("127.0.0.1:5070".parse().unwrap(), super::super::peer::ConnId::new(0, 9));
+        ct.start(seq, Transmit { to, bytes: b"NOTIFY".to_vec() }, b"NOTIFY", 7, t0);
+        assert!(retransmit_times(&mut ct, t0, Duration::from_secs(31)).is_empty());
+        let mut outcomes = vec![];
+        ct.on_time(t0 + Duration::from_secs(33), &mut vec![], &mut outcomes);
+        assert_eq!(outcomes, vec![ClientOutcome::Timeout { ctx: 7 }]);
+    }
+
+    #[test]
+    fn client_final_response_reports_once_and_stops_retransmitting() {
+        let t0 = Instant::now();
+        let timers = SipTimers::default();
+        let mut ct = ClientTransactions::<&str>::new(1, timers, t0);
+        let mut branch = vec![];
+        let seq = ct.new_branch(&mut branch);
+        ct.start(seq, Transmit { to: peer_udp(), bytes: b"NOTIFY".to_vec() }, b"NOTIFY", "w1", t0);
+        let limits = Limits::default();
+        // A response with the wrong method does not match (17.1.3).
+        let wrong = response_for(&branch, 200, "SUBSCRIBE");
+        assert_eq!(ct.on_response(&Message::parse(&wrong, &limits).unwrap(), t0), None);
+        let trying = response_for(&branch, 100, "NOTIFY");
+        assert_eq!(ct.on_response(&Message::parse(&trying, &limits).unwrap(), t0), None);
+        let gone = response_for(&branch, 481, "NOTIFY");
+        let gone = Message::parse(&gone, &limits).unwrap();
+        assert_eq!(ct.on_response(&gone, t0), Some(ClientOutcome::Final { ctx: "w1", status: 481 }));
+        assert_eq!(ct.on_response(&gone, t0), None, "a retransmitted final is absorbed");
+        let mut sends = vec![];
+        let mut outcomes = vec![];
+        ct.on_time(t0 + Duration::from_secs(4), &mut sends, &mut outcomes);
+        assert!(sends.is_empty() && outcomes.is_empty());
+        ct.on_time(t0 + timers.t4 + Duration::from_millis(10), &mut sends, &mut outcomes);
+        assert!(ct.is_empty(), "Timer K ended it");
+        // A branch minted by another shard is not ours.
+        let mut other = vec![];
+        ids::push_branch(&mut other, 3, seq);
+        let stray = response_for(&other, 200, "NOTIFY");
+        assert_eq!(ct.on_response(&Message::parse(&stray, &limits).unwrap(), t0), None);
+    }
+}
