@@ -1,2 +1,4 @@
 pub mod sip;
 pub mod core;
+pub mod config;
+pub mod reactor;

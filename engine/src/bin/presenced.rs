@@ -1,1 +1,148 @@
-fn main(){}
+//! `presenced`: the presence server. With no arguments it runs on the
+//! embedded default (UDP and TCP on 127.0.0.1:5060, one shard per core,
+//! state in memory); a TOML file and flags override it.
+
+use clap::Parser;
+use presence_engine::config::Config;
+use presence_engine::reactor::{self, Server};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// SIP presence server (RFC 3856/3903/6665), sharded thread-per-core.
+///
+/// Settings come from the embedded default, then the --config file, then
+/// these flags, each overriding the one before.
+#[derive(Parser, Debug)]
+#[command(name = "presenced", version)]
+struct Args {
+    /// TOML configuration file (every key optional; see README.md).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address for both UDP and TCP [default: 127.0.0.1:5060]. Port 0 picks
+    /// a free port, printed at startup.
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+    /// Number of shards (executor threads) [default: one per CPU].
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
+    /// Pin shard i to CPU i.
+    #[arg(long)]
+    pin_cores: bool,
+    /// Largest SIP message accepted, bytes; larger ones get 513 [default: 65535].
+    #[arg(long, value_name = "BYTES")]
+    max_message_size: Option<usize>,
+    /// Most header lines per message; more get 513 [default: 64].
+    #[arg(long, value_name = "N")]
+    max_headers: Option<usize>,
+    /// Longest header line, bytes; longer gets 513 [default: 8192].
+    #[arg(long, value_name = "BYTES")]
+    max_header_len: Option<usize>,
+    /// Most TCP connections per shard [default: 50000].
+    #[arg(long, value_name = "N")]
+    max_tcp_connections: Option<usize>,
+    /// SIP timer T1 in milliseconds (RTT estimate) [default: 500].
+    #[arg(long, value_name = "MS")]
+    t1_ms: Option<u64>,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter
+    /// such as "info,presenced::request=debug" [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// Check the configuration, print it and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn config(args: &Args) -> Result<Config, String> {
+    let mut cfg = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(v) = args.listen {
+        cfg.listen = v;
+    }
+    if let Some(v) = args.shards {
+        cfg.shards = v;
+    }
+    cfg.pin_cores |= args.pin_cores;
+    if let Some(v) = args.max_message_size {
+        cfg.limits.max_message_size = v;
+    }
+    if let Some(v) = args.max_headers {
+        cfg.limits.max_headers = v;
+    }
+    if let Some(v) = args.max_header_len {
+        cfg.limits.max_header_len = v;
+    }
+    if let Some(v) = args.max_tcp_connections {
+        cfg.limits.max_tcp_connections_per_shard = v;
+    }
+    if let Some(v) = args.t1_ms {
+        cfg.timers.t1_ms = v;
+    }
+    if let Some(v) = &args.log_level {
+        cfg.log.level = v.clone();
+    }
+    if let Some(v) = &args.log_format {
+        cfg.log.format = v.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn init_logging(cfg: &Config) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level).map_err(|e| format!("log level {:?}: {e}", cfg.log.level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_thread_names(true);
+    match cfg.log.format.as_str() {
+        "json" => builder.json().flatten_event(true).init(),
+        _ => builder.init(),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("presenced: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!("{cfg:#?}");
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = init_logging(&cfg) {
+        eprintln!("presenced: {e}");
+        return ExitCode::from(2);
+    }
+    // Before any thread starts, so that every shard inherits the mask and
+    // the signals reach only the sigwait below.
+    reactor::block_stop_signals();
+    let server = match Server::start(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("presenced: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let shards = cfg.shard_count();
+    tracing::info!(listen = %server.local_addr(), shards, "presenced ready");
+    // One stable line on stdout for scripts and tests to wait on.
+    println!("presenced listening on {} (udp, tcp) with {shards} shards", server.local_addr());
+    let sig = reactor::wait_for_stop_signal();
+    tracing::info!(signal = sig, "shutting down");
+    let stats = server.shutdown();
+    for (i, s) in stats.iter().enumerate() {
+        tracing::info!(shard = i, requests = s.requests, responses = s.responses_sent, malformed = s.malformed, forwarded = s.forwarded, retransmissions = s.retransmissions, "shard stopped");
+    }
+    ExitCode::SUCCESS
+}

@@ -90,6 +90,13 @@ impl Shard {
         }
     }
 
+    /// A TCP stream that cannot be framed: `pending` is what was buffered
+    /// (a head, if the error was found in one). Answered like a malformed
+    /// message; the reactor closes the connection after.
+    pub fn on_stream_error(&mut self, peer: Peer, pending: &[u8], e: ParseError, out: &mut Outbox) {
+        self.on_malformed(peer, pending, e, out);
+    }
+
     /// Runs the shard's timers.
     pub fn on_time(&mut self, now: Instant, out: &mut Outbox) {
         self.server.on_time(now);
@@ -238,6 +245,18 @@ impl Shard {
         if bytes.starts_with(b"SIP/") {
             return None;
         }
+        // An oversize datagram arrives cut at the limit: answer from the
+        // whole header lines before the cut, if they hold what a response
+        // needs.
+        let cut;
+        let bytes = match e {
+            ParseError::MessageTooLarge if memchr::memmem::find(bytes, b"\r\n\r\n").is_none() => {
+                let end = memchr::memmem::rfind(bytes, b"\r\n")? + 2;
+                cut = [&bytes[..end], b"\r\n"].concat();
+                &cut[..]
+            }
+            _ => bytes,
+        };
         let raw = RawMessage::split_lenient(bytes).ok()?;
         if raw.start_line().starts_with(b"ACK ") {
             return None;

@@ -65,6 +65,12 @@ impl StreamFramer {
         self.buf.truncate(keep);
     }
 
+    /// The unconsumed bytes: after an error, what the server can still
+    /// read a head from to answer before it closes the connection.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
     /// Unconsumed bytes.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start

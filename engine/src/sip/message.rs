@@ -290,6 +290,12 @@ impl<'a> RawMessage<'a> {
 
     /// The same split, now covering the whole frame (head and body) that a
     /// stream framer delimited after splitting the head alone.
+    /// The bytes this message was split from (for a stream frame: the
+    /// whole message, head and body).
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.buf
+    }
+
     pub(crate) fn extend_to(mut self, frame: &'a [u8]) -> RawMessage<'a> {
         debug_assert!(frame.as_ptr() == self.buf.as_ptr() && frame.len() >= self.head_len);
         self.buf = frame;

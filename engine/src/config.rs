@@ -1,0 +1,199 @@
+//! Server configuration: an embedded default that runs with no file
+//! (loopback, port 5060, one shard per core, state in memory), a TOML file
+//! that overrides it, and command-line flags that override both.
+
+use crate::core::SipTimers;
+use crate::sip::Limits;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// UDP and TCP listen address. Port 0 picks a free port (for tests).
+    pub listen: SocketAddr,
+    /// Number of shards; 0 means one per online CPU.
+    pub shards: usize,
+    /// Pin shard `i` to CPU `i`.
+    pub pin_cores: bool,
+    pub limits: LimitsConfig,
+    pub timers: TimersConfig,
+    pub io: IoConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest message accepted, head and body (513 above).
+    pub max_message_size: usize,
+    /// Most header lines in a message (513 above).
+    pub max_headers: usize,
+    /// Longest header line (513 above).
+    pub max_header_len: usize,
+    /// Most TCP connections one shard keeps open.
+    pub max_tcp_connections_per_shard: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimersConfig {
+    pub t1_ms: u64,
+    pub t2_ms: u64,
+    pub t4_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IoConfig {
+    /// Datagrams moved per recvmmsg/sendmmsg call.
+    pub udp_batch: usize,
+    /// SO_RCVBUF and SO_SNDBUF of each shard's UDP socket, bytes.
+    pub socket_buffer: usize,
+    /// Memory glommio registers with io_uring per shard. Small, so the
+    /// server starts under an ordinary RLIMIT_MEMLOCK (8 MiB here).
+    pub io_memory: usize,
+    /// Capacity of each shard-to-shard queue.
+    pub queue_capacity: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// error, warn, info, debug or trace, or a tracing filter directive.
+    pub level: String,
+    /// "text" or "json".
+    pub format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:5060".parse().unwrap(),
+            shards: 0,
+            pin_cores: false,
+            limits: LimitsConfig::default(),
+            timers: TimersConfig::default(),
+            io: IoConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        LimitsConfig {
+            max_message_size: l.max_message_size,
+            max_headers: l.max_headers,
+            max_header_len: l.max_header_len,
+            max_tcp_connections_per_shard: 50_000,
+        }
+    }
+}
+
+impl Default for TimersConfig {
+    fn default() -> Self {
+        let t = SipTimers::default();
+        TimersConfig { t1_ms: t.t1.as_millis() as u64, t2_ms: t.t2.as_millis() as u64, t4_ms: t.t4.as_millis() as u64 }
+    }
+}
+
+impl Default for IoConfig {
+    fn default() -> Self {
+        IoConfig { udp_batch: 64, socket_buffer: 8 << 20, io_memory: 64 << 10, queue_capacity: 4096 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: "text".into() }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; every key is optional and overrides the default.
+    pub fn from_file(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Config::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values no shard could run with.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.shards > 256 {
+            return Err(format!("shards = {}: at most 256", self.shards));
+        }
+        let l = &self.limits;
+        if l.max_headers == 0 || l.max_headers > crate::sip::MAX_HEADERS {
+            return Err(format!("limits.max_headers = {}: must be 1..={}", l.max_headers, crate::sip::MAX_HEADERS));
+        }
+        if l.max_message_size < 512 || l.max_message_size > 65_535 {
+            return Err(format!("limits.max_message_size = {}: must be 512..=65535", l.max_message_size));
+        }
+        if self.timers.t1_ms == 0 || self.timers.t2_ms < self.timers.t1_ms {
+            return Err("timers: need t1_ms > 0 and t2_ms >= t1_ms".into());
+        }
+        if self.io.udp_batch == 0 || self.io.udp_batch > 1024 {
+            return Err(format!("io.udp_batch = {}: must be 1..=1024", self.io.udp_batch));
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(format!("log.format = {:?}: must be \"text\" or \"json\"", self.log.format));
+        }
+        Ok(())
+    }
+
+    /// The shard count this config asks for, with 0 resolved to the CPUs.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+
+    pub fn parse_limits(&self) -> Limits {
+        Limits {
+            max_message_size: self.limits.max_message_size,
+            max_headers: self.limits.max_headers,
+            max_header_len: self.limits.max_header_len,
+        }
+    }
+
+    pub fn sip_timers(&self) -> SipTimers {
+        SipTimers {
+            t1: Duration::from_millis(self.timers.t1_ms),
+            t2: Duration::from_millis(self.timers.t2_ms),
+            t4: Duration::from_millis(self.timers.t4_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+        assert_eq!(Config::default().listen.to_string(), "127.0.0.1:5060");
+    }
+
+    #[test]
+    fn file_overrides_and_rejects_unknown_keys() {
+        let c = Config::from_toml("listen = \"0.0.0.0:5070\"\nshards = 2\n[timers]\nt1_ms = 100\n").unwrap();
+        assert_eq!(c.listen.port(), 5070);
+        assert_eq!(c.shards, 2);
+        assert_eq!(c.timers.t1_ms, 100);
+        assert_eq!(c.timers.t2_ms, 4000);
+        assert!(Config::from_toml("lisen = \"x\"").unwrap_err().contains("unknown field"));
+        assert!(Config::from_toml("[limits]\nmax_headers = 1000").unwrap_err().contains("max_headers"));
+    }
+}

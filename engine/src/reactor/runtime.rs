@@ -1,0 +1,254 @@
+//! One shard at run time: its core, its sockets, its connections, and the
+//! loops that feed them. Everything here lives on the shard's own thread;
+//! `RefCell` borrows never cross an await.
+
+use super::tcp;
+use super::udp::{RecvBatch, SendBatch};
+use super::ShardMsg;
+use crate::config::Config;
+use crate::core::{ConnId, Event, Outbox, Shard, ShardConfig, ShardStats, Transport};
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
+use glommio::channels::local_channel::LocalSender;
+use glommio::net::UdpSocket;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the shard runs its timers and looks at the stop flag.
+const TICK: Duration = Duration::from_millis(5);
+
+/// Everything a shard needs, moved into its executor thread.
+pub(crate) struct ShardSetup {
+    pub id: u16,
+    pub shards: u16,
+    pub cfg: Config,
+    pub udp: socket2::Socket,
+    pub tcp: socket2::Socket,
+    pub mesh: MeshBuilder<ShardMsg, Full>,
+    pub stop: Arc<AtomicBool>,
+    pub tag_seed: u64,
+}
+
+pub(crate) struct Runtime {
+    pub id: u16,
+    pub cfg: Config,
+    pub core: RefCell<Shard>,
+    /// Reused by every step; drained by [`Runtime::dispatch`].
+    outbox: RefCell<Outbox>,
+    udp: UdpSocket,
+    udp_fd: RawFd,
+    udp_out: RefCell<SendBatch>,
+    /// Writers of the TCP connections this shard accepted.
+    pub conns: RefCell<HashMap<ConnId, LocalSender<Vec<u8>>>>,
+    pub next_conn: Cell<u64>,
+    mesh: Option<Senders<ShardMsg>>,
+}
+
+pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
+    let ShardSetup { id, shards, cfg, udp, tcp, mesh, stop, tag_seed } = setup;
+    let (senders, receivers) = if shards > 1 {
+        match mesh.join().await {
+            Ok((s, r)) => (Some(s), Some(r)),
+            Err(_) => {
+                tracing::error!(shard = id, "cannot join the shard mesh");
+                return ShardStats::default();
+            }
+        }
+    } else {
+        (None, None)
+    };
+    let now = Instant::now();
+    let core = Shard::new(
+        ShardConfig { shard: id, shards, limits: cfg.parse_limits(), timers: cfg.sip_timers(), tag_seed },
+        now,
+    );
+    // SAFETY: the fd is a bound UDP socket we own; ownership moves.
+    let udp = unsafe { UdpSocket::from_raw_fd(udp.into_raw_fd()) };
+    let rt = Rc::new(Runtime {
+        id,
+        core: RefCell::new(core),
+        outbox: RefCell::new(Outbox::default()),
+        udp_fd: udp.as_raw_fd(),
+        udp,
+        udp_out: RefCell::new(SendBatch::default()),
+        conns: RefCell::new(HashMap::new()),
+        next_conn: Cell::new(1),
+        mesh: senders,
+        cfg,
+    });
+
+    let mut tasks = Vec::new();
+    tasks.push(glommio::spawn_local(udp_loop(rt.clone())));
+    tasks.push(glommio::spawn_local(tcp::accept_loop(rt.clone(), tcp)));
+    if let Some(mut receivers) = receivers {
+        for (_, rx) in receivers.streams() {
+            let rt = rt.clone();
+            tasks.push(glommio::spawn_local(async move {
+                while let Some(msg) = rx.recv().await {
+                    rt.on_shard_msg(msg);
+                }
+            }));
+        }
+    }
+    tracing::debug!(shard = id, "shard running");
+
+    // The timer loop is the shard's main task: when it ends, the executor
+    // drops the others.
+    while !stop.load(Ordering::Acquire) {
+        glommio::timer::sleep(TICK).await;
+        let mut out = rt.outbox.borrow_mut();
+        rt.core.borrow_mut().on_time(Instant::now(), &mut out);
+        drop(out);
+        rt.dispatch();
+    }
+    if let Some(m) = &rt.mesh {
+        m.close();
+    }
+    let stats = rt.core.borrow().stats();
+    for t in tasks {
+        drop(t);
+    }
+    tracing::debug!(shard = id, ?stats, "shard stopped");
+    stats
+}
+
+/// Drains the UDP socket in batches; when it is empty, waits for the next
+/// datagram through glommio (a 1-byte peek, which only signals readiness).
+async fn udp_loop(rt: Rc<Runtime>) {
+    let mut batch = RecvBatch::new(rt.cfg.io.udp_batch, rt.cfg.limits.max_message_size);
+    let mut probe = [0u8; 1];
+    loop {
+        let n = match batch.recv(rt.udp_fd) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(shard = rt.id, error = %e, "UDP receive failed");
+                0
+            }
+        };
+        if n == 0 {
+            rt.flush_udp().await;
+            let _ = rt.udp.peek_from(&mut probe).await;
+            continue;
+        }
+        let now = Instant::now();
+        {
+            let mut core = rt.core.borrow_mut();
+            let mut out = rt.outbox.borrow_mut();
+            for i in 0..n {
+                if let Some((bytes, from)) = batch.get(i) {
+                    core.on_message(now, crate::core::Peer::udp(from), bytes, &mut out);
+                }
+            }
+        }
+        rt.dispatch();
+        rt.flush_udp().await;
+        glommio::yield_if_needed().await;
+    }
+}
+
+impl Runtime {
+    /// Carries out what the core asked for: UDP datagrams into the send
+    /// batch, TCP frames to their connection (here or on its shard),
+    /// forwards to their owner, events to the log.
+    pub fn dispatch(&self) {
+        let mut out = self.outbox.borrow_mut();
+        if out.is_empty() {
+            return;
+        }
+        for t in out.transmits.drain(..) {
+            match t.to.transport {
+                Transport::Udp => self.udp_out.borrow_mut().push(t.to.addr, t.bytes),
+                Transport::Tcp if t.to.conn.shard() == self.id => {
+                    if let Some(w) = self.conns.borrow().get(&t.to.conn) {
+                        let _ = w.try_send(t.bytes);
+                    } else {
+                        tracing::debug!(shard = self.id, peer = %t.to.addr, "TCP connection gone; response dropped");
+                    }
+                }
+                Transport::Tcp => self.send_to_shard(t.to.conn.shard(), ShardMsg::Transmit(t)),
+            }
+        }
+        for (owner, fwd) in out.forwards.drain(..) {
+            self.send_to_shard(owner, ShardMsg::Forward(fwd));
+        }
+        for e in out.events.drain(..) {
+            log_event(self.id, &e);
+        }
+    }
+
+    fn send_to_shard(&self, shard: u16, msg: ShardMsg) {
+        let Some(mesh) = &self.mesh else { return };
+        if let Err(e) = mesh.try_send_to(shard as usize, msg) {
+            // The queue is full: the owner is overloaded. Dropping is what
+            // a full socket buffer would do too; the client retransmits.
+            tracing::warn!(shard = self.id, to = shard, error = %e, "shard queue full; message dropped");
+        }
+    }
+
+    fn on_shard_msg(&self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Forward(fwd) => self.with_core(|core, out| core.on_forward(Instant::now(), fwd, out)),
+            ShardMsg::Transmit(t) => {
+                if let Some(w) = self.conns.borrow().get(&t.to.conn) {
+                    let _ = w.try_send(t.bytes);
+                }
+            }
+        }
+    }
+
+    /// Sends the queued datagrams; if the socket buffer is full, waits for
+    /// room by sending one through glommio.
+    async fn flush_udp(&self) {
+        loop {
+            let res = self.udp_out.borrow_mut().flush(self.udp_fd, self.cfg.io.udp_batch);
+            match res {
+                Ok(r) if r.blocked => {
+                    let first = self.udp_out.borrow_mut().pop_front();
+                    if let Some((to, bytes)) = first {
+                        let _ = self.udp.send_to(&bytes, to).await;
+                    }
+                }
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(shard = self.id, error = %e, "UDP send failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One step of the core outside the UDP loop (a TCP frame, a message
+    /// from another shard), then its outbox. Datagrams it produced are
+    /// flushed at once rather than waiting for the next UDP receive.
+    pub fn with_core(&self, f: impl FnOnce(&mut Shard, &mut Outbox)) {
+        {
+            let mut out = self.outbox.borrow_mut();
+            f(&mut self.core.borrow_mut(), &mut out);
+        }
+        self.dispatch();
+        if !self.udp_out.borrow().is_empty() {
+            let _ = self.udp_out.borrow_mut().flush(self.udp_fd, self.cfg.io.udp_batch);
+        }
+    }
+}
+
+fn log_event(shard: u16, e: &Event) {
+    match e {
+        Event::Handled { method, status, call_id, received_on } => {
+            tracing::debug!(target: "presenced::request", shard, received_on, method = method.as_str(), status, call_id = call_id.as_str(), "handled");
+        }
+        Event::Retransmission { call_id, replayed } => {
+            tracing::debug!(target: "presenced::request", shard, call_id = call_id.as_str(), replayed, "retransmission");
+        }
+        Event::Malformed { error, status } => {
+            tracing::debug!(target: "presenced::request", shard, error = error.as_str(), status, "malformed");
+        }
+        Event::StrayResponse { status } => {
+            tracing::debug!(target: "presenced::request", shard, status, "stray response");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Batched UDP on a shard's socket: `recvmmsg`/`sendmmsg` straight on the
+//! file descriptor, non-blocking. glommio's own `UdpSocket` moves one
+//! datagram per call through an internal copy; the reactor uses it only to
+//! await readiness when the socket is drained (see ARCHITECTURE.md for the
+//! measurement behind this).
+
+use socket2::SockAddr;
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+
+/// Receive buffers for one batch. Each slot is one byte longer than the
+/// largest message accepted, so an oversize datagram is seen as such.
+pub struct RecvBatch {
+    slot: usize,
+    bufs: Vec<u8>,
+    iovs: Vec<libc::iovec>,
+    addrs: Vec<libc::sockaddr_storage>,
+    hdrs: Vec<libc::mmsghdr>,
+    filled: usize,
+}
+
+impl RecvBatch {
+    pub fn new(batch: usize, max_message: usize) -> Self {
+        let slot = max_message + 1;
+        RecvBatch {
+            slot,
+            bufs: vec![0; batch * slot],
+            iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; batch],
+            addrs: vec![unsafe { MaybeUninit::zeroed().assume_init() }; batch],
+            hdrs: vec![unsafe { MaybeUninit::zeroed().assume_init() }; batch],
+            filled: 0,
+        }
+    }
+
+    /// Receives up to a batch without blocking; `Ok(0)` when none is queued.
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        let batch = self.hdrs.len();
+        for i in 0..batch {
+            self.iovs[i] = libc::iovec { iov_base: self.bufs[i * self.slot..].as_mut_ptr().cast(), iov_len: self.slot };
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+            self.hdrs[i].msg_len = 0;
+        }
+        // SAFETY: every header points into buffers owned by self, sized as declared.
+        let n = unsafe { libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), batch as u32, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+        self.filled = 0;
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
+        }
+        self.filled = n as usize;
+        Ok(self.filled)
+    }
+
+    /// Datagram `i` of the last receive and its source. A datagram larger
+    /// than the slot comes back cut to the slot (one byte over the limit),
+    /// which the parser answers with 513.
+    pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddr)> {
+        if i >= self.filled {
+            return None;
+        }
+        let len = (self.hdrs[i].msg_len as usize).min(self.slot);
+        let namelen = self.hdrs[i].msg_hdr.msg_namelen;
+        // SAFETY: the kernel wrote a sockaddr of `namelen` bytes into addrs[i].
+        let addr = unsafe { SockAddr::new(std::ptr::read(&self.addrs[i]), namelen) }.as_socket()?;
+        Some((&self.bufs[i * self.slot..i * self.slot + len], addr))
+    }
+}
+
+/// Datagrams waiting to leave, sent in one `sendmmsg` per flush.
+#[derive(Default)]
+pub struct SendBatch {
+    queue: Vec<(SockAddr, Vec<u8>)>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl SendBatch {
+    pub fn push(&mut self, to: SocketAddr, bytes: Vec<u8>) {
+        self.queue.push((SockAddr::from(to), bytes));
+    }
+
+    /// Takes the oldest queued datagram (to send it by other means).
+    pub fn pop_front(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+        if self.queue.is_empty() {
+            return None;
+        }
+        let (addr, bytes) = self.queue.remove(0);
+        Some((addr.as_socket()?, bytes))
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Sends what the socket takes without blocking and keeps the rest
+    /// queued (send buffer full). Datagrams the kernel refuses for good
+    /// (an unreachable address) are dropped and counted in the result.
+    pub fn flush(&mut self, fd: RawFd, max_batch: usize) -> io::Result<FlushResult> {
+        let mut res = FlushResult::default();
+        while !self.queue.is_empty() {
+            let n = self.queue.len().min(max_batch);
+            self.iovs.clear();
+            self.hdrs.clear();
+            for (_, bytes) in &self.queue[..n] {
+                self.iovs.push(libc::iovec { iov_base: bytes.as_ptr() as *mut _, iov_len: bytes.len() });
+            }
+            for (i, (addr, _)) in self.queue[..n].iter().enumerate() {
+                let mut h: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+                h.msg_hdr.msg_name = addr.as_ptr() as *mut _;
+                h.msg_hdr.msg_namelen = addr.len();
+                h.msg_hdr.msg_iov = &mut self.iovs[i];
+                h.msg_hdr.msg_iovlen = 1;
+                self.hdrs.push(h);
+            }
+            // SAFETY: headers point into self.queue and self.iovs, alive for the call.
+            let sent = unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT) };
+            if sent < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => {
+                        res.blocked = true;
+                        return Ok(res);
+                    }
+                    io::ErrorKind::Interrupted => continue,
+                    // The first datagram is refused (unreachable, too big):
+                    // drop it and go on with the rest.
+                    _ => {
+                        self.queue.remove(0);
+                        res.dropped += 1;
+                        continue;
+                    }
+                }
+            }
+            let sent = sent as usize;
+            res.sent += sent;
+            self.queue.drain(..sent);
+        }
+        Ok(res)
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FlushResult {
+    pub sent: usize,
+    pub dropped: usize,
+    /// The send buffer is full: wait for writability and flush again.
+    pub blocked: bool,
+}

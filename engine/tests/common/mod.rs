@@ -1,0 +1,189 @@
+//! A `presenced` process on loopback for tests that speak SIP over real
+//! sockets, with its JSON log collected so tests can observe what each
+//! shard did.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const WAIT: Duration = Duration::from_secs(3);
+
+pub struct Presenced {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Presenced {
+    /// Starts the server on a free loopback port with `shards` shards,
+    /// request-level debug logging in JSON, and `extra` flags.
+    pub fn start(shards: usize, extra: &[&str]) -> Presenced {
+        let shards = shards.to_string();
+        let mut args = vec!["--listen", "127.0.0.1:0", "--shards", &shards, "--log-format", "json", "--log-level", "info,presenced::request=debug"];
+        args.extend_from_slice(extra);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_presenced"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start presenced");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.parse::<SocketAddr>().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    sink.lock().unwrap().push(v);
+                } else {
+                    eprintln!("presenced: {line}");
+                }
+            }
+        });
+        Presenced { child, addr, log }
+    }
+
+    /// Log records whose message is `msg`.
+    pub fn logged(&self, msg: &str) -> Vec<serde_json::Value> {
+        self.log.lock().unwrap().iter().filter(|v| v["message"] == msg).cloned().collect()
+    }
+
+    /// Waits until at least `n` records with message `msg` are logged.
+    pub fn wait_logged(&self, msg: &str, n: usize) -> Vec<serde_json::Value> {
+        let end = Instant::now() + WAIT;
+        loop {
+            let got = self.logged(msg);
+            if got.len() >= n || Instant::now() > end {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends SIGTERM and waits; returns whether it exited cleanly in time.
+    pub fn terminate(&mut self) -> bool {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Presenced {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh loopback address (127.0.1.N) per call in this process, so that
+/// tests can each bind port 5060 (where UDP responses go for a Via without
+/// port or rport) without meeting each other.
+pub fn fresh_loopback() -> Ipv4Addr {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    Ipv4Addr::new(127, 0, 1 + (n / 250) as u8, (n % 250) as u8 + 1)
+}
+
+pub fn udp_socket(ip: Ipv4Addr, port: u16) -> UdpSocket {
+    let s = UdpSocket::bind((ip, port)).expect("bind test socket");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+/// Receives one datagram, or `None` within `wait`.
+pub fn recv(s: &UdpSocket, wait: Duration) -> Option<Vec<u8>> {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = vec![0u8; 65536];
+    match s.recv_from(&mut buf) {
+        Ok((n, _)) => Some(buf[..n].to_vec()),
+        Err(_) => None,
+    }
+}
+
+/// Sends `req` over UDP from `s` and returns the first response.
+pub fn udp_transaction(s: &UdpSocket, server: SocketAddr, req: &[u8]) -> Vec<u8> {
+    s.send_to(req, server).unwrap();
+    recv(s, WAIT).unwrap_or_else(|| panic!("no response to\n{}", String::from_utf8_lossy(req)))
+}
+
+/// Reads one whole SIP message (by Content-Length) from a TCP stream.
+pub fn tcp_read_message(s: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => return None,
+        }
+        if buf == b"\r\n" {
+            buf.clear(); // a keep-alive pong
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let cl = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:").or_else(|| l.strip_prefix("l:")))
+        .map(|v| v.trim().parse::<usize>().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0; cl];
+    s.read_exact(&mut body).ok()?;
+    buf.extend_from_slice(&body);
+    Some(buf)
+}
+
+pub fn tcp_connect(server: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(server).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+pub fn tcp_transaction(s: &mut TcpStream, req: &[u8]) -> Vec<u8> {
+    s.write_all(req).unwrap();
+    tcp_read_message(s, WAIT).unwrap_or_else(|| panic!("no TCP response to\n{}", String::from_utf8_lossy(req)))
+}
+
+/// Status code of a response.
+pub fn status(resp: &[u8]) -> u16 {
+    std::str::from_utf8(&resp[8..11]).unwrap().parse().unwrap()
+}
+
+/// The value of the first header named `name` (case-insensitive, long form).
+pub fn header(resp: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(resp);
+    let head = text.split("\r\n\r\n").next().unwrap();
+    head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+/// An OPTIONS request to `ruri` with a fresh Call-ID; `via` is the top Via
+/// value (transport, sent-by and params).
+pub fn options(ruri: &str, via: &str, call_id: &str) -> Vec<u8> {
+    format!(
+        "OPTIONS {ruri} SIP/2.0\r\nVia: SIP/2.0/{via}\r\nMax-Forwards: 70\r\n\
+From: <sip:tester@example.com>;tag=t1\r\nTo: <{ruri}>\r\nCall-ID: {call_id}\r\n\
+CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
