@@ -261,15 +261,21 @@ impl Shard {
         if raw.start_line().starts_with(b"ACK ") {
             return None;
         }
+        // A request without any Via cannot be answered; one whose top Via
+        // does not parse is answered at its source address and port, the
+        // only return path it has.
         let top_via = raw.list(HeaderName::Via).next()?;
-        let via = Via::parse(top_via).ok()?;
+        let to = match Via::parse(top_via) {
+            Ok(via) => response_peer(&via, peer),
+            Err(()) => peer,
+        };
         let mut bytes = Vec::with_capacity(512);
         let code = e.status();
         let mut w = sip::response_to(&mut bytes, &raw, code, &e.reason(), None, Some(peer.addr));
         w.header(HeaderName::Server, b"presenced");
         w.finish(None, b"");
         self.stats.responses_sent += 1;
-        out.transmits.push(Transmit { to: response_peer(&via, peer), bytes });
+        out.transmits.push(Transmit { to, bytes });
         Some(code)
     }
 }
