@@ -215,3 +215,77 @@ fn bad_command_line_and_config_are_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot bind UDP {addr}")), "{err}");
 }
+
+/// Thousands of mutated torture messages over UDP and TCP: afterwards the
+/// process runs and every shard still answers.
+#[test]
+fn mutated_messages_never_stop_a_shard() {
+    let shards = 2;
+    let srv = Presenced::start(shards, &[]);
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rfc4475");
+    let mut corpus: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "dat"))
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    corpus.sort();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = move |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n as u64) as usize
+    };
+    let s = udp_socket(Ipv4Addr::LOCALHOST, 0);
+    let mut streams: Vec<std::net::TcpStream> = (0..4).map(|_| tcp_connect(srv.addr)).collect();
+    for i in 0..4000 {
+        let mut m = corpus[rnd(corpus.len())].clone();
+        for _ in 0..1 + rnd(8) {
+            if m.len() < 2 {
+                break;
+            }
+            let at = rnd(m.len());
+            match rnd(4) {
+                0 => m[at] = rnd(256) as u8,
+                1 => {
+                    m.remove(at);
+                }
+                2 => m.insert(at, b"\r\n:;,<>\"%"[rnd(9)]),
+                _ => m.truncate(at.max(1)),
+            }
+        }
+        let _ = s.send_to(&m, srv.addr);
+        if i % 10 == 0 {
+            let t = &mut streams[rnd(4)];
+            if t.write_all(&m).is_err() {
+                *t = tcp_connect(srv.addr);
+            }
+        }
+        if i % 200 == 0 {
+            std::thread::sleep(Duration::from_millis(5)); // let the socket buffer drain
+        }
+    }
+    drop(streams);
+    std::thread::sleep(Duration::from_millis(200));
+    // One user owned by each shard answers, over both transports.
+    let mut owners_seen = HashSet::new();
+    let fresh = udp_socket(Ipv4Addr::LOCALHOST, 0);
+    let port = fresh.local_addr().unwrap().port();
+    for i in 0.. {
+        let user = format!("sip:after{i}@example.com");
+        let owner = owner_of(user.as_bytes(), shards as u16);
+        if !owners_seen.insert(owner) {
+            continue;
+        }
+        let r = udp_transaction(&fresh, srv.addr, &options(&user, &format!("UDP 127.0.0.1:{port};rport;branch=z9hG4bKafter{i}"), &format!("after-{i}")));
+        assert_eq!(status(&r), 200);
+        let mut t = tcp_connect(srv.addr);
+        let tport = t.local_addr().unwrap().port();
+        let r = tcp_transaction(&mut t, &options(&user, &format!("TCP 127.0.0.1:{tport};branch=z9hG4bKtafter{i}"), &format!("tafter-{i}")));
+        assert_eq!(status(&r), 200);
+        if owners_seen.len() == shards {
+            break;
+        }
+    }
+}

@@ -133,9 +133,10 @@ impl Shard {
 
     fn on_owned(&mut self, now: Instant, peer: Peer, msg: &Message<'_>, received_on: u16, out: &mut Outbox) {
         if !msg.is_request() {
-            match self.client.on_response(msg, now) {
-                Some(outcome) => drop(outcome),
-                None => out.events.push(Event::StrayResponse { status: msg.status().unwrap_or(0) }),
+            // A matched outcome goes to the layer that sent the request
+            // (the presence layer, issue 5); nothing sends requests yet.
+            if self.client.on_response(msg, now).is_none() {
+                out.events.push(Event::StrayResponse { status: msg.status().unwrap_or(0) });
             }
             return;
         }
