@@ -3,6 +3,7 @@
 //! that overrides it, and command-line flags that override both.
 
 use crate::core::SipTimers;
+use crate::registrar::RegistrarConfig;
 use crate::sip::Limits;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -22,6 +23,35 @@ pub struct Config {
     pub timers: TimersConfig,
     pub io: IoConfig,
     pub log: LogConfig,
+    pub registrar: RegistrarSection,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrarSection {
+    /// Shortest registration accepted, seconds (423 with Min-Expires below).
+    pub min_expires: u32,
+    /// Longest registration granted, seconds (longer ones are shortened).
+    pub max_expires: u32,
+    /// Registration length when the REGISTER names none, seconds.
+    pub default_expires: u32,
+    /// S-CSCF addresses trusted to register on a UE's behalf (third-party
+    /// REGISTER): "IP" (any port) or "IP:port". Empty by default.
+    pub trusted_scscf: Vec<String>,
+}
+
+impl Default for RegistrarSection {
+    fn default() -> Self {
+        let r = RegistrarConfig::default();
+        RegistrarSection { min_expires: r.min_expires, max_expires: r.max_expires, default_expires: r.default_expires, trusted_scscf: Vec::new() }
+    }
+}
+
+/// "IP" or "IP:port" (port 0 = any).
+pub fn parse_trusted(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 0)))
+        .map_err(|_| format!("trusted S-CSCF {s:?}: expected IP or IP:port"))
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -78,6 +108,7 @@ impl Default for Config {
             timers: TimersConfig::default(),
             io: IoConfig::default(),
             log: LogConfig::default(),
+            registrar: RegistrarSection::default(),
         }
     }
 }
@@ -144,6 +175,13 @@ impl Config {
         if self.io.udp_batch == 0 || self.io.udp_batch > 1024 {
             return Err(format!("io.udp_batch = {}: must be 1..=1024", self.io.udp_batch));
         }
+        for t in &self.registrar.trusted_scscf {
+            parse_trusted(t)?;
+        }
+        let r = &self.registrar;
+        if r.min_expires > r.max_expires || r.default_expires < r.min_expires || r.default_expires > r.max_expires {
+            return Err("registrar: need min_expires <= default_expires <= max_expires".into());
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(format!("log.format = {:?}: must be \"text\" or \"json\"", self.log.format));
         }
@@ -164,6 +202,15 @@ impl Config {
             max_message_size: self.limits.max_message_size,
             max_headers: self.limits.max_headers,
             max_header_len: self.limits.max_header_len,
+        }
+    }
+
+    pub fn registrar_config(&self) -> RegistrarConfig {
+        RegistrarConfig {
+            min_expires: self.registrar.min_expires,
+            max_expires: self.registrar.max_expires,
+            default_expires: self.registrar.default_expires,
+            trusted: self.registrar.trusted_scscf.iter().filter_map(|t| parse_trusted(t).ok()).collect(),
         }
     }
 

@@ -2,3 +2,4 @@ pub mod sip;
 pub mod core;
 pub mod config;
 pub mod reactor;
+pub mod registrar;

@@ -41,8 +41,8 @@ fn table() -> BTreeMap<String, (String, String)> {
 }
 
 /// The status this server answers each fixture with, `None` for no answer.
-/// REGISTER gets 405 until the registrar lands (issue 4); INVITE, MESSAGE
-/// and unknown methods get 405.
+/// INVITE, MESSAGE and unknown methods get 405; REGISTERs are processed
+/// by the registrar.
 fn expected(name: &str, tcp: bool) -> Option<u16> {
     Some(match name {
         // Responses are never answered.
@@ -51,8 +51,13 @@ fn expected(name: &str, tcp: bool) -> Option<u16> {
         // come": the server waits (the row allows discard).
         "clerr" if tcp => return None,
         "lwsdisp" | "semiuri" | "transports" | "badbranch" | "zeromf" => 200,
-        "wsinv" | "intmeth" | "esc01" | "escnull" | "esc02" | "longreq" | "dblreq" | "mpart01" | "baddate" | "unksm2"
-        | "invut" | "regaut01" | "cparam01" | "cparam02" | "regescrt" | "sdp01" | "inv2543" => 405,
+        // REGISTERs: escaped NULs in contacts, a query without Contact
+        // (Authorization ignored), Contact params outside/inside <>, escaped
+        // headers in a Contact; dblreq's first message.
+        "escnull" | "dblreq" | "regaut01" | "cparam01" | "cparam02" | "regescrt" => 200,
+        // REGISTER whose To is an isbn: URI: not an AOR we serve.
+        "unksm2" => 404,
+        "wsinv" | "intmeth" | "esc01" | "esc02" | "longreq" | "mpart01" | "baddate" | "invut" | "sdp01" | "inv2543" => 405,
         "badinv01" | "clerr" | "ncl" | "scalar02" | "quotbal" | "ltgtruri" | "lwsruri" | "lwsstart" | "trws" | "escruri"
         | "regbadct" | "badaspec" | "baddn" | "mismatch01" | "mismatch02" | "insuf" | "multi01" | "mcl01" => 400,
         "badvers" => 505,
@@ -126,7 +131,18 @@ fn run_corpus(shards: usize) {
         let want = expected(name, true);
         let mut t = tcp_connect(srv.addr);
         t.write_all(&bytes).unwrap();
-        let got = tcp_read_message(&mut t, if want.is_some() { WAIT } else { QUIET }).map(|r| status(&r));
+        let mut got = tcp_read_message(&mut t, if want.is_some() { WAIT } else { QUIET }).map(|r| status(&r));
+        if name == "dblreq" {
+            // On a stream both messages are requests (a REGISTER, then an
+            // INVITE): two answers, in either order once shards differ.
+            let second = tcp_read_message(&mut t, WAIT).map(|r| status(&r));
+            let mut both = [got, second];
+            both.sort();
+            if both != [Some(200), Some(405)] {
+                failures.push(format!("dblreq over TCP: want 200 and 405, got {both:?}"));
+            }
+            got = want;
+        }
         if got != want {
             failures.push(format!("{name} over TCP: want {want:?}, got {got:?} ({handling})"));
         }

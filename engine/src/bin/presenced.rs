@@ -47,6 +47,16 @@ struct Args {
     /// SIP timer T1 in milliseconds (RTT estimate) [default: 500].
     #[arg(long, value_name = "MS")]
     t1_ms: Option<u64>,
+    /// Trust this S-CSCF address (IP or IP:port) for third-party REGISTER;
+    /// repeat for several. Adds to the config file's list.
+    #[arg(long = "trust", value_name = "ADDR")]
+    trust: Vec<String>,
+    /// Shortest registration accepted, seconds; shorter gets 423 [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    min_expires: Option<u32>,
+    /// Longest registration granted, seconds [default: 7200].
+    #[arg(long, value_name = "SECONDS")]
+    max_expires: Option<u32>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter
     /// such as "info,presenced::request=debug" [default: info].
     #[arg(long, value_name = "LEVEL")]
@@ -85,6 +95,15 @@ fn config(args: &Args) -> Result<Config, String> {
     }
     if let Some(v) = args.t1_ms {
         cfg.timers.t1_ms = v;
+    }
+    cfg.registrar.trusted_scscf.extend(args.trust.iter().cloned());
+    if let Some(v) = args.min_expires {
+        cfg.registrar.min_expires = v;
+        cfg.registrar.default_expires = cfg.registrar.default_expires.max(v);
+    }
+    if let Some(v) = args.max_expires {
+        cfg.registrar.max_expires = v;
+        cfg.registrar.default_expires = cfg.registrar.default_expires.min(v);
     }
     if let Some(v) = &args.log_level {
         cfg.log.level = v.clone();

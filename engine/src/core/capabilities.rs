@@ -2,7 +2,7 @@
 //! answers are written from these lists, so they grow with the handlers.
 
 /// Methods with a handler (the Allow header).
-pub const ALLOW: &[&str] = &["OPTIONS"];
+pub const ALLOW: &[&str] = &["OPTIONS", "REGISTER"];
 
 /// Body types accepted in requests (the Accept header).
 pub const ACCEPT: &[&str] = &[];

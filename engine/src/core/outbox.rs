@@ -23,6 +23,9 @@ pub enum Event {
     Retransmission { call_id: String, replayed: bool },
     /// A message could not be parsed; `answered` with that status, or dropped.
     Malformed { error: String, status: Option<u16> },
+    /// An AOR's registration changed: open with these contacts, or closed
+    /// when there are none. Presence is derived from it.
+    Registration { aor: String, contacts: Vec<String> },
     /// A response that matched nothing we sent.
     StrayResponse { status: u16 },
 }

@@ -7,6 +7,7 @@ use super::ids;
 use super::outbox::{Event, Forward, Outbox};
 use super::peer::{Peer, Transmit};
 use super::transaction::{ClientOutcome, ClientTransactions, ServerKey, ServerLookup, ServerTransactions, SipTimers};
+use crate::registrar::{RegChange, Registrar, RegistrarConfig};
 use crate::sip::{self, HeaderName, Limits, Message, Method, ParseError, RawMessage, Scheme, Via};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -20,6 +21,7 @@ pub struct ShardConfig {
     pub timers: SipTimers,
     /// Mixed into to-tags so that tags differ across restarts.
     pub tag_seed: u64,
+    pub registrar: RegistrarConfig,
 }
 
 /// Counters a shard keeps about its own traffic.
@@ -42,6 +44,8 @@ pub struct Shard {
     cfg: ShardConfig,
     server: ServerTransactions,
     client: ClientTransactions<ClientCtx>,
+    registrar: Registrar,
+    reg_changes: Vec<RegChange>,
     tag_seq: u64,
     stats: ShardStats,
     outcomes: Vec<ClientOutcome<ClientCtx>>,
@@ -52,6 +56,8 @@ impl Shard {
         Shard {
             server: ServerTransactions::new(cfg.timers, now),
             client: ClientTransactions::new(cfg.shard, cfg.timers, now),
+            registrar: Registrar::new(cfg.registrar.clone(), now),
+            reg_changes: Vec::new(),
             tag_seq: 0,
             stats: ShardStats::default(),
             outcomes: Vec::new(),
@@ -105,6 +111,25 @@ impl Shard {
             // Client transactions start with the presence layer; until then
             // nothing waits for an outcome.
         }
+        self.registrar.on_time(now, &mut self.reg_changes);
+        self.emit_reg_changes(out);
+    }
+
+    /// Registration changes become presence events (open with the bound
+    /// contacts, or closed). The presence layer consumes them to notify
+    /// watchers; the reactor logs them.
+    fn emit_reg_changes(&mut self, out: &mut Outbox) {
+        for c in self.reg_changes.drain(..) {
+            out.events.push(Event::Registration {
+                aor: lossy(&c.aor),
+                contacts: c.contacts.iter().map(|u| lossy(u)).collect(),
+            });
+        }
+    }
+
+    /// The registrar of this shard (read-only, for tests and stats).
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
     }
 
     /// Which shard owns this message's state: the minting shard of our
@@ -199,6 +224,16 @@ impl Shard {
                     headers.push((HeaderName::AllowEvents, events.as_bytes()));
                 }
                 self.respond(msg, reply, 200, "OK", &headers, out)
+            }
+            Method::Register => {
+                // RFC 3261 10.3 step 4: the AOR must be one we can serve.
+                if !msg.to().uri().is_served_scheme() {
+                    return self.respond(msg, reply, 404, "Not Found: To is not a SIP or tel URI", &[], out);
+                }
+                let r = self.registrar.register(reply.now, msg, reply.peer.addr, &mut self.reg_changes);
+                let headers: Vec<(HeaderName, &[u8])> = r.headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+                self.respond(msg, reply, r.code, r.reason, &headers, out);
+                self.emit_reg_changes(out);
             }
             _ => unreachable!("every method in ALLOW has a handler"),
         }

@@ -63,7 +63,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
     };
     let now = Instant::now();
     let core = Shard::new(
-        ShardConfig { shard: id, shards, limits: cfg.parse_limits(), timers: cfg.sip_timers(), tag_seed },
+        ShardConfig { shard: id, shards, limits: cfg.parse_limits(), timers: cfg.sip_timers(), tag_seed, registrar: cfg.registrar_config() },
         now,
     );
     // SAFETY: the fd is a bound UDP socket we own; ownership moves.
@@ -246,6 +246,10 @@ fn log_event(shard: u16, e: &Event) {
         }
         Event::Malformed { error, status } => {
             tracing::debug!(target: "presenced::request", shard, error = error.as_str(), status, "malformed");
+        }
+        Event::Registration { aor, contacts } => {
+            let state = if contacts.is_empty() { "closed" } else { "open" };
+            tracing::debug!(target: "presenced::presence", shard, aor = aor.as_str(), state, contacts = contacts.join(", ").as_str(), "registration");
         }
         Event::StrayResponse { status } => {
             tracing::debug!(target: "presenced::request", shard, status, "stray response");

@@ -1,0 +1,288 @@
+//! The registrar (RFC 3261 10.3) for presentities, sans-IO: one per shard,
+//! holding the bindings of the AORs that shard owns. It takes a validated
+//! REGISTER and the time, and returns the response to send and the
+//! registration changes the presence layer turns into NOTIFYs.
+//!
+//! Third-party registration (IMS): a REGISTER whose From differs from its
+//! To is accepted only from a trusted S-CSCF address and registers the
+//! public identity in To on the UE's behalf.
+
+use crate::core::timer::TimerWheel;
+use crate::sip::{Contacts, HeaderName, Message, NameAddr, Uri};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrarConfig {
+    /// Shorter non-zero expiries get 423 with this Min-Expires.
+    pub min_expires: u32,
+    /// Longer expiries are shortened to this.
+    pub max_expires: u32,
+    /// Expiry when the request names none.
+    pub default_expires: u32,
+    /// S-CSCF addresses allowed to register on a UE's behalf. An entry with
+    /// port 0 trusts every port of that address.
+    pub trusted: Vec<SocketAddr>,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig { min_expires: 60, max_expires: 7200, default_expires: 3600, trusted: Vec::new() }
+    }
+}
+
+impl RegistrarConfig {
+    pub fn is_trusted(&self, src: SocketAddr) -> bool {
+        self.trusted.iter().any(|t| t.ip() == src.ip() && (t.port() == 0 || t.port() == src.port()))
+    }
+}
+
+/// One contact bound to an AOR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// The contact URI as the UA wrote it.
+    pub uri: Box<[u8]>,
+    /// Contact header parameters other than `expires` (`+sip.instance`,
+    /// `reg-id`, `q` ...), kept as given, each with its leading `;`.
+    pub params: Box<[u8]>,
+    pub call_id: Box<[u8]>,
+    pub cseq: u32,
+    pub expires_at: Instant,
+}
+
+impl Binding {
+    pub fn remaining(&self, now: Instant) -> u32 {
+        self.expires_at.saturating_duration_since(now).as_secs_f64().round() as u32
+    }
+}
+
+/// The bindings of one AOR.
+#[derive(Clone, Debug, Default)]
+pub struct Registration {
+    pub bindings: Vec<Binding>,
+    /// The S-CSCF that registered it, for third-party registrations.
+    pub registered_by: Option<SocketAddr>,
+}
+
+/// A change of an AOR's registration: what presence is derived from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegChange {
+    pub aor: Box<[u8]>,
+    /// The contact URIs bound after the change; empty means closed.
+    pub contacts: Vec<Box<[u8]>>,
+}
+
+/// The answer to a REGISTER.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RegisterReply {
+    pub code: u16,
+    pub reason: &'static str,
+    /// Headers to add: Contact lines of the 200, Min-Expires of a 423.
+    pub headers: Vec<(HeaderName, Vec<u8>)>,
+}
+
+impl RegisterReply {
+    fn reject(code: u16, reason: &'static str) -> Self {
+        RegisterReply { code, reason, headers: Vec::new() }
+    }
+}
+
+/// What the timer wheel holds: the AOR to look at. A firing for a binding
+/// that was refreshed since finds it unexpired and leaves it.
+struct Expiry {
+    aor: Box<[u8]>,
+}
+
+pub struct Registrar {
+    cfg: RegistrarConfig,
+    regs: HashMap<Box<[u8]>, Registration, ahash::RandomState>,
+    wheel: TimerWheel<Expiry>,
+    fired: Vec<Expiry>,
+}
+
+/// One Contact of the request, checked and with its expiry resolved.
+struct Update<'a> {
+    uri: Uri<'a>,
+    na: NameAddr<'a>,
+    expires: u32,
+}
+
+impl Registrar {
+    pub fn new(cfg: RegistrarConfig, now: Instant) -> Self {
+        Registrar {
+            cfg,
+            regs: HashMap::default(),
+            wheel: TimerWheel::new(now, Duration::from_millis(100), 4096),
+            fired: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &RegistrarConfig {
+        &self.cfg
+    }
+
+    pub fn registration(&self, aor: &[u8]) -> Option<&Registration> {
+        self.regs.get(aor)
+    }
+
+    /// Number of registered AORs.
+    pub fn len(&self) -> usize {
+        self.regs.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.regs.is_empty()
+    }
+
+    /// Processes a REGISTER (RFC 3261 10.3 steps 4-8) atomically: either
+    /// every Contact is applied or none is.
+    pub fn register(&mut self, now: Instant, req: &Message<'_>, source: SocketAddr, changes: &mut Vec<RegChange>) -> RegisterReply {
+        let to_uri = req.to().uri();
+        let aor: Box<[u8]> = to_uri.aor().into();
+        // Third party: From names someone else. Only a trusted S-CSCF may.
+        let third_party = req.from().uri().aor().as_slice() != &*aor;
+        if third_party && !self.cfg.is_trusted(source) {
+            return RegisterReply::reject(403, "Forbidden: third-party registration from an untrusted source");
+        }
+        let call_id = req.call_id();
+        let cseq = req.cseq().seq;
+        let header_expires = req.expires();
+
+        let existing = self.regs.get(&aor);
+        // Step 7: a binding from the same Call-ID with a CSeq not higher
+        // than stored means an old or replayed request: abort.
+        let stale = |b: &Binding| *b.call_id == *call_id && cseq <= b.cseq;
+
+        match req.contacts() {
+            Contacts::Star => {
+                if header_expires != Some(0) {
+                    return RegisterReply::reject(400, "Bad Request: Contact * needs Expires: 0");
+                }
+                if existing.is_some_and(|r| r.bindings.iter().any(stale)) {
+                    return RegisterReply::reject(400, "Bad Request: CSeq not higher than the registration's");
+                }
+                if self.regs.remove(&aor).is_some() {
+                    changes.push(RegChange { aor: aor.clone(), contacts: Vec::new() });
+                }
+                return self.ok(&aor, now);
+            }
+            Contacts::List(list) if list.is_empty() => return self.ok(&aor, now),
+            Contacts::List(list) => {
+                let mut updates = Vec::with_capacity(list.len());
+                for na in list {
+                    let uri = *na.uri();
+                    let requested = match na.params().value(b"expires") {
+                        Some(v) => crate::sip::typed::delta_seconds(v).unwrap_or(self.cfg.default_expires),
+                        None => header_expires.unwrap_or(self.cfg.default_expires),
+                    };
+                    if requested != 0 && requested < self.cfg.min_expires {
+                        let mut r = RegisterReply::reject(423, "Interval Too Brief");
+                        r.headers.push((HeaderName::MinExpires, self.cfg.min_expires.to_string().into_bytes()));
+                        return r;
+                    }
+                    updates.push(Update { uri, na, expires: requested.min(self.cfg.max_expires) });
+                }
+                if let Some(reg) = existing {
+                    for u in &updates {
+                        let hit = reg.bindings.iter().find(|b| Uri::parse(&b.uri).is_ok_and(|s| s.equivalent(&u.uri)));
+                        if hit.is_some_and(stale) {
+                            return RegisterReply::reject(400, "Bad Request: CSeq not higher than the binding's");
+                        }
+                    }
+                }
+                // Every check passed: apply.
+                let before: Vec<Box<[u8]>> = existing.map(|r| r.bindings.iter().map(|b| b.uri.clone()).collect()).unwrap_or_default();
+                let reg = self.regs.entry(aor.clone()).or_default();
+                if third_party {
+                    reg.registered_by = Some(source);
+                }
+                for u in updates {
+                    let pos = reg.bindings.iter().position(|b| Uri::parse(&b.uri).is_ok_and(|s| s.equivalent(&u.uri)));
+                    if u.expires == 0 {
+                        if let Some(p) = pos {
+                            reg.bindings.remove(p);
+                        }
+                        continue;
+                    }
+                    let at = now + Duration::from_secs(u.expires as u64);
+                    let binding = Binding {
+                        uri: u.uri.as_bytes().into(),
+                        params: params_without_expires(&u.na),
+                        call_id: call_id.into(),
+                        cseq,
+                        expires_at: at,
+                    };
+                    match pos {
+                        Some(p) => reg.bindings[p] = binding,
+                        None => reg.bindings.push(binding),
+                    }
+                    self.wheel.insert(at, Expiry { aor: aor.clone() });
+                }
+                let after: Vec<Box<[u8]>> = reg.bindings.iter().map(|b| b.uri.clone()).collect();
+                if reg.bindings.is_empty() {
+                    self.regs.remove(&aor);
+                }
+                if before != after {
+                    changes.push(RegChange { aor: aor.clone(), contacts: after });
+                }
+                self.ok(&aor, now)
+            }
+        }
+    }
+
+    /// 200 listing every binding of `aor` with its remaining expiry.
+    fn ok(&self, aor: &[u8], now: Instant) -> RegisterReply {
+        let mut headers = Vec::new();
+        if let Some(reg) = self.regs.get(aor) {
+            for b in &reg.bindings {
+                let mut v = Vec::with_capacity(b.uri.len() + b.params.len() + 24);
+                v.push(b'<');
+                v.extend_from_slice(&b.uri);
+                v.push(b'>');
+                v.extend_from_slice(&b.params);
+                v.extend_from_slice(b";expires=");
+                v.extend_from_slice(itoa::Buffer::new().format(b.remaining(now)).as_bytes());
+                headers.push((HeaderName::Contact, v));
+            }
+        }
+        RegisterReply { code: 200, reason: "OK", headers }
+    }
+
+    /// Removes the bindings whose time has come; reports each AOR whose
+    /// set of contacts changed.
+    pub fn on_time(&mut self, now: Instant, changes: &mut Vec<RegChange>) {
+        self.wheel.advance(now, &mut self.fired);
+        for Expiry { aor } in self.fired.drain(..) {
+            let Some(reg) = self.regs.get_mut(&aor) else { continue };
+            let before = reg.bindings.len();
+            reg.bindings.retain(|b| b.expires_at > now);
+            if reg.bindings.len() != before {
+                let contacts: Vec<Box<[u8]>> = reg.bindings.iter().map(|b| b.uri.clone()).collect();
+                if contacts.is_empty() {
+                    self.regs.remove(&aor);
+                }
+                changes.push(RegChange { aor, contacts });
+            }
+        }
+    }
+}
+
+/// The Contact's header parameters minus `expires`, each as `;name[=value]`.
+fn params_without_expires(na: &NameAddr<'_>) -> Box<[u8]> {
+    let mut out = Vec::new();
+    for p in na.params() {
+        if p.name.eq_ignore_ascii_case(b"expires") {
+            continue;
+        }
+        out.push(b';');
+        out.extend_from_slice(p.name);
+        if let Some(v) = p.value {
+            out.push(b'=');
+            out.extend_from_slice(v);
+        }
+    }
+    out.into()
+}
+
+#[cfg(test)]
+mod tests;
