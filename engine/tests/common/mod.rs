@@ -23,7 +23,7 @@ impl Presenced {
     /// request-level debug logging in JSON, and `extra` flags.
     pub fn start(shards: usize, extra: &[&str]) -> Presenced {
         let shards = shards.to_string();
-        let mut args = vec!["--listen", "127.0.0.1:0", "--shards", &shards, "--log-format", "json", "--log-level", "info,presenced::request=debug"];
+        let mut args = vec!["--listen", "127.0.0.1:0", "--shards", &shards, "--log-format", "json", "--log-level", "info,presenced::request=debug,presenced::presence=debug"];
         args.extend_from_slice(extra);
         let mut child = Command::new(env!("CARGO_BIN_EXE_presenced"))
             .args(&args)

@@ -1,0 +1,193 @@
+//! The registrar over real sockets: register, refresh, query, de-register,
+//! expiry, wildcard, 423, stale CSeq and third-party REGISTER, over UDP and
+//! TCP with one and two shards; registration changes observed as presence
+//! events in the log of the owning shard.
+
+mod common;
+use common::*;
+use presence_engine::core::ids::owner_of;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+/// A client over one transport.
+enum Client {
+    Udp(UdpSocket, SocketAddr),
+    Tcp(TcpStream),
+}
+
+impl Client {
+    fn new(srv: &Presenced, tcp: bool, ip: Ipv4Addr) -> Client {
+        if tcp {
+            Client::Tcp(tcp_connect(srv.addr))
+        } else {
+            Client::Udp(udp_socket(ip, 0), srv.addr)
+        }
+    }
+    fn via(&self, branch: &str) -> String {
+        match self {
+            Client::Udp(s, _) => format!("UDP {};rport;branch=z9hG4bK{branch}", s.local_addr().unwrap()),
+            Client::Tcp(t) => format!("TCP {};branch=z9hG4bK{branch}", t.local_addr().unwrap()),
+        }
+    }
+    fn send(&mut self, req: &[u8]) -> Vec<u8> {
+        match self {
+            Client::Udp(s, to) => udp_transaction(s, *to, req),
+            Client::Tcp(t) => tcp_transaction(t, req),
+        }
+    }
+}
+
+static NEXT_BRANCH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+/// REGISTER for `aor` from `from` with the given Contact and Expires lines.
+fn register(c: &Client, aor: &str, from: &str, call_id: &str, cseq: u32, contacts: &[&str], expires: Option<u32>) -> Vec<u8> {
+    let branch = format!("reg{}", NEXT_BRANCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let mut s = format!(
+        "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/{}\r\nMax-Forwards: 70\r\nFrom: <{from}>;tag=f{cseq}\r\n\
+To: <{aor}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n",
+        c.via(&branch)
+    );
+    for ct in contacts {
+        s.push_str(&format!("Contact: {ct}\r\n"));
+    }
+    if let Some(e) = expires {
+        s.push_str(&format!("Expires: {e}\r\n"));
+    }
+    s.push_str("Content-Length: 0\r\n\r\n");
+    s.into_bytes()
+}
+
+/// Contact header values of a response.
+fn contacts(resp: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(resp);
+    text.split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("Contact: ").map(str::to_string))
+        .collect()
+}
+
+/// Registration events for `aor`: (state, shard).
+fn reg_events(srv: &Presenced, aor: &str, at_least: usize) -> Vec<(String, u64)> {
+    let end = std::time::Instant::now() + WAIT;
+    loop {
+        let ev: Vec<(String, u64)> = srv
+            .logged("registration")
+            .into_iter()
+            .filter(|v| v["aor"] == aor)
+            .map(|v| (v["state"].as_str().unwrap().to_string(), v["shard"].as_u64().unwrap()))
+            .collect();
+        if ev.len() >= at_least || std::time::Instant::now() > end {
+            return ev;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn lifecycle(shards: usize, tcp: bool) {
+    let srv = Presenced::start(shards, &[]);
+    let mut c = Client::new(&srv, tcp, Ipv4Addr::LOCALHOST);
+    let aor = format!("sip:alice-{shards}-{tcp}@example.com");
+    let ct = "<sip:alice@192.0.2.10:5060>";
+
+    // Register.
+    let r = c.send(&register(&c, &aor, &aor, "cid-1", 1, &[ct], Some(600)));
+    assert_eq!(status(&r), 200, "{}", String::from_utf8_lossy(&r));
+    assert_eq!(contacts(&r), vec![format!("{ct};expires=600")]);
+    // Refresh with a second contact (its own expires param wins).
+    let r = c.send(&register(&c, &aor, &aor, "cid-1", 2, &[ct, "<sip:alice@198.51.100.7>;expires=300"], Some(900)));
+    assert_eq!(status(&r), 200);
+    assert_eq!(contacts(&r), vec![format!("{ct};expires=900"), "<sip:alice@198.51.100.7>;expires=300".to_string()]);
+    // Query: no Contact, the bindings come back unchanged.
+    let r = c.send(&register(&c, &aor, &aor, "cid-1", 3, &[], None));
+    assert_eq!(contacts(&r).len(), 2);
+    // Too brief: 423 with Min-Expires, nothing changes.
+    let r = c.send(&register(&c, &aor, &aor, "cid-1", 4, &["<sip:x@192.0.2.99>"], Some(10)));
+    assert_eq!(status(&r), 423);
+    assert_eq!(header(&r, "Min-Expires").as_deref(), Some("60"));
+    // Stale CSeq for the same Call-ID: rejected, nothing changes.
+    let r = c.send(&register(&c, &aor, &aor, "cid-1", 2, &[&format!("{ct};expires=0")], None));
+    assert_eq!(status(&r), 400);
+    let r = c.send(&register(&c, &aor, &aor, "cid-1", 5, &[], None));
+    assert_eq!(contacts(&r).len(), 2, "the stale request changed nothing");
+    // Wildcard with a non-zero Expires: 400.
+    let r = c.send(&register(&c, &aor, &aor, "cid-1", 6, &["*"], Some(60)));
+    assert_eq!(status(&r), 400);
+    // De-register one, then all with the wildcard.
+    let r = c.send(&register(&c, &aor, &aor, "cid-1", 7, &["<sip:alice@198.51.100.7>"], Some(0)));
+    assert_eq!(contacts(&r), vec![format!("{ct};expires=900")]);
+    let r = c.send(&register(&c, &aor, &aor, "cid-1", 8, &["*"], Some(0)));
+    assert_eq!(status(&r), 200);
+    assert!(contacts(&r).is_empty());
+
+    // Presence followed: open (1 contact), open (2), open (1), closed; all
+    // on the AOR's owning shard.
+    let ev = reg_events(&srv, &aor, 4);
+    let states: Vec<&str> = ev.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(states, ["open", "open", "open", "closed"]);
+    let owner = owner_of(aor.as_bytes(), shards as u16) as u64;
+    assert!(ev.iter().all(|(_, s)| *s == owner), "events on owner {owner}: {ev:?}");
+}
+
+#[test]
+fn lifecycle_udp_one_shard() {
+    lifecycle(1, false);
+}
+#[test]
+fn lifecycle_tcp_one_shard() {
+    lifecycle(1, true);
+}
+#[test]
+fn lifecycle_udp_two_shards() {
+    lifecycle(2, false);
+}
+#[test]
+fn lifecycle_tcp_two_shards() {
+    lifecycle(2, true);
+}
+
+#[test]
+fn bindings_expire_and_presence_closes() {
+    for shards in [1, 2] {
+        let srv = Presenced::start(shards, &["--min-expires", "1"]);
+        let mut c = Client::new(&srv, false, Ipv4Addr::LOCALHOST);
+        let aor = "sip:shortlived@example.com";
+        let r = c.send(&register(&c, aor, aor, "exp-1", 1, &["<sip:s@192.0.2.1>"], Some(1)));
+        assert_eq!(contacts(&r), vec!["<sip:s@192.0.2.1>;expires=1"]);
+        let ev = reg_events(&srv, aor, 2);
+        assert_eq!(ev.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["open", "closed"], "expired within {WAIT:?}");
+        let r = c.send(&register(&c, aor, aor, "exp-1", 2, &[], None));
+        assert!(contacts(&r).is_empty(), "the binding is gone");
+    }
+}
+
+#[test]
+fn third_party_register_needs_a_trusted_s_cscf() {
+    let scscf_ip = fresh_loopback();
+    let trust = scscf_ip.to_string();
+    for shards in [1, 2] {
+        let srv = Presenced::start(shards, &["--trust", &trust]);
+        let aor = "sip:+15551234567@ims.example.com";
+        let scscf_uri = "sip:scscf1.ims.example.com";
+        // From an untrusted address: 403, nothing registered.
+        let mut other = Client::new(&srv, false, Ipv4Addr::LOCALHOST);
+        let r = other.send(&register(&other, aor, scscf_uri, "tp-1", 1, &["<sip:ue@192.0.2.50>"], Some(600)));
+        assert_eq!(status(&r), 403);
+        // From the trusted S-CSCF, over UDP and TCP.
+        let mut scscf = Client::new(&srv, false, scscf_ip);
+        let r = scscf.send(&register(&scscf, aor, scscf_uri, "tp-2", 1, &["<sip:ue@192.0.2.50>"], Some(600)));
+        assert_eq!(status(&r), 200);
+        assert_eq!(contacts(&r), vec!["<sip:ue@192.0.2.50>;expires=600"]);
+        // De-registration on the UE's behalf.
+        let r = scscf.send(&register(&scscf, aor, scscf_uri, "tp-2", 2, &["<sip:ue@192.0.2.50>"], Some(0)));
+        assert_eq!(status(&r), 200);
+        assert!(contacts(&r).is_empty());
+        let ev = reg_events(&srv, aor, 2);
+        assert_eq!(ev.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["open", "closed"]);
+        // A TCP connection from an untrusted address is refused too.
+        let mut t = Client::new(&srv, true, Ipv4Addr::LOCALHOST);
+        let r = t.send(&register(&t, aor, scscf_uri, "tp-3", 1, &["<sip:ue@192.0.2.50>"], Some(600)));
+        assert_eq!(status(&r), 403);
+    }
+}
