@@ -38,12 +38,17 @@ pub struct RegistrarSection {
     /// S-CSCF addresses trusted to register on a UE's behalf (third-party
     /// REGISTER): "IP" (any port) or "IP:port". Empty by default.
     pub trusted_scscf: Vec<String>,
+    /// SUBSCRIBE to the reg event (RFC 3680) at the S-CSCF of each
+    /// third-party registration and apply its reginfo NOTIFYs.
+    pub subscribe_reg_event: bool,
+    /// Expires of those subscriptions, seconds.
+    pub reg_event_expires: u32,
 }
 
 impl Default for RegistrarSection {
     fn default() -> Self {
         let r = RegistrarConfig::default();
-        RegistrarSection { min_expires: r.min_expires, max_expires: r.max_expires, default_expires: r.default_expires, trusted_scscf: Vec::new() }
+        RegistrarSection { min_expires: r.min_expires, max_expires: r.max_expires, default_expires: r.default_expires, trusted_scscf: Vec::new(), subscribe_reg_event: false, reg_event_expires: 3600 }
     }
 }
 

@@ -191,3 +191,116 @@ fn third_party_register_needs_a_trusted_s_cscf() {
         assert_eq!(status(&r), 403);
     }
 }
+
+/// The server as reg-event subscriber (RFC 3680) at a test S-CSCF on
+/// loopback: third-party REGISTER, SUBSCRIBE at the S-CSCF, full and
+/// partial reginfo NOTIFYs, a version gap that triggers a new
+/// subscription, a terminated registration, and 481 for a stray NOTIFY.
+#[test]
+fn reg_event_subscription_follows_the_s_cscf() {
+    for shards in [1, 2] {
+        let scscf_ip = fresh_loopback();
+        let srv = Presenced::start(shards, &["--trust", &scscf_ip.to_string(), "--reg-event"]);
+        let scscf = udp_socket(scscf_ip, 0);
+        let aor = "sip:+15550001111@ims.example.com";
+        let mut c = Client::Udp(udp_socket(scscf_ip, 0), srv.addr);
+        let r = c.send(&register(&c, aor, "sip:scscf@ims.example.com", "re-1", 1, &["<sip:ue@192.0.2.60>"], Some(600)));
+        assert_eq!(status(&r), 200);
+        // The SUBSCRIBE goes to the S-CSCF's address: here, the client's
+        // socket that sent the REGISTER.
+        let Client::Udp(reg_sock, _) = &c else { unreachable!() };
+        let sub = recv(reg_sock, WAIT).expect("SUBSCRIBE at the S-CSCF");
+        let text = String::from_utf8_lossy(&sub).to_string();
+        assert!(text.starts_with(&format!("SUBSCRIBE {aor} SIP/2.0")), "{text}");
+        assert_eq!(header(&sub, "Event").as_deref(), Some("reg"));
+        assert_eq!(header(&sub, "Accept").as_deref(), Some("application/reginfo+xml"));
+        let dialog = accept_subscribe(reg_sock, srv.addr, &sub);
+
+        let contacts_of = |n: usize| -> Vec<String> {
+            let ev: Vec<String> =
+                srv.wait_logged("registration", n).into_iter().filter(|v| v["aor"] == aor).map(|v| v["contacts"].as_str().unwrap().to_string()).collect();
+            ev
+        };
+        // Full state, version 0: two active contacts.
+        let full = reginfo(0, "full", "active", &[("sip:ue@192.0.2.60", "active", "registered"), ("sip:ue2@192.0.2.61", "active", "created")]);
+        assert_eq!(status(&dialog.notify(&scscf, srv.addr, 1, "active;expires=600", &full)), 200);
+        // Partial, version 1: one contact expired.
+        let part = reginfo(1, "partial", "active", &[("sip:ue2@192.0.2.61", "terminated", "expired")]);
+        assert_eq!(status(&dialog.notify(&scscf, srv.addr, 2, "active;expires=600", &part)), 200);
+        let ev = contacts_of(3);
+        assert_eq!(ev.len(), 3, "{ev:?}");
+        assert_eq!(ev[1].split(", ").count(), 2, "full state applied: {ev:?}");
+        assert_eq!(ev[2], "sip:ue@192.0.2.60", "partial state applied: {ev:?}");
+
+        // Partial, version 3: a gap. Answered, then a fresh SUBSCRIBE.
+        let gap = reginfo(3, "partial", "active", &[("sip:ue@192.0.2.60", "terminated", "deactivated")]);
+        assert_eq!(status(&dialog.notify(&scscf, srv.addr, 3, "active;expires=600", &gap)), 200);
+        let sub2 = recv(reg_sock, WAIT).expect("a new SUBSCRIBE after the version gap");
+        assert_ne!(header(&sub2, "Call-ID"), header(&sub, "Call-ID"));
+        assert_eq!(contacts_of(3).len(), 3, "the gapped document was not applied");
+        let dialog2 = accept_subscribe(reg_sock, srv.addr, &sub2);
+        // The old dialog is gone: 481.
+        assert_eq!(status(&dialog.notify(&scscf, srv.addr, 4, "active", &full)), 481);
+        // Full state on the new dialog: the registration is terminated.
+        let done = reginfo(0, "full", "terminated", &[("sip:ue@192.0.2.60", "terminated", "unregistered")]);
+        assert_eq!(status(&dialog2.notify(&scscf, srv.addr, 1, "terminated;reason=noresource", &done)), 200);
+        let ev = contacts_of(4);
+        assert_eq!(ev.last().map(String::as_str), Some(""), "closed: {ev:?}");
+    }
+}
+
+struct Dialog {
+    call_id: String,
+    /// The server's side: its From (with tag) becomes the NOTIFY's To.
+    server_from: String,
+    /// Our side: the SUBSCRIBE's To plus our tag.
+    our_to: String,
+    target: String,
+}
+
+impl Dialog {
+    fn notify(&self, s: &UdpSocket, srv: SocketAddr, cseq: u32, state: &str, body: &str) -> Vec<u8> {
+        let port = s.local_addr().unwrap();
+        let req = format!(
+            "NOTIFY {} SIP/2.0\r\nVia: SIP/2.0/UDP {port};rport;branch=z9hG4bKn{cseq}-{}\r\nMax-Forwards: 70\r\n\
+From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} NOTIFY\r\nEvent: reg\r\nSubscription-State: {state}\r\n\
+Content-Type: application/reginfo+xml\r\nContent-Length: {}\r\n\r\n{body}",
+            self.target,
+            NEXT_BRANCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            self.our_to,
+            self.server_from,
+            self.call_id,
+            body.len()
+        );
+        udp_transaction(s, srv, req.as_bytes())
+    }
+}
+
+/// Answers a SUBSCRIBE with 200 (adding our to-tag) and returns the dialog.
+fn accept_subscribe(s: &UdpSocket, srv: SocketAddr, sub: &[u8]) -> Dialog {
+    let h = |n: &str| header(sub, n).unwrap_or_else(|| panic!("{n} in SUBSCRIBE"));
+    let to = format!("{};tag=scscf{}", h("To"), h("CSeq").len());
+    let resp = format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\nExpires: 600\r\nContact: <sip:scscf@{}>\r\nContent-Length: 0\r\n\r\n",
+        h("Via"),
+        h("From"),
+        h("Call-ID"),
+        h("CSeq"),
+        s.local_addr().unwrap()
+    );
+    s.send_to(resp.as_bytes(), srv).unwrap();
+    let contact = h("Contact");
+    Dialog { call_id: h("Call-ID"), server_from: h("From"), our_to: to, target: contact.trim_matches(|c| c == '<' || c == '>').to_string() }
+}
+
+fn reginfo(version: u32, state: &str, reg_state: &str, contacts: &[(&str, &str, &str)]) -> String {
+    let mut s = format!(
+        "<?xml version=\"1.0\"?>\n<reginfo xmlns=\"urn:ietf:params:xml:ns:reginfo\" version=\"{version}\" state=\"{state}\">\n\
+<registration aor=\"sip:+15550001111@ims.example.com\" id=\"r1\" state=\"{reg_state}\">\n"
+    );
+    for (i, (uri, cstate, event)) in contacts.iter().enumerate() {
+        s.push_str(&format!("<contact id=\"c{i}\" state=\"{cstate}\" event=\"{event}\" expires=\"600\"><uri>{uri}</uri></contact>\n"));
+    }
+    s.push_str("</registration>\n</reginfo>\n");
+    s
+}

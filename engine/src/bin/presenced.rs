@@ -51,6 +51,10 @@ struct Args {
     /// repeat for several. Adds to the config file's list.
     #[arg(long = "trust", value_name = "ADDR")]
     trust: Vec<String>,
+    /// Subscribe to the reg event (RFC 3680) at the S-CSCF of each
+    /// third-party registration.
+    #[arg(long)]
+    reg_event: bool,
     /// Shortest registration accepted, seconds; shorter gets 423 [default: 60].
     #[arg(long, value_name = "SECONDS")]
     min_expires: Option<u32>,
@@ -97,6 +101,7 @@ fn config(args: &Args) -> Result<Config, String> {
         cfg.timers.t1_ms = v;
     }
     cfg.registrar.trusted_scscf.extend(args.trust.iter().cloned());
+    cfg.registrar.subscribe_reg_event |= args.reg_event;
     if let Some(v) = args.min_expires {
         cfg.registrar.min_expires = v;
         cfg.registrar.default_expires = cfg.registrar.default_expires.max(v);

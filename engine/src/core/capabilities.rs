@@ -2,10 +2,10 @@
 //! answers are written from these lists, so they grow with the handlers.
 
 /// Methods with a handler (the Allow header).
-pub const ALLOW: &[&str] = &["OPTIONS", "REGISTER"];
+pub const ALLOW: &[&str] = &["OPTIONS", "REGISTER", "NOTIFY"];
 
 /// Body types accepted in requests (the Accept header).
-pub const ACCEPT: &[&str] = &[];
+pub const ACCEPT: &[&str] = &["application/reginfo+xml"];
 
 /// Event packages served (the Allow-Events header).
 pub const ALLOW_EVENTS: &[&str] = &[];

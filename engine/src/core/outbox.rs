@@ -26,6 +26,8 @@ pub enum Event {
     /// An AOR's registration changed: open with these contacts, or closed
     /// when there are none. Presence is derived from it.
     Registration { aor: String, contacts: Vec<String> },
+    /// A reg-event subscription: started (status 0) or answered/timed out.
+    RegSubscription { call_id: String, status: u16 },
     /// A response that matched nothing we sent.
     StrayResponse { status: u16 },
 }

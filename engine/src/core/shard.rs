@@ -7,6 +7,7 @@ use super::ids;
 use super::outbox::{Event, Forward, Outbox};
 use super::peer::{Peer, Transmit};
 use super::transaction::{ClientOutcome, ClientTransactions, ServerKey, ServerLookup, ServerTransactions, SipTimers};
+use crate::registrar::reg_event::{NotifyVerdict, RegSubscriber};
 use crate::registrar::{RegChange, Registrar, RegistrarConfig};
 use crate::sip::{self, HeaderName, Limits, Message, Method, ParseError, RawMessage, Scheme, Via};
 use std::net::SocketAddr;
@@ -22,6 +23,14 @@ pub struct ShardConfig {
     /// Mixed into to-tags so that tags differ across restarts.
     pub tag_seed: u64,
     pub registrar: RegistrarConfig,
+    /// The address the server listens on: Via and Contact of the requests
+    /// it sends.
+    pub local_addr: SocketAddr,
+    /// SUBSCRIBE to the reg event at the S-CSCF of third-party
+    /// registrations (RFC 3680).
+    pub reg_event_subscribe: bool,
+    /// Expires of those subscriptions, seconds.
+    pub reg_event_expires: u32,
 }
 
 /// Counters a shard keeps about its own traffic.
@@ -35,10 +44,12 @@ pub struct ShardStats {
     pub retransmissions: u64,
 }
 
-/// Context of a request this shard sent, returned with its outcome. The
-/// presence layer fills this in with what it needs (issue "Presence core").
+/// Context of a request this shard sent, returned with its outcome.
 #[derive(Debug)]
-pub struct ClientCtx;
+pub enum ClientCtx {
+    /// A SUBSCRIBE to the reg event, by the subscription's Call-ID.
+    RegSubscribe(Box<[u8]>),
+}
 
 pub struct Shard {
     cfg: ShardConfig,
@@ -46,6 +57,7 @@ pub struct Shard {
     client: ClientTransactions<ClientCtx>,
     registrar: Registrar,
     reg_changes: Vec<RegChange>,
+    reg_sub: RegSubscriber,
     tag_seq: u64,
     stats: ShardStats,
     outcomes: Vec<ClientOutcome<ClientCtx>>,
@@ -58,6 +70,7 @@ impl Shard {
             client: ClientTransactions::new(cfg.shard, cfg.timers, now),
             registrar: Registrar::new(cfg.registrar.clone(), now),
             reg_changes: Vec::new(),
+            reg_sub: RegSubscriber::new(cfg.shard, cfg.local_addr, cfg.reg_event_expires, cfg.tag_seed),
             tag_seq: 0,
             stats: ShardStats::default(),
             outcomes: Vec::new(),
@@ -107,9 +120,11 @@ impl Shard {
     pub fn on_time(&mut self, now: Instant, out: &mut Outbox) {
         self.server.on_time(now);
         self.client.on_time(now, &mut out.transmits, &mut self.outcomes);
-        for _outcome in self.outcomes.drain(..) {
-            // Client transactions start with the presence layer; until then
-            // nothing waits for an outcome.
+        for outcome in std::mem::take(&mut self.outcomes) {
+            if let ClientOutcome::Timeout { ctx: ClientCtx::RegSubscribe(call_id) } = outcome {
+                self.reg_sub.on_subscribe_response(&call_id, 408, None);
+                out.events.push(Event::RegSubscription { call_id: lossy(&call_id), status: 408 });
+            }
         }
         self.registrar.on_time(now, &mut self.reg_changes);
         self.emit_reg_changes(out);
@@ -158,10 +173,13 @@ impl Shard {
 
     fn on_owned(&mut self, now: Instant, peer: Peer, msg: &Message<'_>, received_on: u16, out: &mut Outbox) {
         if !msg.is_request() {
-            // A matched outcome goes to the layer that sent the request
-            // (the presence layer, issue 5); nothing sends requests yet.
-            if self.client.on_response(msg, now).is_none() {
-                out.events.push(Event::StrayResponse { status: msg.status().unwrap_or(0) });
+            match self.client.on_response(msg, now) {
+                Some(ClientOutcome::Final { ctx: ClientCtx::RegSubscribe(call_id), status }) => {
+                    self.reg_sub.on_subscribe_response(&call_id, status, Some(msg));
+                    out.events.push(Event::RegSubscription { call_id: lossy(&call_id), status });
+                }
+                Some(ClientOutcome::Timeout { .. }) => {}
+                None => out.events.push(Event::StrayResponse { status: msg.status().unwrap_or(0) }),
             }
             return;
         }
@@ -234,8 +252,58 @@ impl Shard {
                 let headers: Vec<(HeaderName, &[u8])> = r.headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
                 self.respond(msg, reply, r.code, r.reason, &headers, out);
                 self.emit_reg_changes(out);
+                if r.code == 200 && self.cfg.reg_event_subscribe {
+                    let aor = msg.to().uri().aor();
+                    let by_scscf = self.registrar.registration(&aor).is_some_and(|reg| reg.registered_by.is_some());
+                    if by_scscf && !self.reg_sub.is_subscribed(&aor) {
+                        let uri = msg.to().uri().as_bytes().to_vec();
+                        self.start_reg_subscription(reply.now, &aor, &uri, reply.peer, out);
+                    }
+                }
             }
+            Method::Notify => self.on_reg_notify(msg, reply, out),
             _ => unreachable!("every method in ALLOW has a handler"),
+        }
+    }
+
+    /// SUBSCRIBEs to the reg event of `aor` at the S-CSCF `target`.
+    fn start_reg_subscription(&mut self, now: Instant, aor: &[u8], aor_uri: &[u8], target: Peer, out: &mut Outbox) {
+        let mut branch = Vec::with_capacity(32);
+        let seq = self.client.new_branch(&mut branch);
+        let mut bytes = Vec::with_capacity(512);
+        let call_id = self.reg_sub.subscribe(aor, aor_uri, target, &branch, &mut bytes);
+        let t = Transmit { to: target, bytes };
+        self.client.start(seq, t.clone(), b"SUBSCRIBE", ClientCtx::RegSubscribe(call_id.clone()), now);
+        out.events.push(Event::RegSubscription { call_id: lossy(&call_id), status: 0 });
+        out.transmits.push(t);
+    }
+
+    /// A NOTIFY: only reg-event NOTIFYs on our subscriptions are expected
+    /// (RFC 3680); the rest get 481 (no such dialog) or 489.
+    fn on_reg_notify(&mut self, msg: &Message<'_>, reply: Reply<'_>, out: &mut Outbox) {
+        let verdict = self.reg_sub.on_notify(msg);
+        match verdict {
+            NotifyVerdict::Reject(code, reason) => {
+                let accept: &[(HeaderName, &[u8])] = if code == 415 { &[(HeaderName::Accept, b"application/reginfo+xml")] } else { &[] };
+                self.respond(msg, reply, code, reason, accept, out)
+            }
+            NotifyVerdict::Apply(info) => {
+                let shards = self.cfg.shards;
+                let me = self.cfg.shard;
+                self.registrar.apply_reginfo(reply.now, &info, msg.call_id(), |aor| ids::owner_of(aor, shards) == me, &mut self.reg_changes);
+                self.respond(msg, reply, 200, "OK", &[], out);
+                self.emit_reg_changes(out);
+            }
+            NotifyVerdict::Ignore | NotifyVerdict::Terminated => self.respond(msg, reply, 200, "OK", &[], out),
+            NotifyVerdict::Resubscribe => {
+                self.respond(msg, reply, 200, "OK", &[], out);
+                // A version gap: the state may have missed changes. Start
+                // over with a new subscription, whose first NOTIFY is full.
+                if let Some(old) = self.reg_sub.remove(msg.call_id()) {
+                    out.events.push(Event::RegSubscription { call_id: lossy(&old.call_id), status: 0 });
+                    self.start_reg_subscription(reply.now, &old.aor, &old.aor_uri, old.target, out);
+                }
+            }
         }
     }
 

@@ -67,6 +67,7 @@ impl Server {
                 mesh: mesh.clone(),
                 stop: stop.clone(),
                 tag_seed: tag_seed.wrapping_add((i as u64) << 40),
+                local_addr,
             };
             let handle = LocalExecutorBuilder::new(placement)
                 .name(&format!("shard-{i}"))

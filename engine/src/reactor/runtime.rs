@@ -31,6 +31,7 @@ pub(crate) struct ShardSetup {
     pub mesh: MeshBuilder<ShardMsg, Full>,
     pub stop: Arc<AtomicBool>,
     pub tag_seed: u64,
+    pub local_addr: std::net::SocketAddr,
 }
 
 pub(crate) struct Runtime {
@@ -49,7 +50,7 @@ pub(crate) struct Runtime {
 }
 
 pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
-    let ShardSetup { id, shards, cfg, udp, tcp, mesh, stop, tag_seed } = setup;
+    let ShardSetup { id, shards, cfg, udp, tcp, mesh, stop, tag_seed, local_addr } = setup;
     let (senders, receivers) = if shards > 1 {
         match mesh.join().await {
             Ok((s, r)) => (Some(s), Some(r)),
@@ -63,7 +64,12 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
     };
     let now = Instant::now();
     let core = Shard::new(
-        ShardConfig { shard: id, shards, limits: cfg.parse_limits(), timers: cfg.sip_timers(), tag_seed, registrar: cfg.registrar_config() },
+        ShardConfig { shard: id, shards, limits: cfg.parse_limits(), timers: cfg.sip_timers(), tag_seed,
+            registrar: cfg.registrar_config(),
+            local_addr,
+            reg_event_subscribe: cfg.registrar.subscribe_reg_event,
+            reg_event_expires: cfg.registrar.reg_event_expires,
+        },
         now,
     );
     // SAFETY: the fd is a bound UDP socket we own; ownership moves.
@@ -250,6 +256,9 @@ fn log_event(shard: u16, e: &Event) {
         Event::Registration { aor, contacts } => {
             let state = if contacts.is_empty() { "closed" } else { "open" };
             tracing::debug!(target: "presenced::presence", shard, aor = aor.as_str(), state, contacts = contacts.join(", ").as_str(), "registration");
+        }
+        Event::RegSubscription { call_id, status } => {
+            tracing::debug!(target: "presenced::presence", shard, call_id = call_id.as_str(), status, "reg subscription");
         }
         Event::StrayResponse { status } => {
             tracing::debug!(target: "presenced::request", shard, status, "stray response");

@@ -7,6 +7,9 @@
 //! To is accepted only from a trusted S-CSCF address and registers the
 //! public identity in To on the UE's behalf.
 
+pub mod reg_event;
+pub mod reginfo;
+
 use crate::core::timer::TimerWheel;
 use crate::sip::{Contacts, HeaderName, Message, NameAddr, Uri};
 use std::collections::HashMap;
@@ -248,6 +251,59 @@ impl Registrar {
         RegisterReply { code: 200, reason: "OK", headers }
     }
 
+    /// Applies a reginfo document from a reg-event NOTIFY (RFC 3680) to the
+    /// AORs it names that `owned` accepts: a full document replaces their
+    /// bindings with its active contacts; a partial one adds or refreshes
+    /// active contacts and removes terminated ones; a terminated
+    /// registration removes them all.
+    pub fn apply_reginfo(
+        &mut self,
+        now: Instant,
+        info: &reginfo::RegInfo,
+        call_id: &[u8],
+        owned: impl Fn(&[u8]) -> bool,
+        changes: &mut Vec<RegChange>,
+    ) {
+        for r in &info.registrations {
+            let Ok(uri) = Uri::parse(r.aor.as_bytes()) else { continue };
+            let aor: Box<[u8]> = uri.aor().into();
+            if !owned(&aor) {
+                continue;
+            }
+            let reg = self.regs.entry(aor.clone()).or_default();
+            let before: Vec<Box<[u8]>> = reg.bindings.iter().map(|b| b.uri.clone()).collect();
+            if info.full || r.state == "terminated" {
+                reg.bindings.retain(|b| r.contacts.iter().any(|c| c.active && same_uri(&b.uri, c.uri.as_bytes())));
+            }
+            if r.state != "terminated" {
+                for c in &r.contacts {
+                    let pos = reg.bindings.iter().position(|b| same_uri(&b.uri, c.uri.as_bytes()));
+                    if !c.active {
+                        if let Some(p) = pos {
+                            reg.bindings.remove(p);
+                        }
+                        continue;
+                    }
+                    let secs = c.expires.unwrap_or(self.cfg.default_expires).min(self.cfg.max_expires).max(1);
+                    let at = now + Duration::from_secs(secs as u64);
+                    let binding = Binding { uri: c.uri.as_bytes().into(), params: Box::default(), call_id: call_id.into(), cseq: 0, expires_at: at };
+                    match pos {
+                        Some(p) => reg.bindings[p] = binding,
+                        None => reg.bindings.push(binding),
+                    }
+                    self.wheel.insert(at, Expiry { aor: aor.clone() });
+                }
+            }
+            let after: Vec<Box<[u8]>> = reg.bindings.iter().map(|b| b.uri.clone()).collect();
+            if reg.bindings.is_empty() {
+                self.regs.remove(&aor);
+            }
+            if before != after {
+                changes.push(RegChange { aor, contacts: after });
+            }
+        }
+    }
+
     /// Removes the bindings whose time has come; reports each AOR whose
     /// set of contacts changed.
     pub fn on_time(&mut self, now: Instant, changes: &mut Vec<RegChange>) {
@@ -264,6 +320,14 @@ impl Registrar {
                 changes.push(RegChange { aor, contacts });
             }
         }
+    }
+}
+
+/// RFC 3261 19.1.4 equivalence of two URIs given as text.
+fn same_uri(a: &[u8], b: &[u8]) -> bool {
+    match (Uri::parse(a), Uri::parse(b)) {
+        (Ok(x), Ok(y)) => x.equivalent(&y),
+        _ => a == b,
     }
 }
 

@@ -202,3 +202,95 @@ fn third_party_needs_a_trusted_source() {
     assert_eq!(r.code, 200);
     assert!(f.contacts().is_empty());
 }
+
+fn info(version: u32, full: bool, reg_state: &str, contacts: &[(&str, bool)]) -> reginfo::RegInfo {
+    reginfo::RegInfo {
+        version,
+        full,
+        registrations: vec![reginfo::RegInfoRegistration {
+            aor: "sip:alice@example.com".into(),
+            state: reg_state.into(),
+            contacts: contacts
+                .iter()
+                .map(|(u, active)| reginfo::RegInfoContact { uri: u.to_string(), active: *active, event: "registered".into(), expires: Some(600) })
+                .collect(),
+        }],
+    }
+}
+
+#[test]
+fn reginfo_full_replaces_partial_updates_terminated_clears() {
+    let mut f = Fixture::new();
+    f.send(&Req::new(&["<sip:old@192.0.2.1>"]), 0);
+    let now = f.t0 + Duration::from_secs(1);
+    f.reg.apply_reginfo(now, &info(0, true, "active", &[("sip:a@192.0.2.10", true), ("sip:b@192.0.2.11", true)]), b"s", |_| true, &mut f.changes);
+    assert_eq!(f.contacts(), vec!["sip:a@192.0.2.10", "sip:b@192.0.2.11"], "full state replaced the old binding");
+    f.reg.apply_reginfo(now, &info(1, false, "active", &[("sip:b@192.0.2.11", false), ("sip:c@192.0.2.12", true)]), b"s", |_| true, &mut f.changes);
+    assert_eq!(f.contacts(), vec!["sip:a@192.0.2.10", "sip:c@192.0.2.12"], "partial: one removed, one added");
+    f.reg.apply_reginfo(now, &info(2, false, "terminated", &[]), b"s", |_| true, &mut f.changes);
+    assert!(f.contacts().is_empty());
+    assert_eq!(f.changes.last().unwrap().contacts.len(), 0);
+    // AORs owned by another shard are left alone.
+    let n = f.changes.len();
+    f.reg.apply_reginfo(now, &info(0, true, "active", &[("sip:a@192.0.2.10", true)]), b"s", |_| false, &mut f.changes);
+    assert!(f.contacts().is_empty() && f.changes.len() == n);
+}
+
+mod reg_event_rules {
+    use super::super::reg_event::{NotifyVerdict, RegSubscriber};
+    use crate::core::peer::Peer;
+    use crate::sip::{Limits, Message};
+
+    const FULL: &str = "<reginfo xmlns=\"urn:ietf:params:xml:ns:reginfo\" version=\"V\" state=\"S\"><registration aor=\"sip:alice@example.com\" id=\"1\" state=\"active\"/></reginfo>";
+
+    fn notify(call_id: &str, to_tag: &str, event: &str, ctype: &str, body: &str, state: &str) -> Vec<u8> {
+        format!(
+            "NOTIFY sip:presence@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.200;branch=z9hG4bKx\r\n\
+From: <sip:alice@example.com>;tag=n1\r\nTo: <sip:presence@127.0.0.1:5060>;tag={to_tag}\r\nCall-ID: {call_id}\r\n\
+CSeq: 1 NOTIFY\r\nEvent: {event}\r\nSubscription-State: {state}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    fn setup() -> (RegSubscriber, String, String) {
+        let mut rs = RegSubscriber::new(1, "127.0.0.1:5060".parse().unwrap(), 3600, 7);
+        let mut out = Vec::new();
+        let call_id = rs.subscribe(b"sip:alice@example.com", b"sip:alice@example.com", Peer::udp("192.0.2.200:5060".parse().unwrap()), b"z9hG4bK.ps0001.1", &mut out);
+        let sub = Message::parse(&out, &Limits::default()).expect("the SUBSCRIBE parses");
+        assert_eq!(sub.event().unwrap().unwrap().package(), b"reg");
+        let tag = String::from_utf8(sub.from().tag().unwrap().to_vec()).unwrap();
+        assert_eq!(crate::core::ids::tag_shard(tag.as_bytes()), Some(1), "the dialog's tag names its shard");
+        (rs, String::from_utf8(call_id.to_vec()).unwrap(), tag)
+    }
+
+    fn verdict(rs: &mut RegSubscriber, bytes: &[u8]) -> NotifyVerdict {
+        rs.on_notify(&Message::parse(bytes, &Limits::default()).unwrap())
+    }
+
+    #[test]
+    fn dialog_package_and_media_type_are_checked() {
+        let (mut rs, cid, tag) = setup();
+        let body = FULL.replace('V', "0").replace('S', "full");
+        assert_eq!(verdict(&mut rs, &notify("nope", &tag, "reg", "application/reginfo+xml", &body, "active")), NotifyVerdict::Reject(481, "Subscription Does Not Exist"));
+        assert_eq!(verdict(&mut rs, &notify(&cid, "wrong", "reg", "application/reginfo+xml", &body, "active")), NotifyVerdict::Reject(481, "Subscription Does Not Exist"));
+        assert_eq!(verdict(&mut rs, &notify(&cid, &tag, "presence", "application/reginfo+xml", &body, "active")), NotifyVerdict::Reject(489, "Bad Event"));
+        assert_eq!(verdict(&mut rs, &notify(&cid, &tag, "reg", "text/plain", &body, "active")), NotifyVerdict::Reject(415, "Unsupported Media Type"));
+        assert_eq!(verdict(&mut rs, &notify(&cid, &tag, "reg", "application/reginfo+xml", "<x", "active")), NotifyVerdict::Reject(400, "Bad Request: malformed reginfo"));
+    }
+
+    #[test]
+    fn versions_in_order_apply_old_ones_are_ignored_gaps_resubscribe() {
+        let (mut rs, cid, tag) = setup();
+        let doc = |v: u32, s: &str| FULL.replace('V', &v.to_string()).replace('S', s);
+        let n = |v: u32, s: &str| notify(&cid, &tag, "reg", "application/reginfo+xml", &doc(v, s), "active");
+        assert!(matches!(verdict(&mut rs, &n(0, "full")), NotifyVerdict::Apply(_)));
+        assert!(matches!(verdict(&mut rs, &n(1, "partial")), NotifyVerdict::Apply(_)));
+        assert_eq!(verdict(&mut rs, &n(1, "partial")), NotifyVerdict::Ignore, "a repeated version");
+        assert_eq!(verdict(&mut rs, &n(3, "partial")), NotifyVerdict::Resubscribe, "version 2 is missing");
+        assert!(matches!(verdict(&mut rs, &n(9, "full")), NotifyVerdict::Apply(_)), "full state resets the version");
+        let end = notify(&cid, &tag, "reg", "application/reginfo+xml", "", "terminated;reason=noresource");
+        assert_eq!(verdict(&mut rs, &end), NotifyVerdict::Terminated);
+        assert!(rs.is_empty());
+    }
+}

@@ -1,0 +1,199 @@
+//! The server as a subscriber to the reg event package (RFC 3680): for an
+//! AOR registered by a trusted S-CSCF, it SUBSCRIBEs to `Event: reg` at
+//! that S-CSCF and applies the `application/reginfo+xml` NOTIFYs. Sans-IO:
+//! it builds requests and judges NOTIFYs; the shard sends and answers.
+
+use super::reginfo::RegInfo;
+use crate::core::ids;
+use crate::core::peer::{Peer, Transport};
+use crate::sip::{HeaderName, Message, MessageWriter};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// One reg-event subscription this shard holds (a dialog it initiated).
+#[derive(Clone, Debug)]
+pub struct RegSubscription {
+    /// Canonical AOR it watches.
+    pub aor: Box<[u8]>,
+    /// The AOR as a URI, for the Request-URI and To.
+    pub aor_uri: Box<[u8]>,
+    pub target: Peer,
+    pub call_id: Box<[u8]>,
+    pub local_tag: Box<[u8]>,
+    pub remote_tag: Option<Box<[u8]>>,
+    pub cseq: u32,
+    /// Version of the last reginfo applied.
+    pub version: Option<u32>,
+}
+
+/// What a NOTIFY on a reg subscription asks the shard to do.
+#[derive(Debug, PartialEq)]
+pub enum NotifyVerdict {
+    /// Answer with this status (and reason); nothing to apply.
+    Reject(u16, &'static str),
+    /// 200, and apply this document to the registrar.
+    Apply(RegInfo),
+    /// 200, nothing to apply (no body, or an old version).
+    Ignore,
+    /// 200; the version skipped one or more: subscribe afresh for full state.
+    Resubscribe,
+    /// 200; the notifier ended the subscription.
+    Terminated,
+}
+
+pub struct RegSubscriber {
+    shard: u16,
+    local: SocketAddr,
+    expires: u32,
+    next: u64,
+    subs: HashMap<Box<[u8]>, RegSubscription, ahash::RandomState>,
+    by_aor: HashMap<Box<[u8]>, Box<[u8]>, ahash::RandomState>,
+}
+
+impl RegSubscriber {
+    pub fn new(shard: u16, local: SocketAddr, expires: u32, seed: u64) -> Self {
+        RegSubscriber { shard, local, expires, next: seed, subs: HashMap::default(), by_aor: HashMap::default() }
+    }
+
+    pub fn is_subscribed(&self, aor: &[u8]) -> bool {
+        self.by_aor.contains_key(aor)
+    }
+
+    pub fn get(&self, call_id: &[u8]) -> Option<&RegSubscription> {
+        self.subs.get(call_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.subs.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
+    /// Creates the subscription for `aor` at `target` and writes its
+    /// initial SUBSCRIBE into `out`, with the branch from `branch`. Returns
+    /// the Call-ID (the caller's transaction context).
+    pub fn subscribe(&mut self, aor: &[u8], aor_uri: &[u8], target: Peer, branch: &[u8], out: &mut Vec<u8>) -> Box<[u8]> {
+        self.next += 1;
+        let mut local_tag = Vec::new();
+        ids::push_tag(&mut local_tag, self.shard, self.next);
+        let call_id: Box<[u8]> = format!("reg-{}-{:x}@{}", self.shard, self.next, self.local.ip()).into_bytes().into();
+        let sub = RegSubscription {
+            aor: aor.into(),
+            aor_uri: aor_uri.into(),
+            target,
+            call_id: call_id.clone(),
+            local_tag: local_tag.into(),
+            remote_tag: None,
+            cseq: 1,
+            version: None,
+        };
+        self.write_subscribe(&sub, branch, out);
+        if let Some(old) = self.by_aor.insert(aor.into(), call_id.clone()) {
+            self.subs.remove(&old);
+        }
+        self.subs.insert(call_id.clone(), sub);
+        call_id
+    }
+
+    fn write_subscribe(&self, sub: &RegSubscription, branch: &[u8], out: &mut Vec<u8>) {
+        let local = self.local.to_string();
+        let me: Vec<u8> = format!("<sip:presence@{local}>").into_bytes();
+        let transport = match sub.target.transport {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        };
+        let mut w = MessageWriter::request(out, b"SUBSCRIBE", &sub.aor_uri);
+        w.header_parts(HeaderName::Via, &[b"SIP/2.0/", transport.as_bytes(), b" ", local.as_bytes(), b";rport;branch=", branch]);
+        w.header(HeaderName::MaxForwards, b"70");
+        w.header_parts(HeaderName::From, &[&me, b";tag=", &sub.local_tag]);
+        match &sub.remote_tag {
+            Some(t) => w.header_parts(HeaderName::To, &[b"<", &sub.aor_uri, b">;tag=", t]),
+            None => w.header_parts(HeaderName::To, &[b"<", &sub.aor_uri, b">"]),
+        };
+        w.header(HeaderName::CallId, &sub.call_id);
+        w.header_parts(HeaderName::CSeq, &[itoa::Buffer::new().format(sub.cseq).as_bytes(), b" SUBSCRIBE"]);
+        w.header(HeaderName::Contact, &me);
+        w.header(HeaderName::Event, b"reg");
+        w.header(HeaderName::Accept, b"application/reginfo+xml");
+        w.header_u32(HeaderName::Expires, self.expires);
+        w.finish(None, b"");
+    }
+
+    /// The final response to a SUBSCRIBE: a 2xx sets the dialog's remote
+    /// tag; anything else ends the subscription. Returns whether it lives.
+    pub fn on_subscribe_response(&mut self, call_id: &[u8], status: u16, resp: Option<&Message<'_>>) -> bool {
+        let ok = (200..300).contains(&status);
+        if ok {
+            if let (Some(sub), Some(resp)) = (self.subs.get_mut(call_id), resp) {
+                if sub.remote_tag.is_none() {
+                    sub.remote_tag = resp.to().tag().map(Into::into);
+                }
+            }
+            return self.subs.contains_key(call_id);
+        }
+        self.remove(call_id);
+        false
+    }
+
+    pub fn remove(&mut self, call_id: &[u8]) -> Option<RegSubscription> {
+        let sub = self.subs.remove(call_id)?;
+        if self.by_aor.get(&sub.aor).is_some_and(|c| **c == *call_id) {
+            self.by_aor.remove(&sub.aor);
+        }
+        Some(sub)
+    }
+
+    /// Judges a NOTIFY (RFC 6665 4.1.3 and RFC 3680 5.2): its dialog, its
+    /// package, its state and its reginfo version.
+    pub fn on_notify(&mut self, msg: &Message<'_>) -> NotifyVerdict {
+        let Some(sub) = self.subs.get_mut(msg.call_id()) else {
+            return NotifyVerdict::Reject(481, "Subscription Does Not Exist");
+        };
+        if msg.to().tag() != Some(&sub.local_tag[..]) {
+            return NotifyVerdict::Reject(481, "Subscription Does Not Exist");
+        }
+        match msg.event() {
+            Ok(Some(e)) if e.is("reg") => {}
+            _ => return NotifyVerdict::Reject(489, "Bad Event"),
+        }
+        if sub.remote_tag.is_none() {
+            // The NOTIFY may overtake the 200 to the SUBSCRIBE.
+            sub.remote_tag = msg.from().tag().map(Into::into);
+        }
+        let terminated = matches!(msg.subscription_state(), Ok(Some(s)) if s.state() == crate::sip::typed::SubState::Terminated);
+        let body = msg.body();
+        let verdict = if body.is_empty() {
+            NotifyVerdict::Ignore
+        } else if !msg.content_type().is_some_and(|t| t.is("application", "reginfo+xml")) {
+            return NotifyVerdict::Reject(415, "Unsupported Media Type");
+        } else {
+            match super::reginfo::parse(body) {
+                Err(_) => return NotifyVerdict::Reject(400, "Bad Request: malformed reginfo"),
+                Ok(info) => match sub.version {
+                    // RFC 3680 5.2: a full document resets; a partial one must
+                    // be the next version; an old one is ignored.
+                    _ if info.full => {
+                        sub.version = Some(info.version);
+                        NotifyVerdict::Apply(info)
+                    }
+                    Some(v) if info.version == v.wrapping_add(1) => {
+                        sub.version = Some(info.version);
+                        NotifyVerdict::Apply(info)
+                    }
+                    Some(v) if info.version <= v => NotifyVerdict::Ignore,
+                    _ => NotifyVerdict::Resubscribe,
+                },
+            }
+        };
+        if terminated {
+            let call_id: Box<[u8]> = msg.call_id().into();
+            self.remove(&call_id);
+            return match verdict {
+                NotifyVerdict::Apply(info) => NotifyVerdict::Apply(info),
+                _ => NotifyVerdict::Terminated,
+            };
+        }
+        verdict
+    }
+}
