@@ -249,6 +249,57 @@ fn reg_event_subscription_follows_the_s_cscf() {
     }
 }
 
+/// The reg subscription is refreshed in its dialog before the granted
+/// expiry runs out, and ended (Expires: 0) when the S-CSCF de-registers.
+#[test]
+fn reg_event_subscription_is_refreshed_and_ended() {
+    let scscf_ip = fresh_loopback();
+    let srv = Presenced::start(2, &["--trust", &scscf_ip.to_string(), "--reg-event"]);
+    let aor = "sip:+15550002222@ims.example.com";
+    let mut c = Client::Udp(udp_socket(scscf_ip, 0), srv.addr);
+    let r = c.send(&register(&c, aor, "sip:scscf@ims.example.com", "rf-1", 1, &["<sip:ue@192.0.2.70>"], Some(600)));
+    assert_eq!(status(&r), 200);
+    let Client::Udp(sock, _) = &c else { unreachable!() };
+    let sub = recv(sock, WAIT).expect("SUBSCRIBE");
+    accept_subscribe_for(sock, srv.addr, &sub, 2);
+    // Granted 2 s: the refresh comes at 1.6 s, in the same dialog.
+    let refresh = recv(sock, WAIT).unwrap_or_else(|| panic!("refresh SUBSCRIBE; log: {:?}", srv.logged("reg subscription")));
+    assert_eq!(header(&refresh, "Call-ID"), header(&sub, "Call-ID"));
+    assert_eq!(header(&refresh, "CSeq").as_deref(), Some("2 SUBSCRIBE"));
+    assert!(header(&refresh, "To").unwrap().contains(";tag=scscf1"), "in-dialog");
+    accept_subscribe_for(sock, srv.addr, &refresh, 600);
+    // De-registration on the UE's behalf ends the subscription.
+    let r = c.send(&register(&c, aor, "sip:scscf@ims.example.com", "rf-1", 2, &["<sip:ue@192.0.2.70>"], Some(0)));
+    assert_eq!(status(&r), 200);
+    let Client::Udp(sock, _) = &c else { unreachable!() };
+    let end = recv(sock, WAIT).expect("unSUBSCRIBE");
+    assert_eq!(header(&end, "Expires").as_deref(), Some("0"));
+    assert_eq!(header(&end, "CSeq").as_deref(), Some("3 SUBSCRIBE"));
+}
+
+/// The server's SUBSCRIBE is a client transaction: unanswered over UDP it
+/// is retransmitted (Timer E, T1 = 100 ms here) with the same branch, and
+/// stops once answered.
+#[test]
+fn unanswered_subscribe_is_retransmitted_over_udp() {
+    let scscf_ip = fresh_loopback();
+    let srv = Presenced::start(1, &["--trust", &scscf_ip.to_string(), "--reg-event", "--t1-ms", "100"]);
+    let aor = "sip:+15550003333@ims.example.com";
+    let mut c = Client::Udp(udp_socket(scscf_ip, 0), srv.addr);
+    let r = c.send(&register(&c, aor, "sip:scscf@ims.example.com", "rt-1", 1, &["<sip:ue@192.0.2.80>"], Some(600)));
+    assert_eq!(status(&r), 200);
+    let Client::Udp(sock, _) = &c else { unreachable!() };
+    let first = recv(sock, WAIT).expect("SUBSCRIBE");
+    let again = recv(sock, Duration::from_millis(1000)).expect("Timer E retransmission");
+    assert_eq!(first, again, "the same request, branch included");
+    let third = recv(sock, Duration::from_millis(1000)).expect("a second retransmission, 200 ms later");
+    assert_eq!(first, third);
+    accept_subscribe(sock, srv.addr, &first);
+    std::thread::sleep(Duration::from_millis(100));
+    while recv(sock, Duration::from_millis(10)).is_some() {} // one may have crossed the 200
+    assert!(recv(sock, Duration::from_millis(600)).is_none(), "no retransmission after the final response");
+}
+
 struct Dialog {
     call_id: String,
     /// The server's side: its From (with tag) becomes the NOTIFY's To.
@@ -278,10 +329,15 @@ Content-Type: application/reginfo+xml\r\nContent-Length: {}\r\n\r\n{body}",
 
 /// Answers a SUBSCRIBE with 200 (adding our to-tag) and returns the dialog.
 fn accept_subscribe(s: &UdpSocket, srv: SocketAddr, sub: &[u8]) -> Dialog {
+    accept_subscribe_for(s, srv, sub, 600)
+}
+
+fn accept_subscribe_for(s: &UdpSocket, srv: SocketAddr, sub: &[u8], expires: u32) -> Dialog {
     let h = |n: &str| header(sub, n).unwrap_or_else(|| panic!("{n} in SUBSCRIBE"));
-    let to = format!("{};tag=scscf{}", h("To"), h("CSeq").len());
+    let to_h = h("To");
+    let to = if to_h.contains(";tag=") { to_h } else { format!("{to_h};tag=scscf1") };
     let resp = format!(
-        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\nExpires: 600\r\nContact: <sip:scscf@{}>\r\nContent-Length: 0\r\n\r\n",
+        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\nExpires: {expires}\r\nContact: <sip:scscf@{}>\r\nContent-Length: 0\r\n\r\n",
         h("Via"),
         h("From"),
         h("Call-ID"),

@@ -70,7 +70,7 @@ impl Shard {
             client: ClientTransactions::new(cfg.shard, cfg.timers, now),
             registrar: Registrar::new(cfg.registrar.clone(), now),
             reg_changes: Vec::new(),
-            reg_sub: RegSubscriber::new(cfg.shard, cfg.local_addr, cfg.reg_event_expires, cfg.tag_seed),
+            reg_sub: RegSubscriber::new(cfg.shard, cfg.local_addr, cfg.reg_event_expires, cfg.tag_seed, now),
             tag_seq: 0,
             stats: ShardStats::default(),
             outcomes: Vec::new(),
@@ -122,12 +122,30 @@ impl Shard {
         self.client.on_time(now, &mut out.transmits, &mut self.outcomes);
         for outcome in std::mem::take(&mut self.outcomes) {
             if let ClientOutcome::Timeout { ctx: ClientCtx::RegSubscribe(call_id) } = outcome {
-                self.reg_sub.on_subscribe_response(&call_id, 408, None);
+                self.reg_sub.on_subscribe_response(&call_id, 408, None, now);
                 out.events.push(Event::RegSubscription { call_id: lossy(&call_id), status: 408 });
             }
         }
         self.registrar.on_time(now, &mut self.reg_changes);
         self.emit_reg_changes(out);
+        let mut due = Vec::new();
+        self.reg_sub.due(now, &mut due);
+        for call_id in due {
+            self.send_resubscribe(now, &call_id, self.cfg.reg_event_expires, out);
+        }
+    }
+
+    /// An in-dialog SUBSCRIBE on a reg subscription: a refresh, or with
+    /// `expires` 0 the end of it.
+    fn send_resubscribe(&mut self, now: Instant, call_id: &[u8], expires: u32, out: &mut Outbox) {
+        let mut branch = Vec::with_capacity(32);
+        let seq = self.client.new_branch(&mut branch);
+        let mut bytes = Vec::with_capacity(512);
+        let Some(target) = self.reg_sub.resubscribe(call_id, expires, &branch, &mut bytes) else { return };
+        let t = Transmit { to: target, bytes };
+        self.client.start(seq, t.clone(), b"SUBSCRIBE", ClientCtx::RegSubscribe(call_id.into()), now);
+        out.events.push(Event::RegSubscription { call_id: lossy(call_id), status: 0 });
+        out.transmits.push(t);
     }
 
     /// Registration changes become presence events (open with the bound
@@ -175,7 +193,7 @@ impl Shard {
         if !msg.is_request() {
             match self.client.on_response(msg, now) {
                 Some(ClientOutcome::Final { ctx: ClientCtx::RegSubscribe(call_id), status }) => {
-                    self.reg_sub.on_subscribe_response(&call_id, status, Some(msg));
+                    self.reg_sub.on_subscribe_response(&call_id, status, Some(msg), now);
                     out.events.push(Event::RegSubscription { call_id: lossy(&call_id), status });
                 }
                 Some(ClientOutcome::Timeout { .. }) => {}
@@ -254,10 +272,16 @@ impl Shard {
                 self.emit_reg_changes(out);
                 if r.code == 200 && self.cfg.reg_event_subscribe {
                     let aor = msg.to().uri().aor();
-                    let by_scscf = self.registrar.registration(&aor).is_some_and(|reg| reg.registered_by.is_some());
+                    let reg = self.registrar.registration(&aor);
+                    let by_scscf = reg.is_some_and(|reg| reg.registered_by.is_some());
                     if by_scscf && !self.reg_sub.is_subscribed(&aor) {
                         let uri = msg.to().uri().as_bytes().to_vec();
                         self.start_reg_subscription(reply.now, &aor, &uri, reply.peer, out);
+                    } else if reg.is_none() {
+                        // De-registered: the reg subscription has nothing left to watch.
+                        if let Some(call_id) = self.reg_sub.call_id_for(&aor).map(|c| c.to_vec()) {
+                            self.send_resubscribe(reply.now, &call_id, 0, out);
+                        }
                     }
                 }
             }

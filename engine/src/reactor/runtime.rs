@@ -106,10 +106,8 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
     // drops the others.
     while !stop.load(Ordering::Acquire) {
         glommio::timer::sleep(TICK).await;
-        let mut out = rt.outbox.borrow_mut();
-        rt.core.borrow_mut().on_time(Instant::now(), &mut out);
-        drop(out);
-        rt.dispatch();
+        // Retransmissions and refreshes leave from here, flushed at once.
+        rt.with_core(|core, out| core.on_time(Instant::now(), out));
     }
     if let Some(m) = &rt.mesh {
         m.close();

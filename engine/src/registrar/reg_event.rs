@@ -7,8 +7,10 @@ use super::reginfo::RegInfo;
 use crate::core::ids;
 use crate::core::peer::{Peer, Transport};
 use crate::sip::{HeaderName, Message, MessageWriter};
+use crate::core::timer::TimerWheel;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 /// One reg-event subscription this shard holds (a dialog it initiated).
 #[derive(Clone, Debug)]
@@ -24,6 +26,8 @@ pub struct RegSubscription {
     pub cseq: u32,
     /// Version of the last reginfo applied.
     pub version: Option<u32>,
+    /// When to send the refreshing SUBSCRIBE.
+    pub refresh_at: Option<Instant>,
 }
 
 /// What a NOTIFY on a reg subscription asks the shard to do.
@@ -48,11 +52,56 @@ pub struct RegSubscriber {
     next: u64,
     subs: HashMap<Box<[u8]>, RegSubscription, ahash::RandomState>,
     by_aor: HashMap<Box<[u8]>, Box<[u8]>, ahash::RandomState>,
+    /// Refresh deadlines by Call-ID; a firing whose subscription moved its
+    /// deadline (or ended) is ignored.
+    wheel: TimerWheel<Box<[u8]>>,
+    fired: Vec<Box<[u8]>>,
 }
 
 impl RegSubscriber {
-    pub fn new(shard: u16, local: SocketAddr, expires: u32, seed: u64) -> Self {
-        RegSubscriber { shard, local, expires, next: seed, subs: HashMap::default(), by_aor: HashMap::default() }
+    pub fn new(shard: u16, local: SocketAddr, expires: u32, seed: u64, now: Instant) -> Self {
+        RegSubscriber {
+            shard,
+            local,
+            expires,
+            next: seed,
+            subs: HashMap::default(),
+            by_aor: HashMap::default(),
+            wheel: TimerWheel::new(now, Duration::from_millis(100), 4096),
+            fired: Vec::new(),
+        }
+    }
+
+    /// The Call-ID of the subscription watching `aor`.
+    pub fn call_id_for(&self, aor: &[u8]) -> Option<&[u8]> {
+        self.by_aor.get(aor).map(|c| &c[..])
+    }
+
+    /// Subscriptions whose refresh is due at `now`.
+    pub fn due(&mut self, now: Instant, out: &mut Vec<Box<[u8]>>) {
+        self.wheel.advance(now, &mut self.fired);
+        for call_id in self.fired.drain(..) {
+            if self.subs.get(&call_id).and_then(|s| s.refresh_at).is_some_and(|at| at <= now) {
+                out.push(call_id);
+            }
+        }
+    }
+
+    /// Writes an in-dialog SUBSCRIBE for `call_id`: a refresh, or with
+    /// `expires` 0 an unsubscribe (after which the subscription is
+    /// forgotten). Returns where to send it.
+    pub fn resubscribe(&mut self, call_id: &[u8], expires: u32, branch: &[u8], out: &mut Vec<u8>) -> Option<Peer> {
+        let mut sub = self.subs.get(call_id)?.clone();
+        sub.cseq += 1;
+        sub.refresh_at = None;
+        self.write_subscribe(&sub, branch, expires, out);
+        let target = sub.target;
+        if expires == 0 {
+            self.remove(call_id);
+        } else {
+            self.subs.insert(call_id.into(), sub);
+        }
+        Some(target)
     }
 
     pub fn is_subscribed(&self, aor: &[u8]) -> bool {
@@ -87,8 +136,9 @@ impl RegSubscriber {
             remote_tag: None,
             cseq: 1,
             version: None,
+            refresh_at: None,
         };
-        self.write_subscribe(&sub, branch, out);
+        self.write_subscribe(&sub, branch, self.expires, out);
         if let Some(old) = self.by_aor.insert(aor.into(), call_id.clone()) {
             self.subs.remove(&old);
         }
@@ -96,7 +146,7 @@ impl RegSubscriber {
         call_id
     }
 
-    fn write_subscribe(&self, sub: &RegSubscription, branch: &[u8], out: &mut Vec<u8>) {
+    fn write_subscribe(&self, sub: &RegSubscription, branch: &[u8], expires: u32, out: &mut Vec<u8>) {
         let local = self.local.to_string();
         let me: Vec<u8> = format!("<sip:presence@{local}>").into_bytes();
         let transport = match sub.target.transport {
@@ -116,21 +166,31 @@ impl RegSubscriber {
         w.header(HeaderName::Contact, &me);
         w.header(HeaderName::Event, b"reg");
         w.header(HeaderName::Accept, b"application/reginfo+xml");
-        w.header_u32(HeaderName::Expires, self.expires);
+        w.header_u32(HeaderName::Expires, expires);
         w.finish(None, b"");
     }
 
     /// The final response to a SUBSCRIBE: a 2xx sets the dialog's remote
-    /// tag; anything else ends the subscription. Returns whether it lives.
-    pub fn on_subscribe_response(&mut self, call_id: &[u8], status: u16, resp: Option<&Message<'_>>) -> bool {
+    /// tag and schedules the refresh at four fifths of the granted Expires;
+    /// anything else ends the subscription. Returns whether it lives.
+    pub fn on_subscribe_response(&mut self, call_id: &[u8], status: u16, resp: Option<&Message<'_>>, now: Instant) -> bool {
         let ok = (200..300).contains(&status);
         if ok {
-            if let (Some(sub), Some(resp)) = (self.subs.get_mut(call_id), resp) {
+            let Some(sub) = self.subs.get_mut(call_id) else { return false };
+            let granted = resp.and_then(|r| r.expires()).unwrap_or(self.expires).min(self.expires);
+            if let Some(resp) = resp {
                 if sub.remote_tag.is_none() {
                     sub.remote_tag = resp.to().tag().map(Into::into);
                 }
             }
-            return self.subs.contains_key(call_id);
+            if granted == 0 {
+                self.remove(call_id);
+                return false;
+            }
+            let at = now + Duration::from_millis(granted as u64 * 800);
+            sub.refresh_at = Some(at);
+            self.wheel.insert(at, call_id.into());
+            return true;
         }
         self.remove(call_id);
         false

@@ -254,7 +254,7 @@ CSeq: 1 NOTIFY\r\nEvent: {event}\r\nSubscription-State: {state}\r\nContent-Type:
     }
 
     fn setup() -> (RegSubscriber, String, String) {
-        let mut rs = RegSubscriber::new(1, "127.0.0.1:5060".parse().unwrap(), 3600, 7);
+        let mut rs = RegSubscriber::new(1, "127.0.0.1:5060".parse().unwrap(), 3600, 7, std::time::Instant::now());
         let mut out = Vec::new();
         let call_id = rs.subscribe(b"sip:alice@example.com", b"sip:alice@example.com", Peer::udp("192.0.2.200:5060".parse().unwrap()), b"z9hG4bK.ps0001.1", &mut out);
         let sub = Message::parse(&out, &Limits::default()).expect("the SUBSCRIBE parses");
@@ -291,6 +291,37 @@ CSeq: 1 NOTIFY\r\nEvent: {event}\r\nSubscription-State: {state}\r\nContent-Type:
         assert!(matches!(verdict(&mut rs, &n(9, "full")), NotifyVerdict::Apply(_)), "full state resets the version");
         let end = notify(&cid, &tag, "reg", "application/reginfo+xml", "", "terminated;reason=noresource");
         assert_eq!(verdict(&mut rs, &end), NotifyVerdict::Terminated);
+        assert!(rs.is_empty());
+    }
+
+    #[test]
+    fn refresh_at_four_fifths_of_the_granted_expiry_then_unsubscribe() {
+        use std::time::{Duration, Instant};
+        let (mut rs, cid, _) = setup();
+        let t0 = Instant::now();
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK.ps0001.1\r\nFrom: <sip:presence@127.0.0.1:5060>;tag=x\r\n\
+To: <sip:alice@example.com>;tag=remote\r\nCall-ID: {cid}\r\nCSeq: 1 SUBSCRIBE\r\nExpires: 100\r\nContent-Length: 0\r\n\r\n"
+        );
+        let ok = Message::parse(ok.as_bytes(), &Limits::default()).unwrap();
+        assert!(rs.on_subscribe_response(cid.as_bytes(), 200, Some(&ok), t0));
+        let mut due = vec![];
+        rs.due(t0 + Duration::from_secs(79), &mut due);
+        assert!(due.is_empty());
+        rs.due(t0 + Duration::from_secs(81), &mut due);
+        assert_eq!(due, vec![cid.as_bytes().into()]);
+        let mut out = vec![];
+        assert!(rs.resubscribe(cid.as_bytes(), 3600, b"z9hG4bK.ps0001.2", &mut out).is_some());
+        let refresh = Message::parse(&out, &Limits::default()).unwrap();
+        assert_eq!(refresh.cseq().seq, 2);
+        assert_eq!(refresh.to().tag(), Some(&b"remote"[..]), "in the dialog");
+        out.clear();
+        rs.resubscribe(cid.as_bytes(), 0, b"z9hG4bK.ps0001.3", &mut out);
+        assert_eq!(Message::parse(&out, &Limits::default()).unwrap().expires(), Some(0));
+        assert!(rs.is_empty(), "unsubscribed");
+        // A rejected SUBSCRIBE ends a subscription too.
+        let (mut rs, cid, _) = setup();
+        assert!(!rs.on_subscribe_response(cid.as_bytes(), 403, None, t0));
         assert!(rs.is_empty());
     }
 }
