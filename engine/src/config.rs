@@ -3,6 +3,7 @@
 //! that overrides it, and command-line flags that override both.
 
 use crate::core::SipTimers;
+use crate::presence::publication::PublishConfig;
 use crate::registrar::RegistrarConfig;
 use crate::sip::Limits;
 use serde::Deserialize;
@@ -24,6 +25,25 @@ pub struct Config {
     pub io: IoConfig,
     pub log: LogConfig,
     pub registrar: RegistrarSection,
+    pub presence: PresenceSection,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceSection {
+    /// Shortest publication accepted, seconds (423 with Min-Expires below).
+    pub publish_min_expires: u32,
+    /// Longest publication granted, seconds.
+    pub publish_max_expires: u32,
+    /// Publication length when the PUBLISH names none, seconds.
+    pub publish_default_expires: u32,
+}
+
+impl Default for PresenceSection {
+    fn default() -> Self {
+        let p = PublishConfig::default();
+        PresenceSection { publish_min_expires: p.min_expires, publish_max_expires: p.max_expires, publish_default_expires: p.default_expires }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -114,6 +134,7 @@ impl Default for Config {
             io: IoConfig::default(),
             log: LogConfig::default(),
             registrar: RegistrarSection::default(),
+            presence: PresenceSection::default(),
         }
     }
 }
@@ -216,6 +237,14 @@ impl Config {
             max_expires: self.registrar.max_expires,
             default_expires: self.registrar.default_expires,
             trusted: self.registrar.trusted_scscf.iter().filter_map(|t| parse_trusted(t).ok()).collect(),
+        }
+    }
+
+    pub fn publish_config(&self) -> PublishConfig {
+        PublishConfig {
+            min_expires: self.presence.publish_min_expires,
+            max_expires: self.presence.publish_max_expires,
+            default_expires: self.presence.publish_default_expires.clamp(self.presence.publish_min_expires, self.presence.publish_max_expires),
         }
     }
 

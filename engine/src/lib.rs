@@ -3,3 +3,4 @@ pub mod core;
 pub mod config;
 pub mod reactor;
 pub mod registrar;
+pub mod presence;

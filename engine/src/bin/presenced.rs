@@ -61,6 +61,9 @@ struct Args {
     /// Longest registration granted, seconds [default: 7200].
     #[arg(long, value_name = "SECONDS")]
     max_expires: Option<u32>,
+    /// Shortest publication accepted, seconds; shorter gets 423 [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    publish_min_expires: Option<u32>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter
     /// such as "info,presenced::request=debug" [default: info].
     #[arg(long, value_name = "LEVEL")]
@@ -109,6 +112,9 @@ fn config(args: &Args) -> Result<Config, String> {
     if let Some(v) = args.max_expires {
         cfg.registrar.max_expires = v;
         cfg.registrar.default_expires = cfg.registrar.default_expires.min(v);
+    }
+    if let Some(v) = args.publish_min_expires {
+        cfg.presence.publish_min_expires = v;
     }
     if let Some(v) = &args.log_level {
         cfg.log.level = v.clone();

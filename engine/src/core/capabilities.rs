@@ -2,13 +2,14 @@
 //! answers are written from these lists, so they grow with the handlers.
 
 /// Methods with a handler (the Allow header).
-pub const ALLOW: &[&str] = &["OPTIONS", "REGISTER", "NOTIFY"];
+pub const ALLOW: &[&str] = &["OPTIONS", "REGISTER", "NOTIFY", "PUBLISH"];
 
 /// Body types accepted in requests (the Accept header).
-pub const ACCEPT: &[&str] = &["application/reginfo+xml"];
+pub const ACCEPT: &[&str] = &["application/pidf+xml", "application/reginfo+xml"];
 
-/// Event packages served (the Allow-Events header).
-pub const ALLOW_EVENTS: &[&str] = &[];
+/// Event packages served (the Allow-Events header): `presence` as event
+/// state compositor (PUBLISH).
+pub const ALLOW_EVENTS: &[&str] = &["presence"];
 
 /// SIP extensions supported (option tags of Supported; a Require naming
 /// anything else is answered 420).

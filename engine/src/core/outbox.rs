@@ -26,6 +26,8 @@ pub enum Event {
     /// An AOR's registration changed: open with these contacts, or closed
     /// when there are none. Presence is derived from it.
     Registration { aor: String, contacts: Vec<String> },
+    /// A presentity's composed PIDF document changed (one shared copy).
+    Document { aor: String, version: u64, document: std::sync::Arc<[u8]> },
     /// A reg-event subscription: started (status 0) or answered/timed out.
     RegSubscription { call_id: String, status: u16 },
     /// A response that matched nothing we sent.

@@ -7,6 +7,7 @@ use super::ids;
 use super::outbox::{Event, Forward, Outbox};
 use super::peer::{Peer, Transmit};
 use super::transaction::{ClientOutcome, ClientTransactions, ServerKey, ServerLookup, ServerTransactions, SipTimers};
+use crate::presence::publication::{DocChange, PublishConfig, Publications};
 use crate::registrar::reg_event::{NotifyVerdict, RegSubscriber};
 use crate::registrar::{RegChange, Registrar, RegistrarConfig};
 use crate::sip::{self, HeaderName, Limits, Message, Method, ParseError, RawMessage, Scheme, Via};
@@ -31,6 +32,7 @@ pub struct ShardConfig {
     pub reg_event_subscribe: bool,
     /// Expires of those subscriptions, seconds.
     pub reg_event_expires: u32,
+    pub publish: PublishConfig,
 }
 
 /// Counters a shard keeps about its own traffic.
@@ -58,6 +60,8 @@ pub struct Shard {
     registrar: Registrar,
     reg_changes: Vec<RegChange>,
     reg_sub: RegSubscriber,
+    publications: Publications,
+    doc_changes: Vec<DocChange>,
     tag_seq: u64,
     stats: ShardStats,
     outcomes: Vec<ClientOutcome<ClientCtx>>,
@@ -71,6 +75,8 @@ impl Shard {
             registrar: Registrar::new(cfg.registrar.clone(), now),
             reg_changes: Vec::new(),
             reg_sub: RegSubscriber::new(cfg.shard, cfg.local_addr, cfg.reg_event_expires, cfg.tag_seed, now),
+            publications: Publications::new(cfg.publish.clone(), cfg.shard, cfg.tag_seed, now),
+            doc_changes: Vec::new(),
             tag_seq: 0,
             stats: ShardStats::default(),
             outcomes: Vec::new(),
@@ -128,6 +134,8 @@ impl Shard {
         }
         self.registrar.on_time(now, &mut self.reg_changes);
         self.emit_reg_changes(out);
+        self.publications.on_time(now, &mut self.doc_changes);
+        self.emit_doc_changes(out);
         let mut due = Vec::new();
         self.reg_sub.due(now, &mut due);
         for call_id in due {
@@ -152,12 +160,25 @@ impl Shard {
     /// contacts, or closed). The presence layer consumes them to notify
     /// watchers; the reactor logs them.
     fn emit_reg_changes(&mut self, out: &mut Outbox) {
-        for c in self.reg_changes.drain(..) {
-            out.events.push(Event::Registration {
-                aor: lossy(&c.aor),
-                contacts: c.contacts.iter().map(|u| lossy(u)).collect(),
-            });
+        for c in std::mem::take(&mut self.reg_changes) {
+            let contacts: Vec<String> = c.contacts.iter().map(|u| lossy(u)).collect();
+            self.publications.on_registration(&c.aor, &contacts, &mut self.doc_changes);
+            out.events.push(Event::Registration { aor: lossy(&c.aor), contacts });
         }
+        self.emit_doc_changes(out);
+    }
+
+    /// A presentity's composed document changed: announced once (the
+    /// watcher fan-out consumes these).
+    fn emit_doc_changes(&mut self, out: &mut Outbox) {
+        for d in self.doc_changes.drain(..) {
+            out.events.push(Event::Document { aor: lossy(&d.aor), version: d.version, document: d.document });
+        }
+    }
+
+    /// The compositor of this shard (read-only).
+    pub fn publications(&self) -> &Publications {
+        &self.publications
     }
 
     /// The registrar of this shard (read-only, for tests and stats).
@@ -286,6 +307,12 @@ impl Shard {
                 }
             }
             Method::Notify => self.on_reg_notify(msg, reply, out),
+            Method::Publish => {
+                let r = self.publications.publish(reply.now, msg, &mut self.doc_changes);
+                let headers: Vec<(HeaderName, &[u8])> = r.headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+                self.respond(msg, reply, r.code, r.reason, &headers, out);
+                self.emit_doc_changes(out);
+            }
             _ => unreachable!("every method in ALLOW has a handler"),
         }
     }

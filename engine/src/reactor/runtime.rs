@@ -69,6 +69,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
             local_addr,
             reg_event_subscribe: cfg.registrar.subscribe_reg_event,
             reg_event_expires: cfg.registrar.reg_event_expires,
+            publish: cfg.publish_config(),
         },
         now,
     );
@@ -254,6 +255,9 @@ fn log_event(shard: u16, e: &Event) {
         Event::Registration { aor, contacts } => {
             let state = if contacts.is_empty() { "closed" } else { "open" };
             tracing::debug!(target: "presenced::presence", shard, aor = aor.as_str(), state, contacts = contacts.join(", ").as_str(), "registration");
+        }
+        Event::Document { aor, version, document } => {
+            tracing::debug!(target: "presenced::presence", shard, aor = aor.as_str(), version, document = %String::from_utf8_lossy(document), "document");
         }
         Event::RegSubscription { call_id, status } => {
             tracing::debug!(target: "presenced::presence", shard, call_id = call_id.as_str(), status, "reg subscription");

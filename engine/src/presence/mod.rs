@@ -1,0 +1,8 @@
+//! Presence: publications (RFC 3903) composed per presentity into one PIDF
+//! document (RFC 3863/4479), owned by the presentity's shard.
+//!
+//! - [`pidf`]: validate published documents, compose and serialise one.
+//! - [`publication`]: the event state compositor's table and PUBLISH rules.
+
+pub mod pidf;
+pub mod publication;

@@ -1,0 +1,236 @@
+//! The event state compositor for `presence` (RFC 3903): publications per
+//! presentity with their entity tags and expiry, and one composed document
+//! per presentity, re-serialised only when it changes and shared (an
+//! `Arc`) with every NOTIFY and every shard that needs it.
+
+use super::pidf::{self, Pidf};
+use crate::core::timer::TimerWheel;
+use crate::sip::{HeaderName, Message};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishConfig {
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        PublishConfig { min_expires: 60, max_expires: 7200, default_expires: 3600 }
+    }
+}
+
+struct Publication {
+    etag: Box<[u8]>,
+    pidf: Pidf,
+    expires_at: Instant,
+}
+
+#[derive(Default)]
+struct Presentity {
+    /// Oldest modification first: composition lets the last one win.
+    pubs: Vec<Publication>,
+    /// Registered contacts (from the registrar).
+    contacts: Vec<String>,
+    document: Option<Arc<[u8]>>,
+    version: u64,
+}
+
+/// A presentity's composed document changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocChange {
+    pub aor: Box<[u8]>,
+    pub version: u64,
+    pub document: Arc<[u8]>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct PublishReply {
+    pub code: u16,
+    pub reason: &'static str,
+    pub headers: Vec<(HeaderName, Vec<u8>)>,
+}
+
+impl PublishReply {
+    fn reject(code: u16, reason: &'static str) -> Self {
+        PublishReply { code, reason, headers: Vec::new() }
+    }
+    fn with(mut self, name: HeaderName, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+pub struct Publications {
+    cfg: PublishConfig,
+    shard: u16,
+    next_etag: u64,
+    presentities: HashMap<Box<[u8]>, Presentity, ahash::RandomState>,
+    wheel: TimerWheel<Box<[u8]>>,
+    fired: Vec<Box<[u8]>>,
+}
+
+impl Publications {
+    pub fn new(cfg: PublishConfig, shard: u16, seed: u64, now: Instant) -> Self {
+        Publications {
+            cfg,
+            shard,
+            next_etag: seed,
+            presentities: HashMap::default(),
+            wheel: TimerWheel::new(now, Duration::from_millis(100), 4096),
+            fired: Vec::new(),
+        }
+    }
+
+    /// The current document of `aor` and its version.
+    pub fn document(&self, aor: &[u8]) -> Option<(u64, Arc<[u8]>)> {
+        let p = self.presentities.get(aor)?;
+        Some((p.version, p.document.clone()?))
+    }
+
+    /// Live publications of `aor`.
+    pub fn count(&self, aor: &[u8]) -> usize {
+        self.presentities.get(aor).map_or(0, |p| p.pubs.len())
+    }
+
+    fn new_etag(&mut self) -> Box<[u8]> {
+        self.next_etag = self.next_etag.wrapping_add(1);
+        format!("e{:04x}{:x}", self.shard, self.next_etag).into_bytes().into()
+    }
+
+    /// PUBLISH processing in the order of RFC 3903 section 6; a rejected
+    /// request changes nothing.
+    pub fn publish(&mut self, now: Instant, req: &Message<'_>, changes: &mut Vec<DocChange>) -> PublishReply {
+        // Step 2: the event package.
+        match req.event() {
+            Ok(Some(e)) if e.is("presence") => {}
+            _ => return PublishReply::reject(489, "Bad Event").with(HeaderName::AllowEvents, "presence"),
+        }
+        let Some(uri) = req.request_uri() else { return PublishReply::reject(400, "Bad Request") };
+        let aor: Box<[u8]> = uri.aor().into();
+        // Step 3: the entity tag, if any, must name a live publication.
+        let mut tags = req.sip_if_match();
+        let if_match = match (tags.next(), tags.next()) {
+            (None, _) => None,
+            (Some(Ok(t)), None) => Some(t),
+            (Some(Err(_)), None) => return PublishReply::reject(400, "Bad Request: malformed SIP-If-Match"),
+            (Some(_), Some(_)) => return PublishReply::reject(400, "Bad Request: more than one SIP-If-Match"),
+        };
+        let existing = match if_match {
+            Some(tag) => {
+                let pos = self.presentities.get(&aor).and_then(|p| p.pubs.iter().position(|x| *x.etag == *tag && x.expires_at > now));
+                match pos {
+                    Some(i) => Some(i),
+                    None => return PublishReply::reject(412, "Conditional Request Failed"),
+                }
+            }
+            None => None,
+        };
+        // Step 4: the expiry.
+        let requested = req.expires().unwrap_or(self.cfg.default_expires);
+        if requested != 0 && requested < self.cfg.min_expires {
+            return PublishReply::reject(423, "Interval Too Brief").with(HeaderName::MinExpires, self.cfg.min_expires.to_string());
+        }
+        let expires = requested.min(self.cfg.max_expires);
+        // Step 5: an initial publication needs state.
+        let body = req.body();
+        if existing.is_none() && body.is_empty() {
+            return PublishReply::reject(400, "Bad Request: initial PUBLISH without body");
+        }
+        // Step 6: the state itself.
+        let doc = if body.is_empty() {
+            None
+        } else {
+            if !req.content_type().is_some_and(|t| t.is("application", "pidf+xml")) {
+                return PublishReply::reject(415, "Unsupported Media Type").with(HeaderName::Accept, "application/pidf+xml");
+            }
+            match pidf::parse(body) {
+                Ok(d) => Some(d),
+                Err(_) => return PublishReply::reject(400, "Bad Request: malformed PIDF"),
+            }
+        };
+
+        // Every check passed: apply.
+        let etag = self.new_etag();
+        let at = now + Duration::from_secs(expires as u64);
+        let p = self.presentities.entry(aor.clone()).or_default();
+        let changed = match (existing, doc, expires) {
+            (Some(i), _, 0) => {
+                p.pubs.remove(i);
+                true
+            }
+            (Some(i), None, _) => {
+                p.pubs[i].etag = etag.clone();
+                p.pubs[i].expires_at = at;
+                false
+            }
+            (Some(i), Some(d), _) => {
+                let mut old = p.pubs.remove(i);
+                old.etag = etag.clone();
+                old.expires_at = at;
+                old.pidf = d;
+                p.pubs.push(old);
+                true
+            }
+            (None, Some(_), 0) => false,
+            (None, Some(d), _) => {
+                p.pubs.push(Publication { etag: etag.clone(), pidf: d, expires_at: at });
+                true
+            }
+            (None, None, _) => unreachable!("rejected in step 5"),
+        };
+        if expires > 0 {
+            self.wheel.insert(at, aor.clone());
+        }
+        if changed {
+            self.recompose(&aor, changes);
+        }
+        PublishReply { code: 200, reason: "OK", headers: vec![(HeaderName::SipETag, etag.to_vec()), (HeaderName::Expires, expires.to_string().into_bytes())] }
+    }
+
+    /// The registrar's view of `aor` changed.
+    pub fn on_registration(&mut self, aor: &[u8], contacts: &[String], changes: &mut Vec<DocChange>) {
+        let p = self.presentities.entry(aor.into()).or_default();
+        p.contacts = contacts.to_vec();
+        self.recompose(aor, changes);
+    }
+
+    /// Publications whose time has come are removed.
+    pub fn on_time(&mut self, now: Instant, changes: &mut Vec<DocChange>) {
+        self.wheel.advance(now, &mut self.fired);
+        for aor in std::mem::take(&mut self.fired) {
+            let Some(p) = self.presentities.get_mut(&aor) else { continue };
+            let before = p.pubs.len();
+            p.pubs.retain(|x| x.expires_at > now);
+            if p.pubs.len() != before {
+                self.recompose(&aor, changes);
+            }
+        }
+    }
+
+    /// Composes and serialises the document once; a presentity with no
+    /// state left is forgotten after its closed document is announced.
+    fn recompose(&mut self, aor: &[u8], changes: &mut Vec<DocChange>) {
+        let Some(p) = self.presentities.get_mut(aor) else { return };
+        let pubs: Vec<&Pidf> = p.pubs.iter().map(|x| &x.pidf).collect();
+        let contacts: Vec<&str> = p.contacts.iter().map(String::as_str).collect();
+        let doc: Arc<[u8]> = pidf::compose(&String::from_utf8_lossy(aor), &pubs, &contacts).into_bytes().into();
+        if p.document.as_deref() == Some(&doc[..]) {
+            return;
+        }
+        p.version += 1;
+        p.document = Some(doc.clone());
+        changes.push(DocChange { aor: aor.into(), version: p.version, document: doc });
+        if p.pubs.is_empty() && p.contacts.is_empty() {
+            // Watchers (issue 5's subscriptions) keep their own copy; the
+            // table keeps only presentities with state.
+            self.presentities.remove(aor);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
