@@ -46,18 +46,26 @@ fn plain(sock: socket2::Socket) -> (u64, Duration) {
         let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         unsafe { libc::poll(&mut pfd, 1, -1) };
         let got = rx.recv(fd).unwrap();
-        for i in 0..got {
-            let (b, from) = rx.get(i).unwrap();
-            if is_stop(b) {
-                return (n, thread_cpu() - cpu0);
-            }
-            tx.push(from, b.to_vec());
-            n += 1;
-        }
-        while !tx.is_empty() {
-            tx.flush(fd, BATCH).unwrap();
+        if echo(&rx, got, &mut tx, fd, &mut n) {
+            return (n, thread_cpu() - cpu0);
         }
     }
+}
+
+/// Echoes the `got` datagrams of `rx` with one sendmmsg; true on STOP.
+fn echo(rx: &RecvBatch, got: usize, tx: &mut SendBatch, fd: std::os::fd::RawFd, n: &mut u64) -> bool {
+    for i in 0..got {
+        let (b, from) = rx.get(i).unwrap();
+        if is_stop(b) {
+            return true;
+        }
+        tx.push(from, b.to_vec());
+        *n += 1;
+    }
+    while !tx.is_empty() {
+        tx.flush(fd, BATCH).unwrap();
+    }
+    false
 }
 
 fn glommio_batch(sock: socket2::Socket) -> (u64, Duration) {
@@ -78,16 +86,8 @@ fn glommio_batch(sock: socket2::Socket) -> (u64, Duration) {
                     let _ = gsock.peek_from(&mut probe).await;
                     continue;
                 }
-                for i in 0..got {
-                    let (b, from) = rx.get(i).unwrap();
-                    if is_stop(b) {
-                        return (n, thread_cpu() - cpu0);
-                    }
-                    tx.push(from, b.to_vec());
-                    n += 1;
-                }
-                while !tx.is_empty() {
-                    tx.flush(fd, BATCH).unwrap();
+                if echo(&rx, got, &mut tx, fd, &mut n) {
+                    return (n, thread_cpu() - cpu0);
                 }
             }
         })

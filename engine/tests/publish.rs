@@ -6,49 +6,23 @@
 mod common;
 use common::*;
 use presence_engine::core::ids::owner_of;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
-static N: AtomicU32 = AtomicU32::new(1);
-
-enum Client {
-    Udp(UdpSocket, SocketAddr),
-    Tcp(TcpStream),
-}
-
-impl Client {
-    fn new(srv: &Presenced, tcp: bool) -> Client {
-        if tcp { Client::Tcp(tcp_connect(srv.addr)) } else { Client::Udp(udp_socket(Ipv4Addr::LOCALHOST, 0), srv.addr) }
-    }
-    fn via(&self) -> String {
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        match self {
-            Client::Udp(s, _) => format!("UDP {};rport;branch=z9hG4bKpub{n}", s.local_addr().unwrap()),
-            Client::Tcp(t) => format!("TCP {};branch=z9hG4bKpub{n}", t.local_addr().unwrap()),
-        }
-    }
-    fn send(&mut self, req: &[u8]) -> Vec<u8> {
-        match self {
-            Client::Udp(s, to) => udp_transaction(s, *to, req),
-            Client::Tcp(t) => tcp_transaction(t, req),
-        }
-    }
-    /// PUBLISH with optional extra header lines and body.
-    fn publish(&mut self, aor: &str, extra: &str, ctype_body: Option<(&str, &str)>) -> Vec<u8> {
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let (ct, body) = match ctype_body {
-            Some((t, b)) => (format!("Content-Type: {t}\r\n"), b.to_string()),
-            None => (String::new(), String::new()),
-        };
-        let req = format!(
-            "PUBLISH {aor} SIP/2.0\r\nVia: SIP/2.0/{}\r\nMax-Forwards: 70\r\nFrom: <{aor}>;tag=p{n}\r\nTo: <{aor}>\r\n\
+/// PUBLISH with extra header lines and an optional (type, body).
+fn publish(c: &mut Client, aor: &str, extra: &str, ctype_body: Option<(&str, &str)>) -> Vec<u8> {
+    let n = unique();
+    let (ct, body) = match ctype_body {
+        Some((t, b)) => (format!("Content-Type: {t}\r\n"), b.to_string()),
+        None => (String::new(), String::new()),
+    };
+    let req = format!(
+        "PUBLISH {aor} SIP/2.0\r\nVia: SIP/2.0/{}\r\nMax-Forwards: 70\r\nFrom: <{aor}>;tag=p{n}\r\nTo: <{aor}>\r\n\
 Call-ID: pub-{n}\r\nCSeq: 1 PUBLISH\r\n{extra}{ct}Content-Length: {}\r\n\r\n{body}",
-            self.via(),
-            body.len()
-        );
-        self.send(req.as_bytes())
-    }
+        c.fresh_via(),
+        body.len()
+    );
+    c.send(req.as_bytes())
 }
 
 fn pidf(aor: &str, basic: &str, note: &str) -> String {
@@ -79,45 +53,45 @@ fn documents(srv: &Presenced, aor: &str, at_least: usize) -> Vec<(u64, String)> 
 
 fn rules(shards: usize, tcp: bool) {
     let srv = Presenced::start(shards, &[]);
-    let mut c = Client::new(&srv, tcp);
+    let mut c = Client::new(&srv, tcp, Ipv4Addr::LOCALHOST);
     let aor = format!("sip:pub-{shards}-{tcp}@example.com");
     let ev = "Event: presence\r\n";
 
     // Initial: 200 with an entity tag and the granted expiry.
-    let r = c.publish(&aor, &format!("{ev}Expires: 600\r\n"), Some((PIDF, &pidf(&aor, "open", "first"))));
+    let r = publish(&mut c, &aor, &format!("{ev}Expires: 600\r\n"), Some((PIDF, &pidf(&aor, "open", "first"))));
     assert_eq!(status(&r), 200, "{}", String::from_utf8_lossy(&r));
     let e1 = header(&r, "SIP-ETag").expect("SIP-ETag");
     assert_eq!(header(&r, "Expires").as_deref(), Some("600"));
     // Refresh: no body, SIP-If-Match; a new tag.
-    let r = c.publish(&aor, &format!("{ev}SIP-If-Match: {e1}\r\nExpires: 600\r\n"), None);
+    let r = publish(&mut c, &aor, &format!("{ev}SIP-If-Match: {e1}\r\nExpires: 600\r\n"), None);
     assert_eq!(status(&r), 200);
     let e2 = header(&r, "SIP-ETag").unwrap();
     assert_ne!(e1, e2);
     // The spent tag: 412.
-    assert_eq!(status(&c.publish(&aor, &format!("{ev}SIP-If-Match: {e1}\r\n"), None)), 412);
+    assert_eq!(status(&publish(&mut c, &aor, &format!("{ev}SIP-If-Match: {e1}\r\n"), None)), 412);
     // Modify.
-    let r = c.publish(&aor, &format!("{ev}SIP-If-Match: {e2}\r\n"), Some((PIDF, &pidf(&aor, "closed", "second"))));
+    let r = publish(&mut c, &aor, &format!("{ev}SIP-If-Match: {e2}\r\n"), Some((PIDF, &pidf(&aor, "closed", "second"))));
     assert_eq!(status(&r), 200);
     let e3 = header(&r, "SIP-ETag").unwrap();
     // Rule by rule, none of which changes anything.
-    let r = c.publish(&aor, "", Some((PIDF, &pidf(&aor, "open", "x"))));
+    let r = publish(&mut c, &aor, "", Some((PIDF, &pidf(&aor, "open", "x"))));
     assert_eq!(status(&r), 489);
     assert_eq!(header(&r, "Allow-Events").as_deref(), Some("presence"));
-    assert_eq!(status(&c.publish(&aor, &format!("{ev}SIP-If-Match: {e3}\r\nSIP-If-Match: {e3}\r\n"), None)), 400);
-    let r = c.publish(&aor, &format!("{ev}Expires: 5\r\n"), Some((PIDF, &pidf(&aor, "open", "x"))));
+    assert_eq!(status(&publish(&mut c, &aor, &format!("{ev}SIP-If-Match: {e3}\r\nSIP-If-Match: {e3}\r\n"), None)), 400);
+    let r = publish(&mut c, &aor, &format!("{ev}Expires: 5\r\n"), Some((PIDF, &pidf(&aor, "open", "x"))));
     assert_eq!(status(&r), 423);
     assert_eq!(header(&r, "Min-Expires").as_deref(), Some("60"));
-    let r = c.publish(&aor, ev, None);
+    let r = publish(&mut c, &aor, ev, None);
     assert_eq!(status(&r), 400, "initial PUBLISH without body");
-    let r = c.publish(&aor, ev, Some(("text/plain", "hello")));
+    let r = publish(&mut c, &aor, ev, Some(("text/plain", "hello")));
     assert_eq!(status(&r), 415);
     assert_eq!(header(&r, "Accept").as_deref(), Some(PIDF));
-    let r = c.publish(&aor, ev, Some((PIDF, "<presence xmlns=\"urn:ietf:params:xml:ns:pidf\">")));
+    let r = publish(&mut c, &aor, ev, Some((PIDF, "<presence xmlns=\"urn:ietf:params:xml:ns:pidf\">")));
     assert_eq!(status(&r), 400);
     // Remove.
-    let r = c.publish(&aor, &format!("{ev}SIP-If-Match: {e3}\r\nExpires: 0\r\n"), None);
+    let r = publish(&mut c, &aor, &format!("{ev}SIP-If-Match: {e3}\r\nExpires: 0\r\n"), None);
     assert_eq!(status(&r), 200);
-    assert_eq!(status(&c.publish(&aor, &format!("{ev}SIP-If-Match: {e3}\r\n"), None)), 412, "removed");
+    assert_eq!(status(&publish(&mut c, &aor, &format!("{ev}SIP-If-Match: {e3}\r\n"), None)), 412, "removed");
 
     // The document followed: open "first", closed "second", then the
     // neutral closed document; all on the owner, nothing from rejections.
@@ -150,17 +124,17 @@ fn rules_tcp_two_shards() {
 #[test]
 fn publications_expire_and_registration_shows_through() {
     let srv = Presenced::start(2, &["--publish-min-expires", "1"]);
-    let mut c = Client::new(&srv, false);
+    let mut c = Client::new(&srv, false, Ipv4Addr::LOCALHOST);
     let aor = "sip:carol@example.com";
     // Registered: open, one tuple per contact.
     let reg = format!(
         "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/{}\r\nMax-Forwards: 70\r\nFrom: <{aor}>;tag=r\r\nTo: <{aor}>\r\n\
 Call-ID: carol-reg\r\nCSeq: 1 REGISTER\r\nContact: <sip:carol@192.0.2.33>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n",
-        c.via()
+        c.fresh_via()
     );
     assert_eq!(status(&c.send(reg.as_bytes())), 200);
     // Published for 1 s: the publication hides the registration tuple...
-    let r = c.publish(aor, "Event: presence\r\nExpires: 1\r\n", Some((PIDF, &pidf(aor, "closed", "in a meeting"))));
+    let r = publish(&mut c, aor, "Event: presence\r\nExpires: 1\r\n", Some((PIDF, &pidf(aor, "closed", "in a meeting"))));
     assert_eq!(status(&r), 200);
     // ... until it expires and the registration shows through again.
     let docs = documents(&srv, aor, 3);

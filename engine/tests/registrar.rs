@@ -6,36 +6,8 @@
 mod common;
 use common::*;
 use presence_engine::core::ids::owner_of;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
-
-/// A client over one transport.
-enum Client {
-    Udp(UdpSocket, SocketAddr),
-    Tcp(TcpStream),
-}
-
-impl Client {
-    fn new(srv: &Presenced, tcp: bool, ip: Ipv4Addr) -> Client {
-        if tcp {
-            Client::Tcp(tcp_connect(srv.addr))
-        } else {
-            Client::Udp(udp_socket(ip, 0), srv.addr)
-        }
-    }
-    fn via(&self, branch: &str) -> String {
-        match self {
-            Client::Udp(s, _) => format!("UDP {};rport;branch=z9hG4bK{branch}", s.local_addr().unwrap()),
-            Client::Tcp(t) => format!("TCP {};branch=z9hG4bK{branch}", t.local_addr().unwrap()),
-        }
-    }
-    fn send(&mut self, req: &[u8]) -> Vec<u8> {
-        match self {
-            Client::Udp(s, to) => udp_transaction(s, *to, req),
-            Client::Tcp(t) => tcp_transaction(t, req),
-        }
-    }
-}
 
 static NEXT_BRANCH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 

@@ -2,25 +2,19 @@
 //! the class in `fixtures/rfc4475/README.md` (the table is read, not copied,
 //! so a row added there without an expectation here fails the test).
 
+mod common;
+use common::{rfc4475_dir, rfc4475_table};
 use presence_engine::sip::{Contacts, Frame, HeaderName, Limits, Message, Method, ParseError, Scheme, StreamFramer};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rfc4475")
+    rfc4475_dir()
 }
 
 /// file -> (class, expected handling), from the README table.
 fn table() -> BTreeMap<String, (String, String)> {
-    let readme = std::fs::read_to_string(dir().join("README.md")).unwrap();
-    readme
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| file") && !l.starts_with("|---"))
-        .map(|l| {
-            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-            (cells[1].to_string(), (cells[3].to_string(), cells[4].to_string()))
-        })
-        .collect()
+    rfc4475_table()
 }
 
 fn load(name: &str) -> Vec<u8> {

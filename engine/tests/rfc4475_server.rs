@@ -24,20 +24,11 @@ use std::time::Duration;
 const QUIET: Duration = Duration::from_millis(300);
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rfc4475")
+    rfc4475_dir()
 }
 
-/// file -> (class, handling) from the README table.
 fn table() -> BTreeMap<String, (String, String)> {
-    std::fs::read_to_string(dir().join("README.md"))
-        .unwrap()
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| file") && !l.starts_with("|---"))
-        .map(|l| {
-            let c: Vec<&str> = l.split('|').map(str::trim).collect();
-            (c[1].to_string(), (c[3].to_string(), c[4].to_string()))
-        })
-        .collect()
+    rfc4475_table()
 }
 
 /// The status this server answers each fixture with, `None` for no answer.

@@ -8,12 +8,14 @@
 //! - [`transaction`]: non-INVITE server and client transactions.
 //! - [`shard`]: one shard's core: parse, route, transact, dispatch.
 //! - [`outbox`]: what a step asks the reactor to do.
+//! - [`reply`]: what a handler answers (status, reason, headers).
 //! - [`capabilities`]: methods, bodies, events and extensions served.
 
 pub mod capabilities;
 pub mod ids;
 pub mod outbox;
 pub mod peer;
+pub mod reply;
 pub mod shard;
 pub mod timer;
 pub mod transaction;

@@ -5,6 +5,7 @@
 use super::capabilities;
 use super::ids;
 use super::outbox::{Event, Forward, Outbox};
+use super::reply::HandlerReply;
 use super::peer::{Peer, Transmit};
 use super::transaction::{ClientOutcome, ClientTransactions, ServerKey, ServerLookup, ServerTransactions, SipTimers};
 use crate::presence::publication::{DocChange, PublishConfig, Publications};
@@ -288,8 +289,7 @@ impl Shard {
                     return self.respond(msg, reply, 404, "Not Found: To is not a SIP or tel URI", &[], out);
                 }
                 let r = self.registrar.register(reply.now, msg, reply.peer.addr, &mut self.reg_changes);
-                let headers: Vec<(HeaderName, &[u8])> = r.headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
-                self.respond(msg, reply, r.code, r.reason, &headers, out);
+                self.respond_with(msg, reply, &r, out);
                 self.emit_reg_changes(out);
                 if r.code == 200 && self.cfg.reg_event_subscribe {
                     let aor = msg.to().uri().aor();
@@ -309,8 +309,7 @@ impl Shard {
             Method::Notify => self.on_reg_notify(msg, reply, out),
             Method::Publish => {
                 let r = self.publications.publish(reply.now, msg, &mut self.doc_changes);
-                let headers: Vec<(HeaderName, &[u8])> = r.headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
-                self.respond(msg, reply, r.code, r.reason, &headers, out);
+                self.respond_with(msg, reply, &r, out);
                 self.emit_doc_changes(out);
             }
             _ => unreachable!("every method in ALLOW has a handler"),
@@ -356,6 +355,12 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Sends a handler's answer.
+    fn respond_with(&mut self, msg: &Message<'_>, reply: Reply<'_>, r: &HandlerReply, out: &mut Outbox) {
+        let headers: Vec<(HeaderName, &[u8])> = r.headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+        self.respond(msg, reply, r.code, r.reason, &headers, out);
     }
 
     /// Sends a final response to `msg` within its server transaction.

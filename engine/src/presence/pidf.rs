@@ -219,7 +219,6 @@ mod tests {
         let newer = parse(
             DOC.replace("<basic>open</basic>", "<basic>closed</basic>")
                 .replace("<rpid:busy/>", "<rpid:away/>")
-                .replace("id=\"t1\"><status><basic>closed", "id=\"t1\"><status><basic>closed")
                 .replace("<note xml:lang=\"en\">at work</note>", "<tuple id=\"t2\"><status><basic>open</basic></status></tuple>")
                 .as_bytes(),
         )

@@ -4,6 +4,7 @@
 //! `Arc`) with every NOTIFY and every shard that needs it.
 
 use super::pidf::{self, Pidf};
+use crate::core::reply::HandlerReply;
 use crate::core::timer::TimerWheel;
 use crate::sip::{HeaderName, Message};
 use std::collections::HashMap;
@@ -47,22 +48,7 @@ pub struct DocChange {
     pub document: Arc<[u8]>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub struct PublishReply {
-    pub code: u16,
-    pub reason: &'static str,
-    pub headers: Vec<(HeaderName, Vec<u8>)>,
-}
-
-impl PublishReply {
-    fn reject(code: u16, reason: &'static str) -> Self {
-        PublishReply { code, reason, headers: Vec::new() }
-    }
-    fn with(mut self, name: HeaderName, value: impl Into<Vec<u8>>) -> Self {
-        self.headers.push((name, value.into()));
-        self
-    }
-}
+pub type PublishReply = HandlerReply;
 
 pub struct Publications {
     cfg: PublishConfig,
@@ -107,24 +93,24 @@ impl Publications {
         // Step 2: the event package.
         match req.event() {
             Ok(Some(e)) if e.is("presence") => {}
-            _ => return PublishReply::reject(489, "Bad Event").with(HeaderName::AllowEvents, "presence"),
+            _ => return PublishReply::new(489, "Bad Event").with(HeaderName::AllowEvents, "presence"),
         }
-        let Some(uri) = req.request_uri() else { return PublishReply::reject(400, "Bad Request") };
+        let Some(uri) = req.request_uri() else { return PublishReply::new(400, "Bad Request") };
         let aor: Box<[u8]> = uri.aor().into();
         // Step 3: the entity tag, if any, must name a live publication.
         let mut tags = req.sip_if_match();
         let if_match = match (tags.next(), tags.next()) {
             (None, _) => None,
             (Some(Ok(t)), None) => Some(t),
-            (Some(Err(_)), None) => return PublishReply::reject(400, "Bad Request: malformed SIP-If-Match"),
-            (Some(_), Some(_)) => return PublishReply::reject(400, "Bad Request: more than one SIP-If-Match"),
+            (Some(Err(_)), None) => return PublishReply::new(400, "Bad Request: malformed SIP-If-Match"),
+            (Some(_), Some(_)) => return PublishReply::new(400, "Bad Request: more than one SIP-If-Match"),
         };
         let existing = match if_match {
             Some(tag) => {
                 let pos = self.presentities.get(&aor).and_then(|p| p.pubs.iter().position(|x| *x.etag == *tag && x.expires_at > now));
                 match pos {
                     Some(i) => Some(i),
-                    None => return PublishReply::reject(412, "Conditional Request Failed"),
+                    None => return PublishReply::new(412, "Conditional Request Failed"),
                 }
             }
             None => None,
@@ -132,24 +118,24 @@ impl Publications {
         // Step 4: the expiry.
         let requested = req.expires().unwrap_or(self.cfg.default_expires);
         if requested != 0 && requested < self.cfg.min_expires {
-            return PublishReply::reject(423, "Interval Too Brief").with(HeaderName::MinExpires, self.cfg.min_expires.to_string());
+            return PublishReply::new(423, "Interval Too Brief").with(HeaderName::MinExpires, self.cfg.min_expires.to_string());
         }
         let expires = requested.min(self.cfg.max_expires);
         // Step 5: an initial publication needs state.
         let body = req.body();
         if existing.is_none() && body.is_empty() {
-            return PublishReply::reject(400, "Bad Request: initial PUBLISH without body");
+            return PublishReply::new(400, "Bad Request: initial PUBLISH without body");
         }
         // Step 6: the state itself.
         let doc = if body.is_empty() {
             None
         } else {
             if !req.content_type().is_some_and(|t| t.is("application", "pidf+xml")) {
-                return PublishReply::reject(415, "Unsupported Media Type").with(HeaderName::Accept, "application/pidf+xml");
+                return PublishReply::new(415, "Unsupported Media Type").with(HeaderName::Accept, "application/pidf+xml");
             }
             match pidf::parse(body) {
                 Ok(d) => Some(d),
-                Err(_) => return PublishReply::reject(400, "Bad Request: malformed PIDF"),
+                Err(_) => return PublishReply::new(400, "Bad Request: malformed PIDF"),
             }
         };
 
@@ -188,7 +174,7 @@ impl Publications {
         if changed {
             self.recompose(&aor, changes);
         }
-        PublishReply { code: 200, reason: "OK", headers: vec![(HeaderName::SipETag, etag.to_vec()), (HeaderName::Expires, expires.to_string().into_bytes())] }
+        PublishReply::new(200, "OK").with(HeaderName::SipETag, etag.to_vec()).with(HeaderName::Expires, expires.to_string())
     }
 
     /// The registrar's view of `aor` changed.

@@ -10,6 +10,7 @@
 pub mod reg_event;
 pub mod reginfo;
 
+use crate::core::reply::HandlerReply;
 use crate::core::timer::TimerWheel;
 use crate::sip::{Contacts, HeaderName, Message, NameAddr, Uri};
 use std::collections::HashMap;
@@ -77,19 +78,7 @@ pub struct RegChange {
 }
 
 /// The answer to a REGISTER.
-#[derive(Debug, PartialEq, Eq)]
-pub struct RegisterReply {
-    pub code: u16,
-    pub reason: &'static str,
-    /// Headers to add: Contact lines of the 200, Min-Expires of a 423.
-    pub headers: Vec<(HeaderName, Vec<u8>)>,
-}
-
-impl RegisterReply {
-    fn reject(code: u16, reason: &'static str) -> Self {
-        RegisterReply { code, reason, headers: Vec::new() }
-    }
-}
+pub type RegisterReply = HandlerReply;
 
 /// What the timer wheel holds: the AOR to look at. A firing for a binding
 /// that was refreshed since finds it unexpired and leaves it.
@@ -145,7 +134,7 @@ impl Registrar {
         // Third party: From names someone else. Only a trusted S-CSCF may.
         let third_party = req.from().uri().aor().as_slice() != &*aor;
         if third_party && !self.cfg.is_trusted(source) {
-            return RegisterReply::reject(403, "Forbidden: third-party registration from an untrusted source");
+            return RegisterReply::new(403, "Forbidden: third-party registration from an untrusted source");
         }
         let call_id = req.call_id();
         let cseq = req.cseq().seq;
@@ -159,17 +148,17 @@ impl Registrar {
         match req.contacts() {
             Contacts::Star => {
                 if header_expires != Some(0) {
-                    return RegisterReply::reject(400, "Bad Request: Contact * needs Expires: 0");
+                    return RegisterReply::new(400, "Bad Request: Contact * needs Expires: 0");
                 }
                 if existing.is_some_and(|r| r.bindings.iter().any(stale)) {
-                    return RegisterReply::reject(400, "Bad Request: CSeq not higher than the registration's");
+                    return RegisterReply::new(400, "Bad Request: CSeq not higher than the registration's");
                 }
                 if self.regs.remove(&aor).is_some() {
                     changes.push(RegChange { aor: aor.clone(), contacts: Vec::new() });
                 }
-                return self.ok(&aor, now);
+                self.ok(&aor, now)
             }
-            Contacts::List(list) if list.is_empty() => return self.ok(&aor, now),
+            Contacts::List(list) if list.is_empty() => self.ok(&aor, now),
             Contacts::List(list) => {
                 let mut updates = Vec::with_capacity(list.len());
                 for na in list {
@@ -179,9 +168,7 @@ impl Registrar {
                         None => header_expires.unwrap_or(self.cfg.default_expires),
                     };
                     if requested != 0 && requested < self.cfg.min_expires {
-                        let mut r = RegisterReply::reject(423, "Interval Too Brief");
-                        r.headers.push((HeaderName::MinExpires, self.cfg.min_expires.to_string().into_bytes()));
-                        return r;
+                        return RegisterReply::new(423, "Interval Too Brief").with(HeaderName::MinExpires, self.cfg.min_expires.to_string());
                     }
                     updates.push(Update { uri, na, expires: requested.min(self.cfg.max_expires) });
                 }
@@ -189,7 +176,7 @@ impl Registrar {
                     for u in &updates {
                         let hit = reg.bindings.iter().find(|b| Uri::parse(&b.uri).is_ok_and(|s| s.equivalent(&u.uri)));
                         if hit.is_some_and(stale) {
-                            return RegisterReply::reject(400, "Bad Request: CSeq not higher than the binding's");
+                            return RegisterReply::new(400, "Bad Request: CSeq not higher than the binding's");
                         }
                     }
                 }
@@ -215,19 +202,10 @@ impl Registrar {
                         cseq,
                         expires_at: at,
                     };
-                    match pos {
-                        Some(p) => reg.bindings[p] = binding,
-                        None => reg.bindings.push(binding),
-                    }
+                    place(&mut reg.bindings, pos, binding);
                     self.wheel.insert(at, Expiry { aor: aor.clone() });
                 }
-                let after: Vec<Box<[u8]>> = reg.bindings.iter().map(|b| b.uri.clone()).collect();
-                if reg.bindings.is_empty() {
-                    self.regs.remove(&aor);
-                }
-                if before != after {
-                    changes.push(RegChange { aor: aor.clone(), contacts: after });
-                }
+                self.settle(&aor, before, changes);
                 self.ok(&aor, now)
             }
         }
@@ -287,20 +265,23 @@ impl Registrar {
                     let secs = c.expires.unwrap_or(self.cfg.default_expires).min(self.cfg.max_expires).max(1);
                     let at = now + Duration::from_secs(secs as u64);
                     let binding = Binding { uri: c.uri.as_bytes().into(), params: Box::default(), call_id: call_id.into(), cseq: 0, expires_at: at };
-                    match pos {
-                        Some(p) => reg.bindings[p] = binding,
-                        None => reg.bindings.push(binding),
-                    }
+                    place(&mut reg.bindings, pos, binding);
                     self.wheel.insert(at, Expiry { aor: aor.clone() });
                 }
             }
-            let after: Vec<Box<[u8]>> = reg.bindings.iter().map(|b| b.uri.clone()).collect();
-            if reg.bindings.is_empty() {
-                self.regs.remove(&aor);
-            }
-            if before != after {
-                changes.push(RegChange { aor, contacts: after });
-            }
+            self.settle(&aor, before, changes);
+        }
+    }
+
+    /// After a change to `aor`'s bindings: forget an empty registration and
+    /// report the change if the set of contacts differs from `before`.
+    fn settle(&mut self, aor: &[u8], before: Vec<Box<[u8]>>, changes: &mut Vec<RegChange>) {
+        let after: Vec<Box<[u8]>> = self.regs.get(aor).map(|r| r.bindings.iter().map(|b| b.uri.clone()).collect()).unwrap_or_default();
+        if after.is_empty() {
+            self.regs.remove(aor);
+        }
+        if before != after {
+            changes.push(RegChange { aor: aor.into(), contacts: after });
         }
     }
 
@@ -323,6 +304,14 @@ impl Registrar {
     }
 }
 
+/// Replaces the binding at `pos` or adds it.
+fn place(bindings: &mut Vec<Binding>, pos: Option<usize>, binding: Binding) {
+    match pos {
+        Some(p) => bindings[p] = binding,
+        None => bindings.push(binding),
+    }
+}
+
 /// RFC 3261 19.1.4 equivalence of two URIs given as text.
 fn same_uri(a: &[u8], b: &[u8]) -> bool {
     match (Uri::parse(a), Uri::parse(b)) {
@@ -335,14 +324,8 @@ fn same_uri(a: &[u8], b: &[u8]) -> bool {
 fn params_without_expires(na: &NameAddr<'_>) -> Box<[u8]> {
     let mut out = Vec::new();
     for p in na.params() {
-        if p.name.eq_ignore_ascii_case(b"expires") {
-            continue;
-        }
-        out.push(b';');
-        out.extend_from_slice(p.name);
-        if let Some(v) = p.value {
-            out.push(b'=');
-            out.extend_from_slice(v);
+        if !p.name.eq_ignore_ascii_case(b"expires") {
+            p.write_to(&mut out);
         }
     }
     out.into()

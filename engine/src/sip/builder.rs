@@ -165,12 +165,7 @@ fn write_stamped_via(out: &mut Vec<u8>, value: &[u8], src: SocketAddr) {
         if p.name.eq_ignore_ascii_case(b"received") || p.name.eq_ignore_ascii_case(b"rport") {
             continue;
         }
-        out.push(b';');
-        out.extend_from_slice(p.name);
-        if let Some(v) = p.value {
-            out.push(b'=');
-            out.extend_from_slice(v);
-        }
+        p.write_to(out);
     }
     if add_received {
         out.extend_from_slice(b";received=");

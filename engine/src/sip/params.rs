@@ -20,6 +20,18 @@ pub struct Param<'a> {
     pub value: Option<&'a [u8]>,
 }
 
+impl Param<'_> {
+    /// Writes `;name` or `;name=value`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.push(b';');
+        out.extend_from_slice(self.name);
+        if let Some(v) = self.value {
+            out.push(b'=');
+            out.extend_from_slice(v);
+        }
+    }
+}
+
 impl<'a> Params<'a> {
     /// Wraps text already checked by [`parse_header_params`] or the URI parser.
     pub(crate) fn from_validated(raw: &'a [u8]) -> Self {

@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -186,4 +187,66 @@ From: <sip:tester@example.com>;tag=t1\r\nTo: <{ruri}>\r\nCall-ID: {call_id}\r\n\
 CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     )
     .into_bytes()
+}
+
+/// A SIP client over one transport, for request/response exchanges.
+pub enum Client {
+    Udp(UdpSocket, SocketAddr),
+    Tcp(TcpStream),
+}
+
+impl Client {
+    /// A client of `srv`; over UDP it sends from `ip` (any port).
+    pub fn new(srv: &Presenced, tcp: bool, ip: Ipv4Addr) -> Client {
+        if tcp {
+            Client::Tcp(tcp_connect(srv.addr))
+        } else {
+            Client::Udp(udp_socket(ip, 0), srv.addr)
+        }
+    }
+
+    /// A top Via value (after `SIP/2.0/`) for this client with `branch`.
+    pub fn via(&self, branch: &str) -> String {
+        match self {
+            Client::Udp(s, _) => format!("UDP {};rport;branch=z9hG4bK{branch}", s.local_addr().unwrap()),
+            Client::Tcp(t) => format!("TCP {};branch=z9hG4bK{branch}", t.local_addr().unwrap()),
+        }
+    }
+
+    /// A Via with a branch never used before in this process.
+    pub fn fresh_via(&self) -> String {
+        self.via(&format!("x{}", unique()))
+    }
+
+    /// Sends a request and returns the response.
+    pub fn send(&mut self, req: &[u8]) -> Vec<u8> {
+        match self {
+            Client::Udp(s, to) => udp_transaction(s, *to, req),
+            Client::Tcp(t) => tcp_transaction(t, req),
+        }
+    }
+}
+
+/// A number never returned before in this process (branches, Call-IDs).
+pub fn unique() -> u32 {
+    static N: AtomicU32 = AtomicU32::new(1);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The RFC 4475 fixture folder.
+pub fn rfc4475_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rfc4475")
+}
+
+/// file -> (class, expected handling), read from the fixture README table.
+pub fn rfc4475_table() -> std::collections::BTreeMap<String, (String, String)> {
+    std::fs::read_to_string(rfc4475_dir().join("README.md"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| file") && !l.starts_with("|---"))
+        .map(|l| {
+            let c: Vec<&str> = l.split('|').map(str::trim).collect();
+            (c[1].to_string(), (c[3].to_string(), c[4].to_string()))
+        })
+        .collect()
 }
