@@ -3,7 +3,9 @@
 //! that overrides it, and command-line flags that override both.
 
 use crate::core::SipTimers;
+use crate::presence::authz::{Action, Policy, Rule};
 use crate::presence::publication::PublishConfig;
+use crate::presence::watchers::WatchConfig;
 use crate::registrar::RegistrarConfig;
 use crate::sip::Limits;
 use serde::Deserialize;
@@ -37,12 +39,39 @@ pub struct PresenceSection {
     pub publish_max_expires: u32,
     /// Publication length when the PUBLISH names none, seconds.
     pub publish_default_expires: u32,
+    /// Shortest subscription accepted, seconds (423 below).
+    pub subscribe_min_expires: u32,
+    /// Longest subscription granted, seconds.
+    pub subscribe_max_expires: u32,
+    /// Subscription length when the SUBSCRIBE names none, seconds.
+    pub subscribe_default_expires: u32,
+    /// Least time between two NOTIFYs of one subscription (RFC 6446
+    /// style); changes in between are coalesced into the next one.
+    pub notify_min_interval_ms: u64,
+    /// What watchers no rule matches get: allow, block, polite-block or
+    /// confirm.
+    pub default_authorization: Action,
+    /// Authorization rules, first match wins:
+    /// `[[presence.authorization]] presentity = "sip:alice@example.com"
+    /// watcher = "example.org" action = "block"`.
+    pub authorization: Vec<Rule>,
 }
 
 impl Default for PresenceSection {
     fn default() -> Self {
         let p = PublishConfig::default();
-        PresenceSection { publish_min_expires: p.min_expires, publish_max_expires: p.max_expires, publish_default_expires: p.default_expires }
+        let w = WatchConfig::default();
+        PresenceSection {
+            publish_min_expires: p.min_expires,
+            publish_max_expires: p.max_expires,
+            publish_default_expires: p.default_expires,
+            subscribe_min_expires: w.min_expires,
+            subscribe_max_expires: w.max_expires,
+            subscribe_default_expires: w.default_expires,
+            notify_min_interval_ms: w.min_notify_interval.as_millis() as u64,
+            default_authorization: Action::Allow,
+            authorization: Vec::new(),
+        }
     }
 }
 
@@ -246,6 +275,20 @@ impl Config {
             max_expires: self.presence.publish_max_expires,
             default_expires: self.presence.publish_default_expires.clamp(self.presence.publish_min_expires, self.presence.publish_max_expires),
         }
+    }
+
+    pub fn watch_config(&self) -> WatchConfig {
+        let p = &self.presence;
+        WatchConfig {
+            min_expires: p.subscribe_min_expires,
+            max_expires: p.subscribe_max_expires,
+            default_expires: p.subscribe_default_expires.clamp(p.subscribe_min_expires, p.subscribe_max_expires),
+            min_notify_interval: Duration::from_millis(p.notify_min_interval_ms),
+        }
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy { rules: self.presence.authorization.clone(), default: self.presence.default_authorization }
     }
 
     pub fn sip_timers(&self) -> SipTimers {

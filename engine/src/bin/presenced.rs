@@ -64,6 +64,10 @@ struct Args {
     /// Shortest publication accepted, seconds; shorter gets 423 [default: 60].
     #[arg(long, value_name = "SECONDS")]
     publish_min_expires: Option<u32>,
+    /// Least milliseconds between two NOTIFYs of one subscription;
+    /// changes in between are coalesced [default: 1000].
+    #[arg(long, value_name = "MS")]
+    notify_min_interval_ms: Option<u64>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter
     /// such as "info,presenced::request=debug" [default: info].
     #[arg(long, value_name = "LEVEL")]
@@ -115,6 +119,9 @@ fn config(args: &Args) -> Result<Config, String> {
     }
     if let Some(v) = args.publish_min_expires {
         cfg.presence.publish_min_expires = v;
+    }
+    if let Some(v) = args.notify_min_interval_ms {
+        cfg.presence.notify_min_interval_ms = v;
     }
     if let Some(v) = &args.log_level {
         cfg.log.level = v.clone();

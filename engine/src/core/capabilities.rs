@@ -2,13 +2,13 @@
 //! answers are written from these lists, so they grow with the handlers.
 
 /// Methods with a handler (the Allow header).
-pub const ALLOW: &[&str] = &["OPTIONS", "REGISTER", "NOTIFY", "PUBLISH"];
+pub const ALLOW: &[&str] = &["OPTIONS", "REGISTER", "NOTIFY", "PUBLISH", "SUBSCRIBE"];
 
 /// Body types accepted in requests (the Accept header).
 pub const ACCEPT: &[&str] = &["application/pidf+xml", "application/reginfo+xml"];
 
 /// Event packages served (the Allow-Events header): `presence` as event
-/// state compositor (PUBLISH).
+/// state compositor (PUBLISH) and notifier (SUBSCRIBE).
 pub const ALLOW_EVENTS: &[&str] = &["presence"];
 
 /// SIP extensions supported (option tags of Supported; a Require naming

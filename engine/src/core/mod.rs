@@ -20,7 +20,7 @@ pub mod shard;
 pub mod timer;
 pub mod transaction;
 
-pub use outbox::{Event, Forward, Outbox};
+pub use outbox::{CoreMsg, Event, Forward, Outbox};
 pub use peer::{ConnId, Peer, Transmit, Transport};
 pub use shard::{Shard, ShardConfig, ShardStats};
 pub use transaction::SipTimers;

@@ -1,6 +1,7 @@
 //! What one step of the core asks the reactor to do.
 
 use super::peer::{Peer, Transmit};
+use std::sync::Arc;
 
 /// A message handed to another shard: received here, owned there. The
 /// bytes are the datagram or stream frame as received; the owner parses
@@ -11,6 +12,23 @@ pub struct Forward {
     pub peer: Peer,
     pub received_on: u16,
     pub bytes: Vec<u8>,
+}
+
+/// Work one shard hands another over the lock-free queues. Everything in
+/// it is owned or shared immutably (`Arc`), so it crosses threads as is.
+#[derive(Debug)]
+pub enum CoreMsg {
+    /// A message received here for state owned there.
+    Forward(Forward),
+    /// The watcher's shard asks the presentity's shard: may `watcher`
+    /// watch `aor`? The answer carries the current document.
+    Watch { ask: u64, from: u16, aor: Box<[u8]>, watcher: Box<[u8]> },
+    WatchAnswer { ask: u64, action: crate::presence::authz::Action, version: u64, doc: Option<Arc<[u8]>> },
+    /// A subscription of `from` to `aor` ended.
+    Unwatch { aor: Box<[u8]>, from: u16 },
+    /// A new version of `aor`'s document for the shard's watchers: one
+    /// shared copy per shard, whatever the number of watchers.
+    Document { aor: Box<[u8]>, version: u64, doc: Arc<[u8]> },
 }
 
 /// What happened, for logs and for tests that observe the server from the
@@ -30,6 +48,8 @@ pub enum Event {
     Document { aor: String, version: u64, document: std::sync::Arc<[u8]> },
     /// A reg-event subscription: started (status 0) or answered/timed out.
     RegSubscription { call_id: String, status: u16 },
+    /// A watcher subscription changed state (active, pending, terminated).
+    Watcher { aor: String, state: &'static str },
     /// A response that matched nothing we sent.
     StrayResponse { status: u16 },
 }
@@ -38,12 +58,13 @@ pub enum Event {
 #[derive(Debug, Default)]
 pub struct Outbox {
     pub transmits: Vec<Transmit>,
-    pub forwards: Vec<(u16, Forward)>,
+    /// Messages for other shards.
+    pub to_shards: Vec<(u16, CoreMsg)>,
     pub events: Vec<Event>,
 }
 
 impl Outbox {
     pub fn is_empty(&self) -> bool {
-        self.transmits.is_empty() && self.forwards.is_empty() && self.events.is_empty()
+        self.transmits.is_empty() && self.to_shards.is_empty() && self.events.is_empty()
     }
 }

@@ -4,16 +4,22 @@
 
 use super::capabilities;
 use super::ids;
-use super::outbox::{Event, Forward, Outbox};
+use super::outbox::{CoreMsg, Event, Forward, Outbox};
 use super::reply::HandlerReply;
 use super::peer::{Peer, Transmit};
 use super::transaction::{ClientOutcome, ClientTransactions, ServerKey, ServerLookup, ServerTransactions, SipTimers};
+use crate::presence::authz::Policy;
 use crate::presence::publication::{DocChange, PublishConfig, Publications};
+use crate::presence::watchers::{WatchConfig, Watchers};
 use crate::registrar::reg_event::{NotifyVerdict, RegSubscriber};
 use crate::registrar::{RegChange, Registrar, RegistrarConfig};
 use crate::sip::{self, HeaderName, Limits, Message, Method, ParseError, RawMessage, Scheme, Via};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
+
+mod watch;
+use watch::PendingWatch;
 
 /// What a shard core needs to know about its place and its limits.
 #[derive(Clone, Debug)]
@@ -34,6 +40,8 @@ pub struct ShardConfig {
     /// Expires of those subscriptions, seconds.
     pub reg_event_expires: u32,
     pub publish: PublishConfig,
+    pub watch: WatchConfig,
+    pub policy: Policy,
 }
 
 /// Counters a shard keeps about its own traffic.
@@ -52,6 +60,8 @@ pub struct ShardStats {
 pub enum ClientCtx {
     /// A SUBSCRIBE to the reg event, by the subscription's Call-ID.
     RegSubscribe(Box<[u8]>),
+    /// A NOTIFY to a watcher, by subscription id.
+    Notify(u64),
 }
 
 pub struct Shard {
@@ -63,6 +73,15 @@ pub struct Shard {
     reg_sub: RegSubscriber,
     publications: Publications,
     doc_changes: Vec<DocChange>,
+    /// Watcher subscriptions received here.
+    watchers: Watchers,
+    /// For presentities owned here: how many watchers each shard holds.
+    watched: HashMap<Box<[u8]>, Vec<u32>, ahash::RandomState>,
+    /// SUBSCRIBEs waiting for their presentity shard's answer, by ask id.
+    pending_watch: HashMap<u64, PendingWatch, ahash::RandomState>,
+    next_ask: u64,
+    /// Messages this shard sends itself, handled before a step returns.
+    local: VecDeque<CoreMsg>,
     tag_seq: u64,
     stats: ShardStats,
     outcomes: Vec<ClientOutcome<ClientCtx>>,
@@ -78,6 +97,11 @@ impl Shard {
             reg_sub: RegSubscriber::new(cfg.shard, cfg.local_addr, cfg.reg_event_expires, cfg.tag_seed, now),
             publications: Publications::new(cfg.publish.clone(), cfg.shard, cfg.tag_seed, now),
             doc_changes: Vec::new(),
+            watchers: Watchers::new(cfg.watch.clone(), cfg.shard, cfg.local_addr, cfg.tag_seed, now),
+            watched: HashMap::default(),
+            pending_watch: HashMap::default(),
+            next_ask: 0,
+            local: VecDeque::new(),
             tag_seq: 0,
             stats: ShardStats::default(),
             outcomes: Vec::new(),
@@ -93,26 +117,56 @@ impl Shard {
     }
 
     /// A message from the network: parsed, routed to its owner (into
-    /// `out.forwards`) or handled here.
+    /// `out.to_shards`) or handled here.
     pub fn on_message(&mut self, now: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
         match Message::parse(bytes, &self.cfg.limits) {
             Err(e) => self.on_malformed(peer, bytes, e, out),
             Ok(msg) => match self.owner(&msg) {
                 Some(owner) if owner != self.cfg.shard => {
                     self.stats.forwarded += 1;
-                    out.forwards.push((owner, Forward { peer, received_on: self.cfg.shard, bytes: bytes.to_vec() }));
+                    let fwd = Forward { peer, received_on: self.cfg.shard, bytes: bytes.to_vec() };
+                    out.to_shards.push((owner, CoreMsg::Forward(fwd)));
                 }
                 _ => self.on_owned(now, peer, &msg, self.cfg.shard, out),
             },
         }
+        self.drain_local(now, out);
     }
 
-    /// A message another shard received for us. Never forwarded again, so
-    /// a disagreement about ownership cannot loop.
-    pub fn on_forward(&mut self, now: Instant, fwd: Forward, out: &mut Outbox) {
-        match Message::parse(&fwd.bytes, &self.cfg.limits) {
-            Ok(msg) => self.on_owned(now, fwd.peer, &msg, fwd.received_on, out),
-            Err(e) => self.on_malformed(fwd.peer, &fwd.bytes, e, out),
+    /// Work from another shard (or this one).
+    pub fn on_shard_msg(&mut self, now: Instant, msg: CoreMsg, out: &mut Outbox) {
+        self.dispatch_shard_msg(now, msg, out);
+        self.drain_local(now, out);
+    }
+
+    fn dispatch_shard_msg(&mut self, now: Instant, msg: CoreMsg, out: &mut Outbox) {
+        match msg {
+            // Never forwarded again, so a disagreement about ownership
+            // cannot loop.
+            CoreMsg::Forward(fwd) => match Message::parse(&fwd.bytes, &self.cfg.limits) {
+                Ok(msg) => self.on_owned(now, fwd.peer, &msg, fwd.received_on, out),
+                Err(e) => self.on_malformed(fwd.peer, &fwd.bytes, e, out),
+            },
+            CoreMsg::Watch { ask, from, aor, watcher } => self.on_watch(ask, from, &aor, &watcher, out),
+            CoreMsg::WatchAnswer { ask, action, version, doc } => self.on_watch_answer(now, ask, action, version, doc, out),
+            CoreMsg::Unwatch { aor, from } => self.on_unwatch(&aor, from),
+            CoreMsg::Document { aor, version, doc } => self.on_document(now, &aor, version, &doc, out),
+        }
+    }
+
+    /// Sends `msg` to `shard`: over the queues, or to this shard's own
+    /// queue, drained before the current step returns.
+    fn to_shard(&mut self, shard: u16, msg: CoreMsg, out: &mut Outbox) {
+        if shard == self.cfg.shard {
+            self.local.push_back(msg);
+        } else {
+            out.to_shards.push((shard, msg));
+        }
+    }
+
+    fn drain_local(&mut self, now: Instant, out: &mut Outbox) {
+        while let Some(msg) = self.local.pop_front() {
+            self.dispatch_shard_msg(now, msg, out);
         }
     }
 
@@ -121,6 +175,7 @@ impl Shard {
     /// message; the reactor closes the connection after.
     pub fn on_stream_error(&mut self, peer: Peer, pending: &[u8], e: ParseError, out: &mut Outbox) {
         self.on_malformed(peer, pending, e, out);
+        self.drain_local(Instant::now(), out);
     }
 
     /// Runs the shard's timers.
@@ -128,11 +183,16 @@ impl Shard {
         self.server.on_time(now);
         self.client.on_time(now, &mut out.transmits, &mut self.outcomes);
         for outcome in std::mem::take(&mut self.outcomes) {
-            if let ClientOutcome::Timeout { ctx: ClientCtx::RegSubscribe(call_id) } = outcome {
-                self.reg_sub.on_subscribe_response(&call_id, 408, None, now);
-                out.events.push(Event::RegSubscription { call_id: lossy(&call_id), status: 408 });
+            match outcome {
+                ClientOutcome::Timeout { ctx: ClientCtx::RegSubscribe(call_id) } => {
+                    self.reg_sub.on_subscribe_response(&call_id, 408, None, now);
+                    out.events.push(Event::RegSubscription { call_id: lossy(&call_id), status: 408 });
+                }
+                ClientOutcome::Timeout { ctx: ClientCtx::Notify(id) } => self.on_notify_result(now, id, None, out),
+                ClientOutcome::Final { .. } => {}
             }
         }
+        self.watchers_on_time(now, out);
         self.registrar.on_time(now, &mut self.reg_changes);
         self.emit_reg_changes(out);
         self.publications.on_time(now, &mut self.doc_changes);
@@ -142,6 +202,7 @@ impl Shard {
         for call_id in due {
             self.send_resubscribe(now, &call_id, self.cfg.reg_event_expires, out);
         }
+        self.drain_local(now, out);
     }
 
     /// An in-dialog SUBSCRIBE on a reg subscription: a refresh, or with
@@ -172,7 +233,8 @@ impl Shard {
     /// A presentity's composed document changed: announced once (the
     /// watcher fan-out consumes these).
     fn emit_doc_changes(&mut self, out: &mut Outbox) {
-        for d in self.doc_changes.drain(..) {
+        for d in std::mem::take(&mut self.doc_changes) {
+            self.fan_out(&d.aor, d.version, &d.document, out);
             out.events.push(Event::Document { aor: lossy(&d.aor), version: d.version, document: d.document });
         }
     }
@@ -196,6 +258,10 @@ impl Shard {
             ids::parse_branch(msg.via().branch()?)?.0
         } else if let Some(tag) = msg.to().tag() {
             ids::tag_shard(tag)?
+        } else if msg.method() == Some(Method::Subscribe) {
+            // A subscription lives on the shard that received it (for TCP,
+            // its connection's); it asks the presentity's shard itself.
+            return None;
         } else {
             let uri = match msg.method()? {
                 Method::Register => msg.to().uri(),
@@ -218,6 +284,7 @@ impl Shard {
                     self.reg_sub.on_subscribe_response(&call_id, status, Some(msg), now);
                     out.events.push(Event::RegSubscription { call_id: lossy(&call_id), status });
                 }
+                Some(ClientOutcome::Final { ctx: ClientCtx::Notify(id), status }) => self.on_notify_result(now, id, Some(status), out),
                 Some(ClientOutcome::Timeout { .. }) => {}
                 None => out.events.push(Event::StrayResponse { status: msg.status().unwrap_or(0) }),
             }
@@ -307,6 +374,7 @@ impl Shard {
                 }
             }
             Method::Notify => self.on_reg_notify(msg, reply, out),
+            Method::Subscribe => self.on_subscribe(msg, reply, out),
             Method::Publish => {
                 let r = self.publications.publish(reply.now, msg, &mut self.doc_changes);
                 self.respond_with(msg, reply, &r, out);
@@ -368,8 +436,14 @@ impl Shard {
         let mut tag = Vec::with_capacity(24);
         self.tag_seq += 1;
         ids::push_tag(&mut tag, self.cfg.shard, self.cfg.tag_seed.wrapping_add(self.tag_seq));
+        self.respond_tagged(msg, reply, code, reason, headers, &tag, out);
+    }
+
+    /// Like [`Self::respond`] with a given to-tag (a dialog's).
+    #[allow(clippy::too_many_arguments)]
+    fn respond_tagged(&mut self, msg: &Message<'_>, reply: Reply<'_>, code: u16, reason: &str, headers: &[(HeaderName, &[u8])], tag: &[u8], out: &mut Outbox) {
         let mut bytes = Vec::with_capacity(512);
-        let mut w = sip::response_to(&mut bytes, msg.raw(), code, reason, Some(&tag), Some(reply.peer.addr));
+        let mut w = sip::response_to(&mut bytes, msg.raw(), code, reason, Some(tag), Some(reply.peer.addr));
         for (name, value) in headers {
             w.header(*name, value);
         }

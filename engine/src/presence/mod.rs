@@ -3,6 +3,10 @@
 //!
 //! - [`pidf`]: validate published documents, compose and serialise one.
 //! - [`publication`]: the event state compositor's table and PUBLISH rules.
+//! - [`watchers`]: watcher subscriptions, NOTIFY writing and rate control.
+//! - [`authz`]: who may watch whom.
 
+pub mod authz;
 pub mod pidf;
 pub mod publication;
+pub mod watchers;

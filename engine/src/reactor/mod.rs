@@ -16,7 +16,7 @@ mod tcp;
 pub mod udp;
 
 use crate::config::Config;
-use crate::core::{Forward, ShardStats, Transmit};
+use crate::core::{CoreMsg, ShardStats, Transmit};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{CpuSet, LocalExecutorBuilder, Placement};
 use std::net::SocketAddr;
@@ -25,8 +25,8 @@ use std::sync::Arc;
 
 /// What crosses from one shard to another.
 pub(crate) enum ShardMsg {
-    /// A message received here for state owned there.
-    Forward(Forward),
+    /// Work for the target shard's core.
+    Core(CoreMsg),
     /// A message to send on a TCP connection the target shard owns.
     Transmit(Transmit),
 }

@@ -70,6 +70,8 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
             reg_event_subscribe: cfg.registrar.subscribe_reg_event,
             reg_event_expires: cfg.registrar.reg_event_expires,
             publish: cfg.publish_config(),
+            watch: cfg.watch_config(),
+            policy: cfg.policy(),
         },
         now,
     );
@@ -177,8 +179,8 @@ impl Runtime {
                 Transport::Tcp => self.send_to_shard(t.to.conn.shard(), ShardMsg::Transmit(t)),
             }
         }
-        for (owner, fwd) in out.forwards.drain(..) {
-            self.send_to_shard(owner, ShardMsg::Forward(fwd));
+        for (shard, msg) in out.to_shards.drain(..) {
+            self.send_to_shard(shard, ShardMsg::Core(msg));
         }
         for e in out.events.drain(..) {
             log_event(self.id, &e);
@@ -196,7 +198,7 @@ impl Runtime {
 
     fn on_shard_msg(&self, msg: ShardMsg) {
         match msg {
-            ShardMsg::Forward(fwd) => self.with_core(|core, out| core.on_forward(Instant::now(), fwd, out)),
+            ShardMsg::Core(msg) => self.with_core(|core, out| core.on_shard_msg(Instant::now(), msg, out)),
             ShardMsg::Transmit(t) => {
                 if let Some(w) = self.conns.borrow().get(&t.to.conn) {
                     let _ = w.try_send(t.bytes);
@@ -258,6 +260,9 @@ fn log_event(shard: u16, e: &Event) {
         }
         Event::Document { aor, version, document } => {
             tracing::debug!(target: "presenced::presence", shard, aor = aor.as_str(), version, document = %String::from_utf8_lossy(document), "document");
+        }
+        Event::Watcher { aor, state } => {
+            tracing::debug!(target: "presenced::presence", shard, aor = aor.as_str(), state, "watcher");
         }
         Event::RegSubscription { call_id, status } => {
             tracing::debug!(target: "presenced::presence", shard, call_id = call_id.as_str(), status, "reg subscription");

@@ -1,0 +1,212 @@
+//! Watchers on the shard: SUBSCRIBE handling where the subscription lives
+//! (the receiving shard), authorization and watcher counts where the
+//! presentity lives, and the fan-out of each new document version: once to
+//! each shard that holds watchers, which notifies its own.
+
+use super::{ClientCtx, CoreMsg, Event, Outbox, Reply, Shard};
+use crate::core::ids;
+use crate::core::peer::{Peer, Transmit};
+use crate::core::transaction::ServerKey;
+use crate::presence::authz::Action;
+use crate::presence::pidf;
+use crate::presence::watchers::{End, Shown};
+use crate::sip::{HeaderName, Message};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// An initial SUBSCRIBE waiting for its presentity shard's answer. Its
+/// server transaction stays in Trying meanwhile (retransmissions are
+/// absorbed).
+pub(super) struct PendingWatch {
+    bytes: Vec<u8>,
+    peer: Peer,
+    key: ServerKey,
+    received_on: u16,
+    expires: u32,
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Shard {
+    /// RFC 6665 4.2.1 and RFC 3856 for `Event: presence`.
+    pub(super) fn on_subscribe(&mut self, msg: &Message<'_>, reply: Reply<'_>, out: &mut Outbox) {
+        let allow_events: &[(HeaderName, &[u8])] = &[(HeaderName::AllowEvents, b"presence")];
+        match msg.event() {
+            Ok(Some(e)) if e.is("presence") => {}
+            _ => return self.respond(msg, reply, 489, "Bad Event", allow_events, out),
+        }
+        let expires = match self.watchers.grant(msg.expires()) {
+            Ok(e) => e,
+            Err(min) => {
+                let min = min.to_string();
+                return self.respond(msg, reply, 423, "Interval Too Brief", &[(HeaderName::MinExpires, min.as_bytes())], out);
+            }
+        };
+        let contact = format!("<sip:presence@{}>", self.cfg.local_addr);
+        if let Some(tag) = msg.to().tag() {
+            // In the dialog: refresh or unsubscribe.
+            let tag = tag.to_vec();
+            let Some(id) = self.watchers.find(msg) else {
+                return self.respond(msg, reply, 481, "Subscription Does Not Exist", &[], out);
+            };
+            if self.watchers.refresh(reply.now, id, msg.cseq().seq, expires.max(1)).is_err() {
+                return self.respond(msg, reply, 500, "Server Internal Error: CSeq out of order", &[], out);
+            }
+            let exp = expires.to_string();
+            let headers = [(HeaderName::Expires, exp.as_bytes()), (HeaderName::Contact, contact.as_bytes())];
+            self.respond_tagged(msg, reply, 200, "OK", &headers, &tag, out);
+            if expires == 0 {
+                self.send_notify(reply.now, id, Some(End::Unsubscribed), out);
+            } else {
+                // RFC 6665 4.2.1.2: a refresh is followed by a NOTIFY.
+                let mut ready = Vec::new();
+                self.watchers.poke(reply.now, id, &mut ready);
+                self.notify_ready(reply.now, ready, out);
+            }
+            return;
+        }
+        // A new subscription: the watcher must accept PIDF (RFC 3856 6.7).
+        let mut accepts = msg.accept().filter_map(|a| a.ok()).peekable();
+        if accepts.peek().is_some() && !accepts.any(|a| a.accepts("application", "pidf+xml")) {
+            return self.respond(msg, reply, 406, "Not Acceptable", &[(HeaderName::Accept, b"application/pidf+xml")], out);
+        }
+        let Some(uri) = msg.request_uri() else { return };
+        let aor: Box<[u8]> = uri.aor().into();
+        let watcher: Box<[u8]> = msg.from().uri().aor().into();
+        self.next_ask += 1;
+        let ask = self.next_ask;
+        self.pending_watch.insert(
+            ask,
+            PendingWatch { bytes: msg.as_bytes().to_vec(), peer: reply.peer, key: reply.key.clone(), received_on: reply.received_on, expires },
+        );
+        let owner = ids::owner_of(&aor, self.cfg.shards);
+        self.to_shard(owner, CoreMsg::Watch { ask, from: self.cfg.shard, aor, watcher }, out);
+    }
+
+    /// On the presentity's shard: decide, count the watcher's shard, and
+    /// answer with the current document.
+    pub(super) fn on_watch(&mut self, ask: u64, from: u16, aor: &[u8], watcher: &[u8], out: &mut Outbox) {
+        let action = self.cfg.policy.decide(aor, watcher);
+        if action != Action::Block {
+            let counts = self.watched.entry(aor.into()).or_insert_with(|| vec![0; self.cfg.shards as usize]);
+            counts[from as usize] += 1;
+        }
+        let (version, doc) = self.publications.document(aor).unwrap_or_else(|| (0, neutral(aor)));
+        self.to_shard(from, CoreMsg::WatchAnswer { ask, action, version, doc: Some(doc) }, out);
+    }
+
+    /// On the presentity's shard: a watcher on `from` is gone.
+    pub(super) fn on_unwatch(&mut self, aor: &[u8], from: u16) {
+        if let Some(counts) = self.watched.get_mut(aor) {
+            let c = &mut counts[from as usize];
+            *c = c.saturating_sub(1);
+            if counts.iter().all(|&c| c == 0) {
+                self.watched.remove(aor);
+            }
+        }
+    }
+
+    /// On the presentity's shard: a new document goes once to every shard
+    /// holding watchers of it, as one shared copy.
+    pub(super) fn fan_out(&mut self, aor: &[u8], version: u64, doc: &Arc<[u8]>, out: &mut Outbox) {
+        let Some(counts) = self.watched.get(aor) else { return };
+        let shards: Vec<u16> = counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(s, _)| s as u16).collect();
+        for s in shards {
+            self.to_shard(s, CoreMsg::Document { aor: aor.into(), version, doc: doc.clone() }, out);
+        }
+    }
+
+    /// On the watcher's shard: the decision for a pending SUBSCRIBE.
+    pub(super) fn on_watch_answer(&mut self, now: Instant, ask: u64, action: Action, version: u64, doc: Option<Arc<[u8]>>, out: &mut Outbox) {
+        let Some(p) = self.pending_watch.remove(&ask) else { return };
+        let Ok(msg) = Message::parse(&p.bytes, &self.cfg.limits) else { return };
+        let reply = Reply { now, peer: p.peer, key: &p.key, received_on: p.received_on };
+        let shown = match action {
+            Action::Block => return self.respond(&msg, reply, 403, "Forbidden", &[], out),
+            Action::Allow => Shown::Real,
+            Action::PoliteBlock => Shown::Neutral,
+            Action::Confirm => Shown::Pending,
+        };
+        let Some(uri) = msg.request_uri() else { return };
+        let aor = uri.aor();
+        let (id, tag) = self.watchers.create(now, &msg, p.peer, &aor, shown, p.expires, doc.map(|d| (version, d)));
+        let exp = p.expires.to_string();
+        let contact = format!("<sip:presence@{}>", self.cfg.local_addr);
+        let headers = [(HeaderName::Expires, exp.as_bytes()), (HeaderName::Contact, contact.as_bytes())];
+        // RFC 6665: 200, never 202.
+        self.respond_tagged(&msg, reply, 200, "OK", &headers, &tag, out);
+        let state = if shown == Shown::Pending { "pending" } else { "active" };
+        out.events.push(Event::Watcher { aor: lossy(&aor), state });
+        // The first NOTIFY at once; a fetch (Expires 0) ends with it.
+        let end = (p.expires == 0).then_some(End::Timeout);
+        self.send_notify(now, id, end, out);
+    }
+
+    /// On the watcher's shard: a new version of a watched document.
+    pub(super) fn on_document(&mut self, now: Instant, aor: &[u8], version: u64, doc: &Arc<[u8]>, out: &mut Outbox) {
+        let mut ready = Vec::new();
+        self.watchers.on_document(now, aor, version, doc, &mut ready);
+        self.notify_ready(now, ready, out);
+    }
+
+    fn notify_ready(&mut self, now: Instant, ready: Vec<u64>, out: &mut Outbox) {
+        for id in ready {
+            self.send_notify(now, id, None, out);
+        }
+    }
+
+    /// Sends subscription `id` its NOTIFY in a client transaction; a final
+    /// one (`end`) also removes the subscription.
+    pub(super) fn send_notify(&mut self, now: Instant, id: u64, end: Option<End>, out: &mut Outbox) {
+        let Some(aor) = self.watchers.get(id).map(|s| s.aor.clone()) else { return };
+        let neutral = neutral(&aor);
+        let mut branch = Vec::with_capacity(32);
+        let seq = self.client.new_branch(&mut branch);
+        let mut bytes = Vec::with_capacity(512 + neutral.len());
+        let Some(to) = self.watchers.write_notify(now, id, &branch, end, &neutral, &mut bytes) else { return };
+        let t = Transmit { to, bytes };
+        self.client.start(seq, t.clone(), b"NOTIFY", ClientCtx::Notify(id), now);
+        out.transmits.push(t);
+        if end.is_some() {
+            self.end_subscription(id, out);
+        }
+    }
+
+    fn end_subscription(&mut self, id: u64, out: &mut Outbox) {
+        if let Some(aor) = self.watchers.remove(id) {
+            out.events.push(Event::Watcher { aor: lossy(&aor), state: "terminated" });
+            let owner = ids::owner_of(&aor, self.cfg.shards);
+            self.to_shard(owner, CoreMsg::Unwatch { aor, from: self.cfg.shard }, out);
+        }
+    }
+
+    /// The outcome of a NOTIFY: `None` is a timeout.
+    pub(super) fn on_notify_result(&mut self, now: Instant, id: u64, status: Option<u16>, out: &mut Outbox) {
+        let mut ready = Vec::new();
+        if let Err(aor) = self.watchers.on_notify_result(now, id, status, &mut ready) {
+            out.events.push(Event::Watcher { aor: lossy(&aor), state: "terminated" });
+            let owner = ids::owner_of(&aor, self.cfg.shards);
+            self.to_shard(owner, CoreMsg::Unwatch { aor, from: self.cfg.shard }, out);
+        }
+        self.notify_ready(now, ready, out);
+    }
+
+    /// Expired subscriptions end with a timeout NOTIFY; rate-limited ones
+    /// whose interval passed get theirs.
+    pub(super) fn watchers_on_time(&mut self, now: Instant, out: &mut Outbox) {
+        let (mut expired, mut ready) = (Vec::new(), Vec::new());
+        self.watchers.on_time(now, &mut expired, &mut ready);
+        for id in expired {
+            self.send_notify(now, id, Some(End::Timeout), out);
+        }
+        self.notify_ready(now, ready, out);
+    }
+}
+
+/// The document a watcher sees when there is nothing to show (or it is
+/// politely blocked): one closed tuple.
+fn neutral(aor: &[u8]) -> Arc<[u8]> {
+    pidf::compose(&String::from_utf8_lossy(aor), &[], &[]).into_bytes().into()
+}

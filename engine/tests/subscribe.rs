@@ -1,0 +1,381 @@
+//! Watchers over real sockets (RFC 6665, RFC 3856): SUBSCRIBE gets 200 and
+//! an immediate NOTIFY; refresh, unsubscribe, expiry, 481/489/406/423;
+//! fan-out to 40 watchers over UDP and TCP on several shards; removal of a
+//! watcher whose NOTIFY gets 481; coalescing of a PUBLISH burst; presence
+//! following registration; authorization from the config file.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+const PIDF_TYPE: &str = "application/pidf+xml";
+
+/// A watcher UA: one socket or connection, receiving responses and NOTIFYs.
+enum Ua {
+    Udp(UdpSocket),
+    Tcp(TcpStream),
+}
+
+impl Ua {
+    fn udp() -> Ua {
+        Ua::Udp(udp_socket(Ipv4Addr::LOCALHOST, 0))
+    }
+    fn tcp(srv: &Presenced) -> Ua {
+        Ua::Tcp(tcp_connect(srv.addr))
+    }
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Ua::Udp(s) => s.local_addr().unwrap(),
+            Ua::Tcp(t) => t.local_addr().unwrap(),
+        }
+    }
+    fn transport(&self) -> &'static str {
+        if matches!(self, Ua::Udp(_)) { "UDP" } else { "TCP" }
+    }
+    fn send(&mut self, srv: SocketAddr, bytes: &[u8]) {
+        match self {
+            Ua::Udp(s) => {
+                s.send_to(bytes, srv).unwrap();
+            }
+            Ua::Tcp(t) => t.write_all(bytes).unwrap(),
+        }
+    }
+    fn recv(&mut self, wait: Duration) -> Option<Vec<u8>> {
+        match self {
+            Ua::Udp(s) => recv(s, wait),
+            Ua::Tcp(t) => tcp_read_message(t, wait),
+        }
+    }
+    /// Receives until a message starting with `prefix` arrives (other
+    /// messages are kept in `stash`).
+    fn expect(&mut self, prefix: &str, stash: &mut Vec<Vec<u8>>) -> Vec<u8> {
+        if let Some(i) = stash.iter().position(|m| m.starts_with(prefix.as_bytes())) {
+            return stash.remove(i);
+        }
+        let end = Instant::now() + WAIT;
+        while Instant::now() < end {
+            if let Some(m) = self.recv(Duration::from_millis(200)) {
+                if m.starts_with(prefix.as_bytes()) {
+                    return m;
+                }
+                stash.push(m);
+            }
+        }
+        panic!("no {prefix:?} within {WAIT:?}; got {:?}", stash.iter().map(|m| String::from_utf8_lossy(&m[..40.min(m.len())]).into_owned()).collect::<Vec<_>>());
+    }
+    /// Answers a request (a NOTIFY) with `code`.
+    fn answer(&mut self, srv: SocketAddr, req: &[u8], code: u16) {
+        let h = |n: &str| header(req, n).unwrap();
+        let resp = format!(
+            "SIP/2.0 {code} X\r\nVia: {}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+            h("Via"),
+            h("From"),
+            h("To"),
+            h("Call-ID"),
+            h("CSeq")
+        );
+        self.send(srv, resp.as_bytes());
+    }
+}
+
+/// A subscription as the watcher sees it.
+struct Sub {
+    ua: Ua,
+    aor: String,
+    call_id: String,
+    from_tag: String,
+    to_tag: String,
+    cseq: u32,
+    stash: Vec<Vec<u8>>,
+}
+
+fn subscribe_req(ua: &Ua, aor: &str, call_id: &str, cseq: u32, from_tag: &str, to_tag: Option<&str>, expires: u32, extra: &str) -> Vec<u8> {
+    let to = match to_tag {
+        Some(t) => format!("<{aor}>;tag={t}"),
+        None => format!("<{aor}>"),
+    };
+    format!(
+        "SUBSCRIBE {aor} SIP/2.0\r\nVia: SIP/2.0/{} {};rport;branch=z9hG4bKs{}\r\nMax-Forwards: 70\r\n\
+From: <sip:watcher{}@example.net>;tag={from_tag}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} SUBSCRIBE\r\n\
+Contact: <sip:w@{}>\r\n{extra}Expires: {expires}\r\nContent-Length: 0\r\n\r\n",
+        ua.transport(),
+        ua.addr(),
+        unique(),
+        from_tag,
+        ua.addr()
+    )
+    .into_bytes()
+}
+
+impl Sub {
+    /// SUBSCRIBEs and returns the 200 and the first NOTIFY (answered 200).
+    fn new(srv: &Presenced, mut ua: Ua, aor: &str, expires: u32, extra: &str) -> (Sub, Vec<u8>, Vec<u8>) {
+        let n = unique();
+        let call_id = format!("sub-{n}");
+        let from_tag = format!("w{n}");
+        ua.send(srv.addr, &subscribe_req(&ua, aor, &call_id, 1, &from_tag, None, expires, extra));
+        let mut stash = Vec::new();
+        let ok = ua.expect("SIP/2.0", &mut stash);
+        let to = header(&ok, "To").unwrap();
+        let to_tag = to.split(";tag=").nth(1).unwrap_or_default().to_string();
+        let mut sub = Sub { ua, aor: aor.into(), call_id, from_tag, to_tag, cseq: 1, stash };
+        if status(&ok) != 200 {
+            return (sub, ok, Vec::new());
+        }
+        let notify = sub.next_notify(srv);
+        (sub, ok, notify)
+    }
+    /// The next NOTIFY, answered 200.
+    fn next_notify(&mut self, srv: &Presenced) -> Vec<u8> {
+        self.next_notify_answered(srv, 200)
+    }
+    fn next_notify_answered(&mut self, srv: &Presenced, code: u16) -> Vec<u8> {
+        let n = self.ua.expect("NOTIFY", &mut self.stash);
+        assert_eq!(header(&n, "Call-ID").unwrap(), self.call_id);
+        self.ua.answer(srv.addr, &n, code);
+        n
+    }
+    fn no_notify(&mut self, wait: Duration) -> bool {
+        self.stash.iter().all(|m| !m.starts_with(b"NOTIFY")) && self.ua.recv(wait).is_none()
+    }
+    /// An in-dialog SUBSCRIBE; returns its response.
+    fn resubscribe(&mut self, srv: &Presenced, expires: u32) -> Vec<u8> {
+        self.cseq += 1;
+        let req = subscribe_req(&self.ua, &self.aor, &self.call_id, self.cseq, &self.from_tag, Some(&self.to_tag), expires, "Event: presence\r\n");
+        self.ua.send(srv.addr, &req);
+        self.ua.expect("SIP/2.0", &mut self.stash)
+    }
+}
+
+fn body(m: &[u8]) -> String {
+    let t = String::from_utf8_lossy(m);
+    t.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+fn publish(srv: &Presenced, aor: &str, basic: &str, note: &str) {
+    let s = udp_socket(Ipv4Addr::LOCALHOST, 0);
+    let doc = format!(
+        "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{aor}\">\
+<tuple id=\"t1\"><status><basic>{basic}</basic></status><note>{note}</note></tuple></presence>"
+    );
+    let req = format!(
+        "PUBLISH {aor} SIP/2.0\r\nVia: SIP/2.0/UDP {};rport;branch=z9hG4bKpb{}\r\nMax-Forwards: 70\r\nFrom: <{aor}>;tag=p\r\n\
+To: <{aor}>\r\nCall-ID: pb-{}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nContent-Type: {PIDF_TYPE}\r\nContent-Length: {}\r\n\r\n{doc}",
+        s.local_addr().unwrap(),
+        unique(),
+        unique(),
+        doc.len()
+    );
+    assert_eq!(status(&udp_transaction(&s, srv.addr, req.as_bytes())), 200);
+}
+
+fn lifecycle(shards: usize, tcp: bool) {
+    let srv = Presenced::start(shards, &["--notify-min-interval-ms", "0"]);
+    let ua = if tcp { Ua::tcp(&srv) } else { Ua::udp() };
+    let aor = format!("sip:target-{shards}-{tcp}@example.com");
+    let (mut sub, ok, first) = Sub::new(&srv, ua, &aor, 600, "Event: presence\r\nAccept: application/pidf+xml\r\n");
+    assert_eq!(status(&ok), 200, "200, never 202");
+    assert_eq!(header(&ok, "Expires").as_deref(), Some("600"));
+    assert!(!sub.to_tag.is_empty());
+    assert_eq!(header(&first, "Event").as_deref(), Some("presence"));
+    let state = header(&first, "Subscription-State").unwrap();
+    assert!(state.starts_with("active;expires="), "{state}");
+    assert_eq!(header(&first, "Content-Type").as_deref(), Some(PIDF_TYPE));
+    assert!(body(&first).contains("<basic>closed</basic>"), "nothing published yet");
+
+    publish(&srv, &aor, "open", "hello");
+    let n = sub.next_notify(&srv);
+    assert!(body(&n).contains("hello") && body(&n).contains("<basic>open</basic>"));
+
+    // Refresh: 200 and a NOTIFY with the current state.
+    let r = sub.resubscribe(&srv, 300);
+    assert_eq!(status(&r), 200);
+    assert_eq!(header(&r, "Expires").as_deref(), Some("300"));
+    let n = sub.next_notify(&srv);
+    assert!(body(&n).contains("hello"));
+    // Unsubscribe: 200 and a final NOTIFY.
+    let r = sub.resubscribe(&srv, 0);
+    assert_eq!(status(&r), 200);
+    let n = sub.next_notify(&srv);
+    assert_eq!(header(&n, "Subscription-State").as_deref(), Some("terminated"));
+    // Gone: a refresh now is 481, and changes notify nobody.
+    assert_eq!(status(&sub.resubscribe(&srv, 300)), 481);
+    publish(&srv, &aor, "closed", "bye");
+    assert!(sub.no_notify(Duration::from_millis(300)));
+}
+
+#[test]
+fn lifecycle_udp_one_shard() {
+    lifecycle(1, false);
+}
+#[test]
+fn lifecycle_tcp_one_shard() {
+    lifecycle(1, true);
+}
+#[test]
+fn lifecycle_udp_two_shards() {
+    lifecycle(2, false);
+}
+#[test]
+fn lifecycle_tcp_two_shards() {
+    lifecycle(2, true);
+}
+
+#[test]
+fn bad_subscribes() {
+    let srv = Presenced::start(2, &[]);
+    let aor = "sip:bad@example.com";
+    let (_, r, _) = Sub::new(&srv, Ua::udp(), aor, 600, "Event: dialog\r\n");
+    assert_eq!(status(&r), 489);
+    assert_eq!(header(&r, "Allow-Events").as_deref(), Some("presence"));
+    let (_, r, _) = Sub::new(&srv, Ua::udp(), aor, 600, "");
+    assert_eq!(status(&r), 489, "no Event header");
+    let (_, r, _) = Sub::new(&srv, Ua::udp(), aor, 600, "Event: presence\r\nAccept: text/plain\r\n");
+    assert_eq!(status(&r), 406);
+    let (_, r, _) = Sub::new(&srv, Ua::udp(), aor, 5, "Event: presence\r\n");
+    assert_eq!(status(&r), 423);
+    assert_eq!(header(&r, "Min-Expires").as_deref(), Some("60"));
+    // In-dialog request for a dialog that does not exist.
+    let ua = Ua::udp();
+    let req = subscribe_req(&ua, aor, "nodialog", 2, "x", Some("ps0000ffff"), 600, "Event: presence\r\n");
+    let Ua::Udp(s) = &ua else { unreachable!() };
+    assert_eq!(status(&udp_transaction(s, srv.addr, &req)), 481);
+}
+
+#[test]
+fn subscriptions_expire_with_a_timeout_notify() {
+    let dir = std::env::temp_dir().join(format!("presenced-sub-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("short.toml");
+    std::fs::write(&cfg, "[presence]\nsubscribe_min_expires = 1\n").unwrap();
+    let srv = Presenced::start(2, &["--config", cfg.to_str().unwrap()]);
+    let (mut sub, ok, _) = Sub::new(&srv, Ua::udp(), "sip:brief@example.com", 1, "Event: presence\r\n");
+    assert_eq!(header(&ok, "Expires").as_deref(), Some("1"));
+    let n = sub.next_notify(&srv);
+    assert_eq!(header(&n, "Subscription-State").as_deref(), Some("terminated;reason=timeout"));
+}
+
+/// 40 watchers, half over UDP and half over TCP, spread over the shards by
+/// their flows, all get the change.
+#[test]
+fn forty_watchers_on_several_shards_all_get_the_change() {
+    let srv = Presenced::start(2, &["--notify-min-interval-ms", "0"]);
+    let aor = "sip:popular@example.com";
+    let mut subs: Vec<Sub> = (0..40)
+        .map(|i| {
+            let ua = if i % 2 == 0 { Ua::udp() } else { Ua::tcp(&srv) };
+            let (sub, ok, first) = Sub::new(&srv, ua, aor, 600, "Event: presence\r\n");
+            assert_eq!(status(&ok), 200);
+            assert!(!first.is_empty());
+            sub
+        })
+        .collect();
+    let shards: std::collections::HashSet<String> = subs.iter().map(|s| s.to_tag[2..6].to_string()).collect();
+    assert_eq!(shards.len(), 2, "subscriptions live on both shards (to-tags name them)");
+    publish(&srv, aor, "open", "for everyone");
+    for s in &mut subs {
+        let n = s.next_notify(&srv);
+        assert!(body(&n).contains("for everyone"));
+    }
+}
+
+#[test]
+fn a_watcher_answering_481_is_removed() {
+    let srv = Presenced::start(2, &["--notify-min-interval-ms", "0"]);
+    let aor = "sip:leaver@example.com";
+    let (mut gone, _, _) = Sub::new(&srv, Ua::udp(), aor, 600, "Event: presence\r\n");
+    let (mut stays, _, _) = Sub::new(&srv, Ua::udp(), aor, 600, "Event: presence\r\n");
+    publish(&srv, aor, "open", "one");
+    gone.next_notify_answered(&srv, 481);
+    stays.next_notify(&srv);
+    let terminated = srv.wait_logged("watcher", 3).into_iter().filter(|v| v["state"] == "terminated").count();
+    assert_eq!(terminated, 1);
+    publish(&srv, aor, "open", "two");
+    assert!(body(&stays.next_notify(&srv)).contains("two"));
+    assert!(gone.no_notify(Duration::from_millis(300)), "the 481 watcher is gone");
+}
+
+/// 100 PUBLISHes inside the minimum interval: each watcher gets one NOTIFY,
+/// with the last state.
+#[test]
+fn a_publish_burst_is_coalesced() {
+    let srv = Presenced::start(2, &["--notify-min-interval-ms", "1500"]);
+    let aor = "sip:bursty@example.com";
+    let mut subs: Vec<Sub> = (0..4).map(|_| Sub::new(&srv, Ua::udp(), aor, 600, "Event: presence\r\n").0).collect();
+    for i in 0..100 {
+        publish(&srv, aor, "open", &format!("state {i}"));
+    }
+    for s in &mut subs {
+        let n = s.next_notify(&srv);
+        assert!(body(&n).contains("state 99"), "{}", body(&n));
+    }
+    // Each was answered at once; nothing more comes, not even when the
+    // interval has passed again.
+    std::thread::sleep(Duration::from_millis(1700));
+    for s in &mut subs {
+        assert!(s.no_notify(Duration::from_millis(50)), "one NOTIFY for the whole burst");
+    }
+}
+
+#[test]
+fn registration_drives_open_and_closed() {
+    let srv = Presenced::start(2, &["--notify-min-interval-ms", "0"]);
+    let aor = "sip:dave@example.com";
+    let (mut sub, _, first) = Sub::new(&srv, Ua::udp(), aor, 600, "Event: presence\r\n");
+    assert!(body(&first).contains("<basic>closed</basic>"));
+    let s = udp_socket(Ipv4Addr::LOCALHOST, 0);
+    let reg = |cseq: u32, expires: u32| {
+        format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {};rport;branch=z9hG4bKr{}\r\nMax-Forwards: 70\r\n\
+From: <{aor}>;tag=d\r\nTo: <{aor}>\r\nCall-ID: dave-reg\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:dave@192.0.2.44>\r\n\
+Expires: {expires}\r\nContent-Length: 0\r\n\r\n",
+            s.local_addr().unwrap(),
+            unique()
+        )
+    };
+    assert_eq!(status(&udp_transaction(&s, srv.addr, reg(1, 600).as_bytes())), 200);
+    let n = sub.next_notify(&srv);
+    assert!(body(&n).contains("<basic>open</basic>") && body(&n).contains("<contact>sip:dave@192.0.2.44</contact>"));
+    assert_eq!(status(&udp_transaction(&s, srv.addr, reg(2, 0).as_bytes())), 200);
+    let n = sub.next_notify(&srv);
+    assert!(body(&n).contains("<basic>closed</basic>") && !body(&n).contains("192.0.2.44"));
+}
+
+#[test]
+fn authorization_rules_from_the_config_file() {
+    let dir = std::env::temp_dir().join(format!("presenced-authz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("authz.toml");
+    // Watchers are sip:watcher<tag>@example.net; rules match by domain or URI.
+    std::fs::write(
+        &cfg,
+        "[presence]\nnotify_min_interval_ms = 0\n\
+[[presence.authorization]]\npresentity = \"sip:private@example.com\"\nwatcher = \"example.net\"\naction = \"block\"\n\
+[[presence.authorization]]\npresentity = \"sip:shy@example.com\"\nwatcher = \"*\"\naction = \"polite-block\"\n\
+[[presence.authorization]]\npresentity = \"sip:careful@example.com\"\nwatcher = \"example.net\"\naction = \"confirm\"\n",
+    )
+    .unwrap();
+    let srv = Presenced::start(2, &["--config", cfg.to_str().unwrap()]);
+    let (_, r, _) = Sub::new(&srv, Ua::udp(), "sip:private@example.com", 600, "Event: presence\r\n");
+    assert_eq!(status(&r), 403);
+    // Polite block: active, but always the neutral document.
+    publish(&srv, "sip:shy@example.com", "open", "secret");
+    let (mut sub, r, first) = Sub::new(&srv, Ua::udp(), "sip:shy@example.com", 600, "Event: presence\r\n");
+    assert_eq!(status(&r), 200);
+    assert!(header(&first, "Subscription-State").unwrap().starts_with("active"));
+    assert!(!body(&first).contains("secret") && body(&first).contains("<basic>closed</basic>"));
+    publish(&srv, "sip:shy@example.com", "open", "secret2");
+    assert!(sub.no_notify(Duration::from_millis(300)), "no news for a politely blocked watcher");
+    // Confirm: pending, no document.
+    let (_, r, first) = Sub::new(&srv, Ua::udp(), "sip:careful@example.com", 600, "Event: presence\r\n");
+    assert_eq!(status(&r), 200);
+    assert!(header(&first, "Subscription-State").unwrap().starts_with("pending"));
+    assert!(body(&first).is_empty());
+    // Anyone else: allowed.
+    let (_, r, first) = Sub::new(&srv, Ua::udp(), "sip:open@example.com", 600, "Event: presence\r\n");
+    assert_eq!(status(&r), 200);
+    assert!(header(&first, "Subscription-State").unwrap().starts_with("active"));
+}
+
