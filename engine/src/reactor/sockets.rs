@@ -10,7 +10,7 @@ pub(crate) struct ShardSockets {
 }
 
 /// Binds a UDP socket and a TCP listener per shard on `cfg.listen` with
-/// SO_REUSEPORT. Port 0 is resolved once (by the first UDP bind) so that
+/// SO_REUSEPORT. Port 0 is resolved once, before any shard binds, so that
 /// all shards and both transports share one port.
 pub(crate) fn bind_all(cfg: &Config, shards: usize) -> Result<(SocketAddr, Vec<ShardSockets>), String> {
     let mut last_err = String::new();
@@ -26,16 +26,32 @@ pub(crate) fn bind_all(cfg: &Config, shards: usize) -> Result<(SocketAddr, Vec<S
 
 fn try_bind_all(cfg: &Config, shards: usize) -> Result<(SocketAddr, Vec<ShardSockets>), String> {
     let mut addr = cfg.listen;
+    if addr.port() == 0 {
+        addr.set_port(free_port(addr)?);
+    }
     let mut out = Vec::with_capacity(shards);
     for _ in 0..shards {
         let udp = udp_socket(addr, cfg.io.socket_buffer).map_err(|e| format!("cannot bind UDP {addr}: {e}"))?;
-        if addr.port() == 0 {
-            addr = udp.local_addr().ok().and_then(|a| a.as_socket()).ok_or("no local address")?;
-        }
         let tcp = tcp_listener(addr).map_err(|e| format!("cannot bind TCP {addr}: {e}"))?;
         out.push(ShardSockets { udp, tcp });
     }
     Ok((addr, out))
+}
+
+/// A port free for both UDP and TCP on `addr`'s address. Asked of the
+/// kernel with sockets that do not set SO_REUSEPORT: a port-0 bind with
+/// SO_REUSEPORT may be handed a port that another process of the same user
+/// already holds with SO_REUSEPORT, and the two servers would then share
+/// (and steal) each other's traffic.
+fn free_port(addr: SocketAddr) -> Result<u16, String> {
+    for _ in 0..64 {
+        let udp = std::net::UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).map_err(|e| format!("cannot bind UDP {addr}: {e}"))?;
+        let port = udp.local_addr().map_err(|e| e.to_string())?.port();
+        if std::net::TcpListener::bind(SocketAddr::new(addr.ip(), port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(format!("no port free for both UDP and TCP on {}", addr.ip()))
 }
 
 fn domain(addr: SocketAddr) -> Domain {
