@@ -379,3 +379,34 @@ fn authorization_rules_from_the_config_file() {
     assert!(header(&first, "Subscription-State").unwrap().starts_with("active"));
 }
 
+
+/// The policy changes at run time (SIGHUP reloads the file): a pending
+/// watcher becomes active with the document; a blocked one is ended.
+#[test]
+fn authorization_changes_at_run_time_on_sighup() {
+    let dir = std::env::temp_dir().join(format!("presenced-reauthz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("authz.toml");
+    let rules = |action: &str| {
+        format!("[presence]\nnotify_min_interval_ms = 0\n[[presence.authorization]]\npresentity = \"sip:guarded@example.com\"\nwatcher = \"example.net\"\naction = \"{action}\"\n")
+    };
+    std::fs::write(&cfg, rules("confirm")).unwrap();
+    let srv = Presenced::start(2, &["--config", cfg.to_str().unwrap()]);
+    publish(&srv, "sip:guarded@example.com", "open", "visible now");
+    let (mut sub, r, first) = Sub::new(&srv, Ua::udp(), "sip:guarded@example.com", 600, "Event: presence\r\n");
+    assert_eq!(status(&r), 200);
+    assert!(header(&first, "Subscription-State").unwrap().starts_with("pending"));
+    // The presentity allows the watcher.
+    std::fs::write(&cfg, rules("allow")).unwrap();
+    srv.signal(libc::SIGHUP);
+    let n = sub.next_notify(&srv);
+    assert!(header(&n, "Subscription-State").unwrap().starts_with("active"));
+    assert!(body(&n).contains("visible now"));
+    // And then blocks it: the subscription ends.
+    std::fs::write(&cfg, rules("block")).unwrap();
+    srv.signal(libc::SIGHUP);
+    let n = sub.next_notify(&srv);
+    assert_eq!(header(&n, "Subscription-State").as_deref(), Some("terminated;reason=rejected"));
+    publish(&srv, "sip:guarded@example.com", "closed", "gone");
+    assert!(sub.no_notify(Duration::from_millis(300)));
+}

@@ -162,7 +162,7 @@ fn main() -> ExitCode {
     }
     // Before any thread starts, so that every shard inherits the mask and
     // the signals reach only the sigwait below.
-    reactor::block_stop_signals();
+    reactor::block_signals();
     let server = match Server::start(&cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -175,7 +175,20 @@ fn main() -> ExitCode {
     tracing::info!(listen = %server.local_addr(), shards, "presenced ready");
     // One stable line on stdout for scripts and tests to wait on.
     println!("presenced listening on {} (udp, tcp) with {shards} shards", server.local_addr());
-    let sig = reactor::wait_for_stop_signal();
+    let sig = loop {
+        match reactor::wait_for_signal() {
+            reactor::Signal::Stop(sig) => break sig,
+            // SIGHUP: re-read the configuration; only the authorization
+            // rules take effect without a restart.
+            reactor::Signal::Reload => match config(&args) {
+                Ok(new) => {
+                    tracing::info!(rules = new.presence.authorization.len(), "configuration reloaded");
+                    server.set_policy(new.policy());
+                }
+                Err(e) => tracing::error!("reload failed, keeping the running configuration: {e}"),
+            },
+        }
+    };
     tracing::info!(signal = sig, "shutting down");
     let stats = server.shutdown();
     for (i, s) in stats.iter().enumerate() {

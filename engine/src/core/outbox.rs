@@ -24,8 +24,11 @@ pub enum CoreMsg {
     /// watch `aor`? The answer carries the current document.
     Watch { ask: u64, from: u16, aor: Box<[u8]>, watcher: Box<[u8]> },
     WatchAnswer { ask: u64, action: crate::presence::authz::Action, version: u64, doc: Option<Arc<[u8]>> },
-    /// A subscription of `from` to `aor` ended.
-    Unwatch { aor: Box<[u8]>, from: u16 },
+    /// The subscription of `from` made with `ask` ended.
+    Unwatch { aor: Box<[u8]>, from: u16, ask: u64 },
+    /// The presentity's policy for the subscription made with `ask`
+    /// changed (a reloaded configuration).
+    Authorize { ask: u64, action: crate::presence::authz::Action },
     /// A new version of `aor`'s document for the shard's watchers: one
     /// shared copy per shard, whatever the number of watchers.
     Document { aor: Box<[u8]>, version: u64, doc: Arc<[u8]> },

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 mod watch;
-use watch::PendingWatch;
+use watch::{PendingWatch, WatchedBy};
 
 /// What a shard core needs to know about its place and its limits.
 #[derive(Clone, Debug)]
@@ -75,8 +75,9 @@ pub struct Shard {
     doc_changes: Vec<DocChange>,
     /// Watcher subscriptions received here.
     watchers: Watchers,
-    /// For presentities owned here: how many watchers each shard holds.
-    watched: HashMap<Box<[u8]>, Vec<u32>, ahash::RandomState>,
+    /// For presentities owned here: their watchers and how many each
+    /// shard holds.
+    watched: HashMap<Box<[u8]>, WatchedBy, ahash::RandomState>,
     /// SUBSCRIBEs waiting for their presentity shard's answer, by ask id.
     pending_watch: HashMap<u64, PendingWatch, ahash::RandomState>,
     next_ask: u64,
@@ -149,7 +150,8 @@ impl Shard {
             },
             CoreMsg::Watch { ask, from, aor, watcher } => self.on_watch(ask, from, &aor, &watcher, out),
             CoreMsg::WatchAnswer { ask, action, version, doc } => self.on_watch_answer(now, ask, action, version, doc, out),
-            CoreMsg::Unwatch { aor, from } => self.on_unwatch(&aor, from),
+            CoreMsg::Unwatch { aor, from, ask } => self.on_unwatch(&aor, from, ask),
+            CoreMsg::Authorize { ask, action } => self.on_authorize(now, ask, action, out),
             CoreMsg::Document { aor, version, doc } => self.on_document(now, &aor, version, &doc, out),
         }
     }

@@ -43,6 +43,8 @@ pub enum Shown {
 
 pub struct Subscription {
     pub aor: Box<[u8]>,
+    /// The ask that created it: its name on the presentity's shard.
+    pub ask: u64,
     pub shown: Shown,
     call_id: Box<[u8]>,
     local_tag: Box<[u8]>,
@@ -80,6 +82,7 @@ pub struct Watchers {
     subs: HashMap<u64, Subscription, ahash::RandomState>,
     by_dialog: HashMap<Box<[u8]>, u64, ahash::RandomState>,
     by_aor: HashMap<Box<[u8]>, Vec<u64>, ahash::RandomState>,
+    by_ask: HashMap<u64, u64, ahash::RandomState>,
     wheel: TimerWheel<Timer>,
     fired: Vec<Timer>,
 }
@@ -114,6 +117,7 @@ impl Watchers {
             subs: HashMap::default(),
             by_dialog: HashMap::default(),
             by_aor: HashMap::default(),
+            by_ask: HashMap::default(),
             wheel: TimerWheel::new(now, Duration::from_millis(10), 4096),
             fired: Vec::new(),
         }
@@ -154,7 +158,8 @@ impl Watchers {
     /// Creates the dialog for an accepted initial SUBSCRIBE (RFC 3261
     /// 12.1.1: route set from Record-Route, remote target from Contact).
     /// Returns its id and the to-tag to answer with.
-    pub fn create(&mut self, now: Instant, req: &Message<'_>, peer: Peer, aor: &[u8], shown: Shown, expires: u32, doc: Option<(u64, Arc<[u8]>)>) -> (u64, Box<[u8]>) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(&mut self, now: Instant, req: &Message<'_>, peer: Peer, aor: &[u8], ask: u64, shown: Shown, expires: u32, doc: Option<(u64, Arc<[u8]>)>) -> (u64, Box<[u8]>) {
         self.next += 1;
         let id = self.next;
         let mut tag = Vec::with_capacity(24);
@@ -174,6 +179,7 @@ impl Watchers {
         let (version, doc) = doc.map_or((0, None), |(v, d)| (v, Some(d)));
         let sub = Subscription {
             aor: aor.into(),
+            ask,
             shown,
             call_id: req.call_id().into(),
             local_tag: tag.clone().into(),
@@ -196,6 +202,7 @@ impl Watchers {
         };
         self.by_dialog.insert(dialog_key(&sub.call_id, &sub.local_tag), id);
         self.by_aor.entry(aor.into()).or_default().push(id);
+        self.by_ask.insert(ask, id);
         self.wheel.insert(sub.expires_at, Timer::Expire(id));
         self.subs.insert(id, sub);
         (id, tag.into())
@@ -224,9 +231,16 @@ impl Watchers {
         }
     }
 
-    /// Forgets a subscription; returns its AOR (for the presentity's shard).
-    pub fn remove(&mut self, id: u64) -> Option<Box<[u8]>> {
+    /// The subscription the presentity's shard knows by `ask`.
+    pub fn by_ask(&self, ask: u64) -> Option<u64> {
+        self.by_ask.get(&ask).copied()
+    }
+
+    /// Forgets a subscription; returns its AOR and ask (for the
+    /// presentity's shard).
+    pub fn remove(&mut self, id: u64) -> Option<(Box<[u8]>, u64)> {
         let sub = self.subs.remove(&id)?;
+        self.by_ask.remove(&sub.ask);
         self.by_dialog.remove(&dialog_key(&sub.call_id, &sub.local_tag));
         if let Some(v) = self.by_aor.get_mut(&sub.aor) {
             v.retain(|x| *x != id);
@@ -234,7 +248,7 @@ impl Watchers {
                 self.by_aor.remove(&sub.aor);
             }
         }
-        Some(sub.aor)
+        Some((sub.aor, sub.ask))
     }
 
     /// The presentity's policy for a subscription changed (pending →
@@ -280,8 +294,8 @@ impl Watchers {
 
     /// The answer to a NOTIFY: 2xx frees the subscription for the next one;
     /// 481, a timeout or any failure but 401/407 ends it (RFC 6665 4.1.2.4).
-    /// Returns `Err(aor)` when it ended.
-    pub fn on_notify_result(&mut self, now: Instant, id: u64, status: Option<u16>, ready: &mut Vec<u64>) -> Result<(), Box<[u8]>> {
+    /// Returns `Err((aor, ask))` when it ended.
+    pub fn on_notify_result(&mut self, now: Instant, id: u64, status: Option<u16>, ready: &mut Vec<u64>) -> Result<(), (Box<[u8]>, u64)> {
         let Some(s) = self.subs.get_mut(&id) else { return Ok(()) };
         s.in_flight = false;
         match status {

@@ -20,8 +20,9 @@ use crate::core::{CoreMsg, ShardStats, Transmit};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{CpuSet, LocalExecutorBuilder, Placement};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use crate::presence::authz::Policy;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What crosses from one shard to another.
 pub(crate) enum ShardMsg {
@@ -31,10 +32,20 @@ pub(crate) enum ShardMsg {
     Transmit(Transmit),
 }
 
+/// The authorization policy as the operator last loaded it. Shards look at
+/// the generation on their timer tick and copy the policy when it moved:
+/// the lock is taken only on a reload, never on the request path.
+#[derive(Default)]
+pub(crate) struct PolicyCell {
+    pub generation: AtomicU64,
+    pub policy: Mutex<Policy>,
+}
+
 /// A running server: its shards and the address they listen on.
 pub struct Server {
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    policy: Arc<PolicyCell>,
     shards: Vec<glommio::ExecutorJoinHandle<ShardStats>>,
 }
 
@@ -45,6 +56,7 @@ impl Server {
         let n = cfg.shard_count();
         let (local_addr, socks) = sockets::bind_all(cfg, n)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let policy = Arc::new(PolicyCell { generation: AtomicU64::new(0), policy: Mutex::new(cfg.policy()) });
         let mesh = MeshBuilder::<ShardMsg, _>::full(n, cfg.io.queue_capacity);
         let cpus: Vec<usize> = if cfg.pin_cores {
             CpuSet::online().map_err(|e| format!("cannot read the CPU set: {e}"))?.into_iter().map(|l| l.cpu).collect()
@@ -66,6 +78,7 @@ impl Server {
                 tcp: sock.tcp,
                 mesh: mesh.clone(),
                 stop: stop.clone(),
+                policy: policy.clone(),
                 tag_seed: tag_seed.wrapping_add((i as u64) << 40),
                 local_addr,
             };
@@ -76,12 +89,19 @@ impl Server {
                 .map_err(|e| format!("cannot start shard {i}: {e}"))?;
             shards.push(handle);
         }
-        Ok(Server { local_addr, stop, shards })
+        Ok(Server { local_addr, stop, policy, shards })
     }
 
     /// The address every shard listens on (UDP and TCP).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Installs a new authorization policy on every shard (within a tick);
+    /// existing subscriptions whose decision changes are told.
+    pub fn set_policy(&self, policy: Policy) {
+        *self.policy.policy.lock().unwrap_or_else(|e| e.into_inner()) = policy;
+        self.policy.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Asks every shard to stop and waits for them; returns each shard's
@@ -92,29 +112,44 @@ impl Server {
     }
 }
 
-/// Blocks SIGINT and SIGTERM in the calling thread (and so in every thread
-/// it starts afterwards), so that [`wait_for_stop_signal`] receives them.
-pub fn block_stop_signals() {
-    // SAFETY: plain signal-mask calls on a local set.
+/// What the operator asked with a signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT or SIGTERM: shut down.
+    Stop(&'static str),
+    /// SIGHUP: reload the configuration file's authorization rules.
+    Reload,
+}
+
+fn handled_signals() -> libc::sigset_t {
+    // SAFETY: plain signal-set calls on a local set.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
     }
 }
 
-/// Waits for SIGINT or SIGTERM; returns its name.
-pub fn wait_for_stop_signal() -> &'static str {
-    // SAFETY: as above; sigwait writes the signal number.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        let mut sig = 0;
-        libc::sigwait(&set, &mut sig);
-        if sig == libc::SIGINT { "SIGINT" } else { "SIGTERM" }
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (and so in every
+/// thread it starts afterwards), so that [`wait_for_signal`] receives them.
+pub fn block_signals() {
+    let set = handled_signals();
+    // SAFETY: the set is initialised above.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// Waits for the next handled signal.
+pub fn wait_for_signal() -> Signal {
+    let set = handled_signals();
+    let mut sig = 0;
+    // SAFETY: sigwait writes the signal number.
+    unsafe { libc::sigwait(&set, &mut sig) };
+    match sig {
+        libc::SIGHUP => Signal::Reload,
+        libc::SIGINT => Signal::Stop("SIGINT"),
+        _ => Signal::Stop("SIGTERM"),
     }
 }

@@ -30,6 +30,7 @@ pub(crate) struct ShardSetup {
     pub tcp: socket2::Socket,
     pub mesh: MeshBuilder<ShardMsg, Full>,
     pub stop: Arc<AtomicBool>,
+    pub policy: Arc<super::PolicyCell>,
     pub tag_seed: u64,
     pub local_addr: std::net::SocketAddr,
 }
@@ -50,7 +51,7 @@ pub(crate) struct Runtime {
 }
 
 pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
-    let ShardSetup { id, shards, cfg, udp, tcp, mesh, stop, tag_seed, local_addr } = setup;
+    let ShardSetup { id, shards, cfg, udp, tcp, mesh, stop, policy, tag_seed, local_addr } = setup;
     let (senders, receivers) = if shards > 1 {
         match mesh.join().await {
             Ok((s, r)) => (Some(s), Some(r)),
@@ -107,8 +108,16 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
 
     // The timer loop is the shard's main task: when it ends, the executor
     // drops the others.
+    let mut policy_seen = policy.generation.load(Ordering::Acquire);
     while !stop.load(Ordering::Acquire) {
         glommio::timer::sleep(TICK).await;
+        let generation = policy.generation.load(Ordering::Acquire);
+        if generation != policy_seen {
+            policy_seen = generation;
+            let p = policy.policy.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            rt.with_core(|core, out| core.set_policy(Instant::now(), p, out));
+            tracing::info!(shard = id, "authorization policy reloaded");
+        }
         // Retransmissions and refreshes leave from here, flushed at once.
         rt.with_core(|core, out| core.on_time(Instant::now(), out));
     }

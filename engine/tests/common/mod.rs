@@ -83,6 +83,11 @@ impl Presenced {
         false
     }
 
+    /// Sends the server a signal (SIGHUP reloads its configuration).
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }

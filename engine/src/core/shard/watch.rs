@@ -25,6 +25,21 @@ pub(super) struct PendingWatch {
     expires: u32,
 }
 
+/// A presentity's watchers, kept on its shard: who, where, and with what
+/// decision, so a changed policy can be applied to existing subscriptions.
+pub(super) struct WatchedBy {
+    /// Watchers held by each shard: where a new document must go.
+    counts: Vec<u32>,
+    watchers: Vec<WatcherEntry>,
+}
+
+struct WatcherEntry {
+    shard: u16,
+    ask: u64,
+    watcher: Box<[u8]>,
+    action: Action,
+}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -90,29 +105,74 @@ impl Shard {
     pub(super) fn on_watch(&mut self, ask: u64, from: u16, aor: &[u8], watcher: &[u8], out: &mut Outbox) {
         let action = self.cfg.policy.decide(aor, watcher);
         if action != Action::Block {
-            let counts = self.watched.entry(aor.into()).or_insert_with(|| vec![0; self.cfg.shards as usize]);
-            counts[from as usize] += 1;
+            let shards = self.cfg.shards as usize;
+            let w = self.watched.entry(aor.into()).or_insert_with(|| WatchedBy { counts: vec![0; shards], watchers: Vec::new() });
+            w.counts[from as usize] += 1;
+            w.watchers.push(WatcherEntry { shard: from, ask, watcher: watcher.into(), action });
         }
         let (version, doc) = self.publications.document(aor).unwrap_or_else(|| (0, neutral(aor)));
         self.to_shard(from, CoreMsg::WatchAnswer { ask, action, version, doc: Some(doc) }, out);
     }
 
     /// On the presentity's shard: a watcher on `from` is gone.
-    pub(super) fn on_unwatch(&mut self, aor: &[u8], from: u16) {
-        if let Some(counts) = self.watched.get_mut(aor) {
-            let c = &mut counts[from as usize];
+    pub(super) fn on_unwatch(&mut self, aor: &[u8], from: u16, ask: u64) {
+        if let Some(w) = self.watched.get_mut(aor) {
+            let Some(pos) = w.watchers.iter().position(|e| e.shard == from && e.ask == ask) else { return };
+            w.watchers.swap_remove(pos);
+            let c = &mut w.counts[from as usize];
             *c = c.saturating_sub(1);
-            if counts.iter().all(|&c| c == 0) {
+            if w.watchers.is_empty() {
                 self.watched.remove(aor);
             }
         }
     }
 
+    /// A new authorization policy (a reloaded configuration): applied to
+    /// the presentities owned here, each changed decision sent to the
+    /// watcher's shard.
+    pub fn set_policy(&mut self, now: Instant, policy: crate::presence::authz::Policy, out: &mut Outbox) {
+        self.cfg.policy = policy;
+        let mut changes = Vec::new();
+        for (aor, w) in self.watched.iter_mut() {
+            for e in w.watchers.iter_mut() {
+                let action = self.cfg.policy.decide(aor, &e.watcher);
+                if action != e.action {
+                    e.action = action;
+                    changes.push((e.shard, e.ask, action));
+                }
+            }
+        }
+        for (shard, ask, action) in changes {
+            self.to_shard(shard, CoreMsg::Authorize { ask, action }, out);
+        }
+        self.drain_local(now, out);
+    }
+
+    /// On the watcher's shard: the decision for an existing subscription
+    /// changed.
+    pub(super) fn on_authorize(&mut self, now: Instant, ask: u64, action: Action, out: &mut Outbox) {
+        let Some(id) = self.watchers.by_ask(ask) else { return };
+        let shown = match action {
+            Action::Block => return self.send_notify(now, id, Some(End::Rejected), out),
+            Action::Allow => Shown::Real,
+            Action::PoliteBlock => Shown::Neutral,
+            Action::Confirm => Shown::Pending,
+        };
+        self.watchers.set_shown(id, shown);
+        if let Some(s) = self.watchers.get(id) {
+            let state = if shown == Shown::Pending { "pending" } else { "active" };
+            out.events.push(Event::Watcher { aor: lossy(&s.aor), state });
+        }
+        let mut ready = Vec::new();
+        self.watchers.poke(now, id, &mut ready);
+        self.notify_ready(now, ready, out);
+    }
+
     /// On the presentity's shard: a new document goes once to every shard
     /// holding watchers of it, as one shared copy.
     pub(super) fn fan_out(&mut self, aor: &[u8], version: u64, doc: &Arc<[u8]>, out: &mut Outbox) {
-        let Some(counts) = self.watched.get(aor) else { return };
-        let shards: Vec<u16> = counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(s, _)| s as u16).collect();
+        let Some(w) = self.watched.get(aor) else { return };
+        let shards: Vec<u16> = w.counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(s, _)| s as u16).collect();
         for s in shards {
             self.to_shard(s, CoreMsg::Document { aor: aor.into(), version, doc: doc.clone() }, out);
         }
@@ -131,7 +191,7 @@ impl Shard {
         };
         let Some(uri) = msg.request_uri() else { return };
         let aor = uri.aor();
-        let (id, tag) = self.watchers.create(now, &msg, p.peer, &aor, shown, p.expires, doc.map(|d| (version, d)));
+        let (id, tag) = self.watchers.create(now, &msg, p.peer, &aor, ask, shown, p.expires, doc.map(|d| (version, d)));
         let exp = p.expires.to_string();
         let contact = format!("<sip:presence@{}>", self.cfg.local_addr);
         let headers = [(HeaderName::Expires, exp.as_bytes()), (HeaderName::Contact, contact.as_bytes())];
@@ -175,20 +235,22 @@ impl Shard {
     }
 
     fn end_subscription(&mut self, id: u64, out: &mut Outbox) {
-        if let Some(aor) = self.watchers.remove(id) {
-            out.events.push(Event::Watcher { aor: lossy(&aor), state: "terminated" });
-            let owner = ids::owner_of(&aor, self.cfg.shards);
-            self.to_shard(owner, CoreMsg::Unwatch { aor, from: self.cfg.shard }, out);
+        if let Some((aor, ask)) = self.watchers.remove(id) {
+            self.unwatch(aor, ask, out);
         }
+    }
+
+    fn unwatch(&mut self, aor: Box<[u8]>, ask: u64, out: &mut Outbox) {
+        out.events.push(Event::Watcher { aor: lossy(&aor), state: "terminated" });
+        let owner = ids::owner_of(&aor, self.cfg.shards);
+        self.to_shard(owner, CoreMsg::Unwatch { aor, from: self.cfg.shard, ask }, out);
     }
 
     /// The outcome of a NOTIFY: `None` is a timeout.
     pub(super) fn on_notify_result(&mut self, now: Instant, id: u64, status: Option<u16>, out: &mut Outbox) {
         let mut ready = Vec::new();
-        if let Err(aor) = self.watchers.on_notify_result(now, id, status, &mut ready) {
-            out.events.push(Event::Watcher { aor: lossy(&aor), state: "terminated" });
-            let owner = ids::owner_of(&aor, self.cfg.shards);
-            self.to_shard(owner, CoreMsg::Unwatch { aor, from: self.cfg.shard }, out);
+        if let Err((aor, ask)) = self.watchers.on_notify_result(now, id, status, &mut ready) {
+            self.unwatch(aor, ask, out);
         }
         self.notify_ready(now, ready, out);
     }
