@@ -92,18 +92,23 @@ struct Sub {
 }
 
 fn subscribe_req(ua: &Ua, aor: &str, call_id: &str, cseq: u32, from_tag: &str, to_tag: Option<&str>, expires: u32, extra: &str) -> Vec<u8> {
+    let from = format!("sip:watcher{from_tag}@example.net");
+    subscribe_from(ua, &from, aor, call_id, cseq, from_tag, to_tag, expires, extra)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn subscribe_from(ua: &Ua, from: &str, aor: &str, call_id: &str, cseq: u32, from_tag: &str, to_tag: Option<&str>, expires: u32, extra: &str) -> Vec<u8> {
     let to = match to_tag {
         Some(t) => format!("<{aor}>;tag={t}"),
         None => format!("<{aor}>"),
     };
     format!(
         "SUBSCRIBE {aor} SIP/2.0\r\nVia: SIP/2.0/{} {};rport;branch=z9hG4bKs{}\r\nMax-Forwards: 70\r\n\
-From: <sip:watcher{}@example.net>;tag={from_tag}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} SUBSCRIBE\r\n\
+From: <{from}>;tag={from_tag}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} SUBSCRIBE\r\n\
 Contact: <sip:w@{}>\r\n{extra}Expires: {expires}\r\nContent-Length: 0\r\n\r\n",
         ua.transport(),
         ua.addr(),
         unique(),
-        from_tag,
         ua.addr()
     )
     .into_bytes()
@@ -229,7 +234,7 @@ fn bad_subscribes() {
     let aor = "sip:bad@example.com";
     let (_, r, _) = Sub::new(&srv, Ua::udp(), aor, 600, "Event: dialog\r\n");
     assert_eq!(status(&r), 489);
-    assert_eq!(header(&r, "Allow-Events").as_deref(), Some("presence"));
+    assert_eq!(header(&r, "Allow-Events").as_deref(), Some("presence, presence.winfo"));
     let (_, r, _) = Sub::new(&srv, Ua::udp(), aor, 600, "");
     assert_eq!(status(&r), 489, "no Event header");
     let (_, r, _) = Sub::new(&srv, Ua::udp(), aor, 600, "Event: presence\r\nAccept: text/plain\r\n");
@@ -409,4 +414,42 @@ fn authorization_changes_at_run_time_on_sighup() {
     assert_eq!(header(&n, "Subscription-State").as_deref(), Some("terminated;reason=rejected"));
     publish(&srv, "sip:guarded@example.com", "closed", "gone");
     assert!(sub.no_notify(Duration::from_millis(300)));
+}
+
+/// presence.winfo (RFC 3857/3858): the presentity sees its watchers, full
+/// state first, then partial updates with increasing versions; nobody
+/// else may subscribe to it.
+#[test]
+fn the_presentity_watches_its_watchers() {
+    for shards in [1, 2] {
+        let srv = Presenced::start(shards, &["--notify-min-interval-ms", "0"]);
+        let alice = format!("sip:alice-winfo-{shards}@example.com");
+        // Alice subscribes to her own watcher list.
+        let mut ua = Ua::udp();
+        ua.send(srv.addr, &subscribe_from(&ua, &alice, &alice, "winfo-1", 1, "a1", None, 600, "Event: presence.winfo\r\nAccept: application/watcherinfo+xml\r\n"));
+        let mut stash = Vec::new();
+        let ok = ua.expect("SIP/2.0", &mut stash);
+        assert_eq!(status(&ok), 200);
+        let full = ua.expect("NOTIFY", &mut stash);
+        ua.answer(srv.addr, &full, 200);
+        assert_eq!(header(&full, "Event").as_deref(), Some("presence.winfo"));
+        assert_eq!(header(&full, "Content-Type").as_deref(), Some("application/watcherinfo+xml"));
+        assert!(body(&full).contains("version=\"0\" state=\"full\""), "{}", body(&full));
+        // Bob watches Alice: a partial update, version 1.
+        let (mut bob, ok, _) = Sub::new(&srv, Ua::udp(), &alice, 600, "Event: presence\r\n");
+        assert_eq!(status(&ok), 200);
+        let n = ua.expect("NOTIFY", &mut stash);
+        ua.answer(srv.addr, &n, 200);
+        let b = body(&n);
+        assert!(b.contains("version=\"1\" state=\"partial\"") && b.contains("status=\"active\"") && b.contains("@example.net</watcher>"), "{b}");
+        // Bob leaves: version 2, terminated.
+        assert_eq!(status(&bob.resubscribe(&srv, 0)), 200);
+        let n = ua.expect("NOTIFY", &mut stash);
+        ua.answer(srv.addr, &n, 200);
+        let b = body(&n);
+        assert!(b.contains("version=\"2\"") && b.contains("status=\"terminated\""), "{b}");
+        // Carol may not see Alice's watchers.
+        let (_, r, _) = Sub::new(&srv, Ua::udp(), &alice, 600, "Event: presence.winfo\r\n");
+        assert_eq!(status(&r), 403);
+    }
 }

@@ -9,7 +9,7 @@ pub const ACCEPT: &[&str] = &["application/pidf+xml", "application/reginfo+xml"]
 
 /// Event packages served (the Allow-Events header): `presence` as event
 /// state compositor (PUBLISH) and notifier (SUBSCRIBE).
-pub const ALLOW_EVENTS: &[&str] = &["presence"];
+pub const ALLOW_EVENTS: &[&str] = &["presence", "presence.winfo"];
 
 /// SIP extensions supported (option tags of Supported; a Require naming
 /// anything else is answered 420).

@@ -24,6 +24,13 @@ pub enum CoreMsg {
     /// watch `aor`? The answer carries the current document.
     Watch { ask: u64, from: u16, aor: Box<[u8]>, watcher: Box<[u8]> },
     WatchAnswer { ask: u64, action: crate::presence::authz::Action, version: u64, doc: Option<Arc<[u8]>> },
+    /// The presentity's own winfo subscription (RFC 3857) asks for the
+    /// watcher list and its changes.
+    WatchInfo { ask: u64, from: u16, aor: Box<[u8]> },
+    WatchInfoAnswer { ask: u64, watchers: Vec<crate::presence::winfo::WatcherState> },
+    /// A watcher of `aor` came, went or changed status: for the shards
+    /// holding winfo subscriptions to `aor`.
+    WatcherChange { aor: Box<[u8]>, change: crate::presence::winfo::WatcherState },
     /// The subscription of `from` made with `ask` ended.
     Unwatch { aor: Box<[u8]>, from: u16, ask: u64 },
     /// The presentity's policy for the subscription made with `ask`

@@ -150,8 +150,11 @@ impl Shard {
             },
             CoreMsg::Watch { ask, from, aor, watcher } => self.on_watch(ask, from, &aor, &watcher, out),
             CoreMsg::WatchAnswer { ask, action, version, doc } => self.on_watch_answer(now, ask, action, version, doc, out),
-            CoreMsg::Unwatch { aor, from, ask } => self.on_unwatch(&aor, from, ask),
+            CoreMsg::Unwatch { aor, from, ask } => self.on_unwatch(&aor, from, ask, out),
             CoreMsg::Authorize { ask, action } => self.on_authorize(now, ask, action, out),
+            CoreMsg::WatchInfo { ask, from, aor } => self.on_watch_info(ask, from, &aor, out),
+            CoreMsg::WatchInfoAnswer { ask, watchers } => self.on_watch_info_answer(now, ask, watchers, out),
+            CoreMsg::WatcherChange { aor, change } => self.on_watcher_change(now, &aor, &change, out),
             CoreMsg::Document { aor, version, doc } => self.on_document(now, &aor, version, &doc, out),
         }
     }

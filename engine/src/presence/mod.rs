@@ -5,8 +5,10 @@
 //! - [`publication`]: the event state compositor's table and PUBLISH rules.
 //! - [`watchers`]: watcher subscriptions, NOTIFY writing and rate control.
 //! - [`authz`]: who may watch whom.
+//! - [`winfo`]: watcher information documents (RFC 3857/3858).
 
 pub mod authz;
 pub mod pidf;
 pub mod publication;
 pub mod watchers;
+pub mod winfo;

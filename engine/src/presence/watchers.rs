@@ -10,6 +10,7 @@
 use crate::core::ids;
 use crate::core::peer::{Peer, Transport};
 use crate::core::timer::TimerWheel;
+use super::winfo::{self, WatcherState};
 use crate::sip::{HeaderName, Message, MessageWriter, Uri};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -41,8 +42,50 @@ pub enum Shown {
     Pending,
 }
 
+/// The event package of a subscription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Package {
+    Presence,
+    /// `presence.winfo`: the presentity watching its own watchers.
+    Winfo,
+}
+
+impl Package {
+    fn event(self) -> &'static [u8] {
+        match self {
+            Package::Presence => b"presence",
+            Package::Winfo => b"presence.winfo",
+        }
+    }
+}
+
+/// A winfo subscription's view of the watcher list: the whole list (for
+/// a full-state NOTIFY) and what changed since the last NOTIFY (partial).
+#[derive(Default)]
+struct WinfoView {
+    list: Vec<WatcherState>,
+    changes: Vec<WatcherState>,
+    version: u32,
+    sent_full: bool,
+}
+
+/// What a new subscription starts with.
+pub struct NewSub<'a> {
+    pub aor: &'a [u8],
+    pub ask: u64,
+    pub package: Package,
+    pub shown: Shown,
+    pub expires: u32,
+    /// Presence: the current document and its version.
+    pub doc: Option<(u64, Arc<[u8]>)>,
+    /// Winfo: the current watcher list.
+    pub watchers: Vec<WatcherState>,
+}
+
 pub struct Subscription {
     pub aor: Box<[u8]>,
+    pub package: Package,
+    winfo: WinfoView,
     /// The ask that created it: its name on the presentity's shard.
     pub ask: u64,
     pub shown: Shown,
@@ -158,8 +201,8 @@ impl Watchers {
     /// Creates the dialog for an accepted initial SUBSCRIBE (RFC 3261
     /// 12.1.1: route set from Record-Route, remote target from Contact).
     /// Returns its id and the to-tag to answer with.
-    #[allow(clippy::too_many_arguments)]
-    pub fn create(&mut self, now: Instant, req: &Message<'_>, peer: Peer, aor: &[u8], ask: u64, shown: Shown, expires: u32, doc: Option<(u64, Arc<[u8]>)>) -> (u64, Box<[u8]>) {
+    pub fn create(&mut self, now: Instant, req: &Message<'_>, peer: Peer, new: NewSub<'_>) -> (u64, Box<[u8]>) {
+        let NewSub { aor, ask, package, shown, expires, doc, watchers } = new;
         self.next += 1;
         let id = self.next;
         let mut tag = Vec::with_capacity(24);
@@ -179,6 +222,8 @@ impl Watchers {
         let (version, doc) = doc.map_or((0, None), |(v, d)| (v, Some(d)));
         let sub = Subscription {
             aor: aor.into(),
+            package,
+            winfo: WinfoView { list: watchers, ..Default::default() },
             ask,
             shown,
             call_id: req.call_id().into(),
@@ -266,7 +311,7 @@ impl Watchers {
         let Some(ids) = self.by_aor.get(aor) else { return };
         for &id in ids {
             let Some(s) = self.subs.get_mut(&id) else { continue };
-            if version <= s.version {
+            if s.package != Package::Presence || version <= s.version {
                 continue;
             }
             s.version = version;
@@ -274,6 +319,27 @@ impl Watchers {
             if s.shown != Shown::Real {
                 continue;
             }
+            s.dirty = true;
+            Self::ready_or_schedule(&self.cfg, &mut self.wheel, id, s, now, ready);
+        }
+    }
+
+    /// A watcher of `aor` changed: every winfo subscription to `aor` here
+    /// records it for its next (partial) NOTIFY.
+    pub fn on_watcher_change(&mut self, now: Instant, aor: &[u8], change: &WatcherState, ready: &mut Vec<u64>) {
+        let Some(ids) = self.by_aor.get(aor) else { return };
+        for &id in ids {
+            let Some(s) = self.subs.get_mut(&id) else { continue };
+            if s.package != Package::Winfo {
+                continue;
+            }
+            let v = &mut s.winfo;
+            v.list.retain(|w| w.id != change.id);
+            if change.status != "terminated" {
+                v.list.push(change.clone());
+            }
+            v.changes.retain(|w| w.id != change.id);
+            v.changes.push(change.clone());
             s.dirty = true;
             Self::ready_or_schedule(&self.cfg, &mut self.wheel, id, s, now, ready);
         }
@@ -350,8 +416,8 @@ impl Watchers {
         w.header_parts(HeaderName::CSeq, &[itoa::Buffer::new().format(s.local_cseq).as_bytes(), b" NOTIFY"]);
         w.header_parts(HeaderName::Contact, &[b"<sip:presence@", local.as_bytes(), b">"]);
         match &s.event_id {
-            Some(id) => w.header_parts(HeaderName::Event, &[b"presence;id=", id]),
-            None => w.header(HeaderName::Event, b"presence"),
+            Some(id) => w.header_parts(HeaderName::Event, &[s.package.event(), b";id=", id]),
+            None => w.header(HeaderName::Event, s.package.event()),
         };
         let remaining = s.expires_at.saturating_duration_since(now).as_secs();
         let state = match (end, s.shown) {
@@ -362,6 +428,21 @@ impl Watchers {
             (None, _) => format!("active;expires={remaining}"),
         };
         w.header(HeaderName::SubscriptionState, state.as_bytes());
+        if s.package == Package::Winfo {
+            // RFC 3857: full state first, then what changed, each with the
+            // next version.
+            let v = &mut s.winfo;
+            let body = if v.sent_full {
+                winfo::document(&s.aor, v.version, false, &v.changes)
+            } else {
+                winfo::document(&s.aor, v.version, true, &v.list)
+            };
+            v.version += 1;
+            v.sent_full = true;
+            v.changes.clear();
+            w.finish(Some(b"application/watcherinfo+xml"), &body);
+            return Some(s.to);
+        }
         let body: &[u8] = match (end, s.shown) {
             (Some(End::Rejected), _) | (_, Shown::Pending) => b"",
             (_, Shown::Neutral) => neutral,

@@ -9,7 +9,8 @@ use crate::core::peer::{Peer, Transmit};
 use crate::core::transaction::ServerKey;
 use crate::presence::authz::Action;
 use crate::presence::pidf;
-use crate::presence::watchers::{End, Shown};
+use crate::presence::watchers::{End, NewSub, Package, Shown};
+use crate::presence::winfo::WatcherState;
 use crate::sip::{HeaderName, Message};
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +24,7 @@ pub(super) struct PendingWatch {
     key: ServerKey,
     received_on: u16,
     expires: u32,
+    package: Package,
 }
 
 /// A presentity's watchers, kept on its shard: who, where, and with what
@@ -31,6 +33,25 @@ pub(super) struct WatchedBy {
     /// Watchers held by each shard: where a new document must go.
     counts: Vec<u32>,
     watchers: Vec<WatcherEntry>,
+    /// Winfo subscriptions to this presentity: (shard, ask).
+    winfo: Vec<(u16, u64)>,
+}
+
+impl WatchedBy {
+    fn new(shards: u16) -> Self {
+        WatchedBy { counts: vec![0; shards as usize], watchers: Vec::new(), winfo: Vec::new() }
+    }
+}
+
+impl WatcherEntry {
+    fn state(&self, event: &'static str) -> WatcherState {
+        let status = match self.action {
+            Action::Allow | Action::PoliteBlock => "active",
+            Action::Confirm => "pending",
+            Action::Block => "terminated",
+        };
+        WatcherState { id: format!("{}-{}", self.shard, self.ask), uri: self.watcher.clone(), status, event }
+    }
 }
 
 struct WatcherEntry {
@@ -47,11 +68,12 @@ fn lossy(b: &[u8]) -> String {
 impl Shard {
     /// RFC 6665 4.2.1 and RFC 3856 for `Event: presence`.
     pub(super) fn on_subscribe(&mut self, msg: &Message<'_>, reply: Reply<'_>, out: &mut Outbox) {
-        let allow_events: &[(HeaderName, &[u8])] = &[(HeaderName::AllowEvents, b"presence")];
-        match msg.event() {
-            Ok(Some(e)) if e.is("presence") => {}
+        let allow_events: &[(HeaderName, &[u8])] = &[(HeaderName::AllowEvents, b"presence, presence.winfo")];
+        let package = match msg.event() {
+            Ok(Some(e)) if e.is("presence") => Package::Presence,
+            Ok(Some(e)) if e.is("presence.winfo") => Package::Winfo,
             _ => return self.respond(msg, reply, 489, "Bad Event", allow_events, out),
-        }
+        };
         let expires = match self.watchers.grant(msg.expires()) {
             Ok(e) => e,
             Err(min) => {
@@ -82,22 +104,37 @@ impl Shard {
             }
             return;
         }
-        // A new subscription: the watcher must accept PIDF (RFC 3856 6.7).
+        // A new subscription: the watcher must accept the package's format
+        // (RFC 3856 6.7, RFC 3857 5.2).
+        let format = match package {
+            Package::Presence => ("application", "pidf+xml"),
+            Package::Winfo => ("application", "watcherinfo+xml"),
+        };
         let mut accepts = msg.accept().filter_map(|a| a.ok()).peekable();
-        if accepts.peek().is_some() && !accepts.any(|a| a.accepts("application", "pidf+xml")) {
-            return self.respond(msg, reply, 406, "Not Acceptable", &[(HeaderName::Accept, b"application/pidf+xml")], out);
+        if accepts.peek().is_some() && !accepts.any(|a| a.accepts(format.0, format.1)) {
+            let want = format!("{}/{}", format.0, format.1);
+            return self.respond(msg, reply, 406, "Not Acceptable", &[(HeaderName::Accept, want.as_bytes())], out);
         }
         let Some(uri) = msg.request_uri() else { return };
         let aor: Box<[u8]> = uri.aor().into();
         let watcher: Box<[u8]> = msg.from().uri().aor().into();
+        // Only the presentity itself may see its watchers.
+        if package == Package::Winfo && watcher != aor {
+            return self.respond(msg, reply, 403, "Forbidden: only the presentity may watch its watchers", &[], out);
+        }
         self.next_ask += 1;
         let ask = self.next_ask;
         self.pending_watch.insert(
             ask,
-            PendingWatch { bytes: msg.as_bytes().to_vec(), peer: reply.peer, key: reply.key.clone(), received_on: reply.received_on, expires },
+            PendingWatch { bytes: msg.as_bytes().to_vec(), peer: reply.peer, key: reply.key.clone(), received_on: reply.received_on, expires, package },
         );
         let owner = ids::owner_of(&aor, self.cfg.shards);
-        self.to_shard(owner, CoreMsg::Watch { ask, from: self.cfg.shard, aor, watcher }, out);
+        let from = self.cfg.shard;
+        let ask_msg = match package {
+            Package::Presence => CoreMsg::Watch { ask, from, aor, watcher },
+            Package::Winfo => CoreMsg::WatchInfo { ask, from, aor },
+        };
+        self.to_shard(owner, ask_msg, out);
     }
 
     /// On the presentity's shard: decide, count the watcher's shard, and
@@ -105,26 +142,73 @@ impl Shard {
     pub(super) fn on_watch(&mut self, ask: u64, from: u16, aor: &[u8], watcher: &[u8], out: &mut Outbox) {
         let action = self.cfg.policy.decide(aor, watcher);
         if action != Action::Block {
-            let shards = self.cfg.shards as usize;
-            let w = self.watched.entry(aor.into()).or_insert_with(|| WatchedBy { counts: vec![0; shards], watchers: Vec::new() });
+            let shards = self.cfg.shards;
+            let w = self.watched.entry(aor.into()).or_insert_with(|| WatchedBy::new(shards));
             w.counts[from as usize] += 1;
-            w.watchers.push(WatcherEntry { shard: from, ask, watcher: watcher.into(), action });
+            let entry = WatcherEntry { shard: from, ask, watcher: watcher.into(), action };
+            let change = entry.state("subscribe");
+            w.watchers.push(entry);
+            self.tell_winfo(aor, change, out);
         }
         let (version, doc) = self.publications.document(aor).unwrap_or_else(|| (0, neutral(aor)));
         self.to_shard(from, CoreMsg::WatchAnswer { ask, action, version, doc: Some(doc) }, out);
     }
 
-    /// On the presentity's shard: a watcher on `from` is gone.
-    pub(super) fn on_unwatch(&mut self, aor: &[u8], from: u16, ask: u64) {
-        if let Some(w) = self.watched.get_mut(aor) {
-            let Some(pos) = w.watchers.iter().position(|e| e.shard == from && e.ask == ask) else { return };
-            w.watchers.swap_remove(pos);
+    /// On the presentity's shard: a subscription on `from` is gone (a
+    /// watcher, or a winfo subscriber).
+    pub(super) fn on_unwatch(&mut self, aor: &[u8], from: u16, ask: u64, out: &mut Outbox) {
+        let Some(w) = self.watched.get_mut(aor) else { return };
+        let mut change = None;
+        if let Some(pos) = w.watchers.iter().position(|e| e.shard == from && e.ask == ask) {
+            let mut entry = w.watchers.swap_remove(pos);
             let c = &mut w.counts[from as usize];
             *c = c.saturating_sub(1);
-            if w.watchers.is_empty() {
-                self.watched.remove(aor);
-            }
+            entry.action = Action::Block;
+            change = Some(entry.state("deactivated"));
+        } else {
+            w.winfo.retain(|s| *s != (from, ask));
         }
+        if w.watchers.is_empty() && w.winfo.is_empty() {
+            self.watched.remove(aor);
+        }
+        if let Some(change) = change {
+            self.tell_winfo(aor, change, out);
+        }
+    }
+
+    /// On the presentity's shard: a winfo subscription starts; it gets the
+    /// watcher list now and every change after.
+    pub(super) fn on_watch_info(&mut self, ask: u64, from: u16, aor: &[u8], out: &mut Outbox) {
+        let shards = self.cfg.shards;
+        let w = self.watched.entry(aor.into()).or_insert_with(|| WatchedBy::new(shards));
+        w.winfo.push((from, ask));
+        let watchers = w.watchers.iter().map(|e| e.state("subscribe")).collect();
+        self.to_shard(from, CoreMsg::WatchInfoAnswer { ask, watchers }, out);
+    }
+
+    /// Sends a watcher change to every shard holding winfo subscriptions
+    /// of `aor` (once per shard).
+    fn tell_winfo(&mut self, aor: &[u8], change: WatcherState, out: &mut Outbox) {
+        let Some(w) = self.watched.get(aor) else { return };
+        let mut shards: Vec<u16> = w.winfo.iter().map(|(s, _)| *s).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        for s in shards {
+            self.to_shard(s, CoreMsg::WatcherChange { aor: aor.into(), change: change.clone() }, out);
+        }
+    }
+
+    /// On the winfo subscriber's shard: the watcher list for a pending
+    /// SUBSCRIBE to `presence.winfo`.
+    pub(super) fn on_watch_info_answer(&mut self, now: Instant, ask: u64, watchers: Vec<WatcherState>, out: &mut Outbox) {
+        self.accept_pending(now, ask, Shown::Real, None, watchers, out);
+    }
+
+    /// On a winfo subscriber's shard: a watcher changed.
+    pub(super) fn on_watcher_change(&mut self, now: Instant, aor: &[u8], change: &WatcherState, out: &mut Outbox) {
+        let mut ready = Vec::new();
+        self.watchers.on_watcher_change(now, aor, change, &mut ready);
+        self.notify_ready(now, ready, out);
     }
 
     /// A new authorization policy (a reloaded configuration): applied to
@@ -138,12 +222,18 @@ impl Shard {
                 let action = self.cfg.policy.decide(aor, &e.watcher);
                 if action != e.action {
                     e.action = action;
-                    changes.push((e.shard, e.ask, action));
+                    let event = match action {
+                        Action::Block => "rejected",
+                        Action::Confirm => "subscribe",
+                        _ => "approved",
+                    };
+                    changes.push((aor.clone(), e.shard, e.ask, action, e.state(event)));
                 }
             }
         }
-        for (shard, ask, action) in changes {
+        for (aor, shard, ask, action, state) in changes {
             self.to_shard(shard, CoreMsg::Authorize { ask, action }, out);
+            self.tell_winfo(&aor, state, out);
         }
         self.drain_local(now, out);
     }
@@ -180,18 +270,29 @@ impl Shard {
 
     /// On the watcher's shard: the decision for a pending SUBSCRIBE.
     pub(super) fn on_watch_answer(&mut self, now: Instant, ask: u64, action: Action, version: u64, doc: Option<Arc<[u8]>>, out: &mut Outbox) {
-        let Some(p) = self.pending_watch.remove(&ask) else { return };
-        let Ok(msg) = Message::parse(&p.bytes, &self.cfg.limits) else { return };
-        let reply = Reply { now, peer: p.peer, key: &p.key, received_on: p.received_on };
         let shown = match action {
-            Action::Block => return self.respond(&msg, reply, 403, "Forbidden", &[], out),
+            Action::Block => {
+                let Some(p) = self.pending_watch.remove(&ask) else { return };
+                let Ok(msg) = Message::parse(&p.bytes, &self.cfg.limits) else { return };
+                let reply = Reply { now, peer: p.peer, key: &p.key, received_on: p.received_on };
+                return self.respond(&msg, reply, 403, "Forbidden", &[], out);
+            }
             Action::Allow => Shown::Real,
             Action::PoliteBlock => Shown::Neutral,
             Action::Confirm => Shown::Pending,
         };
+        self.accept_pending(now, ask, shown, doc.map(|d| (version, d)), Vec::new(), out);
+    }
+
+    /// Accepts a pending SUBSCRIBE: the dialog, the 200, the first NOTIFY.
+    fn accept_pending(&mut self, now: Instant, ask: u64, shown: Shown, doc: Option<(u64, Arc<[u8]>)>, watchers: Vec<WatcherState>, out: &mut Outbox) {
+        let Some(p) = self.pending_watch.remove(&ask) else { return };
+        let Ok(msg) = Message::parse(&p.bytes, &self.cfg.limits) else { return };
+        let reply = Reply { now, peer: p.peer, key: &p.key, received_on: p.received_on };
         let Some(uri) = msg.request_uri() else { return };
         let aor = uri.aor();
-        let (id, tag) = self.watchers.create(now, &msg, p.peer, &aor, ask, shown, p.expires, doc.map(|d| (version, d)));
+        let new = NewSub { aor: &aor, ask, package: p.package, shown, expires: p.expires, doc, watchers };
+        let (id, tag) = self.watchers.create(now, &msg, p.peer, new);
         let exp = p.expires.to_string();
         let contact = format!("<sip:presence@{}>", self.cfg.local_addr);
         let headers = [(HeaderName::Expires, exp.as_bytes()), (HeaderName::Contact, contact.as_bytes())];
