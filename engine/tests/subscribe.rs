@@ -453,3 +453,24 @@ fn the_presentity_watches_its_watchers() {
         assert_eq!(status(&r), 403);
     }
 }
+
+/// RFC 3261 12.1.1: the dialog's route set comes from Record-Route and its
+/// remote target from Contact; NOTIFYs go to the first route with Route
+/// headers and the Contact as Request-URI. The Event id is echoed.
+#[test]
+fn notifies_follow_the_route_set_and_echo_the_event_id() {
+    let srv = Presenced::start(2, &["--notify-min-interval-ms", "0"]);
+    let proxy = udp_socket(Ipv4Addr::LOCALHOST, 0);
+    let proxy_addr = proxy.local_addr().unwrap();
+    let mut ua = Ua::udp();
+    let rr = format!("Record-Route: <sip:{proxy_addr};lr>\r\nEvent: presence;id=feed7\r\n");
+    ua.send(srv.addr, &subscribe_req(&ua, "sip:routed@example.com", "rs-1", 1, "r1", None, 600, &rr));
+    let mut stash = Vec::new();
+    assert_eq!(status(&ua.expect("SIP/2.0", &mut stash)), 200);
+    let n = recv(&proxy, WAIT).expect("the NOTIFY goes to the first route");
+    let text = String::from_utf8_lossy(&n).to_string();
+    assert!(text.starts_with(&format!("NOTIFY sip:w@{} SIP/2.0", ua.addr())), "Request-URI is the remote target: {text}");
+    assert_eq!(header(&n, "Route"), Some(format!("<sip:{proxy_addr};lr>")));
+    assert_eq!(header(&n, "Event").as_deref(), Some("presence;id=feed7"));
+    assert!(stash.iter().all(|m| !m.starts_with(b"NOTIFY")) && ua.recv(Duration::from_millis(200)).is_none(), "not sent straight to the UA");
+}
