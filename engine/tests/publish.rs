@@ -104,21 +104,9 @@ fn rules(shards: usize, tcp: bool) {
     assert!(docs.iter().all(|(s, _)| *s == owner));
 }
 
-#[test]
-fn rules_udp_one_shard() {
-    rules(1, false);
-}
-#[test]
-fn rules_tcp_one_shard() {
-    rules(1, true);
-}
-#[test]
-fn rules_udp_two_shards() {
-    rules(2, false);
-}
-#[test]
-fn rules_tcp_two_shards() {
-    rules(2, true);
+mod rules {
+    use super::*;
+    transport_matrix!(rules);
 }
 
 #[test]

@@ -102,21 +102,9 @@ fn lifecycle(shards: usize, tcp: bool) {
     assert!(ev.iter().all(|(_, s)| *s == owner), "events on owner {owner}: {ev:?}");
 }
 
-#[test]
-fn lifecycle_udp_one_shard() {
-    lifecycle(1, false);
-}
-#[test]
-fn lifecycle_tcp_one_shard() {
-    lifecycle(1, true);
-}
-#[test]
-fn lifecycle_udp_two_shards() {
-    lifecycle(2, false);
-}
-#[test]
-fn lifecycle_tcp_two_shards() {
-    lifecycle(2, true);
+mod lifecycle {
+    use super::*;
+    transport_matrix!(lifecycle);
 }
 
 #[test]

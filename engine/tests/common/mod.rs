@@ -255,3 +255,27 @@ pub fn rfc4475_table() -> std::collections::BTreeMap<String, (String, String)> {
         })
         .collect()
 }
+
+/// Four tests running `$f(shards, tcp)` over UDP and TCP with one and two
+/// shards.
+#[macro_export]
+macro_rules! transport_matrix {
+    ($f:ident) => {
+        #[test]
+        fn udp_one_shard() {
+            $f(1, false);
+        }
+        #[test]
+        fn tcp_one_shard() {
+            $f(1, true);
+        }
+        #[test]
+        fn udp_two_shards() {
+            $f(2, false);
+        }
+        #[test]
+        fn tcp_two_shards() {
+            $f(2, true);
+        }
+    };
+}
