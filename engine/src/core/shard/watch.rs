@@ -25,6 +25,7 @@ pub(super) struct PendingWatch {
     received_on: u16,
     expires: u32,
     package: Package,
+    since: Instant,
 }
 
 /// A presentity's watchers, kept on its shard: who, where, and with what
@@ -126,7 +127,7 @@ impl Shard {
         let ask = self.next_ask;
         self.pending_watch.insert(
             ask,
-            PendingWatch { bytes: msg.as_bytes().to_vec(), peer: reply.peer, key: reply.key.clone(), received_on: reply.received_on, expires, package },
+            PendingWatch { bytes: msg.as_bytes().to_vec(), peer: reply.peer, key: reply.key.clone(), received_on: reply.received_on, expires, package, since: reply.now },
         );
         let owner = ids::owner_of(&aor, self.cfg.shards);
         let from = self.cfg.shard;
@@ -356,9 +357,26 @@ impl Shard {
         self.notify_ready(now, ready, out);
     }
 
+    /// A SUBSCRIBE whose presentity shard never answered (its ask was lost
+    /// to a full queue) is answered 500 after 64*T1, so that neither the
+    /// watcher nor the transaction waits for ever.
+    fn expire_pending(&mut self, now: Instant, out: &mut Outbox) {
+        let limit = 64 * self.cfg.timers.t1;
+        let stale: Vec<u64> = self.pending_watch.iter().filter(|(_, p)| now.duration_since(p.since) >= limit).map(|(a, _)| *a).collect();
+        for ask in stale {
+            let Some(p) = self.pending_watch.remove(&ask) else { continue };
+            let Ok(msg) = Message::parse(&p.bytes, &self.cfg.limits) else { continue };
+            let reply = Reply { now, peer: p.peer, key: &p.key, received_on: p.received_on };
+            self.respond(&msg, reply, 500, "Server Internal Error: presentity not reachable", &[(HeaderName::RetryAfter, b"5")], out);
+        }
+    }
+
     /// Expired subscriptions end with a timeout NOTIFY; rate-limited ones
     /// whose interval passed get theirs.
     pub(super) fn watchers_on_time(&mut self, now: Instant, out: &mut Outbox) {
+        if !self.pending_watch.is_empty() {
+            self.expire_pending(now, out);
+        }
         let (mut expired, mut ready) = (Vec::new(), Vec::new());
         self.watchers.on_time(now, &mut expired, &mut ready);
         for id in expired {
@@ -372,4 +390,54 @@ impl Shard {
 /// politely blocked): one closed tuple.
 fn neutral(aor: &[u8]) -> Arc<[u8]> {
     pidf::compose(&String::from_utf8_lossy(aor), &[], &[]).into_bytes().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ShardConfig;
+    use crate::presence::authz::Policy;
+    use crate::presence::publication::PublishConfig;
+    use crate::presence::watchers::WatchConfig;
+    use crate::registrar::RegistrarConfig;
+    use crate::sip::Limits;
+    use std::time::Duration;
+
+    #[test]
+    fn a_subscribe_whose_ask_is_lost_gets_500() {
+        let t0 = Instant::now();
+        let timers = crate::core::SipTimers::default();
+        let cfg = ShardConfig {
+            shard: 0,
+            shards: 2,
+            limits: Limits::default(),
+            timers,
+            tag_seed: 1,
+            registrar: RegistrarConfig::default(),
+            local_addr: "127.0.0.1:5060".parse().unwrap(),
+            reg_event_subscribe: false,
+            reg_event_expires: 3600,
+            publish: PublishConfig::default(),
+            watch: WatchConfig::default(),
+            policy: Policy::default(),
+        };
+        let mut shard = Shard::new(cfg, t0);
+        // A presentity owned by shard 1: the ask leaves in `to_shards` and,
+        // in this test, is never delivered.
+        let aor = (0..).map(|i| format!("sip:u{i}@example.com")).find(|a| ids::owner_of(a.as_bytes(), 2) == 1).unwrap();
+        let sub = format!(
+            "SUBSCRIBE {aor} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKlost\r\nMax-Forwards: 70\r\n\
+From: <sip:w@example.net>;tag=w\r\nTo: <{aor}>\r\nCall-ID: lost\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:w@192.0.2.1>\r\n\
+Event: presence\r\nContent-Length: 0\r\n\r\n"
+        );
+        let mut out = Outbox::default();
+        shard.on_message(t0, Peer::udp("192.0.2.1:5060".parse().unwrap()), sub.as_bytes(), &mut out);
+        assert!(out.transmits.is_empty(), "no answer before the presentity shard decides");
+        assert!(matches!(out.to_shards.as_slice(), [(1, CoreMsg::Watch { .. })]));
+        shard.on_time(t0 + 64 * timers.t1 - Duration::from_millis(100), &mut out);
+        assert!(out.transmits.is_empty());
+        shard.on_time(t0 + 64 * timers.t1, &mut out);
+        assert_eq!(out.transmits.len(), 1);
+        assert!(out.transmits[0].bytes.starts_with(b"SIP/2.0 500 "));
+    }
 }
