@@ -48,6 +48,8 @@ pub struct PresenceSection {
     /// Least time between two NOTIFYs of one subscription (RFC 6446
     /// style); changes in between are coalesced into the next one.
     pub notify_min_interval_ms: u64,
+    /// Most NOTIFYs one shard keeps in flight; more wait for answers.
+    pub notify_window: usize,
     /// What watchers no rule matches get: allow, block, polite-block or
     /// confirm.
     pub default_authorization: Action,
@@ -69,6 +71,7 @@ impl Default for PresenceSection {
             subscribe_max_expires: w.max_expires,
             subscribe_default_expires: w.default_expires,
             notify_min_interval_ms: w.min_notify_interval.as_millis() as u64,
+            notify_window: w.window,
             default_authorization: Action::Allow,
             authorization: Vec::new(),
         }
@@ -284,6 +287,7 @@ impl Config {
             max_expires: p.subscribe_max_expires,
             default_expires: p.subscribe_default_expires.clamp(p.subscribe_min_expires, p.subscribe_max_expires),
             min_notify_interval: Duration::from_millis(p.notify_min_interval_ms),
+            window: p.notify_window.max(1),
         }
     }
 

@@ -462,3 +462,37 @@ fn notifies_follow_the_route_set_and_echo_the_event_id() {
     assert_eq!(header(&n, "Event").as_deref(), Some("presence;id=feed7"));
     assert!(stash.iter().all(|m| !m.starts_with(b"NOTIFY")) && ua.recv(Duration::from_millis(200)).is_none(), "not sent straight to the UA");
 }
+
+/// A shard keeps at most `--notify-window` NOTIFYs in flight: a change for
+/// many watchers goes out as fast as they answer, not all at once.
+#[test]
+fn notifies_wait_for_the_window() {
+    // T1 = 2 s: nothing is retransmitted while the test holds answers back.
+    let srv = Presenced::start(1, &["--notify-min-interval-ms", "0", "--notify-window", "2", "--t1-ms", "2000"]);
+    let aor = "sip:windowed@example.com";
+    let mut subs: Vec<Sub> = (0..6).map(|_| Sub::new(&srv, Ua::udp(), aor, 600, "Event: presence\r\n").0).collect();
+    publish(&srv, aor, "open", "paced");
+    // Unanswered, only two arrive (well within T1, so no retransmissions).
+    std::thread::sleep(Duration::from_millis(200));
+    let mut waiting: Vec<(usize, Vec<u8>)> = Vec::new();
+    for (i, s) in subs.iter_mut().enumerate() {
+        if let Some(m) = s.ua.recv(Duration::from_millis(10)) {
+            waiting.push((i, m));
+        }
+    }
+    assert_eq!(waiting.len(), 2, "the window holds two in flight");
+    // Answering lets the rest through, two at a time.
+    let mut got = waiting.len();
+    while let Some((i, m)) = waiting.pop() {
+        subs[i].ua.answer(srv.addr, &m, 200);
+        std::thread::sleep(Duration::from_millis(50));
+        for (j, s) in subs.iter_mut().enumerate() {
+            if let Some(m) = s.ua.recv(Duration::from_millis(5)) {
+                assert!(body(&m).contains("paced"));
+                waiting.push((j, m));
+                got += 1;
+            }
+        }
+    }
+    assert_eq!(got, 6, "every watcher was notified once");
+}

@@ -68,6 +68,10 @@ struct Args {
     /// changes in between are coalesced [default: 1000].
     #[arg(long, value_name = "MS")]
     notify_min_interval_ms: Option<u64>,
+    /// Most NOTIFYs a shard keeps in flight; more wait for answers
+    /// [default: 4096].
+    #[arg(long, value_name = "N")]
+    notify_window: Option<usize>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter
     /// such as "info,presenced::request=debug" [default: info].
     #[arg(long, value_name = "LEVEL")]
@@ -122,6 +126,9 @@ fn config(args: &Args) -> Result<Config, String> {
     }
     if let Some(v) = args.notify_min_interval_ms {
         cfg.presence.notify_min_interval_ms = v;
+    }
+    if let Some(v) = args.notify_window {
+        cfg.presence.notify_window = v;
     }
     if let Some(v) = &args.log_level {
         cfg.log.level = v.clone();

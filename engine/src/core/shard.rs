@@ -81,6 +81,10 @@ pub struct Shard {
     /// SUBSCRIBEs waiting for their presentity shard's answer, by ask id.
     pending_watch: HashMap<u64, PendingWatch, ahash::RandomState>,
     next_ask: u64,
+    /// NOTIFYs in flight on this shard, and subscriptions waiting for the
+    /// window to open (see `WatchConfig::window`).
+    notifies_in_flight: usize,
+    deferred_notifies: VecDeque<u64>,
     /// Messages this shard sends itself, handled before a step returns.
     local: VecDeque<CoreMsg>,
     tag_seq: u64,
@@ -102,6 +106,8 @@ impl Shard {
             watched: HashMap::default(),
             pending_watch: HashMap::default(),
             next_ask: 0,
+            notifies_in_flight: 0,
+            deferred_notifies: VecDeque::new(),
             local: VecDeque::new(),
             tag_seq: 0,
             stats: ShardStats::default(),

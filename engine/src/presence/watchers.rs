@@ -23,11 +23,15 @@ pub struct WatchConfig {
     pub max_expires: u32,
     pub default_expires: u32,
     pub min_notify_interval: Duration,
+    /// Most NOTIFYs a shard keeps in flight; more wait for answers. A
+    /// burst to a huge watcher list then goes out at the pace the watchers
+    /// answer instead of outrunning T1 and retransmitting.
+    pub window: usize,
 }
 
 impl Default for WatchConfig {
     fn default() -> Self {
-        WatchConfig { min_expires: 60, max_expires: 7200, default_expires: 3600, min_notify_interval: Duration::from_millis(1000) }
+        WatchConfig { min_expires: 60, max_expires: 7200, default_expires: 3600, min_notify_interval: Duration::from_millis(1000), window: 4096 }
     }
 }
 
@@ -274,6 +278,11 @@ impl Watchers {
             s.dirty = true;
             Self::ready_or_schedule(&self.cfg, &mut self.wheel, id, s, now, ready);
         }
+    }
+
+    /// Whether `id` has news to send and nothing in flight.
+    pub fn wants_notify(&self, id: u64) -> bool {
+        self.subs.get(&id).is_some_and(|s| s.dirty && !s.in_flight)
     }
 
     /// The subscription the presentity's shard knows by `ask`.

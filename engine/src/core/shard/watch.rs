@@ -313,9 +313,26 @@ impl Shard {
         self.notify_ready(now, ready, out);
     }
 
+    /// Sends the ready subscriptions their NOTIFY while the shard's window
+    /// allows; the rest wait for answers to free it.
     fn notify_ready(&mut self, now: Instant, ready: Vec<u64>, out: &mut Outbox) {
         for id in ready {
-            self.send_notify(now, id, None, out);
+            if self.notifies_in_flight < self.cfg.watch.window {
+                self.send_notify(now, id, None, out);
+            } else {
+                self.deferred_notifies.push_back(id);
+            }
+        }
+    }
+
+    /// An answer (or a timeout) freed a place in the window.
+    fn open_window(&mut self, now: Instant, out: &mut Outbox) {
+        self.notifies_in_flight = self.notifies_in_flight.saturating_sub(1);
+        while self.notifies_in_flight < self.cfg.watch.window {
+            let Some(id) = self.deferred_notifies.pop_front() else { break };
+            if self.watchers.wants_notify(id) {
+                self.send_notify(now, id, None, out);
+            }
         }
     }
 
@@ -330,6 +347,7 @@ impl Shard {
         let Some(to) = self.watchers.write_notify(now, id, &branch, end, &neutral, &mut bytes) else { return };
         let t = Transmit { to, bytes };
         self.client.start(seq, t.clone(), b"NOTIFY", ClientCtx::Notify(id), now);
+        self.notifies_in_flight += 1;
         out.transmits.push(t);
         if end.is_some() {
             self.end_subscription(id, out);
@@ -350,6 +368,7 @@ impl Shard {
 
     /// The outcome of a NOTIFY: `None` is a timeout.
     pub(super) fn on_notify_result(&mut self, now: Instant, id: u64, status: Option<u16>, out: &mut Outbox) {
+        self.open_window(now, out);
         let mut ready = Vec::new();
         if let Err((aor, ask)) = self.watchers.on_notify_result(now, id, status, &mut ready) {
             self.unwatch(aor, ask, out);
