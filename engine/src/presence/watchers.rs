@@ -124,7 +124,8 @@ enum Timer {
 pub struct Watchers {
     cfg: WatchConfig,
     shard: u16,
-    local: SocketAddr,
+    /// The server's address as written in Via and Contact, formatted once.
+    local_text: String,
     next: u64,
     subs: HashMap<u64, Subscription, ahash::RandomState>,
     by_dialog: HashMap<Box<[u8]>, u64, ahash::RandomState>,
@@ -159,7 +160,7 @@ impl Watchers {
         Watchers {
             cfg,
             shard,
-            local,
+            local_text: local.to_string(),
             next: seed,
             subs: HashMap::default(),
             by_dialog: HashMap::default(),
@@ -405,14 +406,16 @@ impl Watchers {
 
     /// Writes the next NOTIFY of subscription `id` with `branch`: current
     /// state, or `end` for a final one. Returns where it goes.
-    pub fn write_notify(&mut self, now: Instant, id: u64, branch: &[u8], end: Option<End>, neutral: &[u8], out: &mut Vec<u8>) -> Option<Peer> {
+    /// `neutral` makes the closed document for an AOR; it is called only
+    /// when that document is what the watcher is shown.
+    pub fn write_notify(&mut self, now: Instant, id: u64, branch: &[u8], end: Option<End>, neutral: fn(&[u8]) -> Arc<[u8]>, out: &mut Vec<u8>) -> Option<Peer> {
         let s = self.subs.get_mut(&id)?;
         s.local_cseq += 1;
         s.in_flight = true;
         s.dirty = false;
         s.last_notify = Some(now);
         let transport = if s.to.transport == Transport::Tcp { "TCP" } else { "UDP" };
-        let local = self.local.to_string();
+        let local = &self.local_text;
         let mut w = MessageWriter::request(out, b"NOTIFY", &s.remote_target);
         w.header_parts(HeaderName::Via, &[b"SIP/2.0/", transport.as_bytes(), b" ", local.as_bytes(), b";rport;branch=", branch]);
         w.header(HeaderName::MaxForwards, b"70");
@@ -452,10 +455,14 @@ impl Watchers {
             w.finish(Some(b"application/watcherinfo+xml"), &body);
             return Some(s.to);
         }
-        let body: &[u8] = match (end, s.shown) {
-            (Some(End::Rejected), _) | (_, Shown::Pending) => b"",
-            (_, Shown::Neutral) => neutral,
-            (_, Shown::Real) => s.doc.as_deref().unwrap_or(neutral),
+        let closed;
+        let body: &[u8] = match (end, s.shown, &s.doc) {
+            (Some(End::Rejected), _, _) | (_, Shown::Pending, _) => b"",
+            (_, Shown::Real, Some(doc)) => doc,
+            _ => {
+                closed = neutral(&s.aor);
+                &closed
+            }
         };
         w.finish(if body.is_empty() { None } else { Some(b"application/pidf+xml") }, body);
         Some(s.to)

@@ -339,12 +339,13 @@ impl Shard {
     /// Sends subscription `id` its NOTIFY in a client transaction; a final
     /// one (`end`) also removes the subscription.
     pub(super) fn send_notify(&mut self, now: Instant, id: u64, end: Option<End>, out: &mut Outbox) {
-        let Some(aor) = self.watchers.get(id).map(|s| s.aor.clone()) else { return };
-        let neutral = neutral(&aor);
+        if self.watchers.get(id).is_none() {
+            return;
+        }
         let mut branch = Vec::with_capacity(32);
         let seq = self.client.new_branch(&mut branch);
-        let mut bytes = Vec::with_capacity(512 + neutral.len());
-        let Some(to) = self.watchers.write_notify(now, id, &branch, end, &neutral, &mut bytes) else { return };
+        let mut bytes = Vec::with_capacity(1024);
+        let Some(to) = self.watchers.write_notify(now, id, &branch, end, neutral, &mut bytes) else { return };
         let t = Transmit { to, bytes };
         self.client.start(seq, t.clone(), b"NOTIFY", ClientCtx::Notify(id), now);
         self.notifies_in_flight += 1;
