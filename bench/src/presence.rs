@@ -2,11 +2,7 @@
 //! watchers subscribed to one presentity, and the request bytes to change
 //! its state.
 
-use presence_engine::core::{Outbox, Peer, Shard, ShardConfig, SipTimers};
-use presence_engine::presence::authz::Policy;
-use presence_engine::presence::publication::PublishConfig;
-use presence_engine::presence::watchers::WatchConfig;
-use presence_engine::registrar::RegistrarConfig;
+use presence_engine::core::{Outbox, Peer, Shard, ShardConfig};
 use presence_engine::sip::{Limits, Message};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,20 +10,8 @@ use std::time::{Duration, Instant};
 pub const PRESENTITY: &str = "sip:popular@example.com";
 
 pub fn shard() -> Shard {
-    let cfg = ShardConfig {
-        shard: 0,
-        shards: 1,
-        limits: Limits::default(),
-        timers: SipTimers::default(),
-        tag_seed: 1,
-        registrar: RegistrarConfig::default(),
-        local_addr: "127.0.0.1:5060".parse().unwrap(),
-        reg_event_subscribe: false,
-        reg_event_expires: 3600,
-        publish: PublishConfig::default(),
-        watch: WatchConfig { min_notify_interval: Duration::ZERO, ..WatchConfig::default() },
-        policy: Policy::default(),
-    };
+    let mut cfg = ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap());
+    cfg.watch.min_notify_interval = Duration::ZERO;
     Shard::new(cfg, Instant::now())
 }
 

@@ -44,6 +44,27 @@ pub struct ShardConfig {
     pub policy: Policy,
 }
 
+impl ShardConfig {
+    /// Shard `shard` of `shards` at `local_addr` with every other setting at
+    /// its default (as an empty configuration file gives).
+    pub fn with_defaults(shard: u16, shards: u16, local_addr: SocketAddr) -> Self {
+        ShardConfig {
+            shard,
+            shards,
+            limits: Limits::default(),
+            timers: SipTimers::default(),
+            tag_seed: 1,
+            registrar: RegistrarConfig::default(),
+            local_addr,
+            reg_event_subscribe: false,
+            reg_event_expires: 3600,
+            publish: PublishConfig::default(),
+            watch: WatchConfig::default(),
+            policy: Policy::default(),
+        }
+    }
+}
+
 /// Counters a shard keeps about its own traffic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShardStats {

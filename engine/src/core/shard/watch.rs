@@ -416,31 +416,13 @@ fn neutral(aor: &[u8]) -> Arc<[u8]> {
 mod tests {
     use super::*;
     use crate::core::ShardConfig;
-    use crate::presence::authz::Policy;
-    use crate::presence::publication::PublishConfig;
-    use crate::presence::watchers::WatchConfig;
-    use crate::registrar::RegistrarConfig;
-    use crate::sip::Limits;
     use std::time::Duration;
 
     #[test]
     fn a_subscribe_whose_ask_is_lost_gets_500() {
         let t0 = Instant::now();
-        let timers = crate::core::SipTimers::default();
-        let cfg = ShardConfig {
-            shard: 0,
-            shards: 2,
-            limits: Limits::default(),
-            timers,
-            tag_seed: 1,
-            registrar: RegistrarConfig::default(),
-            local_addr: "127.0.0.1:5060".parse().unwrap(),
-            reg_event_subscribe: false,
-            reg_event_expires: 3600,
-            publish: PublishConfig::default(),
-            watch: WatchConfig::default(),
-            policy: Policy::default(),
-        };
+        let cfg = ShardConfig::with_defaults(0, 2, "127.0.0.1:5060".parse().unwrap());
+        let timers = cfg.timers;
         let mut shard = Shard::new(cfg, t0);
         // A presentity owned by shard 1: the ask leaves in `to_shards` and,
         // in this test, is never delivered.
