@@ -314,6 +314,16 @@ mod tests {
         assert_eq!(Config::default().listen.to_string(), "127.0.0.1:5060");
     }
 
+    /// The reference block in README.md is a valid file whose values are
+    /// the defaults, so the documentation cannot drift from the code.
+    #[test]
+    fn readme_config_block_is_the_default() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n").expect("a toml block") + 8;
+        let end = start + readme[start..].find("```").unwrap();
+        assert_eq!(Config::from_toml(&readme[start..end]).unwrap(), Config::default());
+    }
+
     #[test]
     fn file_overrides_and_rejects_unknown_keys() {
         let c = Config::from_toml("listen = \"0.0.0.0:5070\"\nshards = 2\n[timers]\nt1_ms = 100\n").unwrap();
