@@ -186,20 +186,19 @@ pub fn run_worker(cfg: WorkerConfig, worker: usize, shared: Arc<Shared>) -> Work
                     let _ = socks[i].send_to(&resp, from);
                     continue;
                 }
-                let Some(t) = msg.via().branch().and_then(parse_branch).and_then(|b| txns.remove(&b)) else {
+                let status = msg.status().unwrap_or(0);
+                let Some(b) = msg.via().branch().and_then(parse_branch).filter(|b| txns.contains_key(b)) else {
                     res.unmatched += 1;
                     continue;
                 };
-                let status = msg.status().unwrap_or(0);
                 if status < 200 {
                     // Provisional: keep waiting (Timer E moves to T2).
-                    let mut t = t;
-                    t.interval = T2;
-                    if let Some(b) = msg.via().branch().and_then(parse_branch) {
-                        txns.insert(b, t);
+                    if let Some(t) = txns.get_mut(&b) {
+                        t.interval = T2;
                     }
                     continue;
                 }
+                let Some(t) = txns.remove(&b) else { continue };
                 let us = t.first.elapsed().as_micros() as u64;
                 let _ = res.latency.record(us.max(1));
                 let _ = window_hist.record(us.max(1));

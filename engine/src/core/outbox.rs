@@ -23,7 +23,7 @@ pub enum CoreMsg {
     /// The watcher's shard asks the presentity's shard: may `watcher`
     /// watch `aor`? The answer carries the current document.
     Watch { ask: u64, from: u16, aor: Box<[u8]>, watcher: Box<[u8]> },
-    WatchAnswer { ask: u64, action: crate::presence::authz::Action, version: u64, doc: Option<Arc<[u8]>> },
+    WatchAnswer { ask: u64, action: crate::presence::authz::Action, version: u64, doc: Arc<[u8]> },
     /// The presentity's own winfo subscription (RFC 3857) asks for the
     /// watcher list and its changes.
     WatchInfo { ask: u64, from: u16, aor: Box<[u8]> },

@@ -244,8 +244,7 @@ impl Shard {
         let seq = self.client.new_branch(&mut branch);
         let mut bytes = Vec::with_capacity(512);
         let Some(target) = self.reg_sub.resubscribe(call_id, expires, &branch, &mut bytes) else { return };
-        let t = Transmit { to: target, bytes };
-        self.client.start(seq, t.clone(), b"SUBSCRIBE", ClientCtx::RegSubscribe(call_id.into()), now);
+        let t = self.client.start(seq, Transmit { to: target, bytes }, b"SUBSCRIBE", ClientCtx::RegSubscribe(call_id.into()), now);
         out.events.push(Event::RegSubscription { call_id: lossy(call_id), status: 0 });
         out.transmits.push(t);
     }
@@ -422,8 +421,7 @@ impl Shard {
         let seq = self.client.new_branch(&mut branch);
         let mut bytes = Vec::with_capacity(512);
         let call_id = self.reg_sub.subscribe(aor, aor_uri, target, &branch, &mut bytes);
-        let t = Transmit { to: target, bytes };
-        self.client.start(seq, t.clone(), b"SUBSCRIBE", ClientCtx::RegSubscribe(call_id.clone()), now);
+        let t = self.client.start(seq, Transmit { to: target, bytes }, b"SUBSCRIBE", ClientCtx::RegSubscribe(call_id.clone()), now);
         out.events.push(Event::RegSubscription { call_id: lossy(&call_id), status: 0 });
         out.transmits.push(t);
     }

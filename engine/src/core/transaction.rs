@@ -7,9 +7,7 @@
 //! T2. Nor does it ever send 408 to a non-INVITE request (RFC 4320 4.1).
 
 use super::ids;
-use super::peer::Transmit;
-#[cfg(test)]
-use super::peer::Peer;
+use super::peer::{Peer, Transmit};
 use super::timer::TimerWheel;
 use crate::sip::{Message, Via};
 use std::collections::HashMap;
@@ -175,7 +173,9 @@ enum ClientTimer {
 }
 
 struct ClientTxn<C> {
-    request: Transmit,
+    to: Peer,
+    /// The request's bytes, kept only where Timer E may resend them (UDP).
+    retransmit: Option<Vec<u8>>,
     method: Box<[u8]>,
     state: ClientState,
     interval: Duration,
@@ -222,17 +222,20 @@ impl<C> ClientTransactions<C> {
         seq
     }
 
-    /// Starts the transaction for a request built with branch `seq`; the
-    /// caller sends `request` once now. Timer E (UDP only) and F start.
-    pub fn start(&mut self, seq: u64, request: Transmit, method: &[u8], ctx: C, now: Instant) {
-        if !request.to.transport.is_reliable() {
+    /// Starts the transaction for a request built with branch `seq` and
+    /// returns it for the caller to send once now. Timers E (UDP only: a
+    /// copy is kept for it) and F start.
+    pub fn start(&mut self, seq: u64, request: Transmit, method: &[u8], ctx: C, now: Instant) -> Transmit {
+        let retransmit = (!request.to.transport.is_reliable()).then(|| request.bytes.clone());
+        if retransmit.is_some() {
             self.wheel.insert(now + self.timers.t1, ClientTimer::E(seq));
         }
         self.wheel.insert(now + 64 * self.timers.t1, ClientTimer::F(seq));
         self.map.insert(
             seq,
-            ClientTxn { request, method: method.into(), state: ClientState::Trying, interval: self.timers.t1, ctx: Some(ctx) },
+            ClientTxn { to: request.to, retransmit, method: method.into(), state: ClientState::Trying, interval: self.timers.t1, ctx: Some(ctx) },
         );
+        request
     }
 
     /// Matches a response (RFC 3261 17.1.3: our branch and the CSeq
@@ -255,7 +258,7 @@ impl<C> ClientTransactions<C> {
         }
         t.state = ClientState::Completed;
         let ctx = t.ctx.take()?;
-        if t.request.to.transport.is_reliable() {
+        if t.to.transport.is_reliable() {
             self.map.remove(&seq);
         } else {
             // Timer K absorbs retransmitted finals.
@@ -277,7 +280,8 @@ impl<C> ClientTransactions<C> {
                         ClientState::Proceeding => self.timers.t2,
                         ClientState::Completed => continue,
                     };
-                    send.push(t.request.clone());
+                    let Some(bytes) = &t.retransmit else { continue };
+                    send.push(Transmit { to: t.to, bytes: bytes.clone() });
                     t.interval = next;
                     self.wheel.insert(now + next, ClientTimer::E(seq));
                 }

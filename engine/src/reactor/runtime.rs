@@ -6,7 +6,7 @@ use super::tcp;
 use super::udp::{RecvBatch, SendBatch};
 use super::ShardMsg;
 use crate::config::Config;
-use crate::core::{ConnId, Event, Outbox, Shard, ShardConfig, ShardStats, Transport};
+use crate::core::{ConnId, Event, Outbox, Shard, ShardConfig, ShardStats, Transmit, Transport};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::channels::local_channel::LocalSender;
 use glommio::net::UdpSocket;
@@ -178,13 +178,7 @@ impl Runtime {
         for t in out.transmits.drain(..) {
             match t.to.transport {
                 Transport::Udp => self.udp_out.borrow_mut().push(t.to.addr, t.bytes),
-                Transport::Tcp if t.to.conn.shard() == self.id => {
-                    if let Some(w) = self.conns.borrow().get(&t.to.conn) {
-                        let _ = w.try_send(t.bytes);
-                    } else {
-                        tracing::debug!(shard = self.id, peer = %t.to.addr, "TCP connection gone; response dropped");
-                    }
-                }
+                Transport::Tcp if t.to.conn.shard() == self.id => self.write_tcp(t),
                 Transport::Tcp => self.send_to_shard(t.to.conn.shard(), ShardMsg::Transmit(t)),
             }
         }
@@ -208,11 +202,18 @@ impl Runtime {
     fn on_shard_msg(&self, msg: ShardMsg) {
         match msg {
             ShardMsg::Core(msg) => self.with_core(|core, out| core.on_shard_msg(Instant::now(), msg, out)),
-            ShardMsg::Transmit(t) => {
-                if let Some(w) = self.conns.borrow().get(&t.to.conn) {
-                    let _ = w.try_send(t.bytes);
-                }
+            ShardMsg::Transmit(t) => self.write_tcp(t),
+        }
+    }
+
+    /// Queues bytes on one of this shard's TCP connections; a connection
+    /// that has closed drops them.
+    pub fn write_tcp(&self, t: Transmit) {
+        match self.conns.borrow().get(&t.to.conn) {
+            Some(w) => {
+                let _ = w.try_send(t.bytes);
             }
+            None => tracing::debug!(shard = self.id, peer = %t.to.addr, "TCP connection gone; message dropped"),
         }
     }
 

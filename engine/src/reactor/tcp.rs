@@ -5,7 +5,7 @@
 //! owning shard).
 
 use super::runtime::Runtime;
-use crate::core::{ConnId, Peer};
+use crate::core::{ConnId, Peer, Transmit};
 use crate::sip::{Frame, StreamFramer};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel;
@@ -74,9 +74,7 @@ async fn serve(rt: Rc<Runtime>, stream: TcpStream, peer: Peer) {
                 }
                 Ok(Some(Frame::Ping)) => {
                     // RFC 5626 4.4.1: a double-CRLF ping gets a CRLF pong.
-                    if let Some(w) = rt.conns.borrow().get(&peer.conn) {
-                        let _ = w.try_send(b"\r\n".to_vec());
-                    }
+                    rt.write_tcp(Transmit { to: peer, bytes: b"\r\n".to_vec() });
                 }
                 Ok(Some(Frame::Pong)) => {}
                 Ok(None) => break,

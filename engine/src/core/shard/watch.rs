@@ -3,8 +3,8 @@
 //! presentity lives, and the fan-out of each new document version: once to
 //! each shard that holds watchers, which notifies its own.
 
-use super::{ClientCtx, CoreMsg, Event, Outbox, Reply, Shard};
-use crate::core::ids;
+use super::{lossy, ClientCtx, CoreMsg, Event, Outbox, Reply, Shard};
+use crate::core::{capabilities, ids};
 use crate::core::peer::{Peer, Transmit};
 use crate::core::transaction::ServerKey;
 use crate::presence::authz::Action;
@@ -62,18 +62,16 @@ struct WatcherEntry {
     action: Action,
 }
 
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 impl Shard {
     /// RFC 6665 4.2.1 and RFC 3856 for `Event: presence`.
     pub(super) fn on_subscribe(&mut self, msg: &Message<'_>, reply: Reply<'_>, out: &mut Outbox) {
-        let allow_events: &[(HeaderName, &[u8])] = &[(HeaderName::AllowEvents, b"presence, presence.winfo")];
         let package = match msg.event() {
             Ok(Some(e)) if e.is("presence") => Package::Presence,
             Ok(Some(e)) if e.is("presence.winfo") => Package::Winfo,
-            _ => return self.respond(msg, reply, 489, "Bad Event", allow_events, out),
+            _ => {
+                let events = capabilities::joined(capabilities::ALLOW_EVENTS);
+                return self.respond(msg, reply, 489, "Bad Event", &[(HeaderName::AllowEvents, events.as_bytes())], out);
+            }
         };
         let expires = match self.watchers.grant(msg.expires()) {
             Ok(e) => e,
@@ -152,7 +150,7 @@ impl Shard {
             self.tell_winfo(aor, change, out);
         }
         let (version, doc) = self.publications.document(aor).unwrap_or_else(|| (0, neutral(aor)));
-        self.to_shard(from, CoreMsg::WatchAnswer { ask, action, version, doc: Some(doc) }, out);
+        self.to_shard(from, CoreMsg::WatchAnswer { ask, action, version, doc }, out);
     }
 
     /// On the presentity's shard: a subscription on `from` is gone (a
@@ -270,7 +268,7 @@ impl Shard {
     }
 
     /// On the watcher's shard: the decision for a pending SUBSCRIBE.
-    pub(super) fn on_watch_answer(&mut self, now: Instant, ask: u64, action: Action, version: u64, doc: Option<Arc<[u8]>>, out: &mut Outbox) {
+    pub(super) fn on_watch_answer(&mut self, now: Instant, ask: u64, action: Action, version: u64, doc: Arc<[u8]>, out: &mut Outbox) {
         let shown = match action {
             Action::Block => {
                 let Some(p) = self.pending_watch.remove(&ask) else { return };
@@ -282,7 +280,7 @@ impl Shard {
             Action::PoliteBlock => Shown::Neutral,
             Action::Confirm => Shown::Pending,
         };
-        self.accept_pending(now, ask, shown, doc.map(|d| (version, d)), Vec::new(), out);
+        self.accept_pending(now, ask, shown, Some((version, doc)), Vec::new(), out);
     }
 
     /// Accepts a pending SUBSCRIBE: the dialog, the 200, the first NOTIFY.
@@ -346,8 +344,7 @@ impl Shard {
         let seq = self.client.new_branch(&mut branch);
         let mut bytes = Vec::with_capacity(1024);
         let Some(to) = self.watchers.write_notify(now, id, &branch, end, neutral, &mut bytes) else { return };
-        let t = Transmit { to, bytes };
-        self.client.start(seq, t.clone(), b"NOTIFY", ClientCtx::Notify(id), now);
+        let t = self.client.start(seq, Transmit { to, bytes }, b"NOTIFY", ClientCtx::Notify(id), now);
         self.notifies_in_flight += 1;
         out.transmits.push(t);
         if end.is_some() {
