@@ -1,14 +1,24 @@
-//! One worker thread's load loop: its own UDP sockets, its share of the
-//! simulated users, its transactions (matched by Via branch, retransmitted
-//! per RFC 3261 Timer E, given up at Timer F) and its statistics.
+//! One worker thread's load loop: its flows ([`Transport`]), its share of
+//! the simulated users and watches, its transactions (matched by Via
+//! branch, retransmitted per RFC 3261 Timer E on UDP, given up at Timer F)
+//! and its statistics. NOTIFYs from the server are answered, checked
+//! against what was published ([`crate::check`]) and timed.
+//!
+//! A run has up to two phases. Scenarios with standing subscriptions
+//! (`fanout`, `mixed`) first set them up; all workers wait for each other
+//! (still answering NOTIFYs) before the measured phase starts, so the
+//! report's rates and latencies are of the measured phase only.
 
-use crate::scenario::{self, Scenario};
+use crate::check::{self, Watch};
+use crate::profile::Profile;
+use crate::scenario::{self, Ctx, Kind, Marker, Scenario};
+use crate::transport::{Incoming, Transport, TransportKind};
 use hdrhistogram::Histogram;
 use presence_engine::sip::{HeaderName, Limits, Message};
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,29 +37,95 @@ pub enum End {
     Count(u64),
 }
 
+/// The standing subscriptions of the `fanout` scenario.
+#[derive(Clone, Copy, Debug)]
+pub struct Fanout {
+    pub presentities: usize,
+    pub watchers: usize,
+}
+
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     pub target: SocketAddr,
+    pub transport: TransportKind,
     pub scenario: Scenario,
-    pub users: std::ops::Range<usize>,
+    /// This worker's users (the presentities, in `fanout`).
+    pub users: Range<usize>,
+    /// All users of the run (presentities are numbered below this).
+    pub total_users: usize,
     pub domain: String,
-    pub sockets: usize,
+    /// UDP sockets or TCP connections of this worker.
+    pub flows: usize,
     pub load: Load,
     pub end: End,
     pub t1: Duration,
-    /// Seconds over which an open-loop rate ramps up from zero.
+    /// Over which an open-loop rate ramps up from zero.
     pub ramp: Duration,
+    pub fanout: Option<Fanout>,
+    /// This worker's share of the fanout watches (global numbers).
+    pub fanout_watches: Range<usize>,
+    pub profile: Option<Profile>,
+    /// Transactions outstanding while setting up subscriptions.
+    pub setup_outstanding: usize,
+    /// Fully validate one NOTIFY body in this many (1: all).
+    pub pidf_sample: u64,
+    /// End the subscriptions still open when the run is over.
+    pub teardown: bool,
 }
 
-/// Counters the progress line reads while workers run.
-#[derive(Default)]
+/// What workers share: live counters for the progress line, the latest
+/// published version of each presentity (for the NOTIFY checks), the
+/// clock the PUBLISH markers use, and the setup barrier.
 pub struct Shared {
     pub sent: AtomicU64,
     pub ok: AtomicU64,
     pub errors: AtomicU64,
+    pub notifies: AtomicU64,
     pub outstanding: AtomicU64,
     pub stop: AtomicBool,
     pub latency: Mutex<Option<Histogram<u64>>>,
+    pub epoch: Instant,
+    /// Names this run in PUBLISH markers.
+    pub run: u32,
+    pub published: Vec<AtomicU32>,
+    pub setup_done: AtomicUsize,
+    pub threads: usize,
+}
+
+impl Shared {
+    pub fn new(threads: usize, presentities: usize) -> Shared {
+        Shared {
+            sent: AtomicU64::new(0),
+            ok: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            notifies: AtomicU64::new(0),
+            outstanding: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            latency: Mutex::new(None),
+            epoch: Instant::now(),
+            run: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u32 | 1),
+            published: (0..presentities).map(|_| AtomicU32::new(0)).collect(),
+            setup_done: AtomicUsize::new(0),
+            threads,
+        }
+    }
+    pub fn in_setup(&self) -> bool {
+        self.setup_done.load(Ordering::Relaxed) < self.threads
+    }
+}
+
+#[derive(Default, Clone, Copy, Debug)]
+pub struct KindCount {
+    pub sent: u64,
+    pub ok: u64,
+}
+
+#[derive(Default, Clone, Copy, Debug)]
+pub struct SetupResult {
+    pub subscriptions: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub duration_s: f64,
 }
 
 /// What one worker measured.
@@ -59,225 +135,622 @@ pub struct WorkerResult {
     pub statuses: BTreeMap<u16, u64>,
     pub timeouts: u64,
     pub unmatched: u64,
-    pub notifies: u64,
     pub latency: Histogram<u64>,
+    pub kinds: [KindCount; 3],
+    pub setup: Option<SetupResult>,
+    pub teardown: Option<SetupResult>,
+    /// Seconds of the measured phase.
+    pub measured_s: f64,
+    pub notify: check::NotifyStats,
+    pub connection_errors: u64,
+}
+
+/// Compact per-user state: a million users fit in tens of MiB.
+#[derive(Default)]
+struct User {
+    cseq: u32,
+    /// A transaction of this user is outstanding (PUBLISH must be serial:
+    /// each success changes the entity tag).
+    busy: bool,
+    etag: Option<Box<[u8]>>,
 }
 
 struct Txn {
-    user: usize,
-    sock: usize,
+    kind: Kind,
+    /// The user (REGISTER, PUBLISH) or the watch (SUBSCRIBE).
+    who: u32,
+    flow: u32,
+    setup: bool,
+    /// Kept for Timer E over UDP only.
     bytes: Vec<u8>,
     first: Instant,
     last: Instant,
     interval: Duration,
 }
 
-const T2: Duration = Duration::from_secs(4);
-const BRANCH_PREFIX: &[u8] = b"z9hG4bK-lg";
+enum Action {
+    Register(usize),
+    Publish(usize),
+    Subscribe { watcher: usize, presentity: usize, expires: u32 },
+    /// End watch n's dialog (SUBSCRIBE with Expires 0).
+    Unsubscribe(usize),
+}
 
-fn new_histogram() -> Histogram<u64> {
+/// Where the next transaction comes from.
+enum Source {
+    /// Round robin over this worker's users, one kind.
+    Users { kind: Kind, next: usize },
+    /// A new subscription from `watcher<u>` to user u, round robin.
+    NewWatches { next: usize },
+    /// The fanout's standing subscriptions: global watch g watches
+    /// presentity g / W.
+    FanoutSetup { next: usize },
+    /// The mixed profile's standing subscriptions: each user watches W
+    /// others.
+    MixedSetup { user: usize, j: usize },
+    /// The busy hour: kinds by smooth weighted round robin.
+    Mixed { credit: [f64; 3], next: [usize; 2] },
+    /// Every watch still open, ended.
+    Teardown { next: usize },
+}
+
+const T2: Duration = Duration::from_secs(4);
+/// After the measured phase, wait this long without a message for the
+/// last NOTIFYs (the server may hold them for its rate limit).
+const NOTIFY_QUIET: Duration = Duration::from_millis(1500);
+
+pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
 }
 
-fn parse_branch(b: &[u8]) -> Option<u64> {
-    u64::from_str_radix(std::str::from_utf8(b.strip_prefix(BRANCH_PREFIX)?).ok()?, 16).ok()
+pub fn run_worker(cfg: WorkerConfig, id: usize, shared: Arc<Shared>) -> Result<WorkerResult, String> {
+    let net = Transport::open(cfg.transport, cfg.target, cfg.flows).map_err(|e| format!("cannot open {} flows to {}: {e}", cfg.transport.name(), cfg.target))?;
+    let mut w = Worker::new(&cfg, id, &shared, net);
+    if let Some(source) = w.setup_source() {
+        w.setup(source);
+    }
+    let source = w.measured_source();
+    w.measured(source);
+    if cfg.teardown {
+        // The final NOTIFYs are checked but not counted as measured.
+        let (received, validated) = (w.res.notify.received, w.res.notify.validated);
+        w.res.teardown = Some(w.teardown());
+        (w.res.notify.received, w.res.notify.validated) = (received, validated);
+    }
+    w.flush_progress();
+    shared.outstanding.store(0, Ordering::Relaxed);
+    w.res.connection_errors = w.net.connection_errors;
+    Ok(w.res)
 }
 
-pub fn run_worker(cfg: WorkerConfig, worker: usize, shared: Arc<Shared>) -> WorkerResult {
-    let bind: SocketAddr = if cfg.target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
-    let local_ip = if cfg.target.ip().is_loopback() { cfg.target.ip() } else { bind.ip() };
-    let socks: Vec<UdpSocket> = (0..cfg.sockets.max(1))
-        .map(|_| {
-            let s = UdpSocket::bind(SocketAddr::new(local_ip, 0)).expect("bind a client socket");
-            s.set_nonblocking(true).unwrap();
-            s
-        })
-        .collect();
-    let addrs: Vec<SocketAddr> = socks.iter().map(|s| s.local_addr().unwrap()).collect();
-    let users = cfg.users.clone();
-    let mut etags: HashMap<usize, String> = HashMap::new();
-    let mut cseqs: HashMap<usize, u32> = HashMap::new();
-    let mut txns: HashMap<u64, Txn> = HashMap::new();
-    let mut res = WorkerResult {
-        sent: 0,
-        retransmissions: 0,
-        statuses: BTreeMap::new(),
-        timeouts: 0,
-        unmatched: 0,
-        notifies: 0,
-        latency: new_histogram(),
-    };
-    let mut window_hist = new_histogram();
-    let limits = Limits::default();
-    let mut buf = vec![0u8; 65536];
-    let mut resp = Vec::with_capacity(512);
-    let start = Instant::now();
-    let mut next_user = users.start;
-    let mut branch: u64 = (worker as u64) << 48;
-    let mut last_tick = start;
-    let mut last_publish = start;
-    let mut started: u64 = 0;
-    let (mut ok, mut errors) = (0u64, 0u64);
-    let mut fds: Vec<libc::pollfd> = socks.iter().map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+struct Worker<'a> {
+    cfg: &'a WorkerConfig,
+    shared: &'a Shared,
+    net: Transport,
+    users: Vec<User>,
+    watches: Vec<Watch>,
+    txns: HashMap<u64, Txn>,
+    branch: u64,
+    rng: u64,
+    res: WorkerResult,
+    window_hist: Histogram<u64>,
+    limits: Limits,
+    data: Vec<u8>,
+    incoming: Vec<Incoming>,
+    resp: Vec<u8>,
+    /// Progress not yet published to `shared`.
+    sent_reported: u64,
+    ok_delta: u64,
+    err_delta: u64,
+    notify_delta: u64,
+    last_progress: Instant,
+    last_tick: Instant,
+    last_message: Instant,
+}
 
-    loop {
+impl<'a> Worker<'a> {
+    fn new(cfg: &'a WorkerConfig, id: usize, shared: &'a Shared, net: Transport) -> Worker<'a> {
         let now = Instant::now();
-        let issuing = !shared.stop.load(Ordering::Relaxed)
-            && match cfg.end {
-                End::After(d) => now.duration_since(start) < d,
-                End::Count(n) => started < n,
-            };
-        if !issuing && txns.is_empty() {
-            break;
-        }
-        // Drain: after the end, outstanding transactions get until Timer F.
-        if !issuing && now.duration_since(start) > end_deadline(&cfg) {
-            break;
-        }
-        // 1. Start transactions.
-        let mut budget = if !issuing {
-            0
-        } else {
-            match cfg.load {
-                Load::Closed { outstanding } => outstanding.saturating_sub(txns.len()),
-                Load::Open { rate } => {
-                    let t = now.duration_since(start).as_secs_f64();
-                    let ramp = cfg.ramp.as_secs_f64();
-                    // Area under a linear ramp to `rate`, then flat.
-                    let due = if t < ramp { rate * t * t / (2.0 * ramp) } else { rate * (t - ramp / 2.0) };
-                    (due as u64).saturating_sub(started).min(1024) as usize
-                }
-            }
-        };
-        if let End::Count(n) = cfg.end {
-            budget = budget.min(n.saturating_sub(started) as usize);
-        }
-        for _ in 0..budget {
-            let u = next_user;
-            next_user = if next_user + 1 >= users.end { users.start } else { next_user + 1 };
-            let sock = u % socks.len();
-            let cseq = cseqs.entry(u).or_insert(0);
-            *cseq += 1;
-            branch += 1;
-            let bytes = scenario::request(cfg.scenario, u, &cfg.domain, addrs[sock], branch, *cseq, etags.get(&u).map(String::as_str));
-            let _ = socks[sock].send_to(&bytes, cfg.target);
-            txns.insert(branch, Txn { user: u, sock, bytes, first: now, last: now, interval: cfg.t1 });
-            started += 1;
-            res.sent += 1;
-        }
-        // 2. Receive.
-        let mut got_any = false;
-        for (i, s) in socks.iter().enumerate() {
-            while let Ok((n, from)) = s.recv_from(&mut buf) {
-                got_any = true;
-                let Ok(msg) = Message::parse(&buf[..n], &limits) else {
-                    res.unmatched += 1;
-                    continue;
-                };
-                if msg.is_request() {
-                    // A NOTIFY (or anything else) from the server: answer 200.
-                    if msg.method_raw() == Some(b"NOTIFY") {
-                        res.notifies += 1;
-                    } else {
-                        res.unmatched += 1;
-                    }
-                    resp.clear();
-                    presence_engine::sip::response_to(&mut resp, msg.raw(), 200, "OK", None, None).finish(None, b"");
-                    let _ = socks[i].send_to(&resp, from);
-                    continue;
-                }
-                let status = msg.status().unwrap_or(0);
-                let Some(b) = msg.via().branch().and_then(parse_branch).filter(|b| txns.contains_key(b)) else {
-                    res.unmatched += 1;
-                    continue;
-                };
-                if status < 200 {
-                    // Provisional: keep waiting (Timer E moves to T2).
-                    if let Some(t) = txns.get_mut(&b) {
-                        t.interval = T2;
-                    }
-                    continue;
-                }
-                let Some(t) = txns.remove(&b) else { continue };
-                let us = t.first.elapsed().as_micros() as u64;
-                let _ = res.latency.record(us.max(1));
-                let _ = window_hist.record(us.max(1));
-                *res.statuses.entry(status).or_insert(0) += 1;
-                if (200..300).contains(&status) {
-                    ok += 1;
-                    if cfg.scenario == scenario::Scenario::Publish {
-                        if let Some(e) = msg.header(HeaderName::SipETag) {
-                            etags.insert(t.user, String::from_utf8_lossy(e).into_owned());
-                        }
-                    }
-                } else {
-                    errors += 1;
-                    if status == 412 {
-                        etags.remove(&t.user);
-                    }
-                }
-            }
-        }
-        // 3. Timers: retransmit (Timer E), give up (Timer F).
-        let now = Instant::now();
-        if now.duration_since(last_tick) >= Duration::from_millis(5) {
-            last_tick = now;
-            let give_up = 64 * cfg.t1;
-            let mut dead = Vec::new();
-            for (b, t) in txns.iter_mut() {
-                if now.duration_since(t.first) >= give_up {
-                    dead.push(*b);
-                } else if now.duration_since(t.last) >= t.interval {
-                    let _ = socks[t.sock].send_to(&t.bytes, cfg.target);
-                    t.last = now;
-                    t.interval = (t.interval * 2).min(T2);
-                    res.retransmissions += 1;
-                }
-            }
-            for b in dead {
-                if let Some(t) = txns.remove(&b) {
-                    etags.remove(&t.user);
-                }
-                res.timeouts += 1;
-                errors += 1;
-            }
-        }
-        // 4. Progress, a few times a second.
-        if now.duration_since(last_publish) >= Duration::from_millis(250) {
-            last_publish = now;
-            shared.sent.store(res.sent, Ordering::Relaxed);
-            shared.ok.fetch_add(ok, Ordering::Relaxed);
-            shared.errors.fetch_add(errors, Ordering::Relaxed);
-            ok = 0;
-            errors = 0;
-            shared.outstanding.store(txns.len() as u64, Ordering::Relaxed);
-            if let Ok(mut h) = shared.latency.lock() {
-                match h.as_mut() {
-                    Some(h) => {
-                        let _ = h.add(&window_hist);
-                    }
-                    None => *h = Some(window_hist.clone()),
-                }
-            }
-            window_hist.reset();
-        }
-        if !got_any && budget == 0 {
-            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as u64, 1) };
+        Worker {
+            cfg,
+            shared,
+            net,
+            users: (0..cfg.users.len()).map(|_| User::default()).collect(),
+            watches: Vec::new(),
+            txns: HashMap::new(),
+            branch: (id as u64) << 48,
+            rng: 0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1),
+            res: WorkerResult {
+                sent: 0,
+                retransmissions: 0,
+                statuses: BTreeMap::new(),
+                timeouts: 0,
+                unmatched: 0,
+                latency: new_histogram(),
+                kinds: [KindCount::default(); 3],
+                setup: None,
+                teardown: None,
+                measured_s: 0.0,
+                notify: check::NotifyStats::new(),
+                connection_errors: 0,
+            },
+            window_hist: new_histogram(),
+            limits: Limits::default(),
+            data: Vec::with_capacity(1 << 16),
+            incoming: Vec::new(),
+            resp: Vec::with_capacity(512),
+            sent_reported: 0,
+            ok_delta: 0,
+            err_delta: 0,
+            notify_delta: 0,
+            last_progress: now,
+            last_tick: now,
+            last_message: now,
         }
     }
-    shared.sent.store(res.sent, Ordering::Relaxed);
-    shared.ok.fetch_add(ok, Ordering::Relaxed);
-    shared.errors.fetch_add(errors, Ordering::Relaxed);
-    shared.outstanding.store(0, Ordering::Relaxed);
-    res.timeouts += txns.len() as u64;
-    res
-}
 
-/// How long after the start a worker may keep draining.
-fn end_deadline(cfg: &WorkerConfig) -> Duration {
-    let run = match cfg.end {
-        End::After(d) => d,
-        End::Count(_) => Duration::from_secs(3600 * 24),
-    };
-    run + 64 * cfg.t1
+    fn setup_source(&self) -> Option<Source> {
+        match self.cfg.scenario {
+            Scenario::Fanout => Some(Source::FanoutSetup { next: self.cfg.fanout_watches.start }),
+            Scenario::Mixed => Some(Source::MixedSetup { user: self.cfg.users.start, j: 0 }),
+            _ => None,
+        }
+    }
+
+    fn measured_source(&self) -> Source {
+        let start = self.cfg.users.start;
+        match self.cfg.scenario {
+            Scenario::Register => Source::Users { kind: Kind::Register, next: start },
+            Scenario::Publish | Scenario::Fanout => Source::Users { kind: Kind::Publish, next: start },
+            Scenario::Subscribe => Source::NewWatches { next: start },
+            Scenario::Mixed => Source::Mixed { credit: [0.0; 3], next: [start; 2] },
+        }
+    }
+
+    /// Sets up the standing subscriptions, waits for their first NOTIFYs,
+    /// then for the other workers.
+    fn setup(&mut self, source: Source) {
+        let started_at = Instant::now();
+        let mut setup = SetupResult { subscriptions: self.run_unmeasured(source), ..SetupResult::default() };
+        // Each accepted subscription gets an immediate NOTIFY; wait for
+        // them (up to Timer F) so they do not count in the measured phase.
+        let deadline = Instant::now() + 64 * self.cfg.t1;
+        while Instant::now() < deadline && self.watches.iter().any(|w| w.awaiting_first_notify()) {
+            self.step(true);
+        }
+        for w in &self.watches {
+            if w.accepted() {
+                setup.ok += 1;
+            }
+        }
+        setup.failed = setup.subscriptions - setup.ok;
+        setup.duration_s = started_at.elapsed().as_secs_f64();
+        self.res.setup = Some(setup);
+        self.res.notify.reset_counts();
+        self.shared.setup_done.fetch_add(1, Ordering::Relaxed);
+        while self.shared.in_setup() && !self.shared.stop.load(Ordering::Relaxed) {
+            self.step(true);
+        }
+    }
+
+    /// Runs every transaction of `source`, closed loop at the setup
+    /// outstanding, uncounted; returns how many it started.
+    fn run_unmeasured(&mut self, mut source: Source) -> u64 {
+        let mut started = 0;
+        let mut exhausted = false;
+        while !exhausted || !self.txns.is_empty() {
+            let mut budget = self.cfg.setup_outstanding.saturating_sub(self.txns.len());
+            while budget > 0 && !exhausted {
+                match self.next_action(&mut source) {
+                    Some(a) => {
+                        self.start(a, true);
+                        started += 1;
+                        budget -= 1;
+                    }
+                    None => exhausted = true,
+                }
+            }
+            self.step(budget == 0);
+        }
+        started
+    }
+
+    /// Ends every subscription still open, so the server is not left
+    /// sending NOTIFYs to ports that are gone; waits briefly for the final
+    /// NOTIFYs. Returns how many it ended.
+    fn teardown(&mut self) -> SetupResult {
+        let started_at = Instant::now();
+        let sent = self.run_unmeasured(Source::Teardown { next: 0 });
+        // Answer the final NOTIFYs rather than leave them to retransmit.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && self.last_message.elapsed() < Duration::from_millis(200) {
+            self.step(true);
+        }
+        let left = self.watches.iter().filter(|w| w.is_open()).count() as u64;
+        SetupResult { subscriptions: sent, ok: sent.saturating_sub(left), failed: left.min(sent), duration_s: started_at.elapsed().as_secs_f64() }
+    }
+
+    /// The measured phase: start transactions per the load model until the
+    /// end, then drain.
+    fn measured(&mut self, mut source: Source) {
+        let start = Instant::now();
+        let mut started: u64 = 0;
+        let lingers = self.cfg.scenario == Scenario::Fanout || self.cfg.scenario == Scenario::Mixed;
+        loop {
+            let now = Instant::now();
+            let issuing = !self.shared.stop.load(Ordering::Relaxed)
+                && match self.cfg.end {
+                    End::After(d) => now.duration_since(start) < d,
+                    End::Count(n) => started < n,
+                };
+            if !issuing {
+                if self.res.measured_s == 0.0 {
+                    self.res.measured_s = now.duration_since(start).as_secs_f64();
+                }
+                let quiet = !lingers || now.duration_since(self.last_message) >= NOTIFY_QUIET;
+                if self.txns.is_empty() && quiet {
+                    break;
+                }
+                // Outstanding transactions get until Timer F.
+                if now.duration_since(start) > self.end_deadline() {
+                    break;
+                }
+            }
+            let mut budget = if !issuing {
+                0
+            } else {
+                match self.cfg.load {
+                    Load::Closed { outstanding } => outstanding.saturating_sub(self.txns.len()),
+                    Load::Open { rate } => {
+                        let t = now.duration_since(start).as_secs_f64();
+                        let ramp = self.cfg.ramp.as_secs_f64();
+                        // Area under a linear ramp to `rate`, then flat.
+                        let due = if t < ramp { rate * t * t / (2.0 * ramp) } else { rate * (t - ramp / 2.0) };
+                        (due as u64).saturating_sub(started).min(1024) as usize
+                    }
+                }
+            };
+            if let End::Count(n) = self.cfg.end {
+                budget = budget.min(n.saturating_sub(started) as usize);
+            }
+            let mut issued = 0;
+            while issued < budget {
+                let Some(a) = self.next_action(&mut source) else { break };
+                self.start(a, false);
+                started += 1;
+                issued += 1;
+            }
+            self.step(issued == 0);
+        }
+        if self.res.measured_s == 0.0 {
+            self.res.measured_s = start.elapsed().as_secs_f64();
+        }
+        self.res.timeouts += self.txns.len() as u64;
+    }
+
+    /// One turn of the loop: receive and answer, run timers, publish
+    /// progress; `idle` lets it sleep briefly when nothing arrived.
+    fn step(&mut self, idle: bool) {
+        let got = self.receive();
+        self.timers();
+        self.progress();
+        if idle && !got {
+            self.net.wait(1);
+        }
+    }
+
+    fn end_deadline(&self) -> Duration {
+        let run = match self.cfg.end {
+            End::After(d) => d,
+            End::Count(_) => Duration::from_secs(3600 * 24),
+        };
+        run + 64 * self.cfg.t1 + NOTIFY_QUIET
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*: deterministic per worker.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// The next local user at or after `*next` with nothing outstanding.
+    fn next_idle_user(&self, next: &mut usize) -> Option<usize> {
+        let r = &self.cfg.users;
+        for _ in 0..r.len() {
+            let u = *next;
+            *next = if u + 1 >= r.end { r.start } else { u + 1 };
+            if !self.users[u - r.start].busy {
+                return Some(u);
+            }
+        }
+        None
+    }
+
+    fn next_action(&mut self, source: &mut Source) -> Option<Action> {
+        let cfg = self.cfg;
+        match source {
+            Source::Users { kind, next } => {
+                let u = self.next_idle_user(next)?;
+                Some(if *kind == Kind::Register { Action::Register(u) } else { Action::Publish(u) })
+            }
+            Source::NewWatches { next } => {
+                let u = *next;
+                *next = if u + 1 >= cfg.users.end { cfg.users.start } else { u + 1 };
+                Some(Action::Subscribe { watcher: u, presentity: u, expires: 600 })
+            }
+            Source::FanoutSetup { next } => {
+                let g = *next;
+                if g >= cfg.fanout_watches.end {
+                    return None;
+                }
+                *next += 1;
+                let f = cfg.fanout.expect("fanout shape");
+                Some(Action::Subscribe { watcher: g, presentity: g / f.watchers.max(1), expires: 3600 })
+            }
+            Source::MixedSetup { user, j } => {
+                let p = cfg.profile.as_ref().expect("mixed profile");
+                if p.watchers_per_presentity == 0 || *user >= cfg.users.end {
+                    return None;
+                }
+                let (u, k) = (*user, *j);
+                *j += 1;
+                if *j == p.watchers_per_presentity {
+                    *j = 0;
+                    *user += 1;
+                }
+                // Each user watches W others spread over the population.
+                let total = cfg.total_users.max(1);
+                let stride = (total / (p.watchers_per_presentity + 1)).max(1);
+                let presentity = (u + 1 + k * stride) % total;
+                Some(Action::Subscribe { watcher: u, presentity, expires: p.subscription_expires })
+            }
+            Source::Mixed { credit, next } => {
+                let p = cfg.profile.as_ref().expect("mixed profile");
+                let weights = p.weights();
+                let sum: f64 = weights.iter().sum();
+                // Smooth weighted round robin: each kind earns its weight,
+                // the richest goes and pays the total.
+                for k in 0..3 {
+                    credit[k] += weights[k];
+                }
+                let k = (0..3).max_by(|a, b| credit[*a].total_cmp(&credit[*b])).unwrap();
+                credit[k] -= sum;
+                match Kind::ALL[k] {
+                    Kind::Register => Some(Action::Register(self.next_idle_user(&mut next[0])?)),
+                    Kind::Publish => Some(Action::Publish(self.next_idle_user(&mut next[1])?)),
+                    Kind::Subscribe => {
+                        let u = cfg.users.start + (self.random() as usize) % cfg.users.len().max(1);
+                        let presentity = (self.random() as usize) % cfg.total_users.max(1);
+                        Some(Action::Subscribe { watcher: u, presentity, expires: p.subscription_expires })
+                    }
+                }
+            }
+            Source::Teardown { next } => {
+                while *next < self.watches.len() {
+                    let n = *next;
+                    *next += 1;
+                    if self.watches[n].is_open() {
+                        return Some(Action::Unsubscribe(n));
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn ctx(&self, flow: usize) -> Ctx<'a> {
+        let cfg: &'a WorkerConfig = self.cfg;
+        Ctx { domain: &cfg.domain, run: self.shared.run, transport: self.cfg.transport, local: self.net.local(flow) }
+    }
+
+    /// Sends the first copy of a new transaction; `setup` ones (standing
+    /// subscriptions and their teardown) are not counted as measured.
+    fn start(&mut self, action: Action, setup: bool) {
+        self.branch += 1;
+        let branch = self.branch;
+        let now = Instant::now();
+        let (kind, who, flow, bytes) = match action {
+            Action::Register(u) => {
+                let flow = u % self.net.len();
+                let ctx = self.ctx(flow);
+                let user = &mut self.users[u - self.cfg.users.start];
+                user.cseq += 1;
+                user.busy = true;
+                (Kind::Register, u, flow, ctx.register(branch, u, user.cseq, 3600))
+            }
+            Action::Publish(u) => {
+                let flow = u % self.net.len();
+                let ctx = self.ctx(flow);
+                let seq = self.shared.published[u].fetch_add(1, Ordering::AcqRel) + 1;
+                let marker = Marker { run: self.shared.run, presentity: u, seq, sent_us: self.shared.epoch.elapsed().as_micros() as u64 };
+                let user = &mut self.users[u - self.cfg.users.start];
+                user.cseq += 1;
+                user.busy = true;
+                (Kind::Publish, u, flow, ctx.publish(branch, u, user.cseq, user.etag.as_deref(), marker))
+            }
+            Action::Subscribe { watcher, presentity, expires } => {
+                let watch = self.watches.len();
+                self.watches.push(Watch::new(presentity, watcher));
+                let flow = watch % self.net.len();
+                let ctx = self.ctx(flow);
+                let name = self.cfg.scenario.watcher_name(watcher);
+                (Kind::Subscribe, watch, flow, ctx.subscribe(branch, &name, watch, presentity, expires, None))
+            }
+            Action::Unsubscribe(watch) => {
+                let flow = watch % self.net.len();
+                let w = &self.watches[watch];
+                let name = self.cfg.scenario.watcher_name(w.watcher as usize);
+                let bytes = self.ctx(flow).subscribe(branch, &name, watch, w.presentity(), 0, w.to_tag.as_deref());
+                (Kind::Subscribe, watch, flow, bytes)
+            }
+        };
+        self.net.send(flow, &bytes);
+        let bytes = if self.net.kind().reliable() { Vec::new() } else { bytes };
+        self.txns.insert(branch, Txn { kind, who: who as u32, flow: flow as u32, setup, bytes, first: now, last: now, interval: self.cfg.t1 });
+        if !setup {
+            self.res.sent += 1;
+            self.res.kinds[kind as usize].sent += 1;
+        }
+    }
+
+    fn receive(&mut self) -> bool {
+        let mut data = std::mem::take(&mut self.data);
+        let mut incoming = std::mem::take(&mut self.incoming);
+        let got = self.net.receive(&mut data, &mut incoming);
+        for m in &incoming {
+            self.on_message(&data[m.range.clone()], m.flow, m.from);
+        }
+        if got {
+            self.last_message = Instant::now();
+        }
+        self.data = data;
+        self.incoming = incoming;
+        got
+    }
+
+    fn on_message(&mut self, bytes: &[u8], flow: usize, from: SocketAddr) {
+        let Ok(msg) = Message::parse(bytes, &self.limits) else {
+            self.res.unmatched += 1;
+            return;
+        };
+        if msg.is_request() {
+            return self.on_request(&msg, flow, from);
+        }
+        let status = msg.status().unwrap_or(0);
+        let Some(b) = msg.via().branch().and_then(scenario::parse_branch).filter(|b| self.txns.contains_key(b)) else {
+            self.res.unmatched += 1;
+            return;
+        };
+        if status < 200 {
+            // Provisional: keep waiting; Timer E moves to T2.
+            if let Some(t) = self.txns.get_mut(&b) {
+                t.interval = T2;
+            }
+            return;
+        }
+        let t = self.txns.remove(&b).expect("checked above");
+        self.finish(&t, Some((status, &msg)));
+    }
+
+    /// A request from the server: NOTIFYs are checked and answered 200
+    /// (481 for a subscription this worker never made); anything else is
+    /// counted as unexpected and answered 200 so the server stops resending.
+    fn on_request(&mut self, msg: &Message<'_>, flow: usize, from: SocketAddr) {
+        let mut code = 200;
+        if msg.method_raw() == Some(b"NOTIFY") {
+            self.notify_delta += 1;
+            let watch = msg.to().tag().and_then(scenario::parse_watch_tag).and_then(|i| self.watches.get_mut(i));
+            match watch {
+                Some(w) => self.res.notify.check(w, msg, &self.cfg.domain, &self.shared.published, self.shared.run, self.shared.epoch, self.cfg.pidf_sample),
+                None => {
+                    self.res.unmatched += 1;
+                    code = 481;
+                }
+            }
+        } else {
+            self.res.unmatched += 1;
+        }
+        self.resp.clear();
+        let reason = if code == 200 { "OK" } else { "Call/Transaction Does Not Exist" };
+        presence_engine::sip::response_to(&mut self.resp, msg.raw(), code, reason, None, None).finish(None, b"");
+        let resp = std::mem::take(&mut self.resp);
+        self.net.send_to(flow, &resp, from);
+        self.resp = resp;
+    }
+
+    /// A transaction ended with a final response, or timed out (`None`).
+    fn finish(&mut self, t: &Txn, outcome: Option<(u16, &Message<'_>)>) {
+        let ok = matches!(outcome, Some((200..=299, _)));
+        match t.kind {
+            Kind::Register | Kind::Publish => {
+                let user = &mut self.users[t.who as usize - self.cfg.users.start];
+                user.busy = false;
+                if t.kind == Kind::Publish {
+                    match outcome {
+                        Some((200..=299, m)) => user.etag = m.header(HeaderName::SipETag).map(Box::from),
+                        // 412 or no answer: the tag may be gone; start over.
+                        Some((412, _)) | None => user.etag = None,
+                        _ => {}
+                    }
+                }
+            }
+            Kind::Subscribe => {
+                let to_tag = outcome.and_then(|(_, m)| m.to().tag());
+                self.watches[t.who as usize].answered(ok, to_tag);
+            }
+        }
+        if t.setup {
+            return;
+        }
+        match outcome {
+            Some((status, _)) => {
+                let us = (t.first.elapsed().as_micros() as u64).max(1);
+                let _ = self.res.latency.record(us);
+                let _ = self.window_hist.record(us);
+                *self.res.statuses.entry(status).or_insert(0) += 1;
+            }
+            None => self.res.timeouts += 1,
+        }
+        if ok {
+            self.ok_delta += 1;
+            self.res.kinds[t.kind as usize].ok += 1;
+        } else {
+            self.err_delta += 1;
+        }
+    }
+
+    /// Timer E (UDP retransmission) and Timer F (give up), every 5 ms.
+    fn timers(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(self.last_tick) < Duration::from_millis(5) {
+            return;
+        }
+        self.last_tick = now;
+        let give_up = 64 * self.cfg.t1;
+        let mut dead = Vec::new();
+        for (b, t) in self.txns.iter_mut() {
+            if now.duration_since(t.first) >= give_up {
+                dead.push(*b);
+            } else if !t.bytes.is_empty() && now.duration_since(t.last) >= t.interval {
+                self.net.send(t.flow as usize, &t.bytes);
+                t.last = now;
+                t.interval = (t.interval * 2).min(T2);
+                self.res.retransmissions += 1;
+            }
+        }
+        for b in dead {
+            if let Some(t) = self.txns.remove(&b) {
+                self.finish(&t, None);
+            }
+        }
+    }
+
+    /// Publishes counters for the progress line a few times a second.
+    fn progress(&mut self) {
+        if self.last_progress.elapsed() >= Duration::from_millis(250) {
+            self.last_progress = Instant::now();
+            self.flush_progress();
+        }
+    }
+
+    fn flush_progress(&mut self) {
+        let s = self.shared;
+        s.sent.fetch_add(self.res.sent - self.sent_reported, Ordering::Relaxed);
+        self.sent_reported = self.res.sent;
+        s.ok.fetch_add(std::mem::take(&mut self.ok_delta), Ordering::Relaxed);
+        s.errors.fetch_add(std::mem::take(&mut self.err_delta), Ordering::Relaxed);
+        s.notifies.fetch_add(std::mem::take(&mut self.notify_delta), Ordering::Relaxed);
+        s.outstanding.store(self.txns.len() as u64, Ordering::Relaxed);
+        if let Ok(mut h) = s.latency.lock() {
+            match h.as_mut() {
+                Some(h) => {
+                    let _ = h.add(&self.window_hist);
+                }
+                None => *h = Some(self.window_hist.clone()),
+            }
+        }
+        self.window_hist.reset();
+    }
 }

@@ -1,9 +1,11 @@
 //! `loadgen`: drive a SIP presence server and report what it sustained.
 
 use clap::{Parser, Subcommand};
-use loadgen::engine::{self, End, Load, Shared, WorkerConfig};
-use loadgen::report::{self, Report};
+use loadgen::engine::{self, End, Fanout, Load, Shared, WorkerConfig};
+use loadgen::profile::Profile;
+use loadgen::report::{self, Report, RunInfo};
 use loadgen::scenario::Scenario;
+use loadgen::transport::TransportKind;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,9 +16,10 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// SIP presence load generator: simulated UEs send REGISTER, PUBLISH or
-/// SUBSCRIBE over UDP to any presence server; responses are matched by Via
-/// branch, retransmitted per Timer E/F, counted by status and timed.
+/// SIP presence load generator: simulated UEs send REGISTER, PUBLISH and
+/// SUBSCRIBE over UDP or TCP to any presence server; responses are matched
+/// by Via branch, retransmitted per Timer E/F, counted by status and timed;
+/// NOTIFYs are answered, checked against what was published, and timed.
 #[derive(Parser, Debug)]
 #[command(name = "loadgen", version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -38,14 +41,18 @@ struct RunArgs {
     /// Server address (HOST:PORT). Not used by `baseline`.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:5060")]
     target: String,
-    /// register, publish or subscribe.
+    /// register | publish (initial, then modify with the SIP-ETag) |
+    /// subscribe (new dialogs, NOTIFYs answered) | fanout (--watchers on
+    /// each of --presentities, then a PUBLISH storm) | mixed (a busy hour
+    /// from --profile).
     #[arg(long, default_value = "register")]
     scenario: String,
     /// Open loop: start R transactions per second in all (ramped up over
     /// --ramp seconds).
     #[arg(long, value_name = "R", conflicts_with = "max_outstanding")]
     rate: Option<f64>,
-    /// Closed loop: keep K transactions outstanding in all [default: 256].
+    /// Closed loop: keep K transactions outstanding in all [default: 256;
+    /// mixed defaults to the profile's open-loop rate].
     #[arg(long, value_name = "K")]
     max_outstanding: Option<usize>,
     /// Run for S seconds [default: 10 unless --count].
@@ -57,18 +64,40 @@ struct RunArgs {
     /// Simulated users (distinct AORs), spread over the threads.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     users: usize,
-    /// Transport: udp (tcp is not built yet).
+    /// udp or tcp.
     #[arg(long, default_value = "udp")]
     transport: String,
+    /// fanout: presentities that are watched and published.
+    #[arg(long, value_name = "P", default_value_t = 10)]
+    presentities: usize,
+    /// fanout: watchers on each presentity.
+    #[arg(long, value_name = "W", default_value_t = 100)]
+    watchers: usize,
+    /// mixed: the busy-hour traffic profile (TOML) [default: the shipped
+    /// loadgen/profiles/busy-hour.toml].
+    #[arg(long, value_name = "FILE.toml")]
+    profile: Option<PathBuf>,
+    /// fanout, mixed: subscriptions outstanding in all while setting up.
+    #[arg(long, value_name = "K", default_value_t = 256)]
+    setup_outstanding: usize,
+    /// Fully parse one NOTIFY body in N as PIDF (1: every one). The
+    /// presentity, version and entity are checked on every NOTIFY either way.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pidf_sample: u64,
     /// Write the JSON report here.
     #[arg(long, value_name = "FILE.json")]
     report: Option<PathBuf>,
     /// Worker threads [default: one per CPU].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
-    /// Local UDP sockets per thread (more flows for a SO_REUSEPORT server).
-    #[arg(long, value_name = "N", default_value_t = 16)]
-    sockets: usize,
+    /// Leave the subscriptions open at the end (by default they are
+    /// ended, so the server stops notifying ports that are gone).
+    #[arg(long)]
+    keep_subscriptions: bool,
+    /// Local UDP sockets or TCP connections per thread (more flows for a
+    /// SO_REUSEPORT server).
+    #[arg(long, value_name = "N", default_value_t = 16, alias = "sockets", alias = "connections")]
+    flows: usize,
     /// Domain of the simulated users' AORs.
     #[arg(long, default_value = "example.com")]
     domain: String,
@@ -84,37 +113,51 @@ struct RunArgs {
 }
 
 fn run(args: &RunArgs, target: SocketAddr) -> Result<Report, String> {
-    if args.transport != "udp" {
-        return Err(format!("transport {:?}: this build has udp only", args.transport));
-    }
+    let transport = TransportKind::parse(&args.transport)?;
     let scenario = Scenario::parse(&args.scenario)?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
-    let users = args.users.max(threads);
-    let load = match (args.rate, args.max_outstanding) {
-        (Some(r), _) => Load::Open { rate: r / threads as f64 },
-        (None, k) => Load::Closed { outstanding: (k.unwrap_or(256) / threads).max(1) },
+    let profile = if scenario == Scenario::Mixed { Some(Profile::load(args.profile.as_deref())?) } else { None };
+    let fanout = (scenario == Scenario::Fanout).then(|| Fanout { presentities: args.presentities.max(1), watchers: args.watchers });
+    // In fanout the users are the presentities; their watchers are extra.
+    let users = match fanout {
+        Some(f) => f.presentities,
+        None => args.users.max(threads),
+    };
+    let load = match (args.rate, args.max_outstanding, &profile) {
+        (Some(r), _, _) => Load::Open { rate: r / threads as f64 },
+        (None, None, Some(p)) => Load::Open { rate: p.rate(users) / threads as f64 },
+        (None, k, _) => Load::Closed { outstanding: (k.unwrap_or(256) / threads).max(1) },
     };
     let end = match (args.duration, args.count) {
         (_, Some(n)) => End::Count(n.div_ceil(threads as u64)),
         (Some(d), None) => End::After(Duration::from_secs_f64(d)),
         (None, None) => End::After(Duration::from_secs(10)),
     };
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared::new(threads, users));
     let cpu0 = report::process_cpu_s();
     let start = Instant::now();
-    let per = users / threads;
+    let slice = |total: usize, w: usize| total * w / threads..total * (w + 1) / threads;
+    let watches = fanout.map_or(0, |f| f.presentities * f.watchers);
     let handles: Vec<_> = (0..threads)
         .map(|w| {
             let cfg = WorkerConfig {
                 target,
+                transport,
                 scenario,
-                users: w * per..if w + 1 == threads { users } else { (w + 1) * per },
+                users: slice(users, w),
+                total_users: users,
                 domain: args.domain.clone(),
-                sockets: args.sockets,
+                flows: args.flows,
                 load,
                 end,
                 t1: Duration::from_millis(args.t1_ms),
                 ramp: Duration::from_secs_f64(args.ramp),
+                fanout,
+                fanout_watches: slice(watches, w),
+                profile: profile.clone(),
+                setup_outstanding: (args.setup_outstanding / threads).max(1),
+                pidf_sample: args.pidf_sample.max(1),
+                teardown: !args.keep_subscriptions,
             };
             let shared = shared.clone();
             std::thread::Builder::new().name(format!("loadgen-{w}")).spawn(move || engine::run_worker(cfg, w, shared)).unwrap()
@@ -131,23 +174,31 @@ fn run(args: &RunArgs, target: SocketAddr) -> Result<Report, String> {
         let rate = (ok - last.1) as f64 / last.0.elapsed().as_secs_f64();
         last = (Instant::now(), ok);
         let p99 = shared.latency.lock().ok().and_then(|mut h| h.take()).map_or(0, |h| h.value_at_quantile(0.99));
+        let phase = if shared.in_setup() { "setup" } else { "run" };
         eprint!(
-            "\r[{:>5.1}s] sent {:>9} ok {:>9} rate {:>8.0}/s outstanding {:>6} errors {:>6} p99 {:>7} µs ",
+            "\r[{:>5.1}s {phase:>5}] sent {:>9} ok {:>9} rate {:>8.0}/s outstanding {:>6} errors {:>6} NOTIFYs {:>9} p99 {:>7} µs ",
             start.elapsed().as_secs_f64(),
             shared.sent.load(Ordering::Relaxed),
             ok,
             rate,
             shared.outstanding.load(Ordering::Relaxed),
             shared.errors.load(Ordering::Relaxed),
+            shared.notifies.load(Ordering::Relaxed),
             p99
         );
     }
     if !args.quiet {
         eprintln!();
     }
-    let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("worker")).collect();
-    let duration = start.elapsed().as_secs_f64();
-    Ok(Report::build(scenario.name(), target.to_string(), users, &results, duration, report::process_cpu_s() - cpu0))
+    let results = handles.into_iter().map(|h| h.join().expect("worker")).collect::<Result<Vec<_>, String>>()?;
+    let info = RunInfo {
+        scenario: scenario.name().into(),
+        target: target.to_string(),
+        transport: transport.name().into(),
+        users,
+        cpu_s: report::process_cpu_s() - cpu0,
+    };
+    Ok(Report::build(info, &results))
 }
 
 fn finish(args: &RunArgs, report: Report) -> ExitCode {
@@ -175,6 +226,7 @@ fn main() -> ExitCode {
             };
             let mut args = args;
             args.scenario = "register".into();
+            args.transport = "udp".into();
             let r = run(&args, addr);
             stop.store(true, Ordering::Relaxed);
             match r {

@@ -1,5 +1,8 @@
-//! The requests of each scenario, for user `u` from local address `from`.
+//! What each scenario sends: the scenario names, the three request kinds
+//! they are built from, and the marker a PUBLISH carries so the NOTIFYs it
+//! causes can be checked and timed.
 
+use crate::transport::TransportKind;
 use std::net::SocketAddr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -9,62 +12,236 @@ pub enum Scenario {
     /// PUBLISH a PIDF document for each user: initial, then modify with the
     /// entity tag the server returned.
     Publish,
-    /// SUBSCRIBE to each user's presence and answer every NOTIFY.
+    /// A new SUBSCRIBE to each user's presence; every NOTIFY answered.
     Subscribe,
+    /// W watchers on each of P presentities, then a storm of PUBLISHes;
+    /// measures NOTIFYs delivered and publish-to-NOTIFY latency.
+    Fanout,
+    /// A busy hour from a TOML traffic profile: standing watchers, then
+    /// REGISTER, PUBLISH and SUBSCRIBE at per-subscriber rates.
+    Mixed,
 }
 
 impl Scenario {
+    pub const ALL: [Scenario; 5] = [Scenario::Register, Scenario::Publish, Scenario::Subscribe, Scenario::Fanout, Scenario::Mixed];
+
     pub fn parse(s: &str) -> Result<Scenario, String> {
-        match s {
-            "register" => Ok(Scenario::Register),
-            "publish" => Ok(Scenario::Publish),
-            "subscribe" => Ok(Scenario::Subscribe),
-            other => Err(format!("scenario {other:?}: this build has register, publish and subscribe (fanout and mixed are not built yet)")),
-        }
+        Scenario::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("scenario {s:?}: use one of register, publish, subscribe, fanout, mixed"))
     }
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Register => "register",
             Scenario::Publish => "publish",
             Scenario::Subscribe => "subscribe",
+            Scenario::Fanout => "fanout",
+            Scenario::Mixed => "mixed",
         }
     }
+}
+
+impl Scenario {
+    /// The user part of watcher `n`: the fanout's watchers are extra
+    /// identities, the mixed profile's are the users themselves.
+    pub fn watcher_name(self, n: usize) -> String {
+        match self {
+            Scenario::Fanout => format!("lgw{n}"),
+            Scenario::Mixed => format!("ue{n}"),
+            _ => format!("watcher{n}"),
+        }
+    }
+}
+
+/// The request kinds every scenario is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Register = 0,
+    Publish = 1,
+    Subscribe = 2,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Register, Kind::Publish, Kind::Subscribe];
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Register => "register",
+            Kind::Publish => "publish",
+            Kind::Subscribe => "subscribe",
+        }
+    }
+}
+
+/// What every request of one worker shares.
+pub struct Ctx<'a> {
+    pub domain: &'a str,
+    /// Makes this run's Call-IDs unique among runs against one server.
+    pub run: u32,
+    pub transport: TransportKind,
+    /// The sending flow's local address (Via sent-by and Contact).
+    pub local: SocketAddr,
+}
+
+/// The Via branch of transaction `n`; responses are matched by it.
+pub const BRANCH_PREFIX: &[u8] = b"z9hG4bK-lg";
+
+/// Transaction number from a branch this load generator made.
+pub fn parse_branch(b: &[u8]) -> Option<u64> {
+    u64::from_str_radix(std::str::from_utf8(b.strip_prefix(BRANCH_PREFIX)?).ok()?, 16).ok()
 }
 
 pub fn aor(u: usize, domain: &str) -> String {
     format!("sip:ue{u}@{domain}")
 }
 
-/// The request of `scenario` for user `u`; `branch` and `cseq` are the
-/// transaction's; `etag` is the user's last SIP-ETag (PUBLISH).
-pub fn request(scenario: Scenario, u: usize, domain: &str, from: SocketAddr, branch: u64, cseq: u32, etag: Option<&str>) -> Vec<u8> {
-    let aor = aor(u, domain);
-    let via = format!("SIP/2.0/UDP {from};rport;branch=z9hG4bK-lg{branch:x}");
-    match scenario {
-        Scenario::Register => format!(
-            "REGISTER sip:{domain} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <{aor}>;tag=r{u}\r\nTo: <{aor}>\r\n\
-Call-ID: reg-{u}@loadgen\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:ue{u}@{from}>\r\nExpires: 3600\r\nContent-Length: 0\r\n\r\n"
+impl Ctx<'_> {
+    fn via(&self, branch: u64) -> String {
+        format!("SIP/2.0/{} {};rport;branch=z9hG4bK-lg{branch:x}", self.transport.via(), self.local)
+    }
+    fn contact(&self, user: &str) -> String {
+        format!("<sip:{user}@{}{}>", self.local, self.transport.uri_param())
+    }
+
+    /// REGISTER of user `u` (Contact at the sending flow).
+    pub fn register(&self, branch: u64, u: usize, cseq: u32, expires: u32) -> Vec<u8> {
+        let (aor, domain) = (aor(u, self.domain), self.domain);
+        format!(
+            "REGISTER sip:{domain} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <{aor}>;tag=r{u}\r\nTo: <{aor}>\r\n\
+Call-ID: reg-{u}@loadgen\r\nCSeq: {cseq} REGISTER\r\nContact: {}\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n",
+            self.via(branch),
+            self.contact(&format!("ue{u}"))
         )
-        .into_bytes(),
-        Scenario::Publish => {
-            let doc = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{aor}\">\
-<tuple id=\"t1\"><status><basic>open</basic></status><contact>sip:ue{u}@{from}</contact><note>seq {cseq}</note></tuple></presence>\n"
-            );
-            let if_match = etag.map(|e| format!("SIP-If-Match: {e}\r\n")).unwrap_or_default();
-            format!(
-                "PUBLISH {aor} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <{aor}>;tag=p{u}\r\nTo: <{aor}>\r\n\
+        .into_bytes()
+    }
+
+    /// PUBLISH of user `u`'s PIDF document carrying `marker`: initial
+    /// without `etag`, a modify with it.
+    pub fn publish(&self, branch: u64, u: usize, cseq: u32, etag: Option<&[u8]>, marker: Marker) -> Vec<u8> {
+        let aor = aor(u, self.domain);
+        let doc = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{aor}\">\
+<tuple id=\"t1\"><status><basic>open</basic></status><contact>sip:ue{u}@{}</contact><note>{marker}</note></tuple></presence>\n",
+            self.local
+        );
+        let if_match = etag.map(|e| format!("SIP-If-Match: {}\r\n", String::from_utf8_lossy(e))).unwrap_or_default();
+        format!(
+            "PUBLISH {aor} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <{aor}>;tag=p{u}\r\nTo: <{aor}>\r\n\
 Call-ID: pub-{u}-{cseq}@loadgen\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\n{if_match}Expires: 3600\r\n\
 Content-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{doc}",
-                doc.len()
-            )
-            .into_bytes()
-        }
-        Scenario::Subscribe => format!(
-            "SUBSCRIBE {aor} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <sip:watcher{u}@{domain}>;tag=s{u}-{cseq}\r\n\
-To: <{aor}>\r\nCall-ID: sub-{u}-{cseq}@loadgen\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:watcher{u}@{from}>\r\nEvent: presence\r\n\
-Accept: application/pidf+xml\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+            self.via(branch),
+            doc.len()
         )
-        .into_bytes(),
+        .into_bytes()
+    }
+
+    /// A SUBSCRIBE from `watcher` (a user part) to user `presentity`'s
+    /// presence: a new dialog without `to_tag`, else a refresh (or with
+    /// Expires 0 the end) of the dialog. The From tag names the worker's
+    /// watch slot, so the NOTIFYs (which carry it as their To tag) find it.
+    pub fn subscribe(&self, branch: u64, watcher: &str, watch: usize, presentity: usize, expires: u32, to_tag: Option<&[u8]>) -> Vec<u8> {
+        let (aor, domain, run) = (aor(presentity, self.domain), self.domain, self.run);
+        let (to_tag, cseq) = match to_tag {
+            Some(t) => (format!(";tag={}", String::from_utf8_lossy(t)), 2),
+            None => (String::new(), 1),
+        };
+        format!(
+            "SUBSCRIBE {aor} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <sip:{watcher}@{domain}>;tag={}\r\n\
+To: <{aor}>{to_tag}\r\nCall-ID: sub-{run:x}-{watch}@loadgen\r\nCSeq: {cseq} SUBSCRIBE\r\nContact: {}\r\nEvent: presence\r\n\
+Accept: application/pidf+xml\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n",
+            self.via(branch),
+            watch_tag(watch),
+            self.contact(watcher)
+        )
+        .into_bytes()
+    }
+}
+
+pub fn watch_tag(watch: usize) -> String {
+    format!("w{watch:x}")
+}
+
+/// The watch slot a NOTIFY's To tag names.
+pub fn parse_watch_tag(tag: &[u8]) -> Option<usize> {
+    usize::from_str_radix(std::str::from_utf8(tag.strip_prefix(b"w")?).ok()?, 16).ok()
+}
+
+/// Carried in each PUBLISH's `<note>`: whose document, which version, and
+/// when it was sent (µs since the run's epoch). A NOTIFY is checked
+/// against it and timed by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Marker {
+    /// Which run published it: documents left on the server by earlier
+    /// runs are not checked against this run's versions.
+    pub run: u32,
+    pub presentity: usize,
+    pub seq: u32,
+    pub sent_us: u64,
+}
+
+impl std::fmt::Display for Marker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "lg:{:x}:{}:{}:{}", self.run, self.presentity, self.seq, self.sent_us)
+    }
+}
+
+impl Marker {
+    /// The first marker in a document, if any. `None` inside means a
+    /// marker that does not parse.
+    pub fn find(body: &[u8]) -> Option<Option<Marker>> {
+        let at = memchr::memmem::find(body, b"lg:")? + 3;
+        let end = body[at..].iter().position(|&b| b == b'<').map_or(body.len(), |p| at + p);
+        let text = std::str::from_utf8(&body[at..end]).ok();
+        let mut parts = text.into_iter().flat_map(|t| t.split(':'));
+        let parsed = (|| {
+            Some(Marker {
+                run: u32::from_str_radix(parts.next()?, 16).ok()?,
+                presentity: parts.next()?.parse().ok()?, seq: parts.next()?.parse().ok()?, sent_us: parts.next()?.parse().ok()? })
+        })();
+        Some(parsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use presence_engine::sip::{Limits, Message};
+
+    fn ctx(transport: TransportKind) -> Ctx<'static> {
+        Ctx { domain: "example.com", run: 1, transport, local: "127.0.0.1:4000".parse().unwrap() }
+    }
+
+    #[test]
+    fn requests_parse_and_carry_their_ids() {
+        for t in [TransportKind::Udp, TransportKind::Tcp] {
+            let c = ctx(t);
+            let marker = Marker { run: 0xabc, presentity: 7, seq: 3, sent_us: 99 };
+            for bytes in [c.register(0x2a, 7, 1, 3600), c.publish(0x2a, 7, 1, Some(b"e1"), marker), c.subscribe(0x2a, "lgw9", 9, 7, 600, None), c.subscribe(0x2a, "lgw9", 9, 7, 0, Some(b"x"))] {
+                let m = Message::parse(&bytes, &Limits::default()).unwrap();
+                assert_eq!(m.via().branch().and_then(parse_branch), Some(0x2a));
+                assert!(String::from_utf8_lossy(&bytes).contains(&format!("SIP/2.0/{}", t.via())));
+            }
+            let sub = c.subscribe(1, "lgw9", 9, 7, 600, None);
+            let m = Message::parse(&sub, &Limits::default()).unwrap();
+            assert_eq!(m.from().tag().and_then(parse_watch_tag), Some(9));
+            let publ = c.publish(1, 7, 1, None, marker);
+            let m = Message::parse(&publ, &Limits::default()).unwrap();
+            assert_eq!(Marker::find(m.body()), Some(Some(marker)));
+            presence_engine::presence::pidf::parse(m.body()).expect("valid PIDF");
+        }
+    }
+
+    #[test]
+    fn markers_that_do_not_parse_are_reported() {
+        assert_eq!(Marker::find(b"<note>nothing</note>"), None);
+        assert_eq!(Marker::find(b"<note>lg:1:1:x:3</note>"), Some(None));
+    }
+
+    #[test]
+    fn scenario_names_round_trip() {
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::parse(s.name()), Ok(s));
+        }
+        assert!(Scenario::parse("storm").unwrap_err().contains("fanout"));
     }
 }
