@@ -59,8 +59,9 @@ impl Watch {
     pub fn accepted(&self) -> bool {
         matches!(self.state, WatchState::Accepted | WatchState::Ended)
     }
+    /// Not answered yet, or accepted and not notified yet.
     pub fn awaiting_first_notify(&self) -> bool {
-        self.state == WatchState::Accepted && !self.notified
+        self.state == WatchState::Sent || self.state == WatchState::Accepted && !self.notified
     }
 }
 
@@ -209,6 +210,7 @@ Event: presence\r\nSubscription-State: {state}\r\n{ct}Content-Length: {}\r\n\r\n
     fn good_notifies_pass_and_time_each_new_version_once() {
         let published: Vec<AtomicU32> = (0..3).map(|_| AtomicU32::new(2)).collect();
         let (mut s, mut w) = (NotifyStats::new(), Watch::new(1, 0));
+        assert!(w.awaiting_first_notify());
         w.answered(true, Some(b"t"));
         assert!(w.is_open());
         assert!(w.awaiting_first_notify());

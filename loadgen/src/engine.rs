@@ -230,6 +230,8 @@ struct Worker<'a> {
     users: Vec<User>,
     watches: Vec<Watch>,
     txns: HashMap<u64, Txn>,
+    /// Watches below this index have had their first NOTIFY (or never will).
+    notified_upto: usize,
     branch: u64,
     rng: u64,
     res: WorkerResult,
@@ -258,6 +260,7 @@ impl<'a> Worker<'a> {
             users: (0..cfg.users.len()).map(|_| User::default()).collect(),
             watches: Vec::new(),
             txns: HashMap::new(),
+            notified_upto: 0,
             branch: (id as u64) << 48,
             rng: 0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1),
             res: WorkerResult {
@@ -315,7 +318,7 @@ impl<'a> Worker<'a> {
         // Each accepted subscription gets an immediate NOTIFY; wait for
         // them (up to Timer F) so they do not count in the measured phase.
         let deadline = Instant::now() + 64 * self.cfg.t1;
-        while Instant::now() < deadline && self.watches.iter().any(|w| w.awaiting_first_notify()) {
+        while Instant::now() < deadline && !self.first_notifies_in() {
             self.step(true);
         }
         for w in &self.watches {
@@ -387,8 +390,9 @@ impl<'a> Worker<'a> {
                 if self.res.measured_s == 0.0 {
                     self.res.measured_s = now.duration_since(start).as_secs_f64();
                 }
-                let quiet = !lingers || now.duration_since(self.last_message) >= NOTIFY_QUIET;
-                if self.txns.is_empty() && quiet {
+                // Every new subscription's first NOTIFY belongs to this
+                // phase; fanout and mixed also wait for the last versions.
+                if self.txns.is_empty() && self.first_notifies_in() && (!lingers || now.duration_since(self.last_message) >= NOTIFY_QUIET) {
                     break;
                 }
                 // Outstanding transactions get until Timer F.
@@ -437,6 +441,19 @@ impl<'a> Worker<'a> {
         if idle && !got {
             self.net.wait(1);
         }
+    }
+
+    /// Whether every accepted subscription has had its first NOTIFY. A
+    /// watch stops waiting once notified, so the scan resumes where it
+    /// stopped.
+    fn first_notifies_in(&mut self) -> bool {
+        while let Some(w) = self.watches.get(self.notified_upto) {
+            if w.awaiting_first_notify() {
+                return false;
+            }
+            self.notified_upto += 1;
+        }
+        true
     }
 
     fn end_deadline(&self) -> Duration {
