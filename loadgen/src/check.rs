@@ -28,13 +28,15 @@ pub struct Watch {
     /// The server's To tag, from the 200: needed to unsubscribe.
     pub to_tag: Option<Box<[u8]>>,
     last_seq: u32,
+    /// CSeq of the last NOTIFY: one not above it is a retransmission.
+    last_notify_cseq: u32,
     state: WatchState,
     notified: bool,
 }
 
 impl Watch {
     pub fn new(presentity: usize, watcher: usize) -> Watch {
-        Watch { presentity: presentity as u32, watcher: watcher as u32, to_tag: None, last_seq: 0, state: WatchState::Sent, notified: false }
+        Watch { presentity: presentity as u32, watcher: watcher as u32, to_tag: None, last_seq: 0, last_notify_cseq: 0, state: WatchState::Sent, notified: false }
     }
     pub fn presentity(&self) -> usize {
         self.presentity as usize
@@ -67,7 +69,10 @@ impl Watch {
 
 /// NOTIFY counts and the publish-to-NOTIFY latency.
 pub struct NotifyStats {
+    /// Distinct NOTIFYs (retransmissions not counted).
     pub received: u64,
+    /// NOTIFYs received again (our 200 was lost or late).
+    pub retransmitted: u64,
     /// NOTIFYs whose body was fully parsed as PIDF.
     pub validated: u64,
     pub mismatches: u64,
@@ -79,12 +84,13 @@ pub struct NotifyStats {
 
 impl NotifyStats {
     pub fn new() -> NotifyStats {
-        NotifyStats { received: 0, validated: 0, mismatches: 0, examples: Vec::new(), latency: crate::engine::new_histogram() }
+        NotifyStats { received: 0, retransmitted: 0, validated: 0, mismatches: 0, examples: Vec::new(), latency: crate::engine::new_histogram() }
     }
 
     /// Forgets the setup phase's NOTIFYs (their mismatches stay).
     pub fn reset_counts(&mut self) {
         self.received = 0;
+        self.retransmitted = 0;
         self.validated = 0;
         self.latency.reset();
     }
@@ -100,6 +106,12 @@ impl NotifyStats {
     /// version sent for presentity p; `sample` is how many NOTIFYs share one
     /// full PIDF validation (1: every one).
     pub fn check(&mut self, w: &mut Watch, msg: &Message<'_>, domain: &str, published: &[AtomicU32], run: u32, epoch: Instant, sample: u64) {
+        let cseq = msg.cseq().seq;
+        if w.notified && cseq <= w.last_notify_cseq {
+            self.retransmitted += 1;
+            return;
+        }
+        w.last_notify_cseq = cseq;
         self.received += 1;
         // A subscription's first NOTIFY shows whatever is current, not a
         // new version: it is not a publish-to-NOTIFY delay.
@@ -184,10 +196,12 @@ mod tests {
     use presence_engine::sip::Limits;
 
     fn notify(from_user: &str, state: &str, body: &str) -> Vec<u8> {
+        static CSEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let cseq = CSEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ct = if body.is_empty() { String::new() } else { "Content-Type: application/pidf+xml\r\n".into() };
         format!(
             "NOTIFY sip:lgw0@127.0.0.1:5000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1\r\n\
-From: <sip:{from_user}@example.com>;tag=a\r\nTo: <sip:lgw0@example.com>;tag=w0\r\nCall-ID: c\r\nCSeq: 2 NOTIFY\r\n\
+From: <sip:{from_user}@example.com>;tag=a\r\nTo: <sip:lgw0@example.com>;tag=w0\r\nCall-ID: c\r\nCSeq: {cseq} NOTIFY\r\n\
 Event: presence\r\nSubscription-State: {state}\r\n{ct}Content-Length: {}\r\n\r\n{body}",
             body.len()
         )
@@ -223,6 +237,11 @@ Event: presence\r\nSubscription-State: {state}\r\n{ct}Content-Length: {}\r\n\r\n
         assert_eq!((s.received, s.mismatches), (5, 0), "{:?}", s.examples);
         assert_eq!(s.latency.len(), 2, "versions 1 and 2 timed once each (the first NOTIFY is never timed)");
         assert!(!w.awaiting_first_notify());
+        // The same NOTIFY again is a retransmission, not a new one.
+        let again = notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:1:2:0"));
+        run(&mut s, &mut w, &published, &again);
+        run(&mut s, &mut w, &published, &again);
+        assert_eq!((s.received, s.retransmitted), (6, 1));
         // A new subscription whose first NOTIFY shows version 2 does not time it.
         let mut fresh = Watch::new(1, 1);
         run(&mut s, &mut fresh, &published, &notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:1:2:0")));

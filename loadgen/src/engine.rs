@@ -211,11 +211,13 @@ pub fn run_worker(cfg: WorkerConfig, id: usize, shared: Arc<Shared>) -> Result<W
     }
     let source = w.measured_source();
     w.measured(source);
-    if cfg.teardown {
+    if cfg.teardown && !w.watches.is_empty() {
         // The final NOTIFYs are checked but not counted as measured.
-        let (received, validated) = (w.res.notify.received, w.res.notify.validated);
+        let n = &w.res.notify;
+        let counts = (n.received, n.validated, n.retransmitted);
         w.res.teardown = Some(w.teardown());
-        (w.res.notify.received, w.res.notify.validated) = (received, validated);
+        let n = &mut w.res.notify;
+        (n.received, n.validated, n.retransmitted) = counts;
     }
     w.flush_progress();
     shared.outstanding.store(0, Ordering::Relaxed);

@@ -66,6 +66,8 @@ impl SetupReport {
 #[derive(Serialize, Debug)]
 pub struct NotifyReport {
     pub received: u64,
+    /// NOTIFYs received again (not in `received`).
+    pub retransmitted: u64,
     /// Bodies fully parsed as PIDF (all, unless --pidf-sample).
     pub pidf_validated: u64,
     /// NOTIFYs that were wrong: for another presentity, invalid PIDF, a
@@ -123,6 +125,7 @@ impl Report {
         let mut notify_latency = new_histogram();
         let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
         let (mut sent, mut timeouts, mut retrans, mut unmatched, mut conn_errors) = (0, 0, 0, 0, 0);
+        let mut notify_retrans = 0;
         let (mut received, mut validated, mut mismatches, mut examples) = (0, 0, 0, Vec::new());
         let mut kinds = [KindCount::default(); 3];
         let mut setup: Option<SetupReport> = None;
@@ -140,6 +143,7 @@ impl Report {
             unmatched += r.unmatched;
             conn_errors += r.connection_errors;
             received += r.notify.received;
+            notify_retrans += r.notify.retransmitted;
             validated += r.notify.validated;
             mismatches += r.notify.mismatches;
             examples.extend(r.notify.examples.iter().cloned());
@@ -178,6 +182,7 @@ impl Report {
             notifies: received,
             notify: NotifyReport {
                 received,
+                retransmitted: notify_retrans,
                 pidf_validated: validated,
                 mismatches,
                 mismatch_examples: examples,

@@ -116,12 +116,15 @@ Call-ID: reg-{u}@loadgen\r\nCSeq: {cseq} REGISTER\r\nContact: {}\r\nExpires: {ex
     }
 
     /// PUBLISH of user `u`'s PIDF document carrying `marker`: initial
-    /// without `etag`, a modify with it.
+    /// without `etag`, a modify with it. The tuple id names the run, so a
+    /// server that keeps the first of two tuples with one id (Kamailio)
+    /// still shows this run's next to what earlier runs left.
     pub fn publish(&self, branch: u64, u: usize, cseq: u32, etag: Option<&[u8]>, marker: Marker) -> Vec<u8> {
         let aor = aor(u, self.domain);
         let doc = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{aor}\">\
-<tuple id=\"t1\"><status><basic>open</basic></status><contact>sip:ue{u}@{}</contact><note>{marker}</note></tuple></presence>\n",
+<tuple id=\"lg{:x}\"><status><basic>open</basic></status><contact>sip:ue{u}@{}</contact><note>{marker}</note></tuple></presence>\n",
+            marker.run,
             self.local
         );
         let if_match = etag.map(|e| format!("SIP-If-Match: {}\r\n", String::from_utf8_lossy(e))).unwrap_or_default();
