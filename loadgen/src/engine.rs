@@ -206,8 +206,11 @@ pub fn new_histogram() -> Histogram<u64> {
 pub fn run_worker(cfg: WorkerConfig, id: usize, shared: Arc<Shared>) -> Result<WorkerResult, String> {
     let net = Transport::open(cfg.transport, cfg.target, cfg.flows).map_err(|e| format!("cannot open {} flows to {}: {e}", cfg.transport.name(), cfg.target))?;
     let mut w = Worker::new(&cfg, id, &shared, net);
-    if let Some(source) = w.setup_source() {
-        w.setup(source);
+    match w.setup_source() {
+        Some(source) => w.setup(source),
+        None => {
+            shared.setup_done.fetch_add(1, Ordering::Relaxed);
+        }
     }
     let source = w.measured_source();
     w.measured(source);

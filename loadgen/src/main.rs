@@ -32,7 +32,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Measure this host's request/response ceiling against a trivial
-    /// in-process responder, with the same load engine.
+    /// in-process responder, with the same load engine (--scenario
+    /// register or publish picks the messages).
     Baseline(RunArgs),
 }
 
@@ -225,7 +226,13 @@ fn main() -> ExitCode {
                 }
             };
             let mut args = args;
-            args.scenario = "register".into();
+            // The responder answers every request 200 and keeps no state:
+            // its ceiling is measured with REGISTERs or with PUBLISHes (the
+            // same messages as a `publish` run, so the two compare).
+            if !matches!(args.scenario.as_str(), "register" | "publish") {
+                eprintln!("loadgen: baseline runs the register or publish messages, not {:?}", args.scenario);
+                return ExitCode::from(2);
+            }
             args.transport = "udp".into();
             let r = run(&args, addr);
             stop.store(true, Ordering::Relaxed);

@@ -82,6 +82,9 @@ pub struct NotifyReport {
 #[derive(Serialize, Debug)]
 pub struct Report {
     pub scenario: String,
+    /// The messages sent: the scenario's, or for `baseline` the scenario
+    /// whose messages the responder answered.
+    pub messages: String,
     pub target: String,
     pub transport: String,
     pub users: usize,
@@ -166,6 +169,7 @@ impl Report {
             .map(|(k, c)| (k.name().to_string(), KindReport { sent: c.sent, ok: c.ok }))
             .collect();
         Report {
+            messages: info.scenario.clone(),
             scenario: info.scenario,
             target: info.target,
             transport: info.transport,
