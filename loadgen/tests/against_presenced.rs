@@ -6,7 +6,9 @@
 
 use presence_engine::config::Config;
 use presence_engine::reactor::Server;
-use serde_json::Value;
+mod common;
+
+use common::loadgen;
 use std::process::Command;
 
 fn server(notify_min_interval_ms: u64) -> Server {
@@ -18,26 +20,6 @@ fn server(notify_min_interval_ms: u64) -> Server {
     Server::start(&cfg).expect("presenced starts")
 }
 
-fn loadgen(args: &[&str]) -> Value {
-    let report = std::env::temp_dir().join(format!("loadgen-test-{}-{}.json", std::process::id(), args.join("_").replace(['/', ':'], "-")));
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(args)
-        .args(["--quiet", "--threads", "2", "--report", report.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "loadgen failed: {}", String::from_utf8_lossy(&out.stderr));
-    let v: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&report);
-    for field in ["scenario", "transport", "duration_s", "sent", "ok", "errors", "throughput_per_s", "latency_us", "cpu_s", "max_rss_mib", "notify"] {
-        assert!(!v[field].is_null(), "report has {field}: {v}");
-    }
-    for q in ["p50", "p90", "p99", "p999", "max"] {
-        assert!(v["latency_us"][q].as_u64().is_some(), "latency {q}");
-    }
-    assert_eq!(v["notify"]["mismatches"], 0, "every NOTIFY matches what was published: {}", v["notify"]);
-    assert_eq!(v["unmatched"], 0, "{v}");
-    v
-}
 
 #[test]
 fn scenarios_against_presenced() {
