@@ -71,10 +71,35 @@ pub struct Outbox {
     /// Messages for other shards.
     pub to_shards: Vec<(u16, CoreMsg)>,
     pub events: Vec<Event>,
+    /// Events nobody will log are not built: each costs allocations on
+    /// every request. The reactor sets this from the log filter.
+    pub events_off: bool,
 }
 
 impl Outbox {
+    /// Records an event, unless events are off.
+    pub fn event(&mut self, make: impl FnOnce() -> Event) {
+        if !self.events_off {
+            self.events.push(make());
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.transmits.is_empty() && self.to_shards.is_empty() && self.events.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_built_only_when_someone_logs_them() {
+        let mut out = Outbox { events_off: true, ..Outbox::default() };
+        out.event(|| unreachable!("not built when off"));
+        assert!(out.is_empty());
+        out.events_off = false;
+        out.event(|| Event::StrayResponse { status: 200 });
+        assert_eq!(out.events.len(), 1);
     }
 }

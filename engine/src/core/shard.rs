@@ -218,7 +218,7 @@ impl Shard {
             match outcome {
                 ClientOutcome::Timeout { ctx: ClientCtx::RegSubscribe(call_id) } => {
                     self.reg_sub.on_subscribe_response(&call_id, 408, None, now);
-                    out.events.push(Event::RegSubscription { call_id: lossy(&call_id), status: 408 });
+                    out.event(|| Event::RegSubscription { call_id: lossy(&call_id), status: 408 });
                 }
                 ClientOutcome::Timeout { ctx: ClientCtx::Notify(id) } => self.on_notify_result(now, id, None, out),
                 ClientOutcome::Final { .. } => {}
@@ -245,7 +245,7 @@ impl Shard {
         let mut bytes = Vec::with_capacity(512);
         let Some(target) = self.reg_sub.resubscribe(call_id, expires, &branch, &mut bytes) else { return };
         let t = self.client.start(seq, Transmit { to: target, bytes }, b"SUBSCRIBE", ClientCtx::RegSubscribe(call_id.into()), now);
-        out.events.push(Event::RegSubscription { call_id: lossy(call_id), status: 0 });
+        out.event(|| Event::RegSubscription { call_id: lossy(call_id), status: 0 });
         out.transmits.push(t);
     }
 
@@ -256,7 +256,7 @@ impl Shard {
         for c in std::mem::take(&mut self.reg_changes) {
             let contacts: Vec<String> = c.contacts.iter().map(|u| lossy(u)).collect();
             self.publications.on_registration(&c.aor, &contacts, &mut self.doc_changes);
-            out.events.push(Event::Registration { aor: lossy(&c.aor), contacts });
+            out.event(|| Event::Registration { aor: lossy(&c.aor), contacts });
         }
         self.emit_doc_changes(out);
     }
@@ -266,7 +266,7 @@ impl Shard {
     fn emit_doc_changes(&mut self, out: &mut Outbox) {
         for d in std::mem::take(&mut self.doc_changes) {
             self.fan_out(&d.aor, d.version, &d.document, out);
-            out.events.push(Event::Document { aor: lossy(&d.aor), version: d.version, document: d.document });
+            out.event(|| Event::Document { aor: lossy(&d.aor), version: d.version, document: d.document });
         }
     }
 
@@ -313,11 +313,11 @@ impl Shard {
             match self.client.on_response(msg, now) {
                 Some(ClientOutcome::Final { ctx: ClientCtx::RegSubscribe(call_id), status }) => {
                     self.reg_sub.on_subscribe_response(&call_id, status, Some(msg), now);
-                    out.events.push(Event::RegSubscription { call_id: lossy(&call_id), status });
+                    out.event(|| Event::RegSubscription { call_id: lossy(&call_id), status });
                 }
                 Some(ClientOutcome::Final { ctx: ClientCtx::Notify(id), status }) => self.on_notify_result(now, id, Some(status), out),
                 Some(ClientOutcome::Timeout { .. }) => {}
-                None => out.events.push(Event::StrayResponse { status: msg.status().unwrap_or(0) }),
+                None => out.event(|| Event::StrayResponse { status: msg.status().unwrap_or(0) }),
             }
             return;
         }
@@ -332,12 +332,12 @@ impl Shard {
             ServerLookup::New => {}
             ServerLookup::Absorbed => {
                 self.stats.retransmissions += 1;
-                out.events.push(Event::Retransmission { call_id: lossy(msg.call_id()), replayed: false });
+                out.event(|| Event::Retransmission { call_id: lossy(msg.call_id()), replayed: false });
                 return;
             }
             ServerLookup::Replay(t) => {
                 self.stats.retransmissions += 1;
-                out.events.push(Event::Retransmission { call_id: lossy(msg.call_id()), replayed: true });
+                out.event(|| Event::Retransmission { call_id: lossy(msg.call_id()), replayed: true });
                 out.transmits.push(t);
                 return;
             }
@@ -422,7 +422,7 @@ impl Shard {
         let mut bytes = Vec::with_capacity(512);
         let call_id = self.reg_sub.subscribe(aor, aor_uri, target, &branch, &mut bytes);
         let t = self.client.start(seq, Transmit { to: target, bytes }, b"SUBSCRIBE", ClientCtx::RegSubscribe(call_id.clone()), now);
-        out.events.push(Event::RegSubscription { call_id: lossy(&call_id), status: 0 });
+        out.event(|| Event::RegSubscription { call_id: lossy(&call_id), status: 0 });
         out.transmits.push(t);
     }
 
@@ -448,7 +448,7 @@ impl Shard {
                 // A version gap: the state may have missed changes. Start
                 // over with a new subscription, whose first NOTIFY is full.
                 if let Some(old) = self.reg_sub.remove(msg.call_id()) {
-                    out.events.push(Event::RegSubscription { call_id: lossy(&old.call_id), status: 0 });
+                    out.event(|| Event::RegSubscription { call_id: lossy(&old.call_id), status: 0 });
                     self.start_reg_subscription(reply.now, &old.aor, &old.aor_uri, old.target, out);
                 }
             }
@@ -484,7 +484,7 @@ impl Shard {
             self.server.on_final(reply.key, &t, reply.now);
         }
         self.stats.responses_sent += 1;
-        out.events.push(Event::Handled {
+        out.event(|| Event::Handled {
             method: lossy(msg.method_raw().unwrap_or_default()),
             status: code,
             call_id: lossy(msg.call_id()),
@@ -502,7 +502,7 @@ impl Shard {
         if answered.is_none() {
             self.stats.dropped += 1;
         }
-        out.events.push(Event::Malformed { error: e.to_string(), status: answered });
+        out.event(|| Event::Malformed { error: e.to_string(), status: answered });
     }
 
     fn answer_malformed(&mut self, peer: Peer, bytes: &[u8], e: ParseError, out: &mut Outbox) -> Option<u16> {

@@ -66,40 +66,67 @@ fn xml_err(e: impl std::fmt::Display) -> String {
     format!("PIDF XML: {e}")
 }
 
-/// The attributes of a start tag, checked (no duplicates, valid
-/// references), as (name, unescaped value); binds its xmlns declarations.
-fn attributes<'a>(e: &'a BytesStart<'a>, depth: usize, scope: &mut Vec<Binding>) -> Result<Vec<(&'a [u8], String)>, String> {
-    let mut out = Vec::new();
+/// What a start tag says that validation needs.
+#[derive(Default)]
+struct StartTag {
+    entity: Option<String>,
+    id: Option<String>,
+}
+
+/// Checks a start tag's attributes (no duplicates, valid references,
+/// bound prefixes), binds its xmlns declarations at `depth`, and keeps its
+/// `entity` and `id`. Values are unescaped without allocating unless they
+/// hold references.
+fn start_tag(e: &BytesStart<'_>, depth: usize, scope: &mut Vec<Binding>) -> Result<StartTag, String> {
+    let mut tag = StartTag::default();
+    let mut prefixed = false;
     for a in e.attributes().with_checks(true) {
         let a = a.map_err(xml_err)?;
-        let value = a.unescape_value().map_err(xml_err)?.into_owned();
-        let key: &'a [u8] = a.key.into_inner();
+        let value = a.unescape_value().map_err(xml_err)?;
+        let key = a.key.into_inner();
         if key == b"xmlns" || key.starts_with(b"xmlns:") {
-            let prefix = std::str::from_utf8(key.get(6..).unwrap_or_default()).map_err(xml_err)?;
-            scope.push(Binding { prefix: prefix.to_string(), uri: value.clone(), depth });
+            let prefix = String::from_utf8_lossy(key.get(6..).unwrap_or_default()).into_owned();
+            scope.push(Binding { prefix, uri: value.into_owned(), depth });
+        } else if key.contains(&b':') {
+            prefixed = true;
+        } else if key == b"entity" {
+            tag.entity = Some(value.into_owned());
+        } else if key == b"id" {
+            tag.id = Some(value.into_owned());
         }
-        out.push((key, value));
     }
-    Ok(out)
+    // Prefixed attributes (rare) are resolved once every declaration on
+    // this tag is bound.
+    if prefixed {
+        for a in e.attributes().flatten() {
+            let key = a.key.into_inner();
+            if !key.starts_with(b"xmlns:") && key.contains(&b':') {
+                resolve(key, scope)?;
+            }
+        }
+    }
+    Ok(tag)
 }
 
 /// The namespace URI of a qualified name, or an error for an unbound prefix.
 fn resolve<'s>(qname: &[u8], scope: &'s [Binding]) -> Result<Option<&'s str>, String> {
     let (prefix, _) = split_qname(qname);
-    if prefix == "xml" {
+    if prefix == b"xml" {
         return Ok(Some(NS_XML));
     }
-    match scope.iter().rev().find(|b| b.prefix == prefix) {
+    match scope.iter().rev().find(|b| b.prefix.as_bytes() == prefix) {
         Some(b) if b.uri.is_empty() => Ok(None),
         Some(b) => Ok(Some(&b.uri)),
         None if prefix.is_empty() => Ok(None),
-        None => Err(format!("PIDF XML: unbound namespace prefix {prefix:?}")),
+        None => Err(format!("PIDF XML: unbound namespace prefix {:?}", String::from_utf8_lossy(prefix))),
     }
 }
 
-fn split_qname(qname: &[u8]) -> (&str, &str) {
-    let s = std::str::from_utf8(qname).unwrap_or("");
-    s.split_once(':').unwrap_or(("", s))
+fn split_qname(qname: &[u8]) -> (&[u8], &[u8]) {
+    match memchr::memchr(b':', qname) {
+        Some(i) => (&qname[..i], &qname[i + 1..]),
+        None => (b"", qname),
+    }
 }
 
 /// Parses and validates a PIDF document; the error says what is wrong.
@@ -132,31 +159,25 @@ pub fn parse(body: &[u8]) -> Result<Pidf, String> {
                 if depth > MAX_DEPTH {
                     return Err(format!("PIDF nested deeper than {MAX_DEPTH}"));
                 }
-                let attrs = attributes(e, depth, &mut scope)?;
+                let tag = start_tag(e, depth, &mut scope)?;
                 let qname = e.name().into_inner();
                 let ns = resolve(qname, &scope)?;
                 let (_, local) = split_qname(qname);
-                for (key, _) in &attrs {
-                    if split_qname(key).0 != "xmlns" && *key != b"xmlns" {
-                        resolve(key, &scope)?;
-                    }
-                }
-                let attr = |name: &[u8]| attrs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
                 match depth {
                     1 => {
-                        if (ns, local) != (Some(NS_PIDF), "presence") {
+                        if (ns, local) != (Some(NS_PIDF), &b"presence"[..]) {
                             return Err("root is not presence in urn:ietf:params:xml:ns:pidf".into());
                         }
-                        entity = Some(attr(b"entity").ok_or("presence without entity")?);
+                        entity = Some(tag.entity.ok_or("presence without entity")?);
                     }
                     2 => {
                         let kind = match (ns, local) {
-                            (Some(NS_PIDF), "tuple") => "tuple",
-                            (Some(NS_DM), "person") => "person",
-                            (Some(NS_DM), "device") => "device",
+                            (Some(NS_PIDF), b"tuple") => "tuple",
+                            (Some(NS_DM), b"person") => "person",
+                            (Some(NS_DM), b"device") => "device",
                             _ => "other",
                         };
-                        let id = attr(b"id");
+                        let id = tag.id;
                         if kind != "other" {
                             let Some(id) = &id else { return Err(format!("{kind} without id")) };
                             if elements.iter().any(|x| x.kind == kind && x.id.as_ref() == Some(id)) {
@@ -167,10 +188,10 @@ pub fn parse(body: &[u8]) -> Result<Pidf, String> {
                     }
                     3 | 4 => {
                         if let Some(o) = open.as_mut().filter(|o| o.kind == "tuple") {
-                            if depth == 3 && ns == Some(NS_PIDF) && local == "status" {
+                            if depth == 3 && ns == Some(NS_PIDF) && local == b"status" {
                                 o.has_status = true;
                             }
-                            if depth == 4 && o.has_status && ns == Some(NS_PIDF) && local == "basic" {
+                            if depth == 4 && o.has_status && ns == Some(NS_PIDF) && local == b"basic" {
                                 o.basic = Some(String::new());
                                 o.in_basic = !empty;
                             }

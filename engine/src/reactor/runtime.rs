@@ -81,7 +81,12 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
     let rt = Rc::new(Runtime {
         id,
         core: RefCell::new(core),
-        outbox: RefCell::new(Outbox::default()),
+        outbox: RefCell::new(Outbox {
+            // Every event is logged at debug on one of these two targets.
+            events_off: !(tracing::enabled!(target: "presenced::request", tracing::Level::DEBUG)
+                || tracing::enabled!(target: "presenced::presence", tracing::Level::DEBUG)),
+            ..Outbox::default()
+        }),
         udp_fd: udp.as_raw_fd(),
         udp,
         udp_out: RefCell::new(SendBatch::default()),

@@ -250,7 +250,7 @@ impl Shard {
         self.watchers.set_shown(id, shown);
         if let Some(s) = self.watchers.get(id) {
             let state = if shown == Shown::Pending { "pending" } else { "active" };
-            out.events.push(Event::Watcher { aor: lossy(&s.aor), state });
+            out.event(|| Event::Watcher { aor: lossy(&s.aor), state });
         }
         let mut ready = Vec::new();
         self.watchers.poke(now, id, &mut ready);
@@ -298,7 +298,7 @@ impl Shard {
         // RFC 6665: 200, never 202.
         self.respond_tagged(&msg, reply, 200, "OK", &headers, &tag, out);
         let state = if shown == Shown::Pending { "pending" } else { "active" };
-        out.events.push(Event::Watcher { aor: lossy(&aor), state });
+        out.event(|| Event::Watcher { aor: lossy(&aor), state });
         // The first NOTIFY at once; a fetch (Expires 0) ends with it.
         let end = (p.expires == 0).then_some(End::Timeout);
         self.send_notify(now, id, end, out);
@@ -359,7 +359,7 @@ impl Shard {
     }
 
     fn unwatch(&mut self, aor: Box<[u8]>, ask: u64, out: &mut Outbox) {
-        out.events.push(Event::Watcher { aor: lossy(&aor), state: "terminated" });
+        out.event(|| Event::Watcher { aor: lossy(&aor), state: "terminated" });
         let owner = ids::owner_of(&aor, self.cfg.shards);
         self.to_shard(owner, CoreMsg::Unwatch { aor, from: self.cfg.shard, ask }, out);
     }
