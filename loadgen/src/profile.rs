@@ -38,8 +38,14 @@ impl Profile {
     /// Reads `path`, or the shipped profile when there is none.
     pub fn load(path: Option<&Path>) -> Result<Profile, String> {
         let (text, name) = match path {
-            Some(p) => (std::fs::read_to_string(p).map_err(|e| format!("profile {}: {e}", p.display()))?, p.display().to_string()),
-            None => (DEFAULT_PROFILE.to_string(), "the shipped busy-hour profile".into()),
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|e| format!("profile {}: {e}", p.display()))?,
+                p.display().to_string(),
+            ),
+            None => (
+                DEFAULT_PROFILE.to_string(),
+                "the shipped busy-hour profile".into(),
+            ),
         };
         let p: Profile = toml::from_str(&text).map_err(|e| format!("profile {name}: {e}"))?;
         p.check().map_err(|e| format!("profile {name}: {e}"))?;
@@ -47,7 +53,11 @@ impl Profile {
     }
 
     fn check(&self) -> Result<(), String> {
-        let rates = [self.registrations_per_hour, self.publications_per_hour, self.subscriptions_per_hour];
+        let rates = [
+            self.registrations_per_hour,
+            self.publications_per_hour,
+            self.subscriptions_per_hour,
+        ];
         if rates.iter().any(|r| !r.is_finite() || *r < 0.0) || rates.iter().sum::<f64>() <= 0.0 {
             return Err("the per-hour rates must be non-negative and not all zero".into());
         }
@@ -68,7 +78,11 @@ impl Profile {
 
     /// Relative weights of REGISTER, PUBLISH and SUBSCRIBE.
     pub fn weights(&self) -> [f64; 3] {
-        [self.registrations_per_hour, self.publications_per_hour, self.subscriptions_per_hour]
+        [
+            self.registrations_per_hour,
+            self.publications_per_hour,
+            self.subscriptions_per_hour,
+        ]
     }
 }
 
@@ -81,14 +95,27 @@ mod tests {
         let p = Profile::load(None).unwrap();
         assert_eq!(p.watchers_per_presentity, 4);
         // 9 transactions per subscriber-hour, 60x: 100,000 users -> 15,000/s.
-        assert!((p.rate(100_000) - 15_000.0).abs() < 1e-6, "{}", p.rate(100_000));
+        assert!(
+            (p.rate(100_000) - 15_000.0).abs() < 1e-6,
+            "{}",
+            p.rate(100_000)
+        );
     }
 
     #[test]
     fn bad_profiles_are_refused_with_the_reason() {
-        let bad = toml::from_str::<Profile>("registrations_per_hour = 1.0\npublications_per_hour = 1.0\nsubscriptions_per_hour = 1.0\nwatchers_per_presentity = 1\nbogus = 2\n");
+        let bad = toml::from_str::<Profile>(
+            "registrations_per_hour = 1.0\npublications_per_hour = 1.0\nsubscriptions_per_hour = 1.0\nwatchers_per_presentity = 1\nbogus = 2\n",
+        );
         assert!(bad.unwrap_err().to_string().contains("bogus"));
-        let zero = Profile { registrations_per_hour: 0.0, publications_per_hour: 0.0, subscriptions_per_hour: 0.0, watchers_per_presentity: 1, time_scale: 1.0, subscription_expires: 60 };
+        let zero = Profile {
+            registrations_per_hour: 0.0,
+            publications_per_hour: 0.0,
+            subscriptions_per_hour: 0.0,
+            watchers_per_presentity: 1,
+            time_scale: 1.0,
+            subscription_expires: 60,
+        };
         assert!(zero.check().unwrap_err().contains("not all zero"));
     }
 }

@@ -1,6 +1,6 @@
 //! The run's report: JSON for capacity planning, a summary for people.
 
-use crate::engine::{new_histogram, KindCount, SetupResult, WorkerResult};
+use crate::engine::{KindCount, SetupResult, WorkerResult, new_histogram};
 use crate::scenario::Kind;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -53,7 +53,12 @@ pub struct SetupReport {
 impl SetupReport {
     fn add(total: &mut Option<SetupReport>, part: Option<SetupResult>) {
         if let Some(s) = part {
-            let t = total.get_or_insert(SetupReport { subscriptions: 0, ok: 0, failed: 0, duration_s: 0.0 });
+            let t = total.get_or_insert(SetupReport {
+                subscriptions: 0,
+                ok: 0,
+                failed: 0,
+                duration_s: 0.0,
+            });
             t.subscriptions += s.subscriptions;
             t.ok += s.ok;
             t.failed += s.failed;
@@ -102,6 +107,8 @@ pub struct Report {
     pub notifies: u64,
     pub notify: NotifyReport,
     pub by_kind: BTreeMap<String, KindReport>,
+    /// PUBLISH refreshes (no body) among the PUBLISHes sent.
+    pub publish_refreshes: u64,
     pub setup: Option<SetupReport>,
     /// Subscriptions ended after the measured phase (`subscriptions`
     /// counts the unsubscribes sent).
@@ -129,6 +136,7 @@ impl Report {
         let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
         let (mut sent, mut timeouts, mut retrans, mut unmatched, mut conn_errors) = (0, 0, 0, 0, 0);
         let mut notify_retrans = 0;
+        let refreshes: u64 = results.iter().map(|r| r.publish_refreshes).sum();
         let (mut received, mut validated, mut mismatches, mut examples) = (0, 0, 0, Vec::new());
         let mut kinds = [KindCount::default(); 3];
         let mut setup: Option<SetupReport> = None;
@@ -160,13 +168,29 @@ impl Report {
         }
         examples.truncate(5);
         let duration_s = duration_s.max(1e-9);
-        let ok: u64 = statuses.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| n).sum();
-        let by_status = statuses.iter().filter(|(s, _)| !(200..300).contains(*s)).map(|(s, n)| (s.to_string(), *n)).collect();
+        let ok: u64 = statuses
+            .iter()
+            .filter(|(s, _)| (200..300).contains(*s))
+            .map(|(_, n)| n)
+            .sum();
+        let by_status = statuses
+            .iter()
+            .filter(|(s, _)| !(200..300).contains(*s))
+            .map(|(s, n)| (s.to_string(), *n))
+            .collect();
         let by_kind = Kind::ALL
             .iter()
             .zip(kinds)
             .filter(|(_, c)| c.sent > 0)
-            .map(|(k, c)| (k.name().to_string(), KindReport { sent: c.sent, ok: c.ok }))
+            .map(|(k, c)| {
+                (
+                    k.name().to_string(),
+                    KindReport {
+                        sent: c.sent,
+                        ok: c.ok,
+                    },
+                )
+            })
             .collect();
         Report {
             messages: info.scenario.clone(),
@@ -178,7 +202,10 @@ impl Report {
             duration_s,
             sent,
             ok,
-            errors: Errors { by_status, timeout: timeouts },
+            errors: Errors {
+                by_status,
+                timeout: timeouts,
+            },
             throughput_per_s: ok as f64 / duration_s,
             latency_us: Latency::of(&latency),
             retransmissions: retrans,
@@ -194,6 +221,7 @@ impl Report {
                 publish_to_notify_us: Latency::of(&notify_latency),
             },
             by_kind,
+            publish_refreshes: refreshes,
             setup,
             teardown,
             connection_errors: conn_errors,
@@ -207,16 +235,36 @@ impl Report {
         let l = &self.latency_us;
         let mut out = String::new();
         if let Some(s) = &self.setup {
-            out += &format!("setup: {} standing subscriptions, {} accepted, {} failed, in {:.2} s\n", s.subscriptions, s.ok, s.failed, s.duration_s);
+            out += &format!(
+                "setup: {} standing subscriptions, {} accepted, {} failed, in {:.2} s\n",
+                s.subscriptions, s.ok, s.failed, s.duration_s
+            );
         }
         out += &format!(
             "{} over {} against {}: {} sent, {} ok, {} errors ({:?}, {} timeouts) in {:.2} s\n\
 throughput {:.0}/s; latency µs p50 {} p90 {} p99 {} p99.9 {} max {}\n",
-            self.scenario, self.transport, self.target, self.sent, self.ok, errors, self.errors.by_status, self.errors.timeout,
-            self.duration_s, self.throughput_per_s, l.p50, l.p90, l.p99, l.p999, l.max
+            self.scenario,
+            self.transport,
+            self.target,
+            self.sent,
+            self.ok,
+            errors,
+            self.errors.by_status,
+            self.errors.timeout,
+            self.duration_s,
+            self.throughput_per_s,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.p999,
+            l.max
         );
         if self.by_kind.len() > 1 {
-            let kinds: Vec<String> = self.by_kind.iter().map(|(k, c)| format!("{k} {}/{}", c.ok, c.sent)).collect();
+            let kinds: Vec<String> = self
+                .by_kind
+                .iter()
+                .map(|(k, c)| format!("{k} {}/{}", c.ok, c.sent))
+                .collect();
             out += &format!("by kind (ok/sent): {}\n", kinds.join(", "));
         }
         let n = &self.notify;
@@ -231,11 +279,18 @@ throughput {:.0}/s; latency µs p50 {} p90 {} p99 {} p99.9 {} max {}\n",
             }
         }
         if let Some(t) = &self.teardown {
-            out += &format!("teardown: {} subscriptions ended, {} left open\n", t.ok, t.failed);
+            out += &format!(
+                "teardown: {} subscriptions ended, {} left open\n",
+                t.ok, t.failed
+            );
         }
         out += &format!(
             "retransmissions {}, unmatched {}, connection errors {}, loadgen CPU {:.2} s, peak RSS {:.0} MiB",
-            self.retransmissions, self.unmatched, self.connection_errors, self.cpu_s, self.max_rss_mib
+            self.retransmissions,
+            self.unmatched,
+            self.connection_errors,
+            self.cpu_s,
+            self.max_rss_mib
         );
         out
     }

@@ -51,7 +51,12 @@ impl TransportKind {
 
 enum Sock {
     Udp(UdpSocket),
-    Tcp { stream: TcpStream, framer: Box<StreamFramer>, unsent: Vec<u8>, open: bool },
+    Tcp {
+        stream: TcpStream,
+        framer: Box<StreamFramer>,
+        unsent: Vec<u8>,
+        open: bool,
+    },
 }
 
 struct Flow {
@@ -80,8 +85,18 @@ pub struct Transport {
 impl Transport {
     /// Opens `n` flows to `target`.
     pub fn open(kind: TransportKind, target: SocketAddr, n: usize) -> io::Result<Transport> {
-        let any: SocketAddr = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
-        let local_ip = if target.ip().is_loopback() { target.ip() } else { any.ip() };
+        let any: SocketAddr = if target.is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .unwrap();
+        let local_ip = if target.ip().is_loopback() {
+            target.ip()
+        } else {
+            any.ip()
+        };
         let mut flows = Vec::with_capacity(n);
         for _ in 0..n.max(1) {
             let flow = match kind {
@@ -92,7 +107,10 @@ impl Transport {
                     if local.ip().is_unspecified() {
                         local.set_ip(local_ip_towards(target)?);
                     }
-                    Flow { local, sock: Sock::Udp(s) }
+                    Flow {
+                        local,
+                        sock: Sock::Udp(s),
+                    }
                 }
                 TransportKind::Tcp => {
                     let stream = TcpStream::connect(target)?;
@@ -100,13 +118,35 @@ impl Transport {
                     stream.set_nonblocking(true)?;
                     let local = stream.local_addr()?;
                     let framer = Box::new(StreamFramer::new(Limits::default()));
-                    Flow { local, sock: Sock::Tcp { stream, framer, unsent: Vec::new(), open: true } }
+                    Flow {
+                        local,
+                        sock: Sock::Tcp {
+                            stream,
+                            framer,
+                            unsent: Vec::new(),
+                            open: true,
+                        },
+                    }
                 }
             };
             flows.push(flow);
         }
-        let fds = flows.iter().map(|f| libc::pollfd { fd: f.raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
-        Ok(Transport { kind, target, flows, fds, buf: vec![0u8; 65536], connection_errors: 0 })
+        let fds = flows
+            .iter()
+            .map(|f| libc::pollfd {
+                fd: f.raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        Ok(Transport {
+            kind,
+            target,
+            flows,
+            fds,
+            buf: vec![0u8; 65536],
+            connection_errors: 0,
+        })
     }
 
     pub fn kind(&self) -> TransportKind {
@@ -135,7 +175,12 @@ impl Transport {
                 // A full socket buffer loses the datagram; Timer E resends it.
                 let _ = s.send_to(bytes, dest);
             }
-            Sock::Tcp { stream, unsent, open, .. } => {
+            Sock::Tcp {
+                stream,
+                unsent,
+                open,
+                ..
+            } => {
                 if !*open {
                     return;
                 }
@@ -146,7 +191,9 @@ impl Transport {
                 match stream.write(bytes) {
                     Ok(n) if n == bytes.len() => {}
                     Ok(n) => unsent.extend_from_slice(&bytes[n..]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => unsent.extend_from_slice(bytes),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        unsent.extend_from_slice(bytes)
+                    }
                     Err(_) => {
                         *open = false;
                         self.connection_errors += 1;
@@ -167,13 +214,24 @@ impl Transport {
                 Sock::Udp(s) => {
                     // Bounded per call so one busy socket cannot starve the others.
                     for _ in 0..64 {
-                        let Ok((n, from)) = s.recv_from(&mut self.buf) else { break };
+                        let Ok((n, from)) = s.recv_from(&mut self.buf) else {
+                            break;
+                        };
                         let at = data.len();
                         data.extend_from_slice(&self.buf[..n]);
-                        out.push(Incoming { flow: i, from, range: at..at + n });
+                        out.push(Incoming {
+                            flow: i,
+                            from,
+                            range: at..at + n,
+                        });
                     }
                 }
-                Sock::Tcp { stream, framer, unsent, open } => {
+                Sock::Tcp {
+                    stream,
+                    framer,
+                    unsent,
+                    open,
+                } => {
                     if !*open {
                         continue;
                     }
@@ -216,7 +274,11 @@ impl Transport {
                                 let bytes = raw.as_bytes();
                                 let at = data.len();
                                 data.extend_from_slice(bytes);
-                                out.push(Incoming { flow: i, from: target, range: at..at + bytes.len() });
+                                out.push(Incoming {
+                                    flow: i,
+                                    from: target,
+                                    range: at..at + bytes.len(),
+                                });
                             }
                             Ok(Some(Frame::Ping)) => {
                                 let _ = stream.write(b"\r\n");
@@ -264,7 +326,13 @@ impl Flow {
 /// The local address the kernel would use to reach `target` (for Via and
 /// Contact when bound to the wildcard address).
 fn local_ip_towards(target: SocketAddr) -> io::Result<std::net::IpAddr> {
-    let any: SocketAddr = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().unwrap();
+    let any: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .unwrap();
     let probe = UdpSocket::bind(any)?;
     probe.connect(target)?;
     Ok(probe.local_addr()?.ip())
