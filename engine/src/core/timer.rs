@@ -136,6 +136,36 @@ impl<T> TimerWheel<T> {
     }
 }
 
+/// When the wheel next looks at one record whose entries (bindings,
+/// publications) each expire. A record keeps a single wheel entry, at its
+/// earliest expiry, instead of one per refresh: a refresh every few
+/// seconds would otherwise leave an entry per request for a whole expiry
+/// period. Lazy like the wheel: an entry that fires before anything is due
+/// just schedules the next one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recheck {
+    at: Option<Instant>,
+}
+
+impl Recheck {
+    /// The record's entry fired at `now` (or an older, superseded one).
+    pub fn fired(&mut self, now: Instant) {
+        if self.at.is_some_and(|t| t <= now) {
+            self.at = None;
+        }
+    }
+
+    /// Makes sure the wheel looks at the record by `earliest`, the soonest
+    /// expiry among its entries; `item` names the record in the wheel.
+    pub fn ensure<T>(&mut self, wheel: &mut TimerWheel<T>, earliest: Option<Instant>, item: impl FnOnce() -> T) {
+        let Some(earliest) = earliest else { return };
+        if self.at.is_none_or(|t| earliest < t) {
+            self.at = Some(earliest);
+            wheel.insert(earliest, item());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

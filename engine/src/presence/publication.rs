@@ -5,7 +5,7 @@
 
 use super::pidf::{self, Pidf};
 use crate::core::reply::HandlerReply;
-use crate::core::timer::TimerWheel;
+use crate::core::timer::{Recheck, TimerWheel};
 use crate::sip::{HeaderName, Message};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +38,8 @@ struct Presentity {
     contacts: Vec<String>,
     document: Option<Arc<[u8]>>,
     version: u64,
+    /// When the expiry wheel next looks at this presentity.
+    recheck: Recheck,
 }
 
 /// A presentity's composed document changed.
@@ -142,7 +144,10 @@ impl Publications {
         // Every check passed: apply.
         let etag = self.new_etag();
         let at = now + Duration::from_secs(expires as u64);
-        let p = self.presentities.entry(aor.clone()).or_default();
+        if !self.presentities.contains_key(&aor) {
+            self.presentities.insert(aor.clone(), Presentity::default());
+        }
+        let p = self.presentities.get_mut(&aor).expect("inserted above");
         let changed = match (existing, doc, expires) {
             (Some(i), _, 0) => {
                 p.pubs.remove(i);
@@ -168,9 +173,7 @@ impl Publications {
             }
             (None, None, _) => unreachable!("rejected in step 5"),
         };
-        if expires > 0 {
-            self.wheel.insert(at, aor.clone());
-        }
+        self.schedule_expiry(&aor);
         if changed {
             self.recompose(&aor, changes);
         }
@@ -189,12 +192,27 @@ impl Publications {
         self.wheel.advance(now, &mut self.fired);
         for aor in std::mem::take(&mut self.fired) {
             let Some(p) = self.presentities.get_mut(&aor) else { continue };
+            p.recheck.fired(now);
             let before = p.pubs.len();
             p.pubs.retain(|x| x.expires_at > now);
-            if p.pubs.len() != before {
+            let expired = p.pubs.len() != before;
+            self.schedule_expiry(&aor);
+            if expired {
                 self.recompose(&aor, changes);
             }
         }
+    }
+
+    /// Makes sure the wheel looks at `aor` by its earliest expiry.
+    fn schedule_expiry(&mut self, aor: &[u8]) {
+        let Some(p) = self.presentities.get_mut(aor) else { return };
+        p.recheck.ensure(&mut self.wheel, p.pubs.iter().map(|x| x.expires_at).min(), || aor.into());
+    }
+
+    /// Wheel entries pending (for tests: they stay one per presentity).
+    #[cfg(test)]
+    fn wheel_entries(&self) -> usize {
+        self.wheel.len()
     }
 
     /// Composes and serialises the document once; a presentity with no

@@ -11,7 +11,7 @@ pub mod reg_event;
 pub mod reginfo;
 
 use crate::core::reply::HandlerReply;
-use crate::core::timer::TimerWheel;
+use crate::core::timer::{Recheck, TimerWheel};
 use crate::sip::{Contacts, HeaderName, Message, NameAddr, Uri};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -67,6 +67,8 @@ pub struct Registration {
     pub bindings: Vec<Binding>,
     /// The S-CSCF that registered it, for third-party registrations.
     pub registered_by: Option<SocketAddr>,
+    /// When the expiry wheel next looks at this AOR.
+    recheck: Recheck,
 }
 
 /// A change of an AOR's registration: what presence is derived from.
@@ -203,8 +205,8 @@ impl Registrar {
                         expires_at: at,
                     };
                     place(&mut reg.bindings, pos, binding);
-                    self.wheel.insert(at, Expiry { aor: aor.clone() });
                 }
+                self.schedule_expiry(&aor);
                 self.settle(&aor, before, changes);
                 self.ok(&aor, now)
             }
@@ -266,15 +268,27 @@ impl Registrar {
                     let at = now + Duration::from_secs(secs as u64);
                     let binding = Binding { uri: c.uri.as_bytes().into(), params: Box::default(), call_id: call_id.into(), cseq: 0, expires_at: at };
                     place(&mut reg.bindings, pos, binding);
-                    self.wheel.insert(at, Expiry { aor: aor.clone() });
                 }
             }
+            self.schedule_expiry(&aor);
             self.settle(&aor, before, changes);
         }
     }
 
     /// After a change to `aor`'s bindings: forget an empty registration and
     /// report the change if the set of contacts differs from `before`.
+    /// Wheel entries pending (for tests: one per AOR, not per refresh).
+    #[cfg(test)]
+    fn wheel_entries(&self) -> usize {
+        self.wheel.len()
+    }
+
+    /// Makes sure the wheel looks at `aor` by its earliest binding expiry.
+    fn schedule_expiry(&mut self, aor: &[u8]) {
+        let Some(reg) = self.regs.get_mut(aor) else { return };
+        reg.recheck.ensure(&mut self.wheel, reg.bindings.iter().map(|b| b.expires_at).min(), || Expiry { aor: aor.into() });
+    }
+
     fn settle(&mut self, aor: &[u8], before: Vec<Box<[u8]>>, changes: &mut Vec<RegChange>) {
         let after: Vec<Box<[u8]>> = self.regs.get(aor).map(|r| r.bindings.iter().map(|b| b.uri.clone()).collect()).unwrap_or_default();
         if after.is_empty() {
@@ -291,8 +305,10 @@ impl Registrar {
         self.wheel.advance(now, &mut self.fired);
         for Expiry { aor } in self.fired.drain(..) {
             let Some(reg) = self.regs.get_mut(&aor) else { continue };
+            reg.recheck.fired(now);
             let before = reg.bindings.len();
             reg.bindings.retain(|b| b.expires_at > now);
+            reg.recheck.ensure(&mut self.wheel, reg.bindings.iter().map(|b| b.expires_at).min(), || Expiry { aor: aor.clone() });
             if reg.bindings.len() != before {
                 let contacts: Vec<Box<[u8]>> = reg.bindings.iter().map(|b| b.uri.clone()).collect();
                 if contacts.is_empty() {

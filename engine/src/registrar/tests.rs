@@ -325,3 +325,18 @@ To: <sip:alice@example.com>;tag=remote\r\nCall-ID: {cid}\r\nCSeq: 1 SUBSCRIBE\r\
         assert!(rs.is_empty());
     }
 }
+
+#[test]
+fn refreshes_keep_one_expiry_entry_and_bindings_still_expire() {
+    let mut f = Fixture::new();
+    for t in 0..100u32 {
+        let r = Req { cseq: t + 1, expires: Some(600), ..Req::new(&["<sip:alice@192.0.2.1>"]) };
+        assert_eq!(f.send(&r, t as u64).code, 200);
+        f.reg.on_time(f.t0 + Duration::from_secs(t as u64), &mut f.changes);
+        assert!(f.reg.wheel_entries() <= 2, "{} wheel entries after {t} refreshes", f.reg.wheel_entries());
+    }
+    f.reg.on_time(f.t0 + Duration::from_secs(99 + 599), &mut f.changes);
+    assert_eq!(f.contacts().len(), 1, "alive until 600 s after the last refresh");
+    f.reg.on_time(f.t0 + Duration::from_secs(99 + 601), &mut f.changes);
+    assert!(f.contacts().is_empty(), "expired");
+}

@@ -158,3 +158,35 @@ fn registration_tuples_only_without_publications() {
     f.pubs.on_registration(b"sip:alice@example.com", &[], &mut f.changes);
     assert_eq!(f.changes.len(), 2, "the published document hides the registration change");
 }
+
+#[test]
+fn many_refreshes_keep_one_expiry_entry_and_still_expire() {
+    let mut f = F::new();
+    let mut e = etag(&f.send(&P { expires: Some(60), ..P::initial("open") }, 0));
+    // A refresh every second for 100 s, each pushing the expiry on.
+    for t in 1..=100 {
+        let r = f.send(&P { expires: Some(60), ..P::refresh(&e) }, t);
+        assert_eq!(r.code, 200, "refresh at {t}");
+        e = etag(&r);
+        f.pubs.on_time(f.t0 + Duration::from_secs(t), &mut f.changes);
+        assert!(f.pubs.wheel_entries() <= 2, "{} wheel entries after {t} refreshes", f.pubs.wheel_entries());
+    }
+    assert_eq!(f.pubs.count(b"sip:alice@example.com"), 1, "refreshed, so alive at 100 s");
+    // No more refreshes: it expires 60 s after the last one, not before.
+    f.pubs.on_time(f.t0 + Duration::from_secs(159), &mut f.changes);
+    assert_eq!(f.pubs.count(b"sip:alice@example.com"), 1);
+    f.pubs.on_time(f.t0 + Duration::from_secs(161), &mut f.changes);
+    assert_eq!(f.pubs.count(b"sip:alice@example.com"), 0, "expired");
+    assert_eq!(f.send(&P::refresh(&e), 162).code, 412);
+}
+
+#[test]
+fn a_shorter_publication_expires_first_beside_a_longer_one() {
+    let mut f = F::new();
+    f.send(&P { expires: Some(3600), ..P::initial("open") }, 0);
+    f.send(&P { expires: Some(60), ..P::initial("closed") }, 10);
+    f.pubs.on_time(f.t0 + Duration::from_secs(71), &mut f.changes);
+    assert_eq!(f.pubs.count(b"sip:alice@example.com"), 1, "the 60 s one is gone at 71 s");
+    f.pubs.on_time(f.t0 + Duration::from_secs(3601), &mut f.changes);
+    assert_eq!(f.pubs.count(b"sip:alice@example.com"), 0);
+}
