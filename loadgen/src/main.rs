@@ -42,7 +42,7 @@ struct RunArgs {
     /// Server address (HOST:PORT). Not used by `baseline`.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:5060")]
     target: String,
-    /// register | publish (initial, then modify with the SIP-ETag) |
+    /// register | publish (initial, then modifies with the SIP-ETag and refreshes) |
     /// subscribe (new dialogs, NOTIFYs answered) | fanout (--watchers on
     /// each of --presentities, then a PUBLISH storm) | mixed (a busy hour
     /// from --profile).
@@ -82,7 +82,7 @@ struct RunArgs {
     #[arg(long, value_name = "K", default_value_t = 256)]
     setup_outstanding: usize,
     /// Fully parse one NOTIFY body in N as PIDF (1: every one). The
-    /// presentity, version and entity are checked on every NOTIFY either way.
+    /// presentity and version are checked on every NOTIFY either way.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pidf_sample: u64,
     /// Write the JSON report here.
