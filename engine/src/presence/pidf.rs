@@ -82,7 +82,10 @@ fn start_tag(e: &BytesStart<'_>, depth: usize, scope: &mut Vec<Binding>) -> Resu
     let mut prefixed = false;
     for a in e.attributes().with_checks(true) {
         let a = a.map_err(xml_err)?;
-        let value = a.unescape_value().map_err(xml_err)?;
+        let value = match memchr::memchr(b'&', &a.value) {
+            Some(_) => a.unescape_value().map_err(xml_err)?,
+            None => String::from_utf8_lossy(&a.value),
+        };
         let key = a.key.into_inner();
         if key == b"xmlns" || key.starts_with(b"xmlns:") {
             let prefix = String::from_utf8_lossy(key.get(6..).unwrap_or_default()).into_owned();
@@ -205,12 +208,17 @@ pub fn parse(body: &[u8]) -> Result<Pidf, String> {
             }
             Event::End(_) => close(&mut depth, &mut scope, &mut open, &mut elements, &mut root_done, text, reader.buffer_position() as usize)?,
             Event::Text(ref t) => {
-                let value = t.unescape().map_err(xml_err)?;
-                if depth == 0 && !value.trim().is_empty() {
+                let raw: &[u8] = t;
+                // References are checked where there are any; plain text
+                // needs no decoding (it is a slice of a &str already).
+                if memchr::memchr(b'&', raw).is_some() {
+                    t.unescape().map_err(xml_err)?;
+                }
+                if depth == 0 && !raw.iter().all(u8::is_ascii_whitespace) {
                     return Err("PIDF XML: text outside the root element".into());
                 }
                 if let Some(o) = open.as_mut().filter(|o| o.in_basic) {
-                    o.basic.get_or_insert_with(String::new).push_str(&value);
+                    o.basic.get_or_insert_with(String::new).push_str(&t.unescape().map_err(xml_err)?);
                 }
             }
             Event::CData(ref c) => {
@@ -412,6 +420,7 @@ mod tests {
             (DOC.replace("<rpid:busy/>", "<foo:busy/>"), "unbound"),
             (DOC.replace("at work", "at &work;"), "XML"),
             (DOC.replace("at work", "at &#xFFFFFFF;"), "XML"),
+            (DOC.replace("id=\"t1\"", "id=\"t&bogus;\""), "XML"),
             (DOC.replace("<tuple id=\"t1\">", "<tuple id=\"t1\" id=\"t2\">"), "XML"),
             (DOC.replace("</dm:person>", "</dm:persona>"), "XML"),
             (DOC.replace("</note>", ""), "XML"),
