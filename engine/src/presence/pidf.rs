@@ -54,6 +54,9 @@ struct Binding {
 /// The top-level element being read.
 struct Open {
     start: usize,
+    /// Ends of its name and of its start tag, relative to `start`.
+    name_end: usize,
+    tag_end: usize,
     kind: &'static str,
     id: Option<String>,
     /// Tuples: a `status` child was seen, and its `basic` (if any) text.
@@ -187,7 +190,8 @@ pub fn parse(body: &[u8]) -> Result<Pidf, String> {
                                 return Err(format!("duplicate {kind} id {id:?}"));
                             }
                         }
-                        open = Some(Open { start: before, kind, id, has_status: false, basic: None, in_basic: false });
+                        let tag_end = reader.buffer_position() as usize - before;
+                        open = Some(Open { start: before, name_end: 1 + qname.len(), tag_end, kind, id, has_status: false, basic: None, in_basic: false });
                     }
                     3 | 4 => {
                         if let Some(o) = open.as_mut().filter(|o| o.kind == "tuple") {
@@ -267,7 +271,7 @@ fn close(
             }
             // Only the root's declarations are in scope here besides the
             // element's own, which its copied start tag already carries.
-            let xml = standalone(&text[o.start..end], scope.iter().filter(|b| b.depth < 2));
+            let xml = standalone(&text[o.start..end], o.name_end, o.tag_end, scope);
             elements.push(Element { kind: o.kind, id: o.id, xml });
         }
         4 => {
@@ -282,52 +286,68 @@ fn close(
     Ok(())
 }
 
-/// The element's source text with every in-scope namespace it does not
-/// declare itself added to its start tag (the innermost binding of each
-/// prefix).
-fn standalone<'b>(src: &str, in_scope: impl DoubleEndedIterator<Item = &'b Binding>) -> String {
-    let name_end = src[1..].find(|c: char| c.is_whitespace() || c == '/' || c == '>').map_or(src.len(), |i| i + 1);
-    let start_tag = &src[..start_tag_end(src)];
-    let mut decls = String::new();
-    let mut seen: Vec<&str> = Vec::new();
-    for b in in_scope.rev() {
-        if seen.contains(&b.prefix.as_str()) {
-            continue;
-        }
-        seen.push(&b.prefix);
-        let attr = if b.prefix.is_empty() { "xmlns=".to_string() } else { format!("xmlns:{}=", b.prefix) };
-        if start_tag.contains(&attr) {
-            continue;
-        }
-        let _ = write!(decls, " {attr}\"{}\"", escape_attr(&b.uri));
-    }
-    let mut out = String::with_capacity(src.len() + decls.len());
+/// The element's source text (`src`, its name ending at `name_end` and
+/// its start tag at `tag_end`) with every namespace the root declared added
+/// to its start tag, unless the element declares that prefix itself. Only
+/// the root's declarations (depth 1) are in scope outside the element.
+fn standalone(src: &str, name_end: usize, tag_end: usize, scope: &[Binding]) -> String {
+    let start_tag = &src.as_bytes()[..tag_end.min(src.len())];
+    let roots: &[Binding] = &scope[..scope.iter().take_while(|b| b.depth < 2).count()];
+    let mut out = String::with_capacity(src.len() + 64);
     out.push_str(&src[..name_end]);
-    out.push_str(&decls);
+    let mut attr = String::with_capacity(32);
+    for (i, b) in roots.iter().enumerate() {
+        // A later declaration of the same prefix on the root wins.
+        if roots[i + 1..].iter().any(|x| x.prefix == b.prefix) {
+            continue;
+        }
+        attr.clear();
+        attr.push_str("xmlns");
+        if !b.prefix.is_empty() {
+            attr.push(':');
+            attr.push_str(&b.prefix);
+        }
+        attr.push('=');
+        if memchr::memmem::find(start_tag, attr.as_bytes()).is_some() {
+            continue;
+        }
+        out.push(' ');
+        out.push_str(&attr);
+        out.push('"');
+        push_escaped(&mut out, &b.uri, b"&\"<");
+        out.push('"');
+    }
     out.push_str(&src[name_end..]);
     out
 }
 
-/// End of the start tag (index after its `>`), skipping quoted values.
-fn start_tag_end(src: &str) -> usize {
-    let mut quote = None;
-    for (i, c) in src.char_indices() {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (None, '>') => return i + 1,
-            _ => {}
-        }
+/// Appends `s` with each of `special` (some of `&`, `"`, `<`, `>`)
+/// replaced by its entity reference.
+fn push_escaped(out: &mut String, s: &str, special: &[u8]) {
+    let mut rest = s;
+    while let Some(i) = rest.bytes().position(|c| special.contains(&c)) {
+        out.push_str(&rest[..i]);
+        out.push_str(match rest.as_bytes()[i] {
+            b'&' => "&amp;",
+            b'"' => "&quot;",
+            b'<' => "&lt;",
+            _ => "&gt;",
+        });
+        rest = &rest[i + 1..];
     }
-    src.len()
+    out.push_str(rest);
 }
 
 fn escape_attr(s: &str) -> String {
-    s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;")
+    let mut out = String::with_capacity(s.len());
+    push_escaped(&mut out, s, b"&\"<");
+    out
 }
 
 fn escape_text(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    let mut out = String::with_capacity(s.len());
+    push_escaped(&mut out, s, b"&<>");
+    out
 }
 
 /// Composes one document for `entity` from its publications, newest last,
@@ -392,6 +412,9 @@ mod tests {
         let own = parse(DOC.replace("<note xml:lang", "<note xmlns=\"urn:x\" xml:lang").as_bytes()).unwrap();
         assert_eq!(own.elements[2].xml.matches("xmlns=").count(), 1, "{}", own.elements[2].xml);
         assert!(own.elements[2].xml.contains("xmlns=\"urn:x\""));
+        // A declaration's value is re-escaped on the copy.
+        let amp = parse(DOC.replace("xmlns:rpid=\"urn:ietf:params:xml:ns:pidf:rpid\"", "xmlns:rpid=\"urn:a&amp;b&quot;\"").as_bytes()).unwrap();
+        assert!(amp.elements[1].xml.contains("xmlns:rpid=\"urn:a&amp;b&quot;\""), "{}", amp.elements[1].xml);
         for e in &p.elements {
             let alone = format!("<presence xmlns=\"{NS_PIDF}\" entity=\"x\">{}</presence>", e.xml);
             assert!(parse(alone.as_bytes()).is_ok(), "{} stands alone", e.xml);
