@@ -85,20 +85,28 @@ fn start_tag(e: &BytesStart<'_>, depth: usize, scope: &mut Vec<Binding>) -> Resu
     let mut prefixed = false;
     for a in e.attributes().with_checks(true) {
         let a = a.map_err(xml_err)?;
-        let value = match memchr::memchr(b'&', &a.value) {
-            Some(_) => a.unescape_value().map_err(xml_err)?,
-            None => String::from_utf8_lossy(&a.value),
+        // References are checked where there are any; plain values need no
+        // decoding (they are slices of a &str already).
+        let has_ref = memchr::memchr(b'&', &a.value).is_some();
+        if has_ref {
+            a.unescape_value().map_err(xml_err)?;
+        }
+        let value = || -> Result<String, String> {
+            match has_ref {
+                true => Ok(a.unescape_value().map_err(xml_err)?.into_owned()),
+                false => Ok(std::str::from_utf8(&a.value).map_err(xml_err)?.to_owned()),
+            }
         };
         let key = a.key.into_inner();
         if key == b"xmlns" || key.starts_with(b"xmlns:") {
-            let prefix = String::from_utf8_lossy(key.get(6..).unwrap_or_default()).into_owned();
-            scope.push(Binding { prefix, uri: value.into_owned(), depth });
+            let prefix = std::str::from_utf8(key.get(6..).unwrap_or_default()).map_err(xml_err)?.to_owned();
+            scope.push(Binding { prefix, uri: value()?, depth });
         } else if key.contains(&b':') {
             prefixed = true;
         } else if key == b"entity" {
-            tag.entity = Some(value.into_owned());
+            tag.entity = Some(value()?);
         } else if key == b"id" {
-            tag.id = Some(value.into_owned());
+            tag.id = Some(value()?);
         }
     }
     // Prefixed attributes (rare) are resolved once every declaration on
