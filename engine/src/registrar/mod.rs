@@ -71,6 +71,13 @@ pub struct Registration {
     recheck: Recheck,
 }
 
+impl Registration {
+    /// When its first binding expires.
+    fn earliest_expiry(&self) -> Option<Instant> {
+        self.bindings.iter().map(|b| b.expires_at).min()
+    }
+}
+
 /// A change of an AOR's registration: what presence is derived from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegChange {
@@ -286,7 +293,7 @@ impl Registrar {
     /// Makes sure the wheel looks at `aor` by its earliest binding expiry.
     fn schedule_expiry(&mut self, aor: &[u8]) {
         let Some(reg) = self.regs.get_mut(aor) else { return };
-        reg.recheck.ensure(&mut self.wheel, reg.bindings.iter().map(|b| b.expires_at).min(), || Expiry { aor: aor.into() });
+        reg.recheck.ensure(&mut self.wheel, reg.earliest_expiry(), || Expiry { aor: aor.into() });
     }
 
     fn settle(&mut self, aor: &[u8], before: Vec<Box<[u8]>>, changes: &mut Vec<RegChange>) {
@@ -308,7 +315,7 @@ impl Registrar {
             reg.recheck.fired(now);
             let before = reg.bindings.len();
             reg.bindings.retain(|b| b.expires_at > now);
-            reg.recheck.ensure(&mut self.wheel, reg.bindings.iter().map(|b| b.expires_at).min(), || Expiry { aor: aor.clone() });
+            reg.recheck.ensure(&mut self.wheel, reg.earliest_expiry(), || Expiry { aor: aor.clone() });
             if reg.bindings.len() != before {
                 let contacts: Vec<Box<[u8]>> = reg.bindings.iter().map(|b| b.uri.clone()).collect();
                 if contacts.is_empty() {
