@@ -192,13 +192,10 @@ impl NotifyStats {
         }
         // Several publications may be composed; the newest version counts.
         let mut newest: Option<Marker> = None;
-        let mut rest = body;
-        while let Some(found) = Marker::find(rest) {
+        for found in Marker::all(body) {
             let Some(m) = found else {
                 return self.mismatch(format!("NOTIFY for {user} has a garbled version marker"));
             };
-            let at = memchr::memmem::find(rest, b"lg:").unwrap_or(0) + 3;
-            rest = &rest[at..];
             if m.run != run {
                 continue;
             }

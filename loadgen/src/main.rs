@@ -189,7 +189,11 @@ fn run(args: &RunArgs, target: SocketAddr) -> Result<Report, String> {
                 setup_outstanding: (args.setup_outstanding / threads).max(1),
                 pidf_sample: args.pidf_sample.max(1),
                 teardown: !args.keep_subscriptions,
-                refresh_every: if scenario == Scenario::Publish { args.refresh_every } else { 0 },
+                refresh_every: if scenario == Scenario::Publish {
+                    args.refresh_every
+                } else {
+                    0
+                },
             };
             let shared = shared.clone();
             std::thread::Builder::new()

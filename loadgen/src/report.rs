@@ -296,17 +296,21 @@ throughput {:.0}/s; latency µs p50 {} p90 {} p99 {} p99.9 {} max {}\n",
     }
 }
 
+fn rusage() -> libc::rusage {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid out pointer cannot fail.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    ru
+}
+
 /// This process's CPU time so far (user + system), seconds.
 pub fn process_cpu_s() -> f64 {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let ru = rusage();
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// This process's peak resident set, MiB.
 pub fn max_rss_mib() -> f64 {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    ru.ru_maxrss as f64 / 1024.0
+    rusage().ru_maxrss as f64 / 1024.0
 }

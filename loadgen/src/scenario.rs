@@ -239,25 +239,22 @@ impl std::fmt::Display for Marker {
 }
 
 impl Marker {
-    /// The first marker in a document, if any. `None` inside means a
-    /// marker that does not parse.
-    pub fn find(body: &[u8]) -> Option<Option<Marker>> {
-        let at = memchr::memmem::find(body, b"lg:")? + 3;
-        let end = body[at..]
-            .iter()
-            .position(|&b| b == b'<')
-            .map_or(body.len(), |p| at + p);
-        let text = std::str::from_utf8(&body[at..end]).ok();
-        let mut parts = text.into_iter().flat_map(|t| t.split(':'));
-        let parsed = (|| {
-            Some(Marker {
-                run: u32::from_str_radix(parts.next()?, 16).ok()?,
-                presentity: parts.next()?.parse().ok()?,
-                seq: parts.next()?.parse().ok()?,
-                sent_us: parts.next()?.parse().ok()?,
-            })
-        })();
-        Some(parsed)
+    /// Every marker in a document, in order; `None` for one that does not
+    /// parse.
+    pub fn all(body: &[u8]) -> impl Iterator<Item = Option<Marker>> + '_ {
+        memchr::memmem::find_iter(body, b"lg:").map(move |at| Marker::parse(&body[at + 3..]))
+    }
+
+    /// A marker's fields, from just after its `lg:` to the next `<`.
+    fn parse(rest: &[u8]) -> Option<Marker> {
+        let end = memchr::memchr(b'<', rest).unwrap_or(rest.len());
+        let mut parts = std::str::from_utf8(&rest[..end]).ok()?.split(':');
+        Some(Marker {
+            run: u32::from_str_radix(parts.next()?, 16).ok()?,
+            presentity: parts.next()?.parse().ok()?,
+            seq: parts.next()?.parse().ok()?,
+            sent_us: parts.next()?.parse().ok()?,
+        })
     }
 }
 
@@ -301,15 +298,15 @@ mod tests {
             assert_eq!(m.from().tag().and_then(parse_watch_tag), Some(9));
             let publ = c.publish(1, 7, 1, None, marker);
             let m = Message::parse(&publ, &Limits::default()).unwrap();
-            assert_eq!(Marker::find(m.body()), Some(Some(marker)));
+            assert_eq!(Marker::all(m.body()).collect::<Vec<_>>(), [Some(marker)]);
             presence_engine::presence::pidf::parse(m.body()).expect("valid PIDF");
         }
     }
 
     #[test]
     fn markers_that_do_not_parse_are_reported() {
-        assert_eq!(Marker::find(b"<note>nothing</note>"), None);
-        assert_eq!(Marker::find(b"<note>lg:1:1:x:3</note>"), Some(None));
+        assert_eq!(Marker::all(b"<note>nothing</note>").next(), None);
+        assert_eq!(Marker::all(b"<note>lg:1:1:x:3</note>").next(), Some(None));
     }
 
     #[test]

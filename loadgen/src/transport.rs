@@ -85,18 +85,13 @@ pub struct Transport {
 impl Transport {
     /// Opens `n` flows to `target`.
     pub fn open(kind: TransportKind, target: SocketAddr, n: usize) -> io::Result<Transport> {
-        let any: SocketAddr = if target.is_ipv4() {
-            "0.0.0.0:0"
-        } else {
-            "[::]:0"
-        }
-        .parse()
-        .unwrap();
         let local_ip = if target.ip().is_loopback() {
             target.ip()
         } else {
-            any.ip()
+            wildcard(target).ip()
         };
+        // What Via and Contact carry when bound to the wildcard address.
+        let mut advertised_ip = None;
         let mut flows = Vec::with_capacity(n);
         for _ in 0..n.max(1) {
             let flow = match kind {
@@ -105,7 +100,11 @@ impl Transport {
                     s.set_nonblocking(true)?;
                     let mut local = s.local_addr()?;
                     if local.ip().is_unspecified() {
-                        local.set_ip(local_ip_towards(target)?);
+                        let ip = match advertised_ip {
+                            Some(ip) => ip,
+                            None => *advertised_ip.insert(local_ip_towards(target)?),
+                        };
+                        local.set_ip(ip);
                     }
                     Flow {
                         local,
@@ -184,20 +183,10 @@ impl Transport {
                 if !*open {
                     return;
                 }
-                if !unsent.is_empty() {
-                    unsent.extend_from_slice(bytes);
-                    return;
-                }
-                match stream.write(bytes) {
-                    Ok(n) if n == bytes.len() => {}
-                    Ok(n) => unsent.extend_from_slice(&bytes[n..]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        unsent.extend_from_slice(bytes)
-                    }
-                    Err(_) => {
-                        *open = false;
-                        self.connection_errors += 1;
-                    }
+                unsent.extend_from_slice(bytes);
+                if flush(stream, unsent).is_err() {
+                    *open = false;
+                    self.connection_errors += 1;
                 }
             }
         }
@@ -235,18 +224,10 @@ impl Transport {
                     if !*open {
                         continue;
                     }
-                    if !unsent.is_empty() {
-                        match stream.write(unsent) {
-                            Ok(n) => {
-                                unsent.drain(..n);
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                            Err(_) => {
-                                *open = false;
-                                self.connection_errors += 1;
-                                continue;
-                            }
-                        }
+                    if flush(stream, unsent).is_err() {
+                        *open = false;
+                        self.connection_errors += 1;
+                        continue;
                     }
                     for _ in 0..16 {
                         let space = framer.read_space(65536);
@@ -326,14 +307,33 @@ impl Flow {
 /// The local address the kernel would use to reach `target` (for Via and
 /// Contact when bound to the wildcard address).
 fn local_ip_towards(target: SocketAddr) -> io::Result<std::net::IpAddr> {
-    let any: SocketAddr = if target.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    }
-    .parse()
-    .unwrap();
-    let probe = UdpSocket::bind(any)?;
+    let probe = UdpSocket::bind(wildcard(target))?;
     probe.connect(target)?;
     Ok(probe.local_addr()?.ip())
+}
+
+/// Port 0 on the wildcard address of `target`'s family.
+fn wildcard(target: SocketAddr) -> SocketAddr {
+    let ip: std::net::IpAddr = if target.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    SocketAddr::new(ip, 0)
+}
+
+/// Writes what the kernel takes of `unsent` now; the rest waits for the
+/// socket to be writable again (`Transport::wait` asks for POLLOUT).
+fn flush(stream: &mut TcpStream, unsent: &mut Vec<u8>) -> io::Result<()> {
+    while !unsent.is_empty() {
+        match stream.write(unsent) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                unsent.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

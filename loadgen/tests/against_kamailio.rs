@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::loadgen;
+use common::loadgen_at;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -114,42 +114,40 @@ fn every_scenario_runs_against_kamailio() {
     let target = format!("127.0.0.1:{}", k.port);
     for transport in ["udp", "tcp"] {
         for scenario in ["register", "publish", "subscribe"] {
-            let v = loadgen(&[
-                "--target",
+            let v = loadgen_at(
                 &target,
-                "--transport",
                 transport,
-                "--scenario",
                 scenario,
-                "--count",
-                "800",
-                "--users",
-                "200",
-                "--max-outstanding",
-                "16",
-            ]);
+                &[
+                    "--count",
+                    "800",
+                    "--users",
+                    "200",
+                    "--max-outstanding",
+                    "16",
+                ],
+            );
             assert_eq!(v["ok"], 800, "{scenario} over {transport}: {v}");
             if scenario == "publish" {
                 assert_eq!(v["publish_refreshes"], 200, "one refresh per user: {v}");
             }
             assert_eq!(v["errors"]["timeout"], 0, "{v}");
         }
-        let v = loadgen(&[
-            "--target",
+        let v = loadgen_at(
             &target,
-            "--transport",
             transport,
-            "--scenario",
             "fanout",
-            "--presentities",
-            "4",
-            "--watchers",
-            "25",
-            "--count",
-            "20",
-            "--max-outstanding",
-            "2",
-        ]);
+            &[
+                "--presentities",
+                "4",
+                "--watchers",
+                "25",
+                "--count",
+                "20",
+                "--max-outstanding",
+                "2",
+            ],
+        );
         assert_eq!(v["setup"]["ok"], 100, "{v}");
         assert_eq!(v["ok"], 20, "{v}");
         // Kamailio does not rate-limit NOTIFYs: each PUBLISH reaches its 25 watchers.

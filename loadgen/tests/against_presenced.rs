@@ -8,7 +8,7 @@ use presence_engine::config::Config;
 use presence_engine::reactor::Server;
 mod common;
 
-use common::loadgen;
+use common::{loadgen, loadgen_at};
 use std::process::Command;
 
 fn server(notify_min_interval_ms: u64) -> Server {
@@ -26,20 +26,19 @@ fn scenarios_against_presenced() {
     let target = srv.local_addr().to_string();
     for transport in ["udp", "tcp"] {
         for scenario in ["register", "publish"] {
-            let v = loadgen(&[
-                "--target",
+            let v = loadgen_at(
                 &target,
-                "--transport",
                 transport,
-                "--scenario",
                 scenario,
-                "--count",
-                "2000",
-                "--users",
-                "500",
-                "--max-outstanding",
-                "64",
-            ]);
+                &[
+                    "--count",
+                    "2000",
+                    "--users",
+                    "500",
+                    "--max-outstanding",
+                    "64",
+                ],
+            );
             assert_eq!(
                 (v["scenario"].as_str(), v["transport"].as_str()),
                 (Some(scenario), Some(transport))
@@ -55,20 +54,19 @@ fn scenarios_against_presenced() {
         }
         // Subscribe: each SUBSCRIBE is answered, its NOTIFY answered 200
         // and checked, and every subscription is ended afterwards.
-        let v = loadgen(&[
-            "--target",
+        let v = loadgen_at(
             &target,
-            "--transport",
             transport,
-            "--scenario",
             "subscribe",
-            "--count",
-            "400",
-            "--users",
-            "100",
-            "--max-outstanding",
-            "32",
-        ]);
+            &[
+                "--count",
+                "400",
+                "--users",
+                "100",
+                "--max-outstanding",
+                "32",
+            ],
+        );
         assert_eq!(v["ok"], 400, "{v}");
         assert_eq!(v["notifies"], 400, "one NOTIFY per new subscription: {v}");
         assert_eq!(v["notify"]["pidf_validated"], 400, "{v}");
@@ -103,22 +101,21 @@ fn fanout_delivers_every_version_to_every_watcher() {
     let srv = server(0);
     let target = srv.local_addr().to_string();
     for transport in ["udp", "tcp"] {
-        let v = loadgen(&[
-            "--target",
+        let v = loadgen_at(
             &target,
-            "--transport",
             transport,
-            "--scenario",
             "fanout",
-            "--presentities",
-            "3",
-            "--watchers",
-            "40",
-            "--count",
-            "30",
-            "--max-outstanding",
-            "2",
-        ]);
+            &[
+                "--presentities",
+                "3",
+                "--watchers",
+                "40",
+                "--count",
+                "30",
+                "--max-outstanding",
+                "2",
+            ],
+        );
         assert_eq!(v["setup"]["subscriptions"], 120, "{v}");
         assert_eq!(v["setup"]["ok"], 120, "{v}");
         assert_eq!(v["ok"], 30, "every PUBLISH of the storm accepted: {v}");

@@ -56,3 +56,18 @@ pub fn loadgen(args: &[&str]) -> Value {
     assert_eq!(v["unmatched"], 0, "{v}");
     v
 }
+
+/// [`loadgen`] of `scenario` against `target` over `transport`, with the
+/// `rest` of the arguments.
+pub fn loadgen_at(target: &str, transport: &str, scenario: &str, rest: &[&str]) -> Value {
+    let mut args = vec![
+        "--target",
+        target,
+        "--transport",
+        transport,
+        "--scenario",
+        scenario,
+    ];
+    args.extend_from_slice(rest);
+    loadgen(&args)
+}
