@@ -46,9 +46,22 @@ macro_rules! header_names {
             }
 
             /// Recognises a header name, case-insensitively, long or compact.
+            /// Only an exact match counts: a name with any byte that is not
+            /// the known name's, in either case, is [`HeaderName::Other`].
             #[inline]
             pub fn from_bytes(name: &[u8]) -> HeaderName {
-                NAME_TABLE.lookup(name)
+                if name.is_empty() {
+                    return HeaderName::Other;
+                }
+                NAME_TABLE.lookup(name, name.len())
+            }
+
+            /// [`HeaderName::from_bytes`] of `line[..len]`, where `line`
+            /// continues past the name (the rest of the head): lets a short
+            /// name be read in one load.
+            #[inline(always)]
+            pub(crate) fn from_line(line: &[u8], len: usize) -> HeaderName {
+                NAME_TABLE.lookup(line, len)
             }
         }
     };
@@ -100,17 +113,41 @@ const fn name_hash(name: &[u8]) -> usize {
 }
 
 const BUCKET: usize = 2;
-/// Longest known name, rounded up to whole 8-byte words.
+/// Longest known name the word compare handles: three 8-byte words.
 const NAME_CAP: usize = 24;
+
+/// A known name as little-endian words for an exact, case-insensitive
+/// compare of `(x | fold) == lower`: `fold` has 0x20 at letter positions
+/// only, so a letter matches either case and every other byte (such as
+/// `-`, which CR would otherwise fold onto) must match exactly.
+#[derive(Clone, Copy)]
+struct NameWords {
+    /// Bytes 0..8, 8..16 and the last eight (overlapping; zero padded when
+    /// the name is shorter than eight).
+    lower: [u64; 3],
+    fold: [u64; 3],
+    len: u8,
+}
 
 /// Hash table from name to [`HeaderName`], built at compile time.
 struct NameTable {
     slots: [[u8; BUCKET]; 256],
     /// Compact forms by lower-case letter.
     compact: [u8; 128],
-    /// Lower-case names, zero padded, and their lengths.
-    lower: [[u8; NAME_CAP]; KNOWN_HEADERS],
-    len: [u8; KNOWN_HEADERS],
+    words: [NameWords; KNOWN_HEADERS],
+}
+
+/// Little-endian word of `s[at..at + 8]`, zero padded past the end of `s`.
+const fn word_at(s: &[u8], at: usize, fold: bool) -> u64 {
+    let mut w = 0u64;
+    let mut j = 0;
+    while j < 8 && at + j < s.len() {
+        let b = s[at + j];
+        let v = if fold { if b.is_ascii_alphabetic() { 0x20 } else { 0 } } else { b.to_ascii_lowercase() };
+        w |= (v as u64) << (8 * j);
+        j += 1;
+    }
+    w
 }
 
 impl NameTable {
@@ -118,8 +155,7 @@ impl NameTable {
         let mut t = NameTable {
             slots: [[u8::MAX; BUCKET]; 256],
             compact: [u8::MAX; 128],
-            lower: [[0; NAME_CAP]; KNOWN_HEADERS],
-            len: [0; KNOWN_HEADERS],
+            words: [NameWords { lower: [0; 3], fold: [0; 3], len: 0 }; KNOWN_HEADERS],
         };
         let mut i = 0;
         while i < KNOWN_HEADERS {
@@ -128,13 +164,13 @@ impl NameTable {
                 t.compact[c as usize] = i as u8;
             }
             let name = h.as_str().as_bytes();
-            assert!(name.len() <= NAME_CAP, "raise NAME_CAP");
-            let mut j = 0;
-            while j < name.len() {
-                t.lower[i][j] = name[j].to_ascii_lowercase();
-                j += 1;
-            }
-            t.len[i] = name.len() as u8;
+            assert!(name.len() >= 2 && name.len() <= NAME_CAP, "names are 2 to NAME_CAP bytes");
+            let last = if name.len() >= 8 { name.len() - 8 } else { 0 };
+            t.words[i] = NameWords {
+                lower: [word_at(name, 0, false), word_at(name, 8, false), word_at(name, last, false)],
+                fold: [word_at(name, 0, true), word_at(name, 8, true), word_at(name, last, true)],
+                len: name.len() as u8,
+            };
             let slot = name_hash(name);
             if t.slots[slot][0] == u8::MAX {
                 t.slots[slot][0] = i as u8;
@@ -148,43 +184,52 @@ impl NameTable {
         t
     }
 
-    /// `name` must be a non-empty token (the head splitter checks), which
-    /// makes `byte | 0x20` an exact case fold against lower-case names: the
-    /// only token byte that folds onto '-' is '-' itself.
+    /// Recognises `head[..len]`, exactly up to ASCII case. `head` may go on
+    /// past the name (the splitter passes the rest of the buffer) so that a
+    /// short name is read as one 8-byte load.
     #[inline(always)]
-    fn lookup(&self, name: &[u8]) -> HeaderName {
-        if name.len() == 1 {
-            let i = self.compact[(name[0].to_ascii_lowercase() & 0x7f) as usize];
+    fn lookup(&self, head: &[u8], len: usize) -> HeaderName {
+        debug_assert!(len >= 1 && len <= head.len());
+        if len == 1 {
+            let b = head[0];
+            let i = if b.is_ascii_alphabetic() { self.compact[(b | 0x20) as usize] } else { u8::MAX };
             return if i == u8::MAX { HeaderName::Other } else { HeaderName::ALL[i as usize] };
         }
+        if len > NAME_CAP {
+            return HeaderName::Other;
+        }
+        let name = &head[..len];
+        let mut padded = [0u8; 8];
+        let w0 = if head.len() >= 8 {
+            let w = u64::from_le_bytes(head[..8].try_into().unwrap());
+            if len >= 8 { w } else { w & (u64::MAX >> (64 - 8 * len)) }
+        } else {
+            padded[..len].copy_from_slice(name);
+            u64::from_le_bytes(padded)
+        };
         for &i in &self.slots[name_hash(name)] {
             if i == u8::MAX {
                 break;
             }
-            let i = i as usize;
-            if self.len[i] as usize == name.len() && fold_eq(name, &self.lower[i]) {
-                return HeaderName::ALL[i];
+            let w = &self.words[i as usize];
+            if w.len as usize != len || w0 | w.fold[0] != w.lower[0] {
+                continue;
+            }
+            if len <= 8 {
+                return HeaderName::ALL[i as usize];
+            }
+            let mid_ok = len <= 16 || word(name, 8) | w.fold[1] == w.lower[1];
+            if mid_ok && word(name, len - 8) | w.fold[2] == w.lower[2] {
+                return HeaderName::ALL[i as usize];
             }
         }
         HeaderName::Other
     }
 }
 
-/// `name | 0x20 == lower` bytewise, eight bytes at a time. `lower` is zero
-/// padded to at least `name.len()` rounded up to 8.
 #[inline(always)]
-fn fold_eq(name: &[u8], lower: &[u8; NAME_CAP]) -> bool {
-    const FOLD: u64 = 0x2020_2020_2020_2020;
-    let mut i = 0;
-    while i + 8 <= name.len() {
-        let x = u64::from_le_bytes(name[i..i + 8].try_into().unwrap());
-        let y = u64::from_le_bytes(lower[i..i + 8].try_into().unwrap());
-        if x | FOLD != y {
-            return false;
-        }
-        i += 8;
-    }
-    name[i..].iter().zip(&lower[i..]).all(|(x, y)| x | 0x20 == *y)
+fn word(s: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(s[at..at + 8].try_into().unwrap())
 }
 
 static NAME_TABLE: NameTable = NameTable::build();
@@ -204,8 +249,21 @@ mod tests {
         assert_eq!(HeaderName::from_bytes(b"u"), HeaderName::AllowEvents);
         assert_eq!(HeaderName::from_bytes(b"C%6Fntact"), HeaderName::Other);
         assert_eq!(HeaderName::from_bytes(b"x"), HeaderName::Other);
+        // Exact up to case: CR folds onto '-' under a plain `| 0x20`, and a
+        // high byte masked to 7 bits would look like a compact form.
+        assert_eq!(HeaderName::from_bytes(b"Call\rID"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"Max\rForwards"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(&[0xf6]), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"Vib"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"Content-Lengthx"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b""), HeaderName::Other);
+        // A name read from a longer line stops at its length.
+        assert_eq!(HeaderName::from_line(b"To: <sip:a@b>\r\n", 2), HeaderName::To);
+        assert_eq!(HeaderName::from_line(b"Contact: x", 7), HeaderName::Contact);
         for h in HeaderName::ALL {
             assert_eq!(HeaderName::from_bytes(h.as_str().as_bytes()), h);
+            assert_eq!(HeaderName::from_bytes(h.as_str().to_ascii_uppercase().as_bytes()), h);
+            assert_eq!(HeaderName::from_bytes(h.as_str().to_ascii_lowercase().as_bytes()), h);
             if let Some(c) = h.compact() {
                 assert_eq!(HeaderName::from_bytes(&[c]), h);
             }

@@ -19,8 +19,8 @@ const GEN_VALUE: u16 = 128; // token / host: an unquoted header parameter value
 const LWS: u16 = 256; // SP HT CR LF
 const SCHEME: u16 = 512; // ALPHA DIGIT + - .
 const HOSTNAME: u16 = 1024; // alphanum - .
-const CALL_ID: u16 = 2048; // word / "@"
-const USERINFO: u16 = 4096; // user / password characters, ':' and '%'
+const USERINFO: u16 = 2048; // user / password characters, ':' and '%'
+const PCT: u16 = 4096; // '%', which starts an escape
 
 /// A set of characters, as a mask over the class table: one lookup and one
 /// AND per byte, whatever the set.
@@ -38,8 +38,11 @@ impl Class {
     pub const LWS: Class = Class(LWS);
     pub const SCHEME: Class = Class(SCHEME);
     pub const HOSTNAME: Class = Class(HOSTNAME);
-    pub const CALL_ID: Class = Class(CALL_ID);
     pub const USERINFO: Class = Class(USERINFO);
+    /// User characters and `%`: a user part, escapes not yet checked.
+    pub const USER_OR_PCT: Class = Class(UNRESERVED | USER | PCT);
+    /// Password characters and `%`.
+    pub const PASSWORD_OR_PCT: Class = Class(UNRESERVED | PASSWORD | PCT);
 
     #[inline(always)]
     pub fn has(self, b: u8) -> bool {
@@ -93,11 +96,11 @@ const fn build_table() -> [u16; 256] {
         if alnum || matches!(b, b'-' | b'.') {
             f |= HOSTNAME;
         }
-        if f & WORD != 0 || b == b'@' {
-            f |= CALL_ID;
-        }
         if f & (UNRESERVED | USER | PASSWORD) != 0 || matches!(b, b':' | b'%') {
             f |= USERINFO;
+        }
+        if b == b'%' {
+            f |= PCT;
         }
         t[c] = f;
         c += 1;
@@ -235,24 +238,26 @@ pub fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
+/// End of the run of `class` characters and `%XX` escapes starting at
+/// `s[i]`, or `None` if the run holds a `%` that does not start a valid escape.
+#[inline]
+pub fn escaped_end(s: &[u8], mut i: usize, class: Class) -> Option<usize> {
+    loop {
+        i = class_end(s, i, class);
+        if s.get(i) != Some(&b'%') {
+            return Some(i);
+        }
+        match (s.get(i + 1).copied().and_then(hex_val), s.get(i + 2).copied().and_then(hex_val)) {
+            (Some(_), Some(_)) => i += 3,
+            _ => return None,
+        }
+    }
+}
+
 /// Checks that `s` is not empty and consists of `class` characters or
 /// valid `%XX` escapes.
 pub fn is_escaped_run(s: &[u8], class: Class) -> bool {
-    if s.is_empty() {
-        return false;
-    }
-    let mut i = 0;
-    while i < s.len() {
-        let b = s[i];
-        if class.has(b) {
-            i += 1;
-        } else if b == b'%' && s.len() >= i + 3 && hex_val(s[i + 1]).is_some() && hex_val(s[i + 2]).is_some() {
-            i += 3;
-        } else {
-            return false;
-        }
-    }
-    true
+    !s.is_empty() && escaped_end(s, 0, class) == Some(s.len())
 }
 
 /// RFC 2396 `reserved` characters: the only ones whose escaped and unescaped
@@ -343,6 +348,12 @@ impl<'a> Iterator for CommaList<'a> {
         }
         let s = self.s;
         let start = self.pos;
+        // Most values are one element: with no comma left there is nothing
+        // to split, whatever quotes or brackets hold.
+        if memchr::memchr(b',', &s[start..]).is_none() {
+            self.done = true;
+            return Some(trim(&s[start..]));
+        }
         let mut i = start;
         // Jump between the only bytes that matter: a comma ends the element
         // unless it sits inside <...> or a quoted string.
@@ -391,6 +402,17 @@ mod tests {
         assert_eq!(parse_u32(b"36893488147419103232"), None);
         assert_eq!(parse_u32(b""), None);
         assert_eq!(parse_u32(b"-1"), None);
+    }
+
+    #[test]
+    fn escaped_runs() {
+        assert_eq!(escaped_end(b"ab%41c;", 0, Class::URI_PARAM), Some(6));
+        assert_eq!(escaped_end(b"ab%4", 0, Class::URI_PARAM), None);
+        assert_eq!(escaped_end(b"ab%zz", 0, Class::URI_PARAM), None);
+        assert_eq!(escaped_end(b"%41", 0, Class::URI_PARAM), Some(3));
+        assert!(is_escaped_run(b"a%2Cb", Class::URI_PARAM));
+        assert!(!is_escaped_run(b"", Class::URI_PARAM));
+        assert!(!is_escaped_run(b"a b", Class::URI_PARAM));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::addr::NameAddr;
 use super::error::ParseError;
 use super::header::{HeaderName, KNOWN_HEADERS};
 use super::lex::{self, CommaList};
+use super::scan::ByteScanner;
 use super::typed::{self, CSeq, Event, MediaType, SubscriptionState};
 use super::uri::Uri;
 use super::via::Via;
@@ -143,7 +144,11 @@ impl<'a> RawMessage<'a> {
         if buf.len() > limits.max_message_size || buf.len() > u32::MAX as usize {
             return Err(ParseError::MessageTooLarge);
         }
-        let sl_end = memchr::memchr(b'\n', buf).ok_or(ParseError::UnterminatedHead)?;
+        // One scanner per byte value: each sees its queries in increasing
+        // order, so each 64-byte block of the head is compared once.
+        let mut lf = ByteScanner::new(buf, b'\n');
+        let mut colons = ByteScanner::new(buf, b':');
+        let sl_end = lf.find_from(0).ok_or(ParseError::UnterminatedHead)?;
         if sl_end == 0 || buf[sl_end - 1] != b'\r' {
             return Err(ParseError::BadStartLine("line does not end in CRLF"));
         }
@@ -172,36 +177,47 @@ impl<'a> RawMessage<'a> {
                 Some(_) => {}
             }
             // The logical line runs to the first LF not followed by SP/HT.
-            let mut e = memchr::memchr(b'\n', &buf[pos..]).ok_or(ParseError::UnterminatedHead)? + pos;
+            let first_lf = lf.find_from(pos).ok_or(ParseError::UnterminatedHead)?;
+            let mut e = first_lf;
             loop {
                 if buf[e - 1] != b'\r' {
                     return Err(ParseError::BadHeaderLine);
                 }
                 match buf.get(e + 1) {
-                    Some(b' ' | b'\t') => {
-                        e = memchr::memchr(b'\n', &buf[e + 1..]).ok_or(ParseError::UnterminatedHead)? + e + 1;
-                    }
+                    Some(b' ' | b'\t') => e = lf.find_from(e + 1).ok_or(ParseError::UnterminatedHead)?,
                     _ => break,
                 }
             }
-            let line = &buf[pos..e - 1];
-            if line.len() > limits.max_header_len {
+            let line_end = e - 1;
+            if line_end - pos > limits.max_header_len {
                 return Err(ParseError::HeaderTooLong);
             }
-            // name: token, then optional SP/HT, then ':' (names are short,
-            // so a table scan beats a memchr call here)
-            let ne = lex::token_end(line, 0);
-            let mut colon = ne;
-            while colon < line.len() && matches!(line[colon], b' ' | b'\t') {
-                colon += 1;
+            // name: a token, optional SP/HT, then the line's first ':',
+            // which a valid line has before its first LF.
+            let colon = colons.find_from(pos).filter(|&c| c < first_lf).ok_or(ParseError::BadHeaderLine)?;
+            let mut ne = colon;
+            while ne > pos && matches!(buf[ne - 1], b' ' | b'\t') {
+                ne -= 1;
             }
-            if ne == 0 || line.get(colon) != Some(&b':') {
+            let name_len = ne - pos;
+            if name_len == 0 {
                 return Err(ParseError::BadHeaderLine);
             }
-            let name = &line[..ne];
-            let value = lex::trim(&line[colon + 1..]);
-            let value_off = value.as_ptr() as usize - line.as_ptr() as usize;
-            if name.len() > u8::MAX as usize || value_off > u16::MAX as usize {
+            // Known names are matched exactly, which proves them tokens.
+            let kind = HeaderName::from_line(&buf[pos..], name_len);
+            if kind == HeaderName::Other && !lex::is_token_str(&buf[pos..ne]) {
+                return Err(ParseError::BadHeaderLine);
+            }
+            let mut vs = colon + 1;
+            while vs < line_end && lex::is_lws(buf[vs]) {
+                vs += 1;
+            }
+            let mut ve = line_end;
+            while ve > vs && lex::is_lws(buf[ve - 1]) {
+                ve -= 1;
+            }
+            let value_off = vs - pos;
+            if name_len > u8::MAX as usize || value_off > u16::MAX as usize {
                 return Err(ParseError::HeaderTooLong);
             }
             if raw.spans.len() >= max_headers {
@@ -209,7 +225,6 @@ impl<'a> RawMessage<'a> {
                     return Err(ParseError::TooManyHeaders);
                 }
             } else {
-                let kind = HeaderName::from_bytes(name);
                 if kind != HeaderName::Other {
                     let k = kind as usize;
                     if raw.first[k] == 0 {
@@ -220,9 +235,9 @@ impl<'a> RawMessage<'a> {
                 }
                 raw.spans.push(Span {
                     line_start: pos as u32,
-                    value_len: value.len() as u32,
+                    value_len: (ve - vs) as u32,
                     value_off: value_off as u16,
-                    name_len: name.len() as u8,
+                    name_len: name_len as u8,
                     kind,
                 });
             }
@@ -354,8 +369,8 @@ impl<'a> Message<'a> {
         }
         // Every Via entry is checked: a response copies them all.
         let mut top_via = None;
-        for v in raw.list(HeaderName::Via) {
-            let via = Via::parse(v).map_err(|_| ParseError::BadHeader(HeaderName::Via))?;
+        for via in raw.header_values(HeaderName::Via).flat_map(Via::list) {
+            let via = via.map_err(|_| ParseError::BadHeader(HeaderName::Via))?;
             top_via.get_or_insert(via);
         }
         let via = top_via.ok_or(ParseError::MissingHeader(HeaderName::Via))?;
@@ -449,7 +464,7 @@ impl<'a> Message<'a> {
     }
     /// Every Via entry, top first (all were validated by [`Message::parse`]).
     pub fn vias(&self) -> impl Iterator<Item = Via<'a>> + '_ {
-        self.raw.list(HeaderName::Via).filter_map(|v| Via::parse(v).ok())
+        self.raw.header_values(HeaderName::Via).flat_map(Via::list).filter_map(Result::ok)
     }
     pub fn from(&self) -> &NameAddr<'a> {
         &self.from
@@ -581,13 +596,11 @@ fn entity_tag(s: &[u8]) -> Result<&[u8], ()> {
 
 /// Call-ID = word [ "@" word ].
 fn valid_call_id(v: &[u8]) -> bool {
-    // One branch-free pass: every byte a word character or '@', one '@' at most.
-    let (mut all_ok, mut ats) = (true, 0u32);
-    for &b in v {
-        all_ok &= lex::Class::CALL_ID.has(b);
-        ats += (b == b'@') as u32;
+    let word = |s: &[u8]| !s.is_empty() && s.iter().all(|&b| lex::is_word(b));
+    match memchr::memchr(b'@', v) {
+        Some(at) => word(&v[..at]) && word(&v[at + 1..]),
+        None => word(v),
     }
-    all_ok && !v.is_empty() && (ats == 0 || (ats == 1 && v[0] != b'@' && v[v.len() - 1] != b'@'))
 }
 
 /// `*` must stand alone; every address must parse and its `expires`, if

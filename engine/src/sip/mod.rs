@@ -6,6 +6,7 @@
 //! - [`message`]: split the head into spans, validate, typed access.
 //! - [`uri`], [`addr`], [`via`], [`params`], [`typed`]: header grammars.
 //! - [`builder`]: write requests and responses, responses from requests.
+//! - `scan`: finds LFs and colons in a head 64 bytes at a time.
 //! - [`framing`]: cut a TCP stream into messages.
 //! - [`error`]: parse errors and the SIP status each maps to.
 
@@ -17,6 +18,7 @@ pub mod header;
 pub mod lex;
 pub mod message;
 pub mod params;
+mod scan;
 pub mod typed;
 pub mod uri;
 pub mod via;

@@ -150,16 +150,26 @@ pub fn parse_header_params(s: &[u8], i: usize) -> Result<(Params<'_>, usize), ()
     Ok((Params::from_validated(&s[raw_start..end]), end))
 }
 
-/// Parses the `;`-separated URI parameters `s` (without the leading `;`):
-/// every parameter needs a name, names and values use `paramchar`.
-pub fn validate_uri_params(s: &[u8]) -> bool {
-    s.split(|&b| b == b';').all(|p| {
-        let (n, v) = match p.iter().position(|&b| b == b'=') {
-            Some(eq) => (&p[..eq], Some(&p[eq + 1..])),
-            None => (p, None),
-        };
-        lex::is_escaped_run(n, lex::Class::URI_PARAM) && v.is_none_or(|v| lex::is_escaped_run(v, lex::Class::URI_PARAM))
-    })
+/// Scans the URI parameters `*( ";" uri-parameter )` starting at `s[i]`
+/// in one pass: each needs a name, names and values are `paramchar`s or
+/// escapes, a value follows `=` and is not empty. Returns the index just past
+/// the last parameter (the caller decides what may follow), or `None`.
+pub fn uri_params_end(s: &[u8], mut i: usize) -> Option<usize> {
+    while s.get(i) == Some(&b';') {
+        let n = i + 1;
+        i = lex::escaped_end(s, n, lex::Class::URI_PARAM)?;
+        if i == n {
+            return None;
+        }
+        if s.get(i) == Some(&b'=') {
+            let v = i + 1;
+            i = lex::escaped_end(s, v, lex::Class::URI_PARAM)?;
+            if i == v {
+                return None;
+            }
+        }
+    }
+    Some(i)
 }
 
 #[cfg(test)]
@@ -189,8 +199,13 @@ mod tests {
 
     #[test]
     fn uri_params() {
-        assert!(validate_uri_params(b"lr;transport=tcp;%6C%72"));
-        assert!(!validate_uri_params(b"lr;"));
-        assert!(!validate_uri_params(b"a=b c"));
+        let end = |s: &str| uri_params_end(s.as_bytes(), 0);
+        assert_eq!(end(";lr;transport=tcp;%6C%72"), Some(24));
+        assert_eq!(end(";lr;transport=tcp?h=v"), Some(17));
+        assert_eq!(end(""), Some(0));
+        assert_eq!(end(";lr;"), None);
+        assert_eq!(end(";a="), None);
+        assert_eq!(end(";a=%2"), None);
+        assert_eq!(end(";a=b c"), Some(4));
     }
 }

@@ -74,16 +74,21 @@ impl<'a> Uri<'a> {
 
     fn parse_sip(&mut self, rest: &'a [u8]) -> Result<(), ()> {
         // No '@' may appear after the userinfo (paramchar and hvalue exclude
-        // it), so the first '@' ends the userinfo even when the user part
-        // holds ';', '?' or ',' (RFC 4475 3.1.1.2, 3.1.1.9).
-        let ui_end = lex::class_end(rest, 0, lex::Class::USERINFO);
-        let hostport = match (rest.get(ui_end) == Some(&b'@')).then_some(ui_end) {
-            Some(at) => {
-                let userinfo = &rest[..at];
-                let (user, password) = match userinfo.iter().position(|&b| b == b':') {
-                    Some(c) => (&userinfo[..c], Some(&userinfo[c + 1..])),
-                    None => (userinfo, None),
-                };
+        // it), so an '@' after a run of user (and password) characters ends
+        // the userinfo even when the user part holds ';', '?' or ','
+        // (RFC 4475 3.1.1.2, 3.1.1.9). Without that '@' the run was the host.
+        let ue = lex::class_end(rest, 0, lex::Class::USER_OR_PCT);
+        let at = match rest.get(ue) {
+            Some(b'@') => Some((ue, None)),
+            Some(b':') => {
+                let pe = lex::class_end(rest, ue + 1, lex::Class::PASSWORD_OR_PCT);
+                (rest.get(pe) == Some(&b'@')).then_some((pe, Some(&rest[ue + 1..pe])))
+            }
+            _ => None,
+        };
+        let hostport = match at {
+            Some((at, password)) => {
+                let user = &rest[..ue];
                 if !lex::is_escaped_run(user, lex::Class::USER) {
                     return Err(());
                 }
@@ -122,10 +127,7 @@ impl<'a> Uri<'a> {
         }
         // params
         if hostport.get(i) == Some(&b';') {
-            let pe = hostport[i..].iter().position(|&b| b == b'?').map_or(hostport.len(), |q| q + i);
-            if !params::validate_uri_params(&hostport[i + 1..pe]) {
-                return Err(());
-            }
+            let pe = params::uri_params_end(hostport, i).ok_or(())?;
             self.params = Params::from_validated(&hostport[i..pe]);
             i = pe;
         }
@@ -160,7 +162,7 @@ impl<'a> Uri<'a> {
         }
         self.host = number;
         if semi < rest.len() {
-            if !params::validate_uri_params(&rest[semi + 1..]) {
+            if params::uri_params_end(rest, semi) != Some(rest.len()) {
                 return Err(());
             }
             self.params = Params::from_validated(&rest[semi..]);

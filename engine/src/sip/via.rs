@@ -15,9 +15,26 @@ pub struct Via<'a> {
 }
 
 impl<'a> Via<'a> {
-    /// Parses one `via-parm`. LWS is allowed around `/` and `:` and between
-    /// the protocol and the sent-by (RFC 4475 3.1.1.1).
+    /// Parses exactly one `via-parm`. LWS is allowed around `/` and `:` and
+    /// between the protocol and the sent-by (RFC 4475 3.1.1.1).
     pub fn parse(s: &'a [u8]) -> Result<Via<'a>, ()> {
+        let (via, end) = Self::parse_at(s, 0)?;
+        if skip_lws(s, end) != s.len() {
+            return Err(());
+        }
+        Ok(via)
+    }
+
+    /// Every `via-parm` of a Via header value, in order. The list is parsed
+    /// as it is read (a `via-parm` ends where its parameters end, and only a
+    /// comma may follow), so no separate comma split runs first.
+    pub fn list(s: &'a [u8]) -> ViaList<'a> {
+        ViaList { s, pos: 0, done: false }
+    }
+
+    /// Parses the `via-parm` that starts at `s[i]` (after optional LWS);
+    /// returns it and the index just past its last parameter.
+    fn parse_at(s: &'a [u8], i: usize) -> Result<(Via<'a>, usize), ()> {
         let token = |i: usize| {
             let i = skip_lws(s, i);
             let e = token_end(s, i);
@@ -27,7 +44,7 @@ impl<'a> Via<'a> {
             let i = skip_lws(s, i);
             if s.get(i) == Some(&b'/') { Ok(i + 1) } else { Err(()) }
         };
-        let (protocol, i) = token(0)?;
+        let (protocol, i) = token(i)?;
         let (version, i) = token(slash(i)?)?;
         let (transport, i) = token(slash(i)?)?;
         let h = skip_lws(s, i);
@@ -57,10 +74,7 @@ impl<'a> Via<'a> {
             i = pe;
         }
         let (params, pe) = parse_header_params(s, i)?;
-        if skip_lws(s, pe) != s.len() {
-            return Err(());
-        }
-        Ok(Via { protocol, version, transport, host, port, params })
+        Ok((Via { protocol, version, transport, host, port, params }, pe))
     }
 
     pub fn protocol(&self) -> &'a [u8] {
@@ -107,6 +121,37 @@ impl<'a> Via<'a> {
     }
 }
 
+/// Iterator over the `via-parm`s of one Via header value; yields one `Err`
+/// and stops at the first malformed entry.
+pub struct ViaList<'a> {
+    s: &'a [u8],
+    pos: usize,
+    done: bool,
+}
+
+impl<'a> Iterator for ViaList<'a> {
+    type Item = Result<Via<'a>, ()>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let s = self.s;
+        let parsed = Via::parse_at(s, self.pos).and_then(|(via, end)| {
+            let j = skip_lws(s, end);
+            match s.get(j) {
+                None => self.done = true,
+                Some(b',') => self.pos = j + 1,
+                Some(_) => return Err(()),
+            }
+            Ok(via)
+        });
+        if parsed.is_err() {
+            self.done = true;
+        }
+        Some(parsed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +174,16 @@ mod tests {
         let q = Via::parse(b"SIP/2.0/TLS h.example.com;received=192.0.2.1;rport=9999").unwrap();
         assert_eq!(q.rport(), Some(Some(9999)));
         assert_eq!(q.port_or_default(), 5061);
+    }
+
+    #[test]
+    fn lists_split_where_each_entry_ends() {
+        let hosts = |s: &str| Via::list(s.as_bytes()).map(|v| v.map(|v| v.host().to_vec())).collect::<Vec<_>>();
+        assert_eq!(hosts("SIP/2.0/UDP a;x=\"1,2\" , SIP/2.0/TCP b:5060,SIP/2.0/UDP c"), vec![Ok(b"a".to_vec()), Ok(b"b".to_vec()), Ok(b"c".to_vec())]);
+        assert_eq!(hosts("SIP/2.0/UDP a,"), vec![Ok(b"a".to_vec()), Err(())]);
+        assert_eq!(hosts("SIP/2.0/UDP a,,SIP/2.0/UDP b"), vec![Ok(b"a".to_vec()), Err(())]);
+        assert_eq!(hosts("SIP/2.0/UDP a junk, SIP/2.0/UDP b"), vec![Err(())]);
+        assert_eq!(hosts(""), vec![Err(())]);
     }
 
     #[test]
