@@ -54,8 +54,12 @@ impl<'a> NameAddr<'a> {
                 return Ok(NameAddr { display: None, uri, bracketed: false, params });
             }
         };
-        let gt = memchr::memchr(b'>', &s[lt..]).ok_or(())? + lt;
-        let uri = Uri::parse(&s[lt + 1..gt])?;
+        // No URI holds '>', so the URI runs exactly to the closing bracket.
+        let (uri, len) = Uri::parse_prefix(&s[lt + 1..])?;
+        let gt = lt + 1 + len;
+        if s.get(gt) != Some(&b'>') {
+            return Err(());
+        }
         let (params, pe) = parse_header_params(s, gt + 1)?;
         if skip_lws(s, pe) != s.len() {
             return Err(());

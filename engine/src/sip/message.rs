@@ -596,10 +596,18 @@ fn entity_tag(s: &[u8]) -> Result<&[u8], ()> {
 
 /// Call-ID = word [ "@" word ].
 fn valid_call_id(v: &[u8]) -> bool {
-    let word = |s: &[u8]| !s.is_empty() && s.iter().all(|&b| lex::is_word(b));
-    match memchr::memchr(b'@', v) {
-        Some(at) => word(&v[..at]) && word(&v[at + 1..]),
-        None => word(v),
+    let mut at = None;
+    for (i, &b) in v.iter().enumerate() {
+        if !lex::is_word(b) {
+            if b != b'@' || at.is_some() {
+                return false;
+            }
+            at = Some(i);
+        }
+    }
+    match at {
+        Some(i) => i > 0 && i + 1 < v.len(),
+        None => !v.is_empty(),
     }
 }
 
@@ -629,10 +637,18 @@ fn validate_contacts(raw: &RawMessage<'_>) -> Result<(), ParseError> {
 fn parse_start_line(line: &[u8]) -> Result<StartLine<'_>, ParseError> {
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
         // SIP-Version SP Status-Code SP Reason-Phrase
-        let sp = memchr::memchr(b' ', line).ok_or(ParseError::BadStartLine("no status code"))?;
+        // Fast paths for the usual "SIP/2.0 ddd ": the general searches
+        // find the same positions.
+        let sp = match line.starts_with(b"SIP/2.0 ") {
+            true => 7,
+            false => memchr::memchr(b' ', line).ok_or(ParseError::BadStartLine("no status code"))?,
+        };
         check_version(&line[..sp])?;
         let rest = &line[sp + 1..];
-        let code_end = memchr::memchr(b' ', rest).unwrap_or(rest.len());
+        let code_end = match rest.len() == 3 || rest.get(3) == Some(&b' ') {
+            true if !rest[..3].contains(&b' ') => 3,
+            _ => memchr::memchr(b' ', rest).unwrap_or(rest.len()),
+        };
         let code = &rest[..code_end];
         if code.len() != 3 {
             return Err(ParseError::BadStatusCode);
@@ -651,13 +667,15 @@ fn parse_start_line(line: &[u8]) -> Result<StartLine<'_>, ParseError> {
         return Err(ParseError::BadStartLine("bad method"));
     }
     let rest = &line[sp1 + 1..];
-    let sp2 = memchr::memchr(b' ', rest).ok_or(ParseError::BadStartLine("no SIP-Version"))?;
-    let (uri_text, version) = (&rest[..sp2], &rest[sp2 + 1..]);
-    if uri_text.is_empty() {
-        return Err(ParseError::BadStartLine("extra white space"));
-    }
-    check_version(version)?;
-    let uri = Uri::parse(uri_text).map_err(|_| ParseError::BadRequestUri("malformed"))?;
+    // A URI never holds SP, so a good one ends exactly where the version
+    // starts and no search for the second SP is needed.
+    let uri = match Uri::parse_prefix(rest) {
+        Ok((uri, len)) if rest.get(len) == Some(&b' ') => {
+            check_version(&rest[len + 1..])?;
+            uri
+        }
+        _ => return Err(request_line_error(rest)),
+    };
     if !uri.is_served_scheme() {
         return Err(ParseError::UnsupportedUriScheme);
     }
@@ -665,6 +683,24 @@ fn parse_start_line(line: &[u8]) -> Result<StartLine<'_>, ParseError> {
         return Err(ParseError::BadRequestUri("headers are not allowed in a Request-URI"));
     }
     Ok(StartLine::Request { method: Method::from_bytes(method_raw), method_raw, uri })
+}
+
+/// The error for a Request-Line whose URI did not parse up to a SP, found
+/// in the order a reader checks: the version's SP, white space, the
+/// version, then the URI itself.
+#[cold]
+fn request_line_error(rest: &[u8]) -> ParseError {
+    let Some(sp2) = memchr::memchr(b' ', rest) else {
+        return ParseError::BadStartLine("no SIP-Version");
+    };
+    let (uri_text, version) = (&rest[..sp2], &rest[sp2 + 1..]);
+    if uri_text.is_empty() {
+        return ParseError::BadStartLine("extra white space");
+    }
+    match check_version(version) {
+        Err(e) => e,
+        Ok(()) => ParseError::BadRequestUri("malformed"),
+    }
 }
 
 /// `SIP/digits.digits`: anything else is a syntax error; a well-formed

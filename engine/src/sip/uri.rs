@@ -36,6 +36,18 @@ pub struct Uri<'a> {
 impl<'a> Uri<'a> {
     /// Parses exactly `s` as a URI; trailing text is an error.
     pub fn parse(s: &'a [u8]) -> Result<Uri<'a>, ()> {
+        match Self::parse_prefix(s)? {
+            (uri, end) if end == s.len() => Ok(uri),
+            _ => Err(()),
+        }
+    }
+
+    /// Parses the URI at the start of `s` and returns it with the index
+    /// where it ends: at the first byte no URI of its scheme may hold (a
+    /// URI never holds SP, `<`, `>` or `"`), so a start line or a
+    /// bracketed address is parsed without first searching for its end.
+    /// The caller checks what follows.
+    pub fn parse_prefix(s: &'a [u8]) -> Result<(Uri<'a>, usize), ()> {
         let colon = lex::class_end(s, 0, lex::Class::SCHEME);
         if colon == 0 || s.get(colon) != Some(&b':') || !s[0].is_ascii_alphabetic() {
             return Err(());
@@ -60,19 +72,25 @@ impl<'a> Uri<'a> {
             params: Params::default(),
             headers: &[],
         };
-        match scheme {
+        let len = match scheme {
             Scheme::Sip | Scheme::Sips | Scheme::Pres => uri.parse_sip(rest)?,
             Scheme::Tel => uri.parse_tel(rest)?,
             Scheme::Other => {
-                if rest.is_empty() || rest.iter().any(|&b| b <= b' ' || matches!(b, b'<' | b'>' | b'"' | 0x7f)) {
+                let e = rest.iter().position(|&b| b <= b' ' || matches!(b, b'<' | b'>' | b'"' | 0x7f)).unwrap_or(rest.len());
+                if e == 0 {
                     return Err(());
                 }
+                uri.host = &rest[..e];
+                e
             }
-        }
-        Ok(uri)
+        };
+        let end = colon + 1 + len;
+        uri.raw = &s[..end];
+        Ok((uri, end))
     }
 
-    fn parse_sip(&mut self, rest: &'a [u8]) -> Result<(), ()> {
+    /// Parses the part after `sip:`; returns its length.
+    fn parse_sip(&mut self, rest: &'a [u8]) -> Result<usize, ()> {
         // No '@' may appear after the userinfo (paramchar and hvalue exclude
         // it), so an '@' after a run of user (and password) characters ends
         // the userinfo even when the user part holds ';', '?' or ','
@@ -86,7 +104,7 @@ impl<'a> Uri<'a> {
             }
             _ => None,
         };
-        let hostport = match at {
+        let hp = match at {
             Some((at, password)) => {
                 let user = &rest[..ue];
                 if !lex::is_escaped_run(user, lex::Class::USER) {
@@ -99,11 +117,12 @@ impl<'a> Uri<'a> {
                 }
                 self.user = Some(user);
                 self.password = password;
-                &rest[at + 1..]
+                at + 1
             }
-            None => rest,
+            None => 0,
         };
         // host
+        let hostport = &rest[hp..];
         let mut i = if hostport.first() == Some(&b'[') {
             let close = memchr::memchr(b']', hostport).ok_or(())?;
             if close < 3 || !hostport[1..close].iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
@@ -131,43 +150,38 @@ impl<'a> Uri<'a> {
             self.params = Params::from_validated(&hostport[i..pe]);
             i = pe;
         }
-        // headers
+        // headers: hname "=" hvalue *( "&" hname "=" hvalue ), hvalue may be empty
         if hostport.get(i) == Some(&b'?') {
-            let h = &hostport[i + 1..];
-            let ok = h.split(|&b| b == b'&').all(|kv| match memchr::memchr(b'=', kv) {
-                Some(eq) => {
-                    lex::is_escaped_run(&kv[..eq], lex::Class::URI_HEADER)
-                        && (eq + 1 == kv.len() || lex::is_escaped_run(&kv[eq + 1..], lex::Class::URI_HEADER))
+            let h = i + 1;
+            let mut j = h;
+            loop {
+                let ne = lex::escaped_end(hostport, j, lex::Class::URI_HEADER).ok_or(())?;
+                if ne == j || hostport.get(ne) != Some(&b'=') {
+                    return Err(());
                 }
-                None => false,
-            });
-            if !ok {
-                return Err(());
+                j = lex::escaped_end(hostport, ne + 1, lex::Class::URI_HEADER).ok_or(())?;
+                if hostport.get(j) != Some(&b'&') {
+                    break;
+                }
+                j += 1;
             }
-            self.headers = h;
-            i = hostport.len();
+            self.headers = &hostport[h..j];
+            i = j;
         }
-        if i != hostport.len() {
-            return Err(());
-        }
-        Ok(())
+        Ok(hp + i)
     }
 
-    fn parse_tel(&mut self, rest: &'a [u8]) -> Result<(), ()> {
-        let semi = memchr::memchr(b';', rest).unwrap_or(rest.len());
-        let number = &rest[..semi];
+    /// Parses the part after `tel:`; returns its length.
+    fn parse_tel(&mut self, rest: &'a [u8]) -> Result<usize, ()> {
         let valid_digit = |b: &u8| b.is_ascii_hexdigit() || matches!(b, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#' | b'p' | b'w' | b'%');
-        if number.is_empty() || !number.iter().all(valid_digit) {
+        let semi = rest.iter().position(|b| !valid_digit(b)).unwrap_or(rest.len());
+        if semi == 0 {
             return Err(());
         }
-        self.host = number;
-        if semi < rest.len() {
-            if params::uri_params_end(rest, semi) != Some(rest.len()) {
-                return Err(());
-            }
-            self.params = Params::from_validated(&rest[semi..]);
-        }
-        Ok(())
+        self.host = &rest[..semi];
+        let pe = params::uri_params_end(rest, semi).ok_or(())?;
+        self.params = Params::from_validated(&rest[semi..pe]);
+        Ok(pe)
     }
 
     pub fn as_bytes(&self) -> &'a [u8] {
