@@ -104,15 +104,16 @@ header_names! {
     RetryAfter => "Retry-After", compact None, single false;
 }
 
-/// Hash of a header name: length, first and last byte, case folded. With
-/// the known names it leaves at most [`BUCKET`] candidates per slot.
+/// Hash of a header name: length, first and last byte, case folded. It is
+/// perfect on the known names (the table build fails otherwise), so a
+/// lookup reads one slot and compares one candidate: no probing loop whose
+/// branches differ from line to line.
 #[inline(always)]
 const fn name_hash(name: &[u8]) -> usize {
     let (f, l) = (name[0] | 0x20, name[name.len() - 1] | 0x20);
-    (name.len().wrapping_mul(7) ^ (f as usize).wrapping_mul(3) ^ (l as usize).wrapping_mul(13)) & 0xff
+    (name.len() ^ f as usize ^ (l as usize).wrapping_mul(12)) & 0xff
 }
 
-const BUCKET: usize = 2;
 /// Longest known name the word compare handles: three 8-byte words.
 const NAME_CAP: usize = 24;
 
@@ -131,7 +132,8 @@ struct NameWords {
 
 /// Hash table from name to [`HeaderName`], built at compile time.
 struct NameTable {
-    slots: [[u8; BUCKET]; 256],
+    /// Index into `words` by [`name_hash`]; `u8::MAX` if no known name.
+    slots: [u8; 256],
     /// Compact forms by lower-case letter.
     compact: [u8; 128],
     words: [NameWords; KNOWN_HEADERS],
@@ -153,7 +155,7 @@ const fn word_at(s: &[u8], at: usize, fold: bool) -> u64 {
 impl NameTable {
     const fn build() -> NameTable {
         let mut t = NameTable {
-            slots: [[u8::MAX; BUCKET]; 256],
+            slots: [u8::MAX; 256],
             compact: [u8::MAX; 128],
             words: [NameWords { lower: [0; 3], fold: [0; 3], len: 0 }; KNOWN_HEADERS],
         };
@@ -172,13 +174,8 @@ impl NameTable {
                 len: name.len() as u8,
             };
             let slot = name_hash(name);
-            if t.slots[slot][0] == u8::MAX {
-                t.slots[slot][0] = i as u8;
-            } else if t.slots[slot][1] == u8::MAX {
-                t.slots[slot][1] = i as u8;
-            } else {
-                panic!("header name hash bucket overflow: change name_hash");
-            }
+            assert!(t.slots[slot] == u8::MAX, "two known header names share a hash slot: change name_hash");
+            t.slots[slot] = i as u8;
             i += 1;
         }
         t
@@ -207,21 +204,16 @@ impl NameTable {
             padded[..len].copy_from_slice(name);
             u64::from_le_bytes(padded)
         };
-        for &i in &self.slots[name_hash(name)] {
-            if i == u8::MAX {
-                break;
-            }
-            let w = &self.words[i as usize];
-            if w.len as usize != len || w0 | w.fold[0] != w.lower[0] {
-                continue;
-            }
-            if len <= 8 {
-                return HeaderName::ALL[i as usize];
-            }
-            let mid_ok = len <= 16 || word(name, 8) | w.fold[1] == w.lower[1];
-            if mid_ok && word(name, len - 8) | w.fold[2] == w.lower[2] {
-                return HeaderName::ALL[i as usize];
-            }
+        let i = self.slots[name_hash(name)];
+        if i == u8::MAX {
+            return HeaderName::Other;
+        }
+        let w = &self.words[i as usize];
+        let matched = w.len as usize == len
+            && w0 | w.fold[0] == w.lower[0]
+            && (len <= 8 || ((len <= 16 || word(name, 8) | w.fold[1] == w.lower[1]) && word(name, len - 8) | w.fold[2] == w.lower[2]));
+        if matched {
+            return HeaderName::ALL[i as usize];
         }
         HeaderName::Other
     }

@@ -134,9 +134,13 @@ pub fn class_end(s: &[u8], i: usize, class: Class) -> usize {
 }
 
 /// Index of the first non-LWS byte at or after `i`.
-#[inline]
+#[inline(always)]
 pub fn skip_lws(s: &[u8], i: usize) -> usize {
-    class_end(s, i, Class::LWS)
+    // Most calls find no white space at all.
+    match s.get(i) {
+        Some(&b) if is_lws(b) => class_end(s, i + 1, Class::LWS),
+        _ => i,
+    }
 }
 
 /// `s` without leading and trailing linear white space.
