@@ -129,18 +129,32 @@ pub struct RawMessage<'a> {
 
 impl<'a> RawMessage<'a> {
     /// Splits `buf` (one message, possibly followed by trailing octets).
+    #[inline]
     pub fn split(buf: &'a [u8], limits: &Limits) -> Result<RawMessage<'a>, ParseError> {
-        Self::split_inner(buf, limits, false)
+        let mut raw = RawMessage::empty(buf);
+        raw.split_into(limits, false)?;
+        Ok(raw)
     }
 
     /// Like [`RawMessage::split`] but ignoring size limits and keeping the
     /// first [`MAX_HEADERS`] headers: for answering a request that failed.
     pub fn split_lenient(buf: &'a [u8]) -> Result<RawMessage<'a>, ParseError> {
         let limits = Limits { max_message_size: usize::MAX, max_headers: MAX_HEADERS, max_header_len: usize::MAX };
-        Self::split_inner(buf, &limits, true)
+        let mut raw = RawMessage::empty(buf);
+        raw.split_into(&limits, true)?;
+        Ok(raw)
     }
 
-    fn split_inner(buf: &'a [u8], limits: &Limits, lenient: bool) -> Result<RawMessage<'a>, ParseError> {
+    #[inline]
+    fn empty(buf: &'a [u8]) -> RawMessage<'a> {
+        RawMessage { buf, start_line: &[], spans: ArrayVec::new(), first: [0; KNOWN_HEADERS], repeated: 0, head_len: 0 }
+    }
+
+    /// Fills an empty `self` in place: the span table is large, and
+    /// returning it by value from here cost a copy of all of it.
+    fn split_into(&mut self, limits: &Limits, lenient: bool) -> Result<(), ParseError> {
+        let buf = self.buf;
+        let raw = self;
         if buf.len() > limits.max_message_size || buf.len() > u32::MAX as usize {
             return Err(ParseError::MessageTooLarge);
         }
@@ -152,14 +166,7 @@ impl<'a> RawMessage<'a> {
         if sl_end == 0 || buf[sl_end - 1] != b'\r' {
             return Err(ParseError::BadStartLine("line does not end in CRLF"));
         }
-        let mut raw = RawMessage {
-            buf,
-            start_line: &buf[..sl_end - 1],
-            spans: ArrayVec::new(),
-            first: [0; KNOWN_HEADERS],
-            repeated: 0,
-            head_len: 0,
-        };
+        raw.start_line = &buf[..sl_end - 1];
         let max_headers = limits.max_headers.min(MAX_HEADERS);
         let mut pos = sl_end + 1;
         loop {
@@ -168,7 +175,7 @@ impl<'a> RawMessage<'a> {
                 Some(b'\r') => {
                     if buf.get(pos + 1) == Some(&b'\n') {
                         raw.head_len = pos + 2;
-                        return Ok(raw);
+                        return Ok(());
                     }
                     return Err(ParseError::BadHeaderLine);
                 }
@@ -357,7 +364,9 @@ impl<'a> Message<'a> {
     /// (trailing octets are ignored, as a datagram requires) or, without
     /// Content-Length, the rest of `buf`.
     pub fn parse(buf: &'a [u8], limits: &Limits) -> Result<Message<'a>, ParseError> {
-        Self::from_raw(RawMessage::split(buf, limits)?)
+        let mut raw = RawMessage::empty(buf);
+        raw.split_into(limits, false)?;
+        Self::from_raw(raw)
     }
 
     /// Phase 2 on an already split message.
