@@ -20,7 +20,6 @@ const LWS: u16 = 256; // SP HT CR LF
 const SCHEME: u16 = 512; // ALPHA DIGIT + - .
 const HOSTNAME: u16 = 1024; // alphanum - .
 const USERINFO: u16 = 2048; // user / password characters, ':' and '%'
-const PCT: u16 = 4096; // '%', which starts an escape
 
 /// A set of characters, as a mask over the class table: one lookup and one
 /// AND per byte, whatever the set.
@@ -39,10 +38,6 @@ impl Class {
     pub const SCHEME: Class = Class(SCHEME);
     pub const HOSTNAME: Class = Class(HOSTNAME);
     pub const USERINFO: Class = Class(USERINFO);
-    /// User characters and `%`: a user part, escapes not yet checked.
-    pub const USER_OR_PCT: Class = Class(UNRESERVED | USER | PCT);
-    /// Password characters and `%`.
-    pub const PASSWORD_OR_PCT: Class = Class(UNRESERVED | PASSWORD | PCT);
 
     #[inline(always)]
     pub fn has(self, b: u8) -> bool {
@@ -98,9 +93,6 @@ const fn build_table() -> [u16; 256] {
         }
         if f & (UNRESERVED | USER | PASSWORD) != 0 || matches!(b, b':' | b'%') {
             f |= USERINFO;
-        }
-        if b == b'%' {
-            f |= PCT;
         }
         t[c] = f;
         c += 1;
