@@ -204,6 +204,18 @@ pub fn parse_u64_max(s: &[u8], max: u64) -> Option<u64> {
     if s.is_empty() {
         return None;
     }
+    // Up to 19 digits cannot overflow a u64: no checked arithmetic.
+    if s.len() <= 19 {
+        let mut v: u64 = 0;
+        for &b in s {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v = v * 10 + d as u64;
+        }
+        return (v <= max).then_some(v);
+    }
     let mut v: u64 = 0;
     for &b in s {
         let d = b.wrapping_sub(b'0');

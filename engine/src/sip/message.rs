@@ -378,9 +378,11 @@ impl<'a> Message<'a> {
         }
         // Every Via entry is checked: a response copies them all.
         let mut top_via = None;
-        for via in raw.header_values(HeaderName::Via).flat_map(Via::list) {
-            let via = via.map_err(|_| ParseError::BadHeader(HeaderName::Via))?;
-            top_via.get_or_insert(via);
+        for value in raw.header_values(HeaderName::Via) {
+            for via in Via::list(value) {
+                let via = via.map_err(|_| ParseError::BadHeader(HeaderName::Via))?;
+                top_via.get_or_insert(via);
+            }
         }
         let via = top_via.ok_or(ParseError::MissingHeader(HeaderName::Via))?;
         let name_addr = |name| {
@@ -626,15 +628,19 @@ fn validate_contacts(raw: &RawMessage<'_>) -> Result<(), ParseError> {
     let bad = ParseError::BadHeader(HeaderName::Contact);
     let mut count = 0;
     let mut star = false;
-    for c in raw.list(HeaderName::Contact) {
-        count += 1;
-        if c == b"*" {
-            star = true;
-            continue;
-        }
-        let na = NameAddr::parse(c).map_err(|_| bad)?;
-        if let Some(e) = na.params().get(b"expires") {
-            e.ok_or(()).and_then(typed::delta_seconds).map_err(|_| bad)?;
+    // Nested loops rather than `list()`: a flattened iterator costs more
+    // than the one or two elements a Contact usually holds.
+    for value in raw.header_values(HeaderName::Contact) {
+        for c in CommaList::new(value) {
+            count += 1;
+            if c == b"*" {
+                star = true;
+                continue;
+            }
+            let na = NameAddr::parse(c).map_err(|_| bad)?;
+            if let Some(e) = na.params().get(b"expires") {
+                e.ok_or(()).and_then(typed::delta_seconds).map_err(|_| bad)?;
+            }
         }
     }
     if star && count > 1 {
