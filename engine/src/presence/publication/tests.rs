@@ -190,3 +190,12 @@ fn a_shorter_publication_expires_first_beside_a_longer_one() {
     f.pubs.on_time(f.t0 + Duration::from_secs(3601), &mut f.changes);
     assert_eq!(f.pubs.count(b"sip:alice@example.com"), 0);
 }
+
+#[test]
+fn entity_tags_are_the_hex_format_would_write() {
+    for (v, min) in [(0u64, 4u32), (0x1f, 4), (0xabcd, 4), (0x12345, 4), (0, 1), (1, 1), (u64::MAX, 1)] {
+        let mut out = Vec::new();
+        super::push_hex(&mut out, v, min);
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{v:0width$x}", width = min as usize));
+    }
+}
