@@ -19,7 +19,6 @@ const GEN_VALUE: u16 = 128; // token / host: an unquoted header parameter value
 const LWS: u16 = 256; // SP HT CR LF
 const SCHEME: u16 = 512; // ALPHA DIGIT + - .
 const HOSTNAME: u16 = 1024; // alphanum - .
-const USERINFO: u16 = 2048; // user / password characters, ':' and '%'
 
 /// A set of characters, as a mask over the class table: one lookup and one
 /// AND per byte, whatever the set.
@@ -37,7 +36,6 @@ impl Class {
     pub const LWS: Class = Class(LWS);
     pub const SCHEME: Class = Class(SCHEME);
     pub const HOSTNAME: Class = Class(HOSTNAME);
-    pub const USERINFO: Class = Class(USERINFO);
 
     #[inline(always)]
     pub fn has(self, b: u8) -> bool {
@@ -90,9 +88,6 @@ const fn build_table() -> [u16; 256] {
         }
         if alnum || matches!(b, b'-' | b'.') {
             f |= HOSTNAME;
-        }
-        if f & (UNRESERVED | USER | PASSWORD) != 0 || matches!(b, b':' | b'%') {
-            f |= USERINFO;
         }
         t[c] = f;
         c += 1;
@@ -200,39 +195,29 @@ pub fn unquote(s: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 /// A decimal number of at most `max`, all digits. Leading zeros are legal
 /// (RFC 4475 3.1.1.1 sends `Max-Forwards: 0068`); overflow is an error, not a wrap.
 #[inline]
-pub fn parse_u64_max(s: &[u8], max: u64) -> Option<u64> {
+pub fn parse_u32_max(s: &[u8], max: u32) -> Option<u32> {
     if s.is_empty() {
         return None;
     }
-    // Up to 19 digits cannot overflow a u64: no checked arithmetic.
-    if s.len() <= 19 {
-        let mut v: u64 = 0;
-        for &b in s {
-            let d = b.wrapping_sub(b'0');
-            if d > 9 {
-                return None;
-            }
-            v = v * 10 + d as u64;
-        }
-        return (v <= max).then_some(v);
-    }
+    // `v` stays at most `max` < 2^32 before each step, so `v * 10 + 9`
+    // cannot overflow a u64: no checked arithmetic per digit.
     let mut v: u64 = 0;
     for &b in s {
         let d = b.wrapping_sub(b'0');
         if d > 9 {
             return None;
         }
-        v = v.checked_mul(10)?.checked_add(d as u64)?;
-        if v > max {
+        v = v * 10 + d as u64;
+        if v > max as u64 {
             return None;
         }
     }
-    Some(v)
+    Some(v as u32)
 }
 
 #[inline]
 pub fn parse_u32(s: &[u8]) -> Option<u32> {
-    parse_u64_max(s, u32::MAX as u64).map(|v| v as u32)
+    parse_u32_max(s, u32::MAX)
 }
 
 /// Value of one hex digit.
@@ -260,12 +245,6 @@ pub fn escaped_end(s: &[u8], mut i: usize, class: Class) -> Option<usize> {
             _ => return None,
         }
     }
-}
-
-/// Checks that `s` is not empty and consists of `class` characters or
-/// valid `%XX` escapes.
-pub fn is_escaped_run(s: &[u8], class: Class) -> bool {
-    !s.is_empty() && escaped_end(s, 0, class) == Some(s.len())
 }
 
 /// RFC 2396 `reserved` characters: the only ones whose escaped and unescaped
@@ -418,9 +397,9 @@ mod tests {
         assert_eq!(escaped_end(b"ab%4", 0, Class::URI_PARAM), None);
         assert_eq!(escaped_end(b"ab%zz", 0, Class::URI_PARAM), None);
         assert_eq!(escaped_end(b"%41", 0, Class::URI_PARAM), Some(3));
-        assert!(is_escaped_run(b"a%2Cb", Class::URI_PARAM));
-        assert!(!is_escaped_run(b"", Class::URI_PARAM));
-        assert!(!is_escaped_run(b"a b", Class::URI_PARAM));
+        assert_eq!(escaped_end(b"a%2Cb", 0, Class::URI_PARAM), Some(5));
+        assert_eq!(escaped_end(b"", 0, Class::URI_PARAM), Some(0));
+        assert_eq!(escaped_end(b"a b", 0, Class::URI_PARAM), Some(1));
     }
 
     #[test]

@@ -131,17 +131,20 @@ impl<'a> RawMessage<'a> {
     /// Splits `buf` (one message, possibly followed by trailing octets).
     #[inline]
     pub fn split(buf: &'a [u8], limits: &Limits) -> Result<RawMessage<'a>, ParseError> {
-        let mut raw = RawMessage::empty(buf);
-        raw.split_into(limits, false)?;
-        Ok(raw)
+        Self::split_inner(buf, limits, false)
     }
 
     /// Like [`RawMessage::split`] but ignoring size limits and keeping the
     /// first [`MAX_HEADERS`] headers: for answering a request that failed.
     pub fn split_lenient(buf: &'a [u8]) -> Result<RawMessage<'a>, ParseError> {
         let limits = Limits { max_message_size: usize::MAX, max_headers: MAX_HEADERS, max_header_len: usize::MAX };
+        Self::split_inner(buf, &limits, true)
+    }
+
+    #[inline]
+    fn split_inner(buf: &'a [u8], limits: &Limits, lenient: bool) -> Result<RawMessage<'a>, ParseError> {
         let mut raw = RawMessage::empty(buf);
-        raw.split_into(&limits, true)?;
+        raw.split_into(limits, lenient)?;
         Ok(raw)
     }
 
@@ -151,7 +154,8 @@ impl<'a> RawMessage<'a> {
     }
 
     /// Fills an empty `self` in place: the span table is large, and
-    /// returning it by value from here cost a copy of all of it.
+    /// building it in a callee's frame and returning it by value cost a
+    /// copy of all of it.
     fn split_into(&mut self, limits: &Limits, lenient: bool) -> Result<(), ParseError> {
         let buf = self.buf;
         let raw = self;
@@ -364,6 +368,8 @@ impl<'a> Message<'a> {
     /// (trailing octets are ignored, as a datagram requires) or, without
     /// Content-Length, the rest of `buf`.
     pub fn parse(buf: &'a [u8], limits: &Limits) -> Result<Message<'a>, ParseError> {
+        // Split straight into the value phase 2 consumes (through
+        // `split`, its `Result` costs one more copy of the span table).
         let mut raw = RawMessage::empty(buf);
         raw.split_into(limits, false)?;
         Self::from_raw(raw)
@@ -403,7 +409,7 @@ impl<'a> Message<'a> {
             }
         }
         let max_forwards = match raw.header(HeaderName::MaxForwards) {
-            Some(v) => Some(lex::parse_u64_max(v, 255).ok_or(ParseError::BadHeader(HeaderName::MaxForwards))? as u8),
+            Some(v) => Some(lex::parse_u32_max(v, 255).ok_or(ParseError::BadHeader(HeaderName::MaxForwards))? as u8),
             None => None,
         };
         if let Some(v) = raw.header(HeaderName::Expires) {
@@ -652,23 +658,16 @@ fn validate_contacts(raw: &RawMessage<'_>) -> Result<(), ParseError> {
 fn parse_start_line(line: &[u8]) -> Result<StartLine<'_>, ParseError> {
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
         // SIP-Version SP Status-Code SP Reason-Phrase
-        // Fast paths for the usual "SIP/2.0 ddd ": the general searches
-        // find the same positions.
-        let sp = match line.starts_with(b"SIP/2.0 ") {
-            true => 7,
-            false => memchr::memchr(b' ', line).ok_or(ParseError::BadStartLine("no status code"))?,
-        };
+        // The spaces are a few bytes in: a plain scan, not a memchr call.
+        let sp = line.iter().position(|&b| b == b' ').ok_or(ParseError::BadStartLine("no status code"))?;
         check_version(&line[..sp])?;
         let rest = &line[sp + 1..];
-        let code_end = match rest.len() == 3 || rest.get(3) == Some(&b' ') {
-            true if !rest[..3].contains(&b' ') => 3,
-            _ => memchr::memchr(b' ', rest).unwrap_or(rest.len()),
-        };
+        let code_end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
         let code = &rest[..code_end];
         if code.len() != 3 {
             return Err(ParseError::BadStatusCode);
         }
-        let code = lex::parse_u64_max(code, 699).filter(|c| *c >= 100).ok_or(ParseError::BadStatusCode)? as u16;
+        let code = lex::parse_u32_max(code, 699).filter(|c| *c >= 100).ok_or(ParseError::BadStatusCode)? as u16;
         let reason = rest.get(code_end + 1..).unwrap_or(&[]);
         if reason.iter().any(|&b| b == b'\r' || b == b'\n') {
             return Err(ParseError::BadStartLine("control character in reason phrase"));

@@ -17,7 +17,7 @@ impl<'a> CSeq<'a> {
     pub fn parse(s: &'a [u8]) -> Result<CSeq<'a>, ()> {
         let s = lex::trim(s);
         let de = s.iter().position(|b| !b.is_ascii_digit()).ok_or(())?;
-        let seq = lex::parse_u64_max(&s[..de], MAX_CSEQ as u64).ok_or(())? as u32;
+        let seq = lex::parse_u32_max(&s[..de], MAX_CSEQ).ok_or(())?;
         let m = skip_lws(s, de);
         if m == de || token_end(s, m) != s.len() || m == s.len() {
             return Err(());

@@ -136,7 +136,7 @@ impl<'a> Uri<'a> {
         if hostport.get(i) == Some(&b':') {
             let ps = i + 1;
             let pe = hostport[ps..].iter().position(|b| !b.is_ascii_digit()).map_or(hostport.len(), |p| p + ps);
-            self.port = Some(lex::parse_u64_max(&hostport[ps..pe], u16::MAX as u64).ok_or(())? as u16);
+            self.port = Some(lex::parse_u32_max(&hostport[ps..pe], u16::MAX as u32).ok_or(())? as u16);
             i = pe;
         }
         // params

@@ -70,7 +70,7 @@ impl<'a> Via<'a> {
         if s.get(c) == Some(&b':') {
             let ps = skip_lws(s, c + 1);
             let pe = s[ps..].iter().position(|b| !b.is_ascii_digit()).map_or(s.len(), |p| p + ps);
-            port = Some(lex::parse_u64_max(&s[ps..pe], u16::MAX as u64).ok_or(())? as u16);
+            port = Some(lex::parse_u32_max(&s[ps..pe], u16::MAX as u32).ok_or(())? as u16);
             i = pe;
         }
         let (params, pe) = parse_header_params(s, i)?;
@@ -114,7 +114,7 @@ impl<'a> Via<'a> {
     /// RFC 3581: `None` if absent, `Some(None)` if asked for (no value),
     /// `Some(Some(port))` once filled in.
     pub fn rport(&self) -> Option<Option<u16>> {
-        self.params.get(b"rport").map(|v| v.and_then(|p| lex::parse_u64_max(p, u16::MAX as u64)).map(|p| p as u16))
+        self.params.get(b"rport").map(|v| v.and_then(|p| lex::parse_u32_max(p, u16::MAX as u32)).map(|p| p as u16))
     }
     pub fn maddr(&self) -> Option<&'a [u8]> {
         self.params.value(b"maddr")
