@@ -7,7 +7,7 @@ use super::uri::Uri;
 use std::borrow::Cow;
 
 /// One address: optional display name, URI, header parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NameAddr<'a> {
     display: Option<&'a [u8]>,
     uri: Uri<'a>,

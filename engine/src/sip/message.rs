@@ -367,16 +367,49 @@ impl<'a> Message<'a> {
     /// Parses one message from `buf`. The body is `Content-Length` octets
     /// (trailing octets are ignored, as a datagram requires) or, without
     /// Content-Length, the rest of `buf`.
+    ///
+    /// Inlined, phase 2 with it, so that the message is built in the
+    /// caller's own slot: when either is an out-of-line call, LLVM keeps a
+    /// local copy and moves the 1.5 KB value out at the end, about a tenth
+    /// of the parse time (seen in the criterion binary).
+    #[inline(always)]
     pub fn parse(buf: &'a [u8], limits: &Limits) -> Result<Message<'a>, ParseError> {
-        // Split straight into the value phase 2 consumes (through
-        // `split`, its `Result` costs one more copy of the span table).
-        let mut raw = RawMessage::empty(buf);
-        raw.split_into(limits, false)?;
-        Self::from_raw(raw)
+        let mut m = Self::unvalidated(RawMessage::empty(buf));
+        m.raw.split_into(limits, false)?;
+        m.validate()?;
+        Ok(m)
     }
 
     /// Phase 2 on an already split message.
+    #[inline(always)]
     pub fn from_raw(raw: RawMessage<'a>) -> Result<Message<'a>, ParseError> {
+        let mut m = Self::unvalidated(raw);
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// The split message with empty typed fields, for [`Message::validate`]
+    /// to fill in place.
+    #[inline(always)]
+    fn unvalidated(raw: RawMessage<'a>) -> Message<'a> {
+        Message {
+            raw,
+            start: StartLine::Response { code: 0, reason: &[] },
+            body: &[],
+            via: Via::default(),
+            from: NameAddr::default(),
+            to: NameAddr::default(),
+            call_id: &[],
+            cseq: CSeq::default(),
+            max_forwards: None,
+        }
+    }
+
+    /// Phase 2: checks the start line and the headers every transaction
+    /// needs, and fills the typed fields.
+    #[inline(always)]
+    fn validate(&mut self) -> Result<(), ParseError> {
+        let raw = &self.raw;
         let start = parse_start_line(raw.start_line)?;
         let single_dups = raw.repeated & SINGLE_MASK;
         if single_dups != 0 {
@@ -426,7 +459,15 @@ impl<'a> Message<'a> {
             }
             None => &raw.buf[raw.head_len..],
         };
-        Ok(Message { raw, start, body, via, from, to, call_id, cseq, max_forwards })
+        self.start = start;
+        self.body = body;
+        self.via = via;
+        self.from = from;
+        self.to = to;
+        self.call_id = call_id;
+        self.cseq = cseq;
+        self.max_forwards = max_forwards;
+        Ok(())
     }
 
     pub fn raw(&self) -> &RawMessage<'a> {

@@ -7,7 +7,7 @@ use super::params::{parse_header_params, Params};
 /// Largest CSeq sequence number: RFC 3261 8.1.1.5 requires it below 2**31.
 pub const MAX_CSEQ: u32 = (1 << 31) - 1;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CSeq<'a> {
     pub seq: u32,
     pub method: &'a [u8],

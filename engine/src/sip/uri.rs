@@ -5,7 +5,7 @@
 use super::lex::{self, Canon};
 use super::params::{self, Params};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Scheme {
     Sip,
     Sips,
@@ -13,12 +13,13 @@ pub enum Scheme {
     /// RFC 3859 presence URI; it names the same presentity as its sip: form.
     Pres,
     /// Any other scheme: the part after `:` is kept opaque.
+    #[default]
     Other,
 }
 
 /// A parsed URI, borrowing from the message. Components keep their `%`
 /// escapes; compare with [`Uri::equivalent`], key with [`Uri::push_aor`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Uri<'a> {
     raw: &'a [u8],
     scheme: Scheme,

@@ -4,7 +4,7 @@ use super::lex::{self, skip_lws, token_end};
 use super::params::{parse_header_params, Params};
 
 /// One Via entry (a Via header may hold several, comma separated).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Via<'a> {
     protocol: &'a [u8],
     version: &'a [u8],
