@@ -15,6 +15,7 @@
 //! wins.
 
 use quick_xml::events::{BytesStart, Event};
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 pub const NS_PIDF: &str = "urn:ietf:params:xml:ns:pidf";
@@ -44,24 +45,24 @@ pub struct Pidf {
 }
 
 /// A namespace declaration in scope: prefix ("" for the default), URI,
-/// and the depth of the element that declared it.
-struct Binding {
-    prefix: String,
-    uri: String,
+/// and the depth of the element that declared it. Both borrow from the
+/// document unless the URI held references.
+struct Binding<'t> {
+    prefix: Cow<'t, str>,
+    uri: Cow<'t, str>,
     depth: usize,
 }
 
 /// The top-level element being read.
-struct Open {
+struct Open<'t> {
     start: usize,
-    /// Ends of its name and of its start tag, relative to `start`.
+    /// End of its name, relative to `start`.
     name_end: usize,
-    tag_end: usize,
     kind: &'static str,
-    id: Option<String>,
+    id: Option<Cow<'t, str>>,
     /// Tuples: a `status` child was seen, and its `basic` (if any) text.
     has_status: bool,
-    basic: Option<String>,
+    basic: Option<Cow<'t, str>>,
     in_basic: bool,
 }
 
@@ -71,50 +72,91 @@ fn xml_err(e: impl std::fmt::Display) -> String {
 
 /// What a start tag says that validation needs.
 #[derive(Default)]
-struct StartTag {
-    entity: Option<String>,
-    id: Option<String>,
+struct StartTag<'t> {
+    entity: Option<Cow<'t, str>>,
+    id: Option<Cow<'t, str>>,
+}
+
+/// `bytes` as the slice of `text` it is: quick-xml reading a `&str` hands
+/// out borrowed slices cut at ASCII delimiters, so this is a sub-`str`
+/// without a second UTF-8 check and without a copy. Anything else (never
+/// seen) is checked and copied.
+fn within<'t>(text: &'t str, bytes: &[u8]) -> Result<Cow<'t, str>, String> {
+    let off = (bytes.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
+    match off.checked_add(bytes.len()).filter(|&end| end <= text.len()).and_then(|end| text.get(off..end)) {
+        Some(s) => Ok(Cow::Borrowed(s)),
+        None => Ok(Cow::Owned(std::str::from_utf8(bytes).map_err(xml_err)?.to_owned())),
+    }
+}
+
+/// Names and entity-free values are short: a plain loop beats a call
+/// into a vectorised search at these lengths.
+fn has_byte(s: &[u8], b: u8) -> bool {
+    s.iter().any(|&c| c == b)
 }
 
 /// Checks a start tag's attributes (no duplicates, valid references,
 /// bound prefixes), binds its xmlns declarations at `depth`, and keeps its
-/// `entity` and `id`. Values are unescaped without allocating unless they
-/// hold references.
-fn start_tag(e: &BytesStart<'_>, depth: usize, scope: &mut Vec<Binding>) -> Result<StartTag, String> {
+/// `entity` and `id`. Values borrow from the document unless they hold
+/// references. `keys` is scratch space reused across tags.
+fn start_tag<'t>(
+    text: &'t str,
+    e: &BytesStart<'_>,
+    depth: usize,
+    scope: &mut Vec<Binding<'t>>,
+    keys: &mut Vec<(usize, usize)>,
+) -> Result<StartTag<'t>, String> {
     let mut tag = StartTag::default();
     let mut prefixed = false;
-    for a in e.attributes().with_checks(true) {
+    keys.clear();
+    // Duplicates are found below with one sort of the tag's keys rather
+    // than by quick-xml, which keeps a fresh list per tag.
+    for a in e.attributes().with_checks(false) {
         let a = a.map_err(xml_err)?;
-        // References are checked where there are any; plain values need no
-        // decoding (they are slices of a &str already).
-        let has_ref = memchr::memchr(b'&', &a.value).is_some();
-        if has_ref {
-            a.unescape_value().map_err(xml_err)?;
-        }
-        let value = || -> Result<String, String> {
-            match has_ref {
-                true => Ok(a.unescape_value().map_err(xml_err)?.into_owned()),
-                false => Ok(std::str::from_utf8(&a.value).map_err(xml_err)?.to_owned()),
+        let key = a.key.into_inner();
+        keys.push((key.as_ptr() as usize, key.len()));
+        // References are checked (and decoded) where there are any.
+        let value = || -> Result<Cow<'t, str>, String> {
+            match has_byte(&a.value, b'&') {
+                true => Ok(Cow::Owned(a.unescape_value().map_err(xml_err)?.into_owned())),
+                false => within(text, &a.value),
             }
         };
-        let key = a.key.into_inner();
         if key == b"xmlns" || key.starts_with(b"xmlns:") {
-            let prefix = std::str::from_utf8(key.get(6..).unwrap_or_default()).map_err(xml_err)?.to_owned();
+            let prefix = match key.get(6..) {
+                Some(p) => within(text, p)?,
+                None => Cow::Borrowed(""),
+            };
             scope.push(Binding { prefix, uri: value()?, depth });
-        } else if key.contains(&b':') {
+        } else if has_byte(key, b':') {
             prefixed = true;
+            value()?;
         } else if key == b"entity" {
             tag.entity = Some(value()?);
         } else if key == b"id" {
             tag.id = Some(value()?);
+        } else {
+            value()?;
+        }
+    }
+    if keys.len() > 1 {
+        // The keys are slices of one live start tag: compared as bytes.
+        let key_at = |&(ptr, len): &(usize, usize)| -> &[u8] {
+            let tag: &[u8] = e;
+            let at = ptr - tag.as_ptr() as usize;
+            &tag[at..at + len]
+        };
+        keys.sort_unstable_by(|x, y| key_at(x).cmp(key_at(y)));
+        if let Some(w) = keys.windows(2).find(|w| key_at(&w[0]) == key_at(&w[1])) {
+            return Err(format!("PIDF XML: duplicate attribute {:?}", String::from_utf8_lossy(key_at(&w[0]))));
         }
     }
     // Prefixed attributes (rare) are resolved once every declaration on
     // this tag is bound.
     if prefixed {
-        for a in e.attributes().flatten() {
+        for a in e.attributes().with_checks(false).flatten() {
             let key = a.key.into_inner();
-            if !key.starts_with(b"xmlns:") && key.contains(&b':') {
+            if !key.starts_with(b"xmlns:") && has_byte(key, b':') {
                 resolve(key, scope)?;
             }
         }
@@ -123,7 +165,7 @@ fn start_tag(e: &BytesStart<'_>, depth: usize, scope: &mut Vec<Binding>) -> Resu
 }
 
 /// The namespace URI of a qualified name, or an error for an unbound prefix.
-fn resolve<'s>(qname: &[u8], scope: &'s [Binding]) -> Result<Option<&'s str>, String> {
+fn resolve<'s>(qname: &[u8], scope: &'s [Binding<'_>]) -> Result<Option<&'s str>, String> {
     let (prefix, _) = split_qname(qname);
     if prefix == b"xml" {
         return Ok(Some(NS_XML));
@@ -137,7 +179,7 @@ fn resolve<'s>(qname: &[u8], scope: &'s [Binding]) -> Result<Option<&'s str>, St
 }
 
 fn split_qname(qname: &[u8]) -> (&[u8], &[u8]) {
-    match memchr::memchr(b':', qname) {
+    match qname.iter().position(|&c| c == b':') {
         Some(i) => (&qname[..i], &qname[i + 1..]),
         None => (b"", qname),
     }
@@ -160,9 +202,9 @@ pub fn parse(body: &[u8]) -> Result<Pidf, String> {
         }
         let after = reader.buffer_position() as usize;
         match event {
-            Event::Start(ref e) => v.start(e, before, after, false)?,
+            Event::Start(ref e) => v.start(e, before, false)?,
             Event::Empty(ref e) => {
-                v.start(e, before, after, true)?;
+                v.start(e, before, true)?;
                 v.end(after)?;
             }
             Event::End(_) => v.end(after)?,
@@ -176,35 +218,36 @@ pub fn parse(body: &[u8]) -> Result<Pidf, String> {
     v.finish()
 }
 
-/// The state of one validation pass, fed event by event.
+/// The state of one validation pass, fed event by event. What it keeps
+/// borrows from the document; only the result is owned.
 struct Validator<'t> {
     text: &'t str,
-    scope: Vec<Binding>,
+    scope: Vec<Binding<'t>>,
+    /// Scratch: the attribute keys of the current start tag.
+    keys: Vec<(usize, usize)>,
     depth: usize,
     root_done: bool,
-    entity: Option<String>,
+    entity: Option<Cow<'t, str>>,
     elements: Vec<Element>,
-    /// Kinds and ids of the tuples, persons and devices seen.
-    ids: std::collections::HashSet<(&'static str, String), ahash::RandomState>,
-    open: Option<Open>,
+    open: Option<Open<'t>>,
 }
 
 impl<'t> Validator<'t> {
     fn new(text: &'t str) -> Self {
         Validator {
             text,
-            scope: Vec::new(),
+            scope: Vec::with_capacity(8),
+            keys: Vec::with_capacity(8),
             depth: 0,
             root_done: false,
             entity: None,
-            elements: Vec::new(),
-            ids: Default::default(),
+            elements: Vec::with_capacity(4),
             open: None,
         }
     }
 
-    /// A start tag spanning `before..after`; `empty` for `<x/>`.
-    fn start(&mut self, e: &BytesStart<'_>, before: usize, after: usize, empty: bool) -> Result<(), String> {
+    /// A start tag beginning at `before`; `empty` for `<x/>`.
+    fn start(&mut self, e: &BytesStart<'_>, before: usize, empty: bool) -> Result<(), String> {
         if self.root_done {
             return Err("PIDF XML: a second root element".into());
         }
@@ -212,7 +255,7 @@ impl<'t> Validator<'t> {
         if self.depth > MAX_DEPTH {
             return Err(format!("PIDF nested deeper than {MAX_DEPTH}"));
         }
-        let tag = start_tag(e, self.depth, &mut self.scope)?;
+        let tag = start_tag(self.text, e, self.depth, &mut self.scope, &mut self.keys)?;
         let qname = e.name().into_inner();
         let ns = resolve(qname, &self.scope)?;
         let (_, local) = split_qname(qname);
@@ -230,14 +273,10 @@ impl<'t> Validator<'t> {
                     (Some(NS_DM), b"device") => "device",
                     _ => "other",
                 };
-                if kind != "other" {
-                    let Some(id) = &tag.id else { return Err(format!("{kind} without id")) };
-                    if !self.ids.insert((kind, id.clone())) {
-                        return Err(format!("duplicate {kind} id {id:?}"));
-                    }
+                if kind != "other" && tag.id.is_none() {
+                    return Err(format!("{kind} without id"));
                 }
-                let (name_end, tag_end) = (1 + qname.len(), after - before);
-                self.open = Some(Open { start: before, name_end, tag_end, kind, id: tag.id, has_status: false, basic: None, in_basic: false });
+                self.open = Some(Open { start: before, name_end: 1 + qname.len(), kind, id: tag.id, has_status: false, basic: None, in_basic: false });
             }
             3 | 4 => {
                 if let Some(o) = self.open.as_mut().filter(|o| o.kind == "tuple") {
@@ -245,7 +284,7 @@ impl<'t> Validator<'t> {
                         o.has_status = true;
                     }
                     if self.depth == 4 && o.has_status && ns == Some(NS_PIDF) && local == b"basic" {
-                        o.basic = Some(String::new());
+                        o.basic = Some(Cow::Borrowed(""));
                         o.in_basic = !empty;
                     }
                 }
@@ -273,8 +312,8 @@ impl<'t> Validator<'t> {
                         }
                     }
                 }
-                let xml = standalone(&self.text[o.start..end], o.name_end, o.tag_end, &self.scope);
-                self.elements.push(Element { kind: o.kind, id: o.id, xml });
+                let xml = standalone(&self.text[o.start..end], o.name_end, &self.scope);
+                self.elements.push(Element { kind: o.kind, id: o.id.map(Cow::into_owned), xml });
             }
             4 => {
                 if let Some(o) = self.open.as_mut() {
@@ -291,16 +330,16 @@ impl<'t> Validator<'t> {
 
     fn text(&mut self, t: &quick_xml::events::BytesText<'_>) -> Result<(), String> {
         let raw: &[u8] = t;
-        // References are checked where there are any; plain text needs no
-        // decoding (it is a slice of a &str already).
-        if memchr::memchr(b'&', raw).is_some() {
-            t.unescape().map_err(xml_err)?;
-        }
+        // References are checked (and decoded) where there are any.
+        let decoded = match has_byte(raw, b'&') {
+            true => Cow::Owned(t.unescape().map_err(xml_err)?.into_owned()),
+            false => within(self.text, raw)?,
+        };
         if self.depth == 0 && !raw.iter().all(u8::is_ascii_whitespace) {
             return Err("PIDF XML: text outside the root element".into());
         }
         if let Some(o) = self.open.as_mut().filter(|o| o.in_basic) {
-            o.basic.get_or_insert_with(String::new).push_str(&t.unescape().map_err(xml_err)?);
+            append(&mut o.basic, decoded);
         }
         Ok(())
     }
@@ -310,7 +349,8 @@ impl<'t> Validator<'t> {
             return Err("PIDF XML: CDATA outside the root element".into());
         }
         if let Some(o) = self.open.as_mut().filter(|o| o.in_basic) {
-            o.basic.get_or_insert_with(String::new).push_str(&String::from_utf8_lossy(c));
+            let text = within(self.text, c)?;
+            append(&mut o.basic, text);
         }
         Ok(())
     }
@@ -319,38 +359,48 @@ impl<'t> Validator<'t> {
         if !self.root_done {
             return Err("PIDF XML: the root element is missing or not closed".into());
         }
-        Ok(Pidf { entity: self.entity.unwrap_or_default(), elements: self.elements })
+        // Ids are unique per kind: one sort of the elements that have one.
+        if self.elements.len() > 1 {
+            let mut ids: Vec<(&str, &str)> = self.elements.iter().filter_map(|e| Some((e.kind, e.id.as_deref()?))).collect();
+            ids.sort_unstable();
+            if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+                return Err(format!("duplicate {} id {:?}", w[0].0, w[0].1));
+            }
+        }
+        Ok(Pidf { entity: self.entity.map(Cow::into_owned).unwrap_or_default(), elements: self.elements })
     }
 }
 
-/// The element's source text (`src`, its name ending at `name_end` and
-/// its start tag at `tag_end`) with every namespace the root declared added
-/// to its start tag, unless the element declares that prefix itself. Only
-/// the root's declarations (depth 1) are in scope outside the element.
-fn standalone(src: &str, name_end: usize, tag_end: usize, scope: &[Binding]) -> String {
-    let start_tag = &src.as_bytes()[..tag_end.min(src.len())];
-    let roots: &[Binding] = &scope[..scope.iter().take_while(|b| b.depth < 2).count()];
+/// `basic` text arriving in pieces (text, CDATA, references): the first
+/// piece is kept as it came, later ones are appended to an owned copy.
+fn append<'t>(basic: &mut Option<Cow<'t, str>>, piece: Cow<'t, str>) {
+    match basic {
+        Some(b) if b.is_empty() => *b = piece,
+        Some(b) => b.to_mut().push_str(&piece),
+        None => *basic = Some(piece),
+    }
+}
+
+/// The element's source text (`src`, its name ending at `name_end`) with
+/// every namespace the root declared added to its start tag, unless the
+/// element declares that prefix itself. `scope` is read as the element
+/// ends: the root's declarations (depth 1), then the element's own
+/// (depth 2); nothing deeper is in scope outside the element.
+fn standalone(src: &str, name_end: usize, scope: &[Binding<'_>]) -> String {
+    let roots = scope.iter().take_while(|b| b.depth < 2).count();
+    let (roots, own) = scope.split_at(roots);
     let mut out = String::with_capacity(src.len() + 64);
     out.push_str(&src[..name_end]);
-    let mut attr = String::with_capacity(32);
-    for (i, b) in roots.iter().enumerate() {
-        // A later declaration of the same prefix on the root wins.
-        if roots[i + 1..].iter().any(|x| x.prefix == b.prefix) {
+    for b in roots {
+        if own.iter().any(|x| x.prefix == b.prefix) {
             continue;
         }
-        attr.clear();
-        attr.push_str("xmlns");
+        out.push_str(" xmlns");
         if !b.prefix.is_empty() {
-            attr.push(':');
-            attr.push_str(&b.prefix);
+            out.push(':');
+            out.push_str(&b.prefix);
         }
-        attr.push('=');
-        if memchr::memmem::find(start_tag, attr.as_bytes()).is_some() {
-            continue;
-        }
-        out.push(' ');
-        out.push_str(&attr);
-        out.push('"');
+        out.push_str("=\"");
         push_escaped(&mut out, &b.uri, b"&\"<");
         out.push('"');
     }
@@ -449,6 +499,12 @@ mod tests {
         let own = parse(DOC.replace("<note xml:lang", "<note xmlns=\"urn:x\" xml:lang").as_bytes()).unwrap();
         assert_eq!(own.elements[2].xml.matches("xmlns=").count(), 1, "{}", own.elements[2].xml);
         assert!(own.elements[2].xml.contains("xmlns=\"urn:x\""));
+        // XML allows white space around '=': the element's own declaration
+        // is still found, so the copy does not declare the prefix twice.
+        let spaced = parse(DOC.replace("<note xml:lang", "<note xmlns = \"urn:x\" xml:lang").as_bytes()).unwrap();
+        assert!(!spaced.elements[2].xml.contains(&format!("xmlns=\"{NS_PIDF}\"")), "{}", spaced.elements[2].xml);
+        let alone = format!("<presence xmlns=\"{NS_PIDF}\" entity=\"x\">{}</presence>", spaced.elements[2].xml);
+        assert!(parse(alone.as_bytes()).is_ok(), "{alone}");
         // A declaration's value is re-escaped on the copy.
         let amp = parse(DOC.replace("xmlns:rpid=\"urn:ietf:params:xml:ns:pidf:rpid\"", "xmlns:rpid=\"urn:a&amp;b&quot;\"").as_bytes()).unwrap();
         assert!(amp.elements[1].xml.contains("xmlns:rpid=\"urn:a&amp;b&quot;\""), "{}", amp.elements[1].xml);
