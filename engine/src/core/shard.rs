@@ -7,7 +7,7 @@ use super::ids;
 use super::outbox::{CoreMsg, Event, Forward, Outbox};
 use super::reply::HandlerReply;
 use super::peer::{Peer, Transmit};
-use super::transaction::{ClientOutcome, ClientTransactions, ServerKey, ServerLookup, ServerTransactions, SipTimers};
+use super::transaction::{ClientOutcome, ClientTransactions, ServerKey, ServerLookup, ServerTransactions, SipTimers, TxnRef};
 use crate::presence::authz::Policy;
 use crate::presence::publication::{DocChange, PublishConfig, Publications};
 use crate::presence::watchers::{WatchConfig, Watchers};
@@ -327,9 +327,8 @@ impl Shard {
         if msg.method() == Some(Method::Ack) {
             return;
         }
-        let key = ServerKey::of(msg);
-        match self.server.on_request(&key) {
-            ServerLookup::New => {}
+        let txn = match self.server.on_request(ServerKey::of(msg)) {
+            ServerLookup::New(txn) => txn,
             ServerLookup::Absorbed => {
                 self.stats.retransmissions += 1;
                 out.event(|| Event::Retransmission { call_id: lossy(msg.call_id()), replayed: false });
@@ -341,14 +340,14 @@ impl Shard {
                 out.transmits.push(t);
                 return;
             }
-        }
-        let reply = Reply { now, peer, key: &key, received_on };
+        };
+        let reply = Reply { now, peer, txn, received_on };
         self.handle(msg, reply, out);
     }
 
     /// RFC 3261 8.2: method, then headers (Require), then the method's own
     /// processing.
-    fn handle(&mut self, msg: &Message<'_>, reply: Reply<'_>, out: &mut Outbox) {
+    fn handle(&mut self, msg: &Message<'_>, reply: Reply, out: &mut Outbox) {
         let method = msg.method().unwrap_or(Method::Other);
         if !capabilities::ALLOW.contains(&msg.method_raw().and_then(|m| std::str::from_utf8(m).ok()).unwrap_or("")) {
             let allow = capabilities::joined(capabilities::ALLOW);
@@ -428,7 +427,7 @@ impl Shard {
 
     /// A NOTIFY: only reg-event NOTIFYs on our subscriptions are expected
     /// (RFC 3680); the rest get 481 (no such dialog) or 489.
-    fn on_reg_notify(&mut self, msg: &Message<'_>, reply: Reply<'_>, out: &mut Outbox) {
+    fn on_reg_notify(&mut self, msg: &Message<'_>, reply: Reply, out: &mut Outbox) {
         let verdict = self.reg_sub.on_notify(msg);
         match verdict {
             NotifyVerdict::Reject(code, reason) => {
@@ -456,13 +455,13 @@ impl Shard {
     }
 
     /// Sends a handler's answer.
-    fn respond_with(&mut self, msg: &Message<'_>, reply: Reply<'_>, r: &HandlerReply, out: &mut Outbox) {
+    fn respond_with(&mut self, msg: &Message<'_>, reply: Reply, r: &HandlerReply, out: &mut Outbox) {
         let headers: Vec<(HeaderName, &[u8])> = r.headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
         self.respond(msg, reply, r.code, r.reason, &headers, out);
     }
 
     /// Sends a final response to `msg` within its server transaction.
-    fn respond(&mut self, msg: &Message<'_>, reply: Reply<'_>, code: u16, reason: &str, headers: &[(HeaderName, &[u8])], out: &mut Outbox) {
+    fn respond(&mut self, msg: &Message<'_>, reply: Reply, code: u16, reason: &str, headers: &[(HeaderName, &[u8])], out: &mut Outbox) {
         let mut tag = Vec::with_capacity(24);
         self.tag_seq += 1;
         ids::push_tag(&mut tag, self.cfg.shard, self.cfg.tag_seed.wrapping_add(self.tag_seq));
@@ -471,7 +470,7 @@ impl Shard {
 
     /// Like [`Self::respond`] with a given to-tag (a dialog's).
     #[allow(clippy::too_many_arguments)]
-    fn respond_tagged(&mut self, msg: &Message<'_>, reply: Reply<'_>, code: u16, reason: &str, headers: &[(HeaderName, &[u8])], tag: &[u8], out: &mut Outbox) {
+    fn respond_tagged(&mut self, msg: &Message<'_>, reply: Reply, code: u16, reason: &str, headers: &[(HeaderName, &[u8])], tag: &[u8], out: &mut Outbox) {
         let mut bytes = Vec::with_capacity(512);
         let mut w = sip::response_to(&mut bytes, msg.raw(), code, reason, Some(tag), Some(reply.peer.addr));
         for (name, value) in headers {
@@ -481,7 +480,7 @@ impl Shard {
         w.finish(None, b"");
         let t = Transmit { to: response_peer(msg.via(), reply.peer), bytes };
         if code >= 200 {
-            self.server.on_final(reply.key, &t, reply.now);
+            self.server.on_final(reply.txn, &t, reply.now);
         }
         self.stats.responses_sent += 1;
         out.event(|| Event::Handled {
@@ -546,10 +545,10 @@ impl Shard {
 
 /// Where and how a response to one request goes.
 #[derive(Clone, Copy)]
-struct Reply<'k> {
+struct Reply {
     now: Instant,
     peer: Peer,
-    key: &'k ServerKey,
+    txn: TxnRef,
     received_on: u16,
 }
 

@@ -46,13 +46,18 @@ pub struct ServerKey(Box<[u8]>);
 impl ServerKey {
     pub fn of(req: &Message<'_>) -> ServerKey {
         let via: &Via<'_> = req.via();
-        let mut k = Vec::with_capacity(96);
+        let method = req.cseq().method;
+        let mut k;
         if via.has_rfc3261_branch() {
-            k.extend_from_slice(via.branch().unwrap_or_default());
+            let branch = via.branch().unwrap_or_default();
+            // Sized exactly: the boxed key is then the vector's own buffer.
+            k = Vec::with_capacity(branch.len() + via.host().len() + 4 + method.len());
+            k.extend_from_slice(branch);
             k.push(0);
             k.extend_from_slice(via.host());
             k.extend_from_slice(&via.port_or_default().to_be_bytes());
         } else {
+            k = Vec::with_capacity(128);
             k.push(1);
             k.extend_from_slice(req.request_uri().map(|u| u.as_bytes()).unwrap_or_default());
             k.push(0);
@@ -66,7 +71,7 @@ impl ServerKey {
             k.extend_from_slice(req.raw().header(crate::sip::HeaderName::Via).unwrap_or_default());
         }
         k.push(0);
-        k.extend_from_slice(req.cseq().method);
+        k.extend_from_slice(method);
         ServerKey(k.into_boxed_slice())
     }
 }
@@ -74,76 +79,107 @@ impl ServerKey {
 /// What to do with an incoming request, per its server transaction.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ServerLookup {
-    /// First sight: a transaction now exists in Trying; process the request.
-    New,
+    /// First sight: a transaction now exists in Trying; process the request
+    /// and answer through this handle.
+    New(TxnRef),
     /// A retransmission while the request is still being processed: drop it.
     Absorbed,
     /// A retransmission after the final response: send this again.
     Replay(Transmit),
 }
 
+/// A handle on a server transaction: its key's hash and a serial number,
+/// so that answering it or ending it at Timer J needs neither the key nor
+/// a copy of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnRef {
+    hash: u64,
+    serial: u64,
+}
+
 struct ServerTxn {
+    key: ServerKey,
+    at: TxnRef,
     /// The final response, kept over unreliable transports for Timer J.
     last: Option<Transmit>,
 }
 
+/// The server transactions of one shard. Over UDP each lives 64*T1 after
+/// its final response (Timer J), so at full load this is the largest and
+/// fastest-churning table: each transaction owns its one key allocation,
+/// which is hashed once, and growing the table reuses the stored hashes.
 pub struct ServerTransactions {
     timers: SipTimers,
-    map: Map<ServerKey, ServerTxn>,
-    wheel: TimerWheel<ServerKey>,
-    fired: Vec<ServerKey>,
+    hasher: ahash::RandomState,
+    table: hashbrown::HashTable<ServerTxn>,
+    next_serial: u64,
+    wheel: TimerWheel<TxnRef>,
+    fired: Vec<TxnRef>,
 }
 
 impl ServerTransactions {
     pub fn new(timers: SipTimers, epoch: Instant) -> Self {
-        ServerTransactions { timers, map: Map::default(), wheel: TimerWheel::new(epoch, TICK, SLOTS), fired: Vec::new() }
+        ServerTransactions {
+            timers,
+            hasher: ahash::RandomState::new(),
+            table: hashbrown::HashTable::new(),
+            next_serial: 0,
+            wheel: TimerWheel::new(epoch, TICK, SLOTS),
+            fired: Vec::new(),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.table.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.table.is_empty()
     }
 
     /// Matches a request to its transaction, creating one when it is new.
-    pub fn on_request(&mut self, key: &ServerKey) -> ServerLookup {
-        match self.map.get(key) {
+    pub fn on_request(&mut self, key: ServerKey) -> ServerLookup {
+        let hash = self.hasher.hash_one(&key.0);
+        match self.table.find(hash, |t| t.key == key) {
+            Some(ServerTxn { last: None, .. }) => ServerLookup::Absorbed,
+            Some(ServerTxn { last: Some(t), .. }) => ServerLookup::Replay(t.clone()),
             None => {
-                self.map.insert(key.clone(), ServerTxn { last: None });
-                ServerLookup::New
+                let at = TxnRef { hash, serial: self.next_serial };
+                self.next_serial += 1;
+                self.table.insert_unique(hash, ServerTxn { key, at, last: None }, |t| t.at.hash);
+                ServerLookup::New(at)
             }
-            Some(ServerTxn { last: None }) => ServerLookup::Absorbed,
-            Some(ServerTxn { last: Some(t) }) => ServerLookup::Replay(t.clone()),
         }
     }
 
-    /// Records the final response sent for `key` (Completed state). Over
+    /// Records the final response sent for `txn` (Completed state). Over
     /// UDP it is kept for 64*T1 (Timer J) to answer retransmissions; over a
     /// reliable transport the transaction ends at once.
-    pub fn on_final(&mut self, key: &ServerKey, response: &Transmit, now: Instant) {
+    pub fn on_final(&mut self, txn: TxnRef, response: &Transmit, now: Instant) {
         if response.to.transport.is_reliable() {
-            self.map.remove(key);
+            self.forget(txn);
             return;
         }
-        if let Some(t) = self.map.get_mut(key) {
+        if let Some(t) = self.table.find_mut(txn.hash, |t| t.at == txn) {
             t.last = Some(response.clone());
-            self.wheel.insert(now + 64 * self.timers.t1, key.clone());
+            self.wheel.insert(now + 64 * self.timers.t1, txn);
         }
     }
 
     /// Forgets a transaction that will get no response (an ACK, a request
     /// that is dropped).
-    pub fn forget(&mut self, key: &ServerKey) {
-        self.map.remove(key);
+    pub fn forget(&mut self, txn: TxnRef) {
+        if let Ok(e) = self.table.find_entry(txn.hash, |t| t.at == txn) {
+            e.remove();
+        }
     }
 
     /// Ends transactions whose Timer J fired.
     pub fn on_time(&mut self, now: Instant) {
         self.wheel.advance(now, &mut self.fired);
-        for key in self.fired.drain(..) {
-            self.map.remove(&key);
+        for i in 0..self.fired.len() {
+            self.forget(self.fired[i]);
         }
+        self.fired.clear();
     }
 }
 
@@ -324,17 +360,23 @@ Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         let timers = SipTimers::default();
         let mut st = ServerTransactions::new(timers, t0);
         let msg = Message::parse(OPTIONS, &Limits::default()).unwrap();
-        let key = ServerKey::of(&msg);
-        assert_eq!(st.on_request(&key), ServerLookup::New);
-        assert_eq!(st.on_request(&key), ServerLookup::Absorbed, "no 100 Trying: RFC 4320");
+        let key = || ServerKey::of(&msg);
+        let ServerLookup::New(txn) = st.on_request(key()) else { panic!("a new transaction") };
+        assert_eq!(st.on_request(key()), ServerLookup::Absorbed, "no 100 Trying: RFC 4320");
         let resp = Transmit { to: peer_udp(), bytes: b"SIP/2.0 200 OK\r\n\r\n".to_vec() };
-        st.on_final(&key, &resp, t0);
-        assert_eq!(st.on_request(&key), ServerLookup::Replay(resp.clone()));
+        st.on_final(txn, &resp, t0);
+        assert_eq!(st.on_request(key()), ServerLookup::Replay(resp.clone()));
         st.on_time(t0 + 64 * timers.t1 - Duration::from_millis(10));
-        assert_eq!(st.on_request(&key), ServerLookup::Replay(resp));
+        assert_eq!(st.on_request(key()), ServerLookup::Replay(resp));
         st.on_time(t0 + 64 * timers.t1 + TICK);
         assert!(st.is_empty(), "Timer J ended the transaction");
-        assert_eq!(st.on_request(&key), ServerLookup::New);
+        let ServerLookup::New(again) = st.on_request(key()) else { panic!("a new transaction after Timer J") };
+        assert_ne!(again, txn, "a new transaction gets a new handle");
+        // A stale handle (an old Timer J) leaves the new transaction alone.
+        st.forget(txn);
+        assert_eq!(st.len(), 1);
+        st.forget(again);
+        assert!(st.is_empty());
     }
 
     #[test]
@@ -342,10 +384,9 @@ Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         let t0 = Instant::now();
         let mut st = ServerTransactions::new(SipTimers::default(), t0);
         let msg = Message::parse(OPTIONS, &Limits::default()).unwrap();
-        let key = ServerKey::of(&msg);
-        st.on_request(&key);
+        let ServerLookup::New(txn) = st.on_request(ServerKey::of(&msg)) else { panic!("a new transaction") };
         let to = Peer::tcp("127.0.0.1:5070".parse().unwrap(), super::super::peer::ConnId::new(0, 1));
-        st.on_final(&key, &Transmit { to, bytes: vec![] }, t0);
+        st.on_final(txn, &Transmit { to, bytes: vec![] }, t0);
         assert!(st.is_empty());
     }
 

@@ -6,7 +6,7 @@
 use super::{lossy, ClientCtx, CoreMsg, Event, Outbox, Reply, Shard};
 use crate::core::{capabilities, ids};
 use crate::core::peer::{Peer, Transmit};
-use crate::core::transaction::ServerKey;
+use crate::core::transaction::TxnRef;
 use crate::presence::authz::Action;
 use crate::presence::pidf;
 use crate::presence::watchers::{End, NewSub, Package, Shown};
@@ -21,7 +21,7 @@ use std::time::Instant;
 pub(super) struct PendingWatch {
     bytes: Vec<u8>,
     peer: Peer,
-    key: ServerKey,
+    txn: TxnRef,
     received_on: u16,
     expires: u32,
     package: Package,
@@ -64,7 +64,7 @@ struct WatcherEntry {
 
 impl Shard {
     /// RFC 6665 4.2.1 and RFC 3856 for `Event: presence`.
-    pub(super) fn on_subscribe(&mut self, msg: &Message<'_>, reply: Reply<'_>, out: &mut Outbox) {
+    pub(super) fn on_subscribe(&mut self, msg: &Message<'_>, reply: Reply, out: &mut Outbox) {
         let package = match msg.event() {
             Ok(Some(e)) if e.is("presence") => Package::Presence,
             Ok(Some(e)) if e.is("presence.winfo") => Package::Winfo,
@@ -125,7 +125,7 @@ impl Shard {
         let ask = self.next_ask;
         self.pending_watch.insert(
             ask,
-            PendingWatch { bytes: msg.as_bytes().to_vec(), peer: reply.peer, key: reply.key.clone(), received_on: reply.received_on, expires, package, since: reply.now },
+            PendingWatch { bytes: msg.as_bytes().to_vec(), peer: reply.peer, txn: reply.txn, received_on: reply.received_on, expires, package, since: reply.now },
         );
         let owner = ids::owner_of(&aor, self.cfg.shards);
         let from = self.cfg.shard;
@@ -273,7 +273,7 @@ impl Shard {
             Action::Block => {
                 let Some(p) = self.pending_watch.remove(&ask) else { return };
                 let Ok(msg) = Message::parse(&p.bytes, &self.cfg.limits) else { return };
-                let reply = Reply { now, peer: p.peer, key: &p.key, received_on: p.received_on };
+                let reply = Reply { now, peer: p.peer, txn: p.txn, received_on: p.received_on };
                 return self.respond(&msg, reply, 403, "Forbidden", &[], out);
             }
             Action::Allow => Shown::Real,
@@ -287,7 +287,7 @@ impl Shard {
     fn accept_pending(&mut self, now: Instant, ask: u64, shown: Shown, doc: Option<(u64, Arc<[u8]>)>, watchers: Vec<WatcherState>, out: &mut Outbox) {
         let Some(p) = self.pending_watch.remove(&ask) else { return };
         let Ok(msg) = Message::parse(&p.bytes, &self.cfg.limits) else { return };
-        let reply = Reply { now, peer: p.peer, key: &p.key, received_on: p.received_on };
+        let reply = Reply { now, peer: p.peer, txn: p.txn, received_on: p.received_on };
         let Some(uri) = msg.request_uri() else { return };
         let aor = uri.aor();
         let new = NewSub { aor: &aor, ask, package: p.package, shown, expires: p.expires, doc, watchers };
@@ -383,7 +383,7 @@ impl Shard {
         for ask in stale {
             let Some(p) = self.pending_watch.remove(&ask) else { continue };
             let Ok(msg) = Message::parse(&p.bytes, &self.cfg.limits) else { continue };
-            let reply = Reply { now, peer: p.peer, key: &p.key, received_on: p.received_on };
+            let reply = Reply { now, peer: p.peer, txn: p.txn, received_on: p.received_on };
             self.respond(&msg, reply, 500, "Server Internal Error: presentity not reachable", &[(HeaderName::RetryAfter, b"5")], out);
         }
     }
