@@ -170,7 +170,10 @@ fn resolve<'s>(qname: &[u8], scope: &'s [Binding<'_>]) -> Result<Option<&'s str>
     if prefix == b"xml" {
         return Ok(Some(NS_XML));
     }
-    match scope.iter().rev().find(|b| b.prefix.as_bytes() == prefix) {
+    // Most names are unprefixed: those compare by length alone, without
+    // a call into memcmp (3-4 % of a PUBLISH, seen by perf in presenced).
+    let same = |b: &&Binding<'_>| b.prefix.len() == prefix.len() && (prefix.is_empty() || b.prefix.as_bytes() == prefix);
+    match scope.iter().rev().find(same) {
         Some(b) if b.uri.is_empty() => Ok(None),
         Some(b) => Ok(Some(&b.uri)),
         None if prefix.is_empty() => Ok(None),
