@@ -40,7 +40,7 @@ type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 /// What identifies a server transaction (RFC 3261 17.2.3): the top Via's
 /// branch, sent-by and the method; for an RFC 2543 peer (no magic cookie)
 /// the Request-URI, tags, Call-ID, CSeq and top Via instead.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct ServerKey(Box<[u8]>);
 
 impl ServerKey {
