@@ -108,13 +108,15 @@ fn start_tag<'t>(
 ) -> Result<StartTag<'t>, String> {
     let mut tag = StartTag::default();
     let mut prefixed = false;
+    // Keys are slices of this start tag: kept as (offset, length) in it.
+    let raw_tag: &[u8] = e;
     keys.clear();
     // Duplicates are found below with one sort of the tag's keys rather
     // than by quick-xml, which keeps a fresh list per tag.
     for a in e.attributes().with_checks(false) {
         let a = a.map_err(xml_err)?;
         let key = a.key.into_inner();
-        keys.push((key.as_ptr() as usize, key.len()));
+        keys.push((key.as_ptr() as usize - raw_tag.as_ptr() as usize, key.len()));
         // References are checked (and decoded) where there are any.
         let value = || -> Result<Cow<'t, str>, String> {
             match has_byte(&a.value, b'&') {
@@ -140,12 +142,7 @@ fn start_tag<'t>(
         }
     }
     if keys.len() > 1 {
-        // The keys are slices of one live start tag: compared as bytes.
-        let key_at = |&(ptr, len): &(usize, usize)| -> &[u8] {
-            let tag: &[u8] = e;
-            let at = ptr - tag.as_ptr() as usize;
-            &tag[at..at + len]
-        };
+        let key_at = |&(at, len): &(usize, usize)| &raw_tag[at..at + len];
         keys.sort_unstable_by(|x, y| key_at(x).cmp(key_at(y)));
         if let Some(w) = keys.windows(2).find(|w| key_at(&w[0]) == key_at(&w[1])) {
             return Err(format!("PIDF XML: duplicate attribute {:?}", String::from_utf8_lossy(key_at(&w[0]))));
