@@ -89,12 +89,6 @@ fn within<'t>(text: &'t str, bytes: &[u8]) -> Result<Cow<'t, str>, String> {
     }
 }
 
-/// Names and entity-free values are short: a plain loop beats a call
-/// into a vectorised search at these lengths.
-fn has_byte(s: &[u8], b: u8) -> bool {
-    s.iter().any(|&c| c == b)
-}
-
 /// Checks a start tag's attributes (no duplicates, valid references,
 /// bound prefixes), binds its xmlns declarations at `depth`, and keeps its
 /// `entity` and `id`. Values borrow from the document unless they hold
@@ -119,7 +113,7 @@ fn start_tag<'t>(
         keys.push((key.as_ptr() as usize - raw_tag.as_ptr() as usize, key.len()));
         // References are checked (and decoded) where there are any.
         let value = || -> Result<Cow<'t, str>, String> {
-            match has_byte(&a.value, b'&') {
+            match a.value.contains(&b'&') {
                 true => Ok(Cow::Owned(a.unescape_value().map_err(xml_err)?.into_owned())),
                 false => within(text, &a.value),
             }
@@ -130,7 +124,7 @@ fn start_tag<'t>(
                 None => Cow::Borrowed(""),
             };
             scope.push(Binding { prefix, uri: value()?, depth });
-        } else if has_byte(key, b':') {
+        } else if key.contains(&b':') {
             prefixed = true;
             value()?;
         } else if key == b"entity" {
@@ -153,7 +147,7 @@ fn start_tag<'t>(
     if prefixed {
         for a in e.attributes().with_checks(false).flatten() {
             let key = a.key.into_inner();
-            if !key.starts_with(b"xmlns:") && has_byte(key, b':') {
+            if !key.starts_with(b"xmlns:") && key.contains(&b':') {
                 resolve(key, scope)?;
             }
         }
@@ -331,7 +325,7 @@ impl<'t> Validator<'t> {
     fn text(&mut self, t: &quick_xml::events::BytesText<'_>) -> Result<(), String> {
         let raw: &[u8] = t;
         // References are checked (and decoded) where there are any.
-        let decoded = match has_byte(raw, b'&') {
+        let decoded = match raw.contains(&b'&') {
             true => Cow::Owned(t.unescape().map_err(xml_err)?.into_owned()),
             false => within(self.text, raw)?,
         };

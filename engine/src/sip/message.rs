@@ -451,7 +451,7 @@ impl<'a> Message<'a> {
         if let Some(v) = raw.header(HeaderName::ContentType) {
             MediaType::parse(v).map_err(|_| ParseError::BadHeader(HeaderName::ContentType))?;
         }
-        validate_contacts(&raw)?;
+        validate_contacts(raw)?;
         let body = match raw.header(HeaderName::ContentLength) {
             Some(v) => {
                 let len = lex::parse_u32(v).ok_or(ParseError::BadHeader(HeaderName::ContentLength))? as usize;
