@@ -219,7 +219,8 @@ impl<'a> RawMessage<'a> {
             if kind == HeaderName::Other && !lex::is_token_str(&buf[pos..ne]) {
                 return Err(ParseError::BadHeaderLine);
             }
-            let mut vs = colon + 1;
+            // Nearly every value follows a single SP: take it before the loop.
+            let mut vs = colon + 1 + (buf[colon + 1] == b' ') as usize;
             while vs < line_end && lex::is_lws(buf[vs]) {
                 vs += 1;
             }

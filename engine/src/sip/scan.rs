@@ -49,18 +49,29 @@ impl<'a> ByteScanner<'a> {
 
 /// Mask of `needle` in the 64 bytes at `at` (fewer at the end of `buf`:
 /// bits past the end stay clear).
-#[inline]
+#[inline(always)]
 fn block_mask(buf: &[u8], at: usize, needle: u8) -> u64 {
     match buf.get(at..at + 64) {
         Some(block) => mask64(block.try_into().expect("64 bytes"), needle),
-        None => {
-            let tail = &buf[at..];
-            let mut padded = [0u8; 64];
-            padded[..tail.len()].copy_from_slice(tail);
-            // tail.len() < 64, so the shift is in range.
-            mask64(&padded, needle) & ((1u64 << tail.len()) - 1)
-        }
+        None => tail_mask(buf, at, needle),
     }
+}
+
+/// The last, partial block. Once per scanner per message, so kept out of
+/// line: inlined, it made `find_from` too large to inline in the splitter.
+#[inline(never)]
+fn tail_mask(buf: &[u8], at: usize, needle: u8) -> u64 {
+    let tail = &buf[at..];
+    if buf.len() >= 64 {
+        // The 64 bytes that end the buffer, shifted to drop those before
+        // `at`: no copy of the tail into a padded block.
+        let last: &[u8; 64] = buf[buf.len() - 64..].try_into().expect("64 bytes");
+        return mask64(last, needle) >> (64 - tail.len());
+    }
+    let mut padded = [0u8; 64];
+    padded[..tail.len()].copy_from_slice(tail);
+    // tail.len() < 64, so the shift is in range.
+    mask64(&padded, needle) & ((1u64 << tail.len()) - 1)
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
