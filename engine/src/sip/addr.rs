@@ -24,6 +24,15 @@ impl<'a> NameAddr<'a> {
     /// is allowed around the URI (3.1.2.14), and an unquoted display name is
     /// a run of tokens (3.1.2.15).
     pub fn parse(s: &'a [u8]) -> Result<NameAddr<'a>, ()> {
+        let mut na = NameAddr::default();
+        na.parse_into(s)?;
+        Ok(na)
+    }
+
+    /// [`NameAddr::parse`] into `self`, which is left unspecified on error:
+    /// the message parser fills its From and To in place this way, where a
+    /// returned `Result` was copied out with a memcpy call each.
+    pub(crate) fn parse_into(&mut self, s: &'a [u8]) -> Result<(), ()> {
         let s = lex::trim(s);
         let (display, lt) = if s.first() == Some(&b'<') {
             (None, 0)
@@ -51,7 +60,8 @@ impl<'a> NameAddr<'a> {
                 if skip_lws(s, pe) != s.len() {
                     return Err(());
                 }
-                return Ok(NameAddr { display: None, uri, bracketed: false, params });
+                *self = NameAddr { display: None, uri, bracketed: false, params };
+                return Ok(());
             }
         };
         // No URI holds '>', so the URI runs exactly to the closing bracket.
@@ -64,7 +74,8 @@ impl<'a> NameAddr<'a> {
         if skip_lws(s, pe) != s.len() {
             return Err(());
         }
-        Ok(NameAddr { display, uri, bracketed: true, params })
+        *self = NameAddr { display, uri, bracketed: true, params };
+        Ok(())
     }
 
     pub fn uri(&self) -> &Uri<'a> {

@@ -430,12 +430,10 @@ impl<'a> Message<'a> {
             }
         }
         let via = top_via.ok_or(ParseError::MissingHeader(HeaderName::Via))?;
-        let name_addr = |name| {
+        for (name, slot) in [(HeaderName::From, &mut self.from), (HeaderName::To, &mut self.to)] {
             let v = raw.header(name).ok_or(ParseError::MissingHeader(name))?;
-            NameAddr::parse(v).map_err(|_| ParseError::BadHeader(name))
-        };
-        let from = name_addr(HeaderName::From)?;
-        let to = name_addr(HeaderName::To)?;
+            slot.parse_into(v).map_err(|_| ParseError::BadHeader(name))?;
+        }
         let call_id = raw.header(HeaderName::CallId).ok_or(ParseError::MissingHeader(HeaderName::CallId))?;
         if !valid_call_id(call_id) {
             return Err(ParseError::BadHeader(HeaderName::CallId));
@@ -468,8 +466,6 @@ impl<'a> Message<'a> {
         self.start = start;
         self.body = body;
         self.via = via;
-        self.from = from;
-        self.to = to;
         self.call_id = call_id;
         self.cseq = cseq;
         self.max_forwards = max_forwards;
