@@ -13,7 +13,7 @@ use super::addr::NameAddr;
 use super::error::ParseError;
 use super::header::{HeaderName, KNOWN_HEADERS};
 use super::lex::{self, CommaList};
-use super::scan::ByteScanner;
+use super::scan::{self, ByteScanner};
 use super::typed::{self, CSeq, Event, MediaType, SubscriptionState};
 use super::uri::Uri;
 use super::via::Via;
@@ -162,10 +162,10 @@ impl<'a> RawMessage<'a> {
         if buf.len() > limits.max_message_size || buf.len() > u32::MAX as usize {
             return Err(ParseError::MessageTooLarge);
         }
-        // One scanner per byte value: each sees its queries in increasing
-        // order, so each 64-byte block of the head is compared once.
+        // Line ends come from one scanner, whose queries only move forward,
+        // so each 64-byte block of the head is compared once. A header's
+        // `:` is a few bytes into its line: `find_near` looks there.
         let mut lf = ByteScanner::new(buf, b'\n');
-        let mut colons = ByteScanner::new(buf, b':');
         let sl_end = lf.find_from(0).ok_or(ParseError::UnterminatedHead)?;
         if sl_end == 0 || buf[sl_end - 1] != b'\r' {
             return Err(ParseError::BadStartLine("line does not end in CRLF"));
@@ -205,7 +205,7 @@ impl<'a> RawMessage<'a> {
             }
             // name: a token, optional SP/HT, then the line's first ':',
             // which a valid line has before its first LF.
-            let colon = colons.find_from(pos).filter(|&c| c < first_lf).ok_or(ParseError::BadHeaderLine)?;
+            let colon = scan::find_near(buf, pos, first_lf, b':').ok_or(ParseError::BadHeaderLine)?;
             let mut ne = colon;
             while ne > pos && matches!(buf[ne - 1], b' ' | b'\t') {
                 ne -= 1;

@@ -47,6 +47,26 @@ impl<'a> ByteScanner<'a> {
     }
 }
 
+/// Index of the first `needle` in `buf[from..end]`, for a needle that is
+/// usually a few bytes in (the `:` after a header name): one 16-byte
+/// compare answers that case, and only a longer search calls memchr.
+#[inline(always)]
+pub fn find_near(buf: &[u8], from: usize, end: usize, needle: u8) -> Option<usize> {
+    debug_assert!(from <= end && end <= buf.len());
+    if let Some(window) = buf.get(from..from + 16) {
+        let m = mask16(window.try_into().expect("16 bytes"), needle);
+        if m != 0 {
+            let at = from + m.trailing_zeros() as usize;
+            return (at < end).then_some(at);
+        }
+        if end <= from + 16 {
+            return None;
+        }
+        return memchr::memchr(needle, &buf[from + 16..end]).map(|p| p + from + 16);
+    }
+    memchr::memchr(needle, &buf[from..end]).map(|p| p + from)
+}
+
 /// Mask of `needle` in the 64 bytes at `at` (fewer at the end of `buf`:
 /// bits past the end stay clear).
 #[inline(always)]
@@ -88,6 +108,21 @@ fn mask64(block: &[u8; 64], needle: u8) -> u64 {
     }
 }
 
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn mask16(block: &[u8; 16], needle: u8) -> u32 {
+    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+    // SAFETY: SSE2 is enabled for this target; one unaligned 16-byte load
+    // of a 16-byte array.
+    unsafe { _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(block.as_ptr() as *const __m128i), _mm_set1_epi8(needle as i8))) as u32 }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline]
+fn mask16(block: &[u8; 16], needle: u8) -> u32 {
+    block.iter().enumerate().fold(0u32, |m, (i, &b)| m | ((b == needle) as u32) << i)
+}
+
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline]
 fn mask64(block: &[u8; 64], needle: u8) -> u64 {
@@ -113,6 +148,26 @@ mod tests {
             let mut s = ByteScanner::new(&buf, b'\n');
             for from in (0..len + 70).rev().step_by(5) {
                 assert_eq!(s.find_from(from), expect(from), "len {len} from {from} (backwards)");
+            }
+        }
+    }
+
+    /// Every window of every short buffer, needles before, inside and
+    /// past the 16-byte compare and past `end`.
+    #[test]
+    fn find_near_agrees_with_a_plain_scan() {
+        for len in [0usize, 1, 15, 16, 17, 40] {
+            for colon_at in [None, Some(0), Some(3), Some(15), Some(16), Some(30)] {
+                let mut buf = vec![b'a'; len];
+                if let Some(c) = colon_at.filter(|&c| c < len) {
+                    buf[c] = b':';
+                }
+                for from in 0..=len {
+                    for end in from..=len {
+                        let expect = buf[from..end].iter().position(|&b| b == b':').map(|p| p + from);
+                        assert_eq!(find_near(&buf, from, end, b':'), expect, "len {len} colon {colon_at:?} {from}..{end}");
+                    }
+                }
             }
         }
     }
