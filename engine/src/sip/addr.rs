@@ -65,7 +65,7 @@ impl<'a> NameAddr<'a> {
             }
         };
         // No URI holds '>', so the URI runs exactly to the closing bracket.
-        let (uri, len) = Uri::parse_prefix(&s[lt + 1..])?;
+        let len = self.uri.parse_prefix_into(&s[lt + 1..])?;
         let gt = lt + 1 + len;
         if s.get(gt) != Some(&b'>') {
             return Err(());
@@ -74,7 +74,9 @@ impl<'a> NameAddr<'a> {
         if skip_lws(s, pe) != s.len() {
             return Err(());
         }
-        *self = NameAddr { display, uri, bracketed: true, params };
+        self.display = display;
+        self.bracketed = true;
+        self.params = params;
         Ok(())
     }
 

@@ -49,6 +49,15 @@ impl<'a> Uri<'a> {
     /// bracketed address is parsed without first searching for its end.
     /// The caller checks what follows.
     pub fn parse_prefix(s: &'a [u8]) -> Result<(Uri<'a>, usize), ()> {
+        let mut uri = Uri::default();
+        let end = uri.parse_prefix_into(s)?;
+        Ok((uri, end))
+    }
+
+    /// [`Uri::parse_prefix`] into `self` (left unspecified on error), so
+    /// that an address parses its URI in place rather than copying a
+    /// returned one.
+    pub(crate) fn parse_prefix_into(&mut self, s: &'a [u8]) -> Result<usize, ()> {
         let colon = lex::class_end(s, 0, lex::Class::SCHEME);
         if colon == 0 || s.get(colon) != Some(&b':') || !s[0].is_ascii_alphabetic() {
             return Err(());
@@ -62,7 +71,7 @@ impl<'a> Uri<'a> {
             _ => Scheme::Other,
         };
         let rest = &s[colon + 1..];
-        let mut uri = Uri {
+        *self = Uri {
             raw: s,
             scheme,
             scheme_raw,
@@ -74,20 +83,20 @@ impl<'a> Uri<'a> {
             headers: &[],
         };
         let len = match scheme {
-            Scheme::Sip | Scheme::Sips | Scheme::Pres => uri.parse_sip(rest)?,
-            Scheme::Tel => uri.parse_tel(rest)?,
+            Scheme::Sip | Scheme::Sips | Scheme::Pres => self.parse_sip(rest)?,
+            Scheme::Tel => self.parse_tel(rest)?,
             Scheme::Other => {
                 let e = rest.iter().position(|&b| b <= b' ' || matches!(b, b'<' | b'>' | b'"' | 0x7f)).unwrap_or(rest.len());
                 if e == 0 {
                     return Err(());
                 }
-                uri.host = &rest[..e];
+                self.host = &rest[..e];
                 e
             }
         };
         let end = colon + 1 + len;
-        uri.raw = &s[..end];
-        Ok((uri, end))
+        self.raw = &s[..end];
+        Ok(end)
     }
 
     /// Parses the part after `sip:`; returns its length.
