@@ -27,6 +27,7 @@ pub struct Class(u16);
 
 impl Class {
     pub const TOKEN: Class = Class(TOKEN);
+    pub const WORD: Class = Class(WORD);
     pub const USER: Class = Class(UNRESERVED | USER);
     pub const PASSWORD: Class = Class(UNRESERVED | PASSWORD);
     pub const URI_PARAM: Class = Class(UNRESERVED | PARAM);
@@ -100,10 +101,6 @@ static CLASS: [u16; 256] = build_table();
 #[inline(always)]
 pub fn is_token(b: u8) -> bool {
     CLASS[b as usize] & TOKEN != 0
-}
-#[inline(always)]
-pub fn is_word(b: u8) -> bool {
-    CLASS[b as usize] & WORD != 0
 }
 #[inline(always)]
 pub fn is_lws(b: u8) -> bool {

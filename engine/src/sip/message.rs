@@ -656,19 +656,15 @@ fn entity_tag(s: &[u8]) -> Result<&[u8], ()> {
 
 /// Call-ID = word [ "@" word ].
 fn valid_call_id(v: &[u8]) -> bool {
-    let mut at = None;
-    for (i, &b) in v.iter().enumerate() {
-        if !lex::is_word(b) {
-            if b != b'@' || at.is_some() {
-                return false;
-            }
-            at = Some(i);
-        }
+    let e = lex::class_end(v, 0, lex::Class::WORD);
+    if e == v.len() {
+        return e > 0;
     }
-    match at {
-        Some(i) => i > 0 && i + 1 < v.len(),
-        None => !v.is_empty(),
+    if e == 0 || v[e] != b'@' {
+        return false;
     }
+    let host_end = lex::class_end(v, e + 1, lex::Class::WORD);
+    host_end == v.len() && host_end > e + 1
 }
 
 /// `*` must stand alone; every address must parse and its `expires`, if
@@ -781,4 +777,19 @@ fn check_version(v: &[u8]) -> Result<(), ParseError> {
         return Err(ParseError::VersionNotSupported);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_call_id;
+
+    #[test]
+    fn call_id_is_a_word_with_at_most_one_at() {
+        for ok in [&b"a"[..], b"5b6f0c1d@10.20.30.40", b"x@y", b"(weird)<id>:\"/[]?{}"] {
+            assert!(valid_call_id(ok), "{}", String::from_utf8_lossy(ok));
+        }
+        for bad in [&b""[..], b"@", b"@h", b"a@", b"a@b@c", b"a b", b"a;b", b"a@b c", b"a,b"] {
+            assert!(!valid_call_id(bad), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 }
