@@ -1,4 +1,4 @@
-//! Finding one byte value in a SIP head, 64 bytes at a time.
+//! Finding one byte value in a SIP head with SSE2 compares.
 //!
 //! The head splitter looks for the next LF and the next `:` once per header
 //! line. A `memchr` call per line pays its setup (alignment, dispatch) for a
@@ -6,6 +6,8 @@
 //! A [`ByteScanner`] instead keeps a 64-bit mask of the matches in one
 //! 64-byte block and answers each query with a shift and a trailing-zero
 //! count; a new block is compared only when a query passes the cached one.
+//! The `:` ends a header name a few bytes into its line, so [`find_near`]
+//! answers it from one 16-byte compare at the line start.
 
 /// Finds occurrences of one byte value. Queries are cheapest when their
 /// start positions never decrease (each block is then compared once), but
@@ -95,20 +97,6 @@ fn tail_mask(buf: &[u8], at: usize, needle: u8) -> u64 {
 }
 
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-#[inline]
-fn mask64(block: &[u8; 64], needle: u8) -> u64 {
-    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
-    // SAFETY: SSE2 is enabled for this target (checked by the cfg above);
-    // the four unaligned 16-byte loads stay inside the 64-byte array.
-    unsafe {
-        let n = _mm_set1_epi8(needle as i8);
-        let p = block.as_ptr() as *const __m128i;
-        let m = |i: usize| _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(p.add(i)), n)) as u16 as u64;
-        m(0) | m(1) << 16 | m(2) << 32 | m(3) << 48
-    }
-}
-
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
 fn mask16(block: &[u8; 16], needle: u8) -> u32 {
     use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
@@ -123,11 +111,11 @@ fn mask16(block: &[u8; 16], needle: u8) -> u32 {
     block.iter().enumerate().fold(0u32, |m, (i, &b)| m | ((b == needle) as u32) << i)
 }
 
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-#[inline]
+/// Mask of `needle` in a 64-byte block: four 16-byte compares.
+#[inline(always)]
 fn mask64(block: &[u8; 64], needle: u8) -> u64 {
-    // Portable form; compilers turn it into the target's vector compares.
-    block.iter().enumerate().fold(0u64, |m, (i, &b)| m | ((b == needle) as u64) << i)
+    let m = |i: usize| mask16(block[16 * i..16 * i + 16].try_into().expect("16 bytes"), needle) as u64;
+    m(0) | m(1) << 16 | m(2) << 32 | m(3) << 48
 }
 
 #[cfg(test)]
