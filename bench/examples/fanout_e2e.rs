@@ -147,7 +147,11 @@ fn run(watchers: usize, shards: usize, publishes: usize) {
         }
     }
     let sub_time = t.elapsed();
-    println!("shards={shards}: {watchers} watchers subscribed in {:.2} s ({:.0} SUBSCRIBE+NOTIFY/s)", sub_time.as_secs_f64(), watchers as f64 / sub_time.as_secs_f64());
+    println!(
+        "shards={shards}: {watchers} watchers subscribed in {:.2} s ({:.0} SUBSCRIBE+NOTIFY/s)",
+        sub_time.as_secs_f64(),
+        watchers as f64 / sub_time.as_secs_f64()
+    );
     for p in 0..publishes {
         let doc = format!(
             "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{AOR}\"><tuple id=\"t\"><status><basic>open</basic></status><note>run {p}</note></tuple></presence>"

@@ -100,7 +100,14 @@ pub struct RegistrarSection {
 impl Default for RegistrarSection {
     fn default() -> Self {
         let r = RegistrarConfig::default();
-        RegistrarSection { min_expires: r.min_expires, max_expires: r.max_expires, default_expires: r.default_expires, trusted_scscf: Vec::new(), subscribe_reg_event: false, reg_event_expires: 3600 }
+        RegistrarSection {
+            min_expires: r.min_expires,
+            max_expires: r.max_expires,
+            default_expires: r.default_expires,
+            trusted_scscf: Vec::new(),
+            subscribe_reg_event: false,
+            reg_event_expires: 3600,
+        }
     }
 }
 
@@ -248,19 +255,11 @@ impl Config {
 
     /// The shard count this config asks for, with 0 resolved to the CPUs.
     pub fn shard_count(&self) -> usize {
-        if self.shards > 0 {
-            self.shards
-        } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-        }
+        if self.shards > 0 { self.shards } else { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) }
     }
 
     pub fn parse_limits(&self) -> Limits {
-        Limits {
-            max_message_size: self.limits.max_message_size,
-            max_headers: self.limits.max_headers,
-            max_header_len: self.limits.max_header_len,
-        }
+        Limits { max_message_size: self.limits.max_message_size, max_headers: self.limits.max_headers, max_header_len: self.limits.max_header_len }
     }
 
     pub fn registrar_config(&self) -> RegistrarConfig {
@@ -296,11 +295,7 @@ impl Config {
     }
 
     pub fn sip_timers(&self) -> SipTimers {
-        SipTimers {
-            t1: Duration::from_millis(self.timers.t1_ms),
-            t2: Duration::from_millis(self.timers.t2_ms),
-            t4: Duration::from_millis(self.timers.t4_ms),
-        }
+        SipTimers { t1: Duration::from_millis(self.timers.t1_ms), t2: Duration::from_millis(self.timers.t2_ms), t4: Duration::from_millis(self.timers.t4_ms) }
     }
 }
 

@@ -1,6 +1,6 @@
-pub mod sip;
-pub mod core;
 pub mod config;
+pub mod core;
+pub mod presence;
 pub mod reactor;
 pub mod registrar;
-pub mod presence;
+pub mod sip;

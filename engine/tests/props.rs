@@ -99,16 +99,13 @@ fn user() -> impl Strategy<Value = String> {
     prop::collection::vec(prop_oneof!["[a-zA-Z0-9_.!~*'()&=+$-]", "%[0-9A-F]{2}"], 1..10).prop_map(|v| v.concat())
 }
 fn uri_params() -> impl Strategy<Value = String> {
-    prop::collection::vec(("[a-z][a-z0-9-]{0,6}", prop::option::of("[a-zA-Z0-9_.-]{1,6}")), 0..3).prop_map(|ps| {
-        ps.into_iter().map(|(n, v)| v.map_or(format!(";{n}"), |v| format!(";{n}={v}"))).collect()
-    })
+    prop::collection::vec(("[a-z][a-z0-9-]{0,6}", prop::option::of("[a-zA-Z0-9_.-]{1,6}")), 0..3)
+        .prop_map(|ps| ps.into_iter().map(|(n, v)| v.map_or(format!(";{n}"), |v| format!(";{n}={v}"))).collect())
 }
 fn sip_uri() -> impl Strategy<Value = String> {
-    (prop_oneof![Just("sip"), Just("sips")], prop::option::of(user()), host(), prop::option::of(1u16..), uri_params()).prop_map(
-        |(s, u, h, p, params)| {
-            format!("{s}:{}{h}{}{params}", u.map_or(String::new(), |u| format!("{u}@")), p.map_or(String::new(), |p| format!(":{p}")))
-        },
-    )
+    (prop_oneof![Just("sip"), Just("sips")], prop::option::of(user()), host(), prop::option::of(1u16..), uri_params()).prop_map(|(s, u, h, p, params)| {
+        format!("{s}:{}{h}{}{params}", u.map_or(String::new(), |u| format!("{u}@")), p.map_or(String::new(), |p| format!(":{p}")))
+    })
 }
 fn display() -> impl Strategy<Value = String> {
     prop_oneof![

@@ -32,12 +32,7 @@ To: <{aor}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n",
 /// Contact header values of a response.
 fn contacts(resp: &[u8]) -> Vec<String> {
     let text = String::from_utf8_lossy(resp);
-    text.split("\r\n\r\n")
-        .next()
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.strip_prefix("Contact: ").map(str::to_string))
-        .collect()
+    text.split("\r\n\r\n").next().unwrap().lines().filter_map(|l| l.strip_prefix("Contact: ").map(str::to_string)).collect()
 }
 
 /// Registration events for `aor`: (state, shard).

@@ -23,10 +23,7 @@ fn load(name: &str) -> Vec<u8> {
 
 /// The first status code named in a row's handling text.
 fn listed_status(handling: &str) -> Option<u16> {
-    handling
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 3)
-        .and_then(|w| w.parse().ok())
+    handling.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 3).and_then(|w| w.parse().ok())
 }
 
 fn ok<'a>(name: &str, m: Result<Message<'a>, ParseError>) -> Result<Message<'a>, String> {

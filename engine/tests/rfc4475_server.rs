@@ -49,8 +49,8 @@ fn expected(name: &str, tcp: bool) -> Option<u16> {
         // REGISTER whose To is an isbn: URI: not an AOR we serve.
         "unksm2" => 404,
         "wsinv" | "intmeth" | "esc01" | "esc02" | "longreq" | "mpart01" | "baddate" | "invut" | "sdp01" | "inv2543" => 405,
-        "badinv01" | "clerr" | "ncl" | "scalar02" | "quotbal" | "ltgtruri" | "lwsruri" | "lwsstart" | "trws" | "escruri"
-        | "regbadct" | "badaspec" | "baddn" | "mismatch01" | "mismatch02" | "insuf" | "multi01" | "mcl01" => 400,
+        "badinv01" | "clerr" | "ncl" | "scalar02" | "quotbal" | "ltgtruri" | "lwsruri" | "lwsstart" | "trws" | "escruri" | "regbadct" | "badaspec"
+        | "baddn" | "mismatch01" | "mismatch02" | "insuf" | "multi01" | "mcl01" => 400,
         "badvers" => 505,
         "unkscm" | "novelsc" => 416,
         "bext01" => 420,

@@ -104,11 +104,19 @@ fn bad_requests_get_the_right_answer_and_the_server_keeps_going() {
         assert_eq!(header(&r, "Unsupported").unwrap(), "foo, bar");
 
         // Non-SIP Request-URI scheme: 416.
-        let r = udp_transaction(&s, srv.addr, base.replace("z9hG4bKb1", "z9hG4bKb6").replace("OPTIONS sip:carol@example.com SIP", "OPTIONS http://example.com/ SIP").as_bytes());
+        let r = udp_transaction(
+            &s,
+            srv.addr,
+            base.replace("z9hG4bKb1", "z9hG4bKb6").replace("OPTIONS sip:carol@example.com SIP", "OPTIONS http://example.com/ SIP").as_bytes(),
+        );
         assert_eq!(status(&r), 416);
 
         // Garbage, a broken response and an ACK: no answer at all.
-        for junk in [&b"\x00\x01garbage\r\n\r\n"[..], b"SIP/2.0 999999 Nope\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\n\r\n", b"ACK sip:carol@example.com SIP/2.0\r\n\r\n"] {
+        for junk in [
+            &b"\x00\x01garbage\r\n\r\n"[..],
+            b"SIP/2.0 999999 Nope\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\n\r\n",
+            b"ACK sip:carol@example.com SIP/2.0\r\n\r\n",
+        ] {
             s.send_to(junk, srv.addr).unwrap();
         }
         assert!(recv(&s, Duration::from_millis(300)).is_none(), "no answer to garbage, responses or ACK");
@@ -203,7 +211,8 @@ fn bad_command_line_and_config_are_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"), "{}", String::from_utf8_lossy(&out.stderr));
     let good = dir.join("good.toml");
     std::fs::write(&good, "listen = \"127.0.0.1:0\"\nshards = 3\n[timers]\nt1_ms = 100\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_presenced")).arg("--config").arg(&good).args(["--shards", "1", "--check-config"]).output().unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_presenced")).arg("--config").arg(&good).args(["--shards", "1", "--check-config"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("shards: 1") && text.contains("t1_ms: 100"), "{text}");
     // An address in use (by a socket without SO_REUSEPORT) is a clear

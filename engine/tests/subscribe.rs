@@ -63,7 +63,10 @@ impl Ua {
                 stash.push(m);
             }
         }
-        panic!("no {prefix:?} within {WAIT:?}; got {:?}", stash.iter().map(|m| String::from_utf8_lossy(&m[..40.min(m.len())]).into_owned()).collect::<Vec<_>>());
+        panic!(
+            "no {prefix:?} within {WAIT:?}; got {:?}",
+            stash.iter().map(|m| String::from_utf8_lossy(&m[..40.min(m.len())]).into_owned()).collect::<Vec<_>>()
+        );
     }
     /// Answers a request (a NOTIFY) with `code`.
     fn answer(&mut self, srv: SocketAddr, req: &[u8], code: u16) {
@@ -372,7 +375,6 @@ fn authorization_rules_from_the_config_file() {
     assert!(header(&first, "Subscription-State").unwrap().starts_with("active"));
 }
 
-
 /// The policy changes at run time (SIGHUP reloads the file): a pending
 /// watcher becomes active with the document; a blocked one is ended.
 #[test]
@@ -381,7 +383,9 @@ fn authorization_changes_at_run_time_on_sighup() {
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("authz.toml");
     let rules = |action: &str| {
-        format!("[presence]\nnotify_min_interval_ms = 0\n[[presence.authorization]]\npresentity = \"sip:guarded@example.com\"\nwatcher = \"example.net\"\naction = \"{action}\"\n")
+        format!(
+            "[presence]\nnotify_min_interval_ms = 0\n[[presence.authorization]]\npresentity = \"sip:guarded@example.com\"\nwatcher = \"example.net\"\naction = \"{action}\"\n"
+        )
     };
     std::fs::write(&cfg, rules("confirm")).unwrap();
     let srv = Presenced::start(2, &["--config", cfg.to_str().unwrap()]);
@@ -414,7 +418,10 @@ fn the_presentity_watches_its_watchers() {
         let alice = format!("sip:alice-winfo-{shards}@example.com");
         // Alice subscribes to her own watcher list.
         let mut ua = Ua::udp();
-        ua.send(srv.addr, &subscribe_from(&ua, &alice, &alice, "winfo-1", 1, "a1", None, 600, "Event: presence.winfo\r\nAccept: application/watcherinfo+xml\r\n"));
+        ua.send(
+            srv.addr,
+            &subscribe_from(&ua, &alice, &alice, "winfo-1", 1, "a1", None, 600, "Event: presence.winfo\r\nAccept: application/watcherinfo+xml\r\n"),
+        );
         let mut stash = Vec::new();
         let ok = ua.expect("SIP/2.0", &mut stash);
         assert_eq!(status(&ok), 200);

@@ -19,52 +19,38 @@ pub fn start_responder(addr: SocketAddr) -> std::io::Result<(SocketAddr, Arc<Ato
     let local = sock.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    std::thread::Builder::new()
-        .name("baseline-responder".into())
-        .spawn(move || {
-            let fd = sock.as_raw_fd();
-            let mut rx = RecvBatch::new(64, 65535);
-            let mut tx = SendBatch::default();
-            let limits = Limits::default();
-            while !flag.load(Ordering::Relaxed) {
-                let n = rx.recv(fd).unwrap_or(0);
-                if n == 0 {
-                    let mut pfd = libc::pollfd {
-                        fd,
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
-                    unsafe { libc::poll(&mut pfd, 1, 50) };
+    std::thread::Builder::new().name("baseline-responder".into()).spawn(move || {
+        let fd = sock.as_raw_fd();
+        let mut rx = RecvBatch::new(64, 65535);
+        let mut tx = SendBatch::default();
+        let limits = Limits::default();
+        while !flag.load(Ordering::Relaxed) {
+            let n = rx.recv(fd).unwrap_or(0);
+            if n == 0 {
+                let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+                unsafe { libc::poll(&mut pfd, 1, 50) };
+                continue;
+            }
+            for i in 0..n {
+                let Some((bytes, from)) = rx.get(i) else {
+                    continue;
+                };
+                let Ok(m) = Message::parse(bytes, &limits) else {
+                    continue;
+                };
+                if !m.is_request() {
                     continue;
                 }
-                for i in 0..n {
-                    let Some((bytes, from)) = rx.get(i) else {
-                        continue;
-                    };
-                    let Ok(m) = Message::parse(bytes, &limits) else {
-                        continue;
-                    };
-                    if !m.is_request() {
-                        continue;
-                    }
-                    let mut out = Vec::with_capacity(512);
-                    presence_engine::sip::response_to(
-                        &mut out,
-                        m.raw(),
-                        200,
-                        "OK",
-                        Some(b"baseline"),
-                        Some(from),
-                    )
-                    .finish(None, b"");
-                    tx.push(from, out);
-                }
-                while !tx.is_empty() {
-                    if tx.flush(fd, 64).map(|r| r.blocked).unwrap_or(false) {
-                        std::thread::yield_now();
-                    }
+                let mut out = Vec::with_capacity(512);
+                presence_engine::sip::response_to(&mut out, m.raw(), 200, "OK", Some(b"baseline"), Some(from)).finish(None, b"");
+                tx.push(from, out);
+            }
+            while !tx.is_empty() {
+                if tx.flush(fd, 64).map(|r| r.blocked).unwrap_or(false) {
+                    std::thread::yield_now();
                 }
             }
-        })?;
+        }
+    })?;
     Ok((local, stop))
 }

@@ -54,11 +54,7 @@ impl Watch {
     pub fn answered(&mut self, ok: bool, to_tag: Option<&[u8]>) {
         match self.state {
             WatchState::Sent => {
-                self.state = if ok {
-                    WatchState::Accepted
-                } else {
-                    WatchState::Refused
-                };
+                self.state = if ok { WatchState::Accepted } else { WatchState::Refused };
                 self.to_tag = to_tag.filter(|_| ok).map(Box::from);
             }
             // The only in-dialog SUBSCRIBE sent is the one ending it.
@@ -96,14 +92,7 @@ pub struct NotifyStats {
 
 impl NotifyStats {
     pub fn new() -> NotifyStats {
-        NotifyStats {
-            received: 0,
-            retransmitted: 0,
-            validated: 0,
-            mismatches: 0,
-            examples: Vec::new(),
-            latency: crate::engine::new_histogram(),
-        }
+        NotifyStats { received: 0, retransmitted: 0, validated: 0, mismatches: 0, examples: Vec::new(), latency: crate::engine::new_histogram() }
     }
 
     /// Forgets the setup phase's NOTIFYs (their mismatches stay).
@@ -124,16 +113,7 @@ impl NotifyStats {
     /// Checks one NOTIFY for watch `w`. `published[p]` is the newest
     /// version sent for presentity p; `sample` is how many NOTIFYs share one
     /// full PIDF validation (1: every one).
-    pub fn check(
-        &mut self,
-        w: &mut Watch,
-        msg: &Message<'_>,
-        domain: &str,
-        published: &[AtomicU32],
-        run: u32,
-        epoch: Instant,
-        sample: u64,
-    ) {
+    pub fn check(&mut self, w: &mut Watch, msg: &Message<'_>, domain: &str, published: &[AtomicU32], run: u32, epoch: Instant, sample: u64) {
         let cseq = msg.cseq().seq;
         if w.notified && cseq <= w.last_notify_cseq {
             self.retransmitted += 1;
@@ -151,9 +131,7 @@ impl NotifyStats {
             return self.mismatch(format!("NOTIFY for the watch of {user} comes from {from}"));
         }
         match msg.header(HeaderName::SubscriptionState) {
-            Some(s) if s.len() >= 10 && s[..10].eq_ignore_ascii_case(b"terminated") => {
-                w.state = WatchState::Ended
-            }
+            Some(s) if s.len() >= 10 && s[..10].eq_ignore_ascii_case(b"terminated") => w.state = WatchState::Ended,
             Some(_) => {}
             None => return self.mismatch("NOTIFY without Subscription-State".into()),
         }
@@ -161,28 +139,18 @@ impl NotifyStats {
         if body.is_empty() {
             return;
         }
-        let pidf = msg
-            .content_type()
-            .is_some_and(|t| t.is("application", "pidf+xml"));
+        let pidf = msg.content_type().is_some_and(|t| t.is("application", "pidf+xml"));
         if !pidf {
-            return self.mismatch(format!(
-                "NOTIFY body for {user} is not application/pidf+xml"
-            ));
+            return self.mismatch(format!("NOTIFY body for {user} is not application/pidf+xml"));
         }
         if sample <= 1 || self.received % sample == 0 {
             self.validated += 1;
             match presence_engine::presence::pidf::parse(body) {
                 Ok(doc) => {
                     let expected = format!("{user}@{domain}");
-                    let entity = doc
-                        .entity
-                        .split_once(':')
-                        .map_or(doc.entity.as_str(), |(_, rest)| rest);
+                    let entity = doc.entity.split_once(':').map_or(doc.entity.as_str(), |(_, rest)| rest);
                     if entity != expected {
-                        return self.mismatch(format!(
-                            "PIDF entity {} in a NOTIFY for {user}",
-                            doc.entity
-                        ));
+                        return self.mismatch(format!("PIDF entity {} in a NOTIFY for {user}", doc.entity));
                     }
                 }
                 Err(e) => {
@@ -200,10 +168,7 @@ impl NotifyStats {
                 continue;
             }
             if m.presentity != p {
-                return self.mismatch(format!(
-                    "NOTIFY for {user} shows ue{}'s publication",
-                    m.presentity
-                ));
+                return self.mismatch(format!("NOTIFY for {user} shows ue{}'s publication", m.presentity));
             }
             if newest.is_none_or(|n| m.seq > n.seq) {
                 newest = Some(m);
@@ -211,16 +176,10 @@ impl NotifyStats {
         }
         let Some(m) = newest else { return };
         if m.seq > published[p].load(Ordering::Acquire) {
-            return self.mismatch(format!(
-                "NOTIFY for {user} shows version {} that was never published",
-                m.seq
-            ));
+            return self.mismatch(format!("NOTIFY for {user} shows version {} that was never published", m.seq));
         }
         if m.seq < w.last_seq {
-            return self.mismatch(format!(
-                "NOTIFY for {user} went back from version {} to {}",
-                w.last_seq, m.seq
-            ));
+            return self.mismatch(format!("NOTIFY for {user} went back from version {} to {}", w.last_seq, m.seq));
         }
         if m.seq > w.last_seq {
             w.last_seq = m.seq;
@@ -246,11 +205,7 @@ mod tests {
     fn notify(from_user: &str, state: &str, body: &str) -> Vec<u8> {
         static CSEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
         let cseq = CSEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let ct = if body.is_empty() {
-            String::new()
-        } else {
-            "Content-Type: application/pidf+xml\r\n".into()
-        };
+        let ct = if body.is_empty() { String::new() } else { "Content-Type: application/pidf+xml\r\n".into() };
         format!(
             "NOTIFY sip:lgw0@127.0.0.1:5000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1\r\n\
 From: <sip:{from_user}@example.com>;tag=a\r\nTo: <sip:lgw0@example.com>;tag=w0\r\nCall-ID: c\r\nCSeq: {cseq} NOTIFY\r\n\
@@ -280,43 +235,14 @@ Event: presence\r\nSubscription-State: {state}\r\n{ct}Content-Length: {}\r\n\r\n
         w.answered(true, Some(b"t"));
         assert!(w.is_open());
         assert!(w.awaiting_first_notify());
-        run(
-            &mut s,
-            &mut w,
-            &published,
-            &notify("ue1", "active;expires=60", ""),
-        );
-        run(
-            &mut s,
-            &mut w,
-            &published,
-            &notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:1:1:0")),
-        );
-        run(
-            &mut s,
-            &mut w,
-            &published,
-            &notify("ue1", "active", &doc("pres:ue1@example.com", "lg:1:1:2:0")),
-        );
-        run(
-            &mut s,
-            &mut w,
-            &published,
-            &notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:1:2:0")),
-        );
+        run(&mut s, &mut w, &published, &notify("ue1", "active;expires=60", ""));
+        run(&mut s, &mut w, &published, &notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:1:1:0")));
+        run(&mut s, &mut w, &published, &notify("ue1", "active", &doc("pres:ue1@example.com", "lg:1:1:2:0")));
+        run(&mut s, &mut w, &published, &notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:1:2:0")));
         // A document an earlier run left on the server is not this run's to check.
-        run(
-            &mut s,
-            &mut w,
-            &published,
-            &notify("ue1", "active", &doc("sip:ue1@example.com", "lg:2:1:99:0")),
-        );
+        run(&mut s, &mut w, &published, &notify("ue1", "active", &doc("sip:ue1@example.com", "lg:2:1:99:0")));
         assert_eq!((s.received, s.mismatches), (5, 0), "{:?}", s.examples);
-        assert_eq!(
-            s.latency.len(),
-            2,
-            "versions 1 and 2 timed once each (the first NOTIFY is never timed)"
-        );
+        assert_eq!(s.latency.len(), 2, "versions 1 and 2 timed once each (the first NOTIFY is never timed)");
         assert!(!w.awaiting_first_notify());
         // The same NOTIFY again is a retransmission, not a new one.
         let again = notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:1:2:0"));
@@ -325,19 +251,9 @@ Event: presence\r\nSubscription-State: {state}\r\n{ct}Content-Length: {}\r\n\r\n
         assert_eq!((s.received, s.retransmitted), (6, 1));
         // A new subscription whose first NOTIFY shows version 2 does not time it.
         let mut fresh = Watch::new(1, 1);
-        run(
-            &mut s,
-            &mut fresh,
-            &published,
-            &notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:1:2:0")),
-        );
+        run(&mut s, &mut fresh, &published, &notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:1:2:0")));
         assert_eq!(s.latency.len(), 2);
-        run(
-            &mut s,
-            &mut w,
-            &published,
-            &notify("ue1", "terminated;reason=timeout", ""),
-        );
+        run(&mut s, &mut w, &published, &notify("ue1", "terminated;reason=timeout", ""));
         assert_eq!(w.state, WatchState::Ended);
         assert!(!w.is_open());
     }
@@ -347,47 +263,21 @@ Event: presence\r\nSubscription-State: {state}\r\n{ct}Content-Length: {}\r\n\r\n
         let published: Vec<AtomicU32> = (0..3).map(|_| AtomicU32::new(2)).collect();
         let cases = [
             (notify("ue2", "active", ""), "comes from"),
-            (
-                notify("ue1", "active", &doc("sip:ue2@example.com", "x")),
-                "entity",
-            ),
+            (notify("ue1", "active", &doc("sip:ue2@example.com", "x")), "entity"),
             (notify("ue1", "active", "<presence"), "invalid PIDF"),
-            (
-                notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:2:1:0")),
-                "ue2's publication",
-            ),
-            (
-                notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:1:9:0")),
-                "never published",
-            ),
-            (
-                notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:1:x")),
-                "garbled",
-            ),
+            (notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:2:1:0")), "ue2's publication"),
+            (notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:1:9:0")), "never published"),
+            (notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:1:x")), "garbled"),
         ];
         for (bytes, why) in cases {
             let (mut s, mut w) = (NotifyStats::new(), Watch::new(1, 0));
             run(&mut s, &mut w, &published, &bytes);
             assert_eq!(s.mismatches, 1, "{why}");
-            assert!(
-                s.examples[0].contains(why),
-                "{:?} should say {why}",
-                s.examples
-            );
+            assert!(s.examples[0].contains(why), "{:?} should say {why}", s.examples);
         }
         let (mut s, mut w) = (NotifyStats::new(), Watch::new(1, 0));
-        run(
-            &mut s,
-            &mut w,
-            &published,
-            &notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:1:2:0")),
-        );
-        run(
-            &mut s,
-            &mut w,
-            &published,
-            &notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:1:1:0")),
-        );
+        run(&mut s, &mut w, &published, &notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:1:2:0")));
+        run(&mut s, &mut w, &published, &notify("ue1", "active", &doc("sip:ue1@example.com", "lg:1:1:1:0")));
         assert!(s.examples[0].contains("went back"), "{:?}", s.examples);
     }
 }

@@ -106,9 +106,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             latency: Mutex::new(None),
             epoch: Instant::now(),
-            run: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u32 | 1),
+            run: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u32 | 1),
             published: (0..presentities).map(|_| AtomicU32::new(0)).collect(),
             setup_done: AtomicUsize::new(0),
             threads,
@@ -214,18 +212,9 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
 }
 
-pub fn run_worker(
-    cfg: WorkerConfig,
-    id: usize,
-    shared: Arc<Shared>,
-) -> Result<WorkerResult, String> {
-    let net = Transport::open(cfg.transport, cfg.target, cfg.flows).map_err(|e| {
-        format!(
-            "cannot open {} flows to {}: {e}",
-            cfg.transport.name(),
-            cfg.target
-        )
-    })?;
+pub fn run_worker(cfg: WorkerConfig, id: usize, shared: Arc<Shared>) -> Result<WorkerResult, String> {
+    let net =
+        Transport::open(cfg.transport, cfg.target, cfg.flows).map_err(|e| format!("cannot open {} flows to {}: {e}", cfg.transport.name(), cfg.target))?;
     let mut w = Worker::new(&cfg, id, &shared, net);
     match w.setup_source() {
         Some(source) => w.setup(source),
@@ -321,13 +310,8 @@ impl<'a> Worker<'a> {
 
     fn setup_source(&self) -> Option<Source> {
         match self.cfg.scenario {
-            Scenario::Fanout => Some(Source::FanoutSetup {
-                next: self.cfg.fanout_watches.start,
-            }),
-            Scenario::Mixed => Some(Source::MixedSetup {
-                user: self.cfg.users.start,
-                j: 0,
-            }),
+            Scenario::Fanout => Some(Source::FanoutSetup { next: self.cfg.fanout_watches.start }),
+            Scenario::Mixed => Some(Source::MixedSetup { user: self.cfg.users.start, j: 0 }),
             _ => None,
         }
     }
@@ -335,19 +319,10 @@ impl<'a> Worker<'a> {
     fn measured_source(&self) -> Source {
         let start = self.cfg.users.start;
         match self.cfg.scenario {
-            Scenario::Register => Source::Users {
-                kind: Kind::Register,
-                next: start,
-            },
-            Scenario::Publish | Scenario::Fanout => Source::Users {
-                kind: Kind::Publish,
-                next: start,
-            },
+            Scenario::Register => Source::Users { kind: Kind::Register, next: start },
+            Scenario::Publish | Scenario::Fanout => Source::Users { kind: Kind::Publish, next: start },
             Scenario::Subscribe => Source::NewWatches { next: start },
-            Scenario::Mixed => Source::Mixed {
-                credit: [0.0; 3],
-                next: [start; 2],
-            },
+            Scenario::Mixed => Source::Mixed { credit: [0.0; 3], next: [start; 2] },
         }
     }
 
@@ -355,10 +330,7 @@ impl<'a> Worker<'a> {
     /// then for the other workers.
     fn setup(&mut self, source: Source) {
         let started_at = Instant::now();
-        let mut setup = SetupResult {
-            subscriptions: self.run_unmeasured(source),
-            ..SetupResult::default()
-        };
+        let mut setup = SetupResult { subscriptions: self.run_unmeasured(source), ..SetupResult::default() };
         // Each accepted subscription gets an immediate NOTIFY; wait for
         // them (up to Timer F) so they do not count in the measured phase.
         let deadline = Instant::now() + 64 * self.cfg.t1;
@@ -410,17 +382,11 @@ impl<'a> Worker<'a> {
         let sent = self.run_unmeasured(Source::Teardown { next: 0 });
         // Answer the final NOTIFYs rather than leave them to retransmit.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline && self.last_message.elapsed() < Duration::from_millis(200)
-        {
+        while Instant::now() < deadline && self.last_message.elapsed() < Duration::from_millis(200) {
             self.step(true);
         }
         let left = self.watches.iter().filter(|w| w.is_open()).count() as u64;
-        SetupResult {
-            subscriptions: sent,
-            ok: sent.saturating_sub(left),
-            failed: left.min(sent),
-            duration_s: started_at.elapsed().as_secs_f64(),
-        }
+        SetupResult { subscriptions: sent, ok: sent.saturating_sub(left), failed: left.min(sent), duration_s: started_at.elapsed().as_secs_f64() }
     }
 
     /// The measured phase: start transactions per the load model until the
@@ -442,10 +408,7 @@ impl<'a> Worker<'a> {
                 }
                 // Every new subscription's first NOTIFY belongs to this
                 // phase; fanout and mixed also wait for the last versions.
-                if self.txns.is_empty()
-                    && self.first_notifies_in()
-                    && (!lingers || now.duration_since(self.last_message) >= NOTIFY_QUIET)
-                {
+                if self.txns.is_empty() && self.first_notifies_in() && (!lingers || now.duration_since(self.last_message) >= NOTIFY_QUIET) {
                     break;
                 }
                 // Outstanding transactions get until Timer F.
@@ -462,11 +425,7 @@ impl<'a> Worker<'a> {
                         let t = now.duration_since(start).as_secs_f64();
                         let ramp = self.cfg.ramp.as_secs_f64();
                         // Area under a linear ramp to `rate`, then flat.
-                        let due = if t < ramp {
-                            rate * t * t / (2.0 * ramp)
-                        } else {
-                            rate * (t - ramp / 2.0)
-                        };
+                        let due = if t < ramp { rate * t * t / (2.0 * ramp) } else { rate * (t - ramp / 2.0) };
                         (due as u64).saturating_sub(started).min(1024) as usize
                     }
                 }
@@ -549,24 +508,12 @@ impl<'a> Worker<'a> {
         match source {
             Source::Users { kind, next } => {
                 let u = self.next_idle_user(next)?;
-                Some(if *kind == Kind::Register {
-                    Action::Register(u)
-                } else {
-                    Action::Publish(u)
-                })
+                Some(if *kind == Kind::Register { Action::Register(u) } else { Action::Publish(u) })
             }
             Source::NewWatches { next } => {
                 let u = *next;
-                *next = if u + 1 >= cfg.users.end {
-                    cfg.users.start
-                } else {
-                    u + 1
-                };
-                Some(Action::Subscribe {
-                    watcher: u,
-                    presentity: u,
-                    expires: 600,
-                })
+                *next = if u + 1 >= cfg.users.end { cfg.users.start } else { u + 1 };
+                Some(Action::Subscribe { watcher: u, presentity: u, expires: 600 })
             }
             Source::FanoutSetup { next } => {
                 let g = *next;
@@ -575,11 +522,7 @@ impl<'a> Worker<'a> {
                 }
                 *next += 1;
                 let f = cfg.fanout.expect("fanout shape");
-                Some(Action::Subscribe {
-                    watcher: g,
-                    presentity: g / f.watchers.max(1),
-                    expires: 3600,
-                })
+                Some(Action::Subscribe { watcher: g, presentity: g / f.watchers.max(1), expires: 3600 })
             }
             Source::MixedSetup { user, j } => {
                 let p = cfg.profile.as_ref().expect("mixed profile");
@@ -596,11 +539,7 @@ impl<'a> Worker<'a> {
                 let total = cfg.total_users.max(1);
                 let stride = (total / (p.watchers_per_presentity + 1)).max(1);
                 let presentity = (u + 1 + k * stride) % total;
-                Some(Action::Subscribe {
-                    watcher: u,
-                    presentity,
-                    expires: p.subscription_expires,
-                })
+                Some(Action::Subscribe { watcher: u, presentity, expires: p.subscription_expires })
             }
             Source::Mixed { credit, next } => {
                 let p = cfg.profile.as_ref().expect("mixed profile");
@@ -611,9 +550,7 @@ impl<'a> Worker<'a> {
                 for k in 0..3 {
                     credit[k] += weights[k];
                 }
-                let k = (0..3)
-                    .max_by(|a, b| credit[*a].total_cmp(&credit[*b]))
-                    .unwrap();
+                let k = (0..3).max_by(|a, b| credit[*a].total_cmp(&credit[*b])).unwrap();
                 credit[k] -= sum;
                 match Kind::ALL[k] {
                     Kind::Register => Some(Action::Register(self.next_idle_user(&mut next[0])?)),
@@ -621,11 +558,7 @@ impl<'a> Worker<'a> {
                     Kind::Subscribe => {
                         let u = cfg.users.start + (self.random() as usize) % cfg.users.len().max(1);
                         let presentity = (self.random() as usize) % cfg.total_users.max(1);
-                        Some(Action::Subscribe {
-                            watcher: u,
-                            presentity,
-                            expires: p.subscription_expires,
-                        })
+                        Some(Action::Subscribe { watcher: u, presentity, expires: p.subscription_expires })
                     }
                 }
             }
@@ -644,12 +577,7 @@ impl<'a> Worker<'a> {
 
     fn ctx(&self, flow: usize) -> Ctx<'a> {
         let cfg: &'a WorkerConfig = self.cfg;
-        Ctx {
-            domain: &cfg.domain,
-            run: self.shared.run,
-            transport: self.cfg.transport,
-            local: self.net.local(flow),
-        }
+        Ctx { domain: &cfg.domain, run: self.shared.run, transport: self.cfg.transport, local: self.net.local(flow) }
     }
 
     /// Sends the first copy of a new transaction; `setup` ones (standing
@@ -665,23 +593,14 @@ impl<'a> Worker<'a> {
                 let user = &mut self.users[u - self.cfg.users.start];
                 user.cseq += 1;
                 user.busy = true;
-                (
-                    Kind::Register,
-                    u,
-                    flow,
-                    ctx.register(branch, u, user.cseq, 3600),
-                )
+                (Kind::Register, u, flow, ctx.register(branch, u, user.cseq, 3600))
             }
             Action::Publish(u) => {
                 let flow = u % self.net.len();
                 let ctx = self.ctx(flow);
                 let every = self.cfg.refresh_every;
                 let user = &mut self.users[u - self.cfg.users.start];
-                if let Some(etag) = user
-                    .etag
-                    .as_deref()
-                    .filter(|_| every > 0 && (user.cseq + 1) % every == 0)
-                {
+                if let Some(etag) = user.etag.as_deref().filter(|_| every > 0 && (user.cseq + 1) % every == 0) {
                     user.cseq += 1;
                     user.busy = true;
                     self.res.publish_refreshes += 1;
@@ -689,74 +608,32 @@ impl<'a> Worker<'a> {
                     (Kind::Publish, u, flow, bytes)
                 } else {
                     let seq = self.shared.published[u].fetch_add(1, Ordering::AcqRel) + 1;
-                    let marker = Marker {
-                        run: self.shared.run,
-                        presentity: u,
-                        seq,
-                        sent_us: self.shared.epoch.elapsed().as_micros() as u64,
-                    };
+                    let marker = Marker { run: self.shared.run, presentity: u, seq, sent_us: self.shared.epoch.elapsed().as_micros() as u64 };
                     let user = &mut self.users[u - self.cfg.users.start];
                     user.cseq += 1;
                     user.busy = true;
-                    (
-                        Kind::Publish,
-                        u,
-                        flow,
-                        ctx.publish(branch, u, user.cseq, user.etag.as_deref(), marker),
-                    )
+                    (Kind::Publish, u, flow, ctx.publish(branch, u, user.cseq, user.etag.as_deref(), marker))
                 }
             }
-            Action::Subscribe {
-                watcher,
-                presentity,
-                expires,
-            } => {
+            Action::Subscribe { watcher, presentity, expires } => {
                 let watch = self.watches.len();
                 self.watches.push(Watch::new(presentity, watcher));
                 let flow = watch % self.net.len();
                 let ctx = self.ctx(flow);
                 let name = self.cfg.scenario.watcher_name(watcher);
-                (
-                    Kind::Subscribe,
-                    watch,
-                    flow,
-                    ctx.subscribe(branch, &name, watch, presentity, expires, None),
-                )
+                (Kind::Subscribe, watch, flow, ctx.subscribe(branch, &name, watch, presentity, expires, None))
             }
             Action::Unsubscribe(watch) => {
                 let flow = watch % self.net.len();
                 let w = &self.watches[watch];
                 let name = self.cfg.scenario.watcher_name(w.watcher as usize);
-                let bytes = self.ctx(flow).subscribe(
-                    branch,
-                    &name,
-                    watch,
-                    w.presentity(),
-                    0,
-                    w.to_tag.as_deref(),
-                );
+                let bytes = self.ctx(flow).subscribe(branch, &name, watch, w.presentity(), 0, w.to_tag.as_deref());
                 (Kind::Subscribe, watch, flow, bytes)
             }
         };
         self.net.send(flow, &bytes);
-        let bytes = if self.net.kind().reliable() {
-            Vec::new()
-        } else {
-            bytes
-        };
-        self.txns.insert(
-            branch,
-            Txn {
-                kind,
-                who: who as u32,
-                flow: flow as u32,
-                setup,
-                bytes,
-                first: now,
-                last: now,
-                interval: self.cfg.t1,
-            },
-        );
+        let bytes = if self.net.kind().reliable() { Vec::new() } else { bytes };
+        self.txns.insert(branch, Txn { kind, who: who as u32, flow: flow as u32, setup, bytes, first: now, last: now, interval: self.cfg.t1 });
         if !setup {
             self.res.sent += 1;
             self.res.kinds[kind as usize].sent += 1;
@@ -787,12 +664,7 @@ impl<'a> Worker<'a> {
             return self.on_request(&msg, flow, from);
         }
         let status = msg.status().unwrap_or(0);
-        let Some(b) = msg
-            .via()
-            .branch()
-            .and_then(scenario::parse_branch)
-            .filter(|b| self.txns.contains_key(b))
-        else {
+        let Some(b) = msg.via().branch().and_then(scenario::parse_branch).filter(|b| self.txns.contains_key(b)) else {
             self.res.unmatched += 1;
             return;
         };
@@ -814,21 +686,9 @@ impl<'a> Worker<'a> {
         let mut code = 200;
         if msg.method_raw() == Some(b"NOTIFY") {
             self.notify_delta += 1;
-            let watch = msg
-                .to()
-                .tag()
-                .and_then(scenario::parse_watch_tag)
-                .and_then(|i| self.watches.get_mut(i));
+            let watch = msg.to().tag().and_then(scenario::parse_watch_tag).and_then(|i| self.watches.get_mut(i));
             match watch {
-                Some(w) => self.res.notify.check(
-                    w,
-                    msg,
-                    &self.cfg.domain,
-                    &self.shared.published,
-                    self.shared.run,
-                    self.shared.epoch,
-                    self.cfg.pidf_sample,
-                ),
+                Some(w) => self.res.notify.check(w, msg, &self.cfg.domain, &self.shared.published, self.shared.run, self.shared.epoch, self.cfg.pidf_sample),
                 None => {
                     self.res.unmatched += 1;
                     code = 481;
@@ -838,13 +698,8 @@ impl<'a> Worker<'a> {
             self.res.unmatched += 1;
         }
         self.resp.clear();
-        let reason = if code == 200 {
-            "OK"
-        } else {
-            "Call/Transaction Does Not Exist"
-        };
-        presence_engine::sip::response_to(&mut self.resp, msg.raw(), code, reason, None, None)
-            .finish(None, b"");
+        let reason = if code == 200 { "OK" } else { "Call/Transaction Does Not Exist" };
+        presence_engine::sip::response_to(&mut self.resp, msg.raw(), code, reason, None, None).finish(None, b"");
         let resp = std::mem::take(&mut self.resp);
         self.net.send_to(flow, &resp, from);
         self.resp = resp;
@@ -859,9 +714,7 @@ impl<'a> Worker<'a> {
                 user.busy = false;
                 if t.kind == Kind::Publish {
                     match outcome {
-                        Some((200..=299, m)) => {
-                            user.etag = m.header(HeaderName::SipETag).map(Box::from)
-                        }
+                        Some((200..=299, m)) => user.etag = m.header(HeaderName::SipETag).map(Box::from),
                         // 412 or no answer: the tag may be gone; start over.
                         Some((412, _)) | None => user.etag = None,
                         _ => {}
@@ -929,16 +782,12 @@ impl<'a> Worker<'a> {
 
     fn flush_progress(&mut self) {
         let s = self.shared;
-        s.sent
-            .fetch_add(self.res.sent - self.sent_reported, Ordering::Relaxed);
+        s.sent.fetch_add(self.res.sent - self.sent_reported, Ordering::Relaxed);
         self.sent_reported = self.res.sent;
         s.ok.fetch_add(std::mem::take(&mut self.ok_delta), Ordering::Relaxed);
-        s.errors
-            .fetch_add(std::mem::take(&mut self.err_delta), Ordering::Relaxed);
-        s.notifies
-            .fetch_add(std::mem::take(&mut self.notify_delta), Ordering::Relaxed);
-        s.outstanding
-            .store(self.txns.len() as u64, Ordering::Relaxed);
+        s.errors.fetch_add(std::mem::take(&mut self.err_delta), Ordering::Relaxed);
+        s.notifies.fetch_add(std::mem::take(&mut self.notify_delta), Ordering::Relaxed);
+        s.outstanding.store(self.txns.len() as u64, Ordering::Relaxed);
         if let Ok(mut h) = s.latency.lock() {
             match h.as_mut() {
                 Some(h) => {

@@ -101,13 +101,7 @@ struct RunArgs {
     keep_subscriptions: bool,
     /// Local UDP sockets or TCP connections per thread (more flows for a
     /// SO_REUSEPORT server).
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 16,
-        alias = "sockets",
-        alias = "connections"
-    )]
+    #[arg(long, value_name = "N", default_value_t = 16, alias = "sockets", alias = "connections")]
     flows: usize,
     /// Domain of the simulated users' AORs.
     #[arg(long, default_value = "example.com")]
@@ -126,38 +120,18 @@ struct RunArgs {
 fn run(args: &RunArgs, target: SocketAddr) -> Result<Report, String> {
     let transport = TransportKind::parse(&args.transport)?;
     let scenario = Scenario::parse(&args.scenario)?;
-    let threads = args
-        .threads
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-        .max(1);
-    let profile = if scenario == Scenario::Mixed {
-        Some(Profile::load(args.profile.as_deref())?)
-    } else {
-        None
-    };
-    let fanout = (scenario == Scenario::Fanout).then(|| Fanout {
-        presentities: args.presentities.max(1),
-        watchers: args.watchers,
-    });
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let profile = if scenario == Scenario::Mixed { Some(Profile::load(args.profile.as_deref())?) } else { None };
+    let fanout = (scenario == Scenario::Fanout).then(|| Fanout { presentities: args.presentities.max(1), watchers: args.watchers });
     // In fanout the users are the presentities; their watchers are extra.
     let users = match fanout {
         Some(f) => f.presentities,
         None => args.users.max(threads),
     };
     let load = match (args.rate, args.max_outstanding, &profile) {
-        (Some(r), _, _) => Load::Open {
-            rate: r / threads as f64,
-        },
-        (None, None, Some(p)) => Load::Open {
-            rate: p.rate(users) / threads as f64,
-        },
-        (None, k, _) => Load::Closed {
-            outstanding: (k.unwrap_or(256) / threads).max(1),
-        },
+        (Some(r), _, _) => Load::Open { rate: r / threads as f64 },
+        (None, None, Some(p)) => Load::Open { rate: p.rate(users) / threads as f64 },
+        (None, k, _) => Load::Closed { outstanding: (k.unwrap_or(256) / threads).max(1) },
     };
     let end = match (args.duration, args.count) {
         (_, Some(n)) => End::Count(n.div_ceil(threads as u64)),
@@ -189,17 +163,10 @@ fn run(args: &RunArgs, target: SocketAddr) -> Result<Report, String> {
                 setup_outstanding: (args.setup_outstanding / threads).max(1),
                 pidf_sample: args.pidf_sample.max(1),
                 teardown: !args.keep_subscriptions,
-                refresh_every: if scenario == Scenario::Publish {
-                    args.refresh_every
-                } else {
-                    0
-                },
+                refresh_every: if scenario == Scenario::Publish { args.refresh_every } else { 0 },
             };
             let shared = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("loadgen-{w}"))
-                .spawn(move || engine::run_worker(cfg, w, shared))
-                .unwrap()
+            std::thread::Builder::new().name(format!("loadgen-{w}")).spawn(move || engine::run_worker(cfg, w, shared)).unwrap()
         })
         .collect();
     // The live progress line.
@@ -212,12 +179,7 @@ fn run(args: &RunArgs, target: SocketAddr) -> Result<Report, String> {
         let ok = shared.ok.load(Ordering::Relaxed);
         let rate = (ok - last.1) as f64 / last.0.elapsed().as_secs_f64();
         last = (Instant::now(), ok);
-        let p99 = shared
-            .latency
-            .lock()
-            .ok()
-            .and_then(|mut h| h.take())
-            .map_or(0, |h| h.value_at_quantile(0.99));
+        let p99 = shared.latency.lock().ok().and_then(|mut h| h.take()).map_or(0, |h| h.value_at_quantile(0.99));
         let phase = if shared.in_setup() { "setup" } else { "run" };
         eprint!(
             "\r[{:>5.1}s {phase:>5}] sent {:>9} ok {:>9} rate {:>8.0}/s outstanding {:>6} errors {:>6} NOTIFYs {:>9} p99 {:>7} µs ",
@@ -234,10 +196,7 @@ fn run(args: &RunArgs, target: SocketAddr) -> Result<Report, String> {
     if !args.quiet {
         eprintln!();
     }
-    let results = handles
-        .into_iter()
-        .map(|h| h.join().expect("worker"))
-        .collect::<Result<Vec<_>, String>>()?;
+    let results = handles.into_iter().map(|h| h.join().expect("worker")).collect::<Result<Vec<_>, String>>()?;
     let info = RunInfo {
         scenario: scenario.name().into(),
         target: target.to_string(),
@@ -264,23 +223,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Baseline(args)) => {
-            let (addr, stop) =
-                match loadgen::baseline::start_responder("127.0.0.1:0".parse().unwrap()) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        eprintln!("loadgen: cannot start the baseline responder: {e}");
-                        return ExitCode::from(1);
-                    }
-                };
+            let (addr, stop) = match loadgen::baseline::start_responder("127.0.0.1:0".parse().unwrap()) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("loadgen: cannot start the baseline responder: {e}");
+                    return ExitCode::from(1);
+                }
+            };
             let mut args = args;
             // The responder answers every request 200 and keeps no state:
             // its ceiling is measured with REGISTERs or with PUBLISHes (the
             // same messages as a `publish` run, so the two compare).
             if !matches!(args.scenario.as_str(), "register" | "publish") {
-                eprintln!(
-                    "loadgen: baseline runs the register or publish messages, not {:?}",
-                    args.scenario
-                );
+                eprintln!("loadgen: baseline runs the register or publish messages, not {:?}", args.scenario);
                 return ExitCode::from(2);
             }
             args.transport = "udp".into();
@@ -299,12 +254,7 @@ fn main() -> ExitCode {
         }
         None => {
             let args = cli.run;
-            let target = match args
-                .target
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut a| a.next())
-            {
+            let target = match args.target.to_socket_addrs().ok().and_then(|mut a| a.next()) {
                 Some(t) => t,
                 None => {
                     eprintln!("loadgen: cannot resolve --target {:?}", args.target);

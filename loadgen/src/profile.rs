@@ -38,14 +38,8 @@ impl Profile {
     /// Reads `path`, or the shipped profile when there is none.
     pub fn load(path: Option<&Path>) -> Result<Profile, String> {
         let (text, name) = match path {
-            Some(p) => (
-                std::fs::read_to_string(p).map_err(|e| format!("profile {}: {e}", p.display()))?,
-                p.display().to_string(),
-            ),
-            None => (
-                DEFAULT_PROFILE.to_string(),
-                "the shipped busy-hour profile".into(),
-            ),
+            Some(p) => (std::fs::read_to_string(p).map_err(|e| format!("profile {}: {e}", p.display()))?, p.display().to_string()),
+            None => (DEFAULT_PROFILE.to_string(), "the shipped busy-hour profile".into()),
         };
         let p: Profile = toml::from_str(&text).map_err(|e| format!("profile {name}: {e}"))?;
         p.check().map_err(|e| format!("profile {name}: {e}"))?;
@@ -53,11 +47,7 @@ impl Profile {
     }
 
     fn check(&self) -> Result<(), String> {
-        let rates = [
-            self.registrations_per_hour,
-            self.publications_per_hour,
-            self.subscriptions_per_hour,
-        ];
+        let rates = [self.registrations_per_hour, self.publications_per_hour, self.subscriptions_per_hour];
         if rates.iter().any(|r| !r.is_finite() || *r < 0.0) || rates.iter().sum::<f64>() <= 0.0 {
             return Err("the per-hour rates must be non-negative and not all zero".into());
         }
@@ -78,11 +68,7 @@ impl Profile {
 
     /// Relative weights of REGISTER, PUBLISH and SUBSCRIBE.
     pub fn weights(&self) -> [f64; 3] {
-        [
-            self.registrations_per_hour,
-            self.publications_per_hour,
-            self.subscriptions_per_hour,
-        ]
+        [self.registrations_per_hour, self.publications_per_hour, self.subscriptions_per_hour]
     }
 }
 
@@ -95,11 +81,7 @@ mod tests {
         let p = Profile::load(None).unwrap();
         assert_eq!(p.watchers_per_presentity, 4);
         // 9 transactions per subscriber-hour, 60x: 100,000 users -> 15,000/s.
-        assert!(
-            (p.rate(100_000) - 15_000.0).abs() < 1e-6,
-            "{}",
-            p.rate(100_000)
-        );
+        assert!((p.rate(100_000) - 15_000.0).abs() < 1e-6, "{}", p.rate(100_000));
     }
 
     #[test]

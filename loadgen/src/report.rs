@@ -17,13 +17,7 @@ pub struct Latency {
 
 impl Latency {
     fn of(h: &Histogram<u64>) -> Latency {
-        Latency {
-            p50: h.value_at_quantile(0.5),
-            p90: h.value_at_quantile(0.9),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        }
+        Latency { p50: h.value_at_quantile(0.5), p90: h.value_at_quantile(0.9), p99: h.value_at_quantile(0.99), p999: h.value_at_quantile(0.999), max: h.max() }
     }
 }
 
@@ -53,12 +47,7 @@ pub struct SetupReport {
 impl SetupReport {
     fn add(total: &mut Option<SetupReport>, part: Option<SetupResult>) {
         if let Some(s) = part {
-            let t = total.get_or_insert(SetupReport {
-                subscriptions: 0,
-                ok: 0,
-                failed: 0,
-                duration_s: 0.0,
-            });
+            let t = total.get_or_insert(SetupReport { subscriptions: 0, ok: 0, failed: 0, duration_s: 0.0 });
             t.subscriptions += s.subscriptions;
             t.ok += s.ok;
             t.failed += s.failed;
@@ -168,30 +157,10 @@ impl Report {
         }
         examples.truncate(5);
         let duration_s = duration_s.max(1e-9);
-        let ok: u64 = statuses
-            .iter()
-            .filter(|(s, _)| (200..300).contains(*s))
-            .map(|(_, n)| n)
-            .sum();
-        let by_status = statuses
-            .iter()
-            .filter(|(s, _)| !(200..300).contains(*s))
-            .map(|(s, n)| (s.to_string(), *n))
-            .collect();
-        let by_kind = Kind::ALL
-            .iter()
-            .zip(kinds)
-            .filter(|(_, c)| c.sent > 0)
-            .map(|(k, c)| {
-                (
-                    k.name().to_string(),
-                    KindReport {
-                        sent: c.sent,
-                        ok: c.ok,
-                    },
-                )
-            })
-            .collect();
+        let ok: u64 = statuses.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| n).sum();
+        let by_status = statuses.iter().filter(|(s, _)| !(200..300).contains(*s)).map(|(s, n)| (s.to_string(), *n)).collect();
+        let by_kind =
+            Kind::ALL.iter().zip(kinds).filter(|(_, c)| c.sent > 0).map(|(k, c)| (k.name().to_string(), KindReport { sent: c.sent, ok: c.ok })).collect();
         Report {
             messages: info.scenario.clone(),
             scenario: info.scenario,
@@ -202,10 +171,7 @@ impl Report {
             duration_s,
             sent,
             ok,
-            errors: Errors {
-                by_status,
-                timeout: timeouts,
-            },
+            errors: Errors { by_status, timeout: timeouts },
             throughput_per_s: ok as f64 / duration_s,
             latency_us: Latency::of(&latency),
             retransmissions: retrans,
@@ -235,10 +201,7 @@ impl Report {
         let l = &self.latency_us;
         let mut out = String::new();
         if let Some(s) = &self.setup {
-            out += &format!(
-                "setup: {} standing subscriptions, {} accepted, {} failed, in {:.2} s\n",
-                s.subscriptions, s.ok, s.failed, s.duration_s
-            );
+            out += &format!("setup: {} standing subscriptions, {} accepted, {} failed, in {:.2} s\n", s.subscriptions, s.ok, s.failed, s.duration_s);
         }
         out += &format!(
             "{} over {} against {}: {} sent, {} ok, {} errors ({:?}, {} timeouts) in {:.2} s\n\
@@ -260,11 +223,7 @@ throughput {:.0}/s; latency µs p50 {} p90 {} p99 {} p99.9 {} max {}\n",
             l.max
         );
         if self.by_kind.len() > 1 {
-            let kinds: Vec<String> = self
-                .by_kind
-                .iter()
-                .map(|(k, c)| format!("{k} {}/{}", c.ok, c.sent))
-                .collect();
+            let kinds: Vec<String> = self.by_kind.iter().map(|(k, c)| format!("{k} {}/{}", c.ok, c.sent)).collect();
             out += &format!("by kind (ok/sent): {}\n", kinds.join(", "));
         }
         let n = &self.notify;
@@ -279,18 +238,11 @@ throughput {:.0}/s; latency µs p50 {} p90 {} p99 {} p99.9 {} max {}\n",
             }
         }
         if let Some(t) = &self.teardown {
-            out += &format!(
-                "teardown: {} subscriptions ended, {} left open\n",
-                t.ok, t.failed
-            );
+            out += &format!("teardown: {} subscriptions ended, {} left open\n", t.ok, t.failed);
         }
         out += &format!(
             "retransmissions {}, unmatched {}, connection errors {}, loadgen CPU {:.2} s, peak RSS {:.0} MiB",
-            self.retransmissions,
-            self.unmatched,
-            self.connection_errors,
-            self.cpu_s,
-            self.max_rss_mib
+            self.retransmissions, self.unmatched, self.connection_errors, self.cpu_s, self.max_rss_mib
         );
         out
     }

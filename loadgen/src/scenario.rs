@@ -23,21 +23,10 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [
-        Scenario::Register,
-        Scenario::Publish,
-        Scenario::Subscribe,
-        Scenario::Fanout,
-        Scenario::Mixed,
-    ];
+    pub const ALL: [Scenario; 5] = [Scenario::Register, Scenario::Publish, Scenario::Subscribe, Scenario::Fanout, Scenario::Mixed];
 
     pub fn parse(s: &str) -> Result<Scenario, String> {
-        Scenario::ALL
-            .into_iter()
-            .find(|c| c.name() == s)
-            .ok_or_else(|| {
-                format!("scenario {s:?}: use one of register, publish, subscribe, fanout, mixed")
-            })
+        Scenario::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| format!("scenario {s:?}: use one of register, publish, subscribe, fanout, mixed"))
     }
     pub fn name(self) -> &'static str {
         match self {
@@ -96,11 +85,7 @@ pub const BRANCH_PREFIX: &[u8] = b"z9hG4bK-lg";
 
 /// Transaction number from a branch this load generator made.
 pub fn parse_branch(b: &[u8]) -> Option<u64> {
-    u64::from_str_radix(
-        std::str::from_utf8(b.strip_prefix(BRANCH_PREFIX)?).ok()?,
-        16,
-    )
-    .ok()
+    u64::from_str_radix(std::str::from_utf8(b.strip_prefix(BRANCH_PREFIX)?).ok()?, 16).ok()
 }
 
 pub fn aor(u: usize, domain: &str) -> String {
@@ -109,11 +94,7 @@ pub fn aor(u: usize, domain: &str) -> String {
 
 impl Ctx<'_> {
     fn via(&self, branch: u64) -> String {
-        format!(
-            "SIP/2.0/{} {};rport;branch=z9hG4bK-lg{branch:x}",
-            self.transport.via(),
-            self.local
-        )
+        format!("SIP/2.0/{} {};rport;branch=z9hG4bK-lg{branch:x}", self.transport.via(), self.local)
     }
     fn contact(&self, user: &str) -> String {
         format!("<sip:{user}@{}{}>", self.local, self.transport.uri_param())
@@ -135,23 +116,14 @@ Call-ID: reg-{u}@loadgen\r\nCSeq: {cseq} REGISTER\r\nContact: {}\r\nExpires: {ex
     /// without `etag`, a modify with it. The tuple id names the run, so a
     /// server that keeps the first of two tuples with one id (Kamailio)
     /// still shows this run's next to what earlier runs left.
-    pub fn publish(
-        &self,
-        branch: u64,
-        u: usize,
-        cseq: u32,
-        etag: Option<&[u8]>,
-        marker: Marker,
-    ) -> Vec<u8> {
+    pub fn publish(&self, branch: u64, u: usize, cseq: u32, etag: Option<&[u8]>, marker: Marker) -> Vec<u8> {
         let aor = aor(u, self.domain);
         let doc = format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{aor}\">\
 <tuple id=\"lg{:x}\"><status><basic>open</basic></status><contact>sip:ue{u}@{}</contact><note>{marker}</note></tuple></presence>\n",
             marker.run, self.local
         );
-        let if_match = etag
-            .map(|e| format!("SIP-If-Match: {}\r\n", String::from_utf8_lossy(e)))
-            .unwrap_or_default();
+        let if_match = etag.map(|e| format!("SIP-If-Match: {}\r\n", String::from_utf8_lossy(e))).unwrap_or_default();
         format!(
             "PUBLISH {aor} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <{aor}>;tag=p{u}\r\nTo: <{aor}>\r\n\
 Call-ID: pub-{u}-{cseq}@loadgen\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\n{if_match}Expires: 3600\r\n\
@@ -180,15 +152,7 @@ Content-Length: 0\r\n\r\n",
     /// presence: a new dialog without `to_tag`, else a refresh (or with
     /// Expires 0 the end) of the dialog. The From tag names the worker's
     /// watch slot, so the NOTIFYs (which carry it as their To tag) find it.
-    pub fn subscribe(
-        &self,
-        branch: u64,
-        watcher: &str,
-        watch: usize,
-        presentity: usize,
-        expires: u32,
-        to_tag: Option<&[u8]>,
-    ) -> Vec<u8> {
+    pub fn subscribe(&self, branch: u64, watcher: &str, watch: usize, presentity: usize, expires: u32, to_tag: Option<&[u8]>) -> Vec<u8> {
         let (aor, domain, run) = (aor(presentity, self.domain), self.domain, self.run);
         let (to_tag, cseq) = match to_tag {
             Some(t) => (format!(";tag={}", String::from_utf8_lossy(t)), 2),
@@ -230,11 +194,7 @@ pub struct Marker {
 
 impl std::fmt::Display for Marker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "lg:{:x}:{}:{}:{}",
-            self.run, self.presentity, self.seq, self.sent_us
-        )
+        write!(f, "lg:{:x}:{}:{}:{}", self.run, self.presentity, self.seq, self.sent_us)
     }
 }
 
@@ -264,24 +224,14 @@ mod tests {
     use presence_engine::sip::{Limits, Message};
 
     fn ctx(transport: TransportKind) -> Ctx<'static> {
-        Ctx {
-            domain: "example.com",
-            run: 1,
-            transport,
-            local: "127.0.0.1:4000".parse().unwrap(),
-        }
+        Ctx { domain: "example.com", run: 1, transport, local: "127.0.0.1:4000".parse().unwrap() }
     }
 
     #[test]
     fn requests_parse_and_carry_their_ids() {
         for t in [TransportKind::Udp, TransportKind::Tcp] {
             let c = ctx(t);
-            let marker = Marker {
-                run: 0xabc,
-                presentity: 7,
-                seq: 3,
-                sent_us: 99,
-            };
+            let marker = Marker { run: 0xabc, presentity: 7, seq: 3, sent_us: 99 };
             for bytes in [
                 c.register(0x2a, 7, 1, 3600),
                 c.publish(0x2a, 7, 1, Some(b"e1"), marker),

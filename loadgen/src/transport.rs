@@ -51,12 +51,7 @@ impl TransportKind {
 
 enum Sock {
     Udp(UdpSocket),
-    Tcp {
-        stream: TcpStream,
-        framer: Box<StreamFramer>,
-        unsent: Vec<u8>,
-        open: bool,
-    },
+    Tcp { stream: TcpStream, framer: Box<StreamFramer>, unsent: Vec<u8>, open: bool },
 }
 
 struct Flow {
@@ -85,11 +80,7 @@ pub struct Transport {
 impl Transport {
     /// Opens `n` flows to `target`.
     pub fn open(kind: TransportKind, target: SocketAddr, n: usize) -> io::Result<Transport> {
-        let local_ip = if target.ip().is_loopback() {
-            target.ip()
-        } else {
-            wildcard(target).ip()
-        };
+        let local_ip = if target.ip().is_loopback() { target.ip() } else { wildcard(target).ip() };
         // What Via and Contact carry when bound to the wildcard address.
         let mut advertised_ip = None;
         let mut flows = Vec::with_capacity(n);
@@ -106,10 +97,7 @@ impl Transport {
                         };
                         local.set_ip(ip);
                     }
-                    Flow {
-                        local,
-                        sock: Sock::Udp(s),
-                    }
+                    Flow { local, sock: Sock::Udp(s) }
                 }
                 TransportKind::Tcp => {
                     let stream = TcpStream::connect(target)?;
@@ -117,35 +105,13 @@ impl Transport {
                     stream.set_nonblocking(true)?;
                     let local = stream.local_addr()?;
                     let framer = Box::new(StreamFramer::new(Limits::default()));
-                    Flow {
-                        local,
-                        sock: Sock::Tcp {
-                            stream,
-                            framer,
-                            unsent: Vec::new(),
-                            open: true,
-                        },
-                    }
+                    Flow { local, sock: Sock::Tcp { stream, framer, unsent: Vec::new(), open: true } }
                 }
             };
             flows.push(flow);
         }
-        let fds = flows
-            .iter()
-            .map(|f| libc::pollfd {
-                fd: f.raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
-            .collect();
-        Ok(Transport {
-            kind,
-            target,
-            flows,
-            fds,
-            buf: vec![0u8; 65536],
-            connection_errors: 0,
-        })
+        let fds = flows.iter().map(|f| libc::pollfd { fd: f.raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+        Ok(Transport { kind, target, flows, fds, buf: vec![0u8; 65536], connection_errors: 0 })
     }
 
     pub fn kind(&self) -> TransportKind {
@@ -174,12 +140,7 @@ impl Transport {
                 // A full socket buffer loses the datagram; Timer E resends it.
                 let _ = s.send_to(bytes, dest);
             }
-            Sock::Tcp {
-                stream,
-                unsent,
-                open,
-                ..
-            } => {
+            Sock::Tcp { stream, unsent, open, .. } => {
                 if !*open {
                     return;
                 }
@@ -208,19 +169,10 @@ impl Transport {
                         };
                         let at = data.len();
                         data.extend_from_slice(&self.buf[..n]);
-                        out.push(Incoming {
-                            flow: i,
-                            from,
-                            range: at..at + n,
-                        });
+                        out.push(Incoming { flow: i, from, range: at..at + n });
                     }
                 }
-                Sock::Tcp {
-                    stream,
-                    framer,
-                    unsent,
-                    open,
-                } => {
+                Sock::Tcp { stream, framer, unsent, open } => {
                     if !*open {
                         continue;
                     }
@@ -255,11 +207,7 @@ impl Transport {
                                 let bytes = raw.as_bytes();
                                 let at = data.len();
                                 data.extend_from_slice(bytes);
-                                out.push(Incoming {
-                                    flow: i,
-                                    from: target,
-                                    range: at..at + bytes.len(),
-                                });
+                                out.push(Incoming { flow: i, from: target, range: at..at + bytes.len() });
                             }
                             Ok(Some(Frame::Ping)) => {
                                 let _ = stream.write(b"\r\n");
@@ -314,11 +262,7 @@ fn local_ip_towards(target: SocketAddr) -> io::Result<std::net::IpAddr> {
 
 /// Port 0 on the wildcard address of `target`'s family.
 fn wildcard(target: SocketAddr) -> SocketAddr {
-    let ip: std::net::IpAddr = if target.is_ipv4() {
-        std::net::Ipv4Addr::UNSPECIFIED.into()
-    } else {
-        std::net::Ipv6Addr::UNSPECIFIED.into()
-    };
+    let ip: std::net::IpAddr = if target.is_ipv4() { std::net::Ipv4Addr::UNSPECIFIED.into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
     SocketAddr::new(ip, 0)
 }
 

@@ -37,49 +37,20 @@ fn free_port() -> u16 {
 }
 
 fn kamailio() -> Option<Kamailio> {
-    let installed = Command::new("kamailio")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let installed = Command::new("kamailio").arg("-v").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
     if !installed || !std::path::Path::new(MODULES).exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install kamailio and kamailio-presence-modules (.ci/run does)"
-        );
-        eprintln!(
-            "kamailio or its presence modules are not installed: skipping (apt-get install kamailio kamailio-presence-modules)"
-        );
+        assert!(std::env::var_os("CI").is_none(), "CI must install kamailio and kamailio-presence-modules (.ci/run does)");
+        eprintln!("kamailio or its presence modules are not installed: skipping (apt-get install kamailio kamailio-presence-modules)");
         return None;
     }
     let port = free_port();
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/kamailio/kamailio.cfg"
-    ))
-    .unwrap();
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/kamailio/kamailio.cfg")).unwrap();
     let cfg = std::env::temp_dir().join(format!("kamailio-{}-{port}.cfg", std::process::id()));
-    std::fs::write(
-        &cfg,
-        shipped.replace("127.0.0.1:5070", &format!("127.0.0.1:{port}")),
-    )
-    .unwrap();
-    let log =
-        std::fs::File::create(std::env::temp_dir().join(format!("kamailio-{port}.log"))).unwrap();
+    std::fs::write(&cfg, shipped.replace("127.0.0.1:5070", &format!("127.0.0.1:{port}"))).unwrap();
+    let log = std::fs::File::create(std::env::temp_dir().join(format!("kamailio-{port}.log"))).unwrap();
     use std::os::unix::process::CommandExt;
     let child = Command::new("kamailio")
-        .args([
-            "-f",
-            cfg.to_str().unwrap(),
-            "-DD",
-            "-E",
-            "-m",
-            "256",
-            "-M",
-            "16",
-            "-Y",
-            std::env::temp_dir().to_str().unwrap(),
-        ])
+        .args(["-f", cfg.to_str().unwrap(), "-DD", "-E", "-m", "256", "-M", "16", "-Y", std::env::temp_dir().to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(log)
         .process_group(0)
@@ -88,8 +59,7 @@ fn kamailio() -> Option<Kamailio> {
     let k = Kamailio { child, port };
     // Ready when it answers OPTIONS.
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let me = sock.local_addr().unwrap();
     let options = format!(
         "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-ready\r\nMax-Forwards: 70\r\nFrom: <sip:t@example.com>;tag=1\r\n\
@@ -114,47 +84,18 @@ fn every_scenario_runs_against_kamailio() {
     let target = format!("127.0.0.1:{}", k.port);
     for transport in ["udp", "tcp"] {
         for scenario in ["register", "publish", "subscribe"] {
-            let v = loadgen_at(
-                &target,
-                transport,
-                scenario,
-                &[
-                    "--count",
-                    "800",
-                    "--users",
-                    "200",
-                    "--max-outstanding",
-                    "16",
-                ],
-            );
+            let v = loadgen_at(&target, transport, scenario, &["--count", "800", "--users", "200", "--max-outstanding", "16"]);
             assert_eq!(v["ok"], 800, "{scenario} over {transport}: {v}");
             if scenario == "publish" {
                 assert_eq!(v["publish_refreshes"], 200, "one refresh per user: {v}");
             }
             assert_eq!(v["errors"]["timeout"], 0, "{v}");
         }
-        let v = loadgen_at(
-            &target,
-            transport,
-            "fanout",
-            &[
-                "--presentities",
-                "4",
-                "--watchers",
-                "25",
-                "--count",
-                "20",
-                "--max-outstanding",
-                "2",
-            ],
-        );
+        let v = loadgen_at(&target, transport, "fanout", &["--presentities", "4", "--watchers", "25", "--count", "20", "--max-outstanding", "2"]);
         assert_eq!(v["setup"]["ok"], 100, "{v}");
         assert_eq!(v["ok"], 20, "{v}");
         // Kamailio does not rate-limit NOTIFYs: each PUBLISH reaches its 25 watchers.
         assert_eq!(v["notify"]["received"], 500, "{v}");
-        assert!(
-            v["notify"]["publish_to_notify_us"]["p50"].as_u64().unwrap() > 0,
-            "{v}"
-        );
+        assert!(v["notify"]["publish_to_notify_us"]["p50"].as_u64().unwrap() > 0, "{v}");
     }
 }

@@ -26,23 +26,8 @@ fn scenarios_against_presenced() {
     let target = srv.local_addr().to_string();
     for transport in ["udp", "tcp"] {
         for scenario in ["register", "publish"] {
-            let v = loadgen_at(
-                &target,
-                transport,
-                scenario,
-                &[
-                    "--count",
-                    "2000",
-                    "--users",
-                    "500",
-                    "--max-outstanding",
-                    "64",
-                ],
-            );
-            assert_eq!(
-                (v["scenario"].as_str(), v["transport"].as_str()),
-                (Some(scenario), Some(transport))
-            );
+            let v = loadgen_at(&target, transport, scenario, &["--count", "2000", "--users", "500", "--max-outstanding", "64"]);
+            assert_eq!((v["scenario"].as_str(), v["transport"].as_str()), (Some(scenario), Some(transport)));
             assert_eq!(v["sent"], 2000, "{v}");
             assert_eq!(v["ok"], 2000, "every request answered 2xx: {v}");
             assert_eq!(v["errors"]["timeout"], 0);
@@ -54,44 +39,16 @@ fn scenarios_against_presenced() {
         }
         // Subscribe: each SUBSCRIBE is answered, its NOTIFY answered 200
         // and checked, and every subscription is ended afterwards.
-        let v = loadgen_at(
-            &target,
-            transport,
-            "subscribe",
-            &[
-                "--count",
-                "400",
-                "--users",
-                "100",
-                "--max-outstanding",
-                "32",
-            ],
-        );
+        let v = loadgen_at(&target, transport, "subscribe", &["--count", "400", "--users", "100", "--max-outstanding", "32"]);
         assert_eq!(v["ok"], 400, "{v}");
         assert_eq!(v["notifies"], 400, "one NOTIFY per new subscription: {v}");
         assert_eq!(v["notify"]["pidf_validated"], 400, "{v}");
         assert_eq!(v["teardown"]["ok"], 400, "{v}");
     }
     // An open-loop run at a fixed rate for a fixed time.
-    let v = loadgen(&[
-        "--target",
-        &target,
-        "--scenario",
-        "register",
-        "--rate",
-        "2000",
-        "--duration",
-        "1",
-        "--ramp",
-        "0.2",
-        "--users",
-        "200",
-    ]);
+    let v = loadgen(&["--target", &target, "--scenario", "register", "--rate", "2000", "--duration", "1", "--ramp", "0.2", "--users", "200"]);
     let sent = v["sent"].as_u64().unwrap();
-    assert!(
-        (1500..=2200).contains(&sent),
-        "about 2000/s for 1 s (ramp 0.2 s): {sent}"
-    );
+    assert!((1500..=2200).contains(&sent), "about 2000/s for 1 s (ramp 0.2 s): {sent}");
     srv.shutdown();
 }
 
@@ -101,21 +58,7 @@ fn fanout_delivers_every_version_to_every_watcher() {
     let srv = server(0);
     let target = srv.local_addr().to_string();
     for transport in ["udp", "tcp"] {
-        let v = loadgen_at(
-            &target,
-            transport,
-            "fanout",
-            &[
-                "--presentities",
-                "3",
-                "--watchers",
-                "40",
-                "--count",
-                "30",
-                "--max-outstanding",
-                "2",
-            ],
-        );
+        let v = loadgen_at(&target, transport, "fanout", &["--presentities", "3", "--watchers", "40", "--count", "30", "--max-outstanding", "2"]);
         assert_eq!(v["setup"]["subscriptions"], 120, "{v}");
         assert_eq!(v["setup"]["ok"], 120, "{v}");
         assert_eq!(v["ok"], 30, "every PUBLISH of the storm accepted: {v}");
@@ -126,11 +69,7 @@ fn fanout_delivers_every_version_to_every_watcher() {
         let notifies = v["notify"]["received"].as_u64().unwrap();
         assert!((120..=1200).contains(&notifies), "{notifies} NOTIFYs: {v}");
         let lat = &v["notify"]["publish_to_notify_us"];
-        assert!(
-            lat["p50"].as_u64().unwrap() > 0
-                && lat["max"].as_u64().unwrap() >= lat["p50"].as_u64().unwrap(),
-            "{v}"
-        );
+        assert!(lat["p50"].as_u64().unwrap() > 0 && lat["max"].as_u64().unwrap() >= lat["p50"].as_u64().unwrap(), "{v}");
         assert_eq!(v["teardown"]["ok"], 120, "{v}");
     }
     srv.shutdown();
@@ -147,43 +86,18 @@ fn mixed_replays_a_profile() {
         "registrations_per_hour = 6.0\npublications_per_hour = 24.0\nsubscriptions_per_hour = 6.0\nwatchers_per_presentity = 3\ntime_scale = 1000.0\n",
     )
     .unwrap();
-    let v = loadgen(&[
-        "--target",
-        &target,
-        "--scenario",
-        "mixed",
-        "--users",
-        "100",
-        "--duration",
-        "2",
-        "--ramp",
-        "0.1",
-        "--profile",
-        profile.to_str().unwrap(),
-    ]);
+    let v =
+        loadgen(&["--target", &target, "--scenario", "mixed", "--users", "100", "--duration", "2", "--ramp", "0.1", "--profile", profile.to_str().unwrap()]);
     let _ = std::fs::remove_file(&profile);
-    assert_eq!(
-        v["setup"]["subscriptions"], 300,
-        "3 standing watchers per user: {v}"
-    );
+    assert_eq!(v["setup"]["subscriptions"], 300, "3 standing watchers per user: {v}");
     assert_eq!(v["setup"]["ok"], 300, "{v}");
     let sent = v["sent"].as_u64().unwrap();
-    assert!(
-        (1500..=2100).contains(&sent),
-        "the profile's 1000/s for 2 s (ramp 0.1 s): {sent}"
-    );
+    assert!((1500..=2100).contains(&sent), "the profile's 1000/s for 2 s (ramp 0.1 s): {sent}");
     // The kinds in the profile's proportions 1:4:1.
     let kind = |k: &str| v["by_kind"][k]["sent"].as_u64().unwrap() as f64 / sent as f64;
-    assert!(
-        (kind("register") - 1.0 / 6.0).abs() < 0.02 && (kind("publish") - 4.0 / 6.0).abs() < 0.02,
-        "{}",
-        v["by_kind"]
-    );
+    assert!((kind("register") - 1.0 / 6.0).abs() < 0.02 && (kind("publish") - 4.0 / 6.0).abs() < 0.02, "{}", v["by_kind"]);
     assert_eq!(v["ok"], v["sent"], "{v}");
-    assert!(
-        v["notify"]["received"].as_u64().unwrap() > sent,
-        "publications reach the standing watchers: {v}"
-    );
+    assert!(v["notify"]["received"].as_u64().unwrap() > sent, "publications reach the standing watchers: {v}");
     srv.shutdown();
 }
 
@@ -191,21 +105,10 @@ fn mixed_replays_a_profile() {
 fn a_million_simulated_users_fit_in_memory() {
     // Every one of a million users sends a REGISTER (to the stateless
     // baseline responder, so only the load generator's memory is measured).
-    let v = loadgen(&[
-        "baseline",
-        "--users",
-        "1000000",
-        "--count",
-        "1000000",
-        "--max-outstanding",
-        "512",
-    ]);
+    let v = loadgen(&["baseline", "--users", "1000000", "--count", "1000000", "--max-outstanding", "512"]);
     assert_eq!(v["ok"], 1_000_000, "{v}");
     let rss = v["max_rss_mib"].as_f64().unwrap();
-    assert!(
-        rss > 0.0 && rss < 1024.0,
-        "peak RSS {rss} MiB for a million users"
-    );
+    assert!(rss > 0.0 && rss < 1024.0, "peak RSS {rss} MiB for a million users");
 }
 
 #[test]
@@ -217,29 +120,14 @@ fn baseline_measures_the_host() {
 
 #[test]
 fn bad_arguments_are_clear_errors() {
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_loadgen"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_loadgen")).args(args).output().unwrap();
     let out = run(&["--scenario", "storm", "--count", "1"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("use one of register, publish, subscribe, fanout, mixed")
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use one of register, publish, subscribe, fanout, mixed"));
     let out = run(&["--transport", "sctp", "--count", "1"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("use udp or tcp"));
-    let out = run(&[
-        "--scenario",
-        "mixed",
-        "--profile",
-        "/nonexistent.toml",
-        "--count",
-        "1",
-    ]);
+    let out = run(&["--scenario", "mixed", "--profile", "/nonexistent.toml", "--count", "1"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml"));
     let help = run(&["--help"]);

@@ -116,7 +116,10 @@ mod tests {
             report("baseline", 10, 10, 100_000.0, None),
         ])
         .unwrap();
-        assert_eq!((c.register, c.publish, c.subscribe, c.notify, c.baseline), (Some(80_000.0), Some(60_000.0), Some(30_000.0), Some(90_000.0), Some(100_000.0)));
+        assert_eq!(
+            (c.register, c.publish, c.subscribe, c.notify, c.baseline),
+            (Some(80_000.0), Some(60_000.0), Some(30_000.0), Some(90_000.0), Some(100_000.0))
+        );
         assert!(c.warnings.is_empty());
     }
 

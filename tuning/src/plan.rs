@@ -81,7 +81,8 @@ impl Plan {
             if demand <= 0.0 {
                 continue;
             }
-            let cap = cap.ok_or_else(|| format!("the busy hour has {kind} traffic but no report measured it: run `loadgen --scenario {scenario} --report ...`"))?;
+            let cap =
+                cap.ok_or_else(|| format!("the busy hour has {kind} traffic but no report measured it: run `loadgen --scenario {scenario} --report ...`"))?;
             lines.push(Line { kind, demand_per_s: demand, capacity_per_s: cap, host_share: demand / cap });
         }
         let utilization: f64 = lines.iter().map(|l| l.host_share).sum();
@@ -141,7 +142,14 @@ mod tests {
 
     #[test]
     fn hosts_cover_the_sum_of_shares_at_the_target() {
-        let cap = Capacity { register: Some(40_000.0), publish: Some(30_000.0), subscribe: Some(10_000.0), notify: Some(60_000.0), baseline: Some(100_000.0), warnings: vec![] };
+        let cap = Capacity {
+            register: Some(40_000.0),
+            publish: Some(30_000.0),
+            subscribe: Some(10_000.0),
+            notify: Some(60_000.0),
+            baseline: Some(100_000.0),
+            warnings: vec![],
+        };
         let d = Demand::of(&profile(), 36_000_000); // 20k REGISTER, 60k PUBLISH, 10k SUBSCRIBE, 240k NOTIFY per second
         let p = Plan::build(36_000_000, d, &cap, 0.5).unwrap();
         // 0.5 + 2 + 1 + 4 = 7.5 hosts at 100 %; 15 at 50 %.

@@ -57,7 +57,8 @@ fn plan_from_real_reports_matches_the_model() {
 
 #[test]
 fn missing_or_mixed_reports_are_clear_errors() {
-    let without_fanout = tuning(&["--subscribers", "1000", &fixture("presenced-2-register"), &fixture("presenced-2-publish"), &fixture("presenced-2-subscribe")]);
+    let without_fanout =
+        tuning(&["--subscribers", "1000", &fixture("presenced-2-register"), &fixture("presenced-2-publish"), &fixture("presenced-2-subscribe")]);
     assert_eq!(without_fanout.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&without_fanout.stderr).contains("--scenario fanout"));
     let twice = tuning(&["--subscribers", "1000", &fixture("presenced-2-publish"), &fixture("presenced-2-publish")]);

@@ -199,7 +199,15 @@ fn main() -> ExitCode {
     tracing::info!(signal = sig, "shutting down");
     let stats = server.shutdown();
     for (i, s) in stats.iter().enumerate() {
-        tracing::info!(shard = i, requests = s.requests, responses = s.responses_sent, malformed = s.malformed, forwarded = s.forwarded, retransmissions = s.retransmissions, "shard stopped");
+        tracing::info!(
+            shard = i,
+            requests = s.requests,
+            responses = s.responses_sent,
+            malformed = s.malformed,
+            forwarded = s.forwarded,
+            retransmissions = s.retransmissions,
+            "shard stopped"
+        );
     }
     ExitCode::SUCCESS
 }

@@ -6,7 +6,6 @@
 //! minting shard's id, so an in-dialog request or a response is routed to
 //! its state in O(1) without a shared lookup table.
 
-
 /// Fixed seeds: the owner of an AOR must not change across restarts or
 /// differ between shards.
 const SEEDS: [u64; 4] = [0x9e37_79b9_7f4a_7c15, 0xbf58_476d_1ce4_e5b9, 0x94d0_49bb_1331_11eb, 0x2545_f491_4f6c_dd1d];

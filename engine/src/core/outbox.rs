@@ -22,23 +22,54 @@ pub enum CoreMsg {
     Forward(Forward),
     /// The watcher's shard asks the presentity's shard: may `watcher`
     /// watch `aor`? The answer carries the current document.
-    Watch { ask: u64, from: u16, aor: Box<[u8]>, watcher: Box<[u8]> },
-    WatchAnswer { ask: u64, action: crate::presence::authz::Action, version: u64, doc: Arc<[u8]> },
+    Watch {
+        ask: u64,
+        from: u16,
+        aor: Box<[u8]>,
+        watcher: Box<[u8]>,
+    },
+    WatchAnswer {
+        ask: u64,
+        action: crate::presence::authz::Action,
+        version: u64,
+        doc: Arc<[u8]>,
+    },
     /// The presentity's own winfo subscription (RFC 3857) asks for the
     /// watcher list and its changes.
-    WatchInfo { ask: u64, from: u16, aor: Box<[u8]> },
-    WatchInfoAnswer { ask: u64, watchers: Vec<crate::presence::winfo::WatcherState> },
+    WatchInfo {
+        ask: u64,
+        from: u16,
+        aor: Box<[u8]>,
+    },
+    WatchInfoAnswer {
+        ask: u64,
+        watchers: Vec<crate::presence::winfo::WatcherState>,
+    },
     /// A watcher of `aor` came, went or changed status: for the shards
     /// holding winfo subscriptions to `aor`.
-    WatcherChange { aor: Box<[u8]>, change: crate::presence::winfo::WatcherState },
+    WatcherChange {
+        aor: Box<[u8]>,
+        change: crate::presence::winfo::WatcherState,
+    },
     /// The subscription of `from` made with `ask` ended.
-    Unwatch { aor: Box<[u8]>, from: u16, ask: u64 },
+    Unwatch {
+        aor: Box<[u8]>,
+        from: u16,
+        ask: u64,
+    },
     /// The presentity's policy for the subscription made with `ask`
     /// changed (a reloaded configuration).
-    Authorize { ask: u64, action: crate::presence::authz::Action },
+    Authorize {
+        ask: u64,
+        action: crate::presence::authz::Action,
+    },
     /// A new version of `aor`'s document for the shard's watchers: one
     /// shared copy per shard, whatever the number of watchers.
-    Document { aor: Box<[u8]>, version: u64, doc: Arc<[u8]> },
+    Document {
+        aor: Box<[u8]>,
+        version: u64,
+        doc: Arc<[u8]>,
+    },
 }
 
 /// What happened, for logs and for tests that observe the server from the

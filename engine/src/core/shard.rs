@@ -5,11 +5,11 @@
 use super::capabilities;
 use super::ids;
 use super::outbox::{CoreMsg, Event, Forward, Outbox};
-use super::reply::HandlerReply;
 use super::peer::{Peer, Transmit};
+use super::reply::HandlerReply;
 use super::transaction::{ClientOutcome, ClientTransactions, ServerKey, ServerLookup, ServerTransactions, SipTimers, TxnRef};
 use crate::presence::authz::Policy;
-use crate::presence::publication::{DocChange, PublishConfig, Publications};
+use crate::presence::publication::{DocChange, Publications, PublishConfig};
 use crate::presence::watchers::{WatchConfig, Watchers};
 use crate::registrar::reg_event::{NotifyVerdict, RegSubscriber};
 use crate::registrar::{RegChange, Registrar, RegistrarConfig};
@@ -354,11 +354,8 @@ impl Shard {
             return self.respond(msg, reply, 405, "Method Not Allowed", &[(HeaderName::Allow, allow.as_bytes())], out);
         }
         if method != Method::Cancel {
-            let unsupported: Vec<&[u8]> = msg
-                .require()
-                .filter_map(|t| t.ok())
-                .filter(|t| !capabilities::SUPPORTED.iter().any(|s| s.as_bytes().eq_ignore_ascii_case(t)))
-                .collect();
+            let unsupported: Vec<&[u8]> =
+                msg.require().filter_map(|t| t.ok()).filter(|t| !capabilities::SUPPORTED.iter().any(|s| s.as_bytes().eq_ignore_ascii_case(t))).collect();
             if !unsupported.is_empty() {
                 let list = unsupported.join(&b", "[..]);
                 return self.respond(msg, reply, 420, "Bad Extension", &[(HeaderName::Unsupported, &list)], out);
@@ -370,11 +367,8 @@ impl Shard {
                 let accept = capabilities::joined(capabilities::ACCEPT);
                 let events = capabilities::joined(capabilities::ALLOW_EVENTS);
                 let supported = capabilities::joined(capabilities::SUPPORTED);
-                let mut headers = vec![
-                    (HeaderName::Allow, allow.as_bytes()),
-                    (HeaderName::Accept, accept.as_bytes()),
-                    (HeaderName::Supported, supported.as_bytes()),
-                ];
+                let mut headers =
+                    vec![(HeaderName::Allow, allow.as_bytes()), (HeaderName::Accept, accept.as_bytes()), (HeaderName::Supported, supported.as_bytes())];
                 if !events.is_empty() {
                     headers.push((HeaderName::AllowEvents, events.as_bytes()));
                 }

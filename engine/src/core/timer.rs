@@ -51,15 +51,7 @@ impl<T> TimerWheel<T> {
     /// A wheel of `slots` slots of `tick` each, starting at `epoch`.
     pub fn new(epoch: Instant, tick: Duration, slots: usize) -> Self {
         assert!(slots > 0 && !tick.is_zero());
-        TimerWheel {
-            epoch,
-            tick,
-            now_tick: 0,
-            slots: (0..slots).map(|_| Vec::new()).collect(),
-            far: BinaryHeap::new(),
-            seq: 0,
-            len: 0,
-        }
+        TimerWheel { epoch, tick, now_tick: 0, slots: (0..slots).map(|_| Vec::new()).collect(), far: BinaryHeap::new(), seq: 0, len: 0 }
     }
 
     pub fn len(&self) -> usize {

@@ -232,14 +232,7 @@ pub struct ClientTransactions<C> {
 
 impl<C> ClientTransactions<C> {
     pub fn new(shard: u16, timers: SipTimers, epoch: Instant) -> Self {
-        ClientTransactions {
-            shard,
-            timers,
-            next_seq: 1,
-            map: Map::default(),
-            wheel: TimerWheel::new(epoch, TICK, SLOTS),
-            fired: Vec::new(),
-        }
+        ClientTransactions { shard, timers, next_seq: 1, map: Map::default(), wheel: TimerWheel::new(epoch, TICK, SLOTS), fired: Vec::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -267,10 +260,8 @@ impl<C> ClientTransactions<C> {
             self.wheel.insert(now + self.timers.t1, ClientTimer::E(seq));
         }
         self.wheel.insert(now + 64 * self.timers.t1, ClientTimer::F(seq));
-        self.map.insert(
-            seq,
-            ClientTxn { to: request.to, retransmit, method: method.into(), state: ClientState::Trying, interval: self.timers.t1, ctx: Some(ctx) },
-        );
+        self.map
+            .insert(seq, ClientTxn { to: request.to, retransmit, method: method.into(), state: ClientState::Trying, interval: self.timers.t1, ctx: Some(ctx) });
         request
     }
 

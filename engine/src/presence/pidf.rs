@@ -437,11 +437,7 @@ fn escape_text(s: &str) -> String {
 /// document holds one closed tuple.
 pub fn compose(entity: &str, publications: &[&Pidf], contacts: &[&str]) -> String {
     let mut out = String::with_capacity(512);
-    let _ = write!(
-        out,
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"{NS_PIDF}\" xmlns:dm=\"{NS_DM}\" entity=\"{}\">\n",
-        escape_attr(entity)
-    );
+    let _ = write!(out, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"{NS_PIDF}\" xmlns:dm=\"{NS_DM}\" entity=\"{}\">\n", escape_attr(entity));
     if publications.is_empty() {
         if contacts.is_empty() {
             out.push_str("<tuple id=\"reg\"><status><basic>closed</basic></status></tuple>\n");
@@ -455,8 +451,7 @@ pub fn compose(entity: &str, publications: &[&Pidf], contacts: &[&str]) -> Strin
         let superseded = |i: usize, e: &Element| {
             e.id.as_ref().is_some_and(|id| publications[i + 1..].iter().any(|p| p.elements.iter().any(|x| x.kind == e.kind && x.id.as_ref() == Some(id))))
         };
-        let chosen: Vec<&Element> =
-            publications.iter().enumerate().flat_map(|(i, p)| p.elements.iter().filter(move |e| !superseded(i, e))).collect();
+        let chosen: Vec<&Element> = publications.iter().enumerate().flat_map(|(i, p)| p.elements.iter().filter(move |e| !superseded(i, e))).collect();
         // Tuples first, as RFC 3863's schema orders them, then the rest.
         for e in chosen.iter().filter(|e| e.kind == "tuple").chain(chosen.iter().filter(|e| e.kind != "tuple")) {
             out.push_str(&e.xml);
@@ -539,13 +534,11 @@ mod tests {
             assert!(e.contains(why), "{why}: {e}");
         }
         // Comments, processing instructions and references are fine.
-        let fine = DOC.replace("at work", "at <!-- here --> work &amp; &#65;").replace("<?xml version=\"1.0\" encoding=\"UTF-8\"?>", "<?xml version=\"1.0\"?><?pi x?>");
+        let fine = DOC
+            .replace("at work", "at <!-- here --> work &amp; &#65;")
+            .replace("<?xml version=\"1.0\" encoding=\"UTF-8\"?>", "<?xml version=\"1.0\"?><?pi x?>");
         assert!(parse(fine.as_bytes()).is_ok());
-        let deep = format!(
-            "<presence xmlns=\"{NS_PIDF}\" entity=\"x\">{}{}</presence>",
-            "<e>".repeat(40),
-            "</e>".repeat(40)
-        );
+        let deep = format!("<presence xmlns=\"{NS_PIDF}\" entity=\"x\">{}{}</presence>", "<e>".repeat(40), "</e>".repeat(40));
         assert!(parse(deep.as_bytes()).unwrap_err().contains("deeper"));
     }
 

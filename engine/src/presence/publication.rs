@@ -252,4 +252,3 @@ fn push_hex(out: &mut Vec<u8>, v: u64, min_digits: u32) {
 
 #[cfg(test)]
 mod tests;
-

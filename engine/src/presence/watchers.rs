@@ -7,10 +7,10 @@
 //! only replace the document it will send next, so a burst becomes one
 //! NOTIFY with the latest state.
 
+use super::winfo::{self, WatcherState};
 use crate::core::ids;
 use crate::core::peer::{Peer, Transport};
 use crate::core::timer::TimerWheel;
-use super::winfo::{self, WatcherState};
 use crate::sip::{HeaderName, Message, MessageWriter, Uri};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -444,11 +444,7 @@ impl Watchers {
             // RFC 3857: full state first, then what changed, each with the
             // next version.
             let v = &mut s.winfo;
-            let body = if v.sent_full {
-                winfo::document(&s.aor, v.version, false, &v.changes)
-            } else {
-                winfo::document(&s.aor, v.version, true, &v.list)
-            };
+            let body = if v.sent_full { winfo::document(&s.aor, v.version, false, &v.changes) } else { winfo::document(&s.aor, v.version, true, &v.list) };
             v.version += 1;
             v.sent_full = true;
             v.changes.clear();

@@ -17,10 +17,10 @@ pub mod udp;
 
 use crate::config::Config;
 use crate::core::{CoreMsg, ShardStats, Transmit};
+use crate::presence::authz::Policy;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{CpuSet, LocalExecutorBuilder, Placement};
 use std::net::SocketAddr;
-use crate::presence::authz::Policy;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 

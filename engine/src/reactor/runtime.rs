@@ -2,9 +2,9 @@
 //! loops that feed them. Everything here lives on the shard's own thread;
 //! `RefCell` borrows never cross an await.
 
+use super::ShardMsg;
 use super::tcp;
 use super::udp::{RecvBatch, SendBatch};
-use super::ShardMsg;
 use crate::config::Config;
 use crate::core::{ConnId, Event, Outbox, Shard, ShardConfig, ShardStats, Transmit, Transport};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
@@ -14,8 +14,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How often the shard runs its timers and looks at the stop flag.
@@ -65,7 +65,12 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
     };
     let now = Instant::now();
     let core = Shard::new(
-        ShardConfig { shard: id, shards, limits: cfg.parse_limits(), timers: cfg.sip_timers(), tag_seed,
+        ShardConfig {
+            shard: id,
+            shards,
+            limits: cfg.parse_limits(),
+            timers: cfg.sip_timers(),
+            tag_seed,
             registrar: cfg.registrar_config(),
             local_addr,
             reg_event_subscribe: cfg.registrar.subscribe_reg_event,

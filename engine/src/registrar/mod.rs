@@ -111,12 +111,7 @@ struct Update<'a> {
 
 impl Registrar {
     pub fn new(cfg: RegistrarConfig, now: Instant) -> Self {
-        Registrar {
-            cfg,
-            regs: HashMap::default(),
-            wheel: TimerWheel::new(now, Duration::from_millis(100), 4096),
-            fired: Vec::new(),
-        }
+        Registrar { cfg, regs: HashMap::default(), wheel: TimerWheel::new(now, Duration::from_millis(100), 4096), fired: Vec::new() }
     }
 
     pub fn config(&self) -> &RegistrarConfig {
@@ -204,13 +199,8 @@ impl Registrar {
                         continue;
                     }
                     let at = now + Duration::from_secs(u.expires as u64);
-                    let binding = Binding {
-                        uri: u.uri.as_bytes().into(),
-                        params: params_without_expires(&u.na),
-                        call_id: call_id.into(),
-                        cseq,
-                        expires_at: at,
-                    };
+                    let binding =
+                        Binding { uri: u.uri.as_bytes().into(), params: params_without_expires(&u.na), call_id: call_id.into(), cseq, expires_at: at };
                     place(&mut reg.bindings, pos, binding);
                 }
                 self.schedule_expiry(&aor);
@@ -243,14 +233,7 @@ impl Registrar {
     /// bindings with its active contacts; a partial one adds or refreshes
     /// active contacts and removes terminated ones; a terminated
     /// registration removes them all.
-    pub fn apply_reginfo(
-        &mut self,
-        now: Instant,
-        info: &reginfo::RegInfo,
-        call_id: &[u8],
-        owned: impl Fn(&[u8]) -> bool,
-        changes: &mut Vec<RegChange>,
-    ) {
+    pub fn apply_reginfo(&mut self, now: Instant, info: &reginfo::RegInfo, call_id: &[u8], owned: impl Fn(&[u8]) -> bool, changes: &mut Vec<RegChange>) {
         for r in &info.registrations {
             let Ok(uri) = Uri::parse(r.aor.as_bytes()) else { continue };
             let aor: Box<[u8]> = uri.aor().into();

@@ -6,8 +6,8 @@
 use super::reginfo::RegInfo;
 use crate::core::ids;
 use crate::core::peer::{Peer, Transport};
-use crate::sip::{HeaderName, Message, MessageWriter};
 use crate::core::timer::TimerWheel;
+use crate::sip::{HeaderName, Message, MessageWriter};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -117,7 +117,8 @@ mod tests {
 
     #[test]
     fn hostile_and_broken_documents_are_refused() {
-        let dtd = r#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa">]><reginfo xmlns="urn:ietf:params:xml:ns:reginfo" version="1" state="full">&a;</reginfo>"#;
+        let dtd =
+            r#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa">]><reginfo xmlns="urn:ietf:params:xml:ns:reginfo" version="1" state="full">&a;</reginfo>"#;
         assert!(parse(dtd.as_bytes()).is_err());
         assert!(parse(b"<reginfo").is_err());
         assert!(parse(br#"<reginfo xmlns="urn:other" version="1" state="full"/>"#).is_err());

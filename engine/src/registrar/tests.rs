@@ -256,7 +256,8 @@ CSeq: 1 NOTIFY\r\nEvent: {event}\r\nSubscription-State: {state}\r\nContent-Type:
     fn setup() -> (RegSubscriber, String, String) {
         let mut rs = RegSubscriber::new(1, "127.0.0.1:5060".parse().unwrap(), 3600, 7, std::time::Instant::now());
         let mut out = Vec::new();
-        let call_id = rs.subscribe(b"sip:alice@example.com", b"sip:alice@example.com", Peer::udp("192.0.2.200:5060".parse().unwrap()), b"z9hG4bK.ps0001.1", &mut out);
+        let call_id =
+            rs.subscribe(b"sip:alice@example.com", b"sip:alice@example.com", Peer::udp("192.0.2.200:5060".parse().unwrap()), b"z9hG4bK.ps0001.1", &mut out);
         let sub = Message::parse(&out, &Limits::default()).expect("the SUBSCRIBE parses");
         assert_eq!(sub.event().unwrap().unwrap().package(), b"reg");
         let tag = String::from_utf8(sub.from().tag().unwrap().to_vec()).unwrap();
@@ -272,11 +273,20 @@ CSeq: 1 NOTIFY\r\nEvent: {event}\r\nSubscription-State: {state}\r\nContent-Type:
     fn dialog_package_and_media_type_are_checked() {
         let (mut rs, cid, tag) = setup();
         let body = FULL.replace('V', "0").replace('S', "full");
-        assert_eq!(verdict(&mut rs, &notify("nope", &tag, "reg", "application/reginfo+xml", &body, "active")), NotifyVerdict::Reject(481, "Subscription Does Not Exist"));
-        assert_eq!(verdict(&mut rs, &notify(&cid, "wrong", "reg", "application/reginfo+xml", &body, "active")), NotifyVerdict::Reject(481, "Subscription Does Not Exist"));
+        assert_eq!(
+            verdict(&mut rs, &notify("nope", &tag, "reg", "application/reginfo+xml", &body, "active")),
+            NotifyVerdict::Reject(481, "Subscription Does Not Exist")
+        );
+        assert_eq!(
+            verdict(&mut rs, &notify(&cid, "wrong", "reg", "application/reginfo+xml", &body, "active")),
+            NotifyVerdict::Reject(481, "Subscription Does Not Exist")
+        );
         assert_eq!(verdict(&mut rs, &notify(&cid, &tag, "presence", "application/reginfo+xml", &body, "active")), NotifyVerdict::Reject(489, "Bad Event"));
         assert_eq!(verdict(&mut rs, &notify(&cid, &tag, "reg", "text/plain", &body, "active")), NotifyVerdict::Reject(415, "Unsupported Media Type"));
-        assert_eq!(verdict(&mut rs, &notify(&cid, &tag, "reg", "application/reginfo+xml", "<x", "active")), NotifyVerdict::Reject(400, "Bad Request: malformed reginfo"));
+        assert_eq!(
+            verdict(&mut rs, &notify(&cid, &tag, "reg", "application/reginfo+xml", "<x", "active")),
+            NotifyVerdict::Reject(400, "Bad Request: malformed reginfo")
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! Route, Record-Route, P-Asserted-Identity (RFC 3261 20.10, 25.1).
 
 use super::lex::{self, is_lws, quoted_string_end, skip_lws};
-use super::params::{parse_header_params, Params};
+use super::params::{Params, parse_header_params};
 use super::uri::Uri;
 use std::borrow::Cow;
 

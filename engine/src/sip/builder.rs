@@ -109,10 +109,7 @@ pub fn response_to<'b>(
     }
     for name in [HeaderName::From, HeaderName::To, HeaderName::CallId, HeaderName::CSeq] {
         let Some(v) = req.header(name) else { continue };
-        let add_tag = name == HeaderName::To
-            && code != 100
-            && to_tag.is_some()
-            && NameAddr::parse(v).map(|na| na.tag().is_none()).unwrap_or(false);
+        let add_tag = name == HeaderName::To && code != 100 && to_tag.is_some() && NameAddr::parse(v).map(|na| na.tag().is_none()).unwrap_or(false);
         match (add_tag, to_tag) {
             (true, Some(tag)) => w.header_parts(name, &[v, b";tag=", tag]),
             _ => w.header(name, v),
@@ -154,11 +151,7 @@ fn write_stamped_via(out: &mut Vec<u8>, value: &[u8], src: SocketAddr) {
     let rport_asked = via.rport().is_some();
     let add_received = rport_asked || !via.host().eq_ignore_ascii_case(ip.as_bytes());
     let first_off = first.as_ptr() as usize - value.as_ptr() as usize;
-    let params_off = if via.params().is_empty() {
-        first_off + first.len()
-    } else {
-        via.params().raw().as_ptr() as usize - value.as_ptr() as usize
-    };
+    let params_off = if via.params().is_empty() { first_off + first.len() } else { via.params().raw().as_ptr() as usize - value.as_ptr() as usize };
     out.extend_from_slice(b"Via: ");
     out.extend_from_slice(&value[..params_off]);
     for p in via.params() {

@@ -154,11 +154,7 @@ const fn word_at(s: &[u8], at: usize, fold: bool) -> u64 {
 
 impl NameTable {
     const fn build() -> NameTable {
-        let mut t = NameTable {
-            slots: [u8::MAX; 256],
-            compact: [u8::MAX; 128],
-            words: [NameWords { lower: [0; 3], fold: [0; 3], len: 0 }; KNOWN_HEADERS],
-        };
+        let mut t = NameTable { slots: [u8::MAX; 256], compact: [u8::MAX; 128], words: [NameWords { lower: [0; 3], fold: [0; 3], len: 0 }; KNOWN_HEADERS] };
         let mut i = 0;
         while i < KNOWN_HEADERS {
             let h = HeaderName::ALL[i];

@@ -245,13 +245,7 @@ impl<'a> RawMessage<'a> {
                         raw.repeated |= 1 << k;
                     }
                 }
-                raw.spans.push(Span {
-                    line_start: pos as u32,
-                    value_len: (ve - vs) as u32,
-                    value_off: value_off as u16,
-                    name_len: name_len as u8,
-                    kind,
-                });
+                raw.spans.push(Span { line_start: pos as u32, value_len: (ve - vs) as u32, value_off: value_off as u16, name_len: name_len as u8, kind });
             }
             pos = e + 1;
         }

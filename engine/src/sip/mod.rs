@@ -24,10 +24,10 @@ pub mod uri;
 pub mod via;
 
 pub use addr::NameAddr;
-pub use builder::{response_to, MessageWriter};
+pub use builder::{MessageWriter, response_to};
 pub use error::ParseError;
 pub use framing::{Frame, StreamFramer};
 pub use header::HeaderName;
-pub use message::{Contacts, Header, Limits, Message, Method, RawMessage, StartLine, MAX_HEADERS};
+pub use message::{Contacts, Header, Limits, MAX_HEADERS, Message, Method, RawMessage, StartLine};
 pub use uri::{Scheme, Uri};
 pub use via::Via;

@@ -1,8 +1,8 @@
 //! Small typed header values: CSeq, Event, Subscription-State, media types,
 //! token lists, delta-seconds.
 
-use super::lex::{self, skip_lws, token_end, CommaList};
-use super::params::{parse_header_params, Params};
+use super::lex::{self, CommaList, skip_lws, token_end};
+use super::params::{Params, parse_header_params};
 
 /// Largest CSeq sequence number: RFC 3261 8.1.1.5 requires it below 2**31.
 pub const MAX_CSEQ: u32 = (1 << 31) - 1;

@@ -71,17 +71,7 @@ impl<'a> Uri<'a> {
             _ => Scheme::Other,
         };
         let rest = &s[colon + 1..];
-        *self = Uri {
-            raw: s,
-            scheme,
-            scheme_raw,
-            user: None,
-            password: None,
-            host: rest,
-            port: None,
-            params: Params::default(),
-            headers: &[],
-        };
+        *self = Uri { raw: s, scheme, scheme_raw, user: None, password: None, host: rest, port: None, params: Params::default(), headers: &[] };
         let len = match scheme {
             Scheme::Sip | Scheme::Sips | Scheme::Pres => self.parse_sip(rest)?,
             Scheme::Tel => self.parse_tel(rest)?,
@@ -229,12 +219,8 @@ impl<'a> Uri<'a> {
             return false;
         }
         match self.scheme {
-            Scheme::Other => {
-                self.scheme_raw.eq_ignore_ascii_case(other.scheme_raw) && self.host == other.host
-            }
-            Scheme::Tel => {
-                tel_digits(self.host).eq(tel_digits(other.host)) && params_match_all(self.params, other.params)
-            }
+            Scheme::Other => self.scheme_raw.eq_ignore_ascii_case(other.scheme_raw) && self.host == other.host,
+            Scheme::Tel => tel_digits(self.host).eq(tel_digits(other.host)) && params_match_all(self.params, other.params),
             Scheme::Sip | Scheme::Sips | Scheme::Pres => {
                 opt_canon_eq(self.user, other.user, false)
                     && opt_canon_eq(self.password, other.password, false)
@@ -319,9 +305,7 @@ fn sip_params_match(a: Params<'_>, b: Params<'_>) -> bool {
 
 /// RFC 3966: every parameter must appear in both, with equal values.
 fn params_match_all(a: Params<'_>, b: Params<'_>) -> bool {
-    let one_way = |x: Params<'_>, y: Params<'_>| {
-        x.iter().all(|p| y.iter().any(|q| Canon::eq(p.name, q.name, true) && opt_canon_eq(p.value, q.value, true)))
-    };
+    let one_way = |x: Params<'_>, y: Params<'_>| x.iter().all(|p| y.iter().any(|q| Canon::eq(p.name, q.name, true) && opt_canon_eq(p.value, q.value, true)));
     one_way(a, b) && one_way(b, a)
 }
 
@@ -385,7 +369,23 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["<sip:a@b>", "sip:", "sip:a@", "sip:a@b:99999", "sip:a@b;", "sip:a@b c", "sip:a@b?x", "sip:%zz@b", ":x", "1sip:a", "sip:a:%zz@b", "sip:b;p=%zz", "sip:b?h=%4", "sip:@b", "sip:b:%41"] {
+        for bad in [
+            "<sip:a@b>",
+            "sip:",
+            "sip:a@",
+            "sip:a@b:99999",
+            "sip:a@b;",
+            "sip:a@b c",
+            "sip:a@b?x",
+            "sip:%zz@b",
+            ":x",
+            "1sip:a",
+            "sip:a:%zz@b",
+            "sip:b;p=%zz",
+            "sip:b?h=%4",
+            "sip:@b",
+            "sip:b:%41",
+        ] {
             assert!(Uri::parse(bad.as_bytes()).is_err(), "{bad} should not parse");
         }
     }

@@ -1,7 +1,7 @@
 //! The Via header (RFC 3261 20.42, RFC 3581 rport).
 
 use super::lex::{self, skip_lws, token_end};
-use super::params::{parse_header_params, Params};
+use super::params::{Params, parse_header_params};
 
 /// One Via entry (a Via header may hold several, comma separated).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

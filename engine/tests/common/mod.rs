@@ -24,20 +24,22 @@ impl Presenced {
     /// request-level debug logging in JSON, and `extra` flags.
     pub fn start(shards: usize, extra: &[&str]) -> Presenced {
         let shards = shards.to_string();
-        let mut args = vec!["--listen", "127.0.0.1:0", "--shards", &shards, "--log-format", "json", "--log-level", "info,presenced::request=debug,presenced::presence=debug"];
+        let mut args = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            &shards,
+            "--log-format",
+            "json",
+            "--log-level",
+            "info,presenced::request=debug,presenced::presence=debug",
+        ];
         args.extend_from_slice(extra);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_presenced"))
-            .args(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start presenced");
+        let mut child =
+            Command::new(env!("CARGO_BIN_EXE_presenced")).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start presenced");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.parse::<SocketAddr>().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let addr = line.split_whitespace().find_map(|w| w.parse::<SocketAddr>().ok()).unwrap_or_else(|| panic!("no address in {line:?}"));
         let log = Arc::new(Mutex::new(Vec::new()));
         let sink = log.clone();
         let stderr = child.stderr.take().unwrap();
@@ -146,11 +148,8 @@ pub fn tcp_read_message(s: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
         }
     }
     let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
-    let cl = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:").or_else(|| l.strip_prefix("l:")))
-        .map(|v| v.trim().parse::<usize>().unwrap())
-        .unwrap_or(0);
+    let cl =
+        head.lines().find_map(|l| l.strip_prefix("content-length:").or_else(|| l.strip_prefix("l:"))).map(|v| v.trim().parse::<usize>().unwrap()).unwrap_or(0);
     let mut body = vec![0; cl];
     s.read_exact(&mut body).ok()?;
     buf.extend_from_slice(&body);
@@ -203,11 +202,7 @@ pub enum Client {
 impl Client {
     /// A client of `srv`; over UDP it sends from `ip` (any port).
     pub fn new(srv: &Presenced, tcp: bool, ip: Ipv4Addr) -> Client {
-        if tcp {
-            Client::Tcp(tcp_connect(srv.addr))
-        } else {
-            Client::Udp(udp_socket(ip, 0), srv.addr)
-        }
+        if tcp { Client::Tcp(tcp_connect(srv.addr)) } else { Client::Udp(udp_socket(ip, 0), srv.addr) }
     }
 
     /// A top Via value (after `SIP/2.0/`) for this client with `branch`.

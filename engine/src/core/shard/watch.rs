@@ -3,10 +3,10 @@
 //! presentity lives, and the fan-out of each new document version: once to
 //! each shard that holds watchers, which notifies its own.
 
-use super::{lossy, ClientCtx, CoreMsg, Event, Outbox, Reply, Shard};
-use crate::core::{capabilities, ids};
+use super::{ClientCtx, CoreMsg, Event, Outbox, Reply, Shard, lossy};
 use crate::core::peer::{Peer, Transmit};
 use crate::core::transaction::TxnRef;
+use crate::core::{capabilities, ids};
 use crate::presence::authz::Action;
 use crate::presence::pidf;
 use crate::presence::watchers::{End, NewSub, Package, Shown};
@@ -125,7 +125,15 @@ impl Shard {
         let ask = self.next_ask;
         self.pending_watch.insert(
             ask,
-            PendingWatch { bytes: msg.as_bytes().to_vec(), peer: reply.peer, txn: reply.txn, received_on: reply.received_on, expires, package, since: reply.now },
+            PendingWatch {
+                bytes: msg.as_bytes().to_vec(),
+                peer: reply.peer,
+                txn: reply.txn,
+                received_on: reply.received_on,
+                expires,
+                package,
+                since: reply.now,
+            },
         );
         let owner = ids::owner_of(&aor, self.cfg.shards);
         let from = self.cfg.shard;
