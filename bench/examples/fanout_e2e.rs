@@ -101,11 +101,11 @@ impl Clients {
                     if let Ok(msg) = Message::parse(m, &Limits::default()) {
                         let w: usize = std::str::from_utf8(&msg.call_id()[3..]).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
                         let seq = msg.cseq().seq;
-                        if let Some(last) = self.cseq.get_mut(w) {
-                            if seq > *last {
-                                *last = seq;
-                                notifies += 1;
-                            }
+                        if let Some(last) = self.cseq.get_mut(w)
+                            && seq > *last
+                        {
+                            *last = seq;
+                            notifies += 1;
                         }
                     }
                 } else if m.starts_with(b"SIP/2.0 200") {

@@ -94,6 +94,7 @@ struct Sub {
     stash: Vec<Vec<u8>>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn subscribe_req(ua: &Ua, aor: &str, call_id: &str, cseq: u32, from_tag: &str, to_tag: Option<&str>, expires: u32, extra: &str) -> Vec<u8> {
     let from = format!("sip:watcher{from_tag}@example.net");
     subscribe_from(ua, &from, aor, call_id, cseq, from_tag, to_tag, expires, extra)

@@ -113,6 +113,7 @@ impl NotifyStats {
     /// Checks one NOTIFY for watch `w`. `published[p]` is the newest
     /// version sent for presentity p; `sample` is how many NOTIFYs share one
     /// full PIDF validation (1: every one).
+    #[allow(clippy::too_many_arguments)]
     pub fn check(&mut self, w: &mut Watch, msg: &Message<'_>, domain: &str, published: &[AtomicU32], run: u32, epoch: Instant, sample: u64) {
         let cseq = msg.cseq().seq;
         if w.notified && cseq <= w.last_notify_cseq {
@@ -143,7 +144,7 @@ impl NotifyStats {
         if !pidf {
             return self.mismatch(format!("NOTIFY body for {user} is not application/pidf+xml"));
         }
-        if sample <= 1 || self.received % sample == 0 {
+        if sample <= 1 || self.received.is_multiple_of(sample) {
             self.validated += 1;
             match presence_engine::presence::pidf::parse(body) {
                 Ok(doc) => {

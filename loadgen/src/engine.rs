@@ -600,7 +600,7 @@ impl<'a> Worker<'a> {
                 let ctx = self.ctx(flow);
                 let every = self.cfg.refresh_every;
                 let user = &mut self.users[u - self.cfg.users.start];
-                if let Some(etag) = user.etag.as_deref().filter(|_| every > 0 && (user.cseq + 1) % every == 0) {
+                if let Some(etag) = user.etag.as_deref().filter(|_| every > 0 && (user.cseq + 1).is_multiple_of(every)) {
                     user.cseq += 1;
                     user.busy = true;
                     self.res.publish_refreshes += 1;

@@ -233,10 +233,10 @@ impl Transport {
     pub fn wait(&mut self, ms: i32) {
         for (fd, flow) in self.fds.iter_mut().zip(&self.flows) {
             fd.events = libc::POLLIN;
-            if let Sock::Tcp { unsent, .. } = &flow.sock {
-                if !unsent.is_empty() {
-                    fd.events |= libc::POLLOUT;
-                }
+            if let Sock::Tcp { unsent, .. } = &flow.sock
+                && !unsent.is_empty()
+            {
+                fd.events |= libc::POLLOUT;
             }
         }
         unsafe { libc::poll(self.fds.as_mut_ptr(), self.fds.len() as libc::nfds_t, ms) };

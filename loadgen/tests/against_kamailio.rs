@@ -69,10 +69,10 @@ To: <sip:127.0.0.1:{port}>\r\nCall-ID: ready@test\r\nCSeq: 1 OPTIONS\r\nContent-
     let mut buf = [0u8; 2048];
     while Instant::now() < deadline {
         let _ = sock.send_to(options.as_bytes(), ("127.0.0.1", port));
-        if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            if buf[..n].starts_with(b"SIP/2.0 200") {
-                return Some(k);
-            }
+        if let Ok((n, _)) = sock.recv_from(&mut buf)
+            && buf[..n].starts_with(b"SIP/2.0 200")
+        {
+            return Some(k);
         }
     }
     panic!("kamailio did not answer OPTIONS on port {port}");

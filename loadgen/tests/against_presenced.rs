@@ -12,9 +12,7 @@ use common::{loadgen, loadgen_at};
 use std::process::Command;
 
 fn server(notify_min_interval_ms: u64) -> Server {
-    let mut cfg = Config::default();
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.shards = 2;
+    let mut cfg = Config { listen: "127.0.0.1:0".parse().unwrap(), shards: 2, ..Config::default() };
     cfg.log.level = "warn".into();
     cfg.presence.notify_min_interval_ms = notify_min_interval_ms;
     Server::start(&cfg).expect("presenced starts")

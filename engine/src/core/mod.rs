@@ -12,6 +12,7 @@
 //! - [`capabilities`]: methods, bodies, events and extensions served.
 
 pub mod capabilities;
+pub mod entropy;
 pub mod ids;
 pub mod outbox;
 pub mod peer;

@@ -3,6 +3,7 @@
 //! tables; knows nothing of sockets or executors.
 
 use super::capabilities;
+use super::entropy::Entropy;
 use super::ids;
 use super::outbox::{CoreMsg, Event, Forward, Outbox};
 use super::peer::{Peer, Transmit};
@@ -28,8 +29,10 @@ pub struct ShardConfig {
     pub shards: u16,
     pub limits: Limits,
     pub timers: SipTimers,
-    /// Mixed into to-tags so that tags differ across restarts.
-    pub tag_seed: u64,
+    /// The seed of every random choice the shard makes: hash seeds,
+    /// tags, branches, Call-IDs, entity tags (see [`Entropy`]). The same
+    /// seed and the same inputs give the same outputs, byte for byte.
+    pub seed: u64,
     pub registrar: RegistrarConfig,
     /// The address the server listens on: Via and Contact of the requests
     /// it sends.
@@ -53,7 +56,7 @@ impl ShardConfig {
             shards,
             limits: Limits::default(),
             timers: SipTimers::default(),
-            tag_seed: 1,
+            seed: 1,
             registrar: RegistrarConfig::default(),
             local_addr,
             reg_event_subscribe: false,
@@ -108,29 +111,31 @@ pub struct Shard {
     deferred_notifies: VecDeque<u64>,
     /// Messages this shard sends itself, handled before a step returns.
     local: VecDeque<CoreMsg>,
-    tag_seq: u64,
+    /// To-tags of responses outside dialogs.
+    entropy: Entropy,
     stats: ShardStats,
     outcomes: Vec<ClientOutcome<ClientCtx>>,
 }
 
 impl Shard {
     pub fn new(cfg: ShardConfig, now: Instant) -> Shard {
+        let mut e = Entropy::for_shard(cfg.seed, cfg.shard);
         Shard {
-            server: ServerTransactions::new(cfg.timers, now),
-            client: ClientTransactions::new(cfg.shard, cfg.timers, now),
-            registrar: Registrar::new(cfg.registrar.clone(), now),
+            server: ServerTransactions::new(cfg.timers, now, e.hasher()),
+            client: ClientTransactions::new(cfg.shard, cfg.timers, now, e.fork()),
+            registrar: Registrar::new(cfg.registrar.clone(), now, e.hasher()),
             reg_changes: Vec::new(),
-            reg_sub: RegSubscriber::new(cfg.shard, cfg.local_addr, cfg.reg_event_expires, cfg.tag_seed, now),
-            publications: Publications::new(cfg.publish.clone(), cfg.shard, cfg.tag_seed, now),
+            reg_sub: RegSubscriber::new(cfg.shard, cfg.local_addr, cfg.reg_event_expires, e.fork(), now),
+            publications: Publications::new(cfg.publish.clone(), cfg.shard, e.fork(), now),
             doc_changes: Vec::new(),
-            watchers: Watchers::new(cfg.watch.clone(), cfg.shard, cfg.local_addr, cfg.tag_seed, now),
-            watched: HashMap::default(),
-            pending_watch: HashMap::default(),
+            watchers: Watchers::new(cfg.watch.clone(), cfg.shard, cfg.local_addr, e.fork(), now),
+            watched: HashMap::with_hasher(e.hasher()),
+            pending_watch: HashMap::with_hasher(e.hasher()),
             next_ask: 0,
             notifies_in_flight: 0,
             deferred_notifies: VecDeque::new(),
             local: VecDeque::new(),
-            tag_seq: 0,
+            entropy: e,
             stats: ShardStats::default(),
             outcomes: Vec::new(),
             cfg,
@@ -188,7 +193,7 @@ impl Shard {
 
     /// Sends `msg` to `shard`: over the queues, or to this shard's own
     /// queue, drained before the current step returns.
-    fn to_shard(&mut self, shard: u16, msg: CoreMsg, out: &mut Outbox) {
+    fn send_shard(&mut self, shard: u16, msg: CoreMsg, out: &mut Outbox) {
         if shard == self.cfg.shard {
             self.local.push_back(msg);
         } else {
@@ -205,9 +210,9 @@ impl Shard {
     /// A TCP stream that cannot be framed: `pending` is what was buffered
     /// (a head, if the error was found in one). Answered like a malformed
     /// message; the reactor closes the connection after.
-    pub fn on_stream_error(&mut self, peer: Peer, pending: &[u8], e: ParseError, out: &mut Outbox) {
+    pub fn on_stream_error(&mut self, now: Instant, peer: Peer, pending: &[u8], e: ParseError, out: &mut Outbox) {
         self.on_malformed(peer, pending, e, out);
-        self.drain_local(Instant::now(), out);
+        self.drain_local(now, out);
     }
 
     /// Runs the shard's timers.
@@ -457,8 +462,7 @@ impl Shard {
     /// Sends a final response to `msg` within its server transaction.
     fn respond(&mut self, msg: &Message<'_>, reply: Reply, code: u16, reason: &str, headers: &[(HeaderName, &[u8])], out: &mut Outbox) {
         let mut tag = Vec::with_capacity(24);
-        self.tag_seq += 1;
-        ids::push_tag(&mut tag, self.cfg.shard, self.cfg.tag_seed.wrapping_add(self.tag_seq));
+        ids::push_tag(&mut tag, self.cfg.shard, self.entropy.u64());
         self.respond_tagged(msg, reply, code, reason, headers, &tag, out);
     }
 

@@ -6,6 +6,7 @@
 //! would only add load, and RFC 4320 forbids it before Timer E could reach
 //! T2. Nor does it ever send 408 to a non-INVITE request (RFC 4320 4.1).
 
+use super::entropy::Entropy;
 use super::ids;
 use super::peer::{Peer, Transmit};
 use super::timer::TimerWheel;
@@ -118,19 +119,16 @@ pub struct ServerTransactions {
 }
 
 impl ServerTransactions {
-    pub fn new(timers: SipTimers, epoch: Instant) -> Self {
-        ServerTransactions {
-            timers,
-            hasher: ahash::RandomState::new(),
-            table: hashbrown::HashTable::new(),
-            next_serial: 0,
-            wheel: TimerWheel::new(epoch, TICK, SLOTS),
-            fired: Vec::new(),
-        }
+    pub fn new(timers: SipTimers, epoch: Instant, hasher: ahash::RandomState) -> Self {
+        ServerTransactions { timers, hasher, table: hashbrown::HashTable::new(), next_serial: 0, wheel: TimerWheel::new(epoch, TICK, SLOTS), fired: Vec::new() }
     }
 
     pub fn len(&self) -> usize {
         self.table.len()
+    }
+    /// Timer J entries still scheduled (fired lazily; for leak checks).
+    pub fn timers_pending(&self) -> usize {
+        self.wheel.len()
     }
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
@@ -218,21 +216,22 @@ struct ClientTxn<C> {
     ctx: Option<C>,
 }
 
-/// Requests this shard sends (NOTIFY, SUBSCRIBE), keyed by the sequence
-/// number in the branch we minted; `C` is the caller's context, returned
-/// with the outcome.
+/// Requests this shard sends (NOTIFY, SUBSCRIBE), keyed by the random
+/// token in the branch we minted (`ids::push_branch`); `C` is the
+/// caller's context, returned with the outcome.
 pub struct ClientTransactions<C> {
     shard: u16,
     timers: SipTimers,
-    next_seq: u64,
+    entropy: Entropy,
     map: Map<u64, ClientTxn<C>>,
     wheel: TimerWheel<ClientTimer>,
     fired: Vec<ClientTimer>,
 }
 
 impl<C> ClientTransactions<C> {
-    pub fn new(shard: u16, timers: SipTimers, epoch: Instant) -> Self {
-        ClientTransactions { shard, timers, next_seq: 1, map: Map::default(), wheel: TimerWheel::new(epoch, TICK, SLOTS), fired: Vec::new() }
+    pub fn new(shard: u16, timers: SipTimers, epoch: Instant, mut entropy: Entropy) -> Self {
+        let map = Map::with_hasher(entropy.hasher());
+        ClientTransactions { shard, timers, entropy, map, wheel: TimerWheel::new(epoch, TICK, SLOTS), fired: Vec::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -241,14 +240,23 @@ impl<C> ClientTransactions<C> {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+    /// Timer entries still scheduled (fired lazily; for leak checks).
+    pub fn timers_pending(&self) -> usize {
+        self.wheel.len()
+    }
 
-    /// Writes a fresh branch (carrying this shard's id) for a request about
-    /// to be built, and returns its sequence number for [`Self::start`].
+    /// Writes a fresh branch (this shard's id and 64 random bits) for a
+    /// request about to be built, and returns its token for
+    /// [`Self::start`]. A token still in use is drawn again.
     pub fn new_branch(&mut self, out: &mut Vec<u8>) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        ids::push_branch(out, self.shard, seq);
-        seq
+        let token = loop {
+            let t = self.entropy.u64();
+            if !self.map.contains_key(&t) {
+                break t;
+            }
+        };
+        ids::push_branch(out, self.shard, token);
+        token
     }
 
     /// Starts the transaction for a request built with branch `seq` and
@@ -349,7 +357,7 @@ Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     fn server_absorbs_then_replays_until_timer_j() {
         let t0 = Instant::now();
         let timers = SipTimers::default();
-        let mut st = ServerTransactions::new(timers, t0);
+        let mut st = ServerTransactions::new(timers, t0, Default::default());
         let msg = Message::parse(OPTIONS, &Limits::default()).unwrap();
         let key = || ServerKey::of(&msg);
         let ServerLookup::New(txn) = st.on_request(key()) else { panic!("a new transaction") };
@@ -373,7 +381,7 @@ Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     #[test]
     fn server_over_tcp_ends_at_the_final_response() {
         let t0 = Instant::now();
-        let mut st = ServerTransactions::new(SipTimers::default(), t0);
+        let mut st = ServerTransactions::new(SipTimers::default(), t0, Default::default());
         let msg = Message::parse(OPTIONS, &Limits::default()).unwrap();
         let ServerLookup::New(txn) = st.on_request(ServerKey::of(&msg)) else { panic!("a new transaction") };
         let to = Peer::tcp("127.0.0.1:5070".parse().unwrap(), super::super::peer::ConnId::new(0, 1));
@@ -422,7 +430,7 @@ To: <sip:b@x>;tag=2\r\nCall-ID: n1\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\
     fn client_timer_e_doubles_to_t2_then_f_times_out() {
         let t0 = Instant::now();
         let timers = SipTimers::default();
-        let mut ct = ClientTransactions::<u32>::new(2, timers, t0);
+        let mut ct = ClientTransactions::<u32>::new(2, timers, t0, Entropy::for_shard(9, 0));
         let mut branch = vec![];
         let seq = ct.new_branch(&mut branch);
         ct.start(seq, Transmit { to: peer_udp(), bytes: b"NOTIFY".to_vec() }, b"NOTIFY", 42, t0);
@@ -440,7 +448,7 @@ To: <sip:b@x>;tag=2\r\nCall-ID: n1\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\
     #[test]
     fn client_over_tcp_never_retransmits() {
         let t0 = Instant::now();
-        let mut ct = ClientTransactions::<u32>::new(0, SipTimers::default(), t0);
+        let mut ct = ClientTransactions::<u32>::new(0, SipTimers::default(), t0, Entropy::for_shard(9, 0));
         let mut branch = vec![];
         let seq = ct.new_branch(&mut branch);
         let to = Peer::tcp("127.0.0.1:5070".parse().unwrap(), super::super::peer::ConnId::new(0, 9));
@@ -455,7 +463,7 @@ To: <sip:b@x>;tag=2\r\nCall-ID: n1\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\
     fn client_final_response_reports_once_and_stops_retransmitting() {
         let t0 = Instant::now();
         let timers = SipTimers::default();
-        let mut ct = ClientTransactions::<&str>::new(1, timers, t0);
+        let mut ct = ClientTransactions::<&str>::new(1, timers, t0, Entropy::for_shard(9, 0));
         let mut branch = vec![];
         let seq = ct.new_branch(&mut branch);
         ct.start(seq, Transmit { to: peer_udp(), bytes: b"NOTIFY".to_vec() }, b"NOTIFY", "w1", t0);

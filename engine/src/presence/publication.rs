@@ -4,6 +4,7 @@
 //! `Arc`) with every NOTIFY and every shard that needs it.
 
 use super::pidf::{self, Pidf};
+use crate::core::entropy::Entropy;
 use crate::core::reply::HandlerReply;
 use crate::core::timer::{Recheck, TimerWheel};
 use crate::sip::{HeaderName, Message};
@@ -55,19 +56,19 @@ pub type PublishReply = HandlerReply;
 pub struct Publications {
     cfg: PublishConfig,
     shard: u16,
-    next_etag: u64,
+    entropy: Entropy,
     presentities: HashMap<Box<[u8]>, Presentity, ahash::RandomState>,
     wheel: TimerWheel<Box<[u8]>>,
     fired: Vec<Box<[u8]>>,
 }
 
 impl Publications {
-    pub fn new(cfg: PublishConfig, shard: u16, seed: u64, now: Instant) -> Self {
+    pub fn new(cfg: PublishConfig, shard: u16, mut entropy: Entropy, now: Instant) -> Self {
         Publications {
             cfg,
             shard,
-            next_etag: seed,
-            presentities: HashMap::default(),
+            presentities: HashMap::with_hasher(entropy.hasher()),
+            entropy,
             wheel: TimerWheel::new(now, Duration::from_millis(100), 4096),
             fired: Vec::new(),
         }
@@ -85,13 +86,14 @@ impl Publications {
     }
 
     fn new_etag(&mut self) -> Box<[u8]> {
-        self.next_etag = self.next_etag.wrapping_add(1);
-        // "e", the shard as four hex digits, the counter in hex: written by
-        // hand because format! cost more than the rest of a refresh.
+        // "e", the shard as four hex digits, 64 random bits in hex (an
+        // entity tag is the only credential a modifying PUBLISH shows, so
+        // it must not be guessable): written by hand because format! cost
+        // more than the rest of a refresh.
         let mut tag = Vec::with_capacity(1 + 4 + 16);
         tag.push(b'e');
         push_hex(&mut tag, self.shard as u64, 4);
-        push_hex(&mut tag, self.next_etag, 1);
+        push_hex(&mut tag, self.entropy.u64(), 16);
         tag.into()
     }
 

@@ -8,6 +8,7 @@
 //! NOTIFY with the latest state.
 
 use super::winfo::{self, WatcherState};
+use crate::core::entropy::Entropy;
 use crate::core::ids;
 use crate::core::peer::{Peer, Transport};
 use crate::core::timer::TimerWheel;
@@ -131,9 +132,15 @@ pub struct Watchers {
     by_dialog: HashMap<Box<[u8]>, u64, ahash::RandomState>,
     by_aor: HashMap<Box<[u8]>, Vec<u64>, ahash::RandomState>,
     by_ask: HashMap<u64, u64, ahash::RandomState>,
+    entropy: Entropy,
     wheel: TimerWheel<Timer>,
     fired: Vec<Timer>,
 }
+
+/// An in-dialog request whose CSeq is not above the last one (or whose
+/// dialog is gone).
+#[derive(Debug, PartialEq, Eq)]
+pub struct StaleCSeq;
 
 /// What a terminating NOTIFY says (RFC 6665 4.1.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,16 +163,17 @@ fn literal_addr(uri: &[u8]) -> Option<SocketAddr> {
 }
 
 impl Watchers {
-    pub fn new(cfg: WatchConfig, shard: u16, local: SocketAddr, seed: u64, now: Instant) -> Self {
+    pub fn new(cfg: WatchConfig, shard: u16, local: SocketAddr, mut entropy: Entropy, now: Instant) -> Self {
         Watchers {
             cfg,
             shard,
             local_text: local.to_string(),
-            next: seed,
-            subs: HashMap::default(),
-            by_dialog: HashMap::default(),
-            by_aor: HashMap::default(),
-            by_ask: HashMap::default(),
+            next: 0,
+            subs: HashMap::with_hasher(entropy.hasher()),
+            by_dialog: HashMap::with_hasher(entropy.hasher()),
+            by_aor: HashMap::with_hasher(entropy.hasher()),
+            by_ask: HashMap::with_hasher(entropy.hasher()),
+            entropy,
             wheel: TimerWheel::new(now, Duration::from_millis(10), 4096),
             fired: Vec::new(),
         }
@@ -211,7 +219,7 @@ impl Watchers {
         self.next += 1;
         let id = self.next;
         let mut tag = Vec::with_capacity(24);
-        ids::push_tag(&mut tag, self.shard, id);
+        ids::push_tag(&mut tag, self.shard, self.entropy.u64());
         let remote_target: Box<[u8]> = match req.contacts() {
             crate::sip::Contacts::List(l) if !l.is_empty() => l[0].uri().as_bytes().into(),
             _ => req.from().uri().as_bytes().into(),
@@ -258,12 +266,12 @@ impl Watchers {
         (id, tag.into())
     }
 
-    /// A refreshing SUBSCRIBE in the dialog: `Err(())` if its CSeq is not
-    /// newer (RFC 3261 12.2.2: 500).
-    pub fn refresh(&mut self, now: Instant, id: u64, cseq: u32, expires: u32) -> Result<(), ()> {
-        let sub = self.subs.get_mut(&id).ok_or(())?;
+    /// A refreshing SUBSCRIBE in the dialog: `Err(StaleCSeq)` if its CSeq
+    /// is not newer (RFC 3261 12.2.2: 500).
+    pub fn refresh(&mut self, now: Instant, id: u64, cseq: u32, expires: u32) -> Result<(), StaleCSeq> {
+        let sub = self.subs.get_mut(&id).ok_or(StaleCSeq)?;
         if cseq <= sub.remote_cseq {
-            return Err(());
+            return Err(StaleCSeq);
         }
         sub.remote_cseq = cseq;
         sub.expires_at = now + Duration::from_secs(expires as u64);

@@ -66,7 +66,9 @@ impl Server {
         if cfg.pin_cores && cpus.len() < n {
             return Err(format!("pin_cores: {n} shards but only {} CPUs online", cpus.len()));
         }
-        let tag_seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        // One seed for the process from the OS generator; each shard
+        // expands it into its own stream (core::entropy).
+        let seed = crate::core::entropy::Entropy::os_seed();
         let mut shards = Vec::with_capacity(n);
         for (i, sock) in socks.into_iter().enumerate() {
             let placement = if cfg.pin_cores { Placement::Fixed(cpus[i]) } else { Placement::Unbound };
@@ -79,7 +81,7 @@ impl Server {
                 mesh: mesh.clone(),
                 stop: stop.clone(),
                 policy: policy.clone(),
-                tag_seed: tag_seed.wrapping_add((i as u64) << 40),
+                seed,
                 local_addr,
             };
             let handle = LocalExecutorBuilder::new(placement)

@@ -31,7 +31,7 @@ pub(crate) struct ShardSetup {
     pub mesh: MeshBuilder<ShardMsg, Full>,
     pub stop: Arc<AtomicBool>,
     pub policy: Arc<super::PolicyCell>,
-    pub tag_seed: u64,
+    pub seed: u64,
     pub local_addr: std::net::SocketAddr,
 }
 
@@ -51,7 +51,7 @@ pub(crate) struct Runtime {
 }
 
 pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
-    let ShardSetup { id, shards, cfg, udp, tcp, mesh, stop, policy, tag_seed, local_addr } = setup;
+    let ShardSetup { id, shards, cfg, udp, tcp, mesh, stop, policy, seed, local_addr } = setup;
     let (senders, receivers) = if shards > 1 {
         match mesh.join().await {
             Ok((s, r)) => (Some(s), Some(r)),
@@ -70,7 +70,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
             shards,
             limits: cfg.parse_limits(),
             timers: cfg.sip_timers(),
-            tag_seed,
+            seed,
             registrar: cfg.registrar_config(),
             local_addr,
             reg_event_subscribe: cfg.registrar.subscribe_reg_event,

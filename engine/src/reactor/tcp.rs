@@ -82,7 +82,7 @@ async fn serve(rt: Rc<Runtime>, stream: TcpStream, peer: Peer) {
                     // The stream cannot be resynchronised: answer from what
                     // is buffered if it holds a head, then close.
                     let pending = framer.pending();
-                    rt.with_core(|core, out| core.on_stream_error(peer, pending, e, out));
+                    rt.with_core(|core, out| core.on_stream_error(std::time::Instant::now(), peer, pending, e, out));
                     break 'read;
                 }
             }

@@ -110,8 +110,8 @@ struct Update<'a> {
 }
 
 impl Registrar {
-    pub fn new(cfg: RegistrarConfig, now: Instant) -> Self {
-        Registrar { cfg, regs: HashMap::default(), wheel: TimerWheel::new(now, Duration::from_millis(100), 4096), fired: Vec::new() }
+    pub fn new(cfg: RegistrarConfig, now: Instant, hasher: ahash::RandomState) -> Self {
+        Registrar { cfg, regs: HashMap::with_hasher(hasher), wheel: TimerWheel::new(now, Duration::from_millis(100), 4096), fired: Vec::new() }
     }
 
     pub fn config(&self) -> &RegistrarConfig {

@@ -4,6 +4,7 @@
 //! it builds requests and judges NOTIFYs; the shard sends and answers.
 
 use super::reginfo::RegInfo;
+use crate::core::entropy::Entropy;
 use crate::core::ids;
 use crate::core::peer::{Peer, Transport};
 use crate::core::timer::TimerWheel;
@@ -49,7 +50,8 @@ pub struct RegSubscriber {
     shard: u16,
     local: SocketAddr,
     expires: u32,
-    next: u64,
+    /// Tags and Call-IDs of new subscriptions.
+    entropy: Entropy,
     subs: HashMap<Box<[u8]>, RegSubscription, ahash::RandomState>,
     by_aor: HashMap<Box<[u8]>, Box<[u8]>, ahash::RandomState>,
     /// Refresh deadlines by Call-ID; a firing whose subscription moved its
@@ -59,14 +61,14 @@ pub struct RegSubscriber {
 }
 
 impl RegSubscriber {
-    pub fn new(shard: u16, local: SocketAddr, expires: u32, seed: u64, now: Instant) -> Self {
+    pub fn new(shard: u16, local: SocketAddr, expires: u32, mut entropy: Entropy, now: Instant) -> Self {
         RegSubscriber {
             shard,
             local,
             expires,
-            next: seed,
-            subs: HashMap::default(),
-            by_aor: HashMap::default(),
+            subs: HashMap::with_hasher(entropy.hasher()),
+            by_aor: HashMap::with_hasher(entropy.hasher()),
+            entropy,
             wheel: TimerWheel::new(now, Duration::from_millis(100), 4096),
             fired: Vec::new(),
         }
@@ -123,10 +125,9 @@ impl RegSubscriber {
     /// initial SUBSCRIBE into `out`, with the branch from `branch`. Returns
     /// the Call-ID (the caller's transaction context).
     pub fn subscribe(&mut self, aor: &[u8], aor_uri: &[u8], target: Peer, branch: &[u8], out: &mut Vec<u8>) -> Box<[u8]> {
-        self.next += 1;
         let mut local_tag = Vec::new();
-        ids::push_tag(&mut local_tag, self.shard, self.next);
-        let call_id: Box<[u8]> = format!("reg-{}-{:x}@{}", self.shard, self.next, self.local.ip()).into_bytes().into();
+        ids::push_tag(&mut local_tag, self.shard, self.entropy.u64());
+        let call_id: Box<[u8]> = format!("reg-{}-{:016x}@{}", self.shard, self.entropy.u64(), self.local.ip()).into_bytes().into();
         let sub = RegSubscription {
             aor: aor.into(),
             aor_uri: aor_uri.into(),

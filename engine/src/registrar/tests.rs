@@ -46,7 +46,7 @@ impl Fixture {
     fn new() -> Self {
         let t0 = Instant::now();
         let cfg = RegistrarConfig { trusted: vec![SCSCF.parse().unwrap()], ..Default::default() };
-        Fixture { reg: Registrar::new(cfg, t0), t0, changes: Vec::new() }
+        Fixture { reg: Registrar::new(cfg, t0, Default::default()), t0, changes: Vec::new() }
     }
     fn send_from(&mut self, r: &Req, at_secs: u64, src: &str) -> RegisterReply {
         let bytes = r.bytes();
@@ -254,7 +254,7 @@ CSeq: 1 NOTIFY\r\nEvent: {event}\r\nSubscription-State: {state}\r\nContent-Type:
     }
 
     fn setup() -> (RegSubscriber, String, String) {
-        let mut rs = RegSubscriber::new(1, "127.0.0.1:5060".parse().unwrap(), 3600, 7, std::time::Instant::now());
+        let mut rs = RegSubscriber::new(1, "127.0.0.1:5060".parse().unwrap(), 3600, crate::core::entropy::Entropy::for_shard(7, 1), std::time::Instant::now());
         let mut out = Vec::new();
         let call_id =
             rs.subscribe(b"sip:alice@example.com", b"sip:alice@example.com", Peer::udp("192.0.2.200:5060".parse().unwrap()), b"z9hG4bK.ps0001.1", &mut out);

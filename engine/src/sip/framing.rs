@@ -11,6 +11,9 @@ use super::lex;
 use super::message::{Limits, RawMessage};
 
 /// What the next bytes of a stream hold.
+// A frame is consumed at once where it is made; boxing the split head would
+// cost an allocation per TCP message to save stack space nobody keeps.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Frame<'a> {
     /// One whole message, split and ready for [`Message::from_raw`](super::message::Message::from_raw).

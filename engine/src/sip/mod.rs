@@ -10,6 +10,11 @@
 //! - [`framing`]: cut a TCP stream into messages.
 //! - [`error`]: parse errors and the SIP status each maps to.
 
+// The grammar parsers fail without detail on purpose: the caller knows
+// which header failed and maps that to a `ParseError` and its status, and
+// an error value would cost on the hot path for nothing.
+#![allow(clippy::result_unit_err)]
+
 pub mod addr;
 pub mod builder;
 pub mod error;

@@ -141,7 +141,7 @@ impl Shard {
             Package::Presence => CoreMsg::Watch { ask, from, aor, watcher },
             Package::Winfo => CoreMsg::WatchInfo { ask, from, aor },
         };
-        self.to_shard(owner, ask_msg, out);
+        self.send_shard(owner, ask_msg, out);
     }
 
     /// On the presentity's shard: decide, count the watcher's shard, and
@@ -158,7 +158,7 @@ impl Shard {
             self.tell_winfo(aor, change, out);
         }
         let (version, doc) = self.publications.document(aor).unwrap_or_else(|| (0, neutral(aor)));
-        self.to_shard(from, CoreMsg::WatchAnswer { ask, action, version, doc }, out);
+        self.send_shard(from, CoreMsg::WatchAnswer { ask, action, version, doc }, out);
     }
 
     /// On the presentity's shard: a subscription on `from` is gone (a
@@ -190,7 +190,7 @@ impl Shard {
         let w = self.watched.entry(aor.into()).or_insert_with(|| WatchedBy::new(shards));
         w.winfo.push((from, ask));
         let watchers = w.watchers.iter().map(|e| e.state("subscribe")).collect();
-        self.to_shard(from, CoreMsg::WatchInfoAnswer { ask, watchers }, out);
+        self.send_shard(from, CoreMsg::WatchInfoAnswer { ask, watchers }, out);
     }
 
     /// Sends a watcher change to every shard holding winfo subscriptions
@@ -201,7 +201,7 @@ impl Shard {
         shards.sort_unstable();
         shards.dedup();
         for s in shards {
-            self.to_shard(s, CoreMsg::WatcherChange { aor: aor.into(), change: change.clone() }, out);
+            self.send_shard(s, CoreMsg::WatcherChange { aor: aor.into(), change: change.clone() }, out);
         }
     }
 
@@ -239,7 +239,7 @@ impl Shard {
             }
         }
         for (aor, shard, ask, action, state) in changes {
-            self.to_shard(shard, CoreMsg::Authorize { ask, action }, out);
+            self.send_shard(shard, CoreMsg::Authorize { ask, action }, out);
             self.tell_winfo(&aor, state, out);
         }
         self.drain_local(now, out);
@@ -271,7 +271,7 @@ impl Shard {
         let Some(w) = self.watched.get(aor) else { return };
         let shards: Vec<u16> = w.counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(s, _)| s as u16).collect();
         for s in shards {
-            self.to_shard(s, CoreMsg::Document { aor: aor.into(), version, doc: doc.clone() }, out);
+            self.send_shard(s, CoreMsg::Document { aor: aor.into(), version, doc: doc.clone() }, out);
         }
     }
 
@@ -369,7 +369,7 @@ impl Shard {
     fn unwatch(&mut self, aor: Box<[u8]>, ask: u64, out: &mut Outbox) {
         out.event(|| Event::Watcher { aor: lossy(&aor), state: "terminated" });
         let owner = ids::owner_of(&aor, self.cfg.shards);
-        self.to_shard(owner, CoreMsg::Unwatch { aor, from: self.cfg.shard, ask }, out);
+        self.send_shard(owner, CoreMsg::Unwatch { aor, from: self.cfg.shard, ask }, out);
     }
 
     /// The outcome of a NOTIFY: `None` is a timeout.

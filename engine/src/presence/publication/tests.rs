@@ -52,7 +52,7 @@ struct F {
 impl F {
     fn new() -> F {
         let t0 = Instant::now();
-        F { pubs: Publications::new(PublishConfig::default(), 0, 0, t0), t0, changes: vec![] }
+        F { pubs: Publications::new(PublishConfig::default(), 0, crate::core::entropy::Entropy::for_shard(0, 0), t0), t0, changes: vec![] }
     }
     fn send(&mut self, p: &P<'_>, at: u64) -> PublishReply {
         let b = p.bytes();
