@@ -255,3 +255,64 @@ fn every_fixture_round_trips() {
     }
     assert!(parsed >= 25, "most fixtures are valid messages; only {parsed} parsed");
 }
+
+/// An AOR written in the ways RFC 3261 19.1.4 (and RFC 3966 for tel)
+/// calls equal: host case, escaped unreserved user characters, URI
+/// parameters and headers, a port-less form kept as is.
+fn aor_variant(user: &Option<String>, host: &str, case_mask: u64, escape_mask: u64, params: bool) -> String {
+    let host: String = host.chars().enumerate().map(|(i, c)| if case_mask >> (i % 64) & 1 == 1 { c.to_ascii_uppercase() } else { c }).collect();
+    let user: Option<String> = user
+        .as_ref()
+        .map(|u| u.chars().enumerate().map(|(i, c)| if escape_mask >> (i % 64) & 1 == 1 { format!("%{:02X}", c as u32) } else { c.to_string() }).collect());
+    let mut s = match user {
+        Some(u) => format!("sip:{u}@{host}"),
+        None => format!("sip:{host}"),
+    };
+    if params {
+        s.push_str(";transport=tcp;lr?subject=x");
+    }
+    s
+}
+
+proptest! {
+    #![proptest_config(Config { cases: 2000, ..Config::default() })]
+
+    /// Every variant of an AOR, with or without a user part, normalises to
+    /// the same key and so has the same owning shard for every shard count.
+    #[test]
+    fn equal_aors_have_one_owner(
+        user in proptest::option::of("[a-z0-9._~-]{1,12}"),
+        host in "[a-z][a-z0-9-]{0,10}(\\.[a-z]{2,6}){1,2}",
+        case_mask in any::<u64>(),
+        escape_mask in any::<u64>(),
+        params in any::<bool>(),
+    ) {
+        use presence_engine::core::ids::owner_of;
+        use presence_engine::sip::Uri;
+        let plain = aor_variant(&user, &host, 0, 0, false);
+        let other = aor_variant(&user, &host, case_mask, escape_mask, params);
+        let a = Uri::parse(plain.as_bytes()).unwrap().aor();
+        let b = Uri::parse(other.as_bytes()).map_err(|_| TestCaseError::fail(format!("{other} parses"))).unwrap().aor();
+        prop_assert_eq!(&a, &b, "{} and {} normalise alike", plain, other);
+        for shards in 1..=8u16 {
+            prop_assert_eq!(owner_of(&a, shards), owner_of(&b, shards));
+        }
+    }
+
+    /// tel: numbers with and without visual separators are one presentity.
+    #[test]
+    fn tel_variants_have_one_owner(digits in "[0-9]{4,12}", seps in proptest::collection::vec(0usize..4, 12)) {
+        use presence_engine::core::ids::owner_of;
+        use presence_engine::sip::Uri;
+        let mut dotted = String::from("tel:+");
+        for (i, d) in digits.chars().enumerate() {
+            dotted.push(d);
+            dotted.push_str(["", "-", ".", ""][seps[i % seps.len()]]);
+        }
+        let plain = format!("tel:+{digits}");
+        let a = Uri::parse(plain.as_bytes()).unwrap().aor();
+        let b = Uri::parse(dotted.trim_end_matches(['-', '.']).as_bytes()).unwrap().aor();
+        prop_assert_eq!(&a, &b);
+        prop_assert_eq!(owner_of(&a, 5), owner_of(&b, 5));
+    }
+}

@@ -504,3 +504,26 @@ fn notifies_wait_for_the_window() {
     }
     assert_eq!(got, 6, "every watcher was notified once");
 }
+
+/// An AOR without a user part has one owner for every method: PUBLISHes
+/// from many source ports (so from every shard's socket), to case variants
+/// of the host, all reach the document that SUBSCRIBEs from many other
+/// ports see. Before the owner was computed for such AORs, REGISTER and
+/// PUBLISH stayed on the receiving shard and most watchers never saw them.
+#[test]
+fn an_aor_without_a_user_part_has_one_owner() {
+    let srv = Presenced::start(2, &["--notify-min-interval-ms", "0"]);
+    for (i, variant) in ["sip:h1.example.com", "sip:H1.Example.COM", "sip:h1.EXAMPLE.com;transport=udp"].iter().enumerate() {
+        // Each publish() comes from a fresh socket: a new flow, a shard
+        // picked by the kernel.
+        for round in 0..4 {
+            let note = format!("v{i}-{round}");
+            publish(&srv, variant, "open", &note);
+            for _ in 0..4 {
+                let (_, ok, first) = Sub::new(&srv, Ua::udp(), "sip:h1.example.com", 600, "Event: presence\r\n");
+                assert_eq!(status(&ok), 200);
+                assert!(body(&first).contains(&note), "a watcher sees {note} published to {variant}: {}", body(&first));
+            }
+        }
+    }
+}

@@ -14,7 +14,7 @@ use crate::presence::publication::{DocChange, Publications, PublishConfig};
 use crate::presence::watchers::{WatchConfig, Watchers};
 use crate::registrar::reg_event::{NotifyVerdict, RegSubscriber};
 use crate::registrar::{RegChange, Registrar, RegistrarConfig};
-use crate::sip::{self, HeaderName, Limits, Message, Method, ParseError, RawMessage, Scheme, Via};
+use crate::sip::{self, HeaderName, Limits, Message, Method, ParseError, RawMessage, Via};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -299,11 +299,17 @@ impl Shard {
             // its connection's); it asks the presentity's shard itself.
             return None;
         } else {
+            // Only REGISTER and PUBLISH write presentity state; the rest
+            // (OPTIONS, a NOTIFY outside any dialog) need no owner.
             let uri = match msg.method()? {
                 Method::Register => msg.to().uri(),
-                _ => msg.request_uri()?,
+                Method::Publish => msg.request_uri()?,
+                _ => return None,
             };
-            if uri.scheme() != Scheme::Tel && uri.user().is_none() {
+            // Every presentity, with or without a user part, is owned by
+            // the hash of its normalised AOR: SUBSCRIBE asks that same
+            // owner, so REGISTER and PUBLISH must not stay where they land.
+            if !uri.is_served_scheme() {
                 return None;
             }
             let mut aor = Vec::with_capacity(64);
