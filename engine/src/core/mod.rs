@@ -14,6 +14,7 @@
 pub mod capabilities;
 pub mod entropy;
 pub mod ids;
+pub mod outbound;
 pub mod outbox;
 pub mod peer;
 pub mod reply;

@@ -14,7 +14,7 @@ use crate::presence::publication::{DocChange, Publications, PublishConfig};
 use crate::presence::watchers::{WatchConfig, Watchers};
 use crate::registrar::reg_event::{NotifyVerdict, RegSubscriber};
 use crate::registrar::{RegChange, Registrar, RegistrarConfig};
-use crate::sip::{self, HeaderName, Limits, Message, Method, ParseError, RawMessage, Via};
+use crate::sip::{self, HeaderName, Limits, Message, Method, ParseError, RawMessage, Scheme, Via};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -77,6 +77,9 @@ pub struct ShardStats {
     pub dropped: u64,
     pub forwarded: u64,
     pub retransmissions: u64,
+    /// Forwarded requests shed because the owner's queue was full (set by
+    /// the driver, which owns the queues).
+    pub shed: u64,
 }
 
 /// Context of a request this shard sent, returned with its outcome.
@@ -299,17 +302,17 @@ impl Shard {
             // its connection's); it asks the presentity's shard itself.
             return None;
         } else {
-            // Only REGISTER and PUBLISH write presentity state; the rest
-            // (OPTIONS, a NOTIFY outside any dialog) need no owner.
-            let uri = match msg.method()? {
-                Method::Register => msg.to().uri(),
-                Method::Publish => msg.request_uri()?,
-                _ => return None,
+            // REGISTER and PUBLISH write presentity state: they go to the
+            // hash of the normalised AOR, with or without a user part,
+            // because SUBSCRIBE asks that same owner. Anything else
+            // addressed to a user (OPTIONS) is answered by that user's
+            // owner too; to the server itself, by any shard.
+            let (uri, always) = match msg.method()? {
+                Method::Register => (msg.to().uri(), true),
+                Method::Publish => (msg.request_uri()?, true),
+                _ => (msg.request_uri()?, false),
             };
-            // Every presentity, with or without a user part, is owned by
-            // the hash of its normalised AOR: SUBSCRIBE asks that same
-            // owner, so REGISTER and PUBLISH must not stay where they land.
-            if !uri.is_served_scheme() {
+            if !uri.is_served_scheme() || (!always && uri.scheme() != Scheme::Tel && uri.user().is_none()) {
                 return None;
             }
             let mut aor = Vec::with_capacity(64);

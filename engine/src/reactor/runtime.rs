@@ -6,10 +6,12 @@ use super::ShardMsg;
 use super::tcp;
 use super::udp::{RecvBatch, SendBatch};
 use crate::config::Config;
-use crate::core::{ConnId, Event, Outbox, Shard, ShardConfig, ShardStats, Transmit, Transport};
+use crate::core::outbound::{Offer, Outbound};
+use crate::core::{ConnId, CoreMsg, Event, Outbox, Shard, ShardConfig, ShardStats, Transmit, Transport};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::channels::local_channel::LocalSender;
 use glommio::net::UdpSocket;
+use glommio::{GlommioError, ResourceType};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
@@ -48,6 +50,11 @@ pub(crate) struct Runtime {
     pub conns: RefCell<HashMap<ConnId, LocalSender<Vec<u8>>>>,
     pub next_conn: Cell<u64>,
     mesh: Option<Senders<ShardMsg>>,
+    /// Messages for shards whose queue was full, in order; while any wait,
+    /// the sockets are not read (see `core::outbound`).
+    outbound: RefCell<Outbound<ShardMsg>>,
+    /// Whether a task is awaiting room in each destination's queue.
+    flushing: RefCell<Vec<bool>>,
 }
 
 pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
@@ -98,6 +105,8 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
         conns: RefCell::new(HashMap::new()),
         next_conn: Cell::new(1),
         mesh: senders,
+        outbound: RefCell::new(Outbound::new(shards)),
+        flushing: RefCell::new(vec![false; shards as usize]),
         cfg,
     });
 
@@ -134,7 +143,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
     if let Some(m) = &rt.mesh {
         m.close();
     }
-    let stats = rt.core.borrow().stats();
+    let stats = ShardStats { shed: rt.shed(), ..rt.core.borrow().stats() };
     for t in tasks {
         drop(t);
     }
@@ -148,6 +157,7 @@ async fn udp_loop(rt: Rc<Runtime>) {
     let mut batch = RecvBatch::new(rt.cfg.io.udp_batch, rt.cfg.limits.max_message_size);
     let mut probe = [0u8; 1];
     loop {
+        rt.wait_while_holding().await;
         let n = match batch.recv(rt.udp_fd) {
             Ok(n) => n,
             Err(e) => {
@@ -180,7 +190,7 @@ impl Runtime {
     /// Carries out what the core asked for: UDP datagrams into the send
     /// batch, TCP frames to their connection (here or on its shard),
     /// forwards to their owner, events to the log.
-    pub fn dispatch(&self) {
+    pub fn dispatch(self: &Rc<Self>) {
         let mut out = self.outbox.borrow_mut();
         if out.is_empty() {
             return;
@@ -200,16 +210,64 @@ impl Runtime {
         }
     }
 
-    fn send_to_shard(&self, shard: u16, msg: ShardMsg) {
+    /// Sends to another shard's queue. A full queue sheds a forwarded
+    /// request (its client retransmits) and holds anything else, in order,
+    /// for a task that awaits room.
+    fn send_to_shard(self: &Rc<Self>, shard: u16, msg: ShardMsg) {
         let Some(mesh) = &self.mesh else { return };
-        if let Err(e) = mesh.try_send_to(shard as usize, msg) {
-            // The queue is full: the owner is overloaded. Dropping is what
-            // a full socket buffer would do too; the client retransmits.
-            tracing::warn!(shard = self.id, to = shard, error = %e, "shard queue full; message dropped");
+        let sheddable = matches!(msg, ShardMsg::Core(CoreMsg::Forward(_)));
+        let offer = self.outbound.borrow_mut().offer(shard, msg, sheddable, |m| match mesh.try_send_to(shard as usize, m) {
+            Ok(()) => Ok(()),
+            Err(GlommioError::WouldBlock(ResourceType::Channel(m))) => Err(m),
+            Err(e) => {
+                // Closed: the server is stopping.
+                tracing::debug!(shard = self.id, to = shard, error = %e, "shard queue closed");
+                Ok(())
+            }
+        });
+        match offer {
+            Offer::Sent => {}
+            Offer::Shed => tracing::debug!(shard = self.id, to = shard, "shard queue full; forwarded request shed"),
+            Offer::Held => self.start_flusher(shard),
         }
     }
 
-    fn on_shard_msg(&self, msg: ShardMsg) {
+    /// A task that moves held messages for `to` into its queue as room
+    /// appears, one at a time and in order.
+    fn start_flusher(self: &Rc<Self>, to: u16) {
+        if std::mem::replace(&mut self.flushing.borrow_mut()[to as usize], true) {
+            return;
+        }
+        let rt = self.clone();
+        glommio::spawn_local(async move {
+            loop {
+                let next = rt.outbound.borrow_mut().next_held(to);
+                let Some(msg) = next else { break };
+                if let Some(mesh) = &rt.mesh {
+                    let _ = mesh.send_to(to as usize, msg).await;
+                }
+                rt.outbound.borrow_mut().sent_held(to);
+            }
+            rt.flushing.borrow_mut()[to as usize] = false;
+        })
+        .detach();
+    }
+
+    /// Waits while messages are held for full shard queues: new work from
+    /// the sockets would only add to them. Shard queues are still read
+    /// meanwhile, which is what lets every shard's backlog drain.
+    pub async fn wait_while_holding(&self) {
+        while self.outbound.borrow().is_holding() {
+            glommio::timer::sleep(Duration::from_micros(200)).await;
+        }
+    }
+
+    /// Forwarded requests shed for full queues so far.
+    pub fn shed(&self) -> u64 {
+        self.outbound.borrow().shed()
+    }
+
+    fn on_shard_msg(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
             ShardMsg::Core(msg) => self.with_core(|core, out| core.on_shard_msg(Instant::now(), msg, out)),
             ShardMsg::Transmit(t) => self.write_tcp(t),
@@ -251,7 +309,7 @@ impl Runtime {
     /// One step of the core outside the UDP loop (a TCP frame, a message
     /// from another shard), then its outbox. Datagrams it produced are
     /// flushed at once rather than waiting for the next UDP receive.
-    pub fn with_core(&self, f: impl FnOnce(&mut Shard, &mut Outbox)) {
+    pub fn with_core(self: &Rc<Self>, f: impl FnOnce(&mut Shard, &mut Outbox)) {
         {
             let mut out = self.outbox.borrow_mut();
             f(&mut self.core.borrow_mut(), &mut out);

@@ -57,6 +57,7 @@ async fn serve(rt: Rc<Runtime>, stream: TcpStream, peer: Peer) {
 
     let mut framer = StreamFramer::new(rt.cfg.parse_limits());
     'read: loop {
+        rt.wait_while_holding().await;
         let space = framer.read_space(READ_CHUNK);
         let n = match reader.read(space).await {
             Ok(0) | Err(_) => 0,
