@@ -24,5 +24,5 @@ pub mod transaction;
 
 pub use outbox::{CoreMsg, Event, Forward, Outbox};
 pub use peer::{ConnId, Peer, Transmit, Transport};
-pub use shard::{Shard, ShardConfig, ShardStats};
+pub use shard::{Census, Shard, ShardConfig, ShardStats, WatchedView};
 pub use transaction::SipTimers;

@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 mod watch;
+pub use watch::WatchedView;
 use watch::{PendingWatch, WatchedBy};
 
 /// What a shard core needs to know about its place and its limits.
@@ -80,6 +81,35 @@ pub struct ShardStats {
     /// Forwarded requests shed because the owner's queue was full (set by
     /// the driver, which owns the queues).
     pub shed: u64,
+}
+
+/// How much state a shard holds, table by table. Once traffic stops and
+/// every expiry has passed, all of it must be zero: anything left is a
+/// leak (the simulation checks this for every seed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    pub server_transactions: usize,
+    pub client_transactions: usize,
+    /// Entries in all of the shard's timer wheels.
+    pub timers: usize,
+    /// SUBSCRIBEs waiting for their presentity shard's answer.
+    pub pending_asks: usize,
+    /// Presentities owned here with watchers or winfo subscribers.
+    pub watched: usize,
+    pub subscriptions: usize,
+    pub deferred_notifies: usize,
+    pub notifies_in_flight: usize,
+    /// Subscriptions with a change not yet sent.
+    pub unsent_changes: usize,
+    pub presentities: usize,
+    pub registrations: usize,
+    pub reg_subscriptions: usize,
+}
+
+impl Census {
+    pub fn is_empty(&self) -> bool {
+        *self == Census::default()
+    }
 }
 
 /// Context of a request this shard sent, returned with its outcome.
@@ -276,6 +306,34 @@ impl Shard {
             self.fan_out(&d.aor, d.version, &d.document, out);
             out.event(|| Event::Document { aor: lossy(&d.aor), version: d.version, document: d.document });
         }
+    }
+
+    /// Every table's size (see [`Census`]).
+    pub fn census(&self) -> Census {
+        Census {
+            server_transactions: self.server.len(),
+            client_transactions: self.client.len(),
+            timers: self.server.timers_pending()
+                + self.client.timers_pending()
+                + self.registrar.wheel_entries()
+                + self.reg_sub.wheel_entries()
+                + self.publications.wheel_entries()
+                + self.watchers.wheel_entries(),
+            pending_asks: self.pending_watch.len(),
+            watched: self.watched.len(),
+            subscriptions: self.watchers.len(),
+            deferred_notifies: self.deferred_notifies.len(),
+            notifies_in_flight: self.notifies_in_flight,
+            unsent_changes: self.watchers.unsent(),
+            presentities: self.publications.presentities(),
+            registrations: self.registrar.len(),
+            reg_subscriptions: self.reg_sub.len(),
+        }
+    }
+
+    /// Watcher subscriptions held here (read-only).
+    pub fn watchers(&self) -> &Watchers {
+        &self.watchers
     }
 
     /// The compositor of this shard (read-only).

@@ -57,6 +57,10 @@ pub struct Publications {
     cfg: PublishConfig,
     shard: u16,
     entropy: Entropy,
+    /// The last document version given out, shard-wide: a presentity that
+    /// is forgotten and comes back continues above its old versions, so a
+    /// watcher never takes a new document for an old one.
+    last_version: u64,
     presentities: HashMap<Box<[u8]>, Presentity, ahash::RandomState>,
     wheel: TimerWheel<Box<[u8]>>,
     fired: Vec<Box<[u8]>>,
@@ -69,6 +73,7 @@ impl Publications {
             shard,
             presentities: HashMap::with_hasher(entropy.hasher()),
             entropy,
+            last_version: 0,
             wheel: TimerWheel::new(now, Duration::from_millis(100), 4096),
             fired: Vec::new(),
         }
@@ -217,10 +222,14 @@ impl Publications {
         p.recheck.ensure(&mut self.wheel, p.pubs.iter().map(|x| x.expires_at).min(), || aor.into());
     }
 
-    /// Wheel entries pending (for tests: they stay one per presentity).
-    #[cfg(test)]
-    fn wheel_entries(&self) -> usize {
+    /// Wheel entries pending (they stay one per presentity).
+    pub fn wheel_entries(&self) -> usize {
         self.wheel.len()
+    }
+
+    /// Presentities with any state.
+    pub fn presentities(&self) -> usize {
+        self.presentities.len()
     }
 
     /// Composes and serialises the document once; a presentity with no
@@ -233,7 +242,8 @@ impl Publications {
         if p.document.as_deref() == Some(&doc[..]) {
             return;
         }
-        p.version += 1;
+        self.last_version += 1;
+        p.version = self.last_version;
         p.document = Some(doc.clone());
         changes.push(DocChange { aor: aor.into(), version: p.version, document: doc });
         if p.pubs.is_empty() && p.contacts.is_empty() {

@@ -87,6 +87,16 @@ pub struct NewSub<'a> {
     pub watchers: Vec<WatcherState>,
 }
 
+impl Subscription {
+    pub fn call_id(&self) -> &[u8] {
+        &self.call_id
+    }
+    /// Our tag: the dialog's to-tag in the watcher's eyes.
+    pub fn local_tag(&self) -> &[u8] {
+        &self.local_tag
+    }
+}
+
 pub struct Subscription {
     pub aor: Box<[u8]>,
     pub package: Package,
@@ -188,8 +198,21 @@ impl Watchers {
     pub fn is_empty(&self) -> bool {
         self.subs.is_empty()
     }
+    /// Timer wheel entries pending (fired lazily; for leak checks).
+    pub fn wheel_entries(&self) -> usize {
+        self.wheel.len()
+    }
     pub fn get(&self, id: u64) -> Option<&Subscription> {
         self.subs.get(&id)
+    }
+    /// Subscriptions with a change they have not been sent yet (waiting
+    /// for their rate limit, the window or an answer).
+    pub fn unsent(&self) -> usize {
+        self.subs.values().filter(|s| s.dirty).count()
+    }
+    /// Every subscription held here.
+    pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
+        self.subs.values()
     }
     /// Local subscriptions watching `aor`.
     pub fn watching(&self, aor: &[u8]) -> usize {

@@ -129,6 +129,10 @@ impl Registrar {
     pub fn is_empty(&self) -> bool {
         self.regs.is_empty()
     }
+    /// Timer wheel entries pending (fired lazily; for leak checks).
+    pub fn wheel_entries(&self) -> usize {
+        self.wheel.len()
+    }
 
     /// Processes a REGISTER (RFC 3261 10.3 steps 4-8) atomically: either
     /// every Contact is applied or none is.
@@ -265,20 +269,14 @@ impl Registrar {
         }
     }
 
-    /// After a change to `aor`'s bindings: forget an empty registration and
-    /// report the change if the set of contacts differs from `before`.
-    /// Wheel entries pending (for tests: one per AOR, not per refresh).
-    #[cfg(test)]
-    fn wheel_entries(&self) -> usize {
-        self.wheel.len()
-    }
-
     /// Makes sure the wheel looks at `aor` by its earliest binding expiry.
     fn schedule_expiry(&mut self, aor: &[u8]) {
         let Some(reg) = self.regs.get_mut(aor) else { return };
         reg.recheck.ensure(&mut self.wheel, reg.earliest_expiry(), || Expiry { aor: aor.into() });
     }
 
+    /// After a change to `aor`'s bindings: forget an empty registration and
+    /// report the change if the set of contacts differs from `before`.
     fn settle(&mut self, aor: &[u8], before: Vec<Box<[u8]>>, changes: &mut Vec<RegChange>) {
         let after: Vec<Box<[u8]>> = self.regs.get(aor).map(|r| r.bindings.iter().map(|b| b.uri.clone()).collect()).unwrap_or_default();
         if after.is_empty() {

@@ -120,6 +120,10 @@ impl RegSubscriber {
     pub fn is_empty(&self) -> bool {
         self.subs.is_empty()
     }
+    /// Timer wheel entries pending (fired lazily; for leak checks).
+    pub fn wheel_entries(&self) -> usize {
+        self.wheel.len()
+    }
 
     /// Creates the subscription for `aor` at `target` and writes its
     /// initial SUBSCRIBE into `out`, with the branch from `branch`. Returns

@@ -62,7 +62,37 @@ struct WatcherEntry {
     action: Action,
 }
 
+/// What a presentity's shard knows of its watchers, for tests and
+/// simulations that check it against the subscriptions the other shards
+/// hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchedView {
+    /// Watchers counted per shard: where documents go.
+    pub counts: Vec<u32>,
+    /// (shard, ask) of each presence watcher.
+    pub watchers: Vec<(u16, u64)>,
+    /// (shard, ask) of each winfo subscriber.
+    pub winfo: Vec<(u16, u64)>,
+}
+
 impl Shard {
+    /// What this shard, as `aor`'s owner, knows of its watchers.
+    pub fn watched_view(&self, aor: &[u8]) -> Option<WatchedView> {
+        let w = self.watched.get(aor)?;
+        let mut watchers: Vec<(u16, u64)> = w.watchers.iter().map(|e| (e.shard, e.ask)).collect();
+        watchers.sort_unstable();
+        let mut winfo = w.winfo.clone();
+        winfo.sort_unstable();
+        Some(WatchedView { counts: w.counts.clone(), watchers, winfo })
+    }
+
+    /// The document a watcher of `aor` is shown now: the composed one, or
+    /// the neutral closed one when there is none. Only meaningful on the
+    /// owner.
+    pub fn current_document(&self, aor: &[u8]) -> (u64, Arc<[u8]>) {
+        self.publications.document(aor).unwrap_or_else(|| (0, neutral(aor)))
+    }
+
     /// RFC 6665 4.2.1 and RFC 3856 for `Event: presence`.
     pub(super) fn on_subscribe(&mut self, msg: &Message<'_>, reply: Reply, out: &mut Outbox) {
         let package = match msg.event() {
