@@ -38,6 +38,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use ue::Ue;
 
+/// The subscriptions the shards hold to one presentity, as (shard, ask):
+/// presence watchers, then winfo subscribers.
+type Held = (Vec<(u16, u64)>, Vec<(u16, u64)>);
+
 /// What crosses between simulated shards (as `reactor::ShardMsg`).
 enum SimMsg {
     Core(CoreMsg),
@@ -453,8 +457,7 @@ impl World {
     fn check_settled(&mut self) -> usize {
         let n = self.n();
         let mut checked = 0;
-        // (aor) → per shard presence (shard, ask) and winfo (shard, ask)
-        let mut held: BTreeMap<Vec<u8>, (Vec<(u16, u64)>, Vec<(u16, u64)>)> = BTreeMap::new();
+        let mut held: BTreeMap<Vec<u8>, Held> = BTreeMap::new();
         let mut problems = Vec::new();
         for (k, shard) in self.shards.iter().enumerate() {
             let c = shard.census();
