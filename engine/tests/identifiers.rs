@@ -26,7 +26,10 @@ Contact: <sip:w@198.51.100.1:5060>\r\n{extra}Content-Length: {}\r\n\r\n{body}",
 /// What the shard sends for `n` OPTIONS, PUBLISHes and SUBSCRIBEs (the
 /// presentity's owner is this shard's job for PUBLISH only when it owns
 /// it, so all go through `on_message` and forwards are followed locally).
-fn minted(s: &mut Shard, n: u32) -> (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+/// To-tags, entity tags and branches, as minted.
+type Minted = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+fn minted(s: &mut Shard, n: u32) -> Minted {
     let (mut tags, mut etags, mut branches) = (Vec::new(), Vec::new(), Vec::new());
     let peer = Peer::udp("198.51.100.1:5060".parse().unwrap());
     let now = Instant::now();
