@@ -135,6 +135,8 @@ pub struct Shard {
     /// For presentities owned here: their watchers and how many each
     /// shard holds.
     watched: HashMap<Box<[u8]>, WatchedBy, ahash::RandomState>,
+    /// Seeds each presentity's watcher table.
+    watched_hasher: ahash::RandomState,
     /// SUBSCRIBEs waiting for their presentity shard's answer, by ask id.
     pending_watch: HashMap<u64, PendingWatch, ahash::RandomState>,
     next_ask: u64,
@@ -163,6 +165,7 @@ impl Shard {
             doc_changes: Vec::new(),
             watchers: Watchers::new(cfg.watch.clone(), cfg.shard, cfg.local_addr, e.fork(), now),
             watched: HashMap::with_hasher(e.hasher()),
+            watched_hasher: e.hasher(),
             pending_watch: HashMap::with_hasher(e.hasher()),
             next_ask: 0,
             notifies_in_flight: 0,

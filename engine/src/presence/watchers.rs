@@ -124,6 +124,8 @@ pub struct Subscription {
     in_flight: bool,
     last_notify: Option<Instant>,
     rate_timer_at: Option<Instant>,
+    /// Where this subscription sits in its AOR's list (`Watchers::by_aor`).
+    aor_slot: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -280,9 +282,13 @@ impl Watchers {
             in_flight: false,
             last_notify: None,
             rate_timer_at: None,
+            aor_slot: 0,
         };
+        let mut sub = sub;
         self.by_dialog.insert(dialog_key(&sub.call_id, &sub.local_tag), id);
-        self.by_aor.entry(aor.into()).or_default().push(id);
+        let list = self.by_aor.entry(aor.into()).or_default();
+        sub.aor_slot = list.len();
+        list.push(id);
         self.by_ask.insert(ask, id);
         self.wheel.insert(sub.expires_at, Timer::Expire(id));
         self.subs.insert(id, sub);
@@ -328,8 +334,15 @@ impl Watchers {
         let sub = self.subs.remove(&id)?;
         self.by_ask.remove(&sub.ask);
         self.by_dialog.remove(&dialog_key(&sub.call_id, &sub.local_tag));
+        // O(1): the last subscription of the list takes this one's slot.
         if let Some(v) = self.by_aor.get_mut(&sub.aor) {
-            v.retain(|x| *x != id);
+            debug_assert_eq!(v.get(sub.aor_slot), Some(&id));
+            v.swap_remove(sub.aor_slot);
+            if let Some(&moved) = v.get(sub.aor_slot)
+                && let Some(m) = self.subs.get_mut(&moved)
+            {
+                m.aor_slot = sub.aor_slot;
+            }
             if v.is_empty() {
                 self.by_aor.remove(&sub.aor);
             }
