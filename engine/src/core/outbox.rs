@@ -93,6 +93,9 @@ pub enum Event {
     Watcher { aor: String, state: &'static str },
     /// A response that matched nothing we sent.
     StrayResponse { status: u16 },
+    /// A step panicked and was contained; `call_id` of the message, if it
+    /// was one. Recorded even when events are off.
+    Panic { call_id: String, what: String },
 }
 
 /// Filled by the core, drained by the reactor after each step.

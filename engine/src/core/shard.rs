@@ -46,6 +46,10 @@ pub struct ShardConfig {
     pub publish: PublishConfig,
     pub watch: WatchConfig,
     pub policy: Policy,
+    /// Fault injection for tests: a request with this Call-ID and CSeq
+    /// number panics in its handler. `None` in every real configuration.
+    #[doc(hidden)]
+    pub panic_on: Option<(Box<[u8]>, u32)>,
 }
 
 impl ShardConfig {
@@ -65,6 +69,7 @@ impl ShardConfig {
             publish: PublishConfig::default(),
             watch: WatchConfig::default(),
             policy: Policy::default(),
+            panic_on: None,
         }
     }
 }
@@ -81,6 +86,8 @@ pub struct ShardStats {
     /// Forwarded requests shed because the owner's queue was full (set by
     /// the driver, which owns the queues).
     pub shed: u64,
+    /// Steps that panicked and were contained (see `Shard::guarded`).
+    pub panics: u64,
 }
 
 /// How much state a shard holds, table by table. Once traffic stops and
@@ -188,6 +195,50 @@ impl Shard {
     /// A message from the network: parsed, routed to its owner (into
     /// `out.to_shards`) or handled here.
     pub fn on_message(&mut self, now: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
+        self.guarded(now, Some(bytes), out, |s, out| s.on_message_unguarded(now, peer, bytes, out));
+    }
+
+    /// Runs one step; a panic in it is contained at this boundary so that
+    /// one message or timer cannot take the shard down. The panic is
+    /// counted and reported (an `Event::Panic`, logged at error level with
+    /// the Call-ID), the request's transaction and its dialog's
+    /// subscription are removed rather than left half-changed, and the
+    /// step's remaining local hand-offs still run.
+    fn guarded(&mut self, now: Instant, bytes: Option<&[u8]>, out: &mut Outbox, step: impl FnOnce(&mut Shard, &mut Outbox)) {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(self, out)));
+        if let Err(payload) = outcome {
+            self.contain(now, bytes, payload, out);
+        }
+    }
+
+    /// After a panic: count and report it, remove the request's
+    /// transaction and its dialog's subscription, and run what the step
+    /// handed this shard itself, each message guarded again (each is taken
+    /// off the queue before it runs, so this ends).
+    fn contain(&mut self, now: Instant, mut bytes: Option<&[u8]>, mut payload: Box<dyn std::any::Any + Send>, out: &mut Outbox) {
+        loop {
+            self.stats.panics += 1;
+            let what = payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned()).unwrap_or_default();
+            let call_id = bytes.and_then(|b| RawMessage::split_lenient(b).ok()).and_then(|r| r.header(HeaderName::CallId).map(lossy)).unwrap_or_default();
+            // Events are pushed even when off: a panic is always logged.
+            out.events.push(Event::Panic { call_id, what });
+            if let Some(msg) = bytes.and_then(|b| Message::parse(b, &self.cfg.limits).ok())
+                && msg.is_request()
+            {
+                self.server.forget_key(&ServerKey::of(&msg));
+                if let Some(id) = self.watchers.find(&msg) {
+                    self.end_subscription(id, out);
+                }
+            }
+            bytes = None;
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.drain_local(now, out))) {
+                Ok(()) => return,
+                Err(p) => payload = p,
+            }
+        }
+    }
+
+    fn on_message_unguarded(&mut self, now: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
         match Message::parse(bytes, &self.cfg.limits) {
             Err(e) => self.on_malformed(peer, bytes, e, out),
             Ok(msg) => match self.owner(&msg) {
@@ -204,8 +255,10 @@ impl Shard {
 
     /// Work from another shard (or this one).
     pub fn on_shard_msg(&mut self, now: Instant, msg: CoreMsg, out: &mut Outbox) {
-        self.dispatch_shard_msg(now, msg, out);
-        self.drain_local(now, out);
+        self.guarded(now, None, out, |s, out| {
+            s.dispatch_shard_msg(now, msg, out);
+            s.drain_local(now, out);
+        });
     }
 
     fn dispatch_shard_msg(&mut self, now: Instant, msg: CoreMsg, out: &mut Outbox) {
@@ -247,12 +300,18 @@ impl Shard {
     /// (a head, if the error was found in one). Answered like a malformed
     /// message; the reactor closes the connection after.
     pub fn on_stream_error(&mut self, now: Instant, peer: Peer, pending: &[u8], e: ParseError, out: &mut Outbox) {
-        self.on_malformed(peer, pending, e, out);
-        self.drain_local(now, out);
+        self.guarded(now, None, out, |s, out| {
+            s.on_malformed(peer, pending, e, out);
+            s.drain_local(now, out);
+        });
     }
 
     /// Runs the shard's timers.
     pub fn on_time(&mut self, now: Instant, out: &mut Outbox) {
+        self.guarded(now, None, out, |s, out| s.on_time_unguarded(now, out));
+    }
+
+    fn on_time_unguarded(&mut self, now: Instant, out: &mut Outbox) {
         self.server.on_time(now);
         self.client.on_time(now, &mut out.transmits, &mut self.outcomes);
         for outcome in std::mem::take(&mut self.outcomes) {
@@ -423,6 +482,12 @@ impl Shard {
     /// RFC 3261 8.2: method, then headers (Require), then the method's own
     /// processing.
     fn handle(&mut self, msg: &Message<'_>, reply: Reply, out: &mut Outbox) {
+        if let Some((call_id, cseq)) = &self.cfg.panic_on
+            && **call_id == *msg.call_id()
+            && *cseq == msg.cseq().seq
+        {
+            panic!("fault injected for Call-ID {}", lossy(call_id));
+        }
         let method = msg.method().unwrap_or(Method::Other);
         if !capabilities::ALLOW.contains(&msg.method_raw().and_then(|m| std::str::from_utf8(m).ok()).unwrap_or("")) {
             let allow = capabilities::joined(capabilities::ALLOW);
@@ -479,7 +544,9 @@ impl Shard {
                 self.respond_with(msg, reply, &r, out);
                 self.emit_doc_changes(out);
             }
-            _ => unreachable!("every method in ALLOW has a handler"),
+            // ALLOW and these arms are two lists: a method in one and not
+            // the other is answered, never a panic.
+            _ => self.respond(msg, reply, 501, "Not Implemented", &[], out),
         }
     }
 

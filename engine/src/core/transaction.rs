@@ -171,6 +171,15 @@ impl ServerTransactions {
         }
     }
 
+    /// Forgets the transaction of `key`, whatever its state (its request's
+    /// processing failed).
+    pub fn forget_key(&mut self, key: &ServerKey) {
+        let hash = self.hasher.hash_one(&key.0);
+        if let Ok(e) = self.table.find_entry(hash, |t| t.key == *key) {
+            e.remove();
+        }
+    }
+
     /// Ends transactions whose Timer J fired.
     pub fn on_time(&mut self, now: Instant) {
         self.wheel.advance(now, &mut self.fired);

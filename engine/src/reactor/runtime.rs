@@ -85,6 +85,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
             publish: cfg.publish_config(),
             watch: cfg.watch_config(),
             policy: cfg.policy(),
+            panic_on: None,
         },
         now,
     );
@@ -344,6 +345,9 @@ fn log_event(shard: u16, e: &Event) {
         }
         Event::RegSubscription { call_id, status } => {
             tracing::debug!(target: "presenced::presence", shard, call_id = call_id.as_str(), status, "reg subscription");
+        }
+        Event::Panic { call_id, what } => {
+            tracing::error!(shard, call_id = call_id.as_str(), panic = what.as_str(), "a step panicked; contained, its transaction and dialog removed");
         }
         Event::StrayResponse { status } => {
             tracing::debug!(target: "presenced::request", shard, status, "stray response");

@@ -392,7 +392,7 @@ impl Shard {
         }
     }
 
-    fn end_subscription(&mut self, id: u64, out: &mut Outbox) {
+    pub(super) fn end_subscription(&mut self, id: u64, out: &mut Outbox) {
         if let Some((aor, ask)) = self.watchers.remove(id) {
             self.unwatch(aor, ask, out);
         }
