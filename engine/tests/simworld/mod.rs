@@ -545,6 +545,9 @@ impl World {
             if !c.is_empty() {
                 let _ = write!(problems, "shard {k} still holds {c:?}; ");
             }
+            if shard.stats().panics != 0 {
+                let _ = write!(problems, "shard {k} contained {} panics; ", shard.stats().panics);
+            }
             if self.outbound[k].is_holding() {
                 let _ = write!(problems, "shard {k} still holds {} messages for full queues; ", self.outbound[k].held());
             }
