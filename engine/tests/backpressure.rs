@@ -226,11 +226,8 @@ Call-ID: bp-pub-{}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 600\r\nCont
 
 #[test]
 fn two_thousand_watchers_through_queues_of_one() {
-    let dir = std::env::temp_dir().join(format!("presenced-bp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("queue1.toml");
-    std::fs::write(&cfg, "[io]\nqueue_capacity = 1\n[presence]\nnotify_min_interval_ms = 0\n").unwrap();
-    let srv = Presenced::start(2, &["--config", cfg.to_str().unwrap()]);
+    let cfg = config_file("queue1.toml", "[io]\nqueue_capacity = 1\n[presence]\nnotify_min_interval_ms = 0\n");
+    let srv = Presenced::start(2, &["--config", &cfg]);
     let mut c = Clients { server: srv.addr, eps: Vec::new(), dialogs: HashMap::new(), pending: HashMap::new(), finals: HashMap::new(), next: 0 };
     for _ in 0..UDP_SOCKETS {
         let s = udp_socket(Ipv4Addr::LOCALHOST, 0);

@@ -243,11 +243,8 @@ fn bad_subscribes() {
 
 #[test]
 fn subscriptions_expire_with_a_timeout_notify() {
-    let dir = std::env::temp_dir().join(format!("presenced-sub-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("short.toml");
-    std::fs::write(&cfg, "[presence]\nsubscribe_min_expires = 1\n").unwrap();
-    let srv = Presenced::start(2, &["--config", cfg.to_str().unwrap()]);
+    let cfg = config_file("short.toml", "[presence]\nsubscribe_min_expires = 1\n");
+    let srv = Presenced::start(2, &["--config", &cfg]);
     let (mut sub, ok, _) = Sub::new(&srv, Ua::udp(), "sip:brief@example.com", 1, "Event: presence\r\n");
     assert_eq!(header(&ok, "Expires").as_deref(), Some("1"));
     let n = sub.next_notify(&srv);

@@ -274,3 +274,13 @@ macro_rules! transport_matrix {
         }
     };
 }
+
+/// Writes a config file `name` with `text` into this test process's own
+/// temporary directory and returns its path as a string for `--config`.
+pub fn config_file(name: &str, text: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("presenced-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
