@@ -6,8 +6,9 @@
 
 use bench::presence::{answer_all, publish, with_watchers};
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
-use presence_engine::core::{Outbox, Peer};
+use presence_engine::core::Peer;
 use presence_engine::presence::pidf;
+use presence_engine::shard::Outbox;
 use std::time::Instant;
 
 #[global_allocator]

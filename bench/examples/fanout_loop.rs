@@ -6,7 +6,8 @@
 //! valgrind --tool=callgrind target/release/examples/fanout_loop 1000 20
 
 use bench::presence::{answer_all, publish, with_watchers};
-use presence_engine::core::{Outbox, Peer};
+use presence_engine::core::Peer;
+use presence_engine::shard::Outbox;
 use std::time::Instant;
 
 #[global_allocator]

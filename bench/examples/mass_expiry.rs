@@ -6,7 +6,8 @@
 //!
 //!   cargo run --release -p bench --example mass_expiry -- [N...]
 
-use presence_engine::core::{CoreMsg, Outbox, Peer, Shard, ShardConfig};
+use presence_engine::core::Peer;
+use presence_engine::shard::{CoreMsg, Outbox, Shard, ShardConfig};
 use presence_engine::sip::{Limits, Message, response_to};
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -8,7 +8,8 @@
 
 use loadgen::scenario::{Ctx, Marker};
 use loadgen::transport::TransportKind;
-use presence_engine::core::{Outbox, Peer};
+use presence_engine::core::Peer;
+use presence_engine::shard::Outbox;
 use presence_engine::sip::{HeaderName, Limits, Message};
 use std::time::Instant;
 

@@ -2,7 +2,8 @@
 //! watchers subscribed to one presentity, and the request bytes to change
 //! its state.
 
-use presence_engine::core::{Outbox, Peer, Shard, ShardConfig};
+use presence_engine::core::Peer;
+use presence_engine::shard::{Outbox, Shard, ShardConfig};
 use presence_engine::sip::{Limits, Message};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

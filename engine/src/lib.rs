@@ -3,4 +3,5 @@ pub mod core;
 pub mod presence;
 pub mod reactor;
 pub mod registrar;
+pub mod shard;
 pub mod sip;

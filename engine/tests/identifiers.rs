@@ -3,7 +3,8 @@
 //! observer of many cannot predict the next, and the same seed mints the
 //! same ones (which is what lets a simulation replay).
 
-use presence_engine::core::{Outbox, Peer, Shard, ShardConfig};
+use presence_engine::core::Peer;
+use presence_engine::shard::{Outbox, Shard, ShardConfig};
 use presence_engine::sip::{HeaderName, Limits, Message};
 use std::time::Instant;
 

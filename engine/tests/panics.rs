@@ -3,7 +3,8 @@
 //! and the shard goes on. Panics are injected through
 //! `ShardConfig::panic_on` (no network input can reach one).
 
-use presence_engine::core::{Event, Outbox, Peer, Shard, ShardConfig};
+use presence_engine::core::Peer;
+use presence_engine::shard::{Event, Outbox, Shard, ShardConfig};
 use std::time::Instant;
 
 const AOR: &str = "sip:dana@example.com";

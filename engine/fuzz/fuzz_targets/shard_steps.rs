@@ -7,7 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use presence_engine::core::{CoreMsg, Outbox, Peer, Shard, ShardConfig, ConnId};
+use presence_engine::core::{ConnId, Peer};
+use presence_engine::shard::{CoreMsg, Outbox, Shard, ShardConfig};
 use presence_engine::sip::{Limits, Message, response_to};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -6,8 +6,6 @@
 //! - [`ids`]: presentity ownership and identifiers that carry their shard.
 //! - [`timer`]: the per-shard timer wheel.
 //! - [`transaction`]: non-INVITE server and client transactions.
-//! - [`shard`]: one shard's core: parse, route, transact, dispatch.
-//! - [`outbox`]: what a step asks the reactor to do.
 //! - [`reply`]: what a handler answers (status, reason, headers).
 //! - [`capabilities`]: methods, bodies, events and extensions served.
 
@@ -15,14 +13,10 @@ pub mod capabilities;
 pub mod entropy;
 pub mod ids;
 pub mod outbound;
-pub mod outbox;
 pub mod peer;
 pub mod reply;
-pub mod shard;
 pub mod timer;
 pub mod transaction;
 
-pub use outbox::{CoreMsg, Event, Forward, Outbox};
 pub use peer::{ConnId, Peer, Transmit, Transport};
-pub use shard::{Census, Shard, ShardConfig, ShardStats, WatchedView};
 pub use transaction::SipTimers;

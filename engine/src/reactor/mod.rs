@@ -16,8 +16,9 @@ mod tcp;
 pub mod udp;
 
 use crate::config::Config;
-use crate::core::{CoreMsg, ShardStats, Transmit};
+use crate::core::Transmit;
 use crate::presence::authz::Policy;
+use crate::shard::{CoreMsg, ShardStats};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{CpuSet, LocalExecutorBuilder, Placement};
 use std::net::SocketAddr;

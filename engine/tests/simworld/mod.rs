@@ -29,8 +29,9 @@ use net::{Dest, Faults, Network};
 use presence_engine::core::entropy::Entropy;
 use presence_engine::core::ids::owner_of;
 use presence_engine::core::outbound::Outbound;
-use presence_engine::core::{ConnId, CoreMsg, Outbox, Peer, Shard, ShardConfig, Transmit, Transport};
+use presence_engine::core::{ConnId, Peer, Transmit, Transport};
 use presence_engine::presence::watchers::Package;
+use presence_engine::shard::{CoreMsg, Outbox, Shard, ShardConfig};
 use presence_engine::sip::{Limits, Message, Uri};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -464,7 +465,7 @@ impl World {
             if c.pending_asks != 0 || c.notifies_in_flight != 0 || c.deferred_notifies != 0 || c.client_transactions != 0 || c.unsent_changes != 0 {
                 problems.push(format!("shard {k} not settled: {c:?}"));
             }
-            for s in shard.watchers().iter() {
+            for s in shard.subscriptions().iter() {
                 let entry = held.entry(s.aor.to_vec()).or_default();
                 match s.package {
                     Package::Presence => entry.0.push((k as u16, s.ask)),

@@ -2,13 +2,12 @@
 //! events out. Owns the shard's transactions and (with later layers) its
 //! tables; knows nothing of sockets or executors.
 
-use super::capabilities;
-use super::entropy::Entropy;
-use super::ids;
-use super::outbox::{CoreMsg, Event, Forward, Outbox};
-use super::peer::{Peer, Transmit};
-use super::reply::HandlerReply;
-use super::transaction::{ClientOutcome, ClientTransactions, ServerKey, ServerLookup, ServerTransactions, SipTimers, TxnRef};
+use crate::core::capabilities;
+use crate::core::entropy::Entropy;
+use crate::core::ids;
+use crate::core::peer::{Peer, Transmit};
+use crate::core::reply::HandlerReply;
+use crate::core::transaction::{ClientOutcome, ClientTransactions, ServerKey, ServerLookup, ServerTransactions, SipTimers, TxnRef};
 use crate::presence::authz::Policy;
 use crate::presence::publication::{DocChange, Publications, PublishConfig};
 use crate::presence::watchers::{WatchConfig, Watchers};
@@ -19,7 +18,10 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+pub mod outbox;
 mod watch;
+
+pub use outbox::{CoreMsg, Event, Forward, Outbox};
 pub use watch::WatchedView;
 use watch::{PendingWatch, WatchedBy};
 
@@ -138,12 +140,12 @@ pub struct Shard {
     publications: Publications,
     doc_changes: Vec<DocChange>,
     /// Watcher subscriptions received here.
-    watchers: Watchers,
+    subscriptions: Watchers,
     /// For presentities owned here: their watchers and how many each
     /// shard holds.
-    watched: HashMap<Box<[u8]>, WatchedBy, ahash::RandomState>,
+    presentity_watchers: HashMap<Box<[u8]>, WatchedBy, ahash::RandomState>,
     /// Seeds each presentity's watcher table.
-    watched_hasher: ahash::RandomState,
+    presentity_watchers_hasher: ahash::RandomState,
     /// SUBSCRIBEs waiting for their presentity shard's answer, by ask id.
     pending_watch: HashMap<u64, PendingWatch, ahash::RandomState>,
     next_ask: u64,
@@ -170,9 +172,9 @@ impl Shard {
             reg_sub: RegSubscriber::new(cfg.shard, cfg.local_addr, cfg.reg_event_expires, e.fork(), now),
             publications: Publications::new(cfg.publish.clone(), cfg.shard, e.fork(), now),
             doc_changes: Vec::new(),
-            watchers: Watchers::new(cfg.watch.clone(), cfg.shard, cfg.local_addr, e.fork(), now),
-            watched: HashMap::with_hasher(e.hasher()),
-            watched_hasher: e.hasher(),
+            subscriptions: Watchers::new(cfg.watch.clone(), cfg.shard, cfg.local_addr, e.fork(), now),
+            presentity_watchers: HashMap::with_hasher(e.hasher()),
+            presentity_watchers_hasher: e.hasher(),
             pending_watch: HashMap::with_hasher(e.hasher()),
             next_ask: 0,
             notifies_in_flight: 0,
@@ -226,7 +228,7 @@ impl Shard {
                 && msg.is_request()
             {
                 self.server.forget_key(&ServerKey::of(&msg));
-                if let Some(id) = self.watchers.find(&msg) {
+                if let Some(id) = self.subscriptions.find(&msg) {
                     self.end_subscription(id, out);
                 }
             }
@@ -380,13 +382,13 @@ impl Shard {
                 + self.registrar.wheel_entries()
                 + self.reg_sub.wheel_entries()
                 + self.publications.wheel_entries()
-                + self.watchers.wheel_entries(),
+                + self.subscriptions.wheel_entries(),
             pending_asks: self.pending_watch.len(),
-            watched: self.watched.len(),
-            subscriptions: self.watchers.len(),
+            watched: self.presentity_watchers.len(),
+            subscriptions: self.subscriptions.len(),
             deferred_notifies: self.deferred_notifies.len(),
             notifies_in_flight: self.notifies_in_flight,
-            unsent_changes: self.watchers.unsent(),
+            unsent_changes: self.subscriptions.unsent(),
             presentities: self.publications.presentities(),
             registrations: self.registrar.len(),
             reg_subscriptions: self.reg_sub.len(),
@@ -394,8 +396,8 @@ impl Shard {
     }
 
     /// Watcher subscriptions held here (read-only).
-    pub fn watchers(&self) -> &Watchers {
-        &self.watchers
+    pub fn subscriptions(&self) -> &Watchers {
+        &self.subscriptions
     }
 
     /// The compositor of this shard (read-only).

@@ -1,6 +1,6 @@
 //! What one step of the core asks the reactor to do.
 
-use super::peer::{Peer, Transmit};
+use crate::core::peer::{Peer, Transmit};
 use std::sync::Arc;
 
 /// A message handed to another shard: received here, owned there. The

@@ -81,7 +81,7 @@ pub struct WatchedView {
 impl Shard {
     /// What this shard, as `aor`'s owner, knows of its watchers.
     pub fn watched_view(&self, aor: &[u8]) -> Option<WatchedView> {
-        let w = self.watched.get(aor)?;
+        let w = self.presentity_watchers.get(aor)?;
         let mut watchers: Vec<(u16, u64)> = w.watchers.keys().copied().collect();
         watchers.sort_unstable();
         let mut winfo = w.winfo.clone();
@@ -106,7 +106,7 @@ impl Shard {
                 return self.respond(msg, reply, 489, "Bad Event", &[(HeaderName::AllowEvents, events.as_bytes())], out);
             }
         };
-        let expires = match self.watchers.grant(msg.expires()) {
+        let expires = match self.subscriptions.grant(msg.expires()) {
             Ok(e) => e,
             Err(min) => {
                 let min = min.to_string();
@@ -117,10 +117,10 @@ impl Shard {
         if let Some(tag) = msg.to().tag() {
             // In the dialog: refresh or unsubscribe.
             let tag = tag.to_vec();
-            let Some(id) = self.watchers.find(msg) else {
+            let Some(id) = self.subscriptions.find(msg) else {
                 return self.respond(msg, reply, 481, "Subscription Does Not Exist", &[], out);
             };
-            if self.watchers.refresh(reply.now, id, msg.cseq().seq, expires.max(1)).is_err() {
+            if self.subscriptions.refresh(reply.now, id, msg.cseq().seq, expires.max(1)).is_err() {
                 return self.respond(msg, reply, 500, "Server Internal Error: CSeq out of order", &[], out);
             }
             let exp = expires.to_string();
@@ -131,7 +131,7 @@ impl Shard {
             } else {
                 // RFC 6665 4.2.1.2: a refresh is followed by a NOTIFY.
                 let mut ready = Vec::new();
-                self.watchers.poke(reply.now, id, &mut ready);
+                self.subscriptions.poke(reply.now, id, &mut ready);
                 self.notify_ready(reply.now, ready, out);
             }
             return;
@@ -183,7 +183,7 @@ impl Shard {
         let action = self.cfg.policy.decide(aor, watcher);
         if action != Action::Block {
             let shards = self.cfg.shards;
-            let w = self.watched.entry(aor.into()).or_insert_with(|| WatchedBy::new(shards, &self.watched_hasher));
+            let w = self.presentity_watchers.entry(aor.into()).or_insert_with(|| WatchedBy::new(shards, &self.presentity_watchers_hasher));
             w.counts[from as usize] += 1;
             let entry = WatcherEntry { shard: from, ask, watcher: watcher.into(), action };
             let change = entry.state("subscribe");
@@ -197,7 +197,7 @@ impl Shard {
     /// On the presentity's shard: a subscription on `from` is gone (a
     /// watcher, or a winfo subscriber).
     pub(super) fn on_unwatch(&mut self, aor: &[u8], from: u16, ask: u64, out: &mut Outbox) {
-        let Some(w) = self.watched.get_mut(aor) else { return };
+        let Some(w) = self.presentity_watchers.get_mut(aor) else { return };
         let mut change = None;
         if let Some(mut entry) = w.watchers.remove(&(from, ask)) {
             let c = &mut w.counts[from as usize];
@@ -208,7 +208,7 @@ impl Shard {
             w.winfo.retain(|s| *s != (from, ask));
         }
         if w.watchers.is_empty() && w.winfo.is_empty() {
-            self.watched.remove(aor);
+            self.presentity_watchers.remove(aor);
         }
         if let Some(change) = change {
             self.tell_winfo(aor, change, out);
@@ -219,7 +219,7 @@ impl Shard {
     /// watcher list now and every change after.
     pub(super) fn on_watch_info(&mut self, ask: u64, from: u16, aor: &[u8], out: &mut Outbox) {
         let shards = self.cfg.shards;
-        let w = self.watched.entry(aor.into()).or_insert_with(|| WatchedBy::new(shards, &self.watched_hasher));
+        let w = self.presentity_watchers.entry(aor.into()).or_insert_with(|| WatchedBy::new(shards, &self.presentity_watchers_hasher));
         w.winfo.push((from, ask));
         let watchers = w.watchers.values().map(|e| e.state("subscribe")).collect();
         self.send_shard(from, CoreMsg::WatchInfoAnswer { ask, watchers }, out);
@@ -228,7 +228,7 @@ impl Shard {
     /// Sends a watcher change to every shard holding winfo subscriptions
     /// of `aor` (once per shard).
     fn tell_winfo(&mut self, aor: &[u8], change: WatcherState, out: &mut Outbox) {
-        let Some(w) = self.watched.get(aor) else { return };
+        let Some(w) = self.presentity_watchers.get(aor) else { return };
         let mut shards: Vec<u16> = w.winfo.iter().map(|(s, _)| *s).collect();
         shards.sort_unstable();
         shards.dedup();
@@ -246,7 +246,7 @@ impl Shard {
     /// On a winfo subscriber's shard: a watcher changed.
     pub(super) fn on_watcher_change(&mut self, now: Instant, aor: &[u8], change: &WatcherState, out: &mut Outbox) {
         let mut ready = Vec::new();
-        self.watchers.on_watcher_change(now, aor, change, &mut ready);
+        self.subscriptions.on_watcher_change(now, aor, change, &mut ready);
         self.notify_ready(now, ready, out);
     }
 
@@ -256,7 +256,7 @@ impl Shard {
     pub fn set_policy(&mut self, now: Instant, policy: crate::presence::authz::Policy, out: &mut Outbox) {
         self.cfg.policy = policy;
         let mut changes = Vec::new();
-        for (aor, w) in self.watched.iter_mut() {
+        for (aor, w) in self.presentity_watchers.iter_mut() {
             for e in w.watchers.values_mut() {
                 let action = self.cfg.policy.decide(aor, &e.watcher);
                 if action != e.action {
@@ -280,27 +280,27 @@ impl Shard {
     /// On the watcher's shard: the decision for an existing subscription
     /// changed.
     pub(super) fn on_authorize(&mut self, now: Instant, ask: u64, action: Action, out: &mut Outbox) {
-        let Some(id) = self.watchers.by_ask(ask) else { return };
+        let Some(id) = self.subscriptions.by_ask(ask) else { return };
         let shown = match action {
             Action::Block => return self.send_notify(now, id, Some(End::Rejected), out),
             Action::Allow => Shown::Real,
             Action::PoliteBlock => Shown::Neutral,
             Action::Confirm => Shown::Pending,
         };
-        self.watchers.set_shown(id, shown);
-        if let Some(s) = self.watchers.get(id) {
+        self.subscriptions.set_shown(id, shown);
+        if let Some(s) = self.subscriptions.get(id) {
             let state = if shown == Shown::Pending { "pending" } else { "active" };
             out.event(|| Event::Watcher { aor: lossy(&s.aor), state });
         }
         let mut ready = Vec::new();
-        self.watchers.poke(now, id, &mut ready);
+        self.subscriptions.poke(now, id, &mut ready);
         self.notify_ready(now, ready, out);
     }
 
     /// On the presentity's shard: a new document goes once to every shard
     /// holding watchers of it, as one shared copy.
     pub(super) fn fan_out(&mut self, aor: &[u8], version: u64, doc: &Arc<[u8]>, out: &mut Outbox) {
-        let Some(w) = self.watched.get(aor) else { return };
+        let Some(w) = self.presentity_watchers.get(aor) else { return };
         let shards: Vec<u16> = w.counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(s, _)| s as u16).collect();
         for s in shards {
             self.send_shard(s, CoreMsg::Document { aor: aor.into(), version, doc: doc.clone() }, out);
@@ -331,7 +331,7 @@ impl Shard {
         let Some(uri) = msg.request_uri() else { return };
         let aor = uri.aor();
         let new = NewSub { aor: &aor, ask, package: p.package, shown, expires: p.expires, doc, watchers };
-        let (id, tag) = self.watchers.create(now, &msg, p.peer, new);
+        let (id, tag) = self.subscriptions.create(now, &msg, p.peer, new);
         let exp = p.expires.to_string();
         let contact = format!("<sip:presence@{}>", self.cfg.local_addr);
         let headers = [(HeaderName::Expires, exp.as_bytes()), (HeaderName::Contact, contact.as_bytes())];
@@ -347,7 +347,7 @@ impl Shard {
     /// On the watcher's shard: a new version of a watched document.
     pub(super) fn on_document(&mut self, now: Instant, aor: &[u8], version: u64, doc: &Arc<[u8]>, out: &mut Outbox) {
         let mut ready = Vec::new();
-        self.watchers.on_document(now, aor, version, doc, &mut ready);
+        self.subscriptions.on_document(now, aor, version, doc, &mut ready);
         self.notify_ready(now, ready, out);
     }
 
@@ -368,7 +368,7 @@ impl Shard {
         self.notifies_in_flight = self.notifies_in_flight.saturating_sub(1);
         while self.notifies_in_flight < self.cfg.watch.window {
             let Some(id) = self.deferred_notifies.pop_front() else { break };
-            if self.watchers.wants_notify(id) {
+            if self.subscriptions.wants_notify(id) {
                 self.send_notify(now, id, None, out);
             }
         }
@@ -377,13 +377,13 @@ impl Shard {
     /// Sends subscription `id` its NOTIFY in a client transaction; a final
     /// one (`end`) also removes the subscription.
     pub(super) fn send_notify(&mut self, now: Instant, id: u64, end: Option<End>, out: &mut Outbox) {
-        if self.watchers.get(id).is_none() {
+        if self.subscriptions.get(id).is_none() {
             return;
         }
         let mut branch = Vec::with_capacity(32);
         let seq = self.client.new_branch(&mut branch);
         let mut bytes = Vec::with_capacity(1024);
-        let Some(to) = self.watchers.write_notify(now, id, &branch, end, neutral, &mut bytes) else { return };
+        let Some(to) = self.subscriptions.write_notify(now, id, &branch, end, neutral, &mut bytes) else { return };
         let t = self.client.start(seq, Transmit { to, bytes }, b"NOTIFY", ClientCtx::Notify(id), now);
         self.notifies_in_flight += 1;
         out.transmits.push(t);
@@ -393,7 +393,7 @@ impl Shard {
     }
 
     pub(super) fn end_subscription(&mut self, id: u64, out: &mut Outbox) {
-        if let Some((aor, ask)) = self.watchers.remove(id) {
+        if let Some((aor, ask)) = self.subscriptions.remove(id) {
             self.unwatch(aor, ask, out);
         }
     }
@@ -408,7 +408,7 @@ impl Shard {
     pub(super) fn on_notify_result(&mut self, now: Instant, id: u64, status: Option<u16>, out: &mut Outbox) {
         self.open_window(now, out);
         let mut ready = Vec::new();
-        if let Err((aor, ask)) = self.watchers.on_notify_result(now, id, status, &mut ready) {
+        if let Err((aor, ask)) = self.subscriptions.on_notify_result(now, id, status, &mut ready) {
             self.unwatch(aor, ask, out);
         }
         self.notify_ready(now, ready, out);
@@ -435,7 +435,7 @@ impl Shard {
             self.expire_pending(now, out);
         }
         let (mut expired, mut ready) = (Vec::new(), Vec::new());
-        self.watchers.on_time(now, &mut expired, &mut ready);
+        self.subscriptions.on_time(now, &mut expired, &mut ready);
         for id in expired {
             self.send_notify(now, id, Some(End::Timeout), out);
         }
@@ -452,7 +452,7 @@ fn neutral(aor: &[u8]) -> Arc<[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ShardConfig;
+    use crate::shard::ShardConfig;
     use std::time::Duration;
 
     #[test]
