@@ -91,11 +91,21 @@ fn every_scenario_runs_against_kamailio() {
             }
             assert_eq!(v["errors"]["timeout"], 0, "{v}");
         }
-        let v = loadgen_at(&target, transport, "fanout", &["--presentities", "4", "--watchers", "25", "--count", "20", "--max-outstanding", "2"]);
+        let args = ["--target", &target, "--transport", transport, "--scenario", "fanout"];
+        let v = common::loadgen_report(&[&args[..], &["--presentities", "4", "--watchers", "25", "--count", "20", "--max-outstanding", "2"]].concat());
+        // Kamailio's worker processes can send a NOTIFY with a newer CSeq
+        // but an older document when PUBLISHes to one presentity overlap (a
+        // CI run saw a version go back from 5 to 4): the peer's behaviour,
+        // which loadgen reports. Anything else (a wrong document) fails.
+        let examples = v["notify"]["mismatch_examples"].as_array().cloned().unwrap_or_default();
+        assert!(examples.iter().all(|e| e.as_str().is_some_and(|e| e.contains("went back from version"))), "{v}");
         assert_eq!(v["setup"]["ok"], 100, "{v}");
         assert_eq!(v["ok"], 20, "{v}");
-        // Kamailio does not rate-limit NOTIFYs: each PUBLISH reaches its 25 watchers.
-        assert_eq!(v["notify"]["received"], 500, "{v}");
+        // Kamailio does not rate-limit NOTIFYs: each PUBLISH reaches its 25
+        // watchers. When its workers race, a NOTIFY can come again with an
+        // old CSeq, which loadgen counts as a retransmission.
+        let n = &v["notify"];
+        assert_eq!(n["received"].as_u64().unwrap() + n["retransmitted"].as_u64().unwrap(), 500, "{v}");
         assert!(v["notify"]["publish_to_notify_us"]["p50"].as_u64().unwrap() > 0, "{v}");
     }
 }
