@@ -101,11 +101,6 @@ impl<M> Outbound<M> {
         self.held.iter().any(|q| !q.is_empty()) || self.in_transit.iter().any(|t| *t)
     }
 
-    /// Destinations with messages waiting.
-    pub fn waiting_for(&self) -> impl Iterator<Item = u16> + '_ {
-        self.held.iter().enumerate().filter(|(_, q)| !q.is_empty()).map(|(i, _)| i as u16)
-    }
-
     /// Messages waiting now.
     pub fn held(&self) -> usize {
         self.held.iter().map(VecDeque::len).sum()

@@ -258,6 +258,9 @@ impl Watchers {
             Transport::Udp => route_set.first().or(Some(&remote_target)).and_then(|u| literal_addr(u)).map_or(peer, Peer::udp),
         };
         let (version, doc) = doc.map_or((0, None), |(v, d)| (v, Some(d)));
+        let list = self.by_aor.entry(aor.into()).or_default();
+        let aor_slot = list.len();
+        list.push(id);
         let sub = Subscription {
             aor: aor.into(),
             package,
@@ -282,13 +285,9 @@ impl Watchers {
             in_flight: false,
             last_notify: None,
             rate_timer_at: None,
-            aor_slot: 0,
+            aor_slot,
         };
-        let mut sub = sub;
         self.by_dialog.insert(dialog_key(&sub.call_id, &sub.local_tag), id);
-        let list = self.by_aor.entry(aor.into()).or_default();
-        sub.aor_slot = list.len();
-        list.push(id);
         self.by_ask.insert(ask, id);
         self.wheel.insert(sub.expires_at, Timer::Expire(id));
         self.subs.insert(id, sub);

@@ -1,6 +1,8 @@
-//! One shard's protocol core: bytes and time in, transmits, forwards and
-//! events out. Owns the shard's transactions and (with later layers) its
-//! tables; knows nothing of sockets or executors.
+//! One shard, composed: bytes and time in, transmits, cross-shard messages
+//! and events out. Parses, routes each message to its owning shard, runs
+//! it in its transaction and hands it to its service (registrar,
+//! presence); owns those services' tables for its share of presentities.
+//! Sans-IO: knows nothing of sockets or executors.
 
 use crate::core::capabilities;
 use crate::core::entropy::Entropy;
