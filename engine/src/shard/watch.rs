@@ -414,9 +414,10 @@ impl Shard {
         self.notify_ready(now, ready, out);
     }
 
-    /// A SUBSCRIBE whose presentity shard never answered (its ask was lost
-    /// to a full queue) is answered 500 after 64*T1, so that neither the
-    /// watcher nor the transaction waits for ever.
+    /// A SUBSCRIBE whose presentity shard has not answered within 64*T1
+    /// (asks are never dropped, but a shard can be that far behind) is
+    /// answered 500, so that neither the watcher nor the transaction waits
+    /// for ever, and its ask is taken back.
     fn expire_pending(&mut self, now: Instant, out: &mut Outbox) {
         let limit = 64 * self.cfg.timers.t1;
         let stale: Vec<u64> = self.pending_watch.iter().filter(|(_, p)| now.duration_since(p.since) >= limit).map(|(a, _)| *a).collect();
@@ -425,6 +426,13 @@ impl Shard {
             let Ok(msg) = Message::parse(&p.bytes, &self.cfg.limits) else { continue };
             let reply = Reply { now, peer: p.peer, txn: p.txn, received_on: p.received_on };
             self.respond(&msg, reply, 500, "Server Internal Error: presentity not reachable", &[(HeaderName::RetryAfter, b"5")], out);
+            // The ask may still reach the presentity's shard, which would
+            // then count a watcher nobody holds: take it back. The unwatch
+            // follows the ask on the same FIFO queue, so it is applied
+            // after it (or finds nothing, which is harmless).
+            if let Some(uri) = msg.request_uri() {
+                self.unwatch(uri.aor().into(), ask, out);
+            }
         }
     }
 
@@ -478,5 +486,12 @@ Event: presence\r\nContent-Length: 0\r\n\r\n"
         shard.on_time(t0 + 64 * timers.t1, &mut out);
         assert_eq!(out.transmits.len(), 1);
         assert!(out.transmits[0].bytes.starts_with(b"SIP/2.0 500 "));
+        // The ask is taken back, after it on the same queue, so that the
+        // presentity's shard never counts a watcher nobody holds.
+        assert!(
+            matches!(out.to_shards.as_slice(), [(1, CoreMsg::Watch { ask: a, .. }), (1, CoreMsg::Unwatch { ask: b, from: 0, .. })] if a == b),
+            "{:?}",
+            out.to_shards
+        );
     }
 }
