@@ -4,9 +4,11 @@
 
 use crate::core::SipTimers;
 use crate::presence::authz::{Action, Policy, Rule};
+use crate::presence::peu::{Mode, PeuConfig};
 use crate::presence::publication::PublishConfig;
 use crate::presence::watchers::WatchConfig;
 use crate::registrar::RegistrarConfig;
+use crate::shard::ConfiguredAgent;
 use crate::sip::Limits;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -28,6 +30,58 @@ pub struct Config {
     pub log: LogConfig,
     pub registrar: RegistrarSection,
     pub presence: PresenceSection,
+    pub peu: PeuSection,
+}
+
+/// Presence by subscription: the server SUBSCRIBEs to presentities'
+/// presence user agents and takes their NOTIFYs as publications.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeuSection {
+    /// "watched": only while the presentity has watchers (and
+    /// `grace_seconds` after the last leaves); "always"; or "off".
+    pub mode: Mode,
+    /// How long agent subscriptions outlive the last watcher, seconds.
+    pub grace_seconds: u64,
+    /// Expires of the server's SUBSCRIBEs, seconds (refreshed at 4/5).
+    pub expires: u32,
+    /// Reach agents of third-party registrations through the S-CSCF that
+    /// registered them (Request-URI the AOR, Route the S-CSCF).
+    pub route_via_scscf: bool,
+    /// Most agents subscribed per presentity.
+    pub max_agents_per_presentity: usize,
+    /// First wait before subscribing again after a failure, ms; doubles
+    /// per failure in a row up to `retry_max_seconds`. An agent's
+    /// Retry-After takes precedence.
+    pub retry_base_ms: u64,
+    pub retry_max_seconds: u64,
+    /// Agents that need no registration: `[[peu.agent]] presentity =
+    /// "sip:alice@example.com" uri = "sip:pua@192.0.2.9:5062"` (UDP, a
+    /// literal IP host).
+    pub agent: Vec<AgentEntry>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentEntry {
+    pub presentity: String,
+    pub uri: String,
+}
+
+impl Default for PeuSection {
+    fn default() -> Self {
+        let p = PeuConfig::default();
+        PeuSection {
+            mode: p.mode,
+            grace_seconds: p.grace.as_secs(),
+            expires: p.expires,
+            route_via_scscf: p.route_via_scscf,
+            max_agents_per_presentity: p.max_agents_per_presentity,
+            retry_base_ms: p.retry_base.as_millis() as u64,
+            retry_max_seconds: p.retry_max.as_secs(),
+            agent: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -174,6 +228,7 @@ impl Default for Config {
             log: LogConfig::default(),
             registrar: RegistrarSection::default(),
             presence: PresenceSection::default(),
+            peu: PeuSection::default(),
         }
     }
 }
@@ -247,6 +302,13 @@ impl Config {
         if r.min_expires > r.max_expires || r.default_expires < r.min_expires || r.default_expires > r.max_expires {
             return Err("registrar: need min_expires <= default_expires <= max_expires".into());
         }
+        let peu = &self.peu;
+        if peu.expires < 60 || peu.max_agents_per_presentity == 0 || peu.retry_base_ms == 0 || peu.retry_max_seconds * 1000 < peu.retry_base_ms {
+            return Err("peu: need expires >= 60, max_agents_per_presentity >= 1, 0 < retry_base_ms <= retry_max_seconds * 1000".into());
+        }
+        for a in &peu.agent {
+            ConfiguredAgent::parse(&a.presentity, &a.uri)?;
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(format!("log.format = {:?}: must be \"text\" or \"json\"", self.log.format));
         }
@@ -288,6 +350,24 @@ impl Config {
             min_notify_interval: Duration::from_millis(p.notify_min_interval_ms),
             window: p.notify_window.max(1),
         }
+    }
+
+    pub fn peu_config(&self) -> PeuConfig {
+        let p = &self.peu;
+        PeuConfig {
+            mode: p.mode,
+            grace: Duration::from_secs(p.grace_seconds),
+            expires: p.expires,
+            route_via_scscf: p.route_via_scscf,
+            max_agents_per_presentity: p.max_agents_per_presentity,
+            retry_base: Duration::from_millis(p.retry_base_ms),
+            retry_max: Duration::from_secs(p.retry_max_seconds),
+        }
+    }
+
+    /// The configured agents (validated by [`Self::validate`]).
+    pub fn peu_agents(&self) -> Vec<ConfiguredAgent> {
+        self.peu.agent.iter().filter_map(|a| ConfiguredAgent::parse(&a.presentity, &a.uri).ok()).collect()
     }
 
     pub fn policy(&self) -> Policy {

@@ -3,6 +3,7 @@
 //! per presentity, re-serialised only when it changes and shared (an
 //! `Arc`) with every NOTIFY and every shard that needs it.
 
+use super::peu::SourceUpdate;
 use super::pidf::{self, Pidf};
 use crate::core::entropy::Entropy;
 use crate::core::reply::HandlerReply;
@@ -25,7 +26,18 @@ impl Default for PublishConfig {
     }
 }
 
+/// Where a publication came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// A PUBLISH: modified, refreshed and removed by its entity tag.
+    Publish,
+    /// The NOTIFYs of a presence user agent the server subscribes to (see
+    /// `peu`), by agent id: never matched by a PUBLISH's SIP-If-Match.
+    Agent(u64),
+}
+
 struct Publication {
+    source: Source,
     etag: Box<[u8]>,
     pidf: Pidf,
     expires_at: Instant,
@@ -122,7 +134,8 @@ impl Publications {
         };
         let existing = match if_match {
             Some(tag) => {
-                let pos = self.presentities.get(&aor).and_then(|p| p.pubs.iter().position(|x| *x.etag == *tag && x.expires_at > now));
+                let pos =
+                    self.presentities.get(&aor).and_then(|p| p.pubs.iter().position(|x| x.source == Source::Publish && *x.etag == *tag && x.expires_at > now));
                 match pos {
                     Some(i) => Some(i),
                     None => return PublishReply::new(412, "Conditional Request Failed"),
@@ -181,7 +194,7 @@ impl Publications {
             }
             (None, Some(_), 0) => false,
             (None, Some(d), _) => {
-                p.pubs.push(Publication { etag: etag.clone(), pidf: d, expires_at: at });
+                p.pubs.push(Publication { source: Source::Publish, etag: etag.clone(), pidf: d, expires_at: at });
                 true
             }
             (None, None, _) => unreachable!("rejected in step 5"),
@@ -191,6 +204,40 @@ impl Publications {
             self.recompose(&aor, changes);
         }
         PublishReply::new(200, "OK").with(HeaderName::SipETag, etag.to_vec()).with(HeaderName::Expires, itoa::Buffer::new().format(expires).as_bytes())
+    }
+
+    /// A publication by agent `agent` (a presence user agent the server
+    /// subscribes to): a new document replaces its previous one and, like
+    /// a modifying PUBLISH, becomes the newest in composition; `Extend`
+    /// keeps it until `until`; `Remove` ends it. The body was validated
+    /// by the caller exactly as a PUBLISH body is.
+    pub fn update_source(&mut self, aor: &[u8], agent: u64, update: SourceUpdate, until: Instant, changes: &mut Vec<DocChange>) {
+        let source = Source::Agent(agent);
+        let pos = self.presentities.get(aor).and_then(|p| p.pubs.iter().position(|x| x.source == source));
+        let changed = match (update, pos) {
+            (SourceUpdate::Document(pidf), pos) => {
+                let p = self.presentities.entry(aor.into()).or_default();
+                if let Some(i) = pos {
+                    p.pubs.remove(i);
+                }
+                p.pubs.push(Publication { source, etag: Box::default(), pidf, expires_at: until });
+                true
+            }
+            (SourceUpdate::Extend, Some(i)) => {
+                let x = &mut self.presentities.get_mut(aor).expect("found above").pubs[i];
+                x.expires_at = x.expires_at.max(until);
+                false
+            }
+            (SourceUpdate::Remove, Some(i)) => {
+                self.presentities.get_mut(aor).expect("found above").pubs.remove(i);
+                true
+            }
+            (_, None) => false,
+        };
+        self.schedule_expiry(aor);
+        if changed {
+            self.recompose(aor, changes);
+        }
     }
 
     /// The registrar's view of `aor` changed.

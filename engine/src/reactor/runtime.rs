@@ -86,6 +86,8 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
             publish: cfg.publish_config(),
             watch: cfg.watch_config(),
             policy: cfg.policy(),
+            peu: cfg.peu_config(),
+            peu_agents: cfg.peu_agents(),
             panic_on: None,
         },
         now,
@@ -343,6 +345,9 @@ fn log_event(shard: u16, e: &Event) {
         }
         Event::Watcher { aor, state } => {
             tracing::debug!(target: "presenced::presence", shard, aor = aor.as_str(), state, "watcher");
+        }
+        Event::Agent { aor, uri, state, status } => {
+            tracing::debug!(target: "presenced::presence", shard, aor = aor.as_str(), agent = uri.as_str(), state, status, "presence agent");
         }
         Event::RegSubscription { call_id, status } => {
             tracing::debug!(target: "presenced::presence", shard, call_id = call_id.as_str(), status, "reg subscription");

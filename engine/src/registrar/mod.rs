@@ -10,6 +10,7 @@
 pub mod reg_event;
 pub mod reginfo;
 
+use crate::core::peer::Peer;
 use crate::core::reply::HandlerReply;
 use crate::core::timer::{Recheck, TimerWheel};
 use crate::sip::{Contacts, HeaderName, Message, NameAddr, Uri};
@@ -53,6 +54,15 @@ pub struct Binding {
     pub call_id: Box<[u8]>,
     pub cseq: u32,
     pub expires_at: Instant,
+    /// Where the REGISTER came from (address, transport, connection): the
+    /// flow requests to this contact reuse (RFC 5626 style), since the
+    /// server opens no connections of its own.
+    pub flow: Peer,
+    /// The contact is a presence user agent: its Contact carried the RFC
+    /// 3840 `events` feature parameter listing `presence`, or its REGISTER
+    /// listed `presence` in Allow-Events (or, from the reg event, its
+    /// `events` unknown-param did).
+    pub pua: bool,
 }
 
 impl Binding {
@@ -136,7 +146,8 @@ impl Registrar {
 
     /// Processes a REGISTER (RFC 3261 10.3 steps 4-8) atomically: either
     /// every Contact is applied or none is.
-    pub fn register(&mut self, now: Instant, req: &Message<'_>, source: SocketAddr, changes: &mut Vec<RegChange>) -> RegisterReply {
+    pub fn register(&mut self, now: Instant, req: &Message<'_>, flow: Peer, changes: &mut Vec<RegChange>) -> RegisterReply {
+        let source = flow.addr;
         let to_uri = req.to().uri();
         let aor: Box<[u8]> = to_uri.aor().into();
         // Third party: From names someone else. Only a trusted S-CSCF may.
@@ -147,6 +158,7 @@ impl Registrar {
         let call_id = req.call_id();
         let cseq = req.cseq().seq;
         let header_expires = req.expires();
+        let allows_presence = req.allow_events().filter_map(|e| e.ok()).any(|e| e.eq_ignore_ascii_case(b"presence"));
 
         let existing = self.regs.get(&aor);
         // Step 7: a binding from the same Call-ID with a CSeq not higher
@@ -203,8 +215,16 @@ impl Registrar {
                         continue;
                     }
                     let at = now + Duration::from_secs(u.expires as u64);
-                    let binding =
-                        Binding { uri: u.uri.as_bytes().into(), params: params_without_expires(&u.na), call_id: call_id.into(), cseq, expires_at: at };
+                    let pua = allows_presence || u.na.params().value(b"events").is_some_and(|v| events_include(v, b"presence"));
+                    let binding = Binding {
+                        uri: u.uri.as_bytes().into(),
+                        params: params_without_expires(&u.na),
+                        call_id: call_id.into(),
+                        cseq,
+                        expires_at: at,
+                        flow,
+                        pua,
+                    };
                     place(&mut reg.bindings, pos, binding);
                 }
                 self.schedule_expiry(&aor);
@@ -237,7 +257,17 @@ impl Registrar {
     /// bindings with its active contacts; a partial one adds or refreshes
     /// active contacts and removes terminated ones; a terminated
     /// registration removes them all.
-    pub fn apply_reginfo(&mut self, now: Instant, info: &reginfo::RegInfo, call_id: &[u8], owned: impl Fn(&[u8]) -> bool, changes: &mut Vec<RegChange>) {
+    /// `scscf` is the S-CSCF the NOTIFY came from: requests to these
+    /// contacts go through it.
+    pub fn apply_reginfo(
+        &mut self,
+        now: Instant,
+        info: &reginfo::RegInfo,
+        call_id: &[u8],
+        scscf: Peer,
+        owned: impl Fn(&[u8]) -> bool,
+        changes: &mut Vec<RegChange>,
+    ) {
         for r in &info.registrations {
             let Ok(uri) = Uri::parse(r.aor.as_bytes()) else { continue };
             let aor: Box<[u8]> = uri.aor().into();
@@ -245,6 +275,7 @@ impl Registrar {
                 continue;
             }
             let reg = self.regs.entry(aor.clone()).or_default();
+            reg.registered_by.get_or_insert(scscf.addr);
             let before: Vec<Box<[u8]>> = reg.bindings.iter().map(|b| b.uri.clone()).collect();
             if info.full || r.state == "terminated" {
                 reg.bindings.retain(|b| r.contacts.iter().any(|c| c.active && same_uri(&b.uri, c.uri.as_bytes())));
@@ -260,7 +291,15 @@ impl Registrar {
                     }
                     let secs = c.expires.unwrap_or(self.cfg.default_expires).min(self.cfg.max_expires).max(1);
                     let at = now + Duration::from_secs(secs as u64);
-                    let binding = Binding { uri: c.uri.as_bytes().into(), params: Box::default(), call_id: call_id.into(), cseq: 0, expires_at: at };
+                    let binding = Binding {
+                        uri: c.uri.as_bytes().into(),
+                        params: Box::default(),
+                        call_id: call_id.into(),
+                        cseq: 0,
+                        expires_at: at,
+                        flow: scscf,
+                        pua: c.pua,
+                    };
                     place(&mut reg.bindings, pos, binding);
                 }
             }
@@ -314,6 +353,13 @@ fn place(bindings: &mut Vec<Binding>, pos: Option<usize>, binding: Binding) {
         Some(p) => bindings[p] = binding,
         None => bindings.push(binding),
     }
+}
+
+/// Whether an RFC 3840 `events` feature value (`"presence,reg"`, quoted
+/// or not) lists `package`.
+pub fn events_include(value: &[u8], package: &[u8]) -> bool {
+    let v = value.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(value);
+    v.split(|&c| c == b',').any(|e| e.trim_ascii().eq_ignore_ascii_case(package))
 }
 
 /// RFC 3261 19.1.4 equivalence of two URIs given as text.

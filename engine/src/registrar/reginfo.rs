@@ -31,6 +31,9 @@ pub struct RegInfoContact {
     /// probation, unregistered or rejected.
     pub event: String,
     pub expires: Option<u32>,
+    /// An `<unknown-param name="events">` lists `presence`: the contact
+    /// is a presence user agent (RFC 3840 feature tag carried through).
+    pub pua: bool,
 }
 
 const EVENTS: &[&str] = &["registered", "created", "refreshed", "shortened", "expired", "deactivated", "probation", "unregistered", "rejected"];
@@ -82,7 +85,11 @@ pub fn parse(body: &[u8]) -> Result<RegInfo, String> {
                 .map(|t| t.trim().to_string())
                 .filter(|t| !t.is_empty())
                 .ok_or("contact without uri")?;
-            contacts.push(RegInfoContact { uri, active, event: event.to_string(), expires });
+            let pua = c
+                .children()
+                .filter(|n| n.has_tag_name((NS, "unknown-param")) && n.attribute("name").is_some_and(|a| a.eq_ignore_ascii_case("events")))
+                .any(|n| super::events_include(n.text().unwrap_or("").trim().as_bytes(), b"presence"));
+            contacts.push(RegInfoContact { uri, active, event: event.to_string(), expires, pua });
         }
         registrations.push(RegInfoRegistration { aor, state: state.to_string(), contacts });
     }
@@ -96,7 +103,7 @@ mod tests {
     const FULL: &str = r#"<?xml version="1.0"?>
 <reginfo xmlns="urn:ietf:params:xml:ns:reginfo" version="0" state="full">
   <registration aor="sip:joe@example.com" id="a7" state="active">
-    <contact id="76" state="active" event="registered" expires="3600"><uri>sip:joe@pc887.example.com</uri></contact>
+    <contact id="76" state="active" event="registered" expires="3600"><uri>sip:joe@pc887.example.com</uri><unknown-param name="events">"presence, reg"</unknown-param></contact>
     <contact id="77" state="terminated" event="expired"><uri>sip:joe@old.example.com</uri><x:ext xmlns:x="urn:x"/></contact>
   </registration>
 </reginfo>"#;
@@ -110,7 +117,7 @@ mod tests {
         assert_eq!(r.registrations[0].contacts.len(), 2);
         assert_eq!(
             r.registrations[0].contacts[0],
-            RegInfoContact { uri: "sip:joe@pc887.example.com".into(), active: true, event: "registered".into(), expires: Some(3600) }
+            RegInfoContact { uri: "sip:joe@pc887.example.com".into(), active: true, event: "registered".into(), expires: Some(3600), pua: true }
         );
         assert!(!r.registrations[0].contacts[1].active);
     }

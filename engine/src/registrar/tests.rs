@@ -51,7 +51,7 @@ impl Fixture {
     fn send_from(&mut self, r: &Req, at_secs: u64, src: &str) -> RegisterReply {
         let bytes = r.bytes();
         let msg = Message::parse(&bytes, &Limits::default()).unwrap();
-        self.reg.register(self.t0 + Duration::from_secs(at_secs), &msg, src.parse().unwrap(), &mut self.changes)
+        self.reg.register(self.t0 + Duration::from_secs(at_secs), &msg, Peer::udp(src.parse().unwrap()), &mut self.changes)
     }
     fn send(&mut self, r: &Req, at_secs: u64) -> RegisterReply {
         self.send_from(r, at_secs, SRC)
@@ -212,7 +212,7 @@ fn info(version: u32, full: bool, reg_state: &str, contacts: &[(&str, bool)]) ->
             state: reg_state.into(),
             contacts: contacts
                 .iter()
-                .map(|(u, active)| reginfo::RegInfoContact { uri: u.to_string(), active: *active, event: "registered".into(), expires: Some(600) })
+                .map(|(u, active)| reginfo::RegInfoContact { uri: u.to_string(), active: *active, event: "registered".into(), expires: Some(600), pua: false })
                 .collect(),
         }],
     }
@@ -223,16 +223,30 @@ fn reginfo_full_replaces_partial_updates_terminated_clears() {
     let mut f = Fixture::new();
     f.send(&Req::new(&["<sip:old@192.0.2.1>"]), 0);
     let now = f.t0 + Duration::from_secs(1);
-    f.reg.apply_reginfo(now, &info(0, true, "active", &[("sip:a@192.0.2.10", true), ("sip:b@192.0.2.11", true)]), b"s", |_| true, &mut f.changes);
+    f.reg.apply_reginfo(
+        now,
+        &info(0, true, "active", &[("sip:a@192.0.2.10", true), ("sip:b@192.0.2.11", true)]),
+        b"s",
+        Peer::udp(SCSCF.parse().unwrap()),
+        |_| true,
+        &mut f.changes,
+    );
     assert_eq!(f.contacts(), vec!["sip:a@192.0.2.10", "sip:b@192.0.2.11"], "full state replaced the old binding");
-    f.reg.apply_reginfo(now, &info(1, false, "active", &[("sip:b@192.0.2.11", false), ("sip:c@192.0.2.12", true)]), b"s", |_| true, &mut f.changes);
+    f.reg.apply_reginfo(
+        now,
+        &info(1, false, "active", &[("sip:b@192.0.2.11", false), ("sip:c@192.0.2.12", true)]),
+        b"s",
+        Peer::udp(SCSCF.parse().unwrap()),
+        |_| true,
+        &mut f.changes,
+    );
     assert_eq!(f.contacts(), vec!["sip:a@192.0.2.10", "sip:c@192.0.2.12"], "partial: one removed, one added");
-    f.reg.apply_reginfo(now, &info(2, false, "terminated", &[]), b"s", |_| true, &mut f.changes);
+    f.reg.apply_reginfo(now, &info(2, false, "terminated", &[]), b"s", Peer::udp(SCSCF.parse().unwrap()), |_| true, &mut f.changes);
     assert!(f.contacts().is_empty());
     assert_eq!(f.changes.last().unwrap().contacts.len(), 0);
     // AORs owned by another shard are left alone.
     let n = f.changes.len();
-    f.reg.apply_reginfo(now, &info(0, true, "active", &[("sip:a@192.0.2.10", true)]), b"s", |_| false, &mut f.changes);
+    f.reg.apply_reginfo(now, &info(0, true, "active", &[("sip:a@192.0.2.10", true)]), b"s", Peer::udp(SCSCF.parse().unwrap()), |_| false, &mut f.changes);
     assert!(f.contacts().is_empty() && f.changes.len() == n);
 }
 

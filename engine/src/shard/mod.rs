@@ -11,6 +11,7 @@ use crate::core::peer::{Peer, Transmit};
 use crate::core::reply::HandlerReply;
 use crate::core::transaction::{ClientOutcome, ClientTransactions, ServerKey, ServerLookup, ServerTransactions, SipTimers, TxnRef};
 use crate::presence::authz::Policy;
+use crate::presence::peu::{Peu, PeuConfig};
 use crate::presence::publication::{DocChange, Publications, PublishConfig};
 use crate::presence::watchers::{WatchConfig, Watchers};
 use crate::registrar::reg_event::{NotifyVerdict, RegSubscriber};
@@ -21,9 +22,11 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 pub mod outbox;
+mod sources;
 mod watch;
 
 pub use outbox::{CoreMsg, Event, Forward, Outbox};
+pub use sources::ConfiguredAgent;
 pub use watch::WatchedView;
 use watch::{PendingWatch, WatchedBy};
 
@@ -50,6 +53,11 @@ pub struct ShardConfig {
     pub publish: PublishConfig,
     pub watch: WatchConfig,
     pub policy: Policy,
+    /// Presence user agents as sources (the server subscribing to them).
+    pub peu: PeuConfig,
+    /// Agents the configuration names; each shard takes those of the
+    /// presentities it owns.
+    pub peu_agents: Vec<ConfiguredAgent>,
     /// Fault injection for tests: a request with this Call-ID and CSeq
     /// number panics in its handler. `None` in every real configuration.
     #[doc(hidden)]
@@ -73,6 +81,8 @@ impl ShardConfig {
             publish: PublishConfig::default(),
             watch: WatchConfig::default(),
             policy: Policy::default(),
+            peu: PeuConfig::default(),
+            peu_agents: Vec::new(),
             panic_on: None,
         }
     }
@@ -115,6 +125,8 @@ pub struct Census {
     pub presentities: usize,
     pub registrations: usize,
     pub reg_subscriptions: usize,
+    /// Presence user agents known as sources.
+    pub agents: usize,
 }
 
 impl Census {
@@ -130,6 +142,8 @@ pub enum ClientCtx {
     RegSubscribe(Box<[u8]>),
     /// A NOTIFY to a watcher, by subscription id.
     Notify(u64),
+    /// A SUBSCRIBE to a presence user agent, by agent and CSeq.
+    Peu { agent: u64, cseq: u32 },
 }
 
 pub struct Shard {
@@ -141,6 +155,9 @@ pub struct Shard {
     reg_sub: RegSubscriber,
     publications: Publications,
     doc_changes: Vec<DocChange>,
+    /// The server's subscriptions to presence user agents of presentities
+    /// owned here.
+    peu: Peu,
     /// Watcher subscriptions received here.
     subscriptions: Watchers,
     /// For presentities owned here: their watchers and how many each
@@ -166,7 +183,7 @@ pub struct Shard {
 impl Shard {
     pub fn new(cfg: ShardConfig, now: Instant) -> Shard {
         let mut e = Entropy::for_shard(cfg.seed, cfg.shard);
-        Shard {
+        let mut shard = Shard {
             server: ServerTransactions::new(cfg.timers, now, e.hasher()),
             client: ClientTransactions::new(cfg.shard, cfg.timers, now, e.fork()),
             registrar: Registrar::new(cfg.registrar.clone(), now, e.hasher()),
@@ -174,6 +191,7 @@ impl Shard {
             reg_sub: RegSubscriber::new(cfg.shard, cfg.local_addr, cfg.reg_event_expires, e.fork(), now),
             publications: Publications::new(cfg.publish.clone(), cfg.shard, e.fork(), now),
             doc_changes: Vec::new(),
+            peu: Peu::new(cfg.peu.clone(), cfg.shard, cfg.local_addr, e.fork(), now),
             subscriptions: Watchers::new(cfg.watch.clone(), cfg.shard, cfg.local_addr, e.fork(), now),
             presentity_watchers: HashMap::with_hasher(e.hasher()),
             presentity_watchers_hasher: e.hasher(),
@@ -186,7 +204,9 @@ impl Shard {
             stats: ShardStats::default(),
             outcomes: Vec::new(),
             cfg,
-        }
+        };
+        shard.add_configured_agents(now);
+        shard
     }
 
     pub fn id(&self) -> u16 {
@@ -273,9 +293,9 @@ impl Shard {
                 Ok(msg) => self.on_owned(now, fwd.peer, &msg, fwd.received_on, out),
                 Err(e) => self.on_malformed(fwd.peer, &fwd.bytes, e, out),
             },
-            CoreMsg::Watch { ask, from, aor, watcher } => self.on_watch(ask, from, &aor, &watcher, out),
+            CoreMsg::Watch { ask, from, aor, watcher } => self.on_watch(now, ask, from, &aor, &watcher, out),
             CoreMsg::WatchAnswer { ask, action, version, doc } => self.on_watch_answer(now, ask, action, version, doc, out),
-            CoreMsg::Unwatch { aor, from, ask } => self.on_unwatch(&aor, from, ask, out),
+            CoreMsg::Unwatch { aor, from, ask } => self.on_unwatch(now, &aor, from, ask, out),
             CoreMsg::Authorize { ask, action } => self.on_authorize(now, ask, action, out),
             CoreMsg::WatchInfo { ask, from, aor } => self.on_watch_info(ask, from, &aor, out),
             CoreMsg::WatchInfoAnswer { ask, watchers } => self.on_watch_info_answer(now, ask, watchers, out),
@@ -325,12 +345,15 @@ impl Shard {
                     out.event(|| Event::RegSubscription { call_id: lossy(&call_id), status: 408 });
                 }
                 ClientOutcome::Timeout { ctx: ClientCtx::Notify(id) } => self.on_notify_result(now, id, None, out),
+                ClientOutcome::Timeout { ctx: ClientCtx::Peu { agent, cseq } } => self.on_agent_response(now, agent, cseq, None, None, out),
                 ClientOutcome::Final { .. } => {}
             }
         }
         self.watchers_on_time(now, out);
         self.registrar.on_time(now, &mut self.reg_changes);
-        self.emit_reg_changes(out);
+        self.emit_reg_changes(now, out);
+        self.peu.on_time(now);
+        self.drain_peu(now, out);
         self.publications.on_time(now, &mut self.doc_changes);
         self.emit_doc_changes(out);
         let mut due = Vec::new();
@@ -356,11 +379,14 @@ impl Shard {
     /// Registration changes become presence events (open with the bound
     /// contacts, or closed). The presence layer consumes them to notify
     /// watchers; the reactor logs them.
-    fn emit_reg_changes(&mut self, out: &mut Outbox) {
+    /// The same changes decide which presence user agents the server
+    /// subscribes to.
+    fn emit_reg_changes(&mut self, now: Instant, out: &mut Outbox) {
         for c in std::mem::take(&mut self.reg_changes) {
             let contacts: Vec<String> = c.contacts.iter().map(|u| lossy(u)).collect();
             self.publications.on_registration(&c.aor, &contacts, &mut self.doc_changes);
             out.event(|| Event::Registration { aor: lossy(&c.aor), contacts });
+            self.sync_agents(now, &c.aor, false, out);
         }
         self.emit_doc_changes(out);
     }
@@ -384,7 +410,8 @@ impl Shard {
                 + self.registrar.wheel_entries()
                 + self.reg_sub.wheel_entries()
                 + self.publications.wheel_entries()
-                + self.subscriptions.wheel_entries(),
+                + self.subscriptions.wheel_entries()
+                + self.peu.wheel_entries(),
             pending_asks: self.pending_watch.len(),
             watched: self.presentity_watchers.len(),
             subscriptions: self.subscriptions.len(),
@@ -394,6 +421,7 @@ impl Shard {
             presentities: self.publications.presentities(),
             registrations: self.registrar.len(),
             reg_subscriptions: self.reg_sub.len(),
+            agents: self.peu.len(),
         }
     }
 
@@ -454,6 +482,9 @@ impl Shard {
                     out.event(|| Event::RegSubscription { call_id: lossy(&call_id), status });
                 }
                 Some(ClientOutcome::Final { ctx: ClientCtx::Notify(id), status }) => self.on_notify_result(now, id, Some(status), out),
+                Some(ClientOutcome::Final { ctx: ClientCtx::Peu { agent, cseq }, status }) => {
+                    self.on_agent_response(now, agent, cseq, Some(status), Some(msg), out)
+                }
                 Some(ClientOutcome::Timeout { .. }) => {}
                 None => out.event(|| Event::StrayResponse { status: msg.status().unwrap_or(0) }),
             }
@@ -523,9 +554,13 @@ impl Shard {
                 if !msg.to().uri().is_served_scheme() {
                     return self.respond(msg, reply, 404, "Not Found: To is not a SIP or tel URI", &[], out);
                 }
-                let r = self.registrar.register(reply.now, msg, reply.peer.addr, &mut self.reg_changes);
+                let r = self.registrar.register(reply.now, msg, reply.peer, &mut self.reg_changes);
                 self.respond_with(msg, reply, &r, out);
-                self.emit_reg_changes(out);
+                self.emit_reg_changes(reply.now, out);
+                if r.code == 200 {
+                    // A REGISTER (even a refresh) lifts an agent's refusal.
+                    self.sync_agents(reply.now, &msg.to().uri().aor(), true, out);
+                }
                 if r.code == 200 && self.cfg.reg_event_subscribe {
                     let aor = msg.to().uri().aor();
                     let reg = self.registrar.registration(&aor);
@@ -541,6 +576,7 @@ impl Shard {
                     }
                 }
             }
+            Method::Notify if self.peu.owns(msg) => self.on_agent_notify(msg, reply, out),
             Method::Notify => self.on_reg_notify(msg, reply, out),
             Method::Subscribe => self.on_subscribe(msg, reply, out),
             Method::Publish => {
@@ -577,9 +613,9 @@ impl Shard {
             NotifyVerdict::Apply(info) => {
                 let shards = self.cfg.shards;
                 let me = self.cfg.shard;
-                self.registrar.apply_reginfo(reply.now, &info, msg.call_id(), |aor| ids::owner_of(aor, shards) == me, &mut self.reg_changes);
+                self.registrar.apply_reginfo(reply.now, &info, msg.call_id(), reply.peer, |aor| ids::owner_of(aor, shards) == me, &mut self.reg_changes);
                 self.respond(msg, reply, 200, "OK", &[], out);
-                self.emit_reg_changes(out);
+                self.emit_reg_changes(reply.now, out);
             }
             NotifyVerdict::Ignore | NotifyVerdict::Terminated => self.respond(msg, reply, 200, "OK", &[], out),
             NotifyVerdict::Resubscribe => {

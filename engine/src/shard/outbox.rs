@@ -91,6 +91,10 @@ pub enum Event {
     RegSubscription { call_id: String, status: u16 },
     /// A watcher subscription changed state (active, pending, terminated).
     Watcher { aor: String, state: &'static str },
+    /// The server's subscription to a presence user agent of `aor` changed
+    /// state (subscribing, active, backoff, refused, closing, idle,
+    /// removed); `status` is the response that moved it, if any.
+    Agent { aor: String, uri: String, state: &'static str, status: u16 },
     /// A response that matched nothing we sent.
     StrayResponse { status: u16 },
     /// A step panicked and was contained; `call_id` of the message, if it

@@ -47,6 +47,13 @@ impl WatchedBy {
     }
 }
 
+impl WatchedBy {
+    /// Has at least one presence watcher (winfo subscribers do not count).
+    pub(super) fn is_watched(&self) -> bool {
+        !self.watchers.is_empty()
+    }
+}
+
 impl WatcherEntry {
     fn state(&self, event: &'static str) -> WatcherState {
         let status = match self.action {
@@ -179,16 +186,20 @@ impl Shard {
 
     /// On the presentity's shard: decide, count the watcher's shard, and
     /// answer with the current document.
-    pub(super) fn on_watch(&mut self, ask: u64, from: u16, aor: &[u8], watcher: &[u8], out: &mut Outbox) {
+    pub(super) fn on_watch(&mut self, now: Instant, ask: u64, from: u16, aor: &[u8], watcher: &[u8], out: &mut Outbox) {
         let action = self.cfg.policy.decide(aor, watcher);
         if action != Action::Block {
             let shards = self.cfg.shards;
             let w = self.presentity_watchers.entry(aor.into()).or_insert_with(|| WatchedBy::new(shards, &self.presentity_watchers_hasher));
+            let first = w.watchers.is_empty();
             w.counts[from as usize] += 1;
             let entry = WatcherEntry { shard: from, ask, watcher: watcher.into(), action };
             let change = entry.state("subscribe");
             w.watchers.insert((from, ask), entry);
             self.tell_winfo(aor, change, out);
+            if first {
+                self.watched_changed(now, aor, true, out);
+            }
         }
         let (version, doc) = self.publications.document(aor).unwrap_or_else(|| (0, neutral(aor)));
         self.send_shard(from, CoreMsg::WatchAnswer { ask, action, version, doc }, out);
@@ -196,8 +207,9 @@ impl Shard {
 
     /// On the presentity's shard: a subscription on `from` is gone (a
     /// watcher, or a winfo subscriber).
-    pub(super) fn on_unwatch(&mut self, aor: &[u8], from: u16, ask: u64, out: &mut Outbox) {
+    pub(super) fn on_unwatch(&mut self, now: Instant, aor: &[u8], from: u16, ask: u64, out: &mut Outbox) {
         let Some(w) = self.presentity_watchers.get_mut(aor) else { return };
+        let had_watchers = !w.watchers.is_empty();
         let mut change = None;
         if let Some(mut entry) = w.watchers.remove(&(from, ask)) {
             let c = &mut w.counts[from as usize];
@@ -207,11 +219,15 @@ impl Shard {
         } else {
             w.winfo.retain(|s| *s != (from, ask));
         }
+        let unwatched = had_watchers && w.watchers.is_empty();
         if w.watchers.is_empty() && w.winfo.is_empty() {
             self.presentity_watchers.remove(aor);
         }
         if let Some(change) = change {
             self.tell_winfo(aor, change, out);
+        }
+        if unwatched {
+            self.watched_changed(now, aor, false, out);
         }
     }
 
