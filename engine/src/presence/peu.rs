@@ -314,7 +314,7 @@ impl Peu {
                 }
             }
         }
-        self.settle(now, aor);
+        self.settle(aor);
     }
 
     /// A configured agent of `aor` (`[[peu.agent]]`): needs no binding.
@@ -329,7 +329,7 @@ impl Peu {
         let agent = new_agent(&mut self.entropy, self.shard, self.local, aor, addr, true, self.cfg.expires);
         self.by_call_id.insert(agent.call_id.clone(), id);
         self.agents.insert(id, agent);
-        self.settle(now, aor);
+        self.settle(aor);
     }
 
     /// Whether `aor` has watchers changed. Presentities without agents are
@@ -350,7 +350,7 @@ impl Peu {
             p.grace_until = Some(at);
             self.wheel.insert(at, Timer::Grace(aor.into()));
         }
-        self.settle(now, aor);
+        self.settle(aor);
     }
 
     fn wanted(&self, p: &Presentity) -> bool {
@@ -364,7 +364,7 @@ impl Peu {
     /// Brings every agent of `aor` in line with whether it is wanted:
     /// subscribes the idle ones, unsubscribes the rest, and forgets the
     /// presentity once it has no agents.
-    fn settle(&mut self, now: Instant, aor: &[u8]) {
+    fn settle(&mut self, aor: &[u8]) {
         let Some(p) = self.presentities.get(aor) else { return };
         let wanted = self.wanted(p);
         let ids = p.agents.clone();
@@ -513,7 +513,7 @@ impl Peu {
             }
             self.set_state(agent, State::Idle, status.unwrap_or(408));
             let aor = self.agents[&agent].aor.clone();
-            return self.settle(now, &aor);
+            return self.settle(&aor);
         }
         if !matches!(a.state, State::Subscribing | State::Active) {
             return;
@@ -661,7 +661,7 @@ impl Peu {
                         continue;
                     }
                     p.grace_until = None;
-                    self.settle(now, &aor);
+                    self.settle(&aor);
                 }
             }
         }
