@@ -318,7 +318,7 @@ impl Peu {
     }
 
     /// A configured agent of `aor` (`[[peu.agent]]`): needs no binding.
-    pub fn add_configured(&mut self, now: Instant, aor: &[u8], addr: AgentAddr) {
+    pub fn add_configured(&mut self, aor: &[u8], addr: AgentAddr) {
         if self.cfg.mode == Mode::Off {
             return;
         }
