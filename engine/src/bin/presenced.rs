@@ -4,6 +4,7 @@
 
 use clap::Parser;
 use presence_engine::config::Config;
+use presence_engine::presence::peu::Mode;
 use presence_engine::reactor::{self, Server};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,6 +73,21 @@ struct Args {
     /// [default: 4096].
     #[arg(long, value_name = "N")]
     notify_window: Option<usize>,
+    /// When the server subscribes to presence user agents (contacts
+    /// registered with the `events="presence"` feature tag or Allow-Events:
+    /// presence, and configured agents) and takes their NOTIFYs as
+    /// publications: watched (while the presentity has watchers), always,
+    /// or off [default: watched].
+    #[arg(long, value_name = "MODE", value_parser = ["watched", "always", "off"])]
+    peu: Option<String>,
+    /// How long agent subscriptions outlive the last watcher, seconds
+    /// [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    peu_grace_seconds: Option<u64>,
+    /// First wait before subscribing to an agent again after a failure,
+    /// ms; doubles per failure in a row [default: 5000].
+    #[arg(long, value_name = "MS")]
+    peu_retry_base_ms: Option<u64>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter
     /// such as "info,presenced::request=debug" [default: info].
     #[arg(long, value_name = "LEVEL")]
@@ -129,6 +145,19 @@ fn config(args: &Args) -> Result<Config, String> {
     }
     if let Some(v) = args.notify_window {
         cfg.presence.notify_window = v;
+    }
+    if let Some(v) = &args.peu {
+        cfg.peu.mode = match v.as_str() {
+            "always" => Mode::Always,
+            "off" => Mode::Off,
+            _ => Mode::Watched,
+        };
+    }
+    if let Some(v) = args.peu_grace_seconds {
+        cfg.peu.grace_seconds = v;
+    }
+    if let Some(v) = args.peu_retry_base_ms {
+        cfg.peu.retry_base_ms = v;
     }
     if let Some(v) = &args.log_level {
         cfg.log.level = v.clone();

@@ -314,11 +314,11 @@ impl Peu {
                 }
             }
         }
-        self.settle(aor);
+        self.settle(now, aor);
     }
 
     /// A configured agent of `aor` (`[[peu.agent]]`): needs no binding.
-    pub fn add_configured(&mut self, aor: &[u8], addr: AgentAddr) {
+    pub fn add_configured(&mut self, now: Instant, aor: &[u8], addr: AgentAddr) {
         if self.cfg.mode == Mode::Off {
             return;
         }
@@ -329,7 +329,7 @@ impl Peu {
         let agent = new_agent(&mut self.entropy, self.shard, self.local, aor, addr, true, self.cfg.expires);
         self.by_call_id.insert(agent.call_id.clone(), id);
         self.agents.insert(id, agent);
-        self.settle(aor);
+        self.settle(now, aor);
     }
 
     /// Whether `aor` has watchers changed. Presentities without agents are
@@ -350,7 +350,7 @@ impl Peu {
             p.grace_until = Some(at);
             self.wheel.insert(at, Timer::Grace(aor.into()));
         }
-        self.settle(aor);
+        self.settle(now, aor);
     }
 
     fn wanted(&self, p: &Presentity) -> bool {
@@ -364,7 +364,7 @@ impl Peu {
     /// Brings every agent of `aor` in line with whether it is wanted:
     /// subscribes the idle ones, unsubscribes the rest, and forgets the
     /// presentity once it has no agents.
-    fn settle(&mut self, aor: &[u8]) {
+    fn settle(&mut self, now: Instant, aor: &[u8]) {
         let Some(p) = self.presentities.get(aor) else { return };
         let wanted = self.wanted(p);
         let ids = p.agents.clone();
@@ -372,7 +372,7 @@ impl Peu {
             let Some(a) = self.agents.get(&id) else { continue };
             match (wanted && !a.gone, a.state) {
                 (true, State::Idle) => self.subscribe(id),
-                (false, State::Subscribing | State::Active) => self.unsubscribe(id),
+                (false, State::Subscribing | State::Active) => self.unsubscribe(now, id),
                 (false, State::Backoff) => self.set_state(id, State::Idle, 0),
                 _ => {}
             }
@@ -408,7 +408,11 @@ impl Peu {
         self.out.push(PeuOut::Subscribe { agent: id, expires });
     }
 
-    fn unsubscribe(&mut self, id: u64) {
+    /// Ends the subscription: the source ends with it, so its publication
+    /// goes now (a later watcher must not see a document nobody keeps
+    /// current).
+    fn unsubscribe(&mut self, now: Instant, id: u64) {
+        self.drop_publication(now, id);
         self.set_state(id, State::Closing, 0);
         self.out.push(PeuOut::Subscribe { agent: id, expires: 0 });
     }
@@ -420,7 +424,7 @@ impl Peu {
         a.gone = true;
         self.drop_publication(now, id);
         match self.agents[&id].state {
-            State::Subscribing | State::Active => self.unsubscribe(id),
+            State::Subscribing | State::Active => self.unsubscribe(now, id),
             State::Closing => {}
             _ => self.forget(id),
         }
@@ -513,7 +517,7 @@ impl Peu {
             }
             self.set_state(agent, State::Idle, status.unwrap_or(408));
             let aor = self.agents[&agent].aor.clone();
-            return self.settle(&aor);
+            return self.settle(now, &aor);
         }
         if !matches!(a.state, State::Subscribing | State::Active) {
             return;
@@ -575,8 +579,14 @@ impl Peu {
             return NotifyAnswer::new(481, "Subscription Does Not Exist");
         };
         let a = self.agents.get_mut(&id).expect("indexed agents exist");
-        if msg.to().tag() != Some(&a.local_tag[..]) || matches!(a.state, State::Idle | State::Backoff | State::Refused) {
+        if msg.to().tag() != Some(&a.local_tag[..]) {
             return NotifyAnswer::new(481, "Subscription Does Not Exist");
+        }
+        if matches!(a.state, State::Idle | State::Backoff | State::Refused) {
+            // The dialog already ended here; the notifier's own final
+            // NOTIFY may come after (RFC 6665 4.1.2.3) and is taken.
+            let terminated = matches!(msg.subscription_state(), Ok(Some(s)) if s.state() == SubState::Terminated);
+            return if terminated { NotifyAnswer::OK } else { NotifyAnswer::new(481, "Subscription Does Not Exist") };
         }
         if !msg.event().ok().flatten().is_some_and(|e| e.is("presence")) {
             return NotifyAnswer::new(489, "Bad Event");
@@ -661,7 +671,7 @@ impl Peu {
                         continue;
                     }
                     p.grace_until = None;
-                    self.settle(&aor);
+                    self.settle(now, &aor);
                 }
             }
         }

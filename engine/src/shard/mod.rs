@@ -205,7 +205,7 @@ impl Shard {
             outcomes: Vec::new(),
             cfg,
         };
-        shard.add_configured_agents();
+        shard.add_configured_agents(now);
         shard
     }
 

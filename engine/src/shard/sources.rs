@@ -45,13 +45,13 @@ pub(super) fn literal_addr(uri: &[u8]) -> Option<SocketAddr> {
 
 impl Shard {
     /// Registers the configured agents of the presentities owned here.
-    pub(super) fn add_configured_agents(&mut self) {
+    pub(super) fn add_configured_agents(&mut self, now: Instant) {
         for a in self.cfg.peu_agents.clone() {
             if ids::owner_of(&a.presentity, self.cfg.shards) != self.cfg.shard {
                 continue;
             }
             let addr = AgentAddr { contact: a.uri.clone(), request_uri: a.uri.clone(), route: None, target: Peer::udp(a.addr) };
-            self.peu.add_configured(&a.presentity, addr);
+            self.peu.add_configured(now, &a.presentity, addr);
         }
     }
 

@@ -11,6 +11,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod ua;
+#[allow(unused_imports)]
+pub use ua::*;
+
 pub const WAIT: Duration = Duration::from_secs(3);
 
 pub struct Presenced {
