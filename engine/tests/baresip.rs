@@ -1,0 +1,141 @@
+//! Interop with an independent presence user agent: baresip (Debian
+//! `baresip-core`, installed by `.ci/run`), whose `presence` module
+//! answers a SUBSCRIBE for its own account with 200 and a PIDF NOTIFY, and
+//! NOTIFYs again when its status changes.
+//!
+//! baresip registers to presenced but advertises no `events` feature tag,
+//! so it is named as a configured agent (`[[peu.agent]]`). A watcher's
+//! SUBSCRIBE makes presenced SUBSCRIBE to baresip; baresip's NOTIFY is the
+//! watcher's document; `presence_offline` (over baresip's ctrl_tcp) reaches
+//! the watcher as a closed tuple; when the watcher leaves, presenced
+//! unsubscribes and baresip answers 200.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound and released).
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Baresip {
+    child: Child,
+    ctrl: u16,
+}
+
+impl Baresip {
+    /// baresip with one account registered at `registrar`, listening on
+    /// `sip_port`, status set to online before anyone subscribes (its
+    /// status is `?` until set, which is no valid PIDF basic value).
+    fn start(user: &str, registrar: std::net::SocketAddr, sip_port: u16) -> Baresip {
+        let dir = std::env::temp_dir().join(format!("presenced-baresip-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ctrl = free_tcp_port();
+        std::fs::write(
+            dir.join("config"),
+            format!(
+                "sip_listen 127.0.0.1:{sip_port}\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule_app account.so\n\
+module_app contact.so\nmodule_app presence.so\nmodule_app ctrl_tcp.so\nctrl_tcp_listen 127.0.0.1:{ctrl}\n\
+audio_player aufile,/dev/null\naudio_source aufile,/dev/null\n"
+            ),
+        )
+        .unwrap();
+        // pubint=0: baresip does not PUBLISH, so subscription is the only path.
+        std::fs::write(dir.join("accounts"), format!("<sip:{user}@{registrar}>;regint=600;pubint=0\n")).unwrap();
+        std::fs::write(dir.join("contacts"), "").unwrap();
+        let child = Command::new("baresip")
+            .args(["-f", dir.to_str().unwrap(), "-e", "/presence_online"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("baresip is installed (.ci/run installs baresip-core)");
+        Baresip { child, ctrl }
+    }
+
+    /// A ctrl_tcp command (a netstring with JSON).
+    fn command(&self, command: &str) {
+        let end = Instant::now() + WAIT;
+        let mut c = loop {
+            match TcpStream::connect(("127.0.0.1", self.ctrl)) {
+                Ok(c) => break c,
+                Err(e) if Instant::now() < end => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("baresip ctrl_tcp: {e}"),
+            }
+        };
+        let json = format!("{{\"command\":\"{command}\",\"params\":\"\",\"token\":\"t\"}}");
+        c.write_all(format!("{}:{json},", json.len()).as_bytes()).unwrap();
+    }
+}
+
+impl Drop for Baresip {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The tuple baresip contributes (its id differs from the registration's
+/// "reg" tuples), with its basic status.
+fn baresip_basic(doc: &str) -> Option<String> {
+    doc.split("<tuple").filter(|t| !t.contains("id=\"reg")).find_map(|t| {
+        let start = t.find("<basic>")? + 7;
+        Some(t[start..start + t[start..].find("</basic>")?].to_string())
+    })
+}
+
+#[test]
+fn baresip_as_a_presence_user_agent() {
+    let sip_port = free_udp_port();
+    let aor = "sip:bob@example.com";
+    let cfg = config_file("baresip-agent", &format!("[[peu.agent]]\npresentity = \"{aor}\"\nuri = \"sip:bob@127.0.0.1:{sip_port}\"\n"));
+    let srv = Presenced::start(2, &["--config", &cfg, "--notify-min-interval-ms", "0", "--peu-grace-seconds", "1"]);
+    let bs = Baresip::start("bob", srv.addr, sip_port);
+    // baresip is up once it has registered.
+    let end = Instant::now() + Duration::from_secs(10);
+    while !srv.logged("handled").iter().any(|r| r["method"] == "REGISTER" && r["status"] == 200) {
+        assert!(Instant::now() < end, "baresip never registered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let (mut watcher, ok, _first) = Sub::new(&srv, Ua::udp(), aor, 600, "Event: presence\r\n");
+    assert_eq!(status(&ok), 200);
+    // presenced subscribes to baresip; baresip's NOTIFY (open) reaches the
+    // watcher.
+    let mut doc = String::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    while baresip_basic(&doc).as_deref() != Some("open") {
+        assert!(Instant::now() < end, "baresip's document never reached the watcher: {doc}");
+        doc = body(&watcher.next_notify(&srv));
+    }
+    let active = srv.logged("presence agent").into_iter().filter(|r| r["state"] == "active" && r["status"] == 200).count();
+    assert_eq!(active, 1, "baresip accepted the SUBSCRIBE with 200");
+
+    // baresip goes offline: its NOTIFY reaches the watcher.
+    bs.command("presence_offline");
+    while baresip_basic(&doc).as_deref() != Some("closed") {
+        assert!(Instant::now() < end, "baresip's update never reached the watcher: {doc}");
+        doc = body(&watcher.next_notify(&srv));
+    }
+    let taken = srv.logged("handled").into_iter().filter(|r| r["method"] == "NOTIFY" && r["status"] == 200).count();
+    assert!(taken >= 2, "baresip's NOTIFYs answered 200: {taken}");
+
+    // The watcher leaves; after the grace period presenced unsubscribes
+    // and baresip answers 200.
+    assert_eq!(status(&watcher.resubscribe(&srv, 0)), 200);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !srv.logged("presence agent").iter().any(|r| r["state"] == "idle" && r["status"] == 200) {
+        assert!(Instant::now() < end, "no unsubscribe answered: {:?}", srv.logged("presence agent"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
