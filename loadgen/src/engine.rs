@@ -11,7 +11,7 @@
 
 use crate::check::{self, Watch};
 use crate::profile::Profile;
-use crate::scenario::{self, Ctx, Kind, Marker, Scenario};
+use crate::scenario::{self, Ctx, Kind, Marker, PuaDialog, Scenario};
 use crate::transport::{Incoming, Transport, TransportKind};
 use hdrhistogram::Histogram;
 use presence_engine::sip::{HeaderName, Limits, Message};
@@ -139,7 +139,7 @@ pub struct WorkerResult {
     pub timeouts: u64,
     pub unmatched: u64,
     pub latency: Histogram<u64>,
-    pub kinds: [KindCount; 3],
+    pub kinds: [KindCount; 4],
     pub setup: Option<SetupResult>,
     pub teardown: Option<SetupResult>,
     /// Seconds of the measured phase.
@@ -158,6 +158,10 @@ struct User {
     /// each success changes the entity tag).
     busy: bool,
     etag: Option<Box<[u8]>>,
+    /// `peu`: the dialog the server's SUBSCRIBE opened with this user as
+    /// a presence user agent, and the CSeq of its last NOTIFY.
+    dialog: Option<Box<PuaDialog>>,
+    notify_cseq: u32,
 }
 
 struct Txn {
@@ -183,6 +187,8 @@ enum Action {
     },
     /// End watch n's dialog (SUBSCRIBE with Expires 0).
     Unsubscribe(usize),
+    /// User u, as a presence user agent, NOTIFYs its document.
+    Notify(usize),
 }
 
 /// Where the next transaction comes from.
@@ -201,6 +207,11 @@ enum Source {
     Mixed { credit: [f64; 3], next: [usize; 2] },
     /// Every watch still open, ended.
     Teardown { next: usize },
+    /// `peu` setup: every user registers as a presence user agent, then a
+    /// watcher (`pw<u>`) subscribes to each.
+    PeuSetup { next: usize, subscribing: bool },
+    /// `peu` setup: each agent's first NOTIFY in the server's dialog.
+    PeuFirst { next: usize },
 }
 
 const T2: Duration = Duration::from_secs(4);
@@ -285,7 +296,7 @@ impl<'a> Worker<'a> {
                 timeouts: 0,
                 unmatched: 0,
                 latency: new_histogram(),
-                kinds: [KindCount::default(); 3],
+                kinds: [KindCount::default(); 4],
                 setup: None,
                 teardown: None,
                 measured_s: 0.0,
@@ -312,6 +323,7 @@ impl<'a> Worker<'a> {
         match self.cfg.scenario {
             Scenario::Fanout => Some(Source::FanoutSetup { next: self.cfg.fanout_watches.start }),
             Scenario::Mixed => Some(Source::MixedSetup { user: self.cfg.users.start, j: 0 }),
+            Scenario::Peu => Some(Source::PeuSetup { next: self.cfg.users.start, subscribing: false }),
             _ => None,
         }
     }
@@ -323,6 +335,7 @@ impl<'a> Worker<'a> {
             Scenario::Publish | Scenario::Fanout => Source::Users { kind: Kind::Publish, next: start },
             Scenario::Subscribe => Source::NewWatches { next: start },
             Scenario::Mixed => Source::Mixed { credit: [0.0; 3], next: [start; 2] },
+            Scenario::Peu => Source::Users { kind: Kind::Notify, next: start },
         }
     }
 
@@ -331,11 +344,27 @@ impl<'a> Worker<'a> {
     fn setup(&mut self, source: Source) {
         let started_at = Instant::now();
         let mut setup = SetupResult { subscriptions: self.run_unmeasured(source), ..SetupResult::default() };
+        if self.cfg.scenario == Scenario::Peu {
+            // Its setup also registers the agents: count the watches only.
+            setup.subscriptions = self.watches.len() as u64;
+        }
         // Each accepted subscription gets an immediate NOTIFY; wait for
         // them (up to Timer F) so they do not count in the measured phase.
         let deadline = Instant::now() + 64 * self.cfg.t1;
         while Instant::now() < deadline && !self.first_notifies_in() {
             self.step(true);
+        }
+        if self.cfg.scenario == Scenario::Peu {
+            // The server subscribes to each agent once it is watched; each
+            // answers and sends its first document.
+            while Instant::now() < deadline && self.users.iter().any(|u| u.dialog.is_none()) {
+                self.step(true);
+            }
+            self.run_unmeasured(Source::PeuFirst { next: self.cfg.users.start });
+            let settle = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < settle {
+                self.step(true);
+            }
         }
         for w in &self.watches {
             if w.accepted() {
@@ -394,7 +423,7 @@ impl<'a> Worker<'a> {
     fn measured(&mut self, mut source: Source) {
         let start = Instant::now();
         let mut started: u64 = 0;
-        let lingers = self.cfg.scenario == Scenario::Fanout || self.cfg.scenario == Scenario::Mixed;
+        let lingers = matches!(self.cfg.scenario, Scenario::Fanout | Scenario::Mixed | Scenario::Peu);
         loop {
             let now = Instant::now();
             let issuing = !self.shared.stop.load(Ordering::Relaxed)
@@ -503,12 +532,48 @@ impl<'a> Worker<'a> {
         None
     }
 
+    /// The next local user at or after `*next` with a dialog (an agent the
+    /// server subscribed to) and nothing outstanding.
+    fn next_idle_agent(&self, next: &mut usize) -> Option<usize> {
+        let r = &self.cfg.users;
+        for _ in 0..r.len() {
+            let u = self.next_idle_user(next)?;
+            if self.users[u - r.start].dialog.is_some() {
+                return Some(u);
+            }
+        }
+        None
+    }
+
     fn next_action(&mut self, source: &mut Source) -> Option<Action> {
         let cfg = self.cfg;
         match source {
+            Source::Users { kind: Kind::Notify, next } => Some(Action::Notify(self.next_idle_agent(next)?)),
             Source::Users { kind, next } => {
                 let u = self.next_idle_user(next)?;
                 Some(if *kind == Kind::Register { Action::Register(u) } else { Action::Publish(u) })
+            }
+            Source::PeuSetup { next, subscribing } => {
+                if *next >= cfg.users.end {
+                    if *subscribing {
+                        return None;
+                    }
+                    *subscribing = true;
+                    *next = cfg.users.start;
+                }
+                let u = *next;
+                *next += 1;
+                Some(if *subscribing { Action::Subscribe { watcher: u, presentity: u, expires: 3600 } } else { Action::Register(u) })
+            }
+            Source::PeuFirst { next } => {
+                while *next < cfg.users.end {
+                    let u = *next;
+                    *next += 1;
+                    if self.users[u - cfg.users.start].dialog.is_some() {
+                        return Some(Action::Notify(u));
+                    }
+                }
+                None
             }
             Source::NewWatches { next } => {
                 let u = *next;
@@ -560,6 +625,7 @@ impl<'a> Worker<'a> {
                         let presentity = (self.random() as usize) % cfg.total_users.max(1);
                         Some(Action::Subscribe { watcher: u, presentity, expires: p.subscription_expires })
                     }
+                    Kind::Notify => unreachable!("the profile weighs three kinds"),
                 }
             }
             Source::Teardown { next } => {
@@ -593,7 +659,8 @@ impl<'a> Worker<'a> {
                 let user = &mut self.users[u - self.cfg.users.start];
                 user.cseq += 1;
                 user.busy = true;
-                (Kind::Register, u, flow, ctx.register(branch, u, user.cseq, 3600))
+                let pua = self.cfg.scenario == Scenario::Peu;
+                (Kind::Register, u, flow, ctx.register(branch, u, user.cseq, 3600, pua))
             }
             Action::Publish(u) => {
                 let flow = u % self.net.len();
@@ -622,6 +689,17 @@ impl<'a> Worker<'a> {
                 let ctx = self.ctx(flow);
                 let name = self.cfg.scenario.watcher_name(watcher);
                 (Kind::Subscribe, watch, flow, ctx.subscribe(branch, &name, watch, presentity, expires, None))
+            }
+            Action::Notify(u) => {
+                let flow = u % self.net.len();
+                let ctx = self.ctx(flow);
+                let seq = self.shared.published[u].fetch_add(1, Ordering::AcqRel) + 1;
+                let marker = Marker { run: self.shared.run, presentity: u, seq, sent_us: self.shared.epoch.elapsed().as_micros() as u64 };
+                let user = &mut self.users[u - self.cfg.users.start];
+                user.notify_cseq += 1;
+                user.busy = true;
+                let d = user.dialog.as_deref().expect("only agents with a dialog notify");
+                (Kind::Notify, u, flow, ctx.notify(branch, u, d, user.notify_cseq, marker))
             }
             Action::Unsubscribe(watch) => {
                 let flow = watch % self.net.len();
@@ -684,6 +762,9 @@ impl<'a> Worker<'a> {
     /// counted as unexpected and answered 200 so the server stops resending.
     fn on_request(&mut self, msg: &Message<'_>, flow: usize, from: SocketAddr) {
         let mut code = 200;
+        if msg.method_raw() == Some(b"SUBSCRIBE") {
+            return self.on_agent_subscribe(msg, flow, from);
+        }
         if msg.method_raw() == Some(b"NOTIFY") {
             self.notify_delta += 1;
             let watch = msg.to().tag().and_then(scenario::parse_watch_tag).and_then(|i| self.watches.get_mut(i));
@@ -705,10 +786,50 @@ impl<'a> Worker<'a> {
         self.resp = resp;
     }
 
+    /// The server SUBSCRIBEs to a simulated presence user agent: an
+    /// initial one opens the dialog the agent NOTIFYs in, an in-dialog one
+    /// refreshes it or (Expires 0) ends it; all get 200.
+    fn on_agent_subscribe(&mut self, msg: &Message<'_>, flow: usize, from: SocketAddr) {
+        let user = msg.request_uri().and_then(|u| u.user()).and_then(scenario::user_of).filter(|u| self.cfg.users.contains(u));
+        let Some(u) = user else {
+            self.res.unmatched += 1;
+            self.resp.clear();
+            presence_engine::sip::response_to(&mut self.resp, msg.raw(), 404, "Not Found", None, None).finish(None, b"");
+            let resp = std::mem::take(&mut self.resp);
+            self.net.send_to(flow, &resp, from);
+            self.resp = resp;
+            return;
+        };
+        let tag = format!("pua{u}");
+        let ending = msg.expires() == Some(0);
+        let state = &mut self.users[u - self.cfg.users.start];
+        if msg.to().tag().is_none() {
+            state.dialog = PuaDialog::of(msg, tag.clone()).map(Box::new);
+            state.notify_cseq = 0;
+        } else if ending {
+            state.dialog = None;
+        }
+        let expires = msg.expires().unwrap_or(3600).to_string();
+        self.resp.clear();
+        let mut w = presence_engine::sip::response_to(&mut self.resp, msg.raw(), 200, "OK", Some(tag.as_bytes()), None);
+        w.header(HeaderName::Expires, expires.as_bytes());
+        w.finish(None, b"");
+        let resp = std::mem::take(&mut self.resp);
+        self.net.send_to(flow, &resp, from);
+        self.resp = resp;
+    }
+
     /// A transaction ended with a final response, or timed out (`None`).
     fn finish(&mut self, t: &Txn, outcome: Option<(u16, &Message<'_>)>) {
         let ok = matches!(outcome, Some((200..=299, _)));
         match t.kind {
+            Kind::Notify => {
+                let user = &mut self.users[t.who as usize - self.cfg.users.start];
+                user.busy = false;
+                if matches!(outcome, Some((481, _))) {
+                    user.dialog = None;
+                }
+            }
             Kind::Register | Kind::Publish => {
                 let user = &mut self.users[t.who as usize - self.cfg.users.start];
                 user.busy = false;

@@ -45,7 +45,9 @@ struct RunArgs {
     /// register | publish (initial, then modifies with the SIP-ETag and refreshes) |
     /// subscribe (new dialogs, NOTIFYs answered) | fanout (--watchers on
     /// each of --presentities, then a PUBLISH storm) | mixed (a busy hour
-    /// from --profile).
+    /// from --profile) | peu (each user registers as a presence user agent,
+    /// a watcher subscribes to each, the server SUBSCRIBEs to the agents,
+    /// which then NOTIFY their documents at the load rate).
     #[arg(long, default_value = "register")]
     scenario: String,
     /// Open loop: start R transactions per second in all (ramped up over

@@ -127,7 +127,7 @@ impl Report {
         let mut notify_retrans = 0;
         let refreshes: u64 = results.iter().map(|r| r.publish_refreshes).sum();
         let (mut received, mut validated, mut mismatches, mut examples) = (0, 0, 0, Vec::new());
-        let mut kinds = [KindCount::default(); 3];
+        let mut kinds = [KindCount::default(); 4];
         let mut setup: Option<SetupReport> = None;
         let mut teardown: Option<SetupReport> = None;
         let mut duration_s: f64 = 0.0;

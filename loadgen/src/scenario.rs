@@ -20,13 +20,19 @@ pub enum Scenario {
     /// A busy hour from a TOML traffic profile: standing watchers, then
     /// REGISTER, PUBLISH and SUBSCRIBE at per-subscriber rates.
     Mixed,
+    /// Presence by subscription: each user registers as a presence user
+    /// agent (`events="presence"`), a watcher subscribes to each, the
+    /// server SUBSCRIBEs to the agents, and the agents then send NOTIFYs
+    /// (their PIDF documents) at the load rate; measures the NOTIFYs the
+    /// server ingests and the watcher NOTIFYs they cause.
+    Peu,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 5] = [Scenario::Register, Scenario::Publish, Scenario::Subscribe, Scenario::Fanout, Scenario::Mixed];
+    pub const ALL: [Scenario; 6] = [Scenario::Register, Scenario::Publish, Scenario::Subscribe, Scenario::Fanout, Scenario::Mixed, Scenario::Peu];
 
     pub fn parse(s: &str) -> Result<Scenario, String> {
-        Scenario::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| format!("scenario {s:?}: use one of register, publish, subscribe, fanout, mixed"))
+        Scenario::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| format!("scenario {s:?}: use one of register, publish, subscribe, fanout, mixed, peu"))
     }
     pub fn name(self) -> &'static str {
         match self {
@@ -35,6 +41,7 @@ impl Scenario {
             Scenario::Subscribe => "subscribe",
             Scenario::Fanout => "fanout",
             Scenario::Mixed => "mixed",
+            Scenario::Peu => "peu",
         }
     }
 }
@@ -46,6 +53,7 @@ impl Scenario {
         match self {
             Scenario::Fanout => format!("lgw{n}"),
             Scenario::Mixed => format!("ue{n}"),
+            Scenario::Peu => format!("pw{n}"),
             _ => format!("watcher{n}"),
         }
     }
@@ -57,15 +65,18 @@ pub enum Kind {
     Register = 0,
     Publish = 1,
     Subscribe = 2,
+    /// A presence user agent's NOTIFY to the server (scenario `peu`).
+    Notify = 3,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Register, Kind::Publish, Kind::Subscribe];
+    pub const ALL: [Kind; 4] = [Kind::Register, Kind::Publish, Kind::Subscribe, Kind::Notify];
     pub fn name(self) -> &'static str {
         match self {
             Kind::Register => "register",
             Kind::Publish => "publish",
             Kind::Subscribe => "subscribe",
+            Kind::Notify => "notify",
         }
     }
 }
@@ -100,29 +111,58 @@ impl Ctx<'_> {
         format!("<sip:{user}@{}{}>", self.local, self.transport.uri_param())
     }
 
-    /// REGISTER of user `u` (Contact at the sending flow).
-    pub fn register(&self, branch: u64, u: usize, cseq: u32, expires: u32) -> Vec<u8> {
+    /// REGISTER of user `u` (Contact at the sending flow); a `pua` marks
+    /// the contact as a presence user agent (RFC 3840 `events`).
+    pub fn register(&self, branch: u64, u: usize, cseq: u32, expires: u32, pua: bool) -> Vec<u8> {
         let (aor, domain) = (aor(u, self.domain), self.domain);
+        let feature = if pua { ";events=\"presence\"" } else { "" };
         format!(
             "REGISTER sip:{domain} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <{aor}>;tag=r{u}\r\nTo: <{aor}>\r\n\
-Call-ID: reg-{u}@loadgen\r\nCSeq: {cseq} REGISTER\r\nContact: {}\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n",
+Call-ID: reg-{u}@loadgen\r\nCSeq: {cseq} REGISTER\r\nContact: {}{feature}\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n",
             self.via(branch),
             self.contact(&format!("ue{u}"))
         )
         .into_bytes()
     }
 
+    /// A presence user agent's NOTIFY in the dialog the server's SUBSCRIBE
+    /// made (`d`), carrying user `u`'s document with `marker`.
+    pub fn notify(&self, branch: u64, u: usize, d: &PuaDialog, cseq: u32, marker: Marker) -> Vec<u8> {
+        let doc = self.document(u, marker);
+        format!(
+            "NOTIFY {} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <{}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\n\
+CSeq: {cseq} NOTIFY\r\nContact: {}\r\nEvent: presence\r\nSubscription-State: active;expires=3600\r\n\
+Content-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{doc}",
+            d.target,
+            self.via(branch),
+            aor(u, self.domain),
+            d.local_tag,
+            d.remote,
+            d.call_id,
+            self.contact(&format!("ue{u}")),
+            doc.len()
+        )
+        .into_bytes()
+    }
+
+    /// User `u`'s PIDF document carrying `marker`. The tuple id names the
+    /// run, so a server that keeps the first of two tuples with one id
+    /// (Kamailio) still shows this run's next to what earlier runs left.
+    fn document(&self, u: usize, marker: Marker) -> String {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{}\">\
+<tuple id=\"lg{:x}\"><status><basic>open</basic></status><contact>sip:ue{u}@{}</contact><note>{marker}</note></tuple></presence>\n",
+            aor(u, self.domain),
+            marker.run,
+            self.local
+        )
+    }
+
     /// PUBLISH of user `u`'s PIDF document carrying `marker`: initial
-    /// without `etag`, a modify with it. The tuple id names the run, so a
-    /// server that keeps the first of two tuples with one id (Kamailio)
-    /// still shows this run's next to what earlier runs left.
+    /// without `etag`, a modify with it.
     pub fn publish(&self, branch: u64, u: usize, cseq: u32, etag: Option<&[u8]>, marker: Marker) -> Vec<u8> {
         let aor = aor(u, self.domain);
-        let doc = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{aor}\">\
-<tuple id=\"lg{:x}\"><status><basic>open</basic></status><contact>sip:ue{u}@{}</contact><note>{marker}</note></tuple></presence>\n",
-            marker.run, self.local
-        );
+        let doc = self.document(u, marker);
         let if_match = etag.map(|e| format!("SIP-If-Match: {}\r\n", String::from_utf8_lossy(e))).unwrap_or_default();
         format!(
             "PUBLISH {aor} SIP/2.0\r\nVia: {}\r\nMax-Forwards: 70\r\nFrom: <{aor}>;tag=p{u}\r\nTo: <{aor}>\r\n\
@@ -168,6 +208,41 @@ Accept: application/pidf+xml\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n"
         )
         .into_bytes()
     }
+}
+
+/// The dialog a server's SUBSCRIBE opened with a simulated presence user
+/// agent, as the agent sends NOTIFYs in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PuaDialog {
+    pub call_id: String,
+    /// Our tag (the To tag of our 200).
+    pub local_tag: String,
+    /// The server's From, with its tag: our NOTIFYs' To.
+    pub remote: String,
+    /// The server's Contact URI: our NOTIFYs' Request-URI.
+    pub target: String,
+}
+
+impl PuaDialog {
+    /// The dialog of an initial SUBSCRIBE answered with tag `local_tag`.
+    pub fn of(sub: &presence_engine::sip::Message<'_>, local_tag: String) -> Option<PuaDialog> {
+        use presence_engine::sip::{Contacts, HeaderName};
+        let target = match sub.contacts() {
+            Contacts::List(l) if !l.is_empty() => String::from_utf8_lossy(l[0].uri().as_bytes()).into_owned(),
+            _ => return None,
+        };
+        Some(PuaDialog {
+            call_id: String::from_utf8_lossy(sub.call_id()).into_owned(),
+            local_tag,
+            remote: String::from_utf8_lossy(sub.header(HeaderName::From)?).into_owned(),
+            target,
+        })
+    }
+}
+
+/// The user a SUBSCRIBE's Request-URI names (`ue<u>`).
+pub fn user_of(ruri_user: &[u8]) -> Option<usize> {
+    std::str::from_utf8(ruri_user.strip_prefix(b"ue")?).ok()?.parse().ok()
 }
 
 pub fn watch_tag(watch: usize) -> String {
@@ -233,7 +308,8 @@ mod tests {
             let c = ctx(t);
             let marker = Marker { run: 0xabc, presentity: 7, seq: 3, sent_us: 99 };
             for bytes in [
-                c.register(0x2a, 7, 1, 3600),
+                c.register(0x2a, 7, 1, 3600, false),
+                c.register(0x2a, 7, 1, 3600, true),
                 c.publish(0x2a, 7, 1, Some(b"e1"), marker),
                 c.subscribe(0x2a, "lgw9", 9, 7, 600, None),
                 c.subscribe(0x2a, "lgw9", 9, 7, 0, Some(b"x")),

@@ -73,6 +73,28 @@ fn fanout_delivers_every_version_to_every_watcher() {
     srv.shutdown();
 }
 
+/// Presence by subscription: the agents register with the feature tag,
+/// presenced subscribes to each once it is watched, and every agent NOTIFY
+/// is ingested and reaches its watcher as a checked document.
+#[test]
+fn peu_agents_notify_and_watchers_see_it() {
+    let srv = server(0);
+    let target = srv.local_addr().to_string();
+    for transport in ["udp", "tcp"] {
+        let v = loadgen_at(&target, transport, "peu", &["--users", "50", "--count", "500", "--max-outstanding", "16"]);
+        assert_eq!(v["setup"]["subscriptions"], 50, "one watcher per agent: {v}");
+        assert_eq!(v["setup"]["ok"], 50, "{v}");
+        assert_eq!(v["by_kind"]["notify"]["ok"], 500, "every agent NOTIFY ingested with 200: {v}");
+        // Each document reaches the agent's watcher, newest always; the
+        // first documents (sent in setup) come on top.
+        let received = v["notify"]["received"].as_u64().unwrap();
+        assert!((50..=600).contains(&received), "{received} watcher NOTIFYs: {v}");
+        assert_eq!(v["notify"]["mismatches"], 0, "{v}");
+        assert_eq!(v["teardown"]["ok"], 50, "{v}");
+    }
+    srv.shutdown();
+}
+
 #[test]
 fn mixed_replays_a_profile() {
     let srv = server(0);
