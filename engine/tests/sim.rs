@@ -20,6 +20,7 @@ fn seeds(default: u64) -> std::ops::Range<u64> {
 fn run_all(seeds: std::ops::Range<u64>, pinned: Pinned) {
     let mut failures = Vec::new();
     let (mut delivered, mut notifies, mut shed, mut checked, mut peak) = (0u64, 0u64, 0u64, 0usize, 0usize);
+    let (mut agent_subs, mut agent_notifies) = (0u64, 0u64);
     let count = seeds.end - seeds.start;
     for seed in seeds {
         match run(seed, pinned) {
@@ -29,14 +30,21 @@ fn run_all(seeds: std::ops::Range<u64>, pinned: Pinned) {
                 shed += o.shed;
                 checked += o.subscriptions_checked;
                 peak = peak.max(o.peak_held);
+                agent_subs += o.agent_subscriptions;
+                agent_notifies += o.agent_notifies;
             }
             Err(e) => failures.push(e),
         }
     }
     eprintln!(
         "{count} seeds: {delivered} messages delivered, {notifies} NOTIFYs taken, {shed} forwards shed, \
-{checked} live subscriptions checked, at most {peak} messages held for one shard"
+{checked} live subscriptions checked, at most {peak} messages held for one shard, \
+{agent_subs} agent subscriptions, {agent_notifies} agent NOTIFYs taken"
     );
+    // The presence agents are exercised, not only present.
+    if count >= 100 {
+        assert!(agent_subs > count && agent_notifies > count, "agents barely exercised: {agent_subs} subscriptions, {agent_notifies} NOTIFYs");
+    }
     assert!(failures.is_empty(), "{} of {count} seeds failed:\n{}", failures.len(), failures.join("\n"));
 }
 

@@ -255,6 +255,15 @@ impl Peu {
     pub fn wheel_entries(&self) -> usize {
         self.wheel.len()
     }
+    /// (AOR, agent) of every agent that may have a publication in the
+    /// compositor: it published, and its subscription is live (an agent
+    /// being unsubscribed, backing off, refused or idle has none).
+    pub fn published(&self) -> Vec<(Box<[u8]>, u64)> {
+        let live = |a: &Agent| a.published && matches!(a.state, State::Subscribing | State::Active);
+        let mut v: Vec<_> = self.agents.iter().filter(|(_, a)| live(a)).map(|(id, a)| (a.aor.clone(), *id)).collect();
+        v.sort();
+        v
+    }
     /// What the shard must do next, in order.
     pub fn take_out(&mut self) -> Vec<PeuOut> {
         std::mem::take(&mut self.out)

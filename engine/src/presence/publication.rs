@@ -269,6 +269,20 @@ impl Publications {
         p.recheck.ensure(&mut self.wheel, p.pubs.iter().map(|x| x.expires_at).min(), || aor.into());
     }
 
+    /// (AOR, agent) of every publication made by a presence agent.
+    pub fn agent_sources(&self) -> Vec<(Box<[u8]>, u64)> {
+        let mut v = Vec::new();
+        for (aor, p) in &self.presentities {
+            for x in &p.pubs {
+                if let Source::Agent(id) = x.source {
+                    v.push((aor.clone(), id));
+                }
+            }
+        }
+        v.sort();
+        v
+    }
+
     /// Wheel entries pending (they stay one per presentity).
     pub fn wheel_entries(&self) -> usize {
         self.wheel.len()

@@ -435,6 +435,11 @@ impl Shard {
         &self.publications
     }
 
+    /// The server's subscriptions to presence agents (read-only).
+    pub fn peu(&self) -> &Peu {
+        &self.peu
+    }
+
     /// The registrar of this shard (read-only, for tests and stats).
     pub fn registrar(&self) -> &Registrar {
         &self.registrar

@@ -18,8 +18,10 @@
 //!   document, every winfo subscriber's view matches the presentity's
 //!   watchers, and each presentity's shard counts exactly the
 //!   subscriptions the other shards hold;
+//! - no presence agent's publication outlives the server's subscription
+//!   to that agent;
 //! - once every expiry has passed, no table, timer, queue or backlog
-//!   holds anything;
+//!   holds anything (agents included);
 //! - the same seed gives the same run, byte for byte (the trace hash).
 
 pub mod net;
@@ -30,6 +32,7 @@ use presence_engine::core::entropy::Entropy;
 use presence_engine::core::ids::owner_of;
 use presence_engine::core::outbound::Outbound;
 use presence_engine::core::{ConnId, Peer, Transmit, Transport};
+use presence_engine::presence::peu::{Mode, PeuConfig};
 use presence_engine::presence::watchers::Package;
 use presence_engine::shard::{CoreMsg, Outbox, Shard, ShardConfig};
 use presence_engine::sip::{Limits, Message, Uri};
@@ -71,6 +74,10 @@ pub struct Outcome {
     pub shed: u64,
     pub peak_held: usize,
     pub subscriptions_checked: usize,
+    /// SUBSCRIBEs from the server that presence agents accepted, and
+    /// agent NOTIFYs the server took with 200.
+    pub agent_subscriptions: u64,
+    pub agent_notifies: u64,
 }
 
 const TRAFFIC: Duration = Duration::from_secs(20);
@@ -133,6 +140,17 @@ impl World {
         let epoch = Instant::now();
         let window = [1, 4, 4096][rng.below(3) as usize];
         let interval = Duration::from_millis([0, 200, 1000][rng.below(3) as usize]);
+        // Presence agents: subscribed while watched (with a grace period)
+        // or always; short intervals, so refreshes, retries and grace
+        // periods all happen within a run.
+        let peu = PeuConfig {
+            mode: if rng.chance(0.7) { Mode::Watched } else { Mode::Always },
+            grace: Duration::from_secs([0, 1, 5][rng.below(3) as usize]),
+            expires: 200,
+            retry_base: Duration::from_secs(1 + rng.below(4)),
+            retry_max: Duration::from_secs(60),
+            ..PeuConfig::default()
+        };
         let shards = (0..n)
             .map(|i| {
                 let mut cfg = ShardConfig::with_defaults(i, n, server);
@@ -142,6 +160,7 @@ impl World {
                 cfg.watch.max_expires = 300;
                 cfg.publish.max_expires = 300;
                 cfg.registrar.max_expires = 300;
+                cfg.peu = peu.clone();
                 Shard::new(cfg, epoch)
             })
             .collect();
@@ -155,9 +174,10 @@ impl World {
         for i in 0..ue_count {
             let addr: SocketAddr = format!("198.51.100.{}:{}", 1 + i, 5060 + i).parse().unwrap();
             let tcp = rng.chance(0.3);
+            let pua = rng.chance(0.4);
             let first = Duration::from_millis(rng.below(2000));
             by_addr.insert(addr, i);
-            ues.push(Ue::new(addr, tcp, first));
+            ues.push(Ue::new(addr, tcp, pua, first));
         }
         World {
             rng,
@@ -388,7 +408,7 @@ impl World {
                 }
                 Dest::Ue(i) => {
                     self.trace = fnv(self.trace, &(i as u64).to_le_bytes());
-                    match self.ues[i].on_message(&mut self.rng, &f.bytes) {
+                    match self.ues[i].on_message(self.now, &mut self.rng, &f.bytes) {
                         Ok(out) => self.ue_send(i, out),
                         Err(e) => self.fail(e),
                     }
@@ -504,6 +524,17 @@ impl World {
                 }
             }
         }
+        // Every publication an agent made is one its agent still stands
+        // behind: none outlives its source.
+        for (k, shard) in self.shards.iter().enumerate() {
+            let standing = shard.peu().published();
+            for source in shard.publications().agent_sources() {
+                if !standing.contains(&source) {
+                    let (aor, agent) = (String::from_utf8_lossy(&source.0), source.1);
+                    problems.push(format!("shard {k}: agent {agent}'s publication of {aor} outlived its subscription"));
+                }
+            }
+        }
         // Every owner counts exactly what the shards hold.
         let mut aors: Vec<Vec<u8>> = held.keys().cloned().collect();
         for a in &self.aors {
@@ -600,5 +631,7 @@ pub fn run(seed: u64, pinned: Pinned) -> Result<Outcome, String> {
         shed: w.outbound.iter().map(|o| o.shed()).sum(),
         peak_held: w.outbound.iter().map(|o| o.peak()).max().unwrap_or(0),
         subscriptions_checked: checked,
+        agent_subscriptions: w.ues.iter().map(|u| u.agent_subscribes).sum(),
+        agent_notifies: w.ues.iter().map(|u| u.agent_notifies).sum(),
     })
 }

@@ -3,6 +3,11 @@
 //! (presence.winfo), refreshes and ends subscriptions, and answers NOTIFYs
 //! with 200, 481 or not at all, all chosen by the seed. Requests run in
 //! client transactions with Timer E retransmission over UDP.
+//!
+//! Some UEs are presence user agents: they register with the `events`
+//! feature tag, answer the server's SUBSCRIBEs (200, 489, 503 with
+//! Retry-After, or silence), NOTIFY their documents in the dialogs the 200s
+//! open, update them now and then, and sometimes end them.
 
 use presence_engine::core::entropy::Entropy;
 use presence_engine::sip::{HeaderName, Limits, Message, Method, response_to};
@@ -16,8 +21,32 @@ const T2: Duration = Duration::from_secs(4);
 #[derive(Clone, Debug)]
 enum Kind {
     Register,
-    Publish { aor: String, remove: bool },
-    Subscribe { call_id: String, initial: bool },
+    Publish {
+        aor: String,
+        remove: bool,
+    },
+    Subscribe {
+        call_id: String,
+        initial: bool,
+    },
+    /// A NOTIFY in a dialog the server's SUBSCRIBE opened (by Call-ID).
+    AgentNotify {
+        call_id: String,
+    },
+}
+
+/// A dialog the server opened with this UE as a presence user agent.
+pub struct AgentDialog {
+    aor: String,
+    local_tag: String,
+    /// The server's From (with its tag): our NOTIFYs' To.
+    remote: String,
+    /// The server's Contact: our NOTIFYs' Request-URI.
+    target: String,
+    cseq: u32,
+    /// The last SUBSCRIBE CSeq answered, and how (for retransmissions).
+    answered: BTreeMap<u32, u16>,
+    pub ended: bool,
 }
 
 struct Txn {
@@ -59,6 +88,16 @@ pub struct Ue {
     pub next_action: Duration,
     /// NOTIFYs received (first sight of each CSeq).
     pub notifies: u64,
+    /// Registers as a presence user agent.
+    pub pua: bool,
+    /// Dialogs the server opened with this agent, by Call-ID.
+    pub agent_dialogs: BTreeMap<String, AgentDialog>,
+    /// Answers given to initial SUBSCRIBEs the UE did not accept, by
+    /// Call-ID, so retransmissions get the same one (0: silence).
+    refusals: BTreeMap<String, u16>,
+    /// SUBSCRIBEs from the server, and agent NOTIFYs taken with 200.
+    pub agent_subscribes: u64,
+    pub agent_notifies: u64,
 }
 
 fn pidf(aor: &str, note: &str) -> String {
@@ -69,7 +108,7 @@ fn pidf(aor: &str, note: &str) -> String {
 }
 
 impl Ue {
-    pub fn new(addr: SocketAddr, tcp: bool, first_action: Duration) -> Ue {
+    pub fn new(addr: SocketAddr, tcp: bool, pua: bool, first_action: Duration) -> Ue {
         Ue {
             addr,
             tcp,
@@ -80,6 +119,11 @@ impl Ue {
             reg_call_ids: BTreeMap::new(),
             next_action: first_action,
             notifies: 0,
+            pua,
+            agent_dialogs: BTreeMap::new(),
+            refusals: BTreeMap::new(),
+            agent_subscribes: 0,
+            agent_notifies: 0,
         }
     }
 
@@ -105,8 +149,17 @@ impl Ue {
         let aor = aors[rng.below(aors.len() as u64) as usize].clone();
         let expires = if rng.chance(0.15) { 0 } else { 100 + rng.below(200) as u32 };
         let roll = rng.below(100);
+        let live_agent: Vec<String> = self.agent_dialogs.iter().filter(|(_, d)| !d.ended).map(|(c, _)| c.clone()).collect();
         let msg = if roll < 15 {
             self.register(now, &aor, expires)
+        } else if roll < 25 && !live_agent.is_empty() {
+            // As an agent: a new document, or (now and then) the end.
+            let call_id = live_agent[rng.below(live_agent.len() as u64) as usize].clone();
+            let state = if rng.chance(0.1) { "terminated;reason=deactivated" } else { "active;expires=100" };
+            match self.agent_notify(now, &call_id, state) {
+                Some(m) => m,
+                None => return Vec::new(),
+            }
         } else if roll < 45 {
             self.publish(now, rng, &aor, expires)
         } else if roll < 65 {
@@ -129,9 +182,10 @@ impl Ue {
         let n = self.id();
         let (call_id, cseq) = self.reg_call_ids.entry(aor.to_string()).or_insert_with(|| (format!("reg{n}-{}", self.addr), 0));
         *cseq += 1;
+        let feature = if self.pua { ";events=\"presence\"" } else { "" };
         let bytes = format!(
             "REGISTER sip:example.com SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <{aor}>;tag=r{n}\r\nTo: <{aor}>\r\n\
-Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:ue@{}>\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n",
+Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:ue@{}>{feature}\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n",
             self.addr
         )
         .into_bytes();
@@ -234,12 +288,15 @@ CSeq: {} SUBSCRIBE\r\nContact: <sip:w@{addr}>\r\nEvent: {event}\r\nExpires: {exp
 
     /// A message from the server: a response to one of ours, or a NOTIFY.
     /// Returns what to send back.
-    pub fn on_message(&mut self, rng: &mut Entropy, bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    pub fn on_message(&mut self, now: Duration, rng: &mut Entropy, bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         let msg = Message::parse(bytes, &Limits::default())
             .map_err(|e| format!("the server sent an unparsable message ({e}): {}", String::from_utf8_lossy(bytes)))?;
         if !msg.is_request() {
             self.on_response(&msg);
             return Ok(Vec::new());
+        }
+        if msg.method() == Some(Method::Subscribe) && self.pua {
+            return Ok(self.on_agent_subscribe(now, rng, &msg));
         }
         if msg.method() != Some(Method::Notify) {
             return Err(format!("unexpected request from the server: {}", String::from_utf8_lossy(bytes)));
@@ -295,6 +352,16 @@ CSeq: {} SUBSCRIBE\r\nContact: <sip:w@{addr}>\r\nEvent: {event}\r\nExpires: {exp
         let Some(txn) = self.txns.remove(&branch) else { return };
         match txn.kind {
             Kind::Register => {}
+            Kind::AgentNotify { call_id } => {
+                if status == 200 {
+                    self.agent_notifies += 1;
+                }
+                if status == 481
+                    && let Some(d) = self.agent_dialogs.get_mut(&call_id)
+                {
+                    d.ended = true;
+                }
+            }
             Kind::Publish { aor, remove } => match status {
                 200..=299 => match msg.sip_etag() {
                     Ok(Some(e)) if !remove => {
@@ -320,6 +387,138 @@ CSeq: {} SUBSCRIBE\r\nContact: <sip:w@{addr}>\r\nEvent: {event}\r\nExpires: {exp
                 }
             }
         }
+    }
+}
+
+impl Ue {
+    /// The server SUBSCRIBEs to this agent. An initial SUBSCRIBE is
+    /// accepted (a dialog and its first NOTIFY), refused (489, or 503 with
+    /// Retry-After) or ignored, by the seed; an in-dialog one refreshes
+    /// (200 and a NOTIFY) or ends the dialog (Expires 0, a terminating
+    /// NOTIFY most of the time); one for a dialog gone gets 481.
+    fn on_agent_subscribe(&mut self, now: Duration, rng: &mut Entropy, msg: &Message<'_>) -> Vec<Vec<u8>> {
+        let call_id = String::from_utf8_lossy(msg.call_id()).into_owned();
+        let cseq = msg.cseq().seq;
+        let expires = msg.expires().unwrap_or(3600);
+        let mut out = Vec::new();
+        if msg.to().tag().is_none() {
+            let code = match self.agent_dialogs.get(&call_id) {
+                Some(_) => 200,
+                None => *self.refusals.entry(call_id.clone()).or_insert_with(|| match rng.below(100) {
+                    0..=4 => 489,
+                    5..=9 => 503,
+                    10..=14 => 0,
+                    _ => 200,
+                }),
+            };
+            if code == 0 {
+                return out;
+            }
+            let tag = format!("a{}x{}", self.addr.port(), cseq);
+            let fresh = code == 200 && !self.agent_dialogs.contains_key(&call_id);
+            if fresh {
+                self.agent_subscribes += 1;
+                self.refusals.remove(&call_id);
+                let header = |n: HeaderName| String::from_utf8_lossy(msg.header(n).unwrap_or_default()).into_owned();
+                let target = match msg.contacts() {
+                    presence_engine::sip::Contacts::List(l) if !l.is_empty() => String::from_utf8_lossy(l[0].uri().as_bytes()).into_owned(),
+                    _ => return out,
+                };
+                let aor = String::from_utf8_lossy(msg.to().uri().as_bytes()).into_owned();
+                let d = AgentDialog { aor, local_tag: tag.clone(), remote: header(HeaderName::From), target, cseq: 0, answered: BTreeMap::new(), ended: false };
+                self.agent_dialogs.insert(call_id.clone(), d);
+            }
+            let tag = self.agent_dialogs.get(&call_id).map_or(tag, |d| d.local_tag.clone());
+            out.push(self.agent_answer(msg, code, Some(&tag), expires));
+            if fresh && let Some(n) = self.agent_notify(now, &call_id, "active;expires=100") {
+                out.push(n);
+            }
+            return out;
+        }
+        let Some(d) = self.agent_dialogs.get_mut(&call_id).filter(|d| !d.ended || d.answered.contains_key(&cseq)) else {
+            out.push(self.agent_answer(msg, 481, None, 0));
+            return out;
+        };
+        let first = !d.answered.contains_key(&cseq);
+        d.answered.insert(cseq, 200);
+        if expires == 0 {
+            d.ended = true;
+        }
+        out.push(self.agent_answer(msg, 200, None, expires));
+        if first {
+            let state = if expires == 0 { "terminated" } else { "active;expires=100" };
+            if (expires != 0 || rng.chance(0.7))
+                && let Some(n) = self.agent_notify_in(now, &call_id, state)
+            {
+                out.push(n);
+            }
+        }
+        out
+    }
+
+    fn agent_answer(&self, msg: &Message<'_>, code: u16, tag: Option<&str>, expires: u32) -> Vec<u8> {
+        let mut out = Vec::with_capacity(300);
+        let reason = match code {
+            200 => "OK",
+            481 => "Call/Transaction Does Not Exist",
+            489 => "Bad Event",
+            _ => "Service Unavailable",
+        };
+        let mut w = response_to(&mut out, msg.raw(), code, reason, tag.map(str::as_bytes), None);
+        match code {
+            200 => {
+                w.header(HeaderName::Expires, expires.to_string().as_bytes());
+            }
+            503 => {
+                w.header(HeaderName::RetryAfter, b"3");
+            }
+            _ => {}
+        }
+        w.finish(None, b"");
+        out
+    }
+
+    /// A NOTIFY in agent dialog `call_id` with `state` (a new document
+    /// when active); `None` if the dialog ended.
+    fn agent_notify(&mut self, now: Duration, call_id: &str, state: &str) -> Option<Vec<u8>> {
+        if self.agent_dialogs.get(call_id).is_none_or(|d| d.ended) {
+            return None;
+        }
+        self.agent_notify_in(now, call_id, state)
+    }
+
+    fn agent_notify_in(&mut self, now: Duration, call_id: &str, state: &str) -> Option<Vec<u8>> {
+        let (via, branch) = self.via();
+        let n = self.id();
+        let addr = self.addr;
+        let d = self.agent_dialogs.get_mut(call_id)?;
+        d.cseq += 1;
+        if state.starts_with("terminated") {
+            d.ended = true;
+        }
+        let body = if state.starts_with("active") {
+            format!(
+                "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{}\">\
+<tuple id=\"pua{}\"><status><basic>open</basic></status><note>n{n}</note></tuple></presence>",
+                d.aor,
+                addr.port()
+            )
+        } else {
+            String::new()
+        };
+        let ct = if body.is_empty() { "" } else { "Content-Type: application/pidf+xml\r\n" };
+        let bytes = format!(
+            "NOTIFY {} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <{}>;tag={}\r\nTo: {}\r\nCall-ID: {call_id}\r\n\
+CSeq: {} NOTIFY\r\nContact: <sip:ue@{addr}>\r\nEvent: presence\r\nSubscription-State: {state}\r\n{ct}Content-Length: {}\r\n\r\n{body}",
+            d.target,
+            d.aor,
+            d.local_tag,
+            d.remote,
+            d.cseq,
+            body.len()
+        )
+        .into_bytes();
+        Some(self.start(now, branch, bytes, Kind::AgentNotify { call_id: call_id.to_string() }))
     }
 }
 
