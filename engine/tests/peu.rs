@@ -333,3 +333,32 @@ fn a_configured_agent_needs_no_registration() {
     let (_w, _, first) = Sub::new(&srv, Ua::udp(), &aor, 600, "Event: presence\r\n");
     assert!(body(&first).contains("configured-source"), "{}", body(&first));
 }
+
+/// A NOTIFY storm from one agent is coalesced like a PUBLISH burst: the
+/// watcher gets at most one NOTIFY per interval, and the last carries the
+/// agent's last document.
+#[test]
+fn a_notify_storm_from_an_agent_is_coalesced() {
+    let srv = Presenced::start(2, &["--notify-min-interval-ms", "1000"]);
+    let aor = format!("sip:storm-{}@example.com", unique());
+    let mut pua = Pua::new(Ua::udp(), &aor);
+    assert_eq!(pua.register(&srv, 600, FEATURE, ""), 200);
+    let (mut watcher, _, _) = Sub::new(&srv, Ua::udp(), &aor, 600, "Event: presence\r\n");
+    let sub = pua.expect_subscribe();
+    pua.answer(&srv, &sub, 200, "");
+    for i in 0..30 {
+        assert_eq!(pua.notify(&srv, "active", &format!("storm-{i}")), 200);
+    }
+    let mut seen = Vec::new();
+    let end = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < end {
+        if let Some(n) = watcher.ua.recv(Duration::from_millis(100)) {
+            if n.starts_with(b"NOTIFY") {
+                watcher.ua.answer(srv.addr, &n, 200);
+                seen.push(body(&n));
+            }
+        }
+    }
+    assert!((1..=4).contains(&seen.len()), "{} NOTIFYs for 30 documents", seen.len());
+    assert!(seen.last().unwrap().contains("storm-29"), "the last document wins: {:?}", seen.last());
+}

@@ -255,6 +255,84 @@ fn unanswered_subscribe_is_retransmitted_over_udp() {
     assert!(recv(sock, Duration::from_millis(600)).is_none(), "no retransmission after the final response");
 }
 
+/// A presence agent learned from the reg event (RFC 3680: its contact's
+/// `events` unknown-param lists presence) of a third-party registration is
+/// subscribed to through the S-CSCF (Request-URI the AOR, Route the
+/// S-CSCF); its NOTIFYs reach the watcher; the reg event ending the
+/// contact ends the subscription.
+#[test]
+fn reg_event_pua_is_reached_through_the_s_cscf() {
+    let scscf_ip = fresh_loopback();
+    let srv = Presenced::start(2, &["--trust", &scscf_ip.to_string(), "--reg-event", "--notify-min-interval-ms", "0"]);
+    let aor = "sip:+15550004444@ims.example.com";
+    let mut c = Client::Udp(udp_socket(scscf_ip, 0), srv.addr);
+    // Registered without the feature tag: not an agent yet.
+    let r = c.send(&register(&c, aor, "sip:scscf@ims.example.com", "pua-1", 1, &["<sip:ue@192.0.2.90>"], Some(600)));
+    assert_eq!(status(&r), 200);
+    let Client::Udp(sock, _) = &c else { unreachable!() };
+    let scscf = sock.local_addr().unwrap();
+    let reg_sub = recv(sock, WAIT).expect("reg SUBSCRIBE");
+    assert_eq!(header(&reg_sub, "Event").as_deref(), Some("reg"));
+    let reg_dialog = accept_subscribe(sock, srv.addr, &reg_sub);
+    let (mut watcher, ok, _) = Sub::new(&srv, Ua::udp(), aor, 600, "Event: presence\r\n");
+    assert_eq!(status(&ok), 200);
+    assert!(recv(sock, Duration::from_millis(400)).is_none(), "no agent among the bindings yet");
+
+    // The reg event says the contact is a presence agent.
+    let with_pua = |version: u32, state: &str, event: &str| {
+        format!(
+            "<?xml version=\"1.0\"?>\n<reginfo xmlns=\"urn:ietf:params:xml:ns:reginfo\" version=\"{version}\" state=\"full\">\n\
+<registration aor=\"{aor}\" id=\"r1\" state=\"active\"><contact id=\"c1\" state=\"{state}\" event=\"{event}\" expires=\"600\">\
+<uri>sip:ue@192.0.2.90</uri><unknown-param name=\"events\">\"presence\"</unknown-param></contact></registration>\n</reginfo>\n"
+        )
+    };
+    assert_eq!(status(&reg_dialog.notify(&scscf_sock(&c), srv.addr, 1, "active;expires=600", &with_pua(0, "active", "registered"))), 200);
+    let sub = recv(sock, WAIT).expect("presence SUBSCRIBE at the S-CSCF");
+    let text = String::from_utf8_lossy(&sub).into_owned();
+    assert!(text.starts_with(&format!("SUBSCRIBE {aor} SIP/2.0\r\n")), "Request-URI the AOR: {text}");
+    assert_eq!(header(&sub, "Route"), Some(format!("<sip:{scscf};lr>")), "{text}");
+    assert_eq!(header(&sub, "Event").as_deref(), Some("presence"));
+    let dialog = accept_subscribe(sock, srv.addr, &sub);
+    let doc = format!(
+        "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{aor}\">\
+<tuple id=\"ue\"><status><basic>open</basic></status><note>via-scscf</note></tuple></presence>"
+    );
+    let n = format!(
+        "NOTIFY {} SIP/2.0\r\nVia: SIP/2.0/UDP {scscf};rport;branch=z9hG4bKpn1\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\n\
+Call-ID: {}\r\nCSeq: 1 NOTIFY\r\nEvent: presence\r\nSubscription-State: active;expires=600\r\n\
+Content-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{doc}",
+        dialog.target,
+        dialog.our_to,
+        dialog.server_from,
+        dialog.call_id,
+        doc.len()
+    );
+    assert_eq!(status(&udp_transaction(sock, srv.addr, n.as_bytes())), 200);
+    let mut seen = body(&watcher.next_notify(&srv));
+    while !seen.contains("via-scscf") {
+        seen = body(&watcher.next_notify(&srv));
+    }
+
+    // The reg event ends the contact: the server unsubscribes.
+    assert_eq!(status(&reg_dialog.notify(&scscf_sock(&c), srv.addr, 2, "active;expires=600", &with_pua(1, "terminated", "unregistered"))), 200);
+    let end = recv(sock, WAIT).expect("unsubscribe at the S-CSCF");
+    assert_eq!(header(&end, "Expires").as_deref(), Some("0"));
+    assert_eq!(header(&end, "Call-ID"), Some(dialog.call_id.clone()));
+    while seen.contains("via-scscf") {
+        seen = body(&watcher.next_notify(&srv));
+    }
+}
+
+/// A second socket on the S-CSCF's address, for NOTIFYs (their answers
+/// must not be mixed with the server's requests to the S-CSCF).
+fn scscf_sock(c: &Client) -> UdpSocket {
+    let Client::Udp(sock, _) = c else { unreachable!() };
+    match sock.local_addr().unwrap().ip() {
+        std::net::IpAddr::V4(ip) => udp_socket(ip, 0),
+        std::net::IpAddr::V6(_) => unreachable!("loopback v4"),
+    }
+}
+
 struct Dialog {
     call_id: String,
     /// The server's side: its From (with tag) becomes the NOTIFY's To.

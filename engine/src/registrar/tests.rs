@@ -364,3 +364,21 @@ fn refreshes_keep_one_expiry_entry_and_bindings_still_expire() {
     f.reg.on_time(f.t0 + Duration::from_secs(99 + 601), &mut f.changes);
     assert!(f.contacts().is_empty(), "expired");
 }
+
+#[test]
+fn presence_agents_are_marked_by_feature_tag_or_allow_events() {
+    let pua = |f: &Fixture| -> Vec<bool> { f.reg.registration(b"sip:alice@example.com").unwrap().bindings.iter().map(|b| b.pua).collect() };
+    let mut f = Fixture::new();
+    let contacts =
+        ["<sip:a@192.0.2.1>;events=\"presence,dialog\"", "<sip:b@192.0.2.2>;events=\"dialog\"", "<sip:c@192.0.2.3>;+sip.instance=\"x\";events=presence"];
+    assert_eq!(f.send(&Req::new(&contacts), 0).code, 200);
+    assert_eq!(pua(&f), vec![true, false, true]);
+    // Allow-Events: presence in the REGISTER marks every contact it binds.
+    let bytes = String::from_utf8(Req { cseq: 2, ..Req::new(&["<sip:b@192.0.2.2>"]) }.bytes())
+        .unwrap()
+        .replace("Content-Length", "Allow-Events: presence\r\nContent-Length");
+    let msg = Message::parse(bytes.as_bytes(), &Limits::default()).unwrap();
+    assert_eq!(f.reg.register(f.t0, &msg, Peer::udp(SRC.parse().unwrap()), &mut f.changes).code, 200);
+    assert_eq!(pua(&f), vec![true, true, true]);
+    assert!(events_include(b"\"reg, Presence\"", b"presence") && !events_include(b"\"presence.winfo\"", b"presence"));
+}

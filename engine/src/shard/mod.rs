@@ -621,6 +621,13 @@ impl Shard {
                 self.registrar.apply_reginfo(reply.now, &info, msg.call_id(), reply.peer, |aor| ids::owner_of(aor, shards) == me, &mut self.reg_changes);
                 self.respond(msg, reply, 200, "OK", &[], out);
                 self.emit_reg_changes(reply.now, out);
+                // A contact can become (or stop being) a presence agent
+                // with the same URI, which is no change of contacts.
+                for r in &info.registrations {
+                    if let Ok(uri) = sip::Uri::parse(r.aor.as_bytes()) {
+                        self.sync_agents(reply.now, &uri.aor(), false, out);
+                    }
+                }
             }
             NotifyVerdict::Ignore | NotifyVerdict::Terminated => self.respond(msg, reply, 200, "OK", &[], out),
             NotifyVerdict::Resubscribe => {

@@ -60,17 +60,22 @@ impl Shard {
     /// contact's address, else the REGISTER's source); or, for a
     /// third-party registration with `route_via_scscf`, through the S-CSCF
     /// with the AOR as Request-URI.
+    ///
+    /// Through the S-CSCF one subscription serves every PUA binding of the
+    /// AOR (the S-CSCF routes it to the registered contacts), so those
+    /// bindings make one agent, named by the AOR.
     fn agents_of(&self, aor: &[u8]) -> Vec<AgentAddr> {
         let Some(reg) = self.registrar.registration(aor) else { return Vec::new() };
         let via_scscf = reg.registered_by.filter(|_| self.peu.config().route_via_scscf);
-        reg.bindings
+        let mut agents: Vec<AgentAddr> = reg
+            .bindings
             .iter()
             .filter(|b| b.pua)
             .map(|b| match via_scscf {
                 Some(scscf) => {
                     let target = if b.flow.addr == scscf { b.flow } else { Peer::udp(scscf) };
                     let route = format!("<sip:{scscf};lr>").into_bytes().into();
-                    AgentAddr { contact: b.uri.clone(), request_uri: aor.into(), route: Some(route), target }
+                    AgentAddr { contact: aor.into(), request_uri: aor.into(), route: Some(route), target }
                 }
                 None => {
                     let target = match b.flow.transport {
@@ -80,7 +85,9 @@ impl Shard {
                     AgentAddr { contact: b.uri.clone(), request_uri: b.uri.clone(), route: None, target }
                 }
             })
-            .collect()
+            .collect();
+        agents.dedup();
+        agents
     }
 
     /// Brings `aor`'s agents in line with its bindings; `registered`: a

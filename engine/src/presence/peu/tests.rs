@@ -251,3 +251,16 @@ fn off_mode_keeps_nothing() {
     f.peu.set_agents(f.t0, AOR, &[agent(UA)], true, true);
     assert!(f.peu.is_empty() && f.subscribes().is_empty());
 }
+
+#[test]
+fn a_423_is_retried_with_the_agents_min_expires() {
+    let mut f = Fixture::new(Mode::Always);
+    f.peu.set_agents(f.t0, AOR, &[agent(UA)], false, true);
+    let subs = f.subscribes();
+    f.respond(0, &subs[0], 423, "Min-Expires: 7200\r\n");
+    assert_eq!(f.state(), Some("backoff"));
+    f.tick(5_200);
+    let again = f.subscribes();
+    assert_eq!(again.len(), 1);
+    assert!(again[0].2.contains("Expires: 7200\r\n"), "{}", again[0].2);
+}
