@@ -6,6 +6,8 @@
 //! - [`ids`]: presentity ownership and identifiers that carry their shard.
 //! - [`timer`]: the per-shard timer wheel.
 //! - [`transaction`]: non-INVITE server and client transactions.
+//! - [`subscriber`]: the subscriber's side of the dialogs the server
+//!   makes (reg event, presence agents).
 //! - [`reply`]: what a handler answers (status, reason, headers).
 //! - [`capabilities`]: methods, bodies, events and extensions served.
 
@@ -15,6 +17,7 @@ pub mod ids;
 pub mod outbound;
 pub mod peer;
 pub mod reply;
+pub mod subscriber;
 pub mod timer;
 pub mod transaction;
 

@@ -25,11 +25,11 @@
 
 use super::pidf::{self, Pidf};
 use crate::core::entropy::Entropy;
-use crate::core::ids;
-use crate::core::peer::{Peer, Transport};
+use crate::core::peer::Peer;
+use crate::core::subscriber::{self, ClientDialog, Package, Target};
 use crate::core::timer::TimerWheel;
 use crate::sip::typed::SubState;
-use crate::sip::{HeaderName, Message, MessageWriter};
+use crate::sip::{HeaderName, Message};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -130,14 +130,9 @@ struct Agent {
     /// From the configuration, not a binding: never removed by bindings.
     configured: bool,
     state: State,
-    call_id: Box<[u8]>,
-    local_tag: Box<[u8]>,
-    remote_tag: Option<Box<[u8]>>,
-    /// CSeq of our last SUBSCRIBE; a response to an older one is stale.
-    cseq: u32,
-    /// CSeq of the last NOTIFY taken; older ones are refused (RFC 3261
-    /// 12.2.2).
-    remote_cseq: Option<u32>,
+    /// The current (or last) dialog; a response to a SUBSCRIBE older than
+    /// its CSeq is stale.
+    dialog: ClientDialog,
     /// Expires to ask for (raised by a 423's Min-Expires).
     expires: u32,
     /// Refresh (Active) or retry (Backoff) time.
@@ -206,10 +201,14 @@ impl NotifyAnswer {
     }
 }
 
+const PRESENCE: Package = Package { event: b"presence", accept: b"application/pidf+xml" };
+
 pub struct Peu {
     cfg: PeuConfig,
     shard: u16,
     local: SocketAddr,
+    /// `local` as written in Via and Contact.
+    local_text: String,
     entropy: Entropy,
     next: u64,
     agents: HashMap<u64, Agent, ahash::RandomState>,
@@ -226,6 +225,7 @@ impl Peu {
             cfg,
             shard,
             local,
+            local_text: local.to_string(),
             agents: HashMap::with_hasher(entropy.hasher()),
             presentities: HashMap::with_hasher(entropy.hasher()),
             by_call_id: HashMap::with_hasher(entropy.hasher()),
@@ -318,7 +318,7 @@ impl Peu {
                     let id = self.next;
                     p.agents.push(id);
                     let agent = new_agent(&mut self.entropy, self.shard, self.local, aor, addr.clone(), false, self.cfg.expires);
-                    self.by_call_id.insert(agent.call_id.clone(), id);
+                    self.by_call_id.insert(agent.dialog.call_id.clone(), id);
                     self.agents.insert(id, agent);
                 }
             }
@@ -336,7 +336,7 @@ impl Peu {
         let id = self.next;
         p.agents.push(id);
         let agent = new_agent(&mut self.entropy, self.shard, self.local, aor, addr, true, self.cfg.expires);
-        self.by_call_id.insert(agent.call_id.clone(), id);
+        self.by_call_id.insert(agent.dialog.call_id.clone(), id);
         self.agents.insert(id, agent);
         self.settle(now, aor);
     }
@@ -404,14 +404,10 @@ impl Peu {
     /// taken for this one.
     fn subscribe(&mut self, id: u64) {
         let Some(a) = self.agents.get_mut(&id) else { return };
-        self.by_call_id.remove(&a.call_id);
-        let (call_id, tag) = new_dialog_ids(&mut self.entropy, self.shard, self.local);
-        a.call_id = call_id;
-        a.local_tag = tag;
-        a.remote_tag = None;
-        a.remote_cseq = None;
+        self.by_call_id.remove(&a.dialog.call_id);
+        a.dialog = ClientDialog::new(&mut self.entropy, self.shard, self.local, "peu");
         a.due = None;
-        self.by_call_id.insert(a.call_id.clone(), id);
+        self.by_call_id.insert(a.dialog.call_id.clone(), id);
         let expires = a.expires;
         self.set_state(id, State::Subscribing, 0);
         self.out.push(PeuOut::Subscribe { agent: id, expires });
@@ -441,8 +437,8 @@ impl Peu {
 
     fn forget(&mut self, id: u64) {
         let Some(a) = self.agents.remove(&id) else { return };
-        if self.by_call_id.get(&a.call_id) == Some(&id) {
-            self.by_call_id.remove(&a.call_id);
+        if self.by_call_id.get(&a.dialog.call_id) == Some(&id) {
+            self.by_call_id.remove(&a.dialog.call_id);
         }
         if let Some(p) = self.presentities.get_mut(&a.aor) {
             p.agents.retain(|x| *x != id);
@@ -484,38 +480,17 @@ impl Peu {
     /// response comes back with).
     pub fn write_subscribe(&mut self, agent: u64, expires: u32, branch: &[u8], out: &mut Vec<u8>) -> Option<(Peer, u32)> {
         let a = self.agents.get_mut(&agent)?;
-        a.cseq += 1;
-        let local = self.local.to_string();
-        let transport = match a.addr.target.transport {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-        };
-        let mut w = MessageWriter::request(out, b"SUBSCRIBE", &a.addr.request_uri);
-        w.header_parts(HeaderName::Via, &[b"SIP/2.0/", transport.as_bytes(), b" ", local.as_bytes(), b";rport;branch=", branch]);
-        w.header(HeaderName::MaxForwards, b"70");
-        if let Some(route) = &a.addr.route {
-            w.header(HeaderName::Route, route);
-        }
-        w.header_parts(HeaderName::From, &[b"<sip:presence@", local.as_bytes(), b">;tag=", &a.local_tag]);
-        match &a.remote_tag {
-            Some(t) => w.header_parts(HeaderName::To, &[b"<", &a.aor, b">;tag=", t]),
-            None => w.header_parts(HeaderName::To, &[b"<", &a.aor, b">"]),
-        };
-        w.header(HeaderName::CallId, &a.call_id);
-        w.header_parts(HeaderName::CSeq, &[itoa::Buffer::new().format(a.cseq).as_bytes(), b" SUBSCRIBE"]);
-        w.header_parts(HeaderName::Contact, &[b"<sip:presence@", local.as_bytes(), b">"]);
-        w.header(HeaderName::Event, b"presence");
-        w.header(HeaderName::Accept, b"application/pidf+xml");
-        w.header_u32(HeaderName::Expires, expires);
-        w.finish(None, b"");
-        Some((a.addr.target, a.cseq))
+        let addr = &a.addr;
+        let target = Target { request_uri: &addr.request_uri, to: &a.aor, route: addr.route.as_deref(), transport: addr.target.transport };
+        a.dialog.write_subscribe(&self.local_text, &target, PRESENCE, expires, branch, out);
+        Some((addr.target, a.dialog.cseq))
     }
 
     /// The outcome of the SUBSCRIBE with CSeq `cseq` of `agent`: a final
     /// response, or `None` for a timeout.
     pub fn on_response(&mut self, now: Instant, agent: u64, cseq: u32, status: Option<u16>, resp: Option<&Message<'_>>) {
         let Some(a) = self.agents.get_mut(&agent) else { return };
-        if cseq != a.cseq {
+        if cseq != a.dialog.cseq {
             // Superseded by a later SUBSCRIBE of this agent.
             return;
         }
@@ -533,10 +508,7 @@ impl Peu {
         }
         match status {
             Some(200..=299) => {
-                if a.remote_tag.is_none() {
-                    a.remote_tag = resp.and_then(|r| r.to().tag()).map(Into::into);
-                }
-                let granted = resp.and_then(|r| r.expires()).unwrap_or(a.expires).min(a.expires);
+                let granted = a.dialog.on_success(resp, a.expires);
                 if granted == 0 {
                     // A notifier may end it at once (RFC 6665 4.1.2.1).
                     return self.back_off(now, agent, None, 200);
@@ -544,7 +516,7 @@ impl Peu {
                 let refresh = a.state == State::Active;
                 a.failures = 0;
                 a.granted = granted;
-                let at = now + Duration::from_millis(granted as u64 * 800);
+                let at = subscriber::refresh_at(now, granted);
                 a.due = Some(at);
                 self.wheel.insert(at, Timer::Agent(agent));
                 if refresh && a.published {
@@ -588,28 +560,21 @@ impl Peu {
             return NotifyAnswer::new(481, "Subscription Does Not Exist");
         };
         let a = self.agents.get_mut(&id).expect("indexed agents exist");
-        if msg.to().tag() != Some(&a.local_tag[..]) {
+        if !a.dialog.is_ours(msg) {
             return NotifyAnswer::new(481, "Subscription Does Not Exist");
         }
+        let state = subscriber::subscription_state(msg);
         if matches!(a.state, State::Idle | State::Backoff | State::Refused) {
             // The dialog already ended here; the notifier's own final
             // NOTIFY may come after (RFC 6665 4.1.2.3) and is taken.
-            let terminated = matches!(msg.subscription_state(), Ok(Some(s)) if s.state() == SubState::Terminated);
-            return if terminated { NotifyAnswer::OK } else { NotifyAnswer::new(481, "Subscription Does Not Exist") };
+            return if state == SubState::Terminated { NotifyAnswer::OK } else { NotifyAnswer::new(481, "Subscription Does Not Exist") };
         }
-        if !msg.event().ok().flatten().is_some_and(|e| e.is("presence")) {
-            return NotifyAnswer::new(489, "Bad Event");
-        }
-        let cseq = msg.cseq().seq;
-        if a.remote_cseq.is_some_and(|c| cseq <= c) {
-            return NotifyAnswer::new(500, "Server Internal Error: CSeq out of order");
-        }
-        let Ok(Some(state)) = msg.subscription_state() else {
+        if !matches!(msg.subscription_state(), Ok(Some(_))) {
             return NotifyAnswer::new(400, "Bad Request: Subscription-State missing");
-        };
+        }
         // The body is judged before anything changes, as a PUBLISH's is.
         let body = msg.body();
-        let doc = if body.is_empty() || state.state() != SubState::Active {
+        let doc = if body.is_empty() || state != SubState::Active {
             None
         } else if !msg.content_type().is_some_and(|t| t.is("application", "pidf+xml")) {
             return NotifyAnswer::new(415, "Unsupported Media Type");
@@ -619,23 +584,23 @@ impl Peu {
                 Err(_) => return NotifyAnswer::new(400, "Bad Request: malformed PIDF"),
             }
         };
-        a.remote_cseq = Some(cseq);
-        if a.remote_tag.is_none() {
-            // The NOTIFY may overtake the 200 to the SUBSCRIBE.
-            a.remote_tag = msg.from().tag().map(Into::into);
+        if let Err(refusal) = a.dialog.take_notify(msg, "presence") {
+            let (code, reason) = refusal.status();
+            return NotifyAnswer::new(code, reason);
         }
         if a.state == State::Closing {
             // The answer to our unsubscribe; its body is of no interest.
             return NotifyAnswer::OK;
         }
-        match state.state() {
+        match state {
             SubState::Terminated => {
-                let retry = state.retry_after();
+                let retry = msg.subscription_state().ok().flatten().and_then(|s| s.retry_after());
                 self.back_off(now, id, retry, 0);
             }
             SubState::Active => {
                 if let Some(doc) = doc {
-                    let granted = state.expires().unwrap_or(a.granted.max(a.expires));
+                    let expires = msg.subscription_state().ok().flatten().and_then(|s| s.expires());
+                    let granted = expires.unwrap_or(a.granted.max(a.expires));
                     a.published = true;
                     let until = now + Duration::from_secs(granted as u64 + 32);
                     self.out.push(PeuOut::Source { aor: a.aor.clone(), agent: id, update: SourceUpdate::Document(doc), until });
@@ -687,25 +652,13 @@ impl Peu {
     }
 }
 
-fn new_dialog_ids(entropy: &mut Entropy, shard: u16, local: SocketAddr) -> (Box<[u8]>, Box<[u8]>) {
-    let mut tag = Vec::with_capacity(24);
-    ids::push_tag(&mut tag, shard, entropy.u64());
-    let call_id = format!("peu-{}-{:016x}@{}", shard, entropy.u64(), local.ip()).into_bytes();
-    (call_id.into(), tag.into())
-}
-
 fn new_agent(entropy: &mut Entropy, shard: u16, local: SocketAddr, aor: &[u8], addr: AgentAddr, configured: bool, expires: u32) -> Agent {
-    let (call_id, local_tag) = new_dialog_ids(entropy, shard, local);
     Agent {
         aor: aor.into(),
         addr,
         configured,
         state: State::Idle,
-        call_id,
-        local_tag,
-        remote_tag: None,
-        cseq: 0,
-        remote_cseq: None,
+        dialog: ClientDialog::new(entropy, shard, local, "peu"),
         expires,
         due: None,
         failures: 0,

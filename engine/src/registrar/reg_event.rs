@@ -5,10 +5,11 @@
 
 use super::reginfo::RegInfo;
 use crate::core::entropy::Entropy;
-use crate::core::ids;
-use crate::core::peer::{Peer, Transport};
+use crate::core::peer::Peer;
+use crate::core::subscriber::{self, ClientDialog, Package, Target};
 use crate::core::timer::TimerWheel;
-use crate::sip::{HeaderName, Message, MessageWriter};
+use crate::sip::Message;
+use crate::sip::typed::SubState;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -21,10 +22,7 @@ pub struct RegSubscription {
     /// The AOR as a URI, for the Request-URI and To.
     pub aor_uri: Box<[u8]>,
     pub target: Peer,
-    pub call_id: Box<[u8]>,
-    pub local_tag: Box<[u8]>,
-    pub remote_tag: Option<Box<[u8]>>,
-    pub cseq: u32,
+    pub dialog: ClientDialog,
     /// Version of the last reginfo applied.
     pub version: Option<u32>,
     /// When to send the refreshing SUBSCRIBE.
@@ -46,9 +44,13 @@ pub enum NotifyVerdict {
     Terminated,
 }
 
+const REG: Package = Package { event: b"reg", accept: b"application/reginfo+xml" };
+
 pub struct RegSubscriber {
     shard: u16,
     local: SocketAddr,
+    /// `local` as written in Via and Contact.
+    local_text: String,
     expires: u32,
     /// Tags and Call-IDs of new subscriptions.
     entropy: Entropy,
@@ -65,6 +67,7 @@ impl RegSubscriber {
         RegSubscriber {
             shard,
             local,
+            local_text: local.to_string(),
             expires,
             subs: HashMap::with_hasher(entropy.hasher()),
             by_aor: HashMap::with_hasher(entropy.hasher()),
@@ -94,9 +97,8 @@ impl RegSubscriber {
     /// forgotten). Returns where to send it.
     pub fn resubscribe(&mut self, call_id: &[u8], expires: u32, branch: &[u8], out: &mut Vec<u8>) -> Option<Peer> {
         let mut sub = self.subs.get(call_id)?.clone();
-        sub.cseq += 1;
         sub.refresh_at = None;
-        self.write_subscribe(&sub, branch, expires, out);
+        self.write_subscribe(&mut sub, branch, expires, out);
         let target = sub.target;
         if expires == 0 {
             self.remove(call_id);
@@ -129,21 +131,10 @@ impl RegSubscriber {
     /// initial SUBSCRIBE into `out`, with the branch from `branch`. Returns
     /// the Call-ID (the caller's transaction context).
     pub fn subscribe(&mut self, aor: &[u8], aor_uri: &[u8], target: Peer, branch: &[u8], out: &mut Vec<u8>) -> Box<[u8]> {
-        let mut local_tag = Vec::new();
-        ids::push_tag(&mut local_tag, self.shard, self.entropy.u64());
-        let call_id: Box<[u8]> = format!("reg-{}-{:016x}@{}", self.shard, self.entropy.u64(), self.local.ip()).into_bytes().into();
-        let sub = RegSubscription {
-            aor: aor.into(),
-            aor_uri: aor_uri.into(),
-            target,
-            call_id: call_id.clone(),
-            local_tag: local_tag.into(),
-            remote_tag: None,
-            cseq: 1,
-            version: None,
-            refresh_at: None,
-        };
-        self.write_subscribe(&sub, branch, self.expires, out);
+        let dialog = ClientDialog::new(&mut self.entropy, self.shard, self.local, "reg");
+        let call_id = dialog.call_id.clone();
+        let mut sub = RegSubscription { aor: aor.into(), aor_uri: aor_uri.into(), target, dialog, version: None, refresh_at: None };
+        self.write_subscribe(&mut sub, branch, self.expires, out);
         if let Some(old) = self.by_aor.insert(aor.into(), call_id.clone()) {
             self.subs.remove(&old);
         }
@@ -151,28 +142,9 @@ impl RegSubscriber {
         call_id
     }
 
-    fn write_subscribe(&self, sub: &RegSubscription, branch: &[u8], expires: u32, out: &mut Vec<u8>) {
-        let local = self.local.to_string();
-        let me: Vec<u8> = format!("<sip:presence@{local}>").into_bytes();
-        let transport = match sub.target.transport {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-        };
-        let mut w = MessageWriter::request(out, b"SUBSCRIBE", &sub.aor_uri);
-        w.header_parts(HeaderName::Via, &[b"SIP/2.0/", transport.as_bytes(), b" ", local.as_bytes(), b";rport;branch=", branch]);
-        w.header(HeaderName::MaxForwards, b"70");
-        w.header_parts(HeaderName::From, &[&me, b";tag=", &sub.local_tag]);
-        match &sub.remote_tag {
-            Some(t) => w.header_parts(HeaderName::To, &[b"<", &sub.aor_uri, b">;tag=", t]),
-            None => w.header_parts(HeaderName::To, &[b"<", &sub.aor_uri, b">"]),
-        };
-        w.header(HeaderName::CallId, &sub.call_id);
-        w.header_parts(HeaderName::CSeq, &[itoa::Buffer::new().format(sub.cseq).as_bytes(), b" SUBSCRIBE"]);
-        w.header(HeaderName::Contact, &me);
-        w.header(HeaderName::Event, b"reg");
-        w.header(HeaderName::Accept, b"application/reginfo+xml");
-        w.header_u32(HeaderName::Expires, expires);
-        w.finish(None, b"");
+    fn write_subscribe(&self, sub: &mut RegSubscription, branch: &[u8], expires: u32, out: &mut Vec<u8>) {
+        let target = Target { request_uri: &sub.aor_uri, to: &sub.aor_uri, route: None, transport: sub.target.transport };
+        sub.dialog.write_subscribe(&self.local_text, &target, REG, expires, branch, out);
     }
 
     /// The final response to a SUBSCRIBE: a 2xx sets the dialog's remote
@@ -182,17 +154,12 @@ impl RegSubscriber {
         let ok = (200..300).contains(&status);
         if ok {
             let Some(sub) = self.subs.get_mut(call_id) else { return false };
-            let granted = resp.and_then(|r| r.expires()).unwrap_or(self.expires).min(self.expires);
-            if let Some(resp) = resp {
-                if sub.remote_tag.is_none() {
-                    sub.remote_tag = resp.to().tag().map(Into::into);
-                }
-            }
+            let granted = sub.dialog.on_success(resp, self.expires);
             if granted == 0 {
                 self.remove(call_id);
                 return false;
             }
-            let at = now + Duration::from_millis(granted as u64 * 800);
+            let at = subscriber::refresh_at(now, granted);
             sub.refresh_at = Some(at);
             self.wheel.insert(at, call_id.into());
             return true;
@@ -215,41 +182,46 @@ impl RegSubscriber {
         let Some(sub) = self.subs.get_mut(msg.call_id()) else {
             return NotifyVerdict::Reject(481, "Subscription Does Not Exist");
         };
-        if msg.to().tag() != Some(&sub.local_tag[..]) {
+        if !sub.dialog.is_ours(msg) {
             return NotifyVerdict::Reject(481, "Subscription Does Not Exist");
         }
-        match msg.event() {
-            Ok(Some(e)) if e.is("reg") => {}
-            _ => return NotifyVerdict::Reject(489, "Bad Event"),
-        }
-        if sub.remote_tag.is_none() {
-            // The NOTIFY may overtake the 200 to the SUBSCRIBE.
-            sub.remote_tag = msg.from().tag().map(Into::into);
-        }
-        let terminated = matches!(msg.subscription_state(), Ok(Some(s)) if s.state() == crate::sip::typed::SubState::Terminated);
+        // The body is judged before the dialog takes the NOTIFY, so that a
+        // corrected retry with the same CSeq is not refused.
         let body = msg.body();
-        let verdict = if body.is_empty() {
-            NotifyVerdict::Ignore
+        let info = if body.is_empty() {
+            None
         } else if !msg.content_type().is_some_and(|t| t.is("application", "reginfo+xml")) {
             return NotifyVerdict::Reject(415, "Unsupported Media Type");
         } else {
             match super::reginfo::parse(body) {
                 Err(_) => return NotifyVerdict::Reject(400, "Bad Request: malformed reginfo"),
-                Ok(info) => match sub.version {
-                    // RFC 3680 5.2: a full document resets; a partial one must
-                    // be the next version; an old one is ignored.
-                    _ if info.full => {
-                        sub.version = Some(info.version);
-                        NotifyVerdict::Apply(info)
-                    }
-                    Some(v) if info.version == v.wrapping_add(1) => {
-                        sub.version = Some(info.version);
-                        NotifyVerdict::Apply(info)
-                    }
-                    Some(v) if info.version <= v => NotifyVerdict::Ignore,
-                    _ => NotifyVerdict::Resubscribe,
-                },
+                Ok(info) => Some(info),
             }
+        };
+        let state = match sub.dialog.take_notify(msg, "reg") {
+            Ok(state) => state,
+            Err(refusal) => {
+                let (code, reason) = refusal.status();
+                return NotifyVerdict::Reject(code, reason);
+            }
+        };
+        let terminated = state == SubState::Terminated;
+        let verdict = match info {
+            None => NotifyVerdict::Ignore,
+            Some(info) => match sub.version {
+                // RFC 3680 5.2: a full document resets; a partial one must
+                // be the next version; an old one is ignored.
+                _ if info.full => {
+                    sub.version = Some(info.version);
+                    NotifyVerdict::Apply(info)
+                }
+                Some(v) if info.version == v.wrapping_add(1) => {
+                    sub.version = Some(info.version);
+                    NotifyVerdict::Apply(info)
+                }
+                Some(v) if info.version <= v => NotifyVerdict::Ignore,
+                _ => NotifyVerdict::Resubscribe,
+            },
         };
         if terminated {
             let call_id: Box<[u8]> = msg.call_id().into();

@@ -257,11 +257,14 @@ mod reg_event_rules {
 
     const FULL: &str = "<reginfo xmlns=\"urn:ietf:params:xml:ns:reginfo\" version=\"V\" state=\"S\"><registration aor=\"sip:alice@example.com\" id=\"1\" state=\"active\"/></reginfo>";
 
+    /// A NOTIFY; each one built gets the next CSeq, as a notifier's do.
     fn notify(call_id: &str, to_tag: &str, event: &str, ctype: &str, body: &str, state: &str) -> Vec<u8> {
+        static CSEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let cseq = CSEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!(
             "NOTIFY sip:presence@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.200;branch=z9hG4bKx\r\n\
 From: <sip:alice@example.com>;tag=n1\r\nTo: <sip:presence@127.0.0.1:5060>;tag={to_tag}\r\nCall-ID: {call_id}\r\n\
-CSeq: 1 NOTIFY\r\nEvent: {event}\r\nSubscription-State: {state}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
+CSeq: {cseq} NOTIFY\r\nEvent: {event}\r\nSubscription-State: {state}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
         .into_bytes()

@@ -635,7 +635,7 @@ impl Shard {
                 // A version gap: the state may have missed changes. Start
                 // over with a new subscription, whose first NOTIFY is full.
                 if let Some(old) = self.reg_sub.remove(msg.call_id()) {
-                    out.event(|| Event::RegSubscription { call_id: lossy(&old.call_id), status: 0 });
+                    out.event(|| Event::RegSubscription { call_id: lossy(&old.dialog.call_id), status: 0 });
                     self.start_reg_subscription(reply.now, &old.aor, &old.aor_uri, old.target, out);
                 }
             }
