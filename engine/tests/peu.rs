@@ -141,6 +141,19 @@ fn start(shards: usize, extra: &[&str]) -> Presenced {
 
 const FEATURE: &str = ";events=\"presence\"";
 
+/// A PUA of a new presentity named `name-<n>`, registered with the feature
+/// tag over UDP, a watcher of it, and the server's SUBSCRIBE to the PUA
+/// that the watcher brought.
+fn watched_pua(srv: &Presenced, name: &str) -> (Pua, Sub, Vec<u8>) {
+    let aor = format!("sip:{name}-{}@example.com", unique());
+    let mut pua = Pua::new(Ua::udp(), &aor);
+    assert_eq!(pua.register(srv, 600, FEATURE, ""), 200);
+    let (watcher, ok, _) = Sub::new(srv, Ua::udp(), &aor, 600, "Event: presence\r\n");
+    assert_eq!(status(&ok), 200);
+    let sub = pua.expect_subscribe();
+    (pua, watcher, sub)
+}
+
 /// The whole life of a PUA source with one watcher.
 fn pua_lifecycle(shards: usize, tcp: bool) {
     let srv = start(shards, &[]);
@@ -263,11 +276,8 @@ fn allow_events_in_the_register_makes_a_pua() {
 #[test]
 fn a_pua_that_answers_489_is_not_asked_again_until_it_registers() {
     let srv = start(2, &[]);
-    let aor = format!("sip:refuses-{}@example.com", unique());
-    let mut pua = Pua::new(Ua::udp(), &aor);
-    assert_eq!(pua.register(&srv, 600, FEATURE, ""), 200);
-    let (mut w1, _, _) = Sub::new(&srv, Ua::udp(), &aor, 600, "Event: presence\r\n");
-    let sub = pua.expect_subscribe();
+    let (mut pua, mut w1, sub) = watched_pua(&srv, "refuses");
+    let aor = pua.aor.clone();
     pua.answer(&srv, &sub, 489, "");
     // The watcher leaves and another comes after the grace period: the
     // agent is not asked again.
@@ -340,11 +350,7 @@ fn a_configured_agent_needs_no_registration() {
 #[test]
 fn a_notify_storm_from_an_agent_is_coalesced() {
     let srv = Presenced::start(2, &["--notify-min-interval-ms", "1000"]);
-    let aor = format!("sip:storm-{}@example.com", unique());
-    let mut pua = Pua::new(Ua::udp(), &aor);
-    assert_eq!(pua.register(&srv, 600, FEATURE, ""), 200);
-    let (mut watcher, _, _) = Sub::new(&srv, Ua::udp(), &aor, 600, "Event: presence\r\n");
-    let sub = pua.expect_subscribe();
+    let (mut pua, mut watcher, sub) = watched_pua(&srv, "storm");
     pua.answer(&srv, &sub, 200, "");
     for i in 0..30 {
         assert_eq!(pua.notify(&srv, "active", &format!("storm-{i}")), 200);

@@ -26,6 +26,15 @@ impl Fixture {
         Fixture { peu: Peu::new(cfg, 0, "127.0.0.1:5060".parse().unwrap(), Entropy::for_shard(7, 0), t0), t0 }
     }
 
+    /// A fixture in `Always` mode with the one agent `UA` of `AOR`, and the
+    /// initial SUBSCRIBE it made.
+    fn with_agent(watched: bool) -> (Fixture, (u64, u32, String, u32)) {
+        let mut f = Fixture::new(Mode::Always);
+        f.peu.set_agents(f.t0, AOR, &[agent(UA)], watched, true);
+        let first = f.subscribes().remove(0);
+        (f, first)
+    }
+
     /// The SUBSCRIBEs asked for, written out: (agent, expires, bytes, cseq).
     fn subscribes(&mut self) -> Vec<(u64, u32, String, u32)> {
         let mut sent = Vec::new();
@@ -124,9 +133,8 @@ fn watched_mode_subscribes_only_while_watched_and_a_grace_after() {
 
 #[test]
 fn refreshes_at_four_fifths_of_the_granted_interval() {
-    let mut f = Fixture::new(Mode::Always);
-    f.peu.set_agents(f.t0, AOR, &[agent(UA)], false, true);
-    let subs = f.subscribes();
+    let (mut f, first) = Fixture::with_agent(false);
+    let subs = [first];
     f.respond(0, &subs[0], 200, "Expires: 100\r\n");
     f.tick(79_000);
     assert!(f.subscribes().is_empty());
@@ -138,9 +146,8 @@ fn refreshes_at_four_fifths_of_the_granted_interval() {
 
 #[test]
 fn notifies_become_the_agents_publication_until_the_source_ends() {
-    let mut f = Fixture::new(Mode::Always);
-    f.peu.set_agents(f.t0, AOR, &[agent(UA)], false, true);
-    let subs = f.subscribes();
+    let (mut f, first) = Fixture::with_agent(false);
+    let subs = [first];
     // The NOTIFY may overtake the 200.
     assert_eq!(f.notify(0, &subs[0], 1, "active;expires=3600", PIDF).code, 200);
     assert!(matches!(f.sources().as_slice(), [SourceUpdate::Document(_)]));
@@ -169,9 +176,8 @@ fn notifies_become_the_agents_publication_until_the_source_ends() {
 
 #[test]
 fn refusal_holds_until_the_contact_registers_again() {
-    let mut f = Fixture::new(Mode::Always);
-    f.peu.set_agents(f.t0, AOR, &[agent(UA)], false, true);
-    let subs = f.subscribes();
+    let (mut f, first) = Fixture::with_agent(false);
+    let subs = [first];
     f.respond(0, &subs[0], 489, "");
     assert_eq!(f.state(), Some("refused"));
     // The binding changes elsewhere (no REGISTER of this contact): still refused.
@@ -184,11 +190,9 @@ fn refusal_holds_until_the_contact_registers_again() {
 
 #[test]
 fn failures_back_off_doubling_to_the_cap_never_in_a_loop() {
-    let mut f = Fixture::new(Mode::Always);
-    f.peu.set_agents(f.t0, AOR, &[agent(UA)], false, true);
+    let (mut f, mut sub) = Fixture::with_agent(false);
     let mut at_ms = 0u64;
     let mut waits = Vec::new();
-    let mut sub = f.subscribes().remove(0);
     for _ in 0..6 {
         // Timer F: no answer.
         f.peu.on_response(f.t0 + Duration::from_millis(at_ms), sub.0, sub.3, None, None);
@@ -214,9 +218,8 @@ fn failures_back_off_doubling_to_the_cap_never_in_a_loop() {
 
 #[test]
 fn a_binding_that_goes_is_unsubscribed_and_its_publication_removed() {
-    let mut f = Fixture::new(Mode::Always);
-    f.peu.set_agents(f.t0, AOR, &[agent(UA)], true, true);
-    let subs = f.subscribes();
+    let (mut f, first) = Fixture::with_agent(true);
+    let subs = [first];
     f.respond(0, &subs[0], 200, "");
     f.notify(0, &subs[0], 1, "active", PIDF);
     f.sources();
@@ -254,9 +257,8 @@ fn off_mode_keeps_nothing() {
 
 #[test]
 fn a_423_is_retried_with_the_agents_min_expires() {
-    let mut f = Fixture::new(Mode::Always);
-    f.peu.set_agents(f.t0, AOR, &[agent(UA)], false, true);
-    let subs = f.subscribes();
+    let (mut f, first) = Fixture::with_agent(false);
+    let subs = [first];
     f.respond(0, &subs[0], 423, "Min-Expires: 7200\r\n");
     assert_eq!(f.state(), Some("backoff"));
     f.tick(5_200);
