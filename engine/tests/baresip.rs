@@ -102,11 +102,7 @@ fn baresip_as_a_presence_user_agent() {
     let srv = Presenced::start(2, &["--config", &cfg, "--notify-min-interval-ms", "0", "--peu-grace-seconds", "1"]);
     let bs = Baresip::start("bob", srv.addr, sip_port);
     // baresip is up once it has registered.
-    let end = Instant::now() + Duration::from_secs(10);
-    while !srv.logged("handled").iter().any(|r| r["method"] == "REGISTER" && r["status"] == 200) {
-        assert!(Instant::now() < end, "baresip never registered");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    srv.wait_matching("handled", 1, Duration::from_secs(10), |r| r["method"] == "REGISTER" && r["status"] == 200);
 
     let (mut watcher, ok, _first) = Sub::new(&srv, Ua::udp(), aor, 600, "Event: presence\r\n");
     assert_eq!(status(&ok), 200);
@@ -118,8 +114,8 @@ fn baresip_as_a_presence_user_agent() {
         assert!(Instant::now() < end, "baresip's document never reached the watcher: {doc}");
         doc = body(&watcher.next_notify(&srv));
     }
-    let active = srv.logged("presence agent").into_iter().filter(|r| r["state"] == "active" && r["status"] == 200).count();
-    assert_eq!(active, 1, "baresip accepted the SUBSCRIBE with 200");
+    // baresip accepted the SUBSCRIBE with 200.
+    srv.wait_matching("presence agent", 1, WAIT, |r| r["state"] == "active" && r["status"] == 200);
 
     // baresip goes offline: its NOTIFY reaches the watcher.
     bs.command("presence_offline");
@@ -127,15 +123,11 @@ fn baresip_as_a_presence_user_agent() {
         assert!(Instant::now() < end, "baresip's update never reached the watcher: {doc}");
         doc = body(&watcher.next_notify(&srv));
     }
-    let taken = srv.logged("handled").into_iter().filter(|r| r["method"] == "NOTIFY" && r["status"] == 200).count();
-    assert!(taken >= 2, "baresip's NOTIFYs answered 200: {taken}");
+    // Both of baresip's NOTIFYs were answered 200.
+    srv.wait_matching("handled", 2, WAIT, |r| r["method"] == "NOTIFY" && r["status"] == 200);
 
     // The watcher leaves; after the grace period presenced unsubscribes
     // and baresip answers 200.
     assert_eq!(status(&watcher.resubscribe(&srv, 0)), 200);
-    let end = Instant::now() + Duration::from_secs(10);
-    while !srv.logged("presence agent").iter().any(|r| r["state"] == "idle" && r["status"] == 200) {
-        assert!(Instant::now() < end, "no unsubscribe answered: {:?}", srv.logged("presence agent"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    srv.wait_matching("presence agent", 1, Duration::from_secs(10), |r| r["state"] == "idle" && r["status"] == 200);
 }

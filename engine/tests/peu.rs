@@ -228,11 +228,7 @@ fn pua_lifecycle(shards: usize, tcp: bool) {
     }
     assert!(body(&n).contains("from-publish"));
     // The answer to the unsubscribe lets the server forget the agent.
-    let end = Instant::now() + WAIT;
-    while !srv.logged("presence agent").iter().any(|r| r["state"] == "removed") {
-        assert!(Instant::now() < end, "agent never forgotten: {:?}", srv.logged("presence agent"));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    srv.wait_matching("presence agent", 1, WAIT, |r| r["state"] == "removed");
 }
 
 mod lifecycle {

@@ -64,6 +64,17 @@ impl Presenced {
         self.log.lock().unwrap().iter().filter(|v| v["message"] == msg).cloned().collect()
     }
 
+    /// Waits (up to `wait`) until `n` records with message `msg` match
+    /// `pred` (the log is read on its own thread, behind the sockets);
+    /// panics with the records otherwise.
+    pub fn wait_matching(&self, msg: &str, n: usize, wait: Duration, pred: impl Fn(&serde_json::Value) -> bool) {
+        let end = Instant::now() + wait;
+        while self.logged(msg).iter().filter(|r| pred(r)).count() < n {
+            assert!(Instant::now() < end, "fewer than {n} matching {msg:?} records: {:?}", self.logged(msg));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until at least `n` records with message `msg` are logged.
     pub fn wait_logged(&self, msg: &str, n: usize) -> Vec<serde_json::Value> {
         let end = Instant::now() + WAIT;
