@@ -3,12 +3,13 @@
 //! that overrides it, and command-line flags that override both.
 
 use crate::core::SipTimers;
+use crate::core::trust::TrustList;
 use crate::presence::authz::{Action, Policy, Rule};
 use crate::presence::peu::{Mode, PeuConfig};
 use crate::presence::publication::PublishConfig;
 use crate::presence::watchers::WatchConfig;
 use crate::registrar::RegistrarConfig;
-use crate::shard::ConfiguredAgent;
+use crate::shard::{Accept, ConfiguredAgent};
 use crate::sip::Limits;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -31,6 +32,28 @@ pub struct Config {
     pub registrar: RegistrarSection,
     pub presence: PresenceSection,
     pub peu: PeuSection,
+    pub security: SecuritySection,
+}
+
+/// The network elements the server trusts, and whom it serves.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecuritySection {
+    /// Trusted network elements (S-CSCF, I-CSCF, application servers):
+    /// "IP", "IP:port", "[IPv6]:port" or "IP/prefix". `registrar.
+    /// trusted_scscf` entries are trusted as well. A trusted element may
+    /// register on a UE's behalf, assert identities (P-Asserted-Identity)
+    /// and have NOTIFYs sent where its Contact and Record-Route say.
+    pub trusted: Vec<String>,
+    /// "any": serve every source (the embedded default, for development);
+    /// "trusted": requests from elsewhere get 403.
+    pub accept: Accept,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        SecuritySection { trusted: Vec::new(), accept: Accept::Any }
+    }
 }
 
 /// Presence by subscription: the server SUBSCRIBEs to presentities'
@@ -165,13 +188,6 @@ impl Default for RegistrarSection {
     }
 }
 
-/// "IP" or "IP:port" (port 0 = any).
-pub fn parse_trusted(s: &str) -> Result<SocketAddr, String> {
-    s.parse::<SocketAddr>()
-        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 0)))
-        .map_err(|_| format!("trusted S-CSCF {s:?}: expected IP or IP:port"))
-}
-
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -229,6 +245,7 @@ impl Default for Config {
             registrar: RegistrarSection::default(),
             presence: PresenceSection::default(),
             peu: PeuSection::default(),
+            security: SecuritySection::default(),
         }
     }
 }
@@ -295,9 +312,8 @@ impl Config {
         if self.io.udp_batch == 0 || self.io.udp_batch > 1024 {
             return Err(format!("io.udp_batch = {}: must be 1..=1024", self.io.udp_batch));
         }
-        for t in &self.registrar.trusted_scscf {
-            parse_trusted(t)?;
-        }
+        TrustList::parse(&self.registrar.trusted_scscf)?;
+        TrustList::parse(&self.security.trusted)?;
         let r = &self.registrar;
         if r.min_expires > r.max_expires || r.default_expires < r.min_expires || r.default_expires > r.max_expires {
             return Err("registrar: need min_expires <= default_expires <= max_expires".into());
@@ -329,7 +345,7 @@ impl Config {
             min_expires: self.registrar.min_expires,
             max_expires: self.registrar.max_expires,
             default_expires: self.registrar.default_expires,
-            trusted: self.registrar.trusted_scscf.iter().filter_map(|t| parse_trusted(t).ok()).collect(),
+            trusted: self.trusted(),
         }
     }
 
@@ -350,6 +366,13 @@ impl Config {
             min_notify_interval: Duration::from_millis(p.notify_min_interval_ms),
             window: p.notify_window.max(1),
         }
+    }
+
+    /// Every trusted element: `[security] trusted` and
+    /// `registrar.trusted_scscf` (validated by [`Self::validate`]).
+    pub fn trusted(&self) -> TrustList {
+        let all: Vec<&String> = self.security.trusted.iter().chain(&self.registrar.trusted_scscf).collect();
+        TrustList::parse(&all).unwrap_or_default()
     }
 
     pub fn peu_config(&self) -> PeuConfig {
@@ -397,6 +420,18 @@ mod tests {
         let start = readme.find("```toml\n").expect("a toml block") + 8;
         let end = start + readme[start..].find("```").unwrap();
         assert_eq!(Config::from_toml(&readme[start..end]).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn trusted_elements_from_both_keys() {
+        let c = Config::from_toml("[registrar]\ntrusted_scscf = [\"192.0.2.1\"]\n[security]\ntrusted = [\"10.0.0.0/8\"]\naccept = \"trusted\"\n").unwrap();
+        let t = c.trusted();
+        assert!(t.contains("192.0.2.1:5060".parse().unwrap()) && t.contains("10.1.2.3:5060".parse().unwrap()));
+        assert!(!t.contains("192.0.2.2:5060".parse().unwrap()));
+        assert_eq!(c.registrar_config().trusted, t, "the registrar trusts the same elements");
+        assert_eq!(c.security.accept, Accept::Trusted);
+        assert!(Config::from_toml("[security]\ntrusted = [\"10.0.0.0/40\"]").unwrap_err().contains("10.0.0.0/40"));
+        assert!(Config::from_toml("[security]\naccept = \"some\"").is_err());
     }
 
     #[test]

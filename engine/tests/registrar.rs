@@ -323,6 +323,27 @@ Content-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{doc}",
     }
 }
 
+/// Reg-event NOTIFYs count only from the S-CSCF the subscription went to
+/// (any port of its address); the same dialog from another address gets
+/// 403 and changes nothing.
+#[test]
+fn reg_event_notifies_only_from_the_s_cscf() {
+    let scscf_ip = fresh_loopback();
+    let srv = Presenced::start(1, &["--trust", &scscf_ip.to_string(), "--reg-event"]);
+    let aor = "sip:+15550001111@ims.example.com";
+    let mut c = Client::Udp(udp_socket(scscf_ip, 0), srv.addr);
+    let r = c.send(&register(&c, aor, "sip:scscf@ims.example.com", "only-1", 1, &["<sip:ue@192.0.2.95>"], Some(600)));
+    assert_eq!(status(&r), 200);
+    let Client::Udp(sock, _) = &c else { unreachable!() };
+    let dialog = accept_subscribe(sock, srv.addr, &recv(sock, WAIT).expect("reg SUBSCRIBE"));
+    let empty = reginfo(0, "full", "terminated", &[("sip:ue@192.0.2.95", "terminated", "unregistered")]);
+    let elsewhere = udp_socket(fresh_loopback(), 0);
+    assert_eq!(status(&dialog.notify(&elsewhere, srv.addr, 1, "active", &empty)), 403);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(srv.logged("registration").iter().all(|v| v["contacts"] != ""), "nothing applied");
+    assert_eq!(status(&dialog.notify(&scscf_sock(&c), srv.addr, 2, "active", &empty)), 200, "another port of the S-CSCF");
+}
+
 /// A second socket on the S-CSCF's address, for NOTIFYs (their answers
 /// must not be mixed with the server's requests to the S-CSCF).
 fn scscf_sock(c: &Client) -> UdpSocket {

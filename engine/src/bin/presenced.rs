@@ -6,6 +6,7 @@ use clap::Parser;
 use presence_engine::config::Config;
 use presence_engine::presence::peu::Mode;
 use presence_engine::reactor::{self, Server};
+use presence_engine::shard::Accept;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,10 +49,16 @@ struct Args {
     /// SIP timer T1 in milliseconds (RTT estimate) [default: 500].
     #[arg(long, value_name = "MS")]
     t1_ms: Option<u64>,
-    /// Trust this S-CSCF address (IP or IP:port) for third-party REGISTER;
-    /// repeat for several. Adds to the config file's list.
+    /// Trust this network element (IP, IP:port or IP/prefix): it may
+    /// register on a UE's behalf, assert identities (P-Asserted-Identity)
+    /// and route NOTIFYs by its Contact; repeat for several. Adds to the
+    /// config file's [security] trusted.
     #[arg(long = "trust", value_name = "ADDR")]
     trust: Vec<String>,
+    /// Whom to serve: any source (development), or trusted elements only
+    /// (others get 403) [default: any].
+    #[arg(long, value_name = "WHO", value_parser = ["any", "trusted"])]
+    accept: Option<String>,
     /// Subscribe to the reg event (RFC 3680) at the S-CSCF of each
     /// third-party registration.
     #[arg(long)]
@@ -127,7 +134,10 @@ fn config(args: &Args) -> Result<Config, String> {
     if let Some(v) = args.t1_ms {
         cfg.timers.t1_ms = v;
     }
-    cfg.registrar.trusted_scscf.extend(args.trust.iter().cloned());
+    cfg.security.trusted.extend(args.trust.iter().cloned());
+    if let Some(v) = &args.accept {
+        cfg.security.accept = if v == "trusted" { Accept::Trusted } else { Accept::Any };
+    }
     cfg.registrar.subscribe_reg_event |= args.reg_event;
     if let Some(v) = args.min_expires {
         cfg.registrar.min_expires = v;

@@ -8,6 +8,7 @@
 //! - [`transaction`]: non-INVITE server and client transactions.
 //! - [`subscriber`]: the subscriber's side of the dialogs the server
 //!   makes (reg event, presence agents).
+//! - [`trust`]: the trusted network elements (addresses, ports, networks).
 //! - [`reply`]: what a handler answers (status, reason, headers).
 //! - [`capabilities`]: methods, bodies, events and extensions served.
 
@@ -20,6 +21,7 @@ pub mod reply;
 pub mod subscriber;
 pub mod timer;
 pub mod transaction;
+pub mod trust;
 
 pub use peer::{ConnId, Peer, Transmit, Transport};
 pub use transaction::SipTimers;

@@ -85,6 +85,11 @@ pub struct NewSub<'a> {
     pub doc: Option<(u64, Arc<[u8]>)>,
     /// Winfo: the current watcher list.
     pub watchers: Vec<WatcherState>,
+    /// The SUBSCRIBE came from a trusted element: NOTIFYs go where its
+    /// Record-Route and Contact say. Otherwise they go back to the flow
+    /// it came on, never to a third address, so a forged SUBSCRIBE cannot
+    /// aim the server's NOTIFYs at anyone else.
+    pub route_by_contact: bool,
 }
 
 impl Subscription {
@@ -240,7 +245,7 @@ impl Watchers {
     /// 12.1.1: route set from Record-Route, remote target from Contact).
     /// Returns its id and the to-tag to answer with.
     pub fn create(&mut self, now: Instant, req: &Message<'_>, peer: Peer, new: NewSub<'_>) -> (u64, Box<[u8]>) {
-        let NewSub { aor, ask, package, shown, expires, doc, watchers } = new;
+        let NewSub { aor, ask, package, shown, expires, doc, watchers, route_by_contact } = new;
         self.next += 1;
         let id = self.next;
         let mut tag = Vec::with_capacity(24);
@@ -250,12 +255,12 @@ impl Watchers {
             _ => req.from().uri().as_bytes().into(),
         };
         let route_set: Vec<Box<[u8]>> = req.record_routes().filter_map(|r| r.ok()).map(|r| r.uri().as_bytes().into()).collect();
-        // Where NOTIFYs go: the connection for TCP; over UDP the first
-        // route or the remote target when it is an IP literal, else the
-        // address the SUBSCRIBE came from.
+        // Where NOTIFYs go: the connection for TCP; over UDP, for a trusted
+        // element, the first route or the remote target when it is an IP
+        // literal, else (and for anyone else) the flow the SUBSCRIBE came on.
         let to = match peer.transport {
-            Transport::Tcp => peer,
-            Transport::Udp => route_set.first().or(Some(&remote_target)).and_then(|u| literal_addr(u)).map_or(peer, Peer::udp),
+            Transport::Udp if route_by_contact => route_set.first().or(Some(&remote_target)).and_then(|u| literal_addr(u)).map_or(peer, Peer::udp),
+            _ => peer,
         };
         let (version, doc) = doc.map_or((0, None), |(v, d)| (v, Some(d)));
         let list = self.by_aor.entry(aor.into()).or_default();

@@ -86,6 +86,8 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
             publish: cfg.publish_config(),
             watch: cfg.watch_config(),
             policy: cfg.policy(),
+            trusted: cfg.trusted(),
+            accept: cfg.security.accept,
             peu: cfg.peu_config(),
             peu_agents: cfg.peu_agents(),
             panic_on: None,

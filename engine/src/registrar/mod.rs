@@ -13,6 +13,7 @@ pub mod reginfo;
 use crate::core::peer::Peer;
 use crate::core::reply::HandlerReply;
 use crate::core::timer::{Recheck, TimerWheel};
+use crate::core::trust::TrustList;
 use crate::sip::{Contacts, HeaderName, Message, NameAddr, Uri};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,20 +27,20 @@ pub struct RegistrarConfig {
     pub max_expires: u32,
     /// Expiry when the request names none.
     pub default_expires: u32,
-    /// S-CSCF addresses allowed to register on a UE's behalf. An entry with
-    /// port 0 trusts every port of that address.
-    pub trusted: Vec<SocketAddr>,
+    /// Network elements allowed to register on a UE's behalf (the
+    /// S-CSCFs among the trusted elements).
+    pub trusted: TrustList,
 }
 
 impl Default for RegistrarConfig {
     fn default() -> Self {
-        RegistrarConfig { min_expires: 60, max_expires: 7200, default_expires: 3600, trusted: Vec::new() }
+        RegistrarConfig { min_expires: 60, max_expires: 7200, default_expires: 3600, trusted: TrustList::default() }
     }
 }
 
 impl RegistrarConfig {
     pub fn is_trusted(&self, src: SocketAddr) -> bool {
-        self.trusted.iter().any(|t| t.ip() == src.ip() && (t.port() == 0 || t.port() == src.port()))
+        self.trusted.contains(src)
     }
 }
 

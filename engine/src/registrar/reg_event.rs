@@ -178,12 +178,17 @@ impl RegSubscriber {
 
     /// Judges a NOTIFY (RFC 6665 4.1.3 and RFC 3680 5.2): its dialog, its
     /// package, its state and its reginfo version.
-    pub fn on_notify(&mut self, msg: &Message<'_>) -> NotifyVerdict {
+    /// Only the S-CSCF the subscription went to may notify (from any port
+    /// of its address): anyone else gets 403.
+    pub fn on_notify(&mut self, msg: &Message<'_>, source: SocketAddr) -> NotifyVerdict {
         let Some(sub) = self.subs.get_mut(msg.call_id()) else {
             return NotifyVerdict::Reject(481, "Subscription Does Not Exist");
         };
         if !sub.dialog.is_ours(msg) {
             return NotifyVerdict::Reject(481, "Subscription Does Not Exist");
+        }
+        if source.ip() != sub.target.addr.ip() {
+            return NotifyVerdict::Reject(403, "Forbidden: not from the S-CSCF of the subscription");
         }
         // The body is judged before the dialog takes the NOTIFY, so that a
         // corrected retry with the same CSeq is not refused.

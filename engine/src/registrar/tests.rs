@@ -45,7 +45,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let t0 = Instant::now();
-        let cfg = RegistrarConfig { trusted: vec![SCSCF.parse().unwrap()], ..Default::default() };
+        let cfg = RegistrarConfig { trusted: crate::core::trust::TrustList::of_addrs(&[SCSCF.parse().unwrap()]), ..Default::default() };
         Fixture { reg: Registrar::new(cfg, t0, Default::default()), t0, changes: Vec::new() }
     }
     fn send_from(&mut self, r: &Req, at_secs: u64, src: &str) -> RegisterReply {
@@ -283,7 +283,7 @@ CSeq: {cseq} NOTIFY\r\nEvent: {event}\r\nSubscription-State: {state}\r\nContent-
     }
 
     fn verdict(rs: &mut RegSubscriber, bytes: &[u8]) -> NotifyVerdict {
-        rs.on_notify(&Message::parse(bytes, &Limits::default()).unwrap())
+        rs.on_notify(&Message::parse(bytes, &Limits::default()).unwrap(), "192.0.2.200:5060".parse().unwrap())
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::core::ids;
 use crate::core::peer::{Peer, Transmit};
 use crate::core::reply::HandlerReply;
 use crate::core::transaction::{ClientOutcome, ClientTransactions, ServerKey, ServerLookup, ServerTransactions, SipTimers, TxnRef};
+use crate::core::trust::TrustList;
 use crate::presence::authz::Policy;
 use crate::presence::peu::{Peu, PeuConfig};
 use crate::presence::publication::{DocChange, Publications, PublishConfig};
@@ -29,6 +30,16 @@ pub use outbox::{CoreMsg, Event, Forward, Outbox};
 pub use sources::ConfiguredAgent;
 pub use watch::WatchedView;
 use watch::{PendingWatch, WatchedBy};
+
+/// Whom a shard serves (`[security] accept`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accept {
+    /// Every source (development).
+    Any,
+    /// Trusted network elements only; requests from elsewhere get 403.
+    Trusted,
+}
 
 /// What a shard core needs to know about its place and its limits.
 #[derive(Clone, Debug)]
@@ -53,6 +64,10 @@ pub struct ShardConfig {
     pub publish: PublishConfig,
     pub watch: WatchConfig,
     pub policy: Policy,
+    /// The trusted network elements: they may assert identities, register
+    /// on a UE's behalf and route NOTIFYs by Contact and Record-Route.
+    pub trusted: TrustList,
+    pub accept: Accept,
     /// Presence user agents as sources (the server subscribing to them).
     pub peu: PeuConfig,
     /// Agents the configuration names; each shard takes those of the
@@ -81,6 +96,8 @@ impl ShardConfig {
             publish: PublishConfig::default(),
             watch: WatchConfig::default(),
             policy: Policy::default(),
+            trusted: TrustList::default(),
+            accept: Accept::Any,
             peu: PeuConfig::default(),
             peu_agents: Vec::new(),
             panic_on: None,
@@ -528,6 +545,9 @@ impl Shard {
         {
             panic!("fault injected for Call-ID {}", lossy(call_id));
         }
+        if self.cfg.accept == Accept::Trusted && !self.is_trusted(reply.peer) {
+            return self.respond(msg, reply, 403, "Forbidden: not a trusted network element", &[], out);
+        }
         let method = msg.method().unwrap_or(Method::Other);
         if !capabilities::ALLOW.contains(&msg.method_raw().and_then(|m| std::str::from_utf8(m).ok()).unwrap_or("")) {
             let allow = capabilities::joined(capabilities::ALLOW);
@@ -609,7 +629,7 @@ impl Shard {
     /// A NOTIFY: only reg-event NOTIFYs on our subscriptions are expected
     /// (RFC 3680); the rest get 481 (no such dialog) or 489.
     fn on_reg_notify(&mut self, msg: &Message<'_>, reply: Reply, out: &mut Outbox) {
-        let verdict = self.reg_sub.on_notify(msg);
+        let verdict = self.reg_sub.on_notify(msg, reply.peer.addr);
         match verdict {
             NotifyVerdict::Reject(code, reason) => {
                 let accept: &[(HeaderName, &[u8])] = if code == 415 { &[(HeaderName::Accept, b"application/reginfo+xml")] } else { &[] };
@@ -640,6 +660,23 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Whether `peer` is a trusted network element.
+    pub(super) fn is_trusted(&self, peer: Peer) -> bool {
+        self.cfg.trusted.contains(peer.addr)
+    }
+
+    /// Who sent a request: the identity a trusted element asserts in
+    /// P-Asserted-Identity (RFC 3325; the first SIP or tel URI), else the
+    /// From URI. An untrusted source's P-Asserted-Identity is ignored.
+    pub(super) fn requester(&self, msg: &Message<'_>, peer: Peer) -> Vec<u8> {
+        if self.is_trusted(peer)
+            && let Some(pai) = msg.p_asserted_identity().filter_map(|p| p.ok()).find(|p| p.uri().is_served_scheme())
+        {
+            return pai.uri().aor();
+        }
+        msg.from().uri().aor()
     }
 
     /// Sends a handler's answer.

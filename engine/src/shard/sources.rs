@@ -57,7 +57,8 @@ impl Shard {
 
     /// The agents `aor`'s PUA bindings make, and how to reach each: over
     /// the registration's flow (its TCP connection, or over UDP the
-    /// contact's address, else the REGISTER's source); or, for a
+    /// REGISTER's source; the contact's address if a trusted element
+    /// registered it); or, for a
     /// third-party registration with `route_via_scscf`, through the S-CSCF
     /// with the AOR as Request-URI.
     ///
@@ -78,9 +79,11 @@ impl Shard {
                     AgentAddr { contact: aor.into(), request_uri: aor.into(), route: Some(route), target }
                 }
                 None => {
+                    // Only a trusted element may point the server at a
+                    // third address; anyone else is reached on its flow.
                     let target = match b.flow.transport {
-                        Transport::Tcp => b.flow,
-                        Transport::Udp => literal_addr(&b.uri).map_or(b.flow, Peer::udp),
+                        Transport::Udp if self.is_trusted(b.flow) => literal_addr(&b.uri).map_or(b.flow, Peer::udp),
+                        _ => b.flow,
                     };
                     AgentAddr { contact: b.uri.clone(), request_uri: b.uri.clone(), route: None, target }
                 }

@@ -156,7 +156,7 @@ impl Shard {
         }
         let Some(uri) = msg.request_uri() else { return };
         let aor: Box<[u8]> = uri.aor().into();
-        let watcher: Box<[u8]> = msg.from().uri().aor().into();
+        let watcher: Box<[u8]> = self.requester(msg, reply.peer).into();
         // Only the presentity itself may see its watchers.
         if package == Package::Winfo && watcher != aor {
             return self.respond(msg, reply, 403, "Forbidden: only the presentity may watch its watchers", &[], out);
@@ -346,7 +346,8 @@ impl Shard {
         let reply = Reply { now, peer: p.peer, txn: p.txn, received_on: p.received_on };
         let Some(uri) = msg.request_uri() else { return };
         let aor = uri.aor();
-        let new = NewSub { aor: &aor, ask, package: p.package, shown, expires: p.expires, doc, watchers };
+        let route_by_contact = self.is_trusted(p.peer);
+        let new = NewSub { aor: &aor, ask, package: p.package, shown, expires: p.expires, doc, watchers, route_by_contact };
         let (id, tag) = self.subscriptions.create(now, &msg, p.peer, new);
         let exp = p.expires.to_string();
         let contact = format!("<sip:presence@{}>", self.cfg.local_addr);

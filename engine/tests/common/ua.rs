@@ -16,7 +16,11 @@ pub enum Ua {
 
 impl Ua {
     pub fn udp() -> Ua {
-        Ua::Udp(udp_socket(Ipv4Addr::LOCALHOST, 0))
+        Ua::udp_at(Ipv4Addr::LOCALHOST)
+    }
+    /// A UA sending from loopback address `ip` (see `fresh_loopback`).
+    pub fn udp_at(ip: Ipv4Addr) -> Ua {
+        Ua::Udp(udp_socket(ip, 0))
     }
     pub fn tcp(srv: &Presenced) -> Ua {
         Ua::Tcp(tcp_connect(srv.addr))

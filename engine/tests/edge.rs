@@ -1,0 +1,97 @@
+//! The carrier edge over real sockets: trusted network elements, asserted
+//! identities (RFC 3325), and where NOTIFYs may go.
+
+mod common;
+use common::*;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// A SUBSCRIBE from `ua` whose Contact names `contact` (any address), with
+/// `extra` headers.
+fn subscribe_with_contact(ua: &Ua, from: &str, aor: &str, event: &str, contact: SocketAddr, extra: &str) -> Vec<u8> {
+    let n = unique();
+    let req = subscribe_from(ua, from, aor, &format!("edge-{n}"), 1, &format!("e{n}"), None, 600, &format!("Event: {event}\r\n{extra}"));
+    let text = String::from_utf8(req).unwrap();
+    let own = format!("Contact: <sip:w@{}>", ua.addr());
+    text.replace(&own, &format!("Contact: <sip:w@{contact}>\r\nRecord-Route: <sip:{contact};lr>")).into_bytes()
+}
+
+/// An untrusted SUBSCRIBE naming a victim in Contact and Record-Route: the
+/// NOTIFYs go back to the requester's own flow; the victim gets nothing.
+#[test]
+fn an_untrusted_subscribe_cannot_aim_notifies_at_a_third_address() {
+    let srv = Presenced::start(2, &[]);
+    let victim = udp_socket(fresh_loopback(), 0);
+    let mut attacker = Ua::udp_at(fresh_loopback());
+    let req = subscribe_with_contact(&attacker, "sip:mallory@example.net", "sip:edge-target@example.com", "presence", victim.local_addr().unwrap(), "");
+    attacker.send(srv.addr, &req);
+    let mut stash = Vec::new();
+    assert_eq!(status(&attacker.expect("SIP/2.0", &mut stash)), 200);
+    let notify = attacker.expect("NOTIFY", &mut stash);
+    attacker.answer(srv.addr, &notify, 200);
+    assert!(recv(&victim, Duration::from_millis(800)).is_none(), "the victim received something");
+}
+
+/// A trusted element (an S-CSCF or AS in front of the UE) may have NOTIFYs
+/// sent where its Contact says.
+#[test]
+fn a_trusted_element_routes_notifies_by_contact() {
+    let element_ip = fresh_loopback();
+    let srv = Presenced::start(2, &["--trust", &element_ip.to_string()]);
+    let ue = udp_socket(fresh_loopback(), 0);
+    let mut element = Ua::udp_at(element_ip);
+    let req = subscribe_with_contact(&element, "sip:watcher@example.net", "sip:edge-routed@example.com", "presence", ue.local_addr().unwrap(), "");
+    element.send(srv.addr, &req);
+    let mut stash = Vec::new();
+    assert_eq!(status(&element.expect("SIP/2.0", &mut stash)), 200);
+    let notify = recv(&ue, WAIT).expect("the NOTIFY at the UE the trusted element named");
+    assert!(notify.starts_with(b"NOTIFY "));
+}
+
+/// `--accept trusted`: requests from elsewhere get 403; trusted ones are served.
+#[test]
+fn accept_trusted_refuses_everyone_else() {
+    let element_ip = fresh_loopback();
+    let srv = Presenced::start(1, &["--trust", &format!("{element_ip}/32"), "--accept", "trusted"]);
+    for (ip, want) in [(element_ip, 200), (fresh_loopback(), 403), (Ipv4Addr::LOCALHOST, 403)] {
+        let mut c = Client::new(&srv, false, ip);
+        let via = c.fresh_via();
+        let r = c.send(&options("sip:edge@example.com", &via, &format!("acc-{}", unique())));
+        assert_eq!(status(&r), want, "from {ip}: {}", String::from_utf8_lossy(&r));
+    }
+}
+
+/// P-Asserted-Identity is the requester's identity only from a trusted
+/// element: a forged one from elsewhere cannot read a presentity's
+/// watchers (winfo) nor get past an authorization rule.
+#[test]
+fn asserted_identity_counts_only_from_trusted_elements() {
+    let element_ip = fresh_loopback();
+    let cfg = config_file(
+        "edge-pai",
+        &format!(
+            "[security]\ntrusted = [\"{element_ip}\"]\n[[presence.authorization]]\npresentity = \"sip:guarded-pai@example.com\"\nwatcher = \"example.org\"\naction = \"block\"\n"
+        ),
+    );
+    let srv = Presenced::start(2, &["--config", &cfg]);
+    let alice = "sip:alice-pai@example.com";
+    let pai = format!("P-Asserted-Identity: <{alice}>\r\n");
+    let try_subscribe = |ua: &mut Ua, from: &str, aor: &str, event: &str, extra: &str| {
+        let req = subscribe_from(ua, from, aor, &format!("pai-{}", unique()), 1, "p1", None, 600, &format!("Event: {event}\r\n{extra}"));
+        ua.send(srv.addr, &req);
+        let mut stash = Vec::new();
+        status(&ua.expect("SIP/2.0", &mut stash))
+    };
+    // winfo: only the presentity itself.
+    let mut stranger = Ua::udp_at(fresh_loopback());
+    assert_eq!(try_subscribe(&mut stranger, "sip:mallory@example.net", alice, "presence.winfo", &pai), 403, "forged PAI ignored");
+    let mut element = Ua::udp_at(element_ip);
+    assert_eq!(try_subscribe(&mut element, "sip:anonymous@anonymous.invalid", alice, "presence.winfo", &pai), 200, "asserted by a trusted element");
+    // Authorization rules judge the asserted identity from a trusted
+    // element, the From from anyone else.
+    let eve = "P-Asserted-Identity: <sip:eve@example.org>\r\n";
+    let mut element = Ua::udp_at(element_ip);
+    assert_eq!(try_subscribe(&mut element, "sip:someone@example.net", "sip:guarded-pai@example.com", "presence", eve), 403, "eve is blocked");
+    let mut stranger = Ua::udp_at(fresh_loopback());
+    assert_eq!(try_subscribe(&mut stranger, "sip:someone@example.net", "sip:guarded-pai@example.com", "presence", eve), 200, "PAI ignored: From decides");
+}
