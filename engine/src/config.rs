@@ -3,6 +3,7 @@
 //! that overrides it, and command-line flags that override both.
 
 use crate::core::SipTimers;
+use crate::core::limits::Caps;
 use crate::core::trust::TrustList;
 use crate::presence::authz::{Action, Policy, Rule};
 use crate::presence::peu::{Mode, PeuConfig};
@@ -199,6 +200,22 @@ pub struct LimitsConfig {
     pub max_header_len: usize,
     /// Most TCP connections one shard keeps open.
     pub max_tcp_connections_per_shard: usize,
+    /// Server transactions per shard; a new request beyond gets 503.
+    pub server_transactions_per_shard: usize,
+    /// SUBSCRIBEs waiting for their presentity's shard, per shard (503).
+    pub pending_asks_per_shard: usize,
+    /// Watcher subscriptions held per shard (503).
+    pub subscriptions_per_shard: usize,
+    /// Subscriptions one watcher identity holds on a shard (403).
+    pub subscriptions_per_watcher: usize,
+    /// Publications of one presentity, PUBLISHed and from agents (403).
+    pub publications_per_presentity: usize,
+    /// Bytes of one presentity's publications together (413).
+    pub document_size: usize,
+    /// Bindings of one AOR (403).
+    pub bindings_per_aor: usize,
+    /// Retry-After of every 503 for capacity, seconds.
+    pub retry_after_seconds: u32,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -253,11 +270,20 @@ impl Default for Config {
 impl Default for LimitsConfig {
     fn default() -> Self {
         let l = Limits::default();
+        let c = Caps::default();
         LimitsConfig {
             max_message_size: l.max_message_size,
             max_headers: l.max_headers,
             max_header_len: l.max_header_len,
             max_tcp_connections_per_shard: 50_000,
+            server_transactions_per_shard: c.server_transactions,
+            pending_asks_per_shard: c.pending_asks,
+            subscriptions_per_shard: c.subscriptions,
+            subscriptions_per_watcher: c.subscriptions_per_watcher,
+            publications_per_presentity: c.publications_per_presentity,
+            document_size: c.document_size,
+            bindings_per_aor: c.bindings_per_aor,
+            retry_after_seconds: c.retry_after,
         }
     }
 }
@@ -346,6 +372,7 @@ impl Config {
             max_expires: self.registrar.max_expires,
             default_expires: self.registrar.default_expires,
             trusted: self.trusted(),
+            max_bindings: self.limits.bindings_per_aor,
         }
     }
 
@@ -354,6 +381,8 @@ impl Config {
             min_expires: self.presence.publish_min_expires,
             max_expires: self.presence.publish_max_expires,
             default_expires: self.presence.publish_default_expires.clamp(self.presence.publish_min_expires, self.presence.publish_max_expires),
+            max_publications: self.limits.publications_per_presentity,
+            max_document: self.limits.document_size,
         }
     }
 
@@ -365,6 +394,21 @@ impl Config {
             default_expires: p.subscribe_default_expires.clamp(p.subscribe_min_expires, p.subscribe_max_expires),
             min_notify_interval: Duration::from_millis(p.notify_min_interval_ms),
             window: p.notify_window.max(1),
+        }
+    }
+
+    /// The limits' values.
+    pub fn caps(&self) -> Caps {
+        let l = &self.limits;
+        Caps {
+            server_transactions: l.server_transactions_per_shard,
+            pending_asks: l.pending_asks_per_shard,
+            subscriptions: l.subscriptions_per_shard,
+            subscriptions_per_watcher: l.subscriptions_per_watcher,
+            publications_per_presentity: l.publications_per_presentity,
+            document_size: l.document_size,
+            bindings_per_aor: l.bindings_per_aor,
+            retry_after: l.retry_after_seconds,
         }
     }
 

@@ -95,3 +95,26 @@ fn asserted_identity_counts_only_from_trusted_elements() {
     let mut stranger = Ua::udp_at(fresh_loopback());
     assert_eq!(try_subscribe(&mut stranger, "sip:someone@example.net", "sip:guarded-pai@example.com", "presence", eve), 200, "PAI ignored: From decides");
 }
+
+/// Limits from the config file over real sockets: capacity answers 503 with
+/// the configured Retry-After, policy answers 403.
+#[test]
+fn limits_from_the_config_file_answer_over_sockets() {
+    let cfg = config_file("edge-limits", "[limits]\nsubscriptions_per_shard = 1\nbindings_per_aor = 1\nretry_after_seconds = 11\n");
+    let srv = Presenced::start(1, &["--config", &cfg]);
+    let (_first, ok, _) = Sub::new(&srv, Ua::udp(), "sip:lim-1@example.com", 600, "Event: presence\r\n");
+    assert_eq!(status(&ok), 200);
+    let (_second, full, _) = Sub::new(&srv, Ua::udp(), "sip:lim-2@example.com", 600, "Event: presence\r\n");
+    assert_eq!((status(&full), header(&full, "Retry-After")), (503, Some("11".to_string())));
+    let mut c = Client::new(&srv, false, Ipv4Addr::LOCALHOST);
+    let reg = |c: &Client, contact: &str, cseq: u32| {
+        format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/{}\r\nMax-Forwards: 70\r\nFrom: <sip:lim@example.com>;tag=r\r\nTo: <sip:lim@example.com>\r\n\
+Call-ID: lim-reg\r\nCSeq: {cseq} REGISTER\r\nContact: <{contact}>\r\nContent-Length: 0\r\n\r\n",
+            c.fresh_via()
+        )
+        .into_bytes()
+    };
+    assert_eq!(status(&c.send(&reg(&c, "sip:lim@192.0.2.1", 1))), 200);
+    assert_eq!(status(&c.send(&reg(&c, "sip:lim@192.0.2.2", 2))), 403);
+}

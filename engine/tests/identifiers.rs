@@ -11,6 +11,9 @@ use std::time::Instant;
 fn shard(seed: u64) -> Shard {
     let mut cfg = ShardConfig::with_defaults(3, 4, "192.0.2.1:5060".parse().unwrap());
     cfg.seed = seed;
+    // Hundreds of publications of one presentity: above the default limit.
+    cfg.publish.max_publications = 10_000;
+    cfg.publish.max_document = 10 << 20;
     Shard::new(cfg, Instant::now())
 }
 

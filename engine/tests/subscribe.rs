@@ -124,7 +124,9 @@ fn a_watcher_answering_481_is_removed() {
 /// with the last state.
 #[test]
 fn a_publish_burst_is_coalesced() {
-    let srv = Presenced::start(2, &["--notify-min-interval-ms", "1500"]);
+    // 100 initial PUBLISHes make 100 publications: above the default limit.
+    let cfg = config_file("burst", "[limits]\npublications_per_presentity = 200\n");
+    let srv = Presenced::start(2, &["--notify-min-interval-ms", "1500", "--config", &cfg]);
     let aor = "sip:bursty@example.com";
     let mut subs: Vec<Sub> = (0..4).map(|_| Sub::new(&srv, Ua::udp(), aor, 600, "Event: presence\r\n").0).collect();
     for i in 0..100 {

@@ -9,12 +9,15 @@
 //! - [`subscriber`]: the subscriber's side of the dialogs the server
 //!   makes (reg event, presence agents).
 //! - [`trust`]: the trusted network elements (addresses, ports, networks).
+//! - [`limits`]: every limit, its answer (503 + Retry-After, 403, 413)
+//!   and its default.
 //! - [`reply`]: what a handler answers (status, reason, headers).
 //! - [`capabilities`]: methods, bodies, events and extensions served.
 
 pub mod capabilities;
 pub mod entropy;
 pub mod ids;
+pub mod limits;
 pub mod outbound;
 pub mod peer;
 pub mod reply;

@@ -134,6 +134,12 @@ impl ServerTransactions {
         self.table.is_empty()
     }
 
+    /// Whether `key` has a transaction (a retransmission is answered from
+    /// it even when the table is at its limit).
+    pub fn knows(&self, key: &ServerKey) -> bool {
+        self.table.find(self.hasher.hash_one(&key.0), |t| t.key == *key).is_some()
+    }
+
     /// Matches a request to its transaction, creating one when it is new.
     pub fn on_request(&mut self, key: ServerKey) -> ServerLookup {
         let hash = self.hasher.hash_one(&key.0);

@@ -6,6 +6,7 @@
 use super::peu::SourceUpdate;
 use super::pidf::{self, Pidf};
 use crate::core::entropy::Entropy;
+use crate::core::limits::{Caps, Limit};
 use crate::core::reply::HandlerReply;
 use crate::core::timer::{Recheck, TimerWheel};
 use crate::sip::{HeaderName, Message};
@@ -18,12 +19,29 @@ pub struct PublishConfig {
     pub min_expires: u32,
     pub max_expires: u32,
     pub default_expires: u32,
+    /// Most publications of one presentity (PUBLISHed and from agents).
+    pub max_publications: usize,
+    /// Most bytes of one presentity's publications together, an upper
+    /// bound of its composed document.
+    pub max_document: usize,
 }
 
 impl Default for PublishConfig {
     fn default() -> Self {
-        PublishConfig { min_expires: 60, max_expires: 7200, default_expires: 3600 }
+        let caps = Caps::default();
+        PublishConfig {
+            min_expires: 60,
+            max_expires: 7200,
+            default_expires: 3600,
+            max_publications: caps.publications_per_presentity,
+            max_document: caps.document_size,
+        }
     }
+}
+
+/// Bytes a publication adds to its presentity's document.
+fn weight(pidf: &Pidf) -> usize {
+    pidf.elements.iter().map(|e| e.xml.len()).sum()
 }
 
 /// Where a publication came from.
@@ -167,6 +185,18 @@ impl Publications {
             }
         };
 
+        // Limits: a new publication needs a place; the publications
+        // together must fit the document limit.
+        let p = self.presentities.get(&aor);
+        if existing.is_none() && doc.is_some() && expires != 0 && p.is_some_and(|p| p.pubs.len() >= self.cfg.max_publications) {
+            return Limit::PublicationsPerPresentity.reply(0);
+        }
+        if let Some(d) = &doc {
+            let others: usize = p.map_or(0, |p| p.pubs.iter().enumerate().filter(|(i, _)| Some(*i) != existing).map(|(_, x)| weight(&x.pidf)).sum());
+            if others + weight(d) > self.cfg.max_document {
+                return Limit::DocumentSize.reply(0);
+            }
+        }
         // Every check passed: apply.
         let etag = self.new_etag();
         let at = now + Duration::from_secs(expires as u64);
@@ -211,9 +241,20 @@ impl Publications {
     /// a modifying PUBLISH, becomes the newest in composition; `Extend`
     /// keeps it until `until`; `Remove` ends it. The body was validated
     /// by the caller exactly as a PUBLISH body is.
-    pub fn update_source(&mut self, aor: &[u8], agent: u64, update: SourceUpdate, until: Instant, changes: &mut Vec<DocChange>) {
+    /// A document beyond the presentity's limits is refused (`Err`) and
+    /// the agent's previous one, if any, stays.
+    pub fn update_source(&mut self, aor: &[u8], agent: u64, update: SourceUpdate, until: Instant, changes: &mut Vec<DocChange>) -> Result<(), Limit> {
         let source = Source::Agent(agent);
         let pos = self.presentities.get(aor).and_then(|p| p.pubs.iter().position(|x| x.source == source));
+        if let (SourceUpdate::Document(pidf), Some(p)) = (&update, self.presentities.get(aor)) {
+            if pos.is_none() && p.pubs.len() >= self.cfg.max_publications {
+                return Err(Limit::PublicationsPerPresentity);
+            }
+            let others: usize = p.pubs.iter().filter(|x| x.source != source).map(|x| weight(&x.pidf)).sum();
+            if others + weight(pidf) > self.cfg.max_document {
+                return Err(Limit::DocumentSize);
+            }
+        }
         let changed = match (update, pos) {
             (SourceUpdate::Document(pidf), pos) => {
                 let p = self.presentities.entry(aor.into()).or_default();
@@ -238,6 +279,7 @@ impl Publications {
         if changed {
             self.recompose(aor, changes);
         }
+        Ok(())
     }
 
     /// The registrar's view of `aor` changed.

@@ -90,6 +90,8 @@ pub struct NewSub<'a> {
     /// it came on, never to a third address, so a forged SUBSCRIBE cannot
     /// aim the server's NOTIFYs at anyone else.
     pub route_by_contact: bool,
+    /// Who subscribes (the requester's identity), counted per watcher.
+    pub watcher: &'a [u8],
 }
 
 impl Subscription {
@@ -104,6 +106,8 @@ impl Subscription {
 
 pub struct Subscription {
     pub aor: Box<[u8]>,
+    /// The subscriber's identity (asserted, or From).
+    pub watcher: Box<[u8]>,
     pub package: Package,
     winfo: WinfoView,
     /// The ask that created it: its name on the presentity's shard.
@@ -149,6 +153,8 @@ pub struct Watchers {
     by_dialog: HashMap<Box<[u8]>, u64, ahash::RandomState>,
     by_aor: HashMap<Box<[u8]>, Vec<u64>, ahash::RandomState>,
     by_ask: HashMap<u64, u64, ahash::RandomState>,
+    /// Subscriptions held per watcher identity (a limit's count).
+    per_watcher: HashMap<Box<[u8]>, u32, ahash::RandomState>,
     entropy: Entropy,
     wheel: TimerWheel<Timer>,
     fired: Vec<Timer>,
@@ -190,6 +196,7 @@ impl Watchers {
             by_dialog: HashMap::with_hasher(entropy.hasher()),
             by_aor: HashMap::with_hasher(entropy.hasher()),
             by_ask: HashMap::with_hasher(entropy.hasher()),
+            per_watcher: HashMap::with_hasher(entropy.hasher()),
             entropy,
             wheel: TimerWheel::new(now, Duration::from_millis(10), 4096),
             fired: Vec::new(),
@@ -221,6 +228,10 @@ impl Watchers {
     pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
         self.subs.values()
     }
+    /// Subscriptions held here for watcher identity `watcher`.
+    pub fn held_by(&self, watcher: &[u8]) -> usize {
+        self.per_watcher.get(watcher).map_or(0, |n| *n as usize)
+    }
     /// Local subscriptions watching `aor`.
     pub fn watching(&self, aor: &[u8]) -> usize {
         self.by_aor.get(aor).map_or(0, Vec::len)
@@ -245,7 +256,8 @@ impl Watchers {
     /// 12.1.1: route set from Record-Route, remote target from Contact).
     /// Returns its id and the to-tag to answer with.
     pub fn create(&mut self, now: Instant, req: &Message<'_>, peer: Peer, new: NewSub<'_>) -> (u64, Box<[u8]>) {
-        let NewSub { aor, ask, package, shown, expires, doc, watchers, route_by_contact } = new;
+        let NewSub { aor, ask, package, shown, expires, doc, watchers, route_by_contact, watcher } = new;
+        *self.per_watcher.entry(watcher.into()).or_default() += 1;
         self.next += 1;
         let id = self.next;
         let mut tag = Vec::with_capacity(24);
@@ -268,6 +280,7 @@ impl Watchers {
         list.push(id);
         let sub = Subscription {
             aor: aor.into(),
+            watcher: watcher.into(),
             package,
             winfo: WinfoView { list: watchers, ..Default::default() },
             ask,
@@ -337,6 +350,12 @@ impl Watchers {
     pub fn remove(&mut self, id: u64) -> Option<(Box<[u8]>, u64)> {
         let sub = self.subs.remove(&id)?;
         self.by_ask.remove(&sub.ask);
+        if let Some(n) = self.per_watcher.get_mut(&sub.watcher) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_watcher.remove(&sub.watcher);
+            }
+        }
         self.by_dialog.remove(&dialog_key(&sub.call_id, &sub.local_tag));
         // O(1): the last subscription of the list takes this one's slot.
         if let Some(v) = self.by_aor.get_mut(&sub.aor) {

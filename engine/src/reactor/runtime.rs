@@ -88,6 +88,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
             policy: cfg.policy(),
             trusted: cfg.trusted(),
             accept: cfg.security.accept,
+            caps: cfg.caps(),
             peu: cfg.peu_config(),
             peu_agents: cfg.peu_agents(),
             panic_on: None,

@@ -10,6 +10,7 @@
 pub mod reg_event;
 pub mod reginfo;
 
+use crate::core::limits::{Caps, Limit};
 use crate::core::peer::Peer;
 use crate::core::reply::HandlerReply;
 use crate::core::timer::{Recheck, TimerWheel};
@@ -30,11 +31,20 @@ pub struct RegistrarConfig {
     /// Network elements allowed to register on a UE's behalf (the
     /// S-CSCFs among the trusted elements).
     pub trusted: TrustList,
+    /// Most bindings one AOR may hold; a REGISTER that would add more gets
+    /// 403 and changes nothing.
+    pub max_bindings: usize,
 }
 
 impl Default for RegistrarConfig {
     fn default() -> Self {
-        RegistrarConfig { min_expires: 60, max_expires: 7200, default_expires: 3600, trusted: TrustList::default() }
+        RegistrarConfig {
+            min_expires: 60,
+            max_expires: 7200,
+            default_expires: 3600,
+            trusted: TrustList::default(),
+            max_bindings: Caps::default().bindings_per_aor,
+        }
     }
 }
 
@@ -201,6 +211,14 @@ impl Registrar {
                         }
                     }
                 }
+                // The bindings after the request: more than the limit, and
+                // nothing is applied.
+                let bound = |u: &Update<'_>| existing.is_some_and(|r| r.bindings.iter().any(|b| Uri::parse(&b.uri).is_ok_and(|s| s.equivalent(&u.uri))));
+                let kept = existing.map_or(0, |r| r.bindings.len()) - updates.iter().filter(|u| u.expires == 0 && bound(u)).count();
+                let added = updates.iter().filter(|u| u.expires != 0 && !bound(u)).count();
+                if added > 0 && kept + added > self.cfg.max_bindings {
+                    return Limit::BindingsPerAor.reply(0);
+                }
                 // Every check passed: apply.
                 let before: Vec<Box<[u8]>> = existing.map(|r| r.bindings.iter().map(|b| b.uri.clone()).collect()).unwrap_or_default();
                 let reg = self.regs.entry(aor.clone()).or_default();
@@ -250,7 +268,7 @@ impl Registrar {
                 headers.push((HeaderName::Contact, v));
             }
         }
-        RegisterReply { code: 200, reason: "OK", headers }
+        RegisterReply { code: 200, reason: "OK", headers, limit: None }
     }
 
     /// Applies a reginfo document from a reg-event NOTIFY (RFC 3680) to the

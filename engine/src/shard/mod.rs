@@ -7,6 +7,7 @@
 use crate::core::capabilities;
 use crate::core::entropy::Entropy;
 use crate::core::ids;
+use crate::core::limits::{Caps, Limit};
 use crate::core::peer::{Peer, Transmit};
 use crate::core::reply::HandlerReply;
 use crate::core::transaction::{ClientOutcome, ClientTransactions, ServerKey, ServerLookup, ServerTransactions, SipTimers, TxnRef};
@@ -22,6 +23,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+#[cfg(test)]
+mod limit_tests;
 pub mod outbox;
 mod sources;
 mod watch;
@@ -68,6 +71,8 @@ pub struct ShardConfig {
     /// on a UE's behalf and route NOTIFYs by Contact and Record-Route.
     pub trusted: TrustList,
     pub accept: Accept,
+    /// The limits on every table a peer can grow.
+    pub caps: Caps,
     /// Presence user agents as sources (the server subscribing to them).
     pub peu: PeuConfig,
     /// Agents the configuration names; each shard takes those of the
@@ -98,6 +103,7 @@ impl ShardConfig {
             policy: Policy::default(),
             trusted: TrustList::default(),
             accept: Accept::Any,
+            caps: Caps::default(),
             peu: PeuConfig::default(),
             peu_agents: Vec::new(),
             panic_on: None,
@@ -119,6 +125,8 @@ pub struct ShardStats {
     pub shed: u64,
     /// Steps that panicked and were contained (see `Shard::guarded`).
     pub panics: u64,
+    /// Requests answered by a limit, per limit (`Limit::index`).
+    pub limited: [u64; Limit::ALL.len()],
 }
 
 /// How much state a shard holds, table by table. Once traffic stops and
@@ -518,7 +526,12 @@ impl Shard {
         if msg.method() == Some(Method::Ack) {
             return;
         }
-        let txn = match self.server.on_request(ServerKey::of(msg)) {
+        let key = ServerKey::of(msg);
+        if self.server.len() >= self.cfg.caps.server_transactions && !self.server.knows(&key) {
+            // No room for another transaction: answered without one.
+            return self.refuse_statelessly(msg, peer, received_on, Limit::ServerTransactions, out);
+        }
+        let txn = match self.server.on_request(key) {
             ServerLookup::New(txn) => txn,
             ServerLookup::Absorbed => {
                 self.stats.retransmissions += 1;
@@ -679,8 +692,31 @@ impl Shard {
         msg.from().uri().aor()
     }
 
+    /// Answers `msg` for `limit` in its transaction.
+    fn refuse(&mut self, msg: &Message<'_>, reply: Reply, limit: Limit, out: &mut Outbox) {
+        let r = limit.reply(self.cfg.caps.retry_after);
+        self.respond_with(msg, reply, &r, out);
+    }
+
+    /// Answers `msg` for `limit` without a transaction (there is no room
+    /// for one); a retransmission is answered the same way.
+    fn refuse_statelessly(&mut self, msg: &Message<'_>, peer: Peer, received_on: u16, limit: Limit, out: &mut Outbox) {
+        self.stats.limited[limit.index()] += 1;
+        let r = limit.reply(self.cfg.caps.retry_after);
+        let headers: Vec<(HeaderName, &[u8])> = r.headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+        let mut tag = Vec::with_capacity(24);
+        ids::push_tag(&mut tag, self.cfg.shard, self.entropy.u64());
+        let t = self.response(msg, peer, r.code, r.reason, &headers, &tag);
+        self.stats.responses_sent += 1;
+        out.event(|| Event::Handled { method: lossy(msg.method_raw().unwrap_or_default()), status: r.code, call_id: lossy(msg.call_id()), received_on });
+        out.transmits.push(t);
+    }
+
     /// Sends a handler's answer.
     fn respond_with(&mut self, msg: &Message<'_>, reply: Reply, r: &HandlerReply, out: &mut Outbox) {
+        if let Some(limit) = r.limit {
+            self.stats.limited[limit.index()] += 1;
+        }
         let headers: Vec<(HeaderName, &[u8])> = r.headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
         self.respond(msg, reply, r.code, r.reason, &headers, out);
     }
@@ -695,14 +731,7 @@ impl Shard {
     /// Like [`Self::respond`] with a given to-tag (a dialog's).
     #[allow(clippy::too_many_arguments)]
     fn respond_tagged(&mut self, msg: &Message<'_>, reply: Reply, code: u16, reason: &str, headers: &[(HeaderName, &[u8])], tag: &[u8], out: &mut Outbox) {
-        let mut bytes = Vec::with_capacity(512);
-        let mut w = sip::response_to(&mut bytes, msg.raw(), code, reason, Some(tag), Some(reply.peer.addr));
-        for (name, value) in headers {
-            w.header(*name, value);
-        }
-        w.header(HeaderName::Server, b"presenced");
-        w.finish(None, b"");
-        let t = Transmit { to: response_peer(msg.via(), reply.peer), bytes };
+        let t = self.response(msg, reply.peer, code, reason, headers, tag);
         if code >= 200 {
             self.server.on_final(reply.txn, &t, reply.now);
         }
@@ -714,6 +743,18 @@ impl Shard {
             received_on: reply.received_on,
         });
         out.transmits.push(t);
+    }
+
+    /// A response to `msg` from `peer`, addressed per RFC 3261 18.2.2.
+    fn response(&self, msg: &Message<'_>, peer: Peer, code: u16, reason: &str, headers: &[(HeaderName, &[u8])], tag: &[u8]) -> Transmit {
+        let mut bytes = Vec::with_capacity(512);
+        let mut w = sip::response_to(&mut bytes, msg.raw(), code, reason, Some(tag), Some(peer.addr));
+        for (name, value) in headers {
+            w.header(*name, value);
+        }
+        w.header(HeaderName::Server, b"presenced");
+        w.finish(None, b"");
+        Transmit { to: response_peer(msg.via(), peer), bytes }
     }
 
     /// A message that failed to parse: a request is answered with the

@@ -127,7 +127,11 @@ impl Shard {
                         out.transmits.push(t);
                     }
                     PeuOut::Source { aor, agent, update, until } => {
-                        self.publications.update_source(&aor, agent, update, until, &mut self.doc_changes);
+                        if let Err(limit) = self.publications.update_source(&aor, agent, update, until, &mut self.doc_changes) {
+                            // The agent's NOTIFY was taken; its document is
+                            // refused, counted, and the previous one stays.
+                            self.stats.limited[limit.index()] += 1;
+                        }
                         self.emit_doc_changes(out);
                     }
                     PeuOut::State { aor, uri, state, status } => {

@@ -4,6 +4,7 @@
 //! each shard that holds watchers, which notifies its own.
 
 use super::{ClientCtx, CoreMsg, Event, Outbox, Reply, Shard, lossy};
+use crate::core::limits::Limit;
 use crate::core::peer::{Peer, Transmit};
 use crate::core::transaction::TxnRef;
 use crate::core::{capabilities, ids};
@@ -160,6 +161,18 @@ impl Shard {
         // Only the presentity itself may see its watchers.
         if package == Package::Winfo && watcher != aor {
             return self.respond(msg, reply, 403, "Forbidden: only the presentity may watch its watchers", &[], out);
+        }
+        // Limits: room for the ask and the subscription, and the watcher's
+        // own share.
+        let caps = &self.cfg.caps;
+        if self.pending_watch.len() >= caps.pending_asks {
+            return self.refuse(msg, reply, Limit::PendingAsks, out);
+        }
+        if self.subscriptions.len() + self.pending_watch.len() >= caps.subscriptions {
+            return self.refuse(msg, reply, Limit::Subscriptions, out);
+        }
+        if self.subscriptions.held_by(&watcher) >= caps.subscriptions_per_watcher {
+            return self.refuse(msg, reply, Limit::SubscriptionsPerWatcher, out);
         }
         self.next_ask += 1;
         let ask = self.next_ask;
@@ -347,7 +360,8 @@ impl Shard {
         let Some(uri) = msg.request_uri() else { return };
         let aor = uri.aor();
         let route_by_contact = self.is_trusted(p.peer);
-        let new = NewSub { aor: &aor, ask, package: p.package, shown, expires: p.expires, doc, watchers, route_by_contact };
+        let watcher = self.requester(&msg, p.peer);
+        let new = NewSub { aor: &aor, ask, package: p.package, shown, expires: p.expires, doc, watchers, route_by_contact, watcher: &watcher };
         let (id, tag) = self.subscriptions.create(now, &msg, p.peer, new);
         let exp = p.expires.to_string();
         let contact = format!("<sip:presence@{}>", self.cfg.local_addr);
