@@ -4,6 +4,7 @@
 
 use crate::core::SipTimers;
 use crate::core::limits::Caps;
+use crate::core::overload::OverloadConfig;
 use crate::core::trust::TrustList;
 use crate::presence::authz::{Action, Policy, Rule};
 use crate::presence::peu::{Mode, PeuConfig};
@@ -34,6 +35,25 @@ pub struct Config {
     pub presence: PresenceSection,
     pub peu: PeuSection,
     pub security: SecuritySection,
+    pub overload: OverloadSection,
+}
+
+/// Overload control: a shard whose requests wait in its socket longer than
+/// `target_ms` for a whole `interval_ms` sheds new initial requests (503
+/// with Retry-After) until one waits less again.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OverloadSection {
+    /// Queueing delay that counts as a standing queue, ms (0: never shed).
+    pub target_ms: u64,
+    pub interval_ms: u64,
+}
+
+impl Default for OverloadSection {
+    fn default() -> Self {
+        let o = OverloadConfig::default();
+        OverloadSection { target_ms: o.target.as_millis() as u64, interval_ms: o.interval.as_millis() as u64 }
+    }
 }
 
 /// The network elements the server trusts, and whom it serves.
@@ -263,6 +283,7 @@ impl Default for Config {
             presence: PresenceSection::default(),
             peu: PeuSection::default(),
             security: SecuritySection::default(),
+            overload: OverloadSection::default(),
         }
     }
 }
@@ -395,6 +416,10 @@ impl Config {
             min_notify_interval: Duration::from_millis(p.notify_min_interval_ms),
             window: p.notify_window.max(1),
         }
+    }
+
+    pub fn overload_config(&self) -> OverloadConfig {
+        OverloadConfig { target: Duration::from_millis(self.overload.target_ms), interval: Duration::from_millis(self.overload.interval_ms) }
     }
 
     /// The limits' values.

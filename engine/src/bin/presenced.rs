@@ -55,6 +55,11 @@ struct Args {
     /// config file's [security] trusted.
     #[arg(long = "trust", value_name = "ADDR")]
     trust: Vec<String>,
+    /// Overload control: queueing delay (ms) that, held for 100 ms, makes
+    /// a shard answer new REGISTER, PUBLISH and SUBSCRIBE with 503 +
+    /// Retry-After; 0 turns shedding off [default: 20].
+    #[arg(long, value_name = "MS")]
+    overload_target_ms: Option<u64>,
     /// Whom to serve: any source (development), or trusted elements only
     /// (others get 403) [default: any].
     #[arg(long, value_name = "WHO", value_parser = ["any", "trusted"])]
@@ -135,6 +140,9 @@ fn config(args: &Args) -> Result<Config, String> {
         cfg.timers.t1_ms = v;
     }
     cfg.security.trusted.extend(args.trust.iter().cloned());
+    if let Some(v) = args.overload_target_ms {
+        cfg.overload.target_ms = v;
+    }
     if let Some(v) = &args.accept {
         cfg.security.accept = if v == "trusted" { Accept::Trusted } else { Accept::Any };
     }

@@ -11,6 +11,7 @@
 //! - [`trust`]: the trusted network elements (addresses, ports, networks).
 //! - [`limits`]: every limit, its answer (503 + Retry-After, 403, 413)
 //!   and its default.
+//! - [`overload`]: overload detection by queueing delay (CoDel style).
 //! - [`reply`]: what a handler answers (status, reason, headers).
 //! - [`capabilities`]: methods, bodies, events and extensions served.
 
@@ -19,6 +20,7 @@ pub mod entropy;
 pub mod ids;
 pub mod limits;
 pub mod outbound;
+pub mod overload;
 pub mod peer;
 pub mod reply;
 pub mod subscriber;

@@ -89,6 +89,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
             trusted: cfg.trusted(),
             accept: cfg.security.accept,
             caps: cfg.caps(),
+            overload: cfg.overload_config(),
             peu: cfg.peu_config(),
             peu_agents: cfg.peu_agents(),
             panic_on: None,
@@ -177,13 +178,14 @@ async fn udp_loop(rt: Rc<Runtime>) {
             let _ = rt.udp.peek_from(&mut probe).await;
             continue;
         }
-        let now = Instant::now();
         {
             let mut core = rt.core.borrow_mut();
             let mut out = rt.outbox.borrow_mut();
             for i in 0..n {
                 if let Some((bytes, from)) = batch.get(i) {
-                    core.on_message(now, crate::core::Peer::udp(from), bytes, &mut out);
+                    // `now` per datagram: the batch's own processing is
+                    // part of the later datagrams' wait.
+                    core.on_message_at(Instant::now(), batch.received(i), crate::core::Peer::udp(from), bytes, &mut out);
                 }
             }
         }

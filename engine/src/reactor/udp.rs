@@ -8,7 +8,25 @@ use socket2::SockAddr;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Room for one SCM_TIMESTAMPNS control message per datagram.
+const CONTROL: usize = 64;
+
+/// Asks the kernel to stamp each datagram with its arrival time
+/// (SO_TIMESTAMPNS): the start of its queueing delay, which overload
+/// control measures. Without it (an old kernel) the delay reads as zero.
+pub fn enable_timestamps(s: &socket2::Socket) {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid fd and an int option of the declared size.
+    let rc = unsafe {
+        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, (&on as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as u32)
+    };
+    if rc != 0 {
+        tracing::warn!(error = %io::Error::last_os_error(), "no kernel receive timestamps: overload control sees no queueing delay");
+    }
+}
 
 /// Receive buffers for one batch. Each slot is one byte longer than the
 /// largest message accepted, so an oversize datagram is seen as such.
@@ -18,7 +36,11 @@ pub struct RecvBatch {
     iovs: Vec<libc::iovec>,
     addrs: Vec<libc::sockaddr_storage>,
     hdrs: Vec<libc::mmsghdr>,
+    controls: Vec<u8>,
     filled: usize,
+    /// When the last batch was taken, in both clocks (the kernel's stamps
+    /// are wall-clock time).
+    taken: (Instant, SystemTime),
 }
 
 impl RecvBatch {
@@ -30,7 +52,9 @@ impl RecvBatch {
             iovs: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; batch],
             addrs: vec![unsafe { MaybeUninit::zeroed().assume_init() }; batch],
             hdrs: vec![unsafe { MaybeUninit::zeroed().assume_init() }; batch],
+            controls: vec![0; batch * CONTROL],
             filled: 0,
+            taken: (Instant::now(), SystemTime::now()),
         }
     }
 
@@ -44,8 +68,8 @@ impl RecvBatch {
             h.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_iov = &mut self.iovs[i];
             h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            h.msg_control = self.controls[i * CONTROL..].as_mut_ptr().cast();
+            h.msg_controllen = CONTROL as _;
             h.msg_flags = 0;
             self.hdrs[i].msg_len = 0;
         }
@@ -57,7 +81,32 @@ impl RecvBatch {
             return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
         }
         self.filled = n as usize;
+        self.taken = (Instant::now(), SystemTime::now());
         Ok(self.filled)
+    }
+
+    /// When datagram `i` of the last receive reached the socket (the
+    /// kernel's stamp, on the monotonic clock); when it was taken if it
+    /// carries none.
+    pub fn received(&self, i: usize) -> Instant {
+        let (now, wall) = self.taken;
+        let h = &self.hdrs[i].msg_hdr;
+        // SAFETY: the kernel filled msg_control up to msg_controllen; the
+        // CMSG macros stay within it.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    let stamp = UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+                    // A stamp from the future (clock step) counts as no wait.
+                    let waited = wall.duration_since(stamp).unwrap_or_default().min(Duration::from_secs(60));
+                    return now.checked_sub(waited).unwrap_or(now);
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        now
     }
 
     /// Datagram `i` of the last receive and its source. A datagram larger

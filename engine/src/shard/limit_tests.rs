@@ -10,6 +10,7 @@ fn shard(caps: Caps) -> (Shard, Instant) {
     cfg.publish.max_publications = caps.publications_per_presentity;
     cfg.publish.max_document = caps.document_size;
     cfg.registrar.max_bindings = caps.bindings_per_aor;
+    cfg.watch.min_notify_interval = Duration::ZERO;
     cfg.caps = caps;
     (Shard::new(cfg, t0), t0)
 }
@@ -110,4 +111,49 @@ fn bindings_per_aor() {
     assert_eq!(send(&mut s, t0, register(4, "sip:a@192.0.2.2")).0, 200, "a refresh adds nothing");
     assert_eq!(s.registrar().registration(b"sip:a@example.com").unwrap().bindings.len(), 2);
     assert_eq!(limited(&s, Limit::BindingsPerAor), 1);
+}
+
+/// Overload on a fake clock: requests that waited 50 ms (above the 20 ms
+/// target) for more than 100 ms make the shard shed new REGISTER, PUBLISH
+/// and SUBSCRIBE with 503 + Retry-After, without a transaction, while an
+/// in-dialog SUBSCRIBE and the answer to a NOTIFY are still served; one
+/// request that waited less ends it.
+#[test]
+fn overload_sheds_new_work_and_keeps_dialogs() {
+    let (mut s, t0) = shard(Caps { retry_after: 3, ..Caps::default() });
+    // A dialog before the overload; its first NOTIFY is left unanswered.
+    let mut out = Outbox::default();
+    s.on_message(t0, src(), subscribe(1, "sip:w@example.net").as_bytes(), &mut out);
+    let ok = out.transmits.iter().find(|t| t.bytes.starts_with(b"SIP/2.0 200")).expect("200").bytes.clone();
+    let notify = out.transmits.iter().find(|t| t.bytes.starts_with(b"NOTIFY")).expect("NOTIFY").bytes.clone();
+    let to = Message::parse(&ok, &Limits::default()).unwrap().to().tag().unwrap().to_vec();
+    let waited = |at: Duration| (t0 + at, t0 + at - Duration::from_millis(50));
+    let send_at = |s: &mut Shard, (now, received): (Instant, Instant), req: &[u8]| {
+        let mut out = Outbox::default();
+        s.on_message_at(now, received, src(), req, &mut out);
+        out.transmits.iter().find(|t| t.bytes.starts_with(b"SIP/2.0 ")).map(|t| Message::parse(&t.bytes, &Limits::default()).unwrap().status().unwrap())
+    };
+    assert_eq!(send_at(&mut s, waited(Duration::from_millis(100)), publish(1, 5).as_bytes()), Some(200), "a queue is not overload yet");
+    assert_eq!(send_at(&mut s, waited(Duration::from_millis(210)), publish(2, 5).as_bytes()), Some(503));
+    assert!(s.is_shedding());
+    let txns = s.census().server_transactions;
+    assert_eq!(send_at(&mut s, waited(Duration::from_millis(220)), register(1, "sip:a@192.0.2.1").as_bytes()), Some(503));
+    assert_eq!(s.census().server_transactions, txns, "shed without a transaction");
+    // In-dialog requests and responses keep priority.
+    let refresh = subscribe(1, "sip:w@example.net")
+        .replace("To: <sip:a1@example.com>", &format!("To: <sip:a1@example.com>;tag={}", String::from_utf8_lossy(&to)))
+        .replace("CSeq: 1 SUBSCRIBE", "CSeq: 2 SUBSCRIBE")
+        .replace("z9hG4bKs1", "z9hG4bKs1b");
+    assert_eq!(send_at(&mut s, waited(Duration::from_millis(230)), refresh.as_bytes()), Some(200));
+    let m = Message::parse(&notify, &Limits::default()).unwrap();
+    let mut answer = Vec::new();
+    crate::sip::response_to(&mut answer, m.raw(), 200, "OK", None, None).finish(None, b"");
+    // The refresh's NOTIFY waited for this answer; taking it sends it.
+    let (now, received) = waited(Duration::from_millis(240));
+    let mut out = Outbox::default();
+    s.on_message_at(now, received, src(), &answer, &mut out);
+    assert!(out.transmits.iter().any(|t| t.bytes.starts_with(b"NOTIFY")), "the NOTIFY's answer was taken");
+    assert_eq!(s.stats().limited[Limit::Overload.index()], 2);
+    // The queue drains: served again.
+    assert_eq!(send_at(&mut s, (t0 + Duration::from_millis(300), t0 + Duration::from_millis(299)), publish(3, 5).as_bytes()), Some(200));
 }

@@ -8,6 +8,7 @@ use crate::core::capabilities;
 use crate::core::entropy::Entropy;
 use crate::core::ids;
 use crate::core::limits::{Caps, Limit};
+use crate::core::overload::{Overload, OverloadConfig};
 use crate::core::peer::{Peer, Transmit};
 use crate::core::reply::HandlerReply;
 use crate::core::transaction::{ClientOutcome, ClientTransactions, ServerKey, ServerLookup, ServerTransactions, SipTimers, TxnRef};
@@ -73,6 +74,8 @@ pub struct ShardConfig {
     pub accept: Accept,
     /// The limits on every table a peer can grow.
     pub caps: Caps,
+    /// When the shard counts as overloaded and sheds new initial requests.
+    pub overload: OverloadConfig,
     /// Presence user agents as sources (the server subscribing to them).
     pub peu: PeuConfig,
     /// Agents the configuration names; each shard takes those of the
@@ -104,6 +107,7 @@ impl ShardConfig {
             trusted: TrustList::default(),
             accept: Accept::Any,
             caps: Caps::default(),
+            overload: OverloadConfig::default(),
             peu: PeuConfig::default(),
             peu_agents: Vec::new(),
             panic_on: None,
@@ -199,6 +203,8 @@ pub struct Shard {
     deferred_notifies: VecDeque<u64>,
     /// Messages this shard sends itself, handled before a step returns.
     local: VecDeque<CoreMsg>,
+    /// Queueing delay of what arrives, and whether to shed.
+    overload: Overload,
     /// To-tags of responses outside dialogs.
     entropy: Entropy,
     stats: ShardStats,
@@ -225,6 +231,7 @@ impl Shard {
             notifies_in_flight: 0,
             deferred_notifies: VecDeque::new(),
             local: VecDeque::new(),
+            overload: Overload::new(cfg.overload),
             entropy: e,
             stats: ShardStats::default(),
             outcomes: Vec::new(),
@@ -244,7 +251,20 @@ impl Shard {
     /// A message from the network: parsed, routed to its owner (into
     /// `out.to_shards`) or handled here.
     pub fn on_message(&mut self, now: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
+        self.on_message_at(now, now, peer, bytes, out);
+    }
+
+    /// A message that arrived (in the kernel) at `received` and is handled
+    /// at `now`: the wait between is the shard's queueing delay, which
+    /// decides whether it sheds new initial requests (`core::overload`).
+    pub fn on_message_at(&mut self, now: Instant, received: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
+        self.overload.observe(now, now.saturating_duration_since(received));
         self.guarded(now, Some(bytes), out, |s, out| s.on_message_unguarded(now, peer, bytes, out));
+    }
+
+    /// Whether the shard sheds new initial requests now.
+    pub fn is_shedding(&self) -> bool {
+        self.overload.shedding()
     }
 
     /// Runs one step; a panic in it is contained at this boundary so that
@@ -290,6 +310,9 @@ impl Shard {
     fn on_message_unguarded(&mut self, now: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
         match Message::parse(bytes, &self.cfg.limits) {
             Err(e) => self.on_malformed(peer, bytes, e, out),
+            // Overloaded: new work is refused at once, before it costs a
+            // hop or a transaction; dialogs and responses go on.
+            Ok(msg) if self.overload.shedding() && is_initial(&msg) => self.refuse_statelessly(&msg, peer, self.cfg.shard, Limit::Overload, out),
             Ok(msg) => match self.owner(&msg) {
                 Some(owner) if owner != self.cfg.shard => {
                     self.stats.forwarded += 1;
@@ -806,6 +829,12 @@ impl Shard {
         out.transmits.push(Transmit { to, bytes });
         Some(code)
     }
+}
+
+/// A request that starts new work: an out-of-dialog REGISTER, PUBLISH or
+/// SUBSCRIBE (what overload control sheds).
+fn is_initial(msg: &Message<'_>) -> bool {
+    msg.is_request() && msg.to().tag().is_none() && matches!(msg.method(), Some(Method::Register | Method::Publish | Method::Subscribe))
 }
 
 /// Where and how a response to one request goes.
