@@ -39,20 +39,29 @@ pub struct Config {
 }
 
 /// Overload control: a shard whose requests wait in its socket longer than
-/// `target_ms` for a whole `interval_ms` sheds new initial requests (503
-/// with Retry-After) until one waits less again.
+/// `target_ms` for a whole `interval_ms` is overloaded until one waits
+/// less again; meanwhile new initial requests that waited past
+/// `deadline_ms` are shed, one in `refuse_every` with a 503 + Retry-After,
+/// the others dropped unanswered.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OverloadSection {
     /// Queueing delay that counts as a standing queue, ms (0: never shed).
     pub target_ms: u64,
     pub interval_ms: u64,
+    pub deadline_ms: u64,
+    pub refuse_every: u32,
 }
 
 impl Default for OverloadSection {
     fn default() -> Self {
         let o = OverloadConfig::default();
-        OverloadSection { target_ms: o.target.as_millis() as u64, interval_ms: o.interval.as_millis() as u64 }
+        OverloadSection {
+            target_ms: o.target.as_millis() as u64,
+            interval_ms: o.interval.as_millis() as u64,
+            deadline_ms: o.deadline.as_millis() as u64,
+            refuse_every: o.refuse_every,
+        }
     }
 }
 
@@ -419,7 +428,13 @@ impl Config {
     }
 
     pub fn overload_config(&self) -> OverloadConfig {
-        OverloadConfig { target: Duration::from_millis(self.overload.target_ms), interval: Duration::from_millis(self.overload.interval_ms) }
+        let o = &self.overload;
+        OverloadConfig {
+            target: Duration::from_millis(o.target_ms),
+            interval: Duration::from_millis(o.interval_ms),
+            deadline: Duration::from_millis(o.deadline_ms),
+            refuse_every: o.refuse_every.max(1),
+        }
     }
 
     /// The limits' values.

@@ -139,6 +139,9 @@ pub struct WorkerResult {
     pub timeouts: u64,
     pub unmatched: u64,
     pub latency: Histogram<u64>,
+    /// The same, of 2xx answers and of 503s only (overload runs).
+    pub latency_2xx: Histogram<u64>,
+    pub latency_503: Histogram<u64>,
     pub kinds: [KindCount; 4],
     pub setup: Option<SetupResult>,
     pub teardown: Option<SetupResult>,
@@ -296,6 +299,8 @@ impl<'a> Worker<'a> {
                 timeouts: 0,
                 unmatched: 0,
                 latency: new_histogram(),
+                latency_2xx: new_histogram(),
+                latency_503: new_histogram(),
                 kinds: [KindCount::default(); 4],
                 setup: None,
                 teardown: None,
@@ -854,6 +859,15 @@ impl<'a> Worker<'a> {
             Some((status, _)) => {
                 let us = (t.first.elapsed().as_micros() as u64).max(1);
                 let _ = self.res.latency.record(us);
+                match status {
+                    200..=299 => {
+                        let _ = self.res.latency_2xx.record(us);
+                    }
+                    503 => {
+                        let _ = self.res.latency_503.record(us);
+                    }
+                    _ => {}
+                }
                 let _ = self.window_hist.record(us);
                 *self.res.statuses.entry(status).or_insert(0) += 1;
             }

@@ -90,6 +90,9 @@ pub struct Report {
     pub errors: Errors,
     pub throughput_per_s: f64,
     pub latency_us: Latency,
+    /// Of 2xx answers only, and of 503s only (how fast overload answers).
+    pub latency_2xx_us: Latency,
+    pub latency_503_us: Latency,
     pub retransmissions: u64,
     pub unmatched: u64,
     /// NOTIFYs answered in the measured phase.
@@ -122,6 +125,7 @@ impl Report {
     pub fn build(info: RunInfo, results: &[WorkerResult]) -> Report {
         let mut latency = new_histogram();
         let mut notify_latency = new_histogram();
+        let (mut lat_2xx, mut lat_503) = (new_histogram(), new_histogram());
         let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
         let (mut sent, mut timeouts, mut retrans, mut unmatched, mut conn_errors) = (0, 0, 0, 0, 0);
         let mut notify_retrans = 0;
@@ -134,6 +138,8 @@ impl Report {
         for r in results {
             let _ = latency.add(&r.latency);
             let _ = notify_latency.add(&r.notify.latency);
+            let _ = lat_2xx.add(&r.latency_2xx);
+            let _ = lat_503.add(&r.latency_503);
             for (s, n) in &r.statuses {
                 *statuses.entry(*s).or_insert(0) += n;
             }
@@ -174,6 +180,8 @@ impl Report {
             errors: Errors { by_status, timeout: timeouts },
             throughput_per_s: ok as f64 / duration_s,
             latency_us: Latency::of(&latency),
+            latency_2xx_us: Latency::of(&lat_2xx),
+            latency_503_us: Latency::of(&lat_503),
             retransmissions: retrans,
             unmatched,
             notifies: received,

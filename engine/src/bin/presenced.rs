@@ -253,6 +253,8 @@ fn main() -> ExitCode {
             malformed = s.malformed,
             forwarded = s.forwarded,
             retransmissions = s.retransmissions,
+            limited = ?presence_engine::core::limits::Limit::ALL.iter().filter(|l| s.limited[l.index()] > 0).map(|l| (l.name(), s.limited[l.index()])).collect::<Vec<_>>(),
+            overload_dropped = s.overload_dropped,
             "shard stopped"
         );
     }

@@ -5,8 +5,13 @@ use crate::presence::pidf;
 use std::time::{Duration, Instant};
 
 fn shard(caps: Caps) -> (Shard, Instant) {
+    shard_with(caps, OverloadConfig::default())
+}
+
+fn shard_with(caps: Caps, overload: OverloadConfig) -> (Shard, Instant) {
     let t0 = Instant::now();
     let mut cfg = ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap());
+    cfg.overload = overload;
     cfg.publish.max_publications = caps.publications_per_presentity;
     cfg.publish.max_document = caps.document_size;
     cfg.registrar.max_bindings = caps.bindings_per_aor;
@@ -115,12 +120,13 @@ fn bindings_per_aor() {
 
 /// Overload on a fake clock: requests that waited 50 ms (above the 20 ms
 /// target) for more than 100 ms make the shard shed new REGISTER, PUBLISH
-/// and SUBSCRIBE with 503 + Retry-After, without a transaction, while an
-/// in-dialog SUBSCRIBE and the answer to a NOTIFY are still served; one
-/// request that waited less ends it.
+/// and SUBSCRIBE past the 40 ms deadline with 503 + Retry-After, without a
+/// transaction, while an in-dialog SUBSCRIBE and the answer to a NOTIFY
+/// are still served; one request that waited less ends it.
 #[test]
 fn overload_sheds_new_work_and_keeps_dialogs() {
-    let (mut s, t0) = shard(Caps { retry_after: 3, ..Caps::default() });
+    // Every shed request answered (one in one), to see each answer.
+    let (mut s, t0) = shard_with(Caps { retry_after: 3, ..Caps::default() }, OverloadConfig { refuse_every: 1, ..OverloadConfig::default() });
     // A dialog before the overload; its first NOTIFY is left unanswered.
     let mut out = Outbox::default();
     s.on_message(t0, src(), subscribe(1, "sip:w@example.net").as_bytes(), &mut out);
@@ -156,4 +162,31 @@ fn overload_sheds_new_work_and_keeps_dialogs() {
     assert_eq!(s.stats().limited[Limit::Overload.index()], 2);
     // The queue drains: served again.
     assert_eq!(send_at(&mut s, (t0 + Duration::from_millis(300), t0 + Duration::from_millis(299)), publish(3, 5).as_bytes()), Some(200));
+}
+
+/// Shed requests beyond the one in `refuse_every` are dropped unanswered,
+/// PUBLISH before it is even parsed; a request within the deadline is
+/// served even while overloaded.
+#[test]
+fn overload_drops_most_shed_requests() {
+    let (mut s, t0) = shard_with(Caps::default(), OverloadConfig { refuse_every: 4, ..OverloadConfig::default() });
+    let mut answers = Vec::new();
+    for i in 0..=20u32 {
+        let now = t0 + Duration::from_millis(10 * i as u64);
+        let mut out = Outbox::default();
+        s.on_message_at(now, now - Duration::from_millis(60), src(), publish(i, 5).as_bytes(), &mut out);
+        answers.push(out.transmits.first().map(|t| Message::parse(&t.bytes, &Limits::default()).unwrap().status().unwrap()));
+    }
+    // 100 ms above target: overloaded from the eleventh on.
+    assert!(answers[..10].iter().all(|a| *a == Some(200)), "{answers:?}");
+    let shed = &answers[10..];
+    assert!(s.is_shedding());
+    assert_eq!(shed.iter().filter(|a| a.is_none()).count(), 9, "{answers:?}");
+    assert_eq!(shed.iter().filter(|a| **a == Some(503)).count(), 2, "one in four answered: {answers:?}");
+    assert_eq!(s.stats().overload_dropped, 9);
+    // Waited 30 ms: overloaded still, but within the deadline.
+    let now = t0 + Duration::from_millis(220);
+    let mut out = Outbox::default();
+    s.on_message_at(now, now - Duration::from_millis(30), src(), publish(99, 5).as_bytes(), &mut out);
+    assert!(out.transmits[0].bytes.starts_with(b"SIP/2.0 200"));
 }

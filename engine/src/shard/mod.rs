@@ -8,7 +8,7 @@ use crate::core::capabilities;
 use crate::core::entropy::Entropy;
 use crate::core::ids;
 use crate::core::limits::{Caps, Limit};
-use crate::core::overload::{Overload, OverloadConfig};
+use crate::core::overload::{Overload, OverloadConfig, Verdict};
 use crate::core::peer::{Peer, Transmit};
 use crate::core::reply::HandlerReply;
 use crate::core::transaction::{ClientOutcome, ClientTransactions, ServerKey, ServerLookup, ServerTransactions, SipTimers, TxnRef};
@@ -129,6 +129,9 @@ pub struct ShardStats {
     pub shed: u64,
     /// Steps that panicked and were contained (see `Shard::guarded`).
     pub panics: u64,
+    /// New initial requests dropped unanswered under overload, having
+    /// waited past the drop threshold (four times the delay target).
+    pub overload_dropped: u64,
     /// Requests answered by a limit, per limit (`Limit::index`).
     pub limited: [u64; Limit::ALL.len()],
 }
@@ -308,19 +311,36 @@ impl Shard {
     }
 
     fn on_message_unguarded(&mut self, now: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
+        // Overloaded: new work past the deadline is shed before it costs a
+        // hop or a transaction, PUBLISH and REGISTER (never in a dialog)
+        // before they cost even a parse; dialogs and responses go on.
+        let mut verdict = Verdict::Serve;
+        if self.overload.shedding() && (bytes.starts_with(b"PUBLISH ") || bytes.starts_with(b"REGISTER ")) {
+            verdict = self.overload.verdict();
+        }
+        if verdict == Verdict::Drop {
+            self.stats.overload_dropped += 1;
+            return;
+        }
         match Message::parse(bytes, &self.cfg.limits) {
             Err(e) => self.on_malformed(peer, bytes, e, out),
-            // Overloaded: new work is refused at once, before it costs a
-            // hop or a transaction; dialogs and responses go on.
-            Ok(msg) if self.overload.shedding() && is_initial(&msg) => self.refuse_statelessly(&msg, peer, self.cfg.shard, Limit::Overload, out),
-            Ok(msg) => match self.owner(&msg) {
-                Some(owner) if owner != self.cfg.shard => {
-                    self.stats.forwarded += 1;
-                    let fwd = Forward { peer, received_on: self.cfg.shard, bytes: bytes.to_vec() };
-                    out.to_shards.push((owner, CoreMsg::Forward(fwd)));
+            Ok(msg) => {
+                if verdict == Verdict::Serve && self.overload.shedding() && msg.method() == Some(Method::Subscribe) && is_initial(&msg) {
+                    verdict = self.overload.verdict();
                 }
-                _ => self.on_owned(now, peer, &msg, self.cfg.shard, out),
-            },
+                match verdict {
+                    Verdict::Drop => self.stats.overload_dropped += 1,
+                    Verdict::Refuse => self.refuse_statelessly(&msg, peer, self.cfg.shard, Limit::Overload, out),
+                    Verdict::Serve => match self.owner(&msg) {
+                        Some(owner) if owner != self.cfg.shard => {
+                            self.stats.forwarded += 1;
+                            let fwd = Forward { peer, received_on: self.cfg.shard, bytes: bytes.to_vec() };
+                            out.to_shards.push((owner, CoreMsg::Forward(fwd)));
+                        }
+                        _ => self.on_owned(now, peer, &msg, self.cfg.shard, out),
+                    },
+                }
+            }
         }
         self.drain_local(now, out);
     }
