@@ -245,6 +245,13 @@ pub struct LimitsConfig {
     pub bindings_per_aor: usize,
     /// Retry-After of every 503 for capacity, seconds.
     pub retry_after_seconds: u32,
+    /// Bytes waiting for one TCP peer; a peer that does not read and lets
+    /// more pile up is closed.
+    pub tcp_max_queued_bytes: usize,
+    /// A TCP connection with no traffic for this long is closed, seconds
+    /// (above the longest registration and subscription, so that a client
+    /// that only refreshes keeps its connection).
+    pub tcp_idle_timeout_seconds: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -314,6 +321,8 @@ impl Default for LimitsConfig {
             document_size: c.document_size,
             bindings_per_aor: c.bindings_per_aor,
             retry_after_seconds: c.retry_after,
+            tcp_max_queued_bytes: 4 << 20,
+            tcp_idle_timeout_seconds: 7500,
         }
     }
 }

@@ -118,3 +118,50 @@ Call-ID: lim-reg\r\nCSeq: {cseq} REGISTER\r\nContact: <{contact}>\r\nContent-Len
     assert_eq!(status(&c.send(&reg(&c, "sip:lim@192.0.2.1", 1))), 200);
     assert_eq!(status(&c.send(&reg(&c, "sip:lim@192.0.2.2", 2))), 403);
 }
+
+/// A TCP peer that sends requests but never reads its answers: once more
+/// than `tcp_max_queued_bytes` wait for it, the server closes the
+/// connection instead of queueing without end.
+#[test]
+fn a_tcp_peer_that_never_reads_is_closed() {
+    use std::io::Write;
+    let cfg = config_file("edge-tcp-queue", "[limits]\ntcp_max_queued_bytes = 65536\n");
+    let srv = Presenced::start(1, &["--config", &cfg]);
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&srv.addr.into()).unwrap();
+    let mut stream: std::net::TcpStream = sock.into();
+    stream.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+    let local = stream.local_addr().unwrap();
+    // Answers pile up in the kernel's buffers first, then in the server's
+    // queue; keep asking until the server gives up on the connection.
+    let mut closed = false;
+    for i in 0..200_000 {
+        let req = options("sip:edge@example.com", &format!("TCP {local};branch=z9hG4bKnr{i}"), &format!("nr-{i}"));
+        if stream.write_all(&req).is_err() {
+            closed = true;
+            break;
+        }
+        if i % 1000 == 999 && srv.logged("TCP peer does not read; connection closed").len() == 1 {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the server kept queueing for a peer that does not read");
+    srv.wait_matching("TCP peer does not read; connection closed", 1, WAIT, |_| true);
+}
+
+/// A TCP connection with no traffic for the idle timeout is closed.
+#[test]
+fn an_idle_tcp_connection_is_closed() {
+    use std::io::Read;
+    let cfg = config_file("edge-tcp-idle", "[limits]\ntcp_idle_timeout_seconds = 1\n");
+    let srv = Presenced::start(1, &["--config", &cfg]);
+    let mut stream = tcp_connect(srv.addr);
+    stream.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = stream.read(&mut buf).expect("closed, not timed out");
+    assert_eq!(n, 0, "end of stream");
+    assert!(start.elapsed() >= Duration::from_millis(900), "closed after {:?}, before the timeout", start.elapsed());
+}

@@ -10,7 +10,6 @@ use crate::core::outbound::{Offer, Outbound};
 use crate::core::{ConnId, Transmit, Transport};
 use crate::shard::{CoreMsg, Event, Outbox, Shard, ShardConfig, ShardStats};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
-use glommio::channels::local_channel::LocalSender;
 use glommio::net::UdpSocket;
 use glommio::{GlommioError, ResourceType};
 use std::cell::{Cell, RefCell};
@@ -48,7 +47,7 @@ pub(crate) struct Runtime {
     udp_fd: RawFd,
     udp_out: RefCell<SendBatch>,
     /// Writers of the TCP connections this shard accepted.
-    pub conns: RefCell<HashMap<ConnId, LocalSender<Vec<u8>>>>,
+    pub conns: RefCell<HashMap<ConnId, super::tcp::ConnWriter>>,
     pub next_conn: Cell<u64>,
     mesh: Option<Senders<ShardMsg>>,
     /// Messages for shards whose queue was full, in order; while any wait,
@@ -285,11 +284,18 @@ impl Runtime {
 
     /// Queues bytes on one of this shard's TCP connections; a connection
     /// that has closed drops them.
+    /// A peer that does not read, so that more than
+    /// `tcp_max_queued_bytes` wait for it, is closed (its bytes dropped).
     pub fn write_tcp(&self, t: Transmit) {
-        match self.conns.borrow().get(&t.to.conn) {
-            Some(w) => {
-                let _ = w.try_send(t.bytes);
+        let max = self.cfg.limits.tcp_max_queued_bytes;
+        let mut conns = self.conns.borrow_mut();
+        match conns.get(&t.to.conn) {
+            Some(w) if w.queued.get() + t.bytes.len() > max => {
+                tracing::warn!(shard = self.id, peer = %t.to.addr, queued = w.queued.get(), "TCP peer does not read; connection closed");
+                w.close();
+                conns.remove(&t.to.conn);
             }
+            Some(w) => w.send(t.bytes),
             None => tracing::debug!(shard = self.id, peer = %t.to.addr, "TCP connection gone; message dropped"),
         }
     }
@@ -350,6 +356,9 @@ fn log_event(shard: u16, e: &Event) {
         }
         Event::Watcher { aor, state } => {
             tracing::debug!(target: "presenced::presence", shard, aor = aor.as_str(), state, "watcher");
+        }
+        Event::OversizeNotify { size } => {
+            tracing::warn!(shard, size, "a NOTIFY above the path MTU went over UDP (watcher reached over UDP); further ones are only counted");
         }
         Event::Agent { aor, uri, state, status } => {
             tracing::debug!(target: "presenced::presence", shard, aor = aor.as_str(), agent = uri.as_str(), state, status, "presence agent");

@@ -8,13 +8,38 @@ use super::runtime::Runtime;
 use crate::core::{ConnId, Peer, Transmit};
 use crate::sip::{Frame, StreamFramer};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::channels::local_channel;
+use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
+use std::cell::Cell;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
+use std::time::Duration;
 use std::time::Instant;
 
 const READ_CHUNK: usize = 16 * 1024;
+
+/// The sending side of one connection: its queue, the bytes waiting in it
+/// (a limit), and its socket, to close a peer that does not read.
+pub(crate) struct ConnWriter {
+    tx: LocalSender<Vec<u8>>,
+    pub queued: Rc<Cell<usize>>,
+    fd: RawFd,
+}
+
+impl ConnWriter {
+    pub fn send(&self, bytes: Vec<u8>) {
+        self.queued.set(self.queued.get() + bytes.len());
+        let _ = self.tx.try_send(bytes);
+    }
+
+    /// Shuts the socket down both ways: the writer blocked on a peer that
+    /// does not read fails, and the reader ends.
+    pub fn close(&self) {
+        // SAFETY: the fd is the connection's, open while its tasks run.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+    }
+}
 
 pub(crate) async fn accept_loop(rt: Rc<Runtime>, listener: socket2::Socket) {
     // SAFETY: the fd comes from a listening socket we own; ownership moves.
@@ -42,26 +67,41 @@ pub(crate) async fn accept_loop(rt: Rc<Runtime>, listener: socket2::Socket) {
 }
 
 async fn serve(rt: Rc<Runtime>, stream: TcpStream, peer: Peer) {
+    let fd = stream.as_raw_fd();
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let (tx, rx) = local_channel::new_unbounded::<Vec<u8>>();
-    rt.conns.borrow_mut().insert(peer.conn, tx);
+    let queued = Rc::new(Cell::new(0usize));
+    rt.conns.borrow_mut().insert(peer.conn, ConnWriter { tx, queued: queued.clone(), fd });
     tracing::debug!(shard = rt.id, peer = %peer.addr, "TCP connection open");
     let writer_task = glommio::spawn_local(async move {
         while let Some(bytes) = rx.recv().await {
-            if writer.write_all(&bytes).await.is_err() {
+            let ok = writer.write_all(&bytes).await.is_ok();
+            queued.set(queued.get().saturating_sub(bytes.len()));
+            if !ok {
                 break;
             }
         }
         let _ = writer.close().await;
     });
+    let idle = Duration::from_secs(rt.cfg.limits.tcp_idle_timeout_seconds.max(1));
 
     let mut framer = StreamFramer::new(rt.cfg.parse_limits());
     'read: loop {
         rt.wait_while_holding().await;
         let space = framer.read_space(READ_CHUNK);
-        let n = match reader.read(space).await {
-            Ok(0) | Err(_) => 0,
-            Ok(n) => n,
+        // A connection silent for the idle timeout is closed (RFC 5626
+        // keep-alives, a CRLF pair, count as traffic).
+        let read = async { reader.read(space).await.unwrap_or(0) };
+        let timed_out = async {
+            glommio::timer::sleep(idle).await;
+            usize::MAX
+        };
+        let n = match futures_lite::future::or(read, timed_out).await {
+            usize::MAX => {
+                tracing::debug!(shard = rt.id, peer = %peer.addr, "TCP connection idle; closed");
+                0
+            }
+            n => n,
         };
         framer.commit(n, READ_CHUNK);
         if n == 0 {

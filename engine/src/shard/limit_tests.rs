@@ -34,14 +34,18 @@ fn send(s: &mut Shard, now: Instant, req: String) -> (u16, Option<String>) {
 }
 
 fn publish(n: u32, note_len: usize) -> String {
+    publish_to("sip:a@example.com", n, note_len)
+}
+
+fn publish_to(aor: &str, n: u32, note_len: usize) -> String {
     let doc = format!(
-        "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:a@example.com\"><tuple id=\"t{n}\"><status><basic>open</basic></status><note>{}</note></tuple></presence>",
+        "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{aor}\"><tuple id=\"t{n}\"><status><basic>open</basic></status><note>{}</note></tuple></presence>",
         "x".repeat(note_len)
     );
     pidf::parse(doc.as_bytes()).expect("valid");
     format!(
-        "PUBLISH sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKp{n}\r\nMax-Forwards: 70\r\nFrom: <sip:a@example.com>;tag=p\r\n\
-To: <sip:a@example.com>\r\nCall-ID: p{n}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nContent-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{doc}",
+        "PUBLISH {aor} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKp{n}\r\nMax-Forwards: 70\r\nFrom: <{aor}>;tag=p\r\n\
+To: <{aor}>\r\nCall-ID: p{n}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nContent-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{doc}",
         doc.len()
     )
 }
@@ -189,4 +193,31 @@ fn overload_drops_most_shed_requests() {
     let mut out = Outbox::default();
     s.on_message_at(now, now - Duration::from_millis(30), src(), publish(99, 5).as_bytes(), &mut out);
     assert!(out.transmits[0].bytes.starts_with(b"SIP/2.0 200"));
+}
+
+/// A NOTIFY above the path MTU to a watcher reached over UDP is sent,
+/// counted, and reported once per shard.
+#[test]
+fn oversize_udp_notifies_are_counted_and_reported_once() {
+    let (mut s, t0) = shard(Caps::default());
+    let mut out = Outbox { events_off: true, ..Outbox::default() };
+    let big = publish_to("sip:a1@example.com", 1, 3000);
+    s.on_message(t0, src(), big.as_bytes(), &mut out);
+    for n in [1, 2] {
+        s.on_message(
+            t0,
+            src(),
+            subscribe(1, &format!("sip:w{n}@example.net"))
+                .replace("Call-ID: s1", &format!("Call-ID: big{n}"))
+                .replace("z9hG4bKs1", &format!("z9hG4bKbig{n}"))
+                .as_bytes(),
+            &mut out,
+        );
+    }
+    let notifies: Vec<_> = out.transmits.iter().filter(|t| t.bytes.starts_with(b"NOTIFY")).collect();
+    assert_eq!(notifies.len(), 2);
+    let firsts: Vec<String> = out.transmits.iter().map(|t| String::from_utf8_lossy(&t.bytes[..t.bytes.len().min(60)]).into_owned()).collect();
+    assert!(notifies.iter().all(|t| t.bytes.len() > 3000), "sent whole: {firsts:?}");
+    assert_eq!(s.stats().oversize_udp_notifies, 2);
+    assert_eq!(out.events.iter().filter(|e| matches!(e, Event::OversizeNotify { .. })).count(), 1);
 }

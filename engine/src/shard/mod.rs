@@ -129,6 +129,8 @@ pub struct ShardStats {
     pub shed: u64,
     /// Steps that panicked and were contained (see `Shard::guarded`).
     pub panics: u64,
+    /// NOTIFYs sent over UDP above the path MTU (see `watch.rs`).
+    pub oversize_udp_notifies: u64,
     /// New initial requests dropped unanswered under overload, having
     /// waited past the drop threshold (four times the delay target).
     pub overload_dropped: u64,

@@ -95,6 +95,9 @@ pub enum Event {
     /// state (subscribing, active, backoff, refused, closing, idle,
     /// removed); `status` is the response that moved it, if any.
     Agent { aor: String, uri: String, state: &'static str, status: u16 },
+    /// A NOTIFY above the path MTU went over UDP (logged once per shard;
+    /// pushed even when events are off).
+    OversizeNotify { size: usize },
     /// A response that matched nothing we sent.
     StrayResponse { status: u16 },
     /// A step panicked and was contained; `call_id` of the message, if it

@@ -415,6 +415,16 @@ impl Shard {
         let seq = self.client.new_branch(&mut branch);
         let mut bytes = Vec::with_capacity(1024);
         let Some(to) = self.subscriptions.write_notify(now, id, &branch, end, neutral, &mut bytes) else { return };
+        if to.transport == crate::core::peer::Transport::Udp && bytes.len() > UDP_PATH_MTU {
+            // RFC 3261 18.1.1 would move it to TCP, but the server opens no
+            // connections: a watcher reached over UDP gets it over UDP
+            // (fragmented). Counted; logged once per shard.
+            if self.stats.oversize_udp_notifies == 0 {
+                let size = bytes.len();
+                out.events.push(Event::OversizeNotify { size });
+            }
+            self.stats.oversize_udp_notifies += 1;
+        }
         let t = self.client.start(seq, Transmit { to, bytes }, b"NOTIFY", ClientCtx::Notify(id), now);
         self.notifies_in_flight += 1;
         out.transmits.push(t);
@@ -481,6 +491,10 @@ impl Shard {
         self.notify_ready(now, ready, out);
     }
 }
+
+/// NOTIFYs larger than this over UDP may be fragmented on the path
+/// (RFC 3261 18.1.1: 200 bytes below a 1500-byte MTU).
+const UDP_PATH_MTU: usize = 1300;
 
 /// The document a watcher sees when there is nothing to show (or it is
 /// politely blocked): one closed tuple.
