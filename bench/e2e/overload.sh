@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Overload control, measured: presenced with one shard pinned to CPU 0,
-# busy loops sharing that core (HOGS, default 3: the shard gets about a
-# quarter of it), loadgen pinned to CPU 1.
+# busy loops sharing that core (HOGS, default 1: the shard gets half of it),
+# loadgen pinned to CPU 1. For each client kind in MODES, on a fresh server:
 #   1. capacity: closed-loop PUBLISH for 10 s;
-#   2. overload: open-loop PUBLISH at 2x that capacity for SECONDS (30);
-#   3. recovery: open-loop at 0.3x capacity for 2 s right after, then 5 s more.
-# Prints goodput against capacity, p99 of 2xx and of 503 answers, 503s,
-# the server's RSS before, during and after, and the recovery latency, with
-# the issue's targets beside them. JSON reports land in $OUT.
+#   2. warm: open loop at 0.9x capacity for 33 s, so that the transactions
+#      kept for Timer J (32 s) are at their steady state before RSS is read;
+#   3. overload: open-loop PUBLISH at 2x capacity for SECONDS (30);
+#   4. recovery: open loop at 0.3x capacity for 2 s right after, then 5 s.
+# Client kinds:
+#   rfc7339  loadgen --overload-control: the clients ask for RFC 7339
+#            loss-based feedback and hold back what the server says (as an
+#            S-CSCF that implements it would); offered = sent + held back;
+#   plain    clients that ignore feedback: the server sheds by itself;
+#   off      plain clients and overload control off (--overload-target-ms 0).
+# Prints goodput against capacity, p99 of 2xx and of 503 answers, the
+# server's RSS after warming, at its peak and after, and the recovery
+# latency, with the issue's targets beside them. JSON reports land in $OUT.
 #
-#   bench/e2e/overload.sh [SECONDS] [USERS]
+#   bench/e2e/overload.sh [SECONDS] [USERS]     MODES="rfc7339 plain off" HOGS=1
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-30}
@@ -18,43 +26,57 @@ out=${OUT:-target/e2e}
 port=${PORT:-5094}
 mkdir -p "$out"
 cargo build --release -q -p loadgen -p presence-engine
-lg="taskset -c 1 target/release/loadgen --target 127.0.0.1:$port --scenario publish --users $users --threads 1 --quiet"
 
 # Timer J keeps every transaction 32 s: at saturation that is far above
 # the default transaction limit, which would answer 503 for capacity.
 printf '[limits]\nserver_transactions_per_shard = 8000000\n%b' "${EXTRA_TOML:-}" >"$out/overload.toml"
-taskset -c 0 target/release/presenced --config "$out/overload.toml" --listen "127.0.0.1:$port" --shards 1 --log-level info ${PRESENCED_FLAGS:-} >"$out/overload-presenced.log" 2>&1 &
-pid=$!
-# HOGS busy loops share the shard's core (default 3: the shard gets about a
-# quarter of it), so that one loadgen thread can offer twice what it serves.
-hogs=""
-for _ in $(seq "${HOGS:-3}"); do taskset -c 0 sh -c 'while :; do :; done' & hogs="$hogs $!"; done
-trap 'kill $hogs 2>/dev/null; kill -INT $pid 2>/dev/null || true' EXIT
-sleep 1
-rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$pid/status"; }
 j() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 
-$lg --max-outstanding 64 --duration 10 --report "$out/overload-capacity.json" >/dev/null
-cap=$(j "$out/overload-capacity.json" "round(r['throughput_per_s'])")
-echo "capacity (closed loop, shard sharing its core with ${HOGS:-3} busy loops): $cap PUBLISH/s"
-rss_before=$(rss)
-rate=$((cap * 2))
-( peak=0; while kill -0 $pid 2>/dev/null; do r=$(rss); [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" >"$out/overload-rss-peak"; sleep 1; done ) &
-sampler=$!
-$lg --rate "$rate" --ramp 1 --duration "$secs" --report "$out/overload-2x.json" >/dev/null
-$lg --rate $((cap * 3 / 10)) --ramp 0 --duration 2 --report "$out/overload-recovery-2s.json" >/dev/null
-$lg --rate $((cap * 3 / 10)) --ramp 0 --duration 5 --report "$out/overload-after.json" >/dev/null
-kill $sampler 2>/dev/null || true
-rss_after=$(rss)
-peak=$(cat "$out/overload-rss-peak" 2>/dev/null || echo "$rss_after")
+one_run() {
+  local mode=$1 flags="" lgflags=""
+  case $mode in
+    rfc7339) lgflags="--overload-control" ;;
+    plain) ;;
+    off) flags="--overload-target-ms 0" ;;
+    *) echo "unknown mode $mode" >&2; return 1 ;;
+  esac
+  local lg="taskset -c 1 target/release/loadgen --target 127.0.0.1:$port --scenario publish --users $users --threads 1 --quiet"
+  taskset -c 0 target/release/presenced --config "$out/overload.toml" --listen "127.0.0.1:$port" --shards 1 --log-level info $flags ${PRESENCED_FLAGS:-} >"$out/overload-$mode-presenced.log" 2>&1 &
+  local pid=$! hogs=""
+  # HOGS busy loops share the shard's core: with one, the shard gets half.
+  for _ in $(seq "${HOGS:-1}"); do taskset -c 0 sh -c 'while :; do :; done' & hogs="$hogs $!"; done
+  trap "kill $hogs 2>/dev/null; kill -INT $pid 2>/dev/null || true" EXIT
+  sleep 1
+  rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$pid/status"; }
 
-f="$out/overload-2x.json"
-echo "offered $rate/s for $secs s:"
-echo "  goodput $(j "$f" "round(r['throughput_per_s'])")/s = $(j "$f" "f\"{r['throughput_per_s']/$cap:.0%}\"") of capacity (target >= 90 %)"
-echo "  2xx p99 $(j "$f" "r['latency_2xx_us']['p99']/1000") ms (target <= 50), p50 $(j "$f" "r['latency_2xx_us']['p50']/1000") ms"
-echo "  503s $(j "$f" "r['errors']['by_status'].get('503', 0)"), p99 $(j "$f" "r['latency_503_us']['p99']/1000") ms (target <= 5)"
-echo "  timeouts $(j "$f" "r['errors']['timeout']"), retransmissions $(j "$f" "r['retransmissions']")"
-echo "RSS MiB: before $rss_before, peak $peak, after $rss_after (target: flat)"
-echo "recovery at 0.3x: first 2 s 2xx p99 $(j "$out/overload-recovery-2s.json" "r['latency_2xx_us']['p99']/1000") ms, next 5 s p99 $(j "$out/overload-after.json" "r['latency_2xx_us']['p99']/1000") ms"
-kill -INT "$pid"; wait "$pid" 2>/dev/null || true
-grep "shard stopped" "$out/overload-presenced.log" | tail -1
+  $lg --max-outstanding 64 --duration 10 --report "$out/overload-$mode-capacity.json" >/dev/null
+  local cap; cap=$(j "$out/overload-$mode-capacity.json" "round(r['throughput_per_s'])")
+  $lg --rate $((cap * 9 / 10)) --ramp 0 --duration 33 $lgflags --report "$out/overload-$mode-warm.json" >/dev/null
+  local rss_before; rss_before=$(rss)
+  local rate=$((cap * 2))
+  rm -f "$out/overload-rss-peak"
+  ( peak=0; while kill -0 $pid 2>/dev/null; do r=$(rss); [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" >"$out/overload-rss-peak"; sleep 1; done ) &
+  local sampler=$!
+  $lg --rate "$rate" --ramp 1 --duration "$secs" $lgflags --report "$out/overload-$mode-2x.json" >/dev/null
+  $lg --rate $((cap * 3 / 10)) --ramp 0 --duration 2 $lgflags --report "$out/overload-$mode-recovery-2s.json" >/dev/null
+  $lg --rate $((cap * 3 / 10)) --ramp 0 --duration 5 $lgflags --report "$out/overload-$mode-after.json" >/dev/null
+  kill $sampler 2>/dev/null || true
+  local rss_after; rss_after=$(rss)
+  local peak; peak=$(cat "$out/overload-rss-peak" 2>/dev/null || echo "$rss_after")
+
+  local f="$out/overload-$mode-2x.json"
+  echo "== $mode clients: capacity (closed loop, shard sharing its core with ${HOGS:-1} busy loop(s)) $cap PUBLISH/s"
+  echo "  offered $rate/s for $secs s: sent $(j "$f" "r['sent']"), held back at the client $(j "$f" "r['throttled']")"
+  echo "  goodput $(j "$f" "round(r['throughput_per_s'])")/s = $(j "$f" "f\"{r['throughput_per_s']/$cap:.0%}\"") of capacity (target >= 90 %)"
+  echo "  2xx p50 $(j "$f" "r['latency_2xx_us']['p50']/1000") ms, p99 $(j "$f" "r['latency_2xx_us']['p99']/1000") ms (target <= 50)"
+  echo "  503s $(j "$f" "r['errors']['by_status'].get('503', 0)"), p99 $(j "$f" "r['latency_503_us']['p99']/1000") ms (target <= 5)"
+  echo "  timeouts $(j "$f" "r['errors']['timeout']"), retransmissions $(j "$f" "r['retransmissions']")"
+  echo "  server RSS MiB: warm $rss_before, peak $peak, after $rss_after (target: flat)"
+  echo "  recovery at 0.3x: first 2 s 2xx p99 $(j "$out/overload-$mode-recovery-2s.json" "r['latency_2xx_us']['p99']/1000") ms, next 5 s p99 $(j "$out/overload-$mode-after.json" "r['latency_2xx_us']['p99']/1000") ms"
+  kill $hogs 2>/dev/null || true
+  kill -INT "$pid"; wait "$pid" 2>/dev/null || true
+  trap - EXIT
+  echo "  $(grep "shard stopped" "$out/overload-$mode-presenced.log" | tail -1)"
+}
+
+for mode in ${MODES:-rfc7339 plain}; do one_run "$mode"; done

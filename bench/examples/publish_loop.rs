@@ -23,7 +23,7 @@ fn main() {
     let mut shard = bench::presence::shard();
     let mut out = Outbox { events_off: true, ..Outbox::default() };
     let peer = Peer::udp("127.0.0.1:42267".parse().unwrap());
-    let ctx = Ctx { domain: "example.com", run: 1, transport: TransportKind::Udp, local: peer.addr };
+    let ctx = Ctx { domain: "example.com", run: 1, transport: TransportKind::Udp, local: peer.addr, oc: false };
     // Requests are built up front so the loop measures the server only.
     let mut etags: Vec<Option<String>> = vec![None; users];
     let t = Instant::now();

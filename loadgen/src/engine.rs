@@ -14,6 +14,7 @@ use crate::profile::Profile;
 use crate::scenario::{self, Ctx, Kind, Marker, PuaDialog, Scenario};
 use crate::transport::{Incoming, Transport, TransportKind};
 use hdrhistogram::Histogram;
+use presence_engine::sip::oc::OcFeedback;
 use presence_engine::sip::{HeaderName, Limits, Message};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -74,6 +75,9 @@ pub struct WorkerConfig {
     /// `publish`: every Nth PUBLISH of a user with an entity tag is a
     /// refresh (no body); 0 never.
     pub refresh_every: u32,
+    /// Act as an RFC 7339 client: ask for overload control in the Via and
+    /// hold back the share of new requests the server says.
+    pub overload_control: bool,
 }
 
 /// What workers share: live counters for the progress line, the latest
@@ -151,6 +155,9 @@ pub struct WorkerResult {
     pub connection_errors: u64,
     /// PUBLISH refreshes among the PUBLISHes sent.
     pub publish_refreshes: u64,
+    /// New requests held back at this client on the server's RFC 7339
+    /// feedback (never sent; counted apart from `sent`).
+    pub throttled: u64,
 }
 
 /// Compact per-user state: a million users fit in tens of MiB.
@@ -277,6 +284,8 @@ struct Worker<'a> {
     last_progress: Instant,
     last_tick: Instant,
     last_message: Instant,
+    /// The server's latest RFC 7339 feedback and until when it holds.
+    oc: Option<(OcFeedback, Instant)>,
 }
 
 impl<'a> Worker<'a> {
@@ -308,7 +317,9 @@ impl<'a> Worker<'a> {
                 notify: check::NotifyStats::new(),
                 connection_errors: 0,
                 publish_refreshes: 0,
+                throttled: 0,
             },
+            oc: None,
             window_hist: new_histogram(),
             limits: Limits::default(),
             data: Vec::with_capacity(1 << 16),
@@ -472,6 +483,12 @@ impl<'a> Worker<'a> {
                 let Some(a) = self.next_action(&mut source) else {
                     break;
                 };
+                if self.held_back(&a, now) {
+                    self.res.throttled += 1;
+                    started += 1;
+                    issued += 1;
+                    continue;
+                }
                 self.start(a, false);
                 started += 1;
                 issued += 1;
@@ -648,7 +665,30 @@ impl<'a> Worker<'a> {
 
     fn ctx(&self, flow: usize) -> Ctx<'a> {
         let cfg: &'a WorkerConfig = self.cfg;
-        Ctx { domain: &cfg.domain, run: self.shared.run, transport: self.cfg.transport, local: self.net.local(flow) }
+        Ctx { domain: &cfg.domain, run: self.shared.run, transport: self.cfg.transport, local: self.net.local(flow), oc: cfg.overload_control }
+    }
+
+    /// RFC 7339 loss algorithm at the client: while the server's feedback
+    /// holds, each new request (REGISTER, PUBLISH, a new SUBSCRIBE) is held
+    /// back with the probability it asked for; requests in a dialog (agent
+    /// NOTIFYs, unsubscribes) always go.
+    fn held_back(&mut self, action: &Action, now: Instant) -> bool {
+        let new_work = matches!(action, Action::Register(_) | Action::Publish(_) | Action::Subscribe { .. });
+        match self.oc {
+            Some((f, until)) if new_work && now < until && f.loss_pct > 0 => self.random() % 100 < f.loss_pct as u64,
+            _ => false,
+        }
+    }
+
+    /// Keeps the newest feedback a response carries (by `oc-seq`).
+    fn take_feedback(&mut self, msg: &Message<'_>) {
+        let Some(f) = OcFeedback::read(msg.via()) else {
+            return;
+        };
+        if self.oc.is_some_and(|(old, _)| old.seq_ms >= f.seq_ms && old != f) {
+            return;
+        }
+        self.oc = Some((f, Instant::now() + Duration::from_millis(f.validity_ms as u64)));
     }
 
     /// Sends the first copy of a new transaction; `setup` ones (standing
@@ -747,6 +787,9 @@ impl<'a> Worker<'a> {
             return self.on_request(&msg, flow, from);
         }
         let status = msg.status().unwrap_or(0);
+        if self.cfg.overload_control {
+            self.take_feedback(&msg);
+        }
         let Some(b) = msg.via().branch().and_then(scenario::parse_branch).filter(|b| self.txns.contains_key(b)) else {
             self.res.unmatched += 1;
             return;

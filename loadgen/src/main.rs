@@ -114,6 +114,12 @@ struct RunArgs {
     /// SIP timer T1 in milliseconds (retransmission base).
     #[arg(long, value_name = "MS", default_value_t = 500)]
     t1_ms: u64,
+    /// Act as an RFC 7339 client (as an S-CSCF would): ask for loss-based
+    /// overload control in every Via and hold back, before sending, the
+    /// share of new requests the server's feedback names. Held-back
+    /// requests are reported as `throttled`, apart from `sent`.
+    #[arg(long)]
+    overload_control: bool,
     /// No live progress line.
     #[arg(long)]
     quiet: bool,
@@ -166,6 +172,7 @@ fn run(args: &RunArgs, target: SocketAddr) -> Result<Report, String> {
                 pidf_sample: args.pidf_sample.max(1),
                 teardown: !args.keep_subscriptions,
                 refresh_every: if scenario == Scenario::Publish { args.refresh_every } else { 0 },
+                overload_control: args.overload_control,
             };
             let shared = shared.clone();
             std::thread::Builder::new().name(format!("loadgen-{w}")).spawn(move || engine::run_worker(cfg, w, shared)).unwrap()

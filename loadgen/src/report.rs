@@ -94,6 +94,9 @@ pub struct Report {
     pub latency_2xx_us: Latency,
     pub latency_503_us: Latency,
     pub retransmissions: u64,
+    /// New requests held back at the client on RFC 7339 feedback
+    /// (`--overload-control`); offered = sent + throttled.
+    pub throttled: u64,
     pub unmatched: u64,
     /// NOTIFYs answered in the measured phase.
     pub notifies: u64,
@@ -127,7 +130,7 @@ impl Report {
         let mut notify_latency = new_histogram();
         let (mut lat_2xx, mut lat_503) = (new_histogram(), new_histogram());
         let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
-        let (mut sent, mut timeouts, mut retrans, mut unmatched, mut conn_errors) = (0, 0, 0, 0, 0);
+        let (mut sent, mut timeouts, mut retrans, mut unmatched, mut conn_errors, mut throttled) = (0, 0, 0, 0, 0, 0);
         let mut notify_retrans = 0;
         let refreshes: u64 = results.iter().map(|r| r.publish_refreshes).sum();
         let (mut received, mut validated, mut mismatches, mut examples) = (0, 0, 0, Vec::new());
@@ -146,6 +149,7 @@ impl Report {
             sent += r.sent;
             timeouts += r.timeouts;
             retrans += r.retransmissions;
+            throttled += r.throttled;
             unmatched += r.unmatched;
             conn_errors += r.connection_errors;
             received += r.notify.received;
@@ -183,6 +187,7 @@ impl Report {
             latency_2xx_us: Latency::of(&lat_2xx),
             latency_503_us: Latency::of(&lat_503),
             retransmissions: retrans,
+            throttled,
             unmatched,
             notifies: received,
             notify: NotifyReport {
@@ -244,6 +249,9 @@ throughput {:.0}/s; latency µs p50 {} p90 {} p99 {} p99.9 {} max {}\n",
             for e in &n.mismatch_examples {
                 out += &format!("  mismatch: {e}\n");
             }
+        }
+        if self.throttled > 0 {
+            out += &format!("held back at the client on the server's overload feedback (RFC 7339): {}\n", self.throttled);
         }
         if let Some(t) = &self.teardown {
             out += &format!("teardown: {} subscriptions ended, {} left open\n", t.ok, t.failed);

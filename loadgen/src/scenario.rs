@@ -89,6 +89,8 @@ pub struct Ctx<'a> {
     pub transport: TransportKind,
     /// The sending flow's local address (Via sent-by and Contact).
     pub local: SocketAddr,
+    /// Ask for RFC 7339 loss-based overload control in every Via.
+    pub oc: bool,
 }
 
 /// The Via branch of transaction `n`; responses are matched by it.
@@ -105,7 +107,8 @@ pub fn aor(u: usize, domain: &str) -> String {
 
 impl Ctx<'_> {
     fn via(&self, branch: u64) -> String {
-        format!("SIP/2.0/{} {};rport;branch=z9hG4bK-lg{branch:x}", self.transport.via(), self.local)
+        let oc = if self.oc { ";oc;oc-algo=\"loss\"" } else { "" };
+        format!("SIP/2.0/{} {};rport;branch=z9hG4bK-lg{branch:x}{oc}", self.transport.via(), self.local)
     }
     fn contact(&self, user: &str) -> String {
         format!("<sip:{user}@{}{}>", self.local, self.transport.uri_param())
@@ -299,7 +302,7 @@ mod tests {
     use presence_engine::sip::{Limits, Message};
 
     fn ctx(transport: TransportKind) -> Ctx<'static> {
-        Ctx { domain: "example.com", run: 1, transport, local: "127.0.0.1:4000".parse().unwrap() }
+        Ctx { domain: "example.com", run: 1, transport, local: "127.0.0.1:4000".parse().unwrap(), oc: false }
     }
 
     #[test]

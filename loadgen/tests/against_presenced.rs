@@ -171,3 +171,50 @@ fn bad_arguments_are_clear_errors() {
         assert!(help.contains(flag), "--help documents {flag}");
     }
 }
+
+/// `--overload-control`: loadgen asks for RFC 7339 feedback in its Via and
+/// holds back new requests as told. A responder that answers every request
+/// 200 with "hold back 100 % for a minute" lets only the requests sent
+/// before its first answer arrived through; without the flag loadgen
+/// neither asks nor listens.
+#[test]
+fn overload_control_holds_back_what_the_server_asks() {
+    use presence_engine::sip::oc::OcFeedback;
+    use presence_engine::sip::{Limits, RawMessage, response_to_with};
+    use std::net::UdpSocket;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
+    let target = sock.local_addr().unwrap().to_string();
+    let asked = Arc::new(AtomicU64::new(0));
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        let (mut buf, mut out) = (vec![0u8; 65536], Vec::new());
+        let hold_all = OcFeedback { loss_pct: 100, validity_ms: 60_000, seq_ms: 1 };
+        loop {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+            let Ok(req) = RawMessage::split(&buf[..n], &Limits::default()) else { continue };
+            if String::from_utf8_lossy(&buf[..n]).contains(";oc;oc-algo=\"loss\"") {
+                seen.fetch_add(1, Ordering::Relaxed);
+            }
+            out.clear();
+            response_to_with(&mut out, &req, 200, "OK", Some(b"t"), Some(from), Some(&hold_all)).finish(None, b"");
+            let _ = sock.send_to(&out, from);
+        }
+    });
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--target", &target, "--scenario", "register", "--rate", "2000", "--duration", "1", "--ramp", "0", "--users", "200"];
+        args.extend_from_slice(extra);
+        loadgen(&args)
+    };
+    let v = run(&[]);
+    assert_eq!(v["throttled"], 0, "{v}");
+    assert!(v["sent"].as_u64().unwrap() >= 1500, "{v}");
+    assert_eq!(asked.load(Ordering::Relaxed), 0, "no oc asked without the flag");
+    let v = run(&["--overload-control"]);
+    let (sent, held) = (v["sent"].as_u64().unwrap(), v["throttled"].as_u64().unwrap());
+    assert!(held >= 1500 && sent < 200, "only what went before the first answer: sent {sent}, held back {held}: {v}");
+    assert_eq!(asked.load(Ordering::Relaxed), sent, "every request sent asked for overload control");
+}

@@ -18,10 +18,19 @@
 //! - Dialogs and responses are never shed: they finish work already paid
 //!   for.
 //!
+//! - Clients that take RFC 7339 loss-based feedback (an `oc` in their Via)
+//!   are told, in the Via of every response, what percentage of their new
+//!   requests to hold back ([`LossRate`]): held back at the client, a
+//!   request costs the shard nothing at all, which is what keeps goodput at
+//!   capacity when the offered load is far above it. Shedding above stays
+//!   the backstop for clients that do not listen.
+//!
 //! Why delay and not queue length: the work a request costs varies, while
 //! the client's retransmission timer (T1, 500 ms) is about time.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::sip::oc::OcFeedback;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OverloadConfig {
@@ -54,6 +63,108 @@ pub struct Overload {
     shed: u64,
     /// The largest sojourn seen (for stats).
     pub peak: Duration,
+    /// The loss rate RFC 7339 clients are told.
+    loss: LossRate,
+}
+
+/// How long RFC 7339 feedback holds at the client: long enough to span
+/// the gaps between responses, short enough that a client that hears
+/// nothing more (the shard recovered, or went away) soon stops holding
+/// back. It is the RFC's default.
+const OC_VALIDITY: Duration = Duration::from_millis(500);
+
+/// The least share of new requests a client is told to send: some must
+/// still get through, or it would never hear that the overload ended.
+const MIN_SEND: f64 = 0.05;
+
+/// How fast a standing queue above the setpoint is to be drained: the
+/// admitted rate is cut by the excess over this time.
+const DRAIN: Duration = Duration::from_millis(200);
+
+/// The share of new requests RFC 7339 clients are told to send (and so
+/// the loss rate they hear), steered once per interval from the smallest
+/// sojourn (CoDel's measure of a standing queue: a stall or a burst that
+/// drains does not count), in the manner of a fluid queue model:
+///
+/// - The change of that sojourn from one interval to the next says how
+///   the arrival rate compares with the service rate (a queue that grows
+///   by 10 ms in a 100 ms interval takes in 1.1 times what it serves).
+/// - The share is scaled so that arrivals match service, less what drains
+///   the excess over the setpoint (a quarter of `target`) within [`DRAIN`].
+/// - A queue that stays under half the setpoint has room: the share grows
+///   by a quarter each interval until clients send everything again.
+///
+/// A controller on the level alone (more loss above a threshold, less
+/// below) overshoots: by the time the queue drains, the loss rate has
+/// climbed far past what was needed, and the shard then idles. Measured
+/// with `bench/e2e/overload.sh`: it swung between 16 % and 86 % at a load
+/// that needed 50 %.
+#[derive(Debug)]
+pub struct LossRate {
+    send: f64,
+    window_end: Option<Instant>,
+    window_min: Duration,
+    /// The smallest sojourn of the interval before.
+    prev_min: Option<Duration>,
+    /// Feedback is given until then (also the zero that ends it).
+    tell_until: Option<Instant>,
+    /// The last time seen, and the wall clock at construction: `oc-seq`
+    /// is a timestamp that orders the feedback of all shards of one
+    /// address.
+    last_now: Option<Instant>,
+    base: (Instant, u64),
+}
+
+impl LossRate {
+    fn new() -> Self {
+        let wall_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        LossRate { send: 1.0, window_end: None, window_min: Duration::MAX, prev_min: None, tell_until: None, last_now: None, base: (Instant::now(), wall_ms) }
+    }
+
+    fn observe(&mut self, cfg: &OverloadConfig, now: Instant, sojourn: Duration) {
+        self.last_now = Some(now);
+        self.window_min = self.window_min.min(sojourn);
+        let interval = cfg.interval;
+        let end = *self.window_end.get_or_insert(now + interval);
+        if now < end {
+            return;
+        }
+        let min = self.window_min;
+        let setpoint = cfg.target / 4;
+        let window = interval.as_secs_f64().max(1e-3);
+        if min < setpoint / 2 {
+            self.send = (self.send * 1.25 + 0.02).min(1.0);
+        } else {
+            // Arrivals over service, from the queue's growth.
+            let growth = (min.as_secs_f64() - self.prev_min.unwrap_or(min).as_secs_f64()) / window;
+            let arrivals = (1.0 + growth).clamp(0.2, 5.0);
+            let wanted = (1.0 - (min.as_secs_f64() - setpoint.as_secs_f64()) / DRAIN.as_secs_f64()).clamp(0.5, 1.05);
+            // At most a third less per interval: one reading can mislead.
+            let step = (wanted / arrivals).clamp(0.67, 1.25);
+            self.send = (self.send * step).clamp(MIN_SEND, 1.0);
+        }
+        if self.send < 1.0 {
+            // Keep talking a while after it is back to all, so clients hear it.
+            self.tell_until = Some(now + 2 * OC_VALIDITY);
+        }
+        self.prev_min = Some(min);
+        self.window_end = Some(now + interval);
+        self.window_min = Duration::MAX;
+    }
+
+    /// The loss rate in percent.
+    fn loss_pct(&self) -> u8 {
+        ((1.0 - self.send) * 100.0).round().clamp(0.0, 100.0) as u8
+    }
+
+    fn feedback(&self) -> Option<OcFeedback> {
+        let now = self.last_now?;
+        if self.tell_until.is_none_or(|t| now > t) {
+            return None;
+        }
+        let seq_ms = self.base.1 + now.saturating_duration_since(self.base.0).as_millis() as u64;
+        Some(OcFeedback { loss_pct: self.loss_pct(), validity_ms: OC_VALIDITY.as_millis() as u32, seq_ms })
+    }
 }
 
 /// What to do with a new initial request.
@@ -69,7 +180,7 @@ pub enum Verdict {
 
 impl Overload {
     pub fn new(cfg: OverloadConfig) -> Self {
-        Overload { cfg, above_until: None, shedding: false, last: Duration::ZERO, shed: 0, peak: Duration::ZERO }
+        Overload { cfg, above_until: None, shedding: false, last: Duration::ZERO, shed: 0, peak: Duration::ZERO, loss: LossRate::new() }
     }
 
     /// A request that waited `sojourn`, seen at `now`.
@@ -79,6 +190,7 @@ impl Overload {
         if self.cfg.target.is_zero() {
             return;
         }
+        self.loss.observe(&self.cfg, now, sojourn);
         if sojourn < self.cfg.target {
             // The queue drained below target: it was a good queue.
             self.above_until = None;
@@ -95,6 +207,11 @@ impl Overload {
     /// Whether new initial requests are shed now.
     pub fn shedding(&self) -> bool {
         self.shedding
+    }
+
+    /// What RFC 7339 clients are told now (`None`: nothing to say).
+    pub fn feedback(&self) -> Option<OcFeedback> {
+        self.loss.feedback()
     }
 
     /// What to do with the new initial request seen last: served unless
@@ -153,6 +270,52 @@ mod tests {
         assert_eq!(v.iter().filter(|v| **v == Verdict::Drop).count(), 6);
     }
 
+    /// Feeds `n` intervals of requests that each waited `sojourn`.
+    fn intervals(o: &mut Overload, t: &mut Instant, n: u32, sojourn: Duration) {
+        for _ in 0..n * 10 {
+            *t += ms(10);
+            o.observe(*t, sojourn);
+        }
+    }
+
+    #[test]
+    fn the_loss_rate_rises_with_a_standing_queue_and_falls_as_it_drains() {
+        let mut t = Instant::now();
+        let mut o = Overload::new(OverloadConfig::default());
+        intervals(&mut o, &mut t, 3, ms(2));
+        assert_eq!(o.feedback(), None, "no overload, nothing to say");
+        // Within two intervals (the first may have begun before the queue).
+        intervals(&mut o, &mut t, 2, ms(30));
+        let first = o.feedback().expect("overloaded: feedback").loss_pct;
+        assert!(first >= 5);
+        intervals(&mut o, &mut t, 20, ms(30));
+        let high = o.feedback().unwrap();
+        assert_eq!(high.loss_pct, 95, "a queue that never drains asks for the most");
+        // At the setpoint (target/4), neither growing nor shrinking, the
+        // rate holds.
+        intervals(&mut o, &mut t, 5, ms(5));
+        intervals(&mut o, &mut t, 5, ms(5));
+        let held = o.feedback().unwrap().loss_pct;
+        intervals(&mut o, &mut t, 5, ms(5));
+        assert_eq!(o.feedback().unwrap().loss_pct, held);
+        // Draining: it comes down, to zero, and zero is said before silence.
+        intervals(&mut o, &mut t, 3, ms(1));
+        let lower = o.feedback().unwrap();
+        assert!(lower.loss_pct < high.loss_pct && lower.seq_ms > high.seq_ms);
+        intervals(&mut o, &mut t, 30, ms(1));
+        assert_eq!(o.feedback(), None);
+        // The last word before silence was zero.
+        let mut o2 = Overload::new(OverloadConfig::default());
+        let mut t2 = Instant::now();
+        intervals(&mut o2, &mut t2, 2, ms(30));
+        let mut said = Vec::new();
+        for _ in 0..40 {
+            intervals(&mut o2, &mut t2, 1, ms(1));
+            said.extend(o2.feedback().map(|f| f.loss_pct));
+        }
+        assert_eq!(said.last(), Some(&0));
+    }
+
     #[test]
     fn zero_target_never_sheds() {
         let t0 = Instant::now();
@@ -161,5 +324,6 @@ mod tests {
             o.observe(t0 + ms(i), Duration::from_secs(5));
         }
         assert!(!o.shedding());
+        assert_eq!(o.feedback(), None);
     }
 }

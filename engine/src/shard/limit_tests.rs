@@ -195,6 +195,41 @@ fn overload_drops_most_shed_requests() {
     assert!(out.transmits[0].bytes.starts_with(b"SIP/2.0 200"));
 }
 
+/// RFC 7339: a client whose Via carries `oc` hears, in the Via of each
+/// answer, the loss rate while the queue stands (and the zero after); a
+/// client without `oc` hears nothing of it.
+#[test]
+fn rfc7339_clients_are_told_how_much_to_hold_back() {
+    let (mut s, t0) = shard_with(Caps::default(), OverloadConfig::default());
+    let answer_via = |s: &mut Shard, i: u32, waited_ms: u64, oc: bool| {
+        let now = t0 + Duration::from_millis(10 * i as u64);
+        let mut req = publish(i, 5);
+        if oc {
+            req = req.replace(&format!("branch=z9hG4bKp{i}"), &format!("branch=z9hG4bKp{i};oc"));
+        }
+        let mut out = Outbox::default();
+        s.on_message_at(now, now - Duration::from_millis(waited_ms), src(), req.as_bytes(), &mut out);
+        let t = out.transmits.first().expect("an answer (a sojourn under the deadline is served)");
+        let m = Message::parse(&t.bytes, &Limits::default()).unwrap();
+        crate::sip::oc::OcFeedback::read(m.via())
+    };
+    assert_eq!(answer_via(&mut s, 0, 1, true), None, "no overload: nothing to say");
+    // A standing queue of 30 ms (above target, within the deadline).
+    let mut told = Vec::new();
+    for i in 1..=100 {
+        told.push(answer_via(&mut s, i, 30, true).map(|f| f.loss_pct));
+    }
+    let last = told.last().copied().flatten().expect("told while the queue stands");
+    assert!(last >= 50, "{told:?}");
+    assert_eq!(answer_via(&mut s, 101, 30, false), None, "a client that did not ask is not told");
+    // The queue drains: the rate comes down to zero, and zero is said.
+    let mut after = Vec::new();
+    for i in 102..=300 {
+        after.push(answer_via(&mut s, i, 1, true).map(|f| f.loss_pct));
+    }
+    assert!(after.contains(&Some(0)) && after.last() == Some(&None), "{after:?}");
+}
+
 /// A NOTIFY above the path MTU to a watcher reached over UDP is sent,
 /// counted, and reported once per shard.
 #[test]

@@ -793,7 +793,9 @@ impl Shard {
     /// A response to `msg` from `peer`, addressed per RFC 3261 18.2.2.
     fn response(&self, msg: &Message<'_>, peer: Peer, code: u16, reason: &str, headers: &[(HeaderName, &[u8])], tag: &[u8]) -> Transmit {
         let mut bytes = Vec::with_capacity(512);
-        let mut w = sip::response_to(&mut bytes, msg.raw(), code, reason, Some(tag), Some(peer.addr));
+        // Clients that asked (RFC 7339) hear how much to hold back.
+        let oc = self.overload.feedback();
+        let mut w = sip::response_to_with(&mut bytes, msg.raw(), code, reason, Some(tag), Some(peer.addr), oc.as_ref());
         for (name, value) in headers {
             w.header(*name, value);
         }

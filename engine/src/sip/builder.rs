@@ -8,6 +8,7 @@ use super::addr::NameAddr;
 use super::header::HeaderName;
 use super::lex::CommaList;
 use super::message::RawMessage;
+use super::oc::{self, OcFeedback};
 use super::via::Via;
 
 /// Appends one message to a caller-owned buffer. Start with
@@ -96,11 +97,26 @@ pub fn response_to<'b>(
     to_tag: Option<&[u8]>,
     source: Option<SocketAddr>,
 ) -> MessageWriter<'b> {
+    response_to_with(out, req, code, reason, to_tag, source, None)
+}
+
+/// Like [`response_to`], and when the client asked for loss-based overload
+/// control in its Via (RFC 7339), answers there with `oc` feedback
+/// (`None`: no feedback to give; only written together with a `source`).
+pub fn response_to_with<'b>(
+    out: &'b mut Vec<u8>,
+    req: &RawMessage<'_>,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&[u8]>,
+    source: Option<SocketAddr>,
+    oc: Option<&OcFeedback>,
+) -> MessageWriter<'b> {
     let mut w = MessageWriter::response(out, code, reason);
     let mut first_via = true;
     for v in req.header_values(HeaderName::Via) {
         match (first_via, source) {
-            (true, Some(src)) => write_stamped_via(w.out, v, src),
+            (true, Some(src)) => write_stamped_via(w.out, v, src, oc),
             _ => {
                 w.header(HeaderName::Via, v);
             }
@@ -139,8 +155,9 @@ fn format_ip(ip: IpAddr) -> arrayvec::ArrayString<48> {
     out
 }
 
-/// Writes `Via: <value>` with the first entry stamped for `src`.
-fn write_stamped_via(out: &mut Vec<u8>, value: &[u8], src: SocketAddr) {
+/// Writes `Via: <value>` with the first entry stamped for `src`, and
+/// with overload-control feedback when the client asked for it.
+fn write_stamped_via(out: &mut Vec<u8>, value: &[u8], src: SocketAddr, oc: Option<&OcFeedback>) {
     let first = CommaList::new(value).next().unwrap_or(value);
     let Ok(via) = Via::parse(first) else {
         // Phase 2 rejected it; answer with the Via as it came.
@@ -154,11 +171,15 @@ fn write_stamped_via(out: &mut Vec<u8>, value: &[u8], src: SocketAddr) {
     let params_off = if via.params().is_empty() { first_off + first.len() } else { via.params().raw().as_ptr() as usize - value.as_ptr() as usize };
     out.extend_from_slice(b"Via: ");
     out.extend_from_slice(&value[..params_off]);
+    let oc = oc.filter(|_| oc::client_supports_loss(&via));
     for p in via.params() {
-        if p.name.eq_ignore_ascii_case(b"received") || p.name.eq_ignore_ascii_case(b"rport") {
+        if p.name.eq_ignore_ascii_case(b"received") || p.name.eq_ignore_ascii_case(b"rport") || (oc.is_some() && oc::is_oc_param(p.name)) {
             continue;
         }
         p.write_to(out);
+    }
+    if let Some(f) = oc {
+        f.write_to(out);
     }
     if add_received {
         out.extend_from_slice(b";received=");
@@ -243,6 +264,27 @@ Content-Length: 0\r\n\r\n";
         let resp = Message::parse(&out, &Limits::default()).unwrap();
         assert_eq!(resp.via().received(), None);
         assert_eq!(resp.via().rport(), None);
+    }
+
+    #[test]
+    fn overload_feedback_goes_only_to_a_client_that_asked() {
+        let f = OcFeedback { loss_pct: 40, validity_ms: 500, seq_ms: 7_001 };
+        let src = Some("10.0.0.1:5062".parse().unwrap());
+        let asked = String::from_utf8(SUB.to_vec()).unwrap().replace(";rport,", ";rport;oc;oc-algo=\"loss\";oc-seq=1.0,");
+        let req = RawMessage::split(asked.as_bytes(), &Limits::default()).unwrap();
+        let mut out = Vec::new();
+        response_to_with(&mut out, &req, 200, "OK", None, src, Some(&f)).finish(None, b"");
+        let resp = Message::parse(&out, &Limits::default()).unwrap();
+        let vias: Vec<_> = resp.vias().collect();
+        assert_eq!(OcFeedback::read(&vias[0]), Some(f));
+        // The client's own oc parameters were replaced, not repeated.
+        assert_eq!(vias[0].params().iter().filter(|p| p.name == b"oc").count(), 1);
+        assert_eq!(OcFeedback::read(&vias[1]), None);
+        // A client that did not ask gets no feedback.
+        let req = RawMessage::split(SUB, &Limits::default()).unwrap();
+        out.clear();
+        response_to_with(&mut out, &req, 200, "OK", None, src, Some(&f)).finish(None, b"");
+        assert!(!Message::parse(&out, &Limits::default()).unwrap().via().params().has(b"oc"));
     }
 
     #[test]

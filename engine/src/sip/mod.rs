@@ -22,6 +22,7 @@ pub mod framing;
 pub mod header;
 pub mod lex;
 pub mod message;
+pub mod oc;
 pub mod params;
 mod scan;
 pub mod typed;
@@ -29,7 +30,7 @@ pub mod uri;
 pub mod via;
 
 pub use addr::NameAddr;
-pub use builder::{MessageWriter, response_to};
+pub use builder::{MessageWriter, response_to, response_to_with};
 pub use error::ParseError;
 pub use framing::{Frame, StreamFramer};
 pub use header::HeaderName;
