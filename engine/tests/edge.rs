@@ -126,7 +126,7 @@ Call-ID: lim-reg\r\nCSeq: {cseq} REGISTER\r\nContact: <{contact}>\r\nContent-Len
 fn a_tcp_peer_that_never_reads_is_closed() {
     use std::io::Write;
     let cfg = config_file("edge-tcp-queue", "[limits]\ntcp_max_queued_bytes = 65536\n");
-    let srv = Presenced::start(1, &["--config", &cfg]);
+    let mut srv = Presenced::start(1, &["--config", &cfg]);
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     sock.connect(&srv.addr.into()).unwrap();
@@ -149,6 +149,8 @@ fn a_tcp_peer_that_never_reads_is_closed() {
     }
     assert!(closed, "the server kept queueing for a peer that does not read");
     srv.wait_matching("TCP peer does not read; connection closed", 1, WAIT, |_| true);
+    assert!(srv.terminate(), "clean exit");
+    srv.wait_matching("shard stopped", 1, WAIT, |r| r["tcp_unread_closed"] == 1);
 }
 
 /// A TCP connection with no traffic for the idle timeout is closed.
@@ -156,7 +158,7 @@ fn a_tcp_peer_that_never_reads_is_closed() {
 fn an_idle_tcp_connection_is_closed() {
     use std::io::Read;
     let cfg = config_file("edge-tcp-idle", "[limits]\ntcp_idle_timeout_seconds = 1\n");
-    let srv = Presenced::start(1, &["--config", &cfg]);
+    let mut srv = Presenced::start(1, &["--config", &cfg]);
     let mut stream = tcp_connect(srv.addr);
     stream.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
     let start = std::time::Instant::now();
@@ -164,4 +166,35 @@ fn an_idle_tcp_connection_is_closed() {
     let n = stream.read(&mut buf).expect("closed, not timed out");
     assert_eq!(n, 0, "end of stream");
     assert!(start.elapsed() >= Duration::from_millis(900), "closed after {:?}, before the timeout", start.elapsed());
+    assert!(srv.terminate(), "clean exit");
+    srv.wait_matching("shard stopped", 1, WAIT, |r| r["tcp_idle_closed"] == 1);
+}
+
+/// Past `max_tcp_connections_per_shard`, a new connection is closed at
+/// once while those already open keep working; the refusals are logged
+/// once and counted in the shutdown line.
+#[test]
+fn tcp_connections_past_the_limit_are_closed() {
+    use std::io::Read;
+    let mut srv = Presenced::start(1, &["--max-tcp-connections", "2"]);
+    let mut open: Vec<_> = (0..2).map(|_| tcp_connect(srv.addr)).collect();
+    for (i, s) in open.iter_mut().enumerate() {
+        let local = s.local_addr().unwrap();
+        let resp = tcp_transaction(s, &options("sip:edge@example.com", &format!("TCP {local};branch=z9hG4bKcl{i}"), &format!("cl-{i}")));
+        assert_eq!(status(&resp), 200);
+    }
+    for _ in 0..3 {
+        let mut extra = tcp_connect(srv.addr);
+        extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 16];
+        assert!(matches!(extra.read(&mut buf), Ok(0) | Err(_)), "a connection past the limit is closed");
+    }
+    // The first two still work.
+    let local = open[0].local_addr().unwrap();
+    let resp = tcp_transaction(&mut open[0], &options("sip:edge@example.com", &format!("TCP {local};branch=z9hG4bKcl9"), "cl-9"));
+    assert_eq!(status(&resp), 200);
+    srv.wait_logged("TCP connection limit reached; new connections are closed", 1);
+    assert!(srv.terminate(), "clean exit");
+    srv.wait_matching("shard stopped", 1, WAIT, |r| r["tcp_refused"] == 3);
+    assert_eq!(srv.logged("TCP connection limit reached; new connections are closed").len(), 1, "logged once, counted each time");
 }

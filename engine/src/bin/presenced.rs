@@ -255,6 +255,9 @@ fn main() -> ExitCode {
             retransmissions = s.retransmissions,
             limited = ?presence_engine::core::limits::Limit::ALL.iter().filter(|l| s.limited[l.index()] > 0).map(|l| (l.name(), s.limited[l.index()])).collect::<Vec<_>>(),
             overload_dropped = s.overload_dropped,
+            tcp_refused = s.tcp.refused,
+            tcp_unread_closed = s.tcp.unread,
+            tcp_idle_closed = s.tcp.idle,
             "shard stopped"
         );
     }

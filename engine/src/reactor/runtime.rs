@@ -8,7 +8,7 @@ use super::udp::{RecvBatch, SendBatch};
 use crate::config::Config;
 use crate::core::outbound::{Offer, Outbound};
 use crate::core::{ConnId, Transmit, Transport};
-use crate::shard::{CoreMsg, Event, Outbox, Shard, ShardConfig, ShardStats};
+use crate::shard::{CoreMsg, Event, Outbox, Shard, ShardConfig, ShardStats, TcpLimitCounts};
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Senders};
 use glommio::net::UdpSocket;
 use glommio::{GlommioError, ResourceType};
@@ -49,6 +49,8 @@ pub(crate) struct Runtime {
     /// Writers of the TCP connections this shard accepted.
     pub conns: RefCell<HashMap<ConnId, super::tcp::ConnWriter>>,
     pub next_conn: Cell<u64>,
+    /// Connections closed or refused at a TCP limit.
+    pub tcp_limited: Cell<TcpLimitCounts>,
     mesh: Option<Senders<ShardMsg>>,
     /// Messages for shards whose queue was full, in order; while any wait,
     /// the sockets are not read (see `core::outbound`).
@@ -111,6 +113,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
         udp_out: RefCell::new(SendBatch::default()),
         conns: RefCell::new(HashMap::new()),
         next_conn: Cell::new(1),
+        tcp_limited: Cell::new(TcpLimitCounts::default()),
         mesh: senders,
         outbound: RefCell::new(Outbound::new(shards)),
         flushing: RefCell::new(vec![false; shards as usize]),
@@ -150,7 +153,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
     if let Some(m) = &rt.mesh {
         m.close();
     }
-    let stats = ShardStats { shed: rt.shed(), ..rt.core.borrow().stats() };
+    let stats = ShardStats { shed: rt.shed(), tcp: rt.tcp_limited.get(), ..rt.core.borrow().stats() };
     for t in tasks {
         drop(t);
     }
@@ -275,6 +278,14 @@ impl Runtime {
         self.outbound.borrow().shed()
     }
 
+    /// Counts a TCP limit hit; the first of each kind is also logged by
+    /// the caller's warning, later ones only counted.
+    pub fn count_tcp_limit(&self, f: impl FnOnce(&mut TcpLimitCounts)) {
+        let mut c = self.tcp_limited.get();
+        f(&mut c);
+        self.tcp_limited.set(c);
+    }
+
     fn on_shard_msg(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
             ShardMsg::Core(msg) => self.with_core(|core, out| core.on_shard_msg(Instant::now(), msg, out)),
@@ -292,6 +303,7 @@ impl Runtime {
         match conns.get(&t.to.conn) {
             Some(w) if w.queued.get() + t.bytes.len() > max => {
                 tracing::warn!(shard = self.id, peer = %t.to.addr, queued = w.queued.get(), "TCP peer does not read; connection closed");
+                self.count_tcp_limit(|c| c.unread += 1);
                 w.close();
                 conns.remove(&t.to.conn);
             }

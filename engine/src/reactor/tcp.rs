@@ -54,7 +54,12 @@ pub(crate) async fn accept_loop(rt: Rc<Runtime>, listener: socket2::Socket) {
             }
         };
         if rt.conns.borrow().len() >= rt.cfg.limits.max_tcp_connections_per_shard {
-            tracing::warn!(shard = rt.id, "TCP connection limit reached; closing new connection");
+            // Logged once per shard: a flood of connections must not
+            // become a flood of log lines; the count says how many.
+            if rt.tcp_limited.get().refused == 0 {
+                tracing::warn!(shard = rt.id, limit = rt.cfg.limits.max_tcp_connections_per_shard, "TCP connection limit reached; new connections are closed");
+            }
+            rt.count_tcp_limit(|c| c.refused += 1);
             continue;
         }
         let Ok(remote) = stream.peer_addr() else { continue };
@@ -99,6 +104,7 @@ async fn serve(rt: Rc<Runtime>, stream: TcpStream, peer: Peer) {
         let n = match futures_lite::future::or(read, timed_out).await {
             usize::MAX => {
                 tracing::debug!(shard = rt.id, peer = %peer.addr, "TCP connection idle; closed");
+                rt.count_tcp_limit(|c| c.idle += 1);
                 0
             }
             n => n,

@@ -127,6 +127,9 @@ pub struct ShardStats {
     /// Forwarded requests shed because the owner's queue was full (set by
     /// the driver, which owns the queues).
     pub shed: u64,
+    /// TCP limits the driver enforced (set by the driver, which owns the
+    /// connections).
+    pub tcp: TcpLimitCounts,
     /// Steps that panicked and were contained (see `Shard::guarded`).
     pub panics: u64,
     /// NOTIFYs sent over UDP above the path MTU (see `watch.rs`).
@@ -136,6 +139,17 @@ pub struct ShardStats {
     pub overload_dropped: u64,
     /// Requests answered by a limit, per limit (`Limit::index`).
     pub limited: [u64; Limit::ALL.len()],
+}
+
+/// Connections closed or refused at a TCP limit, per kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpLimitCounts {
+    /// Accepted and closed at once: `max_tcp_connections_per_shard`.
+    pub refused: u64,
+    /// Closed with more than `tcp_max_queued_bytes` unread.
+    pub unread: u64,
+    /// Closed after `tcp_idle_timeout_seconds` of silence.
+    pub idle: u64,
 }
 
 /// How much state a shard holds, table by table. Once traffic stops and
