@@ -14,7 +14,9 @@
 //!   `refuse_every` gets a 503 with Retry-After (the signal to back off),
 //!   the others are dropped unanswered, because an answer costs a third of
 //!   serving the request and answering every one would leave no time to
-//!   serve any (measured in `bench/e2e/overload.sh`).
+//!   serve any (measured in `bench/e2e/overload.sh`). A client that takes
+//!   RFC 7339 feedback always gets the 503: it backs off as told, while a
+//!   drop only brings its retransmission back into the queue.
 //! - Dialogs and responses are never shed: they finish work already paid
 //!   for.
 //!

@@ -188,6 +188,16 @@ fn overload_drops_most_shed_requests() {
     assert_eq!(shed.iter().filter(|a| a.is_none()).count(), 9, "{answers:?}");
     assert_eq!(shed.iter().filter(|a| **a == Some(503)).count(), 2, "one in four answered: {answers:?}");
     assert_eq!(s.stats().overload_dropped, 9);
+    // An RFC 7339 client's request is refused, never dropped: it backs off
+    // as told, while a drop brings its retransmission back.
+    for i in 30..34u32 {
+        let now = t0 + Duration::from_millis(210);
+        let req = publish(i, 5).replace(&format!("branch=z9hG4bKp{i}"), &format!("branch=z9hG4bKp{i};oc"));
+        let mut out = Outbox::default();
+        s.on_message_at(now, now - Duration::from_millis(60), src(), req.as_bytes(), &mut out);
+        assert!(out.transmits.first().is_some_and(|t| t.bytes.starts_with(b"SIP/2.0 503")), "request {i} of an oc client");
+    }
+    assert_eq!(s.stats().overload_dropped, 9);
     // Waited 30 ms: overloaded still, but within the deadline.
     let now = t0 + Duration::from_millis(220);
     let mut out = Outbox::default();

@@ -334,7 +334,8 @@ impl Shard {
         if self.overload.shedding() && (bytes.starts_with(b"PUBLISH ") || bytes.starts_with(b"REGISTER ")) {
             verdict = self.overload.verdict();
         }
-        if verdict == Verdict::Drop {
+        // A quick filter before the parse that decides (see below).
+        if verdict == Verdict::Drop && memchr::memmem::find(bytes, b";oc").is_none() {
             self.stats.overload_dropped += 1;
             return;
         }
@@ -343,6 +344,12 @@ impl Shard {
             Ok(msg) => {
                 if verdict == Verdict::Serve && self.overload.shedding() && msg.method() == Some(Method::Subscribe) && is_initial(&msg) {
                     verdict = self.overload.verdict();
+                }
+                // A client that takes RFC 7339 feedback is refused, not
+                // dropped: it backs off as told, and a drop would only
+                // bring its retransmission back into the queue.
+                if verdict == Verdict::Drop && sip::oc::client_supports_loss(msg.via()) {
+                    verdict = Verdict::Refuse;
                 }
                 match verdict {
                     Verdict::Drop => self.stats.overload_dropped += 1,
