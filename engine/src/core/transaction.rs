@@ -33,6 +33,8 @@ impl Default for SipTimers {
 
 const TICK: Duration = Duration::from_millis(5);
 const SLOTS: usize = 8192;
+/// Parts of the server transaction table (see [`ServerTransactions`]).
+const PARTS: usize = 64;
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
@@ -109,10 +111,17 @@ struct ServerTxn {
 /// its final response (Timer J), so at full load this is the largest and
 /// fastest-churning table: each transaction owns its one key allocation,
 /// which is hashed once, and growing the table reuses the stored hashes.
+///
+/// The table is split in [`PARTS`] by hash: a hash table that churns
+/// (40,000 inserts and removals a second, a million entries) rehashes
+/// now and then, to grow or to clear the tombstones removals leave, and
+/// a rehash moves every entry at once. One table of a million stalled the
+/// shard for tens of milliseconds each time; a part rehashes a sixty-fourth.
 pub struct ServerTransactions {
     timers: SipTimers,
     hasher: ahash::RandomState,
-    table: hashbrown::HashTable<ServerTxn>,
+    parts: Vec<hashbrown::HashTable<ServerTxn>>,
+    len: usize,
     next_serial: u64,
     wheel: TimerWheel<TxnRef>,
     fired: Vec<TxnRef>,
@@ -120,36 +129,45 @@ pub struct ServerTransactions {
 
 impl ServerTransactions {
     pub fn new(timers: SipTimers, epoch: Instant, hasher: ahash::RandomState) -> Self {
-        ServerTransactions { timers, hasher, table: hashbrown::HashTable::new(), next_serial: 0, wheel: TimerWheel::new(epoch, TICK, SLOTS), fired: Vec::new() }
+        let parts = (0..PARTS).map(|_| hashbrown::HashTable::new()).collect();
+        ServerTransactions { timers, hasher, parts, len: 0, next_serial: 0, wheel: TimerWheel::new(epoch, TICK, SLOTS), fired: Vec::new() }
+    }
+
+    /// The part that holds `hash`: middle bits, because hashbrown takes its
+    /// bucket from the low bits and its control tag from the top seven.
+    fn part(&mut self, hash: u64) -> &mut hashbrown::HashTable<ServerTxn> {
+        &mut self.parts[(hash >> 32) as usize % PARTS]
     }
 
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.len
     }
     /// Timer J entries still scheduled (fired lazily; for leak checks).
     pub fn timers_pending(&self) -> usize {
         self.wheel.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len == 0
     }
 
     /// Whether `key` has a transaction (a retransmission is answered from
     /// it even when the table is at its limit).
     pub fn knows(&self, key: &ServerKey) -> bool {
-        self.table.find(self.hasher.hash_one(&key.0), |t| t.key == *key).is_some()
+        let hash = self.hasher.hash_one(&key.0);
+        self.parts[(hash >> 32) as usize % PARTS].find(hash, |t| t.key == *key).is_some()
     }
 
     /// Matches a request to its transaction, creating one when it is new.
     pub fn on_request(&mut self, key: ServerKey) -> ServerLookup {
         let hash = self.hasher.hash_one(&key.0);
-        match self.table.find(hash, |t| t.key == key) {
+        match self.part(hash).find(hash, |t| t.key == key) {
             Some(ServerTxn { last: None, .. }) => ServerLookup::Absorbed,
             Some(ServerTxn { last: Some(t), .. }) => ServerLookup::Replay(t.clone()),
             None => {
                 let at = TxnRef { hash, serial: self.next_serial };
                 self.next_serial += 1;
-                self.table.insert_unique(hash, ServerTxn { key, at, last: None }, |t| t.at.hash);
+                self.part(hash).insert_unique(hash, ServerTxn { key, at, last: None }, |t| t.at.hash);
+                self.len += 1;
                 ServerLookup::New(at)
             }
         }
@@ -163,17 +181,19 @@ impl ServerTransactions {
             self.forget(txn);
             return;
         }
-        if let Some(t) = self.table.find_mut(txn.hash, |t| t.at == txn) {
+        let j = 64 * self.timers.t1;
+        if let Some(t) = self.part(txn.hash).find_mut(txn.hash, |t| t.at == txn) {
             t.last = Some(response.clone());
-            self.wheel.insert(now + 64 * self.timers.t1, txn);
+            self.wheel.insert(now + j, txn);
         }
     }
 
     /// Forgets a transaction that will get no response (an ACK, a request
     /// that is dropped).
     pub fn forget(&mut self, txn: TxnRef) {
-        if let Ok(e) = self.table.find_entry(txn.hash, |t| t.at == txn) {
+        if let Ok(e) = self.part(txn.hash).find_entry(txn.hash, |t| t.at == txn) {
             e.remove();
+            self.len -= 1;
         }
     }
 
@@ -181,8 +201,9 @@ impl ServerTransactions {
     /// processing failed).
     pub fn forget_key(&mut self, key: &ServerKey) {
         let hash = self.hasher.hash_one(&key.0);
-        if let Ok(e) = self.table.find_entry(hash, |t| t.key == *key) {
+        if let Ok(e) = self.part(hash).find_entry(hash, |t| t.key == *key) {
             e.remove();
+            self.len -= 1;
         }
     }
 
@@ -367,6 +388,38 @@ mod tests {
 Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\r\n\
 From: <sip:bob@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\n\
 Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+
+    /// Many transactions spread over the parts: each is found again, the
+    /// count follows inserts and removals, and Timer J empties them all.
+    #[test]
+    fn server_transactions_spread_over_parts_and_all_expire() {
+        let t0 = Instant::now();
+        let mut st = ServerTransactions::new(SipTimers::default(), t0, Default::default());
+        let text = String::from_utf8(OPTIONS.to_vec()).unwrap();
+        let key = |i: usize| ServerKey::of(&Message::parse(text.replace("z9hG4bK-1", &format!("z9hG4bK-{i}")).as_bytes(), &Limits::default()).unwrap());
+        let keys: Vec<ServerKey> = (0..5000).map(key).collect();
+        let txns: Vec<TxnRef> = (0..5000)
+            .map(|i| match st.on_request(key(i)) {
+                ServerLookup::New(t) => t,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(st.len(), 5000);
+        assert!(st.parts.iter().filter(|p| !p.is_empty()).count() > PARTS / 2, "spread over the parts");
+        for k in &keys {
+            assert!(st.knows(k));
+        }
+        st.forget_key(&keys[0]);
+        st.forget(txns[1]);
+        assert_eq!(st.len(), 4998);
+        assert!(!st.knows(&keys[0]) && !st.knows(&keys[1]) && st.knows(&keys[2]));
+        let resp = Transmit { to: peer_udp(), bytes: b"SIP/2.0 200 OK\r\n\r\n".to_vec() };
+        for t in &txns[2..] {
+            st.on_final(*t, &resp, t0);
+        }
+        st.on_time(t0 + 64 * SipTimers::default().t1 + TICK);
+        assert!(st.is_empty() && st.timers_pending() == 0);
+    }
 
     #[test]
     fn server_absorbs_then_replays_until_timer_j() {
