@@ -89,6 +89,11 @@ impl Transport {
                 TransportKind::Udp => {
                     let s = UdpSocket::bind(SocketAddr::new(local_ip, 0))?;
                     s.set_nonblocking(true)?;
+                    // A server answers in bursts (one sendmmsg per batch):
+                    // a load generator must not lose answers in its own
+                    // socket and count the resend 500 ms later as the
+                    // server's latency (capped by net.core.rmem_max).
+                    let _ = socket2::SockRef::from(&s).set_recv_buffer_size(4 << 20);
                     let mut local = s.local_addr()?;
                     if local.ip().is_unspecified() {
                         let ip = match advertised_ip {

@@ -35,6 +35,13 @@ fn try_bind_all(cfg: &Config, shards: usize) -> Result<(SocketAddr, Vec<ShardSoc
         let tcp = tcp_listener(addr).map_err(|e| format!("cannot bind TCP {addr}: {e}"))?;
         out.push(ShardSockets { udp, tcp });
     }
+    // Linux reports twice what it granted. A capped receive buffer is the
+    // queue that overflows first under load, silently: say so once.
+    if let Some(got) = out.first().and_then(|s| s.udp.recv_buffer_size().ok())
+        && got / 2 < cfg.io.socket_buffer
+    {
+        tracing::warn!(asked = cfg.io.socket_buffer, granted = got / 2, "UDP receive buffer capped by net.core.rmem_max; see tuning/HOST-TUNING.md");
+    }
     Ok((addr, out))
 }
 
@@ -65,6 +72,7 @@ fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<Socket> {
     // (tuning/README.md says how to raise that).
     let _ = s.set_recv_buffer_size(buffer);
     let _ = s.set_send_buffer_size(buffer);
+
     super::udp::enable_timestamps(&s);
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
