@@ -12,8 +12,8 @@
 //!   queue behind it only grows. New initial requests (REGISTER, PUBLISH,
 //!   out-of-dialog SUBSCRIBE) past the deadline are shed: one in
 //!   `refuse_every` gets a 503 with Retry-After (the signal to back off),
-//!   the others are dropped unanswered, because an answer costs a third of
-//!   serving the request and answering every one would leave no time to
+//!   the others are dropped unanswered, because an answer costs about half
+//!   of serving the request and answering every one would leave no time to
 //!   serve any (measured in `bench/e2e/overload.sh`). A client that takes
 //!   RFC 7339 feedback always gets the 503: it backs off as told, while a
 //!   drop only brings its retransmission back into the queue.
@@ -126,14 +126,13 @@ impl LossRate {
     fn observe(&mut self, cfg: &OverloadConfig, now: Instant, sojourn: Duration) {
         self.last_now = Some(now);
         self.window_min = self.window_min.min(sojourn);
-        let interval = cfg.interval;
-        let end = *self.window_end.get_or_insert(now + interval);
+        let end = *self.window_end.get_or_insert(now + cfg.interval);
         if now < end {
             return;
         }
         let min = self.window_min;
         let setpoint = cfg.target / 4;
-        let window = interval.as_secs_f64().max(1e-3);
+        let window = cfg.interval.as_secs_f64().max(1e-3);
         if min < setpoint / 2 {
             self.send = (self.send * 1.25 + 0.02).min(1.0);
         } else {
@@ -150,7 +149,7 @@ impl LossRate {
             self.tell_until = Some(now + 2 * OC_VALIDITY);
         }
         self.prev_min = Some(min);
-        self.window_end = Some(now + interval);
+        self.window_end = Some(now + cfg.interval);
         self.window_min = Duration::MAX;
     }
 
