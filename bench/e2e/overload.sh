@@ -18,6 +18,7 @@
 # latency, with the issue's targets beside them. JSON reports land in $OUT.
 #
 #   bench/e2e/overload.sh [SECONDS] [USERS]     MODES="rfc7339 plain off" HOGS=1
+#   LOG_LEVEL=info,overload=debug adds the controller, each 100 ms, to the server log.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-30}
@@ -57,7 +58,7 @@ one_run() {
     *) echo "unknown mode $mode" >&2; return 1 ;;
   esac
   local lg="taskset -c 1 target/release/loadgen --target 127.0.0.1:$port --scenario publish --users $users --threads 1 --quiet"
-  taskset -c 0 target/release/presenced --config "$out/overload.toml" --listen "127.0.0.1:$port" --shards 1 --log-level info $flags ${PRESENCED_FLAGS:-} >"$out/overload-$mode-presenced.log" 2>&1 &
+  taskset -c 0 target/release/presenced --config "$out/overload.toml" --listen "127.0.0.1:$port" --shards 1 --log-level "${LOG_LEVEL:-info}" $flags ${PRESENCED_FLAGS:-} >"$out/overload-$mode-presenced.log" 2>&1 &
   local pid=$! hogs=""
   # HOGS busy loops share the shard's core: with one, the shard gets half.
   for _ in $(seq "${HOGS:-1}"); do taskset -c 0 sh -c 'while :; do :; done' & hogs="$hogs $!"; done

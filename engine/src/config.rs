@@ -274,6 +274,10 @@ pub struct IoConfig {
     pub io_memory: usize,
     /// Capacity of each shard-to-shard queue.
     pub queue_capacity: usize,
+    /// Transparent huge pages for the server's memory. Off by default: on
+    /// first touch each 2 MiB page is zeroed inside the request that
+    /// touched it, a stall of milliseconds (`reactor::memory`).
+    pub transparent_huge_pages: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -336,7 +340,7 @@ impl Default for TimersConfig {
 
 impl Default for IoConfig {
     fn default() -> Self {
-        IoConfig { udp_batch: 64, socket_buffer: 8 << 20, io_memory: 64 << 10, queue_capacity: 4096 }
+        IoConfig { udp_batch: 64, socket_buffer: 8 << 20, io_memory: 64 << 10, queue_capacity: 4096, transparent_huge_pages: false }
     }
 }
 

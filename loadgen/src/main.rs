@@ -230,6 +230,10 @@ fn finish(args: &RunArgs, report: Report) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A measuring tool must not stall on its own page faults: huge pages
+    // zeroed on first touch put milliseconds into the latencies it reports
+    // (presence_engine::reactor::memory).
+    let _ = presence_engine::reactor::memory::disable_transparent_huge_pages();
     match cli.command {
         Some(Command::Baseline(args)) => {
             let (addr, stop) = match loadgen::baseline::start_responder("127.0.0.1:0".parse().unwrap()) {

@@ -214,6 +214,11 @@ fn main() -> ExitCode {
         eprintln!("presenced: {e}");
         return ExitCode::from(2);
     }
+    if !cfg.io.transparent_huge_pages {
+        if let Err(e) = reactor::memory::disable_transparent_huge_pages() {
+            tracing::warn!(error = %e, "cannot turn transparent huge pages off: first touches of memory may stall a shard for milliseconds");
+        }
+    }
     // Before any thread starts, so that every shard inherits the mask and
     // the signals reach only the sigwait below.
     reactor::block_signals();

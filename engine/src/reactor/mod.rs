@@ -9,7 +9,9 @@
 //! - [`tcp`]: accepting, framing and writing TCP connections.
 //! - [`sockets`]: creating the sockets before any executor starts, so that
 //!   an address in use is a clear error at startup.
+//! - [`memory`]: process-wide memory settings (transparent huge pages).
 
+pub mod memory;
 mod runtime;
 mod sockets;
 mod tcp;

@@ -92,6 +92,12 @@ impl Presenced {
         }
     }
 
+    /// The server's process id (to read /proc).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits; returns whether it exited cleanly in time.
     pub fn terminate(&mut self) -> bool {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
