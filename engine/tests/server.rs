@@ -5,6 +5,7 @@
 mod common;
 use common::*;
 use presence_engine::core::ids::owner_of;
+use presence_engine::reactor::memory::transparent_huge_pages_enabled as thp_enabled;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -183,13 +184,6 @@ fn requests_are_handled_by_the_owning_shard() {
     assert!(forwarded > 0, "some requests crossed shards");
 }
 
-/// `THP_enabled` of a running server, where the kernel reports it.
-fn huge_pages_enabled(srv: &Presenced) -> Option<bool> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", srv.pid())).ok()?;
-    let line = status.lines().find(|l| l.starts_with("THP_enabled:"))?;
-    Some(line.split_whitespace().nth(1)? == "1")
-}
-
 /// Huge pages zeroed on first touch stalled a shard for milliseconds
 /// (reactor::memory): off unless the config turns them on.
 #[test]
@@ -197,7 +191,7 @@ fn transparent_huge_pages_are_off_unless_configured() {
     let mut off = Presenced::start(1, &[]);
     let cfg = config_file("thp.toml", "[io]\ntransparent_huge_pages = true\n");
     let mut on = Presenced::start(1, &["--config", &cfg]);
-    if let (Some(off_state), Some(on_state)) = (huge_pages_enabled(&off), huge_pages_enabled(&on)) {
+    if let (Some(off_state), Some(on_state)) = (thp_enabled(Some(off.pid())), thp_enabled(Some(on.pid()))) {
         assert!(!off_state, "the default turns them off");
         assert!(on_state, "the config keeps them");
     }

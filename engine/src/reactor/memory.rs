@@ -19,10 +19,12 @@ pub fn disable_transparent_huge_pages() -> std::io::Result<()> {
     if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
-/// Whether transparent huge pages are off for this process (from
-/// /proc/self/status, `THP_enabled`).
-pub fn transparent_huge_pages_enabled() -> Option<bool> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// Whether transparent huge pages are on for process `pid` (this one if
+/// `None`), from `THP_enabled` in its /proc status; `None` where the kernel
+/// does not report it.
+pub fn transparent_huge_pages_enabled(pid: Option<u32>) -> Option<bool> {
+    let path = pid.map_or_else(|| "/proc/self/status".to_string(), |p| format!("/proc/{p}/status"));
+    let status = std::fs::read_to_string(path).ok()?;
     let line = status.lines().find(|l| l.starts_with("THP_enabled:"))?;
     Some(line.split_whitespace().nth(1)? == "1")
 }
@@ -35,7 +37,7 @@ mod tests {
     fn huge_pages_can_be_turned_off() {
         disable_transparent_huge_pages().expect("prctl");
         // Kernels before 6.x do not report it; where they do, it says off.
-        if let Some(on) = transparent_huge_pages_enabled() {
+        if let Some(on) = transparent_huge_pages_enabled(None) {
             assert!(!on);
         }
     }
