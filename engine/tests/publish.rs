@@ -131,3 +131,29 @@ Call-ID: carol-reg\r\nCSeq: 1 REGISTER\r\nContact: <sip:carol@192.0.2.33>\r\nExp
     assert!(docs[1].1.contains("in a meeting") && !docs[1].1.contains("192.0.2.33"));
     assert!(docs[2].1.contains("<contact>sip:carol@192.0.2.33</contact>") && !docs[2].1.contains("meeting"));
 }
+
+/// A retransmitted PUBLISH gets its first answer again, byte for byte
+/// (SIP-ETag, Expires and To tag included), though the transaction keeps
+/// only the parts the retransmission cannot give back; the publication is
+/// made once.
+#[test]
+fn a_retransmitted_publish_gets_the_same_answer() {
+    let srv = Presenced::start(1, &[]);
+    let s = udp_socket(Ipv4Addr::LOCALHOST, 0);
+    let aor = "sip:rita@example.com";
+    let doc = pidf(aor, "open", "replayed");
+    let req = format!(
+        "PUBLISH {aor} SIP/2.0\r\nVia: SIP/2.0/UDP {};rport;branch=z9hG4bKreplay1\r\nMax-Forwards: 70\r\nFrom: <{aor}>;tag=r1\r\nTo: <{aor}>\r\n\
+Call-ID: replay-1\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 600\r\nContent-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{doc}",
+        s.local_addr().unwrap(),
+        doc.len()
+    );
+    let first = udp_transaction(&s, srv.addr, req.as_bytes());
+    assert_eq!(status(&first), 200);
+    let text = String::from_utf8_lossy(&first);
+    assert!(text.contains("SIP-ETag: ") && text.contains("Expires: 600"), "{text}");
+    let second = udp_transaction(&s, srv.addr, req.as_bytes());
+    assert_eq!(String::from_utf8_lossy(&second), text);
+    let handled: Vec<_> = srv.wait_logged("handled", 1).into_iter().filter(|v| v["call_id"] == "replay-1").collect();
+    assert_eq!(handled.len(), 1, "published once");
+}

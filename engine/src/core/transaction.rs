@@ -9,6 +9,7 @@
 use super::entropy::Entropy;
 use super::ids;
 use super::peer::{Peer, Transmit};
+use super::reply::StoredAnswer;
 use super::timer::TimerWheel;
 use crate::sip::{Message, Via};
 use std::collections::HashMap;
@@ -87,8 +88,9 @@ pub enum ServerLookup {
     New(TxnRef),
     /// A retransmission while the request is still being processed: drop it.
     Absorbed,
-    /// A retransmission after the final response: send this again.
-    Replay(Transmit),
+    /// A retransmission after the final response: answer it again with
+    /// this, written around the retransmission.
+    Replay(StoredAnswer),
 }
 
 /// A handle on a server transaction: its key's hash and a serial number,
@@ -104,7 +106,7 @@ struct ServerTxn {
     key: ServerKey,
     at: TxnRef,
     /// The final response, kept over unreliable transports for Timer J.
-    last: Option<Transmit>,
+    last: Option<StoredAnswer>,
 }
 
 /// The server transactions of one shard. Over UDP each lives 64*T1 after
@@ -174,16 +176,17 @@ impl ServerTransactions {
     }
 
     /// Records the final response sent for `txn` (Completed state). Over
-    /// UDP it is kept for 64*T1 (Timer J) to answer retransmissions; over a
-    /// reliable transport the transaction ends at once.
-    pub fn on_final(&mut self, txn: TxnRef, response: &Transmit, now: Instant) {
-        if response.to.transport.is_reliable() {
+    /// UDP (`kept` is the answer) it is kept for 64*T1 (Timer J) to answer
+    /// retransmissions; over a reliable transport (`None`) the transaction
+    /// ends at once.
+    pub fn on_final(&mut self, txn: TxnRef, kept: Option<StoredAnswer>, now: Instant) {
+        let Some(answer) = kept else {
             self.forget(txn);
             return;
-        }
+        };
         let j = 64 * self.timers.t1;
         if let Some(t) = self.part(txn.hash).find_mut(txn.hash, |t| t.at == txn) {
-            t.last = Some(response.clone());
+            t.last = Some(answer);
             self.wheel.insert(now + j, txn);
         }
     }
@@ -413,9 +416,9 @@ Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         st.forget(txns[1]);
         assert_eq!(st.len(), 4998);
         assert!(!st.knows(&keys[0]) && !st.knows(&keys[1]) && st.knows(&keys[2]));
-        let resp = Transmit { to: peer_udp(), bytes: b"SIP/2.0 200 OK\r\n\r\n".to_vec() };
+        let resp = StoredAnswer::new(200, "OK", b"t", &[]);
         for t in &txns[2..] {
-            st.on_final(*t, &resp, t0);
+            st.on_final(*t, Some(resp.clone()), t0);
         }
         st.on_time(t0 + 64 * SipTimers::default().t1 + TICK);
         assert!(st.is_empty() && st.timers_pending() == 0);
@@ -430,8 +433,8 @@ Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         let key = || ServerKey::of(&msg);
         let ServerLookup::New(txn) = st.on_request(key()) else { panic!("a new transaction") };
         assert_eq!(st.on_request(key()), ServerLookup::Absorbed, "no 100 Trying: RFC 4320");
-        let resp = Transmit { to: peer_udp(), bytes: b"SIP/2.0 200 OK\r\n\r\n".to_vec() };
-        st.on_final(txn, &resp, t0);
+        let resp = StoredAnswer::new(200, "OK", b"t1", &[]);
+        st.on_final(txn, Some(resp.clone()), t0);
         assert_eq!(st.on_request(key()), ServerLookup::Replay(resp.clone()));
         st.on_time(t0 + 64 * timers.t1 - Duration::from_millis(10));
         assert_eq!(st.on_request(key()), ServerLookup::Replay(resp));
@@ -452,8 +455,8 @@ Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         let mut st = ServerTransactions::new(SipTimers::default(), t0, Default::default());
         let msg = Message::parse(OPTIONS, &Limits::default()).unwrap();
         let ServerLookup::New(txn) = st.on_request(ServerKey::of(&msg)) else { panic!("a new transaction") };
-        let to = Peer::tcp("127.0.0.1:5070".parse().unwrap(), super::super::peer::ConnId::new(0, 1));
-        st.on_final(txn, &Transmit { to, bytes: vec![] }, t0);
+        // Over TCP the shard keeps no answer.
+        st.on_final(txn, None, t0);
         assert!(st.is_empty());
     }
 

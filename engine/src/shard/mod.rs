@@ -10,7 +10,7 @@ use crate::core::ids;
 use crate::core::limits::{Caps, Limit};
 use crate::core::overload::{Overload, OverloadConfig, Verdict};
 use crate::core::peer::{Peer, Transmit};
-use crate::core::reply::HandlerReply;
+use crate::core::reply::{HandlerReply, StoredAnswer};
 use crate::core::transaction::{ClientOutcome, ClientTransactions, ServerKey, ServerLookup, ServerTransactions, SipTimers, TxnRef};
 use crate::core::trust::TrustList;
 use crate::presence::authz::Policy;
@@ -604,10 +604,11 @@ impl Shard {
                 out.event(|| Event::Retransmission { call_id: lossy(msg.call_id()), replayed: false });
                 return;
             }
-            ServerLookup::Replay(t) => {
+            ServerLookup::Replay(answer) => {
                 self.stats.retransmissions += 1;
                 out.event(|| Event::Retransmission { call_id: lossy(msg.call_id()), replayed: true });
-                out.transmits.push(t);
+                let headers: Vec<(HeaderName, &[u8])> = answer.headers().collect();
+                out.transmits.push(self.response(msg, peer, answer.code(), answer.reason(), &headers, answer.tag()));
                 return;
             }
         };
@@ -799,7 +800,8 @@ impl Shard {
     fn respond_tagged(&mut self, msg: &Message<'_>, reply: Reply, code: u16, reason: &str, headers: &[(HeaderName, &[u8])], tag: &[u8], out: &mut Outbox) {
         let t = self.response(msg, reply.peer, code, reason, headers, tag);
         if code >= 200 {
-            self.server.on_final(reply.txn, &t, reply.now);
+            let kept = (!t.to.transport.is_reliable()).then(|| StoredAnswer::new(code, reason, tag, headers));
+            self.server.on_final(reply.txn, kept, reply.now);
         }
         self.stats.responses_sent += 1;
         out.event(|| Event::Handled {
