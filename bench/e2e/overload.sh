@@ -17,7 +17,9 @@
 #   off      plain clients and overload control off (--overload-target-ms 0).
 # Prints goodput against capacity, p99 of 2xx and of 503 answers, the
 # server's RSS after warming, at its peak and after, and the recovery
-# latency, with the targets beside them. JSON reports land in $OUT.
+# latency, with the targets beside them. JSON reports land in $OUT,
+# and the server's RSS each second from the 2x phase on in
+# $OUT/overload-MODE-rss.log.
 #
 #   bench/e2e/overload.sh [SECONDS] [USERS]     MODES="rfc7339 plain off" HOGS=1
 #   LOG_LEVEL=info,overload=debug adds the controller, each 100 ms, to the server log.
@@ -77,8 +79,8 @@ one_run() {
   local capw; capw=$(j "$out/overload-$mode-capacity-warm.json" "round(r['throughput_per_s'])")
   local rss_before; rss_before=$(rss)
   local rate=$((cap * 2))
-  rm -f "$out/overload-rss-peak"
-  ( peak=0; while kill -0 $pid 2>/dev/null; do r=$(rss); [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" >"$out/overload-rss-peak"; sleep 1; done ) &
+  rm -f "$out/overload-rss-peak" "$out/overload-$mode-rss.log"
+  ( peak=0; while kill -0 $pid 2>/dev/null; do r=$(rss); echo "$(date +%s) $r" >>"$out/overload-$mode-rss.log"; [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" >"$out/overload-rss-peak"; sleep 1; done ) &
   local sampler=$! drops_before; drops_before=$(drops)
   $lg --rate "$rate" --ramp 1 --duration "$secs" $lgflags --report "$out/overload-$mode-2x.json" >/dev/null
   $lg --rate $((cap * 3 / 10)) --ramp 0 --duration 2 $lgflags --report "$out/overload-$mode-recovery-2s.json" >/dev/null
