@@ -22,7 +22,7 @@
 # $OUT/overload-MODE-rss.log.
 #
 #   bench/e2e/overload.sh [SECONDS] [USERS]     MODES="rfc7339 plain off" HOGS=1
-#   LOG_LEVEL=info,overload=debug adds the controller, each 100 ms, to the server log.
+#   LOG_LEVEL=info,overload=debug adds the controller, each 25 ms window, to the server log.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-30}
@@ -74,7 +74,7 @@ one_run() {
   local cap; cap=$(j "$out/overload-$mode-capacity.json" "round(r['throughput_per_s'])")
   $lg --rate $((cap * 9 / 10)) --ramp 0 --duration 33 $lgflags --report "$out/overload-$mode-warm.json" >/dev/null
   # Capacity again, now that the server holds Timer J's transactions as it
-  # will under overload (a fresh server's tables fit in cache).
+  # will under overload, so goodput is also compared in the same state.
   $lg --max-outstanding 64 --duration 10 --report "$out/overload-$mode-capacity-warm.json" >/dev/null
   local capw; capw=$(j "$out/overload-$mode-capacity-warm.json" "round(r['throughput_per_s'])")
   local rss_before; rss_before=$(rss)

@@ -102,15 +102,6 @@ impl StoredAnswer {
             Some((HeaderName::ALL.get(name as usize).copied().unwrap_or(HeaderName::Other), value))
         })
     }
-
-    /// Bytes this answer holds (for memory accounting).
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -123,7 +114,7 @@ mod stored_answer_tests {
         let a = StoredAnswer::new(200, "OK", b"tag-77", &headers);
         assert_eq!((a.code(), a.reason(), a.tag()), (200, "OK", &b"tag-77"[..]));
         assert_eq!(a.headers().collect::<Vec<_>>(), headers.to_vec());
-        assert_eq!(a.len(), 4 + 2 + 6 + (3 + 4) + (3 + 4) + 3);
+        assert_eq!(a.0.len(), 4 + 2 + 6 + (3 + 4) + (3 + 4) + 3);
         let bare = StoredAnswer::new(481, "Call/Transaction Does Not Exist", b"", &[]);
         assert_eq!((bare.code(), bare.reason(), bare.tag(), bare.headers().count()), (481, "Call/Transaction Does Not Exist", &b""[..], 0));
     }

@@ -37,6 +37,12 @@ const SLOTS: usize = 8192;
 /// Parts of the server transaction table (see [`ServerTransactions`]).
 const PARTS: usize = 64;
 
+/// The part that holds `hash`: middle bits, because hashbrown takes its
+/// bucket from the low bits and its control tag from the top seven.
+fn part_of(hash: u64) -> usize {
+    (hash >> 32) as usize % PARTS
+}
+
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
 // ---------------------------------------------------------------- server
@@ -135,10 +141,8 @@ impl ServerTransactions {
         ServerTransactions { timers, hasher, parts, len: 0, next_serial: 0, wheel: TimerWheel::new(epoch, TICK, SLOTS), fired: Vec::new() }
     }
 
-    /// The part that holds `hash`: middle bits, because hashbrown takes its
-    /// bucket from the low bits and its control tag from the top seven.
     fn part(&mut self, hash: u64) -> &mut hashbrown::HashTable<ServerTxn> {
-        &mut self.parts[(hash >> 32) as usize % PARTS]
+        &mut self.parts[part_of(hash)]
     }
 
     pub fn len(&self) -> usize {
@@ -156,7 +160,7 @@ impl ServerTransactions {
     /// it even when the table is at its limit).
     pub fn knows(&self, key: &ServerKey) -> bool {
         let hash = self.hasher.hash_one(&key.0);
-        self.parts[(hash >> 32) as usize % PARTS].find(hash, |t| t.key == *key).is_some()
+        self.parts[part_of(hash)].find(hash, |t| t.key == *key).is_some()
     }
 
     /// Matches a request to its transaction, creating one when it is new.

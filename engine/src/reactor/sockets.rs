@@ -72,7 +72,6 @@ fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<Socket> {
     // (tuning/README.md says how to raise that).
     let _ = s.set_recv_buffer_size(buffer);
     let _ = s.set_send_buffer_size(buffer);
-
     super::udp::enable_timestamps(&s);
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
