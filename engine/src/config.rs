@@ -38,11 +38,13 @@ pub struct Config {
     pub overload: OverloadSection,
 }
 
-/// Overload control: a shard whose requests wait in its socket longer than
-/// `target_ms` for a whole `interval_ms` is overloaded until one waits
-/// less again; meanwhile new initial requests that waited past
-/// `deadline_ms` are shed, one in `refuse_every` with a 503 + Retry-After,
-/// the others dropped unanswered.
+/// Overload control: a shard whose requests wait longer than `target_ms`
+/// for a whole `interval_ms` is overloaded until one waits less than half
+/// of it again; meanwhile it drains its socket into an admission queue of
+/// at most `queue_messages` and `queue_bytes`, and new initial requests
+/// that would wait past `deadline_ms` are shed at once, one in
+/// `refuse_every` with a 503 + Retry-After, the others dropped unanswered
+/// (RFC 7339 clients always get the 503).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OverloadSection {
@@ -51,6 +53,8 @@ pub struct OverloadSection {
     pub interval_ms: u64,
     pub deadline_ms: u64,
     pub refuse_every: u32,
+    pub queue_messages: usize,
+    pub queue_bytes: usize,
 }
 
 impl Default for OverloadSection {
@@ -61,6 +65,8 @@ impl Default for OverloadSection {
             interval_ms: o.interval.as_millis() as u64,
             deadline_ms: o.deadline.as_millis() as u64,
             refuse_every: o.refuse_every,
+            queue_messages: o.queue_messages,
+            queue_bytes: o.queue_bytes,
         }
     }
 }
@@ -447,6 +453,8 @@ impl Config {
             interval: Duration::from_millis(o.interval_ms),
             deadline: Duration::from_millis(o.deadline_ms),
             refuse_every: o.refuse_every.max(1),
+            queue_messages: o.queue_messages.max(1),
+            queue_bytes: o.queue_bytes.max(1),
         }
     }
 

@@ -12,12 +12,14 @@
 //! - [`limits`]: every limit, its answer (503 + Retry-After, 403, 413)
 //!   and its default.
 //! - [`overload`]: overload detection by queueing delay (CoDel style).
+//! - [`ingress`]: the admission queue that overload control decides at.
 //! - [`reply`]: what a handler answers (status, reason, headers).
 //! - [`capabilities`]: methods, bodies, events and extensions served.
 
 pub mod capabilities;
 pub mod entropy;
 pub mod ids;
+pub mod ingress;
 pub mod limits;
 pub mod outbound;
 pub mod overload;

@@ -44,11 +44,21 @@ pub struct OverloadConfig {
     pub deadline: Duration,
     /// One shed request in this many gets a 503; the rest are dropped.
     pub refuse_every: u32,
+    /// Bounds of the admission queue (`core::ingress`), in messages and bytes.
+    pub queue_messages: usize,
+    pub queue_bytes: usize,
 }
 
 impl Default for OverloadConfig {
     fn default() -> Self {
-        OverloadConfig { target: Duration::from_millis(20), interval: Duration::from_millis(100), deadline: Duration::from_millis(40), refuse_every: 8 }
+        OverloadConfig {
+            target: Duration::from_millis(20),
+            interval: Duration::from_millis(100),
+            deadline: Duration::from_millis(40),
+            refuse_every: 8,
+            queue_messages: 16_384,
+            queue_bytes: 16 << 20,
+        }
     }
 }
 
@@ -59,8 +69,12 @@ pub struct Overload {
     /// Since the sojourn went above target: when to start shedding.
     above_until: Option<Instant>,
     shedding: bool,
-    /// The wait of the last message seen.
-    last: Duration,
+    /// Wall time per served message (nanoseconds, a moving average over
+    /// spans of [`PACE_SPAN`]), the shard's turns off its core included:
+    /// how fast a queue drains.
+    service_ns: f64,
+    /// The span being summed: its time and messages.
+    span: (Duration, u32),
     /// Shed requests so far (picks which get a 503).
     shed: u64,
     /// The largest sojourn seen (for stats).
@@ -203,6 +217,10 @@ impl LossRate {
     }
 }
 
+/// The service pace is measured over spans of this much busy time: several
+/// of the scheduler's turns on a shared core.
+const PACE_SPAN: Duration = Duration::from_millis(10);
+
 /// What to do with a new initial request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -216,21 +234,27 @@ pub enum Verdict {
 
 impl Overload {
     pub fn new(cfg: OverloadConfig) -> Self {
-        Overload { cfg, above_until: None, shedding: false, last: Duration::ZERO, shed: 0, peak: Duration::ZERO, loss: LossRate::new() }
+        Overload { cfg, above_until: None, shedding: false, service_ns: 0.0, span: (Duration::ZERO, 0), shed: 0, peak: Duration::ZERO, loss: LossRate::new() }
     }
 
     /// A request that waited `sojourn`, seen at `now`.
     pub fn observe(&mut self, now: Instant, sojourn: Duration) {
         self.peak = self.peak.max(sojourn);
-        self.last = sojourn;
         if self.cfg.target.is_zero() {
             return;
         }
         self.loss.observe(&self.cfg, now, sojourn);
         if sojourn < self.cfg.target {
-            // The queue drained below target: it was a good queue.
+            // Below target: a queue that was building was a good queue.
+            // Overload ends only well below it: while overloaded, the
+            // admission queue is held near the deadline, and a sojourn a
+            // little under target is a lucky turn, not the end of the
+            // overload (ending there let the queue build for a whole
+            // interval before shedding began again).
             self.above_until = None;
-            self.shedding = false;
+            if sojourn < self.cfg.target / 2 {
+                self.shedding = false;
+            }
             return;
         }
         match self.above_until {
@@ -250,11 +274,31 @@ impl Overload {
         self.loss.feedback()
     }
 
-    /// What to do with the new initial request seen last: served unless
-    /// overloaded and past the deadline; then one in `refuse_every` gets a
-    /// 503, the others are dropped.
-    pub fn verdict(&mut self) -> Verdict {
-        if !self.shedding || self.last <= self.cfg.deadline {
+    /// One message served in `took` of wall time.
+    pub fn served(&mut self, took: Duration) {
+        // A turn off the core (milliseconds) lands on one message; summed
+        // over a span of several turns it is spread as the queue sees it.
+        self.span.0 += took.min(PACE_SPAN);
+        self.span.1 += 1;
+        if self.span.0 < PACE_SPAN {
+            return;
+        }
+        let ns = self.span.0.as_nanos() as f64 / self.span.1 as f64;
+        self.service_ns = if self.service_ns == 0.0 { ns } else { self.service_ns + (ns - self.service_ns) / 4.0 };
+        self.span = (Duration::ZERO, 0);
+    }
+
+    /// The sojourn a message that has waited `age` will have when served
+    /// after the `queued` messages ahead of it.
+    pub fn predicted(&self, age: Duration, queued: usize) -> Duration {
+        age + Duration::from_nanos((self.service_ns * queued as f64) as u64)
+    }
+
+    /// What to do with a new initial request whose sojourn is (or will
+    /// be) `wait`: served unless overloaded and past the deadline; then one
+    /// in `refuse_every` gets a 503, the others are dropped.
+    pub fn verdict(&mut self, wait: Duration) -> Verdict {
+        if !self.shedding || wait <= self.cfg.deadline {
             return Verdict::Serve;
         }
         self.shed += 1;
@@ -285,7 +329,10 @@ mod tests {
             o.observe(t0 + ms(200 + i * 10), ms(30));
         }
         assert!(o.shedding());
-        // One request under target ends it.
+        // A request a little under target does not end it; one well under
+        // (half the target) does.
+        o.observe(t0 + ms(315), ms(15));
+        assert!(o.shedding(), "a lucky turn is not the end of the overload");
         o.observe(t0 + ms(320), ms(2));
         assert!(!o.shedding());
         assert_eq!(o.peak, ms(50));
@@ -299,11 +346,31 @@ mod tests {
             o.observe(t0 + ms(i * 10), ms(30));
         }
         assert!(o.shedding());
-        assert_eq!(o.verdict(), Verdict::Serve, "overloaded, but this one is within the deadline");
-        o.observe(t0 + ms(110), ms(60));
-        let v: Vec<Verdict> = (0..8).map(|_| o.verdict()).collect();
+        assert_eq!(o.verdict(ms(30)), Verdict::Serve, "overloaded, but this one is within the deadline");
+        let v: Vec<Verdict> = (0..8).map(|_| o.verdict(ms(60))).collect();
         assert_eq!(v.iter().filter(|v| **v == Verdict::Refuse).count(), 2);
         assert_eq!(v.iter().filter(|v| **v == Verdict::Drop).count(), 6);
+    }
+
+    #[test]
+    fn the_predicted_wait_is_the_age_plus_the_queue_ahead_at_the_measured_pace() {
+        let mut o = Overload::new(OverloadConfig::default());
+        assert_eq!(o.predicted(ms(3), 100), ms(3), "nothing measured yet: the age alone");
+        for _ in 0..1000 {
+            o.served(Duration::from_micros(20));
+        }
+        let p = o.predicted(ms(3), 1000);
+        assert!(p > ms(22) && p < ms(24), "{p:?}");
+        // Half the core: 3 ms turns off it, each landing on one message of
+        // 150 served at 10 us. The pace is the wall time per message, 30 us.
+        for _ in 0..20 {
+            o.served(ms(3));
+            for _ in 0..149 {
+                o.served(Duration::from_micros(10));
+            }
+        }
+        let q = o.predicted(ms(3), 1000);
+        assert!(q > ms(28) && q < ms(38), "{q:?}");
     }
 
     /// Feeds `n` intervals of requests that each waited `sojourn`.

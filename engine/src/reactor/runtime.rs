@@ -161,20 +161,48 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
     stats
 }
 
-/// Drains the UDP socket in batches; when it is empty, waits for the next
-/// datagram through glommio (a 1-byte peek, which only signals readiness).
+/// How long a shard serves its admission queue before it drains its socket
+/// again: the longest a datagram waits in the socket for its decision,
+/// beyond the shard's turns off its core.
+const SERVE_SLICE: Duration = Duration::from_micros(250);
+
+/// Most datagrams decided in one turn of the admission stage (a few
+/// milliseconds of reading and refusing).
+const TAKE_IN_MAX: usize = 4096;
+
+/// Reads the UDP socket in batches and serves what it reads; when it is
+/// empty, waits for the next datagram through glommio (a 1-byte peek,
+/// which only signals readiness). While the shard is overloaded, or work
+/// is left in its admission queue, it alternates instead: the whole socket
+/// decided at once (refusals answered right away), then a slice of
+/// admitted work (`core::ingress`).
 async fn udp_loop(rt: Rc<Runtime>) {
     let mut batch = RecvBatch::new(rt.cfg.io.udp_batch, rt.cfg.limits.max_message_size);
     let mut probe = [0u8; 1];
     loop {
         rt.wait_while_holding().await;
-        let n = match batch.recv(rt.udp_fd) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(shard = rt.id, error = %e, "UDP receive failed");
-                0
-            }
+        let admitting = {
+            let core = rt.core.borrow();
+            core.is_shedding() || core.queued() > 0
         };
+        if admitting {
+            let taken = rt.take_in(&mut batch);
+            rt.dispatch();
+            rt.flush_udp().await;
+            let served = {
+                let mut out = rt.outbox.borrow_mut();
+                rt.core.borrow_mut().serve_queued(Instant::now, SERVE_SLICE, usize::MAX, &mut out)
+            };
+            rt.dispatch();
+            rt.flush_udp().await;
+            if taken == 0 && served == 0 {
+                let _ = rt.udp.peek_from(&mut probe).await;
+            } else {
+                glommio::yield_if_needed().await;
+            }
+            continue;
+        }
+        let n = rt.receive(&mut batch);
         if n == 0 {
             rt.flush_udp().await;
             let _ = rt.udp.peek_from(&mut probe).await;
@@ -198,6 +226,38 @@ async fn udp_loop(rt: Rc<Runtime>) {
 }
 
 impl Runtime {
+    /// One batch from the UDP socket, without blocking (0: none waiting).
+    fn receive(&self, batch: &mut RecvBatch) -> usize {
+        batch.recv(self.udp_fd).unwrap_or_else(|e| {
+            tracing::warn!(shard = self.id, error = %e, "UDP receive failed");
+            0
+        })
+    }
+
+    /// Drains the UDP socket into the core's admission stage, while its
+    /// queue has room and at most [`TAKE_IN_MAX`] at a time (a flood that
+    /// refills the socket as fast as it is read must not starve service);
+    /// returns how many datagrams were read.
+    fn take_in(&self, batch: &mut RecvBatch) -> usize {
+        let mut taken = 0;
+        let mut core = self.core.borrow_mut();
+        let mut out = self.outbox.borrow_mut();
+        while core.can_take() && taken < TAKE_IN_MAX {
+            let n = self.receive(batch);
+            if n == 0 {
+                break;
+            }
+            let now = Instant::now();
+            for i in 0..n {
+                if let Some((bytes, from)) = batch.get(i) {
+                    core.on_arrival(now, batch.received(i), crate::core::Peer::udp(from), bytes, &mut out);
+                }
+            }
+            taken += n;
+        }
+        taken
+    }
+
     /// Carries out what the core asked for: UDP datagrams into the send
     /// batch, TCP frames to their connection (here or on its shard),
     /// forwards to their owner, events to the log.

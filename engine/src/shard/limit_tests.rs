@@ -205,6 +205,89 @@ fn overload_drops_most_shed_requests() {
     assert!(out.transmits[0].bytes.starts_with(b"SIP/2.0 200"));
 }
 
+/// The admission stage on a fake clock: while overloaded, a datagram is
+/// decided when it is taken off the socket, on the sojourn it will have
+/// behind the queue at the measured pace. What would wait past the
+/// deadline gets its 503 at once, before any queued work is served; an
+/// in-dialog request is taken in however long the queue; what was taken
+/// is served afterwards, oldest first. The queue's bound is reported so
+/// that the reactor leaves the rest in the socket.
+#[test]
+fn overload_refuses_at_arrival_and_serves_what_it_took() {
+    let overload = OverloadConfig { refuse_every: 1, queue_messages: 2000, ..OverloadConfig::default() };
+    let (mut s, t0) = shard_with(Caps::default(), overload);
+    let mut out = Outbox { events_off: true, ..Outbox::default() };
+    // A dialog before the overload.
+    s.on_message(t0, src(), subscribe(1, "sip:w@example.net").as_bytes(), &mut out);
+    let ok = out.transmits.iter().find(|t| t.bytes.starts_with(b"SIP/2.0 200")).expect("200").bytes.clone();
+    let to = Message::parse(&ok, &Limits::default()).unwrap().to().tag().unwrap().to_vec();
+    // Requests that waited 50 ms for over an interval: overloaded.
+    for i in 0..=11u32 {
+        let now = t0 + Duration::from_millis(10 * i as u64);
+        s.on_message_at(now, now - Duration::from_millis(50), src(), publish(1000 + i, 5).as_bytes(), &mut out);
+    }
+    assert!(s.is_shedding());
+    let statuses = |out: &Outbox| -> Vec<u16> {
+        out.transmits.iter().filter(|t| t.bytes.starts_with(b"SIP/2.0 ")).map(|t| Message::parse(&t.bytes, &Limits::default()).unwrap().status().unwrap()).collect()
+    };
+    // 200 that waited 35 ms in the socket are taken in (no pace measured
+    // yet), then 150 served at 100 us each: the pace.
+    let t = t0 + Duration::from_millis(200);
+    for i in 0..200u32 {
+        s.on_arrival(t, t - Duration::from_millis(35), src(), publish_to(&format!("sip:p{i}@example.com"), i, 5).as_bytes(), &mut out);
+    }
+    assert_eq!(s.queued(), 200);
+    let mut clock = t;
+    let mut tick = || {
+        clock += Duration::from_micros(100);
+        clock
+    };
+    let mut out = Outbox { events_off: true, ..Outbox::default() };
+    assert_eq!(s.serve_queued(&mut tick, Duration::from_secs(1), 150, &mut out), 150);
+    assert_eq!(statuses(&out), vec![200; 150]);
+    assert!(s.is_shedding(), "served at 35-50 ms: still overloaded");
+    // 500 fresh PUBLISHes: the queue ahead of the k-th holds 50 + k, which
+    // at 100 us each passes the 40 ms deadline from about the 350th on.
+    let now = t + Duration::from_millis(15);
+    let refused_before = s.stats().limited[Limit::Overload.index()];
+    let mut out = Outbox { events_off: true, ..Outbox::default() };
+    for i in 200..700u32 {
+        s.on_arrival(now, now, src(), publish_to(&format!("sip:p{i}@example.com"), i, 5).as_bytes(), &mut out);
+    }
+    let refused = statuses(&out);
+    assert!(refused.iter().all(|c| *c == 503), "only refusals leave at arrival: {refused:?}");
+    assert!((140..=160).contains(&refused.len()), "{} refused", refused.len());
+    assert_eq!(s.queued(), 50 + 500 - refused.len());
+    assert_eq!(s.stats().limited[Limit::Overload.index()] - refused_before, refused.len() as u64);
+    // An in-dialog SUBSCRIBE is taken in behind them all.
+    let refresh = subscribe(1, "sip:w@example.net")
+        .replace("To: <sip:a1@example.com>", &format!("To: <sip:a1@example.com>;tag={}", String::from_utf8_lossy(&to)))
+        .replace("CSeq: 1 SUBSCRIBE", "CSeq: 2 SUBSCRIBE")
+        .replace("z9hG4bKs1", "z9hG4bKs1b");
+    let mut out = Outbox { events_off: true, ..Outbox::default() };
+    s.on_arrival(now, now, src(), refresh.as_bytes(), &mut out);
+    assert!(out.transmits.is_empty());
+    let queued = s.queued();
+    let served = s.serve_queued(&mut tick, Duration::from_secs(10), usize::MAX, &mut out);
+    assert_eq!(served, queued);
+    assert_eq!(s.queued(), 0);
+    let answers = statuses(&out);
+    assert_eq!(answers.len(), queued, "one answer each");
+    assert!(answers.iter().all(|c| *c == 200), "{answers:?}");
+    let last = out.transmits.iter().rfind(|t| t.bytes.starts_with(b"SIP/2.0 ")).unwrap();
+    assert!(String::from_utf8_lossy(&last.bytes).contains("CSeq: 2 SUBSCRIBE"), "the refresh, served last");
+    // The bound: full at 2000 messages.
+    let fresh = now + Duration::from_millis(100);
+    let mut n = 0u32;
+    while s.can_take() {
+        let sub = subscribe(1, "sip:w@example.net").replace("To: <sip:a1@example.com>", &format!("To: <sip:a1@example.com>;tag={}", String::from_utf8_lossy(&to)));
+        s.on_arrival(fresh, fresh, src(), sub.as_bytes(), &mut out);
+        n += 1;
+        assert!(n <= 2000);
+    }
+    assert_eq!(s.queued(), 2000);
+}
+
 /// RFC 7339: a client whose Via carries `oc` hears, in the Via of each
 /// answer, the loss rate while the queue stands (and the zero after); a
 /// client without `oc` hears nothing of it.

@@ -8,6 +8,7 @@ use crate::core::capabilities;
 use crate::core::entropy::Entropy;
 use crate::core::ids;
 use crate::core::limits::{Caps, Limit};
+use crate::core::ingress::Ingress;
 use crate::core::overload::{Overload, OverloadConfig, Verdict};
 use crate::core::peer::{Peer, Transmit};
 use crate::core::reply::{HandlerReply, StoredAnswer};
@@ -22,7 +23,7 @@ use crate::registrar::{RegChange, Registrar, RegistrarConfig};
 use crate::sip::{self, HeaderName, Limits, Message, Method, ParseError, RawMessage, Scheme, Via};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[cfg(test)]
 mod limit_tests;
@@ -224,6 +225,8 @@ pub struct Shard {
     local: VecDeque<CoreMsg>,
     /// Queueing delay of what arrives, and whether to shed.
     overload: Overload,
+    /// Datagrams taken in while overloaded, waiting for service.
+    ingress: Ingress,
     /// To-tags of responses outside dialogs.
     entropy: Entropy,
     stats: ShardStats,
@@ -251,6 +254,7 @@ impl Shard {
             deferred_notifies: VecDeque::new(),
             local: VecDeque::new(),
             overload: Overload::new(cfg.overload),
+            ingress: Ingress::new(cfg.overload.queue_messages, cfg.overload.queue_bytes),
             entropy: e,
             stats: ShardStats::default(),
             outcomes: Vec::new(),
@@ -277,8 +281,69 @@ impl Shard {
     /// at `now`: the wait between is the shard's queueing delay, which
     /// decides whether it sheds new initial requests (`core::overload`).
     pub fn on_message_at(&mut self, now: Instant, received: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
-        self.overload.observe(now, now.saturating_duration_since(received));
-        self.guarded(now, Some(bytes), out, |s, out| s.on_message_unguarded(now, peer, bytes, out));
+        let wait = now.saturating_duration_since(received);
+        self.overload.observe(now, wait);
+        self.guarded(now, Some(bytes), out, |s, out| {
+            if s.admit(wait, peer, bytes, out) {
+                s.serve(now, peer, bytes, out);
+            }
+            s.drain_local(now, out);
+        });
+    }
+
+    /// A datagram taken off the socket while overloaded (see
+    /// `core::ingress`): decided now, on the sojourn it will have once the
+    /// queue ahead of it is served, and either answered or dropped at once,
+    /// or queued for [`Self::serve_queued`].
+    pub fn on_arrival(&mut self, now: Instant, received: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
+        let wait = self.overload.predicted(now.saturating_duration_since(received), self.ingress.len());
+        let mut take = false;
+        self.guarded(now, Some(bytes), out, |s, out| take = s.admit(wait, peer, bytes, out));
+        if take {
+            self.ingress.push(received, peer, bytes);
+        }
+    }
+
+    /// Serves queued datagrams, oldest first, until the queue is empty,
+    /// `max` are served or `budget` of `clock`'s time has passed; returns
+    /// how many. Each is timed, which is the pace [`Self::on_arrival`]
+    /// predicts with.
+    pub fn serve_queued(&mut self, mut clock: impl FnMut() -> Instant, budget: Duration, max: usize, out: &mut Outbox) -> usize {
+        let start = clock();
+        let mut begun = start;
+        let mut n = 0;
+        while n < max {
+            let Some(a) = self.ingress.pop() else { break };
+            let now = clock();
+            if n > 0 {
+                self.overload.served(now - begun);
+            }
+            begun = now;
+            self.overload.observe(now, now.saturating_duration_since(a.received));
+            self.guarded(now, Some(&a.bytes), out, |s, out| {
+                s.serve(now, a.peer, &a.bytes, out);
+                s.drain_local(now, out);
+            });
+            self.ingress.recycle(a.bytes);
+            n += 1;
+            if now - start >= budget {
+                break;
+            }
+        }
+        if n > 0 {
+            self.overload.served(clock() - begun);
+        }
+        n
+    }
+
+    /// Datagrams queued for service.
+    pub fn queued(&self) -> usize {
+        self.ingress.len()
+    }
+
+    /// Whether the admission queue takes more (else leave them in the socket).
+    pub fn can_take(&self) -> bool {
+        self.ingress.has_room()
     }
 
     /// Whether the shard sheds new initial requests now.
@@ -326,46 +391,69 @@ impl Shard {
         }
     }
 
-    fn on_message_unguarded(&mut self, now: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
-        // Overloaded: new work past the deadline is shed before it costs a
-        // hop or a transaction, PUBLISH and REGISTER (never in a dialog)
-        // before they cost even a parse; dialogs and responses go on.
-        let mut verdict = Verdict::Serve;
-        if self.overload.shedding() && (bytes.starts_with(b"PUBLISH ") || bytes.starts_with(b"REGISTER ")) {
-            verdict = self.overload.verdict();
+    /// Overload control's decision on a message whose sojourn is (or will
+    /// be) `wait`: whether to serve it. A new initial request shed while
+    /// overloaded is answered here or dropped; PUBLISH and REGISTER (never
+    /// in a dialog) are decided before they cost even a parse; dialogs and
+    /// responses are always served.
+    fn admit(&mut self, wait: Duration, peer: Peer, bytes: &[u8], out: &mut Outbox) -> bool {
+        if !self.overload.shedding() {
+            return true;
+        }
+        let sure = bytes.starts_with(b"PUBLISH ") || bytes.starts_with(b"REGISTER ");
+        if !sure && !bytes.starts_with(b"SUBSCRIBE ") {
+            return true;
+        }
+        let limits = self.cfg.limits;
+        let msg = if sure {
+            None
+        } else {
+            match Message::parse(bytes, &limits) {
+                Ok(m) if is_initial(&m) => Some(m),
+                // Malformed (answered as such when served), or in a dialog.
+                _ => return true,
+            }
+        };
+        let verdict = self.overload.verdict(wait);
+        if verdict == Verdict::Serve {
+            return true;
         }
         // A quick filter before the parse that decides (see below).
-        if verdict == Verdict::Drop && memchr::memmem::find(bytes, b";oc").is_none() {
+        if verdict == Verdict::Drop && msg.is_none() && memchr::memmem::find(bytes, b";oc").is_none() {
             self.stats.overload_dropped += 1;
-            return;
+            return false;
         }
+        let msg = match msg {
+            Some(m) => m,
+            None => match Message::parse(bytes, &limits) {
+                Ok(m) => m,
+                Err(_) => return true,
+            },
+        };
+        // A client that takes RFC 7339 feedback is refused, not dropped: it
+        // backs off as told, and a drop would only bring its
+        // retransmission back into the queue.
+        if verdict == Verdict::Drop && !sip::oc::client_supports_loss(msg.via()) {
+            self.stats.overload_dropped += 1;
+        } else {
+            self.refuse_statelessly(&msg, peer, self.cfg.shard, Limit::Overload, out);
+        }
+        false
+    }
+
+    /// Parses a message and routes it: to its owner shard, or handled here.
+    fn serve(&mut self, now: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
         match Message::parse(bytes, &self.cfg.limits) {
             Err(e) => self.on_malformed(peer, bytes, e, out),
-            Ok(msg) => {
-                if verdict == Verdict::Serve && self.overload.shedding() && msg.method() == Some(Method::Subscribe) && is_initial(&msg) {
-                    verdict = self.overload.verdict();
+            Ok(msg) => match self.owner(&msg) {
+                Some(owner) if owner != self.cfg.shard => {
+                    self.stats.forwarded += 1;
+                    let fwd = Forward { peer, received_on: self.cfg.shard, bytes: bytes.to_vec() };
+                    out.to_shards.push((owner, CoreMsg::Forward(fwd)));
                 }
-                // A client that takes RFC 7339 feedback is refused, not
-                // dropped: it backs off as told, and a drop would only
-                // bring its retransmission back into the queue.
-                if verdict == Verdict::Drop && sip::oc::client_supports_loss(msg.via()) {
-                    verdict = Verdict::Refuse;
-                }
-                match verdict {
-                    Verdict::Drop => self.stats.overload_dropped += 1,
-                    Verdict::Refuse => self.refuse_statelessly(&msg, peer, self.cfg.shard, Limit::Overload, out),
-                    Verdict::Serve => match self.owner(&msg) {
-                        Some(owner) if owner != self.cfg.shard => {
-                            self.stats.forwarded += 1;
-                            let fwd = Forward { peer, received_on: self.cfg.shard, bytes: bytes.to_vec() };
-                            out.to_shards.push((owner, CoreMsg::Forward(fwd)));
-                        }
-                        _ => self.on_owned(now, peer, &msg, self.cfg.shard, out),
-                    },
-                }
-            }
+                _ => self.on_owned(now, peer, &msg, self.cfg.shard, out),
+            },
         }
-        self.drain_local(now, out);
     }
 
     /// Work from another shard (or this one).
