@@ -172,8 +172,9 @@ const TAKE_IN_MAX: usize = 4096;
 
 /// Reads the UDP socket in batches and serves what it reads; when it is
 /// empty, waits for the next datagram through glommio (a 1-byte peek,
-/// which only signals readiness). While the shard is overloaded, or work
-/// is left in its admission queue, it alternates instead: the whole socket
+/// which only signals readiness). When a batch comes full (a backlog),
+/// while the shard is overloaded, and while work is left in its admission
+/// queue, it alternates instead: the whole socket
 /// decided at once (refusals answered right away), then a slice of
 /// admitted work (`core::ingress`).
 async fn udp_loop(rt: Rc<Runtime>) {
@@ -211,11 +212,20 @@ async fn udp_loop(rt: Rc<Runtime>) {
         {
             let mut core = rt.core.borrow_mut();
             let mut out = rt.outbox.borrow_mut();
+            // A full batch leaves more in the socket: a backlog, which
+            // goes through the admission stage, so that it is decided
+            // before it ages there rather than after.
+            let backlog = n == batch.capacity();
             for i in 0..n {
                 if let Some((bytes, from)) = batch.get(i) {
-                    // `now` per datagram: the batch's own processing is
-                    // part of the later datagrams' wait.
-                    core.on_message_at(Instant::now(), batch.received(i), crate::core::Peer::udp(from), bytes, &mut out);
+                    let peer = crate::core::Peer::udp(from);
+                    if backlog {
+                        core.on_arrival(Instant::now(), batch.received(i), peer, bytes, &mut out);
+                    } else {
+                        // `now` per datagram: the batch's own processing
+                        // is part of the later datagrams' wait.
+                        core.on_message_at(Instant::now(), batch.received(i), peer, bytes, &mut out);
+                    }
                 }
             }
         }

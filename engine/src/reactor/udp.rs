@@ -58,6 +58,11 @@ impl RecvBatch {
         }
     }
 
+    /// Datagrams one receive takes at most.
+    pub fn capacity(&self) -> usize {
+        self.hdrs.len()
+    }
+
     /// Receives up to a batch without blocking; `Ok(0)` when none is queued.
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         let batch = self.hdrs.len();
