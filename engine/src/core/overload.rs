@@ -288,18 +288,36 @@ impl Overload {
         self.span = (Duration::ZERO, 0);
     }
 
+    /// Busy time between served messages that went to other work (reading
+    /// and refusing): part of the pace, but no message of its own.
+    pub fn busy(&mut self, took: Duration) {
+        self.span.0 += took.min(PACE_SPAN);
+    }
+
     /// The sojourn a message that has waited `age` will have when served
     /// after the `queued` messages ahead of it.
     pub fn predicted(&self, age: Duration, queued: usize) -> Duration {
         age + Duration::from_nanos((self.service_ns * queued as f64) as u64)
     }
 
+    /// Whether a sojourn of `wait` is past the deadline (never, with
+    /// overload control off).
+    pub fn past_deadline(&self, wait: Duration) -> bool {
+        !self.cfg.target.is_zero() && wait > self.cfg.deadline
+    }
+
     /// What to do with a new initial request whose sojourn is (or will
-    /// be) `wait`: served unless overloaded and past the deadline; then one
-    /// in `refuse_every` gets a 503, the others are dropped.
+    /// be) `wait`. Within the deadline it is served. Past it, it is not
+    /// worth serving: a burst's excess is refused with a 503 each (few,
+    /// and each client backs off); while overloaded, one in
+    /// `refuse_every` gets a 503 and the others are dropped, because
+    /// answering each would leave no time to serve any.
     pub fn verdict(&mut self, wait: Duration) -> Verdict {
-        if !self.shedding || wait <= self.cfg.deadline {
+        if !self.past_deadline(wait) {
             return Verdict::Serve;
+        }
+        if !self.shedding {
+            return Verdict::Refuse;
         }
         self.shed += 1;
         if self.shed % self.cfg.refuse_every.max(1) as u64 == 0 { Verdict::Refuse } else { Verdict::Drop }
@@ -342,6 +360,8 @@ mod tests {
     fn overloaded_work_past_the_deadline_is_shed_one_in_n_refused() {
         let t0 = Instant::now();
         let mut o = Overload::new(OverloadConfig { refuse_every: 4, ..OverloadConfig::default() });
+        assert_eq!(o.verdict(ms(60)), Verdict::Refuse, "past the deadline in a burst: refused, not dropped");
+        assert_eq!(o.verdict(ms(40)), Verdict::Serve);
         for i in 0..=10 {
             o.observe(t0 + ms(i * 10), ms(30));
         }
@@ -446,6 +466,7 @@ mod tests {
             o.observe(t0 + ms(i), Duration::from_secs(5));
         }
         assert!(!o.shedding());
+        assert_eq!(o.verdict(Duration::from_secs(5)), Verdict::Serve, "off: nothing is past a deadline");
         assert_eq!(o.feedback(), None);
     }
 }

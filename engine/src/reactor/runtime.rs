@@ -248,20 +248,27 @@ impl Runtime {
     /// queue has room and at most [`TAKE_IN_MAX`] at a time (a flood that
     /// refills the socket as fast as it is read must not starve service);
     /// returns how many datagrams were read.
-    fn take_in(&self, batch: &mut RecvBatch) -> usize {
+    fn take_in(self: &Rc<Self>, batch: &mut RecvBatch) -> usize {
         let mut taken = 0;
-        let mut core = self.core.borrow_mut();
-        let mut out = self.outbox.borrow_mut();
-        while core.can_take() && taken < TAKE_IN_MAX {
+        while self.core.borrow().can_take() && taken < TAKE_IN_MAX {
             let n = self.receive(batch);
             if n == 0 {
                 break;
             }
-            let now = Instant::now();
-            for i in 0..n {
-                if let Some((bytes, from)) = batch.get(i) {
-                    core.on_arrival(now, batch.received(i), crate::core::Peer::udp(from), bytes, &mut out);
+            {
+                let mut core = self.core.borrow_mut();
+                let mut out = self.outbox.borrow_mut();
+                let now = Instant::now();
+                for i in 0..n {
+                    if let Some((bytes, from)) = batch.get(i) {
+                        core.on_arrival(now, batch.received(i), crate::core::Peer::udp(from), bytes, &mut out);
+                    }
                 }
+            }
+            // Each batch's refusals leave at once, not after the drain.
+            self.dispatch();
+            if !self.udp_out.borrow().is_empty() {
+                let _ = self.udp_out.borrow_mut().flush(self.udp_fd, self.cfg.io.udp_batch);
             }
             taken += n;
         }

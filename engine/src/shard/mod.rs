@@ -7,8 +7,8 @@
 use crate::core::capabilities;
 use crate::core::entropy::Entropy;
 use crate::core::ids;
-use crate::core::limits::{Caps, Limit};
 use crate::core::ingress::Ingress;
+use crate::core::limits::{Caps, Limit};
 use crate::core::overload::{Overload, OverloadConfig, Verdict};
 use crate::core::peer::{Peer, Transmit};
 use crate::core::reply::{HandlerReply, StoredAnswer};
@@ -227,6 +227,8 @@ pub struct Shard {
     overload: Overload,
     /// Datagrams taken in while overloaded, waiting for service.
     ingress: Ingress,
+    /// When the last slice of queued work ended with work left.
+    busy_since: Option<Instant>,
     /// To-tags of responses outside dialogs.
     entropy: Entropy,
     stats: ShardStats,
@@ -255,6 +257,7 @@ impl Shard {
             local: VecDeque::new(),
             overload: Overload::new(cfg.overload),
             ingress: Ingress::new(cfg.overload.queue_messages, cfg.overload.queue_bytes),
+            busy_since: None,
             entropy: e,
             stats: ShardStats::default(),
             outcomes: Vec::new(),
@@ -310,6 +313,12 @@ impl Shard {
     /// predicts with.
     pub fn serve_queued(&mut self, mut clock: impl FnMut() -> Instant, budget: Duration, max: usize, out: &mut Outbox) -> usize {
         let start = clock();
+        // The time since the last slice, when work was left waiting: the
+        // socket's drain and its refusals, which slow the queue as much as
+        // serving does.
+        if let Some(mark) = self.busy_since.take() {
+            self.overload.busy(start.saturating_duration_since(mark));
+        }
         let mut begun = start;
         let mut n = 0;
         while n < max {
@@ -331,7 +340,9 @@ impl Shard {
             }
         }
         if n > 0 {
-            self.overload.served(clock() - begun);
+            let end = clock();
+            self.overload.served(end - begun);
+            self.busy_since = (!self.ingress.is_empty()).then_some(end);
         }
         n
     }
@@ -392,12 +403,12 @@ impl Shard {
     }
 
     /// Overload control's decision on a message whose sojourn is (or will
-    /// be) `wait`: whether to serve it. A new initial request shed while
-    /// overloaded is answered here or dropped; PUBLISH and REGISTER (never
-    /// in a dialog) are decided before they cost even a parse; dialogs and
-    /// responses are always served.
+    /// be) `wait`: whether to serve it. A new initial request past the
+    /// deadline is answered here or dropped (`Overload::verdict`); PUBLISH
+    /// and REGISTER (never in a dialog) are decided before they cost even
+    /// a parse; dialogs and responses are always served.
     fn admit(&mut self, wait: Duration, peer: Peer, bytes: &[u8], out: &mut Outbox) -> bool {
-        if !self.overload.shedding() {
+        if !self.overload.past_deadline(wait) {
             return true;
         }
         let sure = bytes.starts_with(b"PUBLISH ") || bytes.starts_with(b"REGISTER ");
