@@ -198,3 +198,44 @@ fn tcp_connections_past_the_limit_are_closed() {
     srv.wait_matching("shard stopped", 1, WAIT, |r| r["tcp_refused"] == 3);
     assert_eq!(srv.logged("TCP connection limit reached; new connections are closed").len(), 1, "logged once, counted each time");
 }
+
+/// The admission stage over real sockets: a server that cannot run (it is
+/// stopped with SIGSTOP, as a shard off its core is) while 200 PUBLISHes
+/// reach its socket finds, when it runs again, a full receive batch. It
+/// decides them as it drains the socket: each waited far past the 40 ms
+/// deadline, so each is refused at once with 503 + Retry-After (outside
+/// overload every one is answered), and none is served. What comes after
+/// is served. Times here are only lower bounds: the wait is at least the
+/// 300 ms stop, whatever the host's speed.
+#[test]
+fn requests_that_waited_past_the_deadline_are_refused_when_the_shard_runs_again() {
+    let srv = Presenced::start(1, &["--overload-target-ms", "20"]);
+    let sock = udp_socket(Ipv4Addr::LOCALHOST, 0);
+    let me = sock.local_addr().unwrap();
+    let publish = |n: u32| {
+        let doc = format!(
+            "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:adm{n}@example.com\"><tuple id=\"t\"><status><basic>open</basic></status></tuple></presence>"
+        );
+        format!(
+            "PUBLISH sip:adm{n}@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKadm{n}\r\nMax-Forwards: 70\r\nFrom: <sip:adm{n}@example.com>;tag=a\r\n\
+To: <sip:adm{n}@example.com>\r\nCall-ID: adm{n}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 600\r\nContent-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{doc}",
+            doc.len()
+        )
+        .into_bytes()
+    };
+    assert_eq!(status(&udp_transaction(&sock, srv.addr, &publish(0))), 200, "served while it keeps up");
+    srv.signal(libc::SIGSTOP);
+    for n in 1..=200 {
+        sock.send_to(&publish(n), srv.addr).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    srv.signal(libc::SIGCONT);
+    let mut answers = Vec::new();
+    while answers.len() < 200 {
+        let Some(r) = recv(&sock, Duration::from_secs(10)) else { break };
+        answers.push((status(&r), header(&r, "Retry-After")));
+    }
+    assert_eq!(answers.len(), 200, "every one answered");
+    assert!(answers.iter().all(|a| *a == (503, Some("5".to_string()))), "{answers:?}");
+    assert_eq!(status(&udp_transaction(&sock, srv.addr, &publish(201))), 200, "served again once caught up");
+}
