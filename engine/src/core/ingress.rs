@@ -1,5 +1,5 @@
 //! The admission queue: datagrams taken off a socket ahead of their
-//! service, while a shard is overloaded.
+//! service, while a shard has a backlog or is overloaded.
 //!
 //! Without it the socket's buffer is the only queue, and it is first in,
 //! first out: a request that is to be refused waits behind every request
@@ -80,11 +80,6 @@ impl Ingress {
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
-
-    /// When the oldest waiting message reached the socket.
-    pub fn oldest(&self) -> Option<Instant> {
-        self.queue.front().map(|a| a.received)
-    }
 }
 
 #[cfg(test)]
@@ -113,7 +108,7 @@ mod tests {
         q.recycle(a.bytes);
         assert_eq!(q.pop().unwrap().bytes, vec![2; 10]);
         assert_eq!(q.pop().unwrap().bytes, vec![9; 995]);
-        assert!(q.is_empty() && q.pop().is_none() && q.oldest().is_none());
+        assert!(q.is_empty() && q.pop().is_none());
         // A recycled buffer carries nothing of its last message.
         q.push(t0, peer(), b"new");
         assert_eq!(q.pop().unwrap().bytes, b"new");

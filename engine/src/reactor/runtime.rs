@@ -209,29 +209,37 @@ async fn udp_loop(rt: Rc<Runtime>) {
             let _ = rt.udp.peek_from(&mut probe).await;
             continue;
         }
+        if n == batch.capacity() {
+            // A full batch leaves more in the socket: a backlog, which goes
+            // through the admission stage, so that it is decided before it
+            // ages there rather than after.
+            rt.with_core(|core, out| arrive(core, &batch, out));
+            glommio::yield_if_needed().await;
+            continue;
+        }
         {
             let mut core = rt.core.borrow_mut();
             let mut out = rt.outbox.borrow_mut();
-            // A full batch leaves more in the socket: a backlog, which
-            // goes through the admission stage, so that it is decided
-            // before it ages there rather than after.
-            let backlog = n == batch.capacity();
             for i in 0..n {
                 if let Some((bytes, from)) = batch.get(i) {
-                    let peer = crate::core::Peer::udp(from);
-                    if backlog {
-                        core.on_arrival(Instant::now(), batch.received(i), peer, bytes, &mut out);
-                    } else {
-                        // `now` per datagram: the batch's own processing
-                        // is part of the later datagrams' wait.
-                        core.on_message_at(Instant::now(), batch.received(i), peer, bytes, &mut out);
-                    }
+                    // `now` per datagram: the batch's own processing is
+                    // part of the later datagrams' wait.
+                    core.on_message_at(Instant::now(), batch.received(i), crate::core::Peer::udp(from), bytes, &mut out);
                 }
             }
         }
         rt.dispatch();
         rt.flush_udp().await;
         glommio::yield_if_needed().await;
+    }
+}
+
+/// Hands the datagrams of the last receive to the core's admission stage.
+fn arrive(core: &mut Shard, batch: &RecvBatch, out: &mut Outbox) {
+    let now = Instant::now();
+    for i in 0..batch.capacity() {
+        let Some((bytes, from)) = batch.get(i) else { break };
+        core.on_arrival(now, batch.received(i), crate::core::Peer::udp(from), bytes, out);
     }
 }
 
@@ -255,21 +263,8 @@ impl Runtime {
             if n == 0 {
                 break;
             }
-            {
-                let mut core = self.core.borrow_mut();
-                let mut out = self.outbox.borrow_mut();
-                let now = Instant::now();
-                for i in 0..n {
-                    if let Some((bytes, from)) = batch.get(i) {
-                        core.on_arrival(now, batch.received(i), crate::core::Peer::udp(from), bytes, &mut out);
-                    }
-                }
-            }
             // Each batch's refusals leave at once, not after the drain.
-            self.dispatch();
-            if !self.udp_out.borrow().is_empty() {
-                let _ = self.udp_out.borrow_mut().flush(self.udp_fd, self.cfg.io.udp_batch);
-            }
+            self.with_core(|core, out| arrive(core, batch, out));
             taken += n;
         }
         taken

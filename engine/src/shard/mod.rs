@@ -294,8 +294,8 @@ impl Shard {
         });
     }
 
-    /// A datagram taken off the socket while overloaded (see
-    /// `core::ingress`): decided now, on the sojourn it will have once the
+    /// A datagram taken off the socket while the shard has a backlog or is
+    /// overloaded (see `core::ingress`): decided now, on the sojourn it will have once the
     /// queue ahead of it is served, and either answered or dropped at once,
     /// or queued for [`Self::serve_queued`].
     pub fn on_arrival(&mut self, now: Instant, received: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
