@@ -69,8 +69,13 @@ one_run() {
   trap "kill $hogs 2>/dev/null; kill -INT $pid 2>/dev/null || true; sysctl -q -w net.core.rmem_max=$rmem_was 2>/dev/null || true" EXIT
   sleep 1
   rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$pid/status"; }
+  # The server's CPU time (utime+stime) in clock ticks, and the wall time.
+  cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+  hz=$(getconf CLK_TCK)
 
+  local c0 t0; c0=$(cpu); t0=$(date +%s.%N)
   $lg --max-outstanding 64 --duration 10 --report "$out/overload-$mode-capacity.json" >/dev/null
+  local cpu_cap; cpu_cap=$(python3 -c "print(f'{($(cpu) - $c0) / $hz / ($(date +%s.%N) - $t0):.0%}')")
   local cap; cap=$(j "$out/overload-$mode-capacity.json" "round(r['throughput_per_s'])")
   $lg --rate $((cap * 9 / 10)) --ramp 0 --duration 33 $lgflags --report "$out/overload-$mode-warm.json" >/dev/null
   # Capacity again, now that the server holds Timer J's transactions as it
@@ -82,7 +87,9 @@ one_run() {
   rm -f "$out/overload-rss-peak" "$out/overload-$mode-rss.log"
   ( peak=0; while kill -0 $pid 2>/dev/null; do r=$(rss); echo "$(date +%s) $r" >>"$out/overload-$mode-rss.log"; [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" >"$out/overload-rss-peak"; sleep 1; done ) &
   local sampler=$! drops_before; drops_before=$(drops)
+  c0=$(cpu); t0=$(date +%s.%N)
   $lg --rate "$rate" --ramp 1 --duration "$secs" $lgflags --report "$out/overload-$mode-2x.json" >/dev/null
+  local cpu_2x; cpu_2x=$(python3 -c "print(f'{($(cpu) - $c0) / $hz / ($(date +%s.%N) - $t0):.0%}')")
   $lg --rate $((cap * 3 / 10)) --ramp 0 --duration 2 $lgflags --report "$out/overload-$mode-recovery-2s.json" >/dev/null
   $lg --rate $((cap * 3 / 10)) --ramp 0 --duration 5 $lgflags --report "$out/overload-$mode-after.json" >/dev/null
   local drops_2x=$(( $(drops) - drops_before ))
@@ -96,6 +103,7 @@ one_run() {
   echo "  goodput $(j "$f" "round(r['throughput_per_s'])")/s = $(j "$f" "f\"{r['throughput_per_s']/$cap:.0%}\"") of capacity (target >= 90 %); $(j "$f" "f\"{r['throughput_per_s']/$capw:.0%}\"") of the $capw/s measured closed-loop after warming"
   echo "  2xx p50 $(j "$f" "r['latency_2xx_us']['p50']/1000") ms, p99 $(j "$f" "r['latency_2xx_us']['p99']/1000") ms (target <= 50)"
   echo "  503s $(j "$f" "r['errors']['by_status'].get('503', 0)"), p99 $(j "$f" "r['latency_503_us']['p99']/1000") ms (target <= 5)"
+  echo "  server CPU: $cpu_cap of a core while measuring capacity, $cpu_2x at 2x (below: the shard idled, its clients held back too much)"
   echo "  timeouts $(j "$f" "r['errors']['timeout']"), retransmissions $(j "$f" "r['retransmissions']"), datagrams the kernel dropped at full UDP receive buffers $drops_2x"
   echo "  server RSS MiB: warm $rss_before, peak $peak, after $rss_after (target: flat)"
   echo "  recovery at 0.3x: first 2 s 2xx p99 $(j "$out/overload-$mode-recovery-2s.json" "r['latency_2xx_us']['p99']/1000") ms, next 5 s p99 $(j "$out/overload-$mode-after.json" "r['latency_2xx_us']['p99']/1000") ms"

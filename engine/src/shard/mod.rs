@@ -229,6 +229,12 @@ pub struct Shard {
     ingress: Ingress,
     /// When the last slice of queued work ended with work left.
     busy_since: Option<Instant>,
+    /// When the table sizes are next traced (target `tables`, debug).
+    next_table_trace: Instant,
+    /// The last timer step, and the longest gap between two since the
+    /// last trace: how late timers can fire.
+    last_tick: Instant,
+    tick_gap: Duration,
     /// To-tags of responses outside dialogs.
     entropy: Entropy,
     stats: ShardStats,
@@ -258,6 +264,9 @@ impl Shard {
             overload: Overload::new(cfg.overload),
             ingress: Ingress::new(cfg.overload.queue_messages, cfg.overload.queue_bytes),
             busy_since: None,
+            next_table_trace: now,
+            last_tick: now,
+            tick_gap: Duration::ZERO,
             entropy: e,
             stats: ShardStats::default(),
             outcomes: Vec::new(),
@@ -526,6 +535,8 @@ impl Shard {
     }
 
     fn on_time_unguarded(&mut self, now: Instant, out: &mut Outbox) {
+        self.tick_gap = self.tick_gap.max(now.saturating_duration_since(self.last_tick));
+        self.last_tick = now;
         self.server.on_time(now);
         self.client.on_time(now, &mut out.transmits, &mut self.outcomes);
         for outcome in std::mem::take(&mut self.outcomes) {
@@ -552,6 +563,29 @@ impl Shard {
             self.send_resubscribe(now, &call_id, self.cfg.reg_event_expires, out);
         }
         self.drain_local(now, out);
+        self.trace_tables(now);
+    }
+
+    /// Once a second, at debug level: how big each table is, to tell which
+    /// one a memory curve follows.
+    fn trace_tables(&mut self, now: Instant) {
+        if now < self.next_table_trace || !tracing::enabled!(target: "tables", tracing::Level::DEBUG) {
+            return;
+        }
+        self.next_table_trace = now + Duration::from_secs(1);
+        tracing::debug!(
+            target: "tables",
+            shard = self.cfg.shard,
+            server_transactions = self.server.len(),
+            server_timers = self.server.timers_pending(),
+            client_transactions = self.client.len(),
+            bindings = self.registrar.len(),
+            presentities = self.publications.presentities(),
+            subscriptions = self.subscriptions.len(),
+            queued = self.ingress.len(),
+            tick_gap_us = self.tick_gap.as_micros() as u64,
+        );
+        self.tick_gap = Duration::ZERO;
     }
 
     /// An in-dialog SUBSCRIBE on a reg subscription: a refresh, or with
