@@ -14,7 +14,12 @@
 #            loss-based feedback and hold back what the server says (as an
 #            S-CSCF that implements it would); offered = sent + held back;
 #   plain    clients that ignore feedback: the server sheds by itself;
-#   off      plain clients and overload control off (--overload-target-ms 0).
+#   off      plain clients and overload control off (--overload-target-ms 0);
+#   floor    no presenced: loadgen's trivial responder (parse, answer 200,
+#            no state) pinned and sharing its core the same way, offered
+#            FLOOR_RATE PUBLISH/s (default 40000, about what presenced
+#            serves there) for SECONDS: the latency the core's sharing
+#            alone puts on an answer, under any target set above it.
 # Prints goodput against capacity, p99 of 2xx and of 503 answers, the
 # server's RSS after warming, at its peak and after, and the recovery
 # latency, with the issue's targets beside them. JSON reports land in $OUT,
@@ -113,4 +118,22 @@ one_run() {
   echo "  $(grep "shard stopped" "$out/overload-$mode-presenced.log" | tail -1)"
 }
 
-for mode in ${MODES:-rfc7339 plain}; do one_run "$mode"; done
+floor_run() {
+  local rate=${FLOOR_RATE:-40000} f="$out/overload-floor.json"
+  taskset -c 0 target/release/loadgen responder --listen "127.0.0.1:$port" 2>/dev/null &
+  local pid=$! hogs=""
+  for _ in $(seq "${HOGS:-1}"); do taskset -c 0 sh -c 'while :; do :; done' & hogs="$hogs $!"; done
+  trap "kill $hogs $pid 2>/dev/null; sysctl -q -w net.core.rmem_max=$rmem_was 2>/dev/null || true" EXIT
+  sleep 1
+  taskset -c 1 target/release/loadgen --target "127.0.0.1:$port" --scenario publish --users "$users" --threads 1 --quiet \
+    --rate "$rate" --ramp 1 --duration "$secs" --report "$f" >/dev/null
+  echo "== floor: trivial responder sharing its core with ${HOGS:-1} busy loop(s), $rate PUBLISH/s offered for $secs s"
+  echo "  answered $(j "$f" "round(r['throughput_per_s'])")/s; 2xx p50 $(j "$f" "r['latency_2xx_us']['p50']/1000") ms, p99 $(j "$f" "r['latency_2xx_us']['p99']/1000") ms, p999 $(j "$f" "r['latency_2xx_us']['p999']/1000") ms, max $(j "$f" "r['latency_2xx_us']['max']/1000") ms"
+  kill $hogs "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  trap 'sysctl -q -w net.core.rmem_max='"$rmem_was"' 2>/dev/null || true' EXIT
+}
+
+for mode in ${MODES:-rfc7339 plain}; do
+  if [ "$mode" = floor ]; then floor_run; else one_run "$mode"; fi
+done

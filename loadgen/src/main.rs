@@ -34,7 +34,15 @@ enum Command {
     /// Measure this host's request/response ceiling against a trivial
     /// in-process responder, with the same load engine (--scenario
     /// register or publish picks the messages).
-    Baseline(RunArgs),
+    Baseline(Box<RunArgs>),
+    /// Run only that trivial responder, as a process of its own, until
+    /// killed: a floor under a server's latency when it is pinned and
+    /// shares its core the same way (bench/e2e/overload.sh, mode floor).
+    Responder {
+        /// Address to answer on.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:5060")]
+        listen: SocketAddr,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -243,7 +251,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            let mut args = args;
+            let mut args = *args;
             // The responder answers every request 200 and keeps no state:
             // its ceiling is measured with REGISTERs or with PUBLISHes (the
             // same messages as a `publish` run, so the two compare).
@@ -265,6 +273,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Responder { listen }) => match loadgen::baseline::start_responder(listen) {
+            Ok((addr, _stop)) => {
+                eprintln!("loadgen: responder answering 200 on {addr}");
+                loop {
+                    std::thread::park();
+                }
+            }
+            Err(e) => {
+                eprintln!("loadgen: cannot start the responder on {listen}: {e}");
+                ExitCode::from(1)
+            }
+        },
         None => {
             let args = cli.run;
             let target = match args.target.to_socket_addrs().ok().and_then(|mut a| a.next()) {

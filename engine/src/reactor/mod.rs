@@ -90,7 +90,6 @@ impl Server {
             let handle = LocalExecutorBuilder::new(placement)
                 .name(&format!("shard-{i}"))
                 .io_memory(cfg.io.io_memory)
-                .preempt_timer(runtime::PREEMPT)
                 .spawn(move || runtime::run(ctx))
                 .map_err(|e| format!("cannot start shard {i}: {e}"))?;
             shards.push(handle);

@@ -23,13 +23,6 @@ use std::time::{Duration, Instant};
 /// How often the shard runs its timers and looks at the stop flag.
 const TICK: Duration = Duration::from_millis(5);
 
-/// How long a task runs before glommio makes it yield (at its next
-/// `yield_if_needed`). Its default, 100 ms, let a busy UDP loop keep the
-/// timer task off the core that long: measured under sustained load on a
-/// half core, timers ran every 208 ms instead of 5, and each late turn
-/// expired 200 ms of Timer J's transactions in one stall.
-pub(super) const PREEMPT: Duration = Duration::from_millis(1);
-
 /// Everything a shard needs, moved into its executor thread.
 pub(crate) struct ShardSetup {
     pub id: u16,
@@ -64,6 +57,8 @@ pub(crate) struct Runtime {
     outbound: RefCell<Outbound<ShardMsg>>,
     /// Whether a task is awaiting room in each destination's queue.
     flushing: RefCell<Vec<bool>>,
+    /// When the core's timers are next due (see [`Runtime::run_timers_if_due`]).
+    next_tick: Cell<Instant>,
 }
 
 pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
@@ -124,6 +119,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
         mesh: senders,
         outbound: RefCell::new(Outbound::new(shards)),
         flushing: RefCell::new(vec![false; shards as usize]),
+        next_tick: Cell::new(Instant::now()),
         cfg,
     });
 
@@ -154,8 +150,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
             rt.with_core(|core, out| core.set_policy(Instant::now(), p, out));
             tracing::info!(shard = id, "authorization policy reloaded");
         }
-        // Retransmissions and refreshes leave from here, flushed at once.
-        rt.with_core(|core, out| core.on_time(Instant::now(), out));
+        rt.run_timers_if_due();
     }
     if let Some(m) = &rt.mesh {
         m.close();
@@ -189,6 +184,12 @@ async fn udp_loop(rt: Rc<Runtime>) {
     let mut probe = [0u8; 1];
     loop {
         rt.wait_while_holding().await;
+        // A busy loop yields only when glommio's preempt timer (100 ms)
+        // says so: the timer task alone would then run every 208 ms on a
+        // half core (measured), each late turn ending 200 ms of Timer J's
+        // transactions in one stall. (A 1 ms preempt timer fixed the
+        // cadence, but one run in five then hung glommio's reactor.)
+        rt.run_timers_if_due();
         let admitting = {
             let core = rt.core.borrow();
             core.is_shedding() || core.queued() > 0
@@ -410,6 +411,18 @@ impl Runtime {
                 }
             }
         }
+    }
+
+    /// Runs the core's timers if [`TICK`] has passed since they last ran,
+    /// from the timer task when the shard idles and from the UDP loop when
+    /// it is busy. Retransmissions and refreshes leave at once.
+    fn run_timers_if_due(self: &Rc<Self>) {
+        let now = Instant::now();
+        if now < self.next_tick.get() {
+            return;
+        }
+        self.next_tick.set(now + TICK);
+        self.with_core(|core, out| core.on_time(now, out));
     }
 
     /// One step of the core outside the UDP loop (a TCP frame, a message

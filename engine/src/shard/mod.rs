@@ -235,6 +235,12 @@ pub struct Shard {
     /// last trace: how late timers can fire.
     last_tick: Instant,
     tick_gap: Duration,
+    /// Since the last trace: overload refusals, those sent more than 5 ms
+    /// after their request reached the socket, and the oldest.
+    refusals: (u32, u32, Duration),
+    /// Since the last trace: queued messages served more than 40 ms after
+    /// they reached the socket, and the oldest.
+    late_served: (u32, Duration),
     /// To-tags of responses outside dialogs.
     entropy: Entropy,
     stats: ShardStats,
@@ -267,6 +273,8 @@ impl Shard {
             next_table_trace: now,
             last_tick: now,
             tick_gap: Duration::ZERO,
+            refusals: (0, 0, Duration::ZERO),
+            late_served: (0, Duration::ZERO),
             entropy: e,
             stats: ShardStats::default(),
             outcomes: Vec::new(),
@@ -296,7 +304,7 @@ impl Shard {
         let wait = now.saturating_duration_since(received);
         self.overload.observe(now, wait);
         self.guarded(now, Some(bytes), out, |s, out| {
-            if s.admit(wait, peer, bytes, out) {
+            if s.admit(wait, wait, peer, bytes, out) {
                 s.serve(now, peer, bytes, out);
             }
             s.drain_local(now, out);
@@ -310,9 +318,10 @@ impl Shard {
     pub fn on_arrival(&mut self, now: Instant, received: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
         let wait = self.overload.predicted(now.saturating_duration_since(received), self.ingress.len());
         let mut take = false;
-        self.guarded(now, Some(bytes), out, |s, out| take = s.admit(wait, peer, bytes, out));
+        let age = now.saturating_duration_since(received);
+        self.guarded(now, Some(bytes), out, |s, out| take = s.admit(wait, age, peer, bytes, out));
         if take {
-            self.ingress.push(received, peer, bytes);
+            self.ingress.push(now, received, peer, bytes);
         }
     }
 
@@ -337,7 +346,11 @@ impl Shard {
                 self.overload.served(now - begun);
             }
             begun = now;
-            self.overload.observe(now, now.saturating_duration_since(a.received));
+            let sojourn = now.saturating_duration_since(a.received);
+            self.overload.observe(now, sojourn);
+            self.overload.drained(a.ahead, now.saturating_duration_since(a.queued_at));
+            self.late_served.0 += u32::from(sojourn > Duration::from_millis(40));
+            self.late_served.1 = self.late_served.1.max(sojourn);
             self.guarded(now, Some(&a.bytes), out, |s, out| {
                 s.serve(now, a.peer, &a.bytes, out);
                 s.drain_local(now, out);
@@ -416,7 +429,9 @@ impl Shard {
     /// deadline is answered here or dropped (`Overload::verdict`); PUBLISH
     /// and REGISTER (never in a dialog) are decided before they cost even
     /// a parse; dialogs and responses are always served.
-    fn admit(&mut self, wait: Duration, peer: Peer, bytes: &[u8], out: &mut Outbox) -> bool {
+    /// `wait` is the sojourn the request will have (or has, when served
+    /// at once), `age` how long it has waited so far.
+    fn admit(&mut self, wait: Duration, age: Duration, peer: Peer, bytes: &[u8], out: &mut Outbox) -> bool {
         if !self.overload.past_deadline(wait) {
             return true;
         }
@@ -457,6 +472,9 @@ impl Shard {
             self.stats.overload_dropped += 1;
         } else {
             self.refuse_statelessly(&msg, peer, self.cfg.shard, Limit::Overload, out);
+            self.refusals.0 += 1;
+            self.refusals.1 += u32::from(age > Duration::from_millis(5));
+            self.refusals.2 = self.refusals.2.max(age);
         }
         false
     }
@@ -584,8 +602,16 @@ impl Shard {
             subscriptions = self.subscriptions.len(),
             queued = self.ingress.len(),
             tick_gap_us = self.tick_gap.as_micros() as u64,
+            refused = self.refusals.0,
+            refused_after_5ms = self.refusals.1,
+            refused_oldest_us = self.refusals.2.as_micros() as u64,
+            served_after_40ms = self.late_served.0,
+            served_oldest_us = self.late_served.1.as_micros() as u64,
+            "tables"
         );
+        self.late_served = (0, Duration::ZERO);
         self.tick_gap = Duration::ZERO;
+        self.refusals = (0, 0, Duration::ZERO);
     }
 
     /// An in-dialog SUBSCRIBE on a reg subscription: a refresh, or with

@@ -36,7 +36,7 @@ impl Presenced {
             "--log-format",
             "json",
             "--log-level",
-            "info,presenced::request=debug,presenced::presence=debug",
+            "info,presenced::request=debug,presenced::presence=debug,tables=debug",
         ];
         // A debug build on a busy CI host can queue past any delay target:
         // no shedding here unless a test asks (overload control is tested
