@@ -27,6 +27,8 @@ pub struct Arrived {
     /// the queue's real pace, once it is served.
     pub queued_at: Instant,
     pub ahead: usize,
+    /// The sojourn predicted when it was taken in.
+    pub predicted: std::time::Duration,
 }
 
 #[derive(Debug)]
@@ -55,13 +57,13 @@ impl Ingress {
         self.queue.len() < self.max_messages && self.bytes < self.max_bytes
     }
 
-    pub fn push(&mut self, now: Instant, received: Instant, peer: Peer, bytes: &[u8]) {
+    pub fn push(&mut self, now: Instant, received: Instant, predicted: std::time::Duration, peer: Peer, bytes: &[u8]) {
         let mut buf = self.spare.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(bytes);
         self.bytes += buf.len();
         let ahead = self.queue.len();
-        self.queue.push_back(Arrived { received, peer, bytes: buf, queued_at: now, ahead });
+        self.queue.push_back(Arrived { received, peer, bytes: buf, queued_at: now, ahead, predicted });
     }
 
     pub fn pop(&mut self) -> Option<Arrived> {
@@ -101,12 +103,12 @@ mod tests {
         let mut q = Ingress::new(3, 1000);
         for i in 0..3u8 {
             assert!(q.has_room());
-            q.push(t0, t0, peer(), &[i; 10]);
+            q.push(t0, t0, std::time::Duration::ZERO, peer(), &[i; 10]);
         }
         assert!(!q.has_room(), "three messages is the bound");
         assert_eq!(q.pop().unwrap().bytes, vec![0; 10]);
         assert!(q.has_room());
-        q.push(t0, t0, peer(), &[9; 995]);
+        q.push(t0, t0, std::time::Duration::ZERO, peer(), &[9; 995]);
         assert!(!q.has_room(), "over 1000 bytes");
         let a = q.pop().unwrap();
         assert_eq!(a.bytes, vec![1; 10]);
@@ -115,7 +117,7 @@ mod tests {
         assert_eq!(q.pop().unwrap().bytes, vec![9; 995]);
         assert!(q.is_empty() && q.pop().is_none());
         // A recycled buffer carries nothing of its last message.
-        q.push(t0, t0, peer(), b"new");
+        q.push(t0, t0, std::time::Duration::ZERO, peer(), b"new");
         assert_eq!(q.pop().unwrap().bytes, b"new");
     }
 }

@@ -240,7 +240,7 @@ pub struct Shard {
     refusals: (u32, u32, Duration),
     /// Since the last trace: queued messages served more than 40 ms after
     /// they reached the socket, and the oldest.
-    late_served: (u32, Duration),
+    late_served: (u32, Duration, Duration, usize),
     /// To-tags of responses outside dialogs.
     entropy: Entropy,
     stats: ShardStats,
@@ -274,7 +274,7 @@ impl Shard {
             last_tick: now,
             tick_gap: Duration::ZERO,
             refusals: (0, 0, Duration::ZERO),
-            late_served: (0, Duration::ZERO),
+            late_served: (0, Duration::ZERO, Duration::ZERO, 0),
             entropy: e,
             stats: ShardStats::default(),
             outcomes: Vec::new(),
@@ -321,7 +321,7 @@ impl Shard {
         let age = now.saturating_duration_since(received);
         self.guarded(now, Some(bytes), out, |s, out| take = s.admit(wait, age, peer, bytes, out));
         if take {
-            self.ingress.push(now, received, peer, bytes);
+            self.ingress.push(now, received, wait, peer, bytes);
         }
     }
 
@@ -349,7 +349,11 @@ impl Shard {
             let sojourn = now.saturating_duration_since(a.received);
             self.overload.observe(now, sojourn);
             self.overload.drained(a.ahead, now.saturating_duration_since(a.queued_at));
-            self.late_served.0 += u32::from(sojourn > Duration::from_millis(40));
+            if sojourn > Duration::from_millis(40) {
+                self.late_served.0 += 1;
+                self.late_served.2 = self.late_served.2.max(a.predicted);
+                self.late_served.3 = self.late_served.3.max(a.ahead);
+            }
             self.late_served.1 = self.late_served.1.max(sojourn);
             self.guarded(now, Some(&a.bytes), out, |s, out| {
                 s.serve(now, a.peer, &a.bytes, out);
@@ -607,9 +611,11 @@ impl Shard {
             refused_oldest_us = self.refusals.2.as_micros() as u64,
             served_after_40ms = self.late_served.0,
             served_oldest_us = self.late_served.1.as_micros() as u64,
+            late_predicted_us = self.late_served.2.as_micros() as u64,
+            late_ahead = self.late_served.3,
             "tables"
         );
-        self.late_served = (0, Duration::ZERO);
+        self.late_served = (0, Duration::ZERO, Duration::ZERO, 0);
         self.tick_gap = Duration::ZERO;
         self.refusals = (0, 0, Duration::ZERO);
     }
