@@ -241,6 +241,9 @@ pub struct Shard {
     /// Since the last trace: queued messages served more than 40 ms after
     /// they reached the socket, and the oldest.
     late_served: (u32, Duration, Duration, usize),
+    /// Since the last trace: wall time inside serve slices, and the
+    /// longest time between two slices while work waited.
+    serving: (Duration, Duration),
     /// To-tags of responses outside dialogs.
     entropy: Entropy,
     stats: ShardStats,
@@ -275,6 +278,7 @@ impl Shard {
             tick_gap: Duration::ZERO,
             refusals: (0, 0, Duration::ZERO),
             late_served: (0, Duration::ZERO, Duration::ZERO, 0),
+            serving: (Duration::ZERO, Duration::ZERO),
             entropy: e,
             stats: ShardStats::default(),
             outcomes: Vec::new(),
@@ -335,7 +339,9 @@ impl Shard {
         // socket's drain and its refusals, which slow the queue as much as
         // serving does.
         if let Some(mark) = self.busy_since.take() {
-            self.overload.busy(start.saturating_duration_since(mark));
+            let gap = start.saturating_duration_since(mark);
+            self.overload.busy(gap);
+            self.serving.1 = self.serving.1.max(gap);
         }
         let mut begun = start;
         let mut n = 0;
@@ -367,6 +373,7 @@ impl Shard {
         }
         if n > 0 {
             let end = clock();
+            self.serving.0 += end - start;
             self.overload.served(end - begun);
             self.busy_since = (!self.ingress.is_empty()).then_some(end);
         }
@@ -613,9 +620,12 @@ impl Shard {
             served_oldest_us = self.late_served.1.as_micros() as u64,
             late_predicted_us = self.late_served.2.as_micros() as u64,
             late_ahead = self.late_served.3,
+            serving_us = self.serving.0.as_micros() as u64,
+            slice_gap_us = self.serving.1.as_micros() as u64,
             "tables"
         );
         self.late_served = (0, Duration::ZERO, Duration::ZERO, 0);
+        self.serving = (Duration::ZERO, Duration::ZERO);
         self.tick_gap = Duration::ZERO;
         self.refusals = (0, 0, Duration::ZERO);
     }
