@@ -244,6 +244,9 @@ pub struct Shard {
     /// Since the last trace: wall time inside serve slices, and the
     /// longest time between two slices while work waited.
     serving: (Duration, Duration),
+    /// Since the last trace: the longest time one queued message took to
+    /// serve, and how many took over a millisecond.
+    slow_serves: (Duration, u32),
     /// To-tags of responses outside dialogs.
     entropy: Entropy,
     stats: ShardStats,
@@ -279,6 +282,7 @@ impl Shard {
             refusals: (0, 0, Duration::ZERO),
             late_served: (0, Duration::ZERO, Duration::ZERO, 0),
             serving: (Duration::ZERO, Duration::ZERO),
+            slow_serves: (Duration::ZERO, 0),
             entropy: e,
             stats: ShardStats::default(),
             outcomes: Vec::new(),
@@ -349,7 +353,10 @@ impl Shard {
             let Some(a) = self.ingress.pop() else { break };
             let now = clock();
             if n > 0 {
-                self.overload.served(now - begun);
+                let took = now - begun;
+                self.overload.served(took);
+                self.slow_serves.0 = self.slow_serves.0.max(took);
+                self.slow_serves.1 += u32::from(took > Duration::from_millis(1));
             }
             begun = now;
             let sojourn = now.saturating_duration_since(a.received);
@@ -622,10 +629,13 @@ impl Shard {
             late_ahead = self.late_served.3,
             serving_us = self.serving.0.as_micros() as u64,
             slice_gap_us = self.serving.1.as_micros() as u64,
+            longest_serve_us = self.slow_serves.0.as_micros() as u64,
+            serves_over_1ms = self.slow_serves.1,
             "tables"
         );
         self.late_served = (0, Duration::ZERO, Duration::ZERO, 0);
         self.serving = (Duration::ZERO, Duration::ZERO);
+        self.slow_serves = (Duration::ZERO, 0);
         self.tick_gap = Duration::ZERO;
         self.refusals = (0, 0, Duration::ZERO);
     }
