@@ -56,6 +56,9 @@ drops() { awk '/^Udp:/ {getline; print $6}' /proc/net/snmp; }
 # Timer J keeps every transaction 32 s: at saturation that is far above
 # the default transaction limit, which would answer 503 for capacity.
 printf '[limits]\nserver_transactions_per_shard = 8000000\n%b' "${EXTRA_TOML:-}" >"$out/overload.toml"
+# HOGS busy loops share CPU 0 with what is measured: with one, it gets
+# half the core. Their pids land in $hogs.
+start_hogs() { hogs=""; for _ in $(seq "${HOGS:-1}"); do taskset -c 0 sh -c 'while :; do :; done' & hogs="$hogs $!"; done; }
 j() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 
 one_run() {
@@ -68,19 +71,19 @@ one_run() {
   esac
   local lg="taskset -c 1 target/release/loadgen --target 127.0.0.1:$port --scenario publish --users $users --threads 1 --quiet"
   taskset -c 0 target/release/presenced --config "$out/overload.toml" --listen "127.0.0.1:$port" --shards 1 --log-level "${LOG_LEVEL:-info}" $flags ${PRESENCED_FLAGS:-} >"$out/overload-$mode-presenced.log" 2>&1 &
-  local pid=$! hogs=""
-  # HOGS busy loops share the shard's core: with one, the shard gets half.
-  for _ in $(seq "${HOGS:-1}"); do taskset -c 0 sh -c 'while :; do :; done' & hogs="$hogs $!"; done
+  local pid=$! hogs
+  start_hogs
   trap "kill $hogs 2>/dev/null; kill -INT $pid 2>/dev/null || true; sysctl -q -w net.core.rmem_max=$rmem_was 2>/dev/null || true" EXIT
   sleep 1
   rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$pid/status"; }
-  # The server's CPU time (utime+stime) in clock ticks, and the wall time.
+  # The server's CPU time (utime+stime) in clock ticks, and its share of
+  # a core since CPU time $1 at wall time $2.
   cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-  hz=$(getconf CLK_TCK)
+  cpu_share() { python3 -c "print(f'{($(cpu) - $1) / $(getconf CLK_TCK) / ($(date +%s.%N) - $2):.0%}')"; }
 
   local c0 t0; c0=$(cpu); t0=$(date +%s.%N)
   $lg --max-outstanding 64 --duration 10 --report "$out/overload-$mode-capacity.json" >/dev/null
-  local cpu_cap; cpu_cap=$(python3 -c "print(f'{($(cpu) - $c0) / $hz / ($(date +%s.%N) - $t0):.0%}')")
+  local cpu_cap; cpu_cap=$(cpu_share "$c0" "$t0")
   local cap; cap=$(j "$out/overload-$mode-capacity.json" "round(r['throughput_per_s'])")
   $lg --rate $((cap * 9 / 10)) --ramp 0 --duration 33 $lgflags --report "$out/overload-$mode-warm.json" >/dev/null
   # Capacity again, now that the server holds Timer J's transactions as it
@@ -94,7 +97,7 @@ one_run() {
   local sampler=$! drops_before; drops_before=$(drops)
   c0=$(cpu); t0=$(date +%s.%N)
   $lg --rate "$rate" --ramp 1 --duration "$secs" $lgflags --report "$out/overload-$mode-2x.json" >/dev/null
-  local cpu_2x; cpu_2x=$(python3 -c "print(f'{($(cpu) - $c0) / $hz / ($(date +%s.%N) - $t0):.0%}')")
+  local cpu_2x; cpu_2x=$(cpu_share "$c0" "$t0")
   $lg --rate $((cap * 3 / 10)) --ramp 0 --duration 2 $lgflags --report "$out/overload-$mode-recovery-2s.json" >/dev/null
   $lg --rate $((cap * 3 / 10)) --ramp 0 --duration 5 $lgflags --report "$out/overload-$mode-after.json" >/dev/null
   local drops_2x=$(( $(drops) - drops_before ))
@@ -121,8 +124,8 @@ one_run() {
 floor_run() {
   local rate=${FLOOR_RATE:-40000} f="$out/overload-floor.json"
   taskset -c 0 target/release/loadgen responder --listen "127.0.0.1:$port" 2>/dev/null &
-  local pid=$! hogs=""
-  for _ in $(seq "${HOGS:-1}"); do taskset -c 0 sh -c 'while :; do :; done' & hogs="$hogs $!"; done
+  local pid=$! hogs
+  start_hogs
   trap "kill $hogs $pid 2>/dev/null; sysctl -q -w net.core.rmem_max=$rmem_was 2>/dev/null || true" EXIT
   sleep 1
   taskset -c 1 target/release/loadgen --target "127.0.0.1:$port" --scenario publish --users "$users" --threads 1 --quiet \

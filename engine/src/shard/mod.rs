@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 mod limit_tests;
 pub mod outbox;
 mod sources;
+mod trace;
 mod watch;
 
 pub use outbox::{CoreMsg, Event, Forward, Outbox};
@@ -231,22 +232,10 @@ pub struct Shard {
     busy_since: Option<Instant>,
     /// When the table sizes are next traced (target `tables`, debug).
     next_table_trace: Instant,
-    /// The last timer step, and the longest gap between two since the
-    /// last trace: how late timers can fire.
+    /// The last timer step.
     last_tick: Instant,
-    tick_gap: Duration,
-    /// Since the last trace: overload refusals, those sent more than 5 ms
-    /// after their request reached the socket, and the oldest.
-    refusals: (u32, u32, Duration),
-    /// Since the last trace: queued messages served more than 40 ms after
-    /// they reached the socket, and the oldest.
-    late_served: (u32, Duration, Duration, usize),
-    /// Since the last trace: wall time inside serve slices, and the
-    /// longest time between two slices while work waited.
-    serving: (Duration, Duration),
-    /// Since the last trace: the longest time one queued message took to
-    /// serve, and how many took over a millisecond.
-    slow_serves: (Duration, u32),
+    /// How service went since the last trace.
+    window: trace::ServiceWindow,
     /// To-tags of responses outside dialogs.
     entropy: Entropy,
     stats: ShardStats,
@@ -278,11 +267,7 @@ impl Shard {
             busy_since: None,
             next_table_trace: now,
             last_tick: now,
-            tick_gap: Duration::ZERO,
-            refusals: (0, 0, Duration::ZERO),
-            late_served: (0, Duration::ZERO, Duration::ZERO, 0),
-            serving: (Duration::ZERO, Duration::ZERO),
-            slow_serves: (Duration::ZERO, 0),
+            window: trace::ServiceWindow::default(),
             entropy: e,
             stats: ShardStats::default(),
             outcomes: Vec::new(),
@@ -324,9 +309,9 @@ impl Shard {
     /// queue ahead of it is served, and either answered or dropped at once,
     /// or queued for [`Self::serve_queued`].
     pub fn on_arrival(&mut self, now: Instant, received: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
-        let wait = self.overload.predicted(now.saturating_duration_since(received), self.ingress.len());
-        let mut take = false;
         let age = now.saturating_duration_since(received);
+        let wait = self.overload.predicted(age, self.ingress.len());
+        let mut take = false;
         self.guarded(now, Some(bytes), out, |s, out| take = s.admit(wait, age, peer, bytes, out));
         if take {
             self.ingress.push(now, received, wait, peer, bytes);
@@ -345,7 +330,7 @@ impl Shard {
         if let Some(mark) = self.busy_since.take() {
             let gap = start.saturating_duration_since(mark);
             self.overload.busy(gap);
-            self.serving.1 = self.serving.1.max(gap);
+            self.window.slice_gap(gap);
         }
         let mut begun = start;
         let mut n = 0;
@@ -355,19 +340,13 @@ impl Shard {
             if n > 0 {
                 let took = now - begun;
                 self.overload.served(took);
-                self.slow_serves.0 = self.slow_serves.0.max(took);
-                self.slow_serves.1 += u32::from(took > Duration::from_millis(1));
+                self.window.serve_took(took);
             }
             begun = now;
             let sojourn = now.saturating_duration_since(a.received);
             self.overload.observe(now, sojourn);
             self.overload.drained(a.ahead, now.saturating_duration_since(a.queued_at));
-            if sojourn > Duration::from_millis(40) {
-                self.late_served.0 += 1;
-                self.late_served.2 = self.late_served.2.max(a.predicted);
-                self.late_served.3 = self.late_served.3.max(a.ahead);
-            }
-            self.late_served.1 = self.late_served.1.max(sojourn);
+            self.window.served(sojourn, self.cfg.overload.deadline, a.predicted, a.ahead);
             self.guarded(now, Some(&a.bytes), out, |s, out| {
                 s.serve(now, a.peer, &a.bytes, out);
                 s.drain_local(now, out);
@@ -380,7 +359,7 @@ impl Shard {
         }
         if n > 0 {
             let end = clock();
-            self.serving.0 += end - start;
+            self.window.slice(end - start);
             self.overload.served(end - begun);
             self.busy_since = (!self.ingress.is_empty()).then_some(end);
         }
@@ -490,9 +469,7 @@ impl Shard {
             self.stats.overload_dropped += 1;
         } else {
             self.refuse_statelessly(&msg, peer, self.cfg.shard, Limit::Overload, out);
-            self.refusals.0 += 1;
-            self.refusals.1 += u32::from(age > Duration::from_millis(5));
-            self.refusals.2 = self.refusals.2.max(age);
+            self.window.refused(age);
         }
         false
     }
@@ -571,7 +548,7 @@ impl Shard {
     }
 
     fn on_time_unguarded(&mut self, now: Instant, out: &mut Outbox) {
-        self.tick_gap = self.tick_gap.max(now.saturating_duration_since(self.last_tick));
+        self.window.timer_step(now.saturating_duration_since(self.last_tick));
         self.last_tick = now;
         self.server.on_time(now);
         self.client.on_time(now, &mut out.transmits, &mut self.outcomes);
@@ -603,41 +580,21 @@ impl Shard {
     }
 
     /// Once a second, at debug level: how big each table is, to tell which
-    /// one a memory curve follows.
+    /// one a memory curve follows, and how service went (`trace`).
     fn trace_tables(&mut self, now: Instant) {
-        if now < self.next_table_trace || !tracing::enabled!(target: "tables", tracing::Level::DEBUG) {
+        if !trace::due(now, &mut self.next_table_trace) {
             return;
         }
-        self.next_table_trace = now + Duration::from_secs(1);
-        tracing::debug!(
-            target: "tables",
-            shard = self.cfg.shard,
-            server_transactions = self.server.len(),
-            server_timers = self.server.timers_pending(),
-            client_transactions = self.client.len(),
-            bindings = self.registrar.len(),
-            presentities = self.publications.presentities(),
-            subscriptions = self.subscriptions.len(),
-            queued = self.ingress.len(),
-            tick_gap_us = self.tick_gap.as_micros() as u64,
-            refused = self.refusals.0,
-            refused_after_5ms = self.refusals.1,
-            refused_oldest_us = self.refusals.2.as_micros() as u64,
-            served_after_40ms = self.late_served.0,
-            served_oldest_us = self.late_served.1.as_micros() as u64,
-            late_predicted_us = self.late_served.2.as_micros() as u64,
-            late_ahead = self.late_served.3,
-            serving_us = self.serving.0.as_micros() as u64,
-            slice_gap_us = self.serving.1.as_micros() as u64,
-            longest_serve_us = self.slow_serves.0.as_micros() as u64,
-            serves_over_1ms = self.slow_serves.1,
-            "tables"
-        );
-        self.late_served = (0, Duration::ZERO, Duration::ZERO, 0);
-        self.serving = (Duration::ZERO, Duration::ZERO);
-        self.slow_serves = (Duration::ZERO, 0);
-        self.tick_gap = Duration::ZERO;
-        self.refusals = (0, 0, Duration::ZERO);
+        let tables = trace::Tables {
+            server_transactions: self.server.len(),
+            server_timers: self.server.timers_pending(),
+            client_transactions: self.client.len(),
+            bindings: self.registrar.len(),
+            presentities: self.publications.presentities(),
+            subscriptions: self.subscriptions.len(),
+            queued: self.ingress.len(),
+        };
+        self.window.emit(self.cfg.shard, tables);
     }
 
     /// An in-dialog SUBSCRIBE on a reg subscription: a refresh, or with
