@@ -78,12 +78,25 @@ one_run() {
   rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$pid/status"; }
   # The server's CPU time (utime+stime) in clock ticks, and its share of
   # a core since CPU time $1 at wall time $2.
-  cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
-  cpu_share() { python3 -c "print(f'{($(cpu) - $1) / $(getconf CLK_TCK) / ($(date +%s.%N) - $2):.0%}')"; }
+  # The server's user and system CPU time in clock ticks; `cpu_use` gives,
+  # since "$1" (a `cpu` reading) at wall time $2, its share of a core and
+  # its CPU per answer (2xx and errors) in report $3, split user + system.
+  cpu() { awk '{print $14, $15}' "/proc/$pid/stat"; }
+  cpu_use() {
+    python3 - "$1" "$(cpu)" "$2" "$(date +%s.%N)" "$(getconf CLK_TCK)" "$3" <<'PY'
+import json, sys
+u0, s0 = map(int, sys.argv[1].split()); u1, s1 = map(int, sys.argv[2].split())
+wall, hz = float(sys.argv[4]) - float(sys.argv[3]), int(sys.argv[5])
+r = json.load(open(sys.argv[6]))
+answers = max(1, r['ok'] + sum(r['errors']['by_status'].values()))
+u, s = (u1 - u0) / hz, (s1 - s0) / hz
+print(f"{(u + s) / wall:.0%} of a core, {(u + s) / answers * 1e6:.1f} us per answer ({u / answers * 1e6:.1f} user + {s / answers * 1e6:.1f} system)")
+PY
+  }
 
   local c0 t0; c0=$(cpu); t0=$(date +%s.%N)
   $lg --max-outstanding 64 --duration 10 --report "$out/overload-$mode-capacity.json" >/dev/null
-  local cpu_cap; cpu_cap=$(cpu_share "$c0" "$t0")
+  local cpu_cap; cpu_cap=$(cpu_use "$c0" "$t0" "$out/overload-$mode-capacity.json")
   local cap; cap=$(j "$out/overload-$mode-capacity.json" "round(r['throughput_per_s'])")
   $lg --rate $((cap * 9 / 10)) --ramp 0 --duration 33 $lgflags --report "$out/overload-$mode-warm.json" >/dev/null
   # Capacity again, now that the server holds Timer J's transactions as it
@@ -97,7 +110,7 @@ one_run() {
   local sampler=$! drops_before; drops_before=$(drops)
   c0=$(cpu); t0=$(date +%s.%N)
   $lg --rate "$rate" --ramp 1 --duration "$secs" $lgflags --report "$out/overload-$mode-2x.json" >/dev/null
-  local cpu_2x; cpu_2x=$(cpu_share "$c0" "$t0")
+  local cpu_2x; cpu_2x=$(cpu_use "$c0" "$t0" "$out/overload-$mode-2x.json")
   $lg --rate $((cap * 3 / 10)) --ramp 0 --duration 2 $lgflags --report "$out/overload-$mode-recovery-2s.json" >/dev/null
   $lg --rate $((cap * 3 / 10)) --ramp 0 --duration 5 $lgflags --report "$out/overload-$mode-after.json" >/dev/null
   local drops_2x=$(( $(drops) - drops_before ))
@@ -111,7 +124,8 @@ one_run() {
   echo "  goodput $(j "$f" "round(r['throughput_per_s'])")/s = $(j "$f" "f\"{r['throughput_per_s']/$cap:.0%}\"") of capacity (target >= 90 %); $(j "$f" "f\"{r['throughput_per_s']/$capw:.0%}\"") of the $capw/s measured closed-loop after warming"
   echo "  2xx p50 $(j "$f" "r['latency_2xx_us']['p50']/1000") ms, p99 $(j "$f" "r['latency_2xx_us']['p99']/1000") ms (target <= 50)"
   echo "  503s $(j "$f" "r['errors']['by_status'].get('503', 0)"), p99 $(j "$f" "r['latency_503_us']['p99']/1000") ms (target <= 5)"
-  echo "  server CPU: $cpu_cap of a core while measuring capacity, $cpu_2x at 2x (below: the shard idled, its clients held back too much)"
+  echo "  server CPU while measuring capacity: $cpu_cap"
+  echo "  server CPU at 2x: $cpu_2x (under half a core: the shard idled, its clients held back too much)"
   echo "  timeouts $(j "$f" "r['errors']['timeout']"), retransmissions $(j "$f" "r['retransmissions']"), datagrams the kernel dropped at full UDP receive buffers $drops_2x"
   echo "  server RSS MiB: warm $rss_before, peak $peak, after $rss_after (target: flat)"
   echo "  recovery at 0.3x: first 2 s 2xx p99 $(j "$out/overload-$mode-recovery-2s.json" "r['latency_2xx_us']['p99']/1000") ms, next 5 s p99 $(j "$out/overload-$mode-after.json" "r['latency_2xx_us']['p99']/1000") ms"
