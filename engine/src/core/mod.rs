@@ -6,6 +6,7 @@
 //! - [`ids`]: presentity ownership and identifiers that carry their shard.
 //! - [`timer`]: the per-shard timer wheel.
 //! - [`transaction`]: non-INVITE server and client transactions.
+//! - [`completed`]: completed server transactions held for Timer J, as a log.
 //! - [`subscriber`]: the subscriber's side of the dialogs the server
 //!   makes (reg event, presence agents).
 //! - [`trust`]: the trusted network elements (addresses, ports, networks).
@@ -17,6 +18,7 @@
 //! - [`capabilities`]: methods, bodies, events and extensions served.
 
 pub mod capabilities;
+pub mod completed;
 pub mod entropy;
 pub mod ids;
 pub mod ingress;

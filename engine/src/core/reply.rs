@@ -42,10 +42,17 @@ pub struct StoredAnswer(Box<[u8]>);
 
 impl StoredAnswer {
     pub fn new(code: u16, reason: &str, tag: &[u8], headers: &[(HeaderName, &[u8])]) -> StoredAnswer {
+        let mut b = Vec::new();
+        Self::write(&mut b, code, reason, tag, headers);
+        StoredAnswer(b.into_boxed_slice())
+    }
+
+    /// Appends the packed form to `b` (where a completed transaction keeps
+    /// it without an allocation of its own: `core::completed`).
+    pub fn write(b: &mut Vec<u8>, code: u16, reason: &str, tag: &[u8], headers: &[(HeaderName, &[u8])]) {
         let reason = &reason.as_bytes()[..reason.len().min(u8::MAX as usize)];
         let tag = &tag[..tag.len().min(u8::MAX as usize)];
-        let size = 4 + reason.len() + tag.len() + headers.iter().map(|(_, v)| 3 + v.len()).sum::<usize>();
-        let mut b = Vec::with_capacity(size);
+        b.reserve(4 + reason.len() + tag.len() + headers.iter().map(|(_, v)| 3 + v.len()).sum::<usize>());
         b.extend_from_slice(&code.to_be_bytes());
         b.push(reason.len() as u8);
         b.extend_from_slice(reason);
@@ -61,7 +68,12 @@ impl StoredAnswer {
             b.extend_from_slice(&(value.len() as u16).to_be_bytes());
             b.extend_from_slice(value);
         }
-        StoredAnswer(b.into_boxed_slice())
+    }
+
+    /// An answer from its packed form, as [`Self::write`] wrote it.
+    pub fn from_bytes(packed: &[u8]) -> StoredAnswer {
+        debug_assert!(packed.len() >= 4, "a packed answer has its code and two lengths");
+        StoredAnswer(packed.into())
     }
 
     pub fn code(&self) -> u16 {

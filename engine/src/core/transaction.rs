@@ -6,6 +6,7 @@
 //! would only add load, and RFC 4320 forbids it before Timer E could reach
 //! T2. Nor does it ever send 408 to a non-INVITE request (RFC 4320 4.1).
 
+use super::completed::{Completed, PARTS, part_of};
 use super::entropy::Entropy;
 use super::ids;
 use super::peer::{Peer, Transmit};
@@ -34,14 +35,6 @@ impl Default for SipTimers {
 
 const TICK: Duration = Duration::from_millis(5);
 const SLOTS: usize = 8192;
-/// Parts of the server transaction table (see [`ServerTransactions`]).
-const PARTS: usize = 64;
-
-/// The part that holds `hash`: middle bits, because hashbrown takes its
-/// bucket from the low bits and its control tag from the top seven.
-fn part_of(hash: u64) -> usize {
-    (hash >> 32) as usize % PARTS
-}
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
@@ -100,108 +93,106 @@ pub enum ServerLookup {
 }
 
 /// A handle on a server transaction: its key's hash and a serial number,
-/// so that answering it or ending it at Timer J needs neither the key nor
-/// a copy of it.
+/// so that answering it or ending it needs neither the key nor a copy of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TxnRef {
     hash: u64,
     serial: u64,
 }
 
+/// A transaction whose request is being processed (Trying).
 struct ServerTxn {
     key: ServerKey,
     at: TxnRef,
-    /// The final response, kept over unreliable transports for Timer J.
-    last: Option<StoredAnswer>,
 }
 
-/// The server transactions of one shard. Over UDP each lives 64*T1 after
-/// its final response (Timer J), so at full load this is the largest and
-/// fastest-churning table: each transaction owns its one key allocation,
-/// which is hashed once, and growing the table reuses the stored hashes.
+/// The server transactions of one shard: those being processed, in a
+/// table, and those completed over UDP, held for Timer J in a log
+/// (`core::completed`) that expires them in completion order. Each key is
+/// hashed once.
 ///
 /// The table is split in [`PARTS`] by hash: a hash table that churns
-/// (40,000 inserts and removals a second, a million entries) rehashes
-/// now and then, to grow or to clear the tombstones removals leave, and
-/// a rehash moves every entry at once. One table of a million stalled the
-/// shard for tens of milliseconds each time; a part rehashes a sixty-fourth.
+/// (40,000 inserts and removals a second) rehashes now and then, to grow
+/// or to clear the tombstones removals leave, and a rehash moves every
+/// entry at once. One table of a million stalled the shard for tens of
+/// milliseconds each time; a part rehashes a sixty-fourth.
 pub struct ServerTransactions {
-    timers: SipTimers,
     hasher: ahash::RandomState,
     parts: Vec<hashbrown::HashTable<ServerTxn>>,
-    len: usize,
+    trying: usize,
     next_serial: u64,
-    wheel: TimerWheel<TxnRef>,
-    fired: Vec<TxnRef>,
+    completed: Completed,
+    /// Where a final answer is written before it is held.
+    scratch: Vec<u8>,
 }
 
 impl ServerTransactions {
     pub fn new(timers: SipTimers, epoch: Instant, hasher: ahash::RandomState) -> Self {
         let parts = (0..PARTS).map(|_| hashbrown::HashTable::new()).collect();
-        ServerTransactions { timers, hasher, parts, len: 0, next_serial: 0, wheel: TimerWheel::new(epoch, TICK, SLOTS), fired: Vec::new() }
+        ServerTransactions { hasher, parts, trying: 0, next_serial: 0, completed: Completed::new(64 * timers.t1, epoch), scratch: Vec::new() }
     }
 
     fn part(&mut self, hash: u64) -> &mut hashbrown::HashTable<ServerTxn> {
         &mut self.parts[part_of(hash)]
     }
 
+    /// Transactions in progress and completed ones held for Timer J.
     pub fn len(&self) -> usize {
-        self.len
+        self.trying + self.completed.len()
     }
-    /// Timer J entries still scheduled (fired lazily; for leak checks).
+    /// Entries Timer J has still to end (for leak checks).
     pub fn timers_pending(&self) -> usize {
-        self.wheel.len()
+        self.completed.pending()
     }
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Whether `key` has a transaction (a retransmission is answered from
     /// it even when the table is at its limit).
     pub fn knows(&self, key: &ServerKey) -> bool {
         let hash = self.hasher.hash_one(&key.0);
-        self.parts[part_of(hash)].find(hash, |t| t.key == *key).is_some()
+        self.parts[part_of(hash)].find(hash, |t| t.key == *key).is_some() || self.completed.find(hash, &key.0).is_some()
     }
 
     /// Matches a request to its transaction, creating one when it is new.
     pub fn on_request(&mut self, key: ServerKey) -> ServerLookup {
         let hash = self.hasher.hash_one(&key.0);
-        match self.part(hash).find(hash, |t| t.key == key) {
-            Some(ServerTxn { last: None, .. }) => ServerLookup::Absorbed,
-            Some(ServerTxn { last: Some(t), .. }) => ServerLookup::Replay(t.clone()),
-            None => {
-                let at = TxnRef { hash, serial: self.next_serial };
-                self.next_serial += 1;
-                self.part(hash).insert_unique(hash, ServerTxn { key, at, last: None }, |t| t.at.hash);
-                self.len += 1;
-                ServerLookup::New(at)
-            }
+        if self.part(hash).find(hash, |t| t.key == key).is_some() {
+            return ServerLookup::Absorbed;
         }
+        if let Some(answer) = self.completed.find(hash, &key.0) {
+            return ServerLookup::Replay(StoredAnswer::from_bytes(answer));
+        }
+        let at = TxnRef { hash, serial: self.next_serial };
+        self.next_serial += 1;
+        self.part(hash).insert_unique(hash, ServerTxn { key, at }, |t| t.at.hash);
+        self.trying += 1;
+        ServerLookup::New(at)
     }
 
-    /// Records the final response sent for `txn` (Completed state). Over
-    /// UDP (`kept` is the answer) it is kept for 64*T1 (Timer J) to answer
-    /// retransmissions; over a reliable transport (`None`) the transaction
-    /// ends at once.
-    pub fn on_final(&mut self, txn: TxnRef, kept: Option<StoredAnswer>, now: Instant) {
-        let Some(answer) = kept else {
-            self.forget(txn);
-            return;
-        };
-        let j = 64 * self.timers.t1;
-        if let Some(t) = self.part(txn.hash).find_mut(txn.hash, |t| t.at == txn) {
-            t.last = Some(answer);
-            self.wheel.insert(now + j, txn);
-        }
+    /// The final response was sent for `txn` over UDP: the transaction is
+    /// Completed, and holds the answer `write` puts in its buffer (see
+    /// [`StoredAnswer::write`]) for 64*T1 (Timer J) to answer retransmissions.
+    pub fn complete(&mut self, txn: TxnRef, now: Instant, write: impl FnOnce(&mut Vec<u8>)) {
+        let Some(t) = self.take(txn) else { return };
+        self.scratch.clear();
+        write(&mut self.scratch);
+        self.completed.insert(now, txn.hash, &t.key.0, &self.scratch);
     }
 
-    /// Forgets a transaction that will get no response (an ACK, a request
-    /// that is dropped).
+    /// Forgets a transaction in progress: its final response went over a
+    /// reliable transport (which retransmits nothing), or it gets none (an
+    /// ACK, a request that is dropped). A stale handle is ignored.
     pub fn forget(&mut self, txn: TxnRef) {
-        if let Ok(e) = self.part(txn.hash).find_entry(txn.hash, |t| t.at == txn) {
-            e.remove();
-            self.len -= 1;
-        }
+        self.take(txn);
+    }
+
+    fn take(&mut self, txn: TxnRef) -> Option<ServerTxn> {
+        let e = self.parts[part_of(txn.hash)].find_entry(txn.hash, |t| t.at == txn).ok()?;
+        let (t, _) = e.remove();
+        self.trying -= 1;
+        Some(t)
     }
 
     /// Forgets the transaction of `key`, whatever its state (its request's
@@ -210,17 +201,15 @@ impl ServerTransactions {
         let hash = self.hasher.hash_one(&key.0);
         if let Ok(e) = self.part(hash).find_entry(hash, |t| t.key == *key) {
             e.remove();
-            self.len -= 1;
+            self.trying -= 1;
+        } else {
+            self.completed.remove(hash, &key.0);
         }
     }
 
     /// Ends transactions whose Timer J fired.
     pub fn on_time(&mut self, now: Instant) {
-        self.wheel.advance(now, &mut self.fired);
-        for i in 0..self.fired.len() {
-            self.forget(self.fired[i]);
-        }
-        self.fired.clear();
+        self.completed.expire(now);
     }
 }
 
@@ -420,9 +409,8 @@ Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         st.forget(txns[1]);
         assert_eq!(st.len(), 4998);
         assert!(!st.knows(&keys[0]) && !st.knows(&keys[1]) && st.knows(&keys[2]));
-        let resp = StoredAnswer::new(200, "OK", b"t", &[]);
         for t in &txns[2..] {
-            st.on_final(*t, Some(resp.clone()), t0);
+            st.complete(*t, t0, |b| StoredAnswer::write(b, 200, "OK", b"t", &[]));
         }
         st.on_time(t0 + 64 * SipTimers::default().t1 + TICK);
         assert!(st.is_empty() && st.timers_pending() == 0);
@@ -438,7 +426,8 @@ Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         let ServerLookup::New(txn) = st.on_request(key()) else { panic!("a new transaction") };
         assert_eq!(st.on_request(key()), ServerLookup::Absorbed, "no 100 Trying: RFC 4320");
         let resp = StoredAnswer::new(200, "OK", b"t1", &[]);
-        st.on_final(txn, Some(resp.clone()), t0);
+        st.complete(txn, t0, |b| StoredAnswer::write(b, 200, "OK", b"t1", &[]));
+        assert_eq!(st.len(), 1, "completed, held for Timer J");
         assert_eq!(st.on_request(key()), ServerLookup::Replay(resp.clone()));
         st.on_time(t0 + 64 * timers.t1 - Duration::from_millis(10));
         assert_eq!(st.on_request(key()), ServerLookup::Replay(resp));
@@ -460,7 +449,7 @@ Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         let msg = Message::parse(OPTIONS, &Limits::default()).unwrap();
         let ServerLookup::New(txn) = st.on_request(ServerKey::of(&msg)) else { panic!("a new transaction") };
         // Over TCP the shard keeps no answer.
-        st.on_final(txn, None, t0);
+        st.forget(txn);
         assert!(st.is_empty());
     }
 

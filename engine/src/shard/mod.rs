@@ -942,8 +942,12 @@ impl Shard {
     fn respond_tagged(&mut self, msg: &Message<'_>, reply: Reply, code: u16, reason: &str, headers: &[(HeaderName, &[u8])], tag: &[u8], out: &mut Outbox) {
         let t = self.response(msg, reply.peer, code, reason, headers, tag);
         if code >= 200 {
-            let kept = (!t.to.transport.is_reliable()).then(|| StoredAnswer::new(code, reason, tag, headers));
-            self.server.on_final(reply.txn, kept, reply.now);
+            if t.to.transport.is_reliable() {
+                // A reliable transport carries no retransmission to answer.
+                self.server.forget(reply.txn);
+            } else {
+                self.server.complete(reply.txn, reply.now, |b| StoredAnswer::write(b, code, reason, tag, headers));
+            }
         }
         self.stats.responses_sent += 1;
         out.event(|| Event::Handled {

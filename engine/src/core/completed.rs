@@ -1,0 +1,326 @@
+//! Completed server transactions over UDP, held for Timer J (64*T1, 32 s)
+//! to answer retransmissions of their request (RFC 3261 17.2.2).
+//!
+//! At load this is the largest table a shard has: 32 s of every request it
+//! answered over UDP, a million and more at 40,000 a second. Every entry
+//! lives exactly as long, so they expire in the order they were completed,
+//! which lets them be kept as a log instead of as separate objects:
+//!
+//! - a ring of fixed records, appended at completion and taken off the
+//!   front at expiry (no timer-wheel entry of their own);
+//! - their bytes (the transaction key and the stored answer) appended to an
+//!   arena of large chunks, freed a whole chunk at a time once every record
+//!   in it has expired (no allocation per transaction);
+//! - an index from the key's hash to the record's sequence number, split
+//!   in [`PARTS`] like the table of live transactions so that no single
+//!   insert pays for rehashing a million entries.
+//!
+//! Held this way a transaction costs its record (32 bytes), its bytes
+//! (about 100 for a PUBLISH) and an index slot (8 bytes and a control
+//! byte, at hashbrown's load), where separate objects (the live table's
+//! entry, a boxed key, a boxed answer and a wheel entry) took about 260,
+//! spread over four cache lines that expiry had to touch again 32 s later.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Index parts: see [`super::transaction::ServerTransactions`].
+pub const PARTS: usize = 64;
+
+/// Arena chunk size: large enough that a chunk holds hundreds of entries,
+/// small enough that the memory of expired ones is soon given back.
+const CHUNK: usize = 64 << 10;
+
+/// Freed chunks kept for reuse (the log's head recycles what its tail
+/// frees, so a steady load allocates nothing).
+const SPARE_CHUNKS: usize = 4;
+
+/// The part that holds `hash`: middle bits, because hashbrown takes its
+/// bucket from the low bits and its control tag from the top seven.
+pub fn part_of(hash: u64) -> usize {
+    (hash >> 32) as usize % PARTS
+}
+
+/// One completed transaction. `key_len == 0` marks one forgotten before
+/// its expiry (a key is never empty).
+#[derive(Clone, Copy, Debug)]
+struct Record {
+    hash: u64,
+    /// Nanoseconds since the epoch.
+    expires: u64,
+    /// The chunk (wrapping id) and offset of the key, followed by the answer.
+    chunk: u32,
+    offset: u32,
+    key_len: u32,
+    answer_len: u32,
+}
+
+pub struct Completed {
+    hold: Duration,
+    epoch: Instant,
+    index: Vec<hashbrown::HashTable<u64>>,
+    records: VecDeque<Record>,
+    /// Sequence number of `records[0]`.
+    head: u64,
+    chunks: VecDeque<Vec<u8>>,
+    /// Wrapping id of `chunks[0]`.
+    first_chunk: u32,
+    spare: Vec<Vec<u8>>,
+    live: usize,
+}
+
+impl Completed {
+    /// Holds each transaction `hold` (Timer J) after its completion.
+    pub fn new(hold: Duration, epoch: Instant) -> Self {
+        Completed {
+            hold,
+            epoch,
+            index: (0..PARTS).map(|_| hashbrown::HashTable::new()).collect(),
+            records: VecDeque::new(),
+            head: 0,
+            chunks: VecDeque::new(),
+            first_chunk: 0,
+            spare: Vec::new(),
+            live: 0,
+        }
+    }
+
+    /// Transactions held (forgotten ones not counted).
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Records still in the log, forgotten ones included: each is taken off
+    /// at its expiry (for leak checks).
+    pub fn pending(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Bytes of arena held (for the memory table and tests).
+    pub fn arena_bytes(&self) -> usize {
+        self.chunks.iter().map(Vec::capacity).sum()
+    }
+
+    /// Holds a transaction completed at `now` with key `key` (hashed to
+    /// `hash`) and answer `answer`. The caller has checked that the key is
+    /// not held already.
+    pub fn insert(&mut self, now: Instant, hash: u64, key: &[u8], answer: &[u8]) {
+        debug_assert!(!key.is_empty(), "a transaction key is never empty");
+        // Expiries never go backwards, so the log's front always expires
+        // first (a caller's clock read a little earlier than the last one
+        // only holds its entry that much longer).
+        let due = self.nanos(now + self.hold).max(self.records.back().map_or(0, |r| r.expires));
+        let (chunk, offset) = self.append(key, answer);
+        let seq = self.head + self.records.len() as u64;
+        self.records.push_back(Record { hash, expires: due, chunk, offset, key_len: key.len() as u32, answer_len: answer.len() as u32 });
+        let (records, head) = (&self.records, self.head);
+        self.index[part_of(hash)].insert_unique(hash, seq, |&s| records[(s - head) as usize].hash);
+        self.live += 1;
+    }
+
+    /// The stored answer of the transaction with `key`, if held.
+    pub fn find(&self, hash: u64, key: &[u8]) -> Option<&[u8]> {
+        let seq = *self.index[part_of(hash)].find(hash, |&s| self.matches(s, hash, key))?;
+        let r = self.record(seq);
+        let bytes = self.bytes(r);
+        Some(&bytes[r.key_len as usize..])
+    }
+
+    /// Forgets the transaction with `key` before its expiry; whether it was held.
+    pub fn remove(&mut self, hash: u64, key: &[u8]) -> bool {
+        let found = self.index[part_of(hash)].find(hash, |&s| self.matches(s, hash, key)).copied();
+        let Some(seq) = found else { return false };
+        if let Ok(e) = self.index[part_of(hash)].find_entry(hash, |&s| s == seq) {
+            e.remove();
+        }
+        let at = (seq - self.head) as usize;
+        self.records[at].key_len = 0;
+        self.live -= 1;
+        true
+    }
+
+    /// Ends every transaction whose Timer J has fired by `now`, and gives
+    /// back the arena chunks no held transaction uses any more.
+    pub fn expire(&mut self, now: Instant) {
+        let now = self.nanos(now);
+        while let Some(r) = self.records.front().copied() {
+            if r.expires > now {
+                break;
+            }
+            if r.key_len > 0 {
+                let head = self.head;
+                if let Ok(e) = self.index[part_of(r.hash)].find_entry(r.hash, |&s| s == head) {
+                    e.remove();
+                }
+                self.live -= 1;
+            }
+            self.records.pop_front();
+            self.head += 1;
+        }
+        // Chunks before the front record's are free; with no record left,
+        // all but the last (which the next insert appends to).
+        let keep_from = self.records.front().map_or(self.first_chunk.wrapping_add(self.chunks.len().saturating_sub(1) as u32), |r| r.chunk);
+        while self.first_chunk != keep_from && !self.chunks.is_empty() {
+            let mut c = self.chunks.pop_front().expect("not empty");
+            self.first_chunk = self.first_chunk.wrapping_add(1);
+            if self.spare.len() < SPARE_CHUNKS && c.capacity() == CHUNK {
+                c.clear();
+                self.spare.push(c);
+            }
+        }
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    fn record(&self, seq: u64) -> &Record {
+        &self.records[(seq - self.head) as usize]
+    }
+
+    fn bytes(&self, r: &Record) -> &[u8] {
+        let chunk = &self.chunks[r.chunk.wrapping_sub(self.first_chunk) as usize];
+        &chunk[r.offset as usize..r.offset as usize + r.key_len as usize + r.answer_len as usize]
+    }
+
+    fn matches(&self, seq: u64, hash: u64, key: &[u8]) -> bool {
+        let r = self.record(seq);
+        r.hash == hash && r.key_len as usize == key.len() && &self.bytes(r)[..key.len()] == key
+    }
+
+    /// Appends `key` then `answer` to the arena: to the last chunk when
+    /// they fit, else to a new one (of their own size when larger than a
+    /// chunk). Returns where they start.
+    fn append(&mut self, key: &[u8], answer: &[u8]) -> (u32, u32) {
+        let need = key.len() + answer.len();
+        let fits = self.chunks.back().is_some_and(|c| c.capacity() - c.len() >= need);
+        if !fits {
+            let chunk = if need <= CHUNK { self.spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK)) } else { Vec::with_capacity(need) };
+            self.chunks.push_back(chunk);
+        }
+        let id = self.first_chunk.wrapping_add(self.chunks.len() as u32 - 1);
+        let c = self.chunks.back_mut().expect("a chunk was just ensured");
+        let offset = c.len() as u32;
+        c.extend_from_slice(key);
+        c.extend_from_slice(answer);
+        (id, offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::entropy::Entropy;
+    use std::collections::HashMap;
+
+    const HOLD: Duration = Duration::from_secs(32);
+
+    fn hash(key: &[u8]) -> u64 {
+        // Deliberately weak, so that different keys share hashes and the
+        // key comparison is exercised.
+        key.iter().fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(b as u64)) % 97 * 0x1_0000_0001
+    }
+
+    #[test]
+    fn held_until_the_hold_passes_then_gone_with_its_memory() {
+        let t0 = Instant::now();
+        let mut c = Completed::new(HOLD, t0);
+        for i in 0..10_000u32 {
+            let key = format!("z9hG4bK-{i}\0host\0PUBLISH");
+            c.insert(t0 + Duration::from_millis(i as u64), hash(key.as_bytes()), key.as_bytes(), format!("answer {i}").as_bytes());
+        }
+        assert_eq!(c.len(), 10_000);
+        assert!(c.arena_bytes() >= 10_000 * 30 && c.chunks.len() > 2);
+        assert_eq!(c.find(hash(b"z9hG4bK-77\0host\0PUBLISH"), b"z9hG4bK-77\0host\0PUBLISH"), Some(&b"answer 77"[..]));
+        assert_eq!(c.find(hash(b"z9hG4bK-77\0host\0SUBSCRIBE"), b"z9hG4bK-77\0host\0SUBSCRIBE"), None, "the method is part of the key");
+        // Half of them expire: the first 5,000 ms of completions.
+        c.expire(t0 + HOLD + Duration::from_millis(4_999));
+        assert_eq!(c.len(), 5_000);
+        assert_eq!(c.find(hash(b"z9hG4bK-77\0host\0PUBLISH"), b"z9hG4bK-77\0host\0PUBLISH"), None);
+        assert_eq!(c.find(hash(b"z9hG4bK-7777\0host\0PUBLISH"), b"z9hG4bK-7777\0host\0PUBLISH"), Some(&b"answer 7777"[..]));
+        c.expire(t0 + HOLD + Duration::from_secs(10));
+        assert!(c.is_empty() && c.pending() == 0);
+        assert!(c.chunks.len() <= 1 && c.arena_bytes() <= CHUNK, "expired chunks are given back ({} bytes held)", c.arena_bytes());
+        assert!(c.index.iter().all(|p| p.is_empty()));
+    }
+
+    #[test]
+    fn a_forgotten_transaction_is_gone_at_once_and_its_record_leaves_at_expiry() {
+        let t0 = Instant::now();
+        let mut c = Completed::new(HOLD, t0);
+        c.insert(t0, hash(b"a"), b"a", b"A");
+        c.insert(t0, hash(b"b"), b"b", b"B");
+        assert!(c.remove(hash(b"a"), b"a"));
+        assert!(!c.remove(hash(b"a"), b"a"), "only once");
+        assert_eq!((c.len(), c.pending()), (1, 2));
+        assert_eq!(c.find(hash(b"a"), b"a"), None);
+        assert_eq!(c.find(hash(b"b"), b"b"), Some(&b"B"[..]));
+        c.expire(t0 + HOLD);
+        assert_eq!((c.len(), c.pending()), (0, 0));
+    }
+
+    #[test]
+    fn an_answer_larger_than_a_chunk_gets_a_chunk_of_its_own() {
+        let t0 = Instant::now();
+        let mut c = Completed::new(HOLD, t0);
+        c.insert(t0, hash(b"small"), b"small", b"s");
+        let big = vec![7u8; CHUNK * 2];
+        c.insert(t0, hash(b"big"), b"big", &big);
+        c.insert(t0, hash(b"after"), b"after", b"x");
+        assert_eq!(c.find(hash(b"big"), b"big"), Some(&big[..]));
+        assert_eq!(c.find(hash(b"small"), b"small"), Some(&b"s"[..]));
+        assert_eq!(c.find(hash(b"after"), b"after"), Some(&b"x"[..]));
+        c.expire(t0 + HOLD);
+        assert!(c.is_empty() && c.arena_bytes() <= CHUNK, "the big chunk is freed, not kept as spare");
+    }
+
+    /// Random inserts, removals, lookups and clock steps against a plain
+    /// map with expiry times: the log must agree with it at every step,
+    /// over many seeds.
+    #[test]
+    fn agrees_with_a_map_under_random_churn() {
+        for seed in 0..40u64 {
+            let mut rng = Entropy::for_shard(seed, 0);
+            let mut range = |lo: u64, hi: u64| lo + rng.below(hi - lo);
+            let t0 = Instant::now();
+            let hold = Duration::from_millis(range(1, 200));
+            let mut c = Completed::new(hold, t0);
+            let mut model: HashMap<Vec<u8>, (Vec<u8>, Instant)> = HashMap::new();
+            let mut now = t0;
+            for step in 0..3_000u32 {
+                match range(0, 10) {
+                    0..=4 => {
+                        let key = format!("k{}", range(0, 400)).into_bytes();
+                        if model.contains_key(&key) {
+                            continue;
+                        }
+                        let answer = vec![b'a' + (step % 26) as u8; range(0, 300) as usize];
+                        c.insert(now, hash(&key), &key, &answer);
+                        model.insert(key, (answer, now + hold));
+                    }
+                    5 => {
+                        let key = format!("k{}", range(0, 400)).into_bytes();
+                        assert_eq!(c.remove(hash(&key), &key), model.remove(&key).is_some(), "seed {seed} step {step}");
+                    }
+                    6..=7 => {
+                        now += Duration::from_millis(range(0, 20));
+                        c.expire(now);
+                        model.retain(|_, (_, due)| *due > now);
+                    }
+                    _ => {
+                        let key = format!("k{}", range(0, 400)).into_bytes();
+                        assert_eq!(c.find(hash(&key), &key), model.get(&key).map(|(a, _)| &a[..]), "seed {seed} step {step}");
+                    }
+                }
+                assert_eq!(c.len(), model.len(), "seed {seed} step {step}");
+            }
+            now += hold;
+            c.expire(now);
+            assert!(c.is_empty() && c.pending() == 0 && c.arena_bytes() <= CHUNK, "seed {seed}");
+        }
+    }
+}
