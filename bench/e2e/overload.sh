@@ -26,7 +26,7 @@
 # and the server's RSS each second from the 2x phase on in
 # $OUT/overload-MODE-rss.log.
 #
-#   bench/e2e/overload.sh [SECONDS] [USERS]     MODES="rfc7339 plain off" HOGS=1
+#   bench/e2e/overload.sh [SECONDS] [USERS]     MODES="rfc7339 plain off floor" HOGS=1 HOG=spin|duty
 #   LOG_LEVEL=info,overload=debug adds the controller, each 25 ms window, to the server log.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -58,7 +58,21 @@ drops() { awk '/^Udp:/ {getline; print $6}' /proc/net/snmp; }
 printf '[limits]\nserver_transactions_per_shard = 8000000\n%b' "${EXTRA_TOML:-}" >"$out/overload.toml"
 # HOGS busy loops share CPU 0 with what is measured: with one, it gets
 # half the core. Their pids land in $hogs.
-start_hogs() { hogs=""; for _ in $(seq "${HOGS:-1}"); do taskset -c 0 sh -c 'while :; do :; done' & hogs="$hogs $!"; done; }
+# HOG=spin: a shell busy loop, which takes its half of the core in the
+# kernel's ticks (4 ms at HZ=250), so that any answer may wait 4 ms;
+# HOG=duty: `loadgen hog`, which spins 1 ms and sleeps 250 us and so takes
+# about as much (47 % beside a busy loop, measured) in 1 ms bursts.
+start_hogs() {
+  hogs=""
+  for _ in $(seq "${HOGS:-1}"); do
+    case ${HOG:-spin} in
+      spin) taskset -c 0 sh -c 'while :; do :; done' & ;;
+      duty) taskset -c 0 target/release/loadgen hog --busy-us 1000 --idle-us 250 & ;;
+      *) echo "unknown HOG ${HOG}" >&2; exit 2 ;;
+    esac
+    hogs="$hogs $!"
+  done
+}
 j() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 
 one_run() {
@@ -119,7 +133,7 @@ PY
   local peak; peak=$(cat "$out/overload-rss-peak" 2>/dev/null || echo "$rss_after")
 
   local f="$out/overload-$mode-2x.json"
-  echo "== $mode clients: capacity (closed loop, shard sharing its core with ${HOGS:-1} busy loop(s)) $cap PUBLISH/s"
+  echo "== $mode clients: capacity (closed loop, shard sharing its core with ${HOGS:-1} ${HOG:-spin} loop(s)) $cap PUBLISH/s"
   echo "  offered $rate/s for $secs s: sent $(j "$f" "r['sent']"), held back at the client $(j "$f" "r['throttled']")"
   echo "  goodput $(j "$f" "round(r['throughput_per_s'])")/s = $(j "$f" "f\"{r['throughput_per_s']/$cap:.0%}\"") of capacity (target >= 90 %); $(j "$f" "f\"{r['throughput_per_s']/$capw:.0%}\"") of the $capw/s measured closed-loop after warming"
   echo "  2xx p50 $(j "$f" "r['latency_2xx_us']['p50']/1000") ms, p99 $(j "$f" "r['latency_2xx_us']['p99']/1000") ms (target <= 50)"
@@ -144,7 +158,7 @@ floor_run() {
   sleep 1
   taskset -c 1 target/release/loadgen --target "127.0.0.1:$port" --scenario publish --users "$users" --threads 1 --quiet \
     --rate "$rate" --ramp 1 --duration "$secs" --report "$f" >/dev/null
-  echo "== floor: trivial responder sharing its core with ${HOGS:-1} busy loop(s), $rate PUBLISH/s offered for $secs s"
+  echo "== floor: trivial responder sharing its core with ${HOGS:-1} ${HOG:-spin} loop(s), $rate PUBLISH/s offered for $secs s"
   echo "  answered $(j "$f" "round(r['throughput_per_s'])")/s; 2xx p50 $(j "$f" "r['latency_2xx_us']['p50']/1000") ms, p99 $(j "$f" "r['latency_2xx_us']['p99']/1000") ms, p999 $(j "$f" "r['latency_2xx_us']['p999']/1000") ms, max $(j "$f" "r['latency_2xx_us']['max']/1000") ms"
   kill $hogs "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true

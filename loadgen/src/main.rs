@@ -43,6 +43,17 @@ enum Command {
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:5060")]
         listen: SocketAddr,
     },
+    /// Compete for a core until killed: spin for --busy-us, sleep for
+    /// --idle-us, over and over. Pinned beside a server, it takes its
+    /// share in bursts of --busy-us; a plain busy loop takes it in the
+    /// kernel's ticks (4 ms at HZ=250), which alone puts a 4 ms floor
+    /// under every answer (bench/e2e/overload.sh, HOG=duty).
+    Hog {
+        #[arg(long, value_name = "MICROSECONDS", default_value_t = 1000)]
+        busy_us: u64,
+        #[arg(long, value_name = "MICROSECONDS", default_value_t = 250)]
+        idle_us: u64,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -271,6 +282,16 @@ fn main() -> ExitCode {
                     eprintln!("loadgen: {e}");
                     ExitCode::from(2)
                 }
+            }
+        }
+        Some(Command::Hog { busy_us, idle_us }) => {
+            let (busy, idle) = (std::time::Duration::from_micros(busy_us), std::time::Duration::from_micros(idle_us));
+            loop {
+                let until = std::time::Instant::now() + busy;
+                while std::time::Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                std::thread::sleep(idle);
             }
         }
         Some(Command::Responder { listen }) => match loadgen::baseline::start_responder(listen) {
