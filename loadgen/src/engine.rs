@@ -158,6 +158,10 @@ pub struct WorkerResult {
     /// New requests held back at this client on the server's RFC 7339
     /// feedback (never sent; counted apart from `sent`).
     pub throttled: u64,
+    /// Open loop: the most requests that were due by the schedule and not
+    /// yet issued at one turn of the loop. Anything beyond a few means the
+    /// generator fell behind and then sent a burst to catch up.
+    pub behind_max: u64,
 }
 
 /// Compact per-user state: a million users fit in tens of MiB.
@@ -318,6 +322,7 @@ impl<'a> Worker<'a> {
                 connection_errors: 0,
                 publish_refreshes: 0,
                 throttled: 0,
+                behind_max: 0,
             },
             oc: None,
             window_hist: new_histogram(),
@@ -471,7 +476,9 @@ impl<'a> Worker<'a> {
                         let ramp = self.cfg.ramp.as_secs_f64();
                         // Area under a linear ramp to `rate`, then flat.
                         let due = if t < ramp { rate * t * t / (2.0 * ramp) } else { rate * (t - ramp / 2.0) };
-                        (due as u64).saturating_sub(started).min(1024) as usize
+                        let behind = (due as u64).saturating_sub(started);
+                        self.res.behind_max = self.res.behind_max.max(behind);
+                        behind.min(1024) as usize
                     }
                 }
             };

@@ -97,6 +97,9 @@ pub struct Report {
     /// New requests held back at the client on RFC 7339 feedback
     /// (`--overload-control`); offered = sent + throttled.
     pub throttled: u64,
+    /// Open loop: the largest backlog of requests due and not yet sent
+    /// (the generator fell behind and caught up in a burst).
+    pub behind_max: u64,
     pub unmatched: u64,
     /// NOTIFYs answered in the measured phase.
     pub notifies: u64,
@@ -131,6 +134,7 @@ impl Report {
         let (mut lat_2xx, mut lat_503) = (new_histogram(), new_histogram());
         let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
         let (mut sent, mut timeouts, mut retrans, mut unmatched, mut conn_errors, mut throttled) = (0, 0, 0, 0, 0, 0);
+        let mut behind_max = 0;
         let mut notify_retrans = 0;
         let refreshes: u64 = results.iter().map(|r| r.publish_refreshes).sum();
         let (mut received, mut validated, mut mismatches, mut examples) = (0, 0, 0, Vec::new());
@@ -150,6 +154,7 @@ impl Report {
             timeouts += r.timeouts;
             retrans += r.retransmissions;
             throttled += r.throttled;
+            behind_max = behind_max.max(r.behind_max);
             unmatched += r.unmatched;
             conn_errors += r.connection_errors;
             received += r.notify.received;
@@ -188,6 +193,7 @@ impl Report {
             latency_503_us: Latency::of(&lat_503),
             retransmissions: retrans,
             throttled,
+            behind_max,
             unmatched,
             notifies: received,
             notify: NotifyReport {
@@ -249,6 +255,9 @@ throughput {:.0}/s; latency µs p50 {} p90 {} p99 {} p99.9 {} max {}\n",
             for e in &n.mismatch_examples {
                 out += &format!("  mismatch: {e}\n");
             }
+        }
+        if self.behind_max > 64 {
+            out += &format!("the generator fell behind its schedule by up to {} requests, and sent them in a burst to catch up\n", self.behind_max);
         }
         if self.throttled > 0 {
             out += &format!("held back at the client on the server's overload feedback (RFC 7339): {}\n", self.throttled);

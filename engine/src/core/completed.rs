@@ -59,14 +59,91 @@ pub struct Completed {
     hold: Duration,
     epoch: Instant,
     index: Vec<hashbrown::HashTable<u64>>,
-    records: VecDeque<Record>,
-    /// Sequence number of `records[0]`.
-    head: u64,
+    records: Ring<Record>,
     chunks: VecDeque<Vec<u8>>,
     /// Wrapping id of `chunks[0]`.
     first_chunk: u32,
     spare: Vec<Vec<u8>>,
     live: usize,
+}
+
+/// A first-in first-out queue addressed by sequence number, in blocks of
+/// [`BLOCK`] elements: growing never moves what it holds (a `VecDeque` of a
+/// million records would copy 32 MiB at once each time it doubled, a stall
+/// of its own), and a block emptied at the front is reused at the back.
+struct Ring<T> {
+    blocks: VecDeque<Vec<T>>,
+    /// Sequence number of `blocks[0][0]`, and of the front element.
+    base: u64,
+    front: u64,
+    spare: Option<Vec<T>>,
+}
+
+const BLOCK: usize = 4096;
+
+impl<T: Copy> Ring<T> {
+    fn new() -> Self {
+        Ring { blocks: VecDeque::new(), base: 0, front: 0, spare: None }
+    }
+
+    fn len(&self) -> usize {
+        (self.end() - self.front) as usize
+    }
+
+    fn end(&self) -> u64 {
+        // Every block but the last is full; the first keeps the elements
+        // already taken off, so it counts from `base`.
+        self.base + self.blocks.len().saturating_sub(1) as u64 * BLOCK as u64 + self.blocks.back().map_or(0, |b| b.len() as u64)
+    }
+
+    /// Appends `item`; returns its sequence number.
+    fn push(&mut self, item: T) -> u64 {
+        if self.blocks.back().is_none_or(|b| b.len() == BLOCK) {
+            let block = self.spare.take().unwrap_or_else(|| Vec::with_capacity(BLOCK));
+            self.blocks.push_back(block);
+        }
+        let seq = self.end();
+        self.blocks.back_mut().expect("a block with room").push(item);
+        seq
+    }
+
+    fn front(&self) -> Option<&T> {
+        (self.front < self.end()).then(|| self.get(self.front))
+    }
+
+    fn back(&self) -> Option<&T> {
+        let end = self.end();
+        (self.front < end).then(|| self.get(end - 1))
+    }
+
+    /// Takes the front element off; returns its sequence number. The
+    /// caller has checked that there is one.
+    fn pop(&mut self) -> u64 {
+        debug_assert!(self.front < self.end(), "pop from an empty ring");
+        let seq = self.front;
+        self.front += 1;
+        if self.front - self.base == BLOCK as u64 {
+            let mut block = self.blocks.pop_front().expect("the front block");
+            block.clear();
+            self.spare = Some(block);
+            self.base += BLOCK as u64;
+        } else if self.front == self.end() && self.blocks.len() == 1 {
+            // Empty: start the block again rather than keep its tail.
+            self.blocks[0].clear();
+            self.base = self.front;
+        }
+        seq
+    }
+
+    fn get(&self, seq: u64) -> &T {
+        let at = (seq - self.base) as usize;
+        &self.blocks[at / BLOCK][at % BLOCK]
+    }
+
+    fn get_mut(&mut self, seq: u64) -> &mut T {
+        let at = (seq - self.base) as usize;
+        &mut self.blocks[at / BLOCK][at % BLOCK]
+    }
 }
 
 impl Completed {
@@ -76,8 +153,7 @@ impl Completed {
             hold,
             epoch,
             index: (0..PARTS).map(|_| hashbrown::HashTable::new()).collect(),
-            records: VecDeque::new(),
-            head: 0,
+            records: Ring::new(),
             chunks: VecDeque::new(),
             first_chunk: 0,
             spare: Vec::new(),
@@ -115,10 +191,9 @@ impl Completed {
         // only holds its entry that much longer).
         let due = self.nanos(now + self.hold).max(self.records.back().map_or(0, |r| r.expires));
         let (chunk, offset) = self.append(key, answer);
-        let seq = self.head + self.records.len() as u64;
-        self.records.push_back(Record { hash, expires: due, chunk, offset, key_len: key.len() as u32, answer_len: answer.len() as u32 });
-        let (records, head) = (&self.records, self.head);
-        self.index[part_of(hash)].insert_unique(hash, seq, |&s| records[(s - head) as usize].hash);
+        let seq = self.records.push(Record { hash, expires: due, chunk, offset, key_len: key.len() as u32, answer_len: answer.len() as u32 });
+        let records = &self.records;
+        self.index[part_of(hash)].insert_unique(hash, seq, |&s| records.get(s).hash);
         self.live += 1;
     }
 
@@ -137,8 +212,7 @@ impl Completed {
         if let Ok(e) = self.index[part_of(hash)].find_entry(hash, |&s| s == seq) {
             e.remove();
         }
-        let at = (seq - self.head) as usize;
-        self.records[at].key_len = 0;
+        self.records.get_mut(seq).key_len = 0;
         self.live -= 1;
         true
     }
@@ -147,19 +221,17 @@ impl Completed {
     /// back the arena chunks no held transaction uses any more.
     pub fn expire(&mut self, now: Instant) {
         let now = self.nanos(now);
-        while let Some(r) = self.records.front().copied() {
+        while let Some(&r) = self.records.front() {
             if r.expires > now {
                 break;
             }
+            let seq = self.records.pop();
             if r.key_len > 0 {
-                let head = self.head;
-                if let Ok(e) = self.index[part_of(r.hash)].find_entry(r.hash, |&s| s == head) {
+                if let Ok(e) = self.index[part_of(r.hash)].find_entry(r.hash, |&s| s == seq) {
                     e.remove();
                 }
                 self.live -= 1;
             }
-            self.records.pop_front();
-            self.head += 1;
         }
         // Chunks before the front record's are free; with no record left,
         // all but the last (which the next insert appends to).
@@ -179,7 +251,7 @@ impl Completed {
     }
 
     fn record(&self, seq: u64) -> &Record {
-        &self.records[(seq - self.head) as usize]
+        self.records.get(seq)
     }
 
     fn bytes(&self, r: &Record) -> &[u8] {
@@ -246,6 +318,31 @@ mod tests {
         assert!(c.is_empty() && c.pending() == 0);
         assert!(c.chunks.len() <= 1 && c.arena_bytes() <= CHUNK, "expired chunks are given back ({} bytes held)", c.arena_bytes());
         assert!(c.index.iter().all(|p| p.is_empty()));
+    }
+
+    #[test]
+    fn the_ring_keeps_order_and_numbers_across_blocks_and_reuses_them() {
+        let mut r: Ring<u32> = Ring::new();
+        let mut next_out = 0u64;
+        for round in 0..3u64 {
+            for i in 0..(BLOCK as u64 * 2 + 17) {
+                let seq = r.push(i as u32);
+                assert_eq!(*r.get(seq), i as u32);
+                assert_eq!(*r.back().unwrap(), i as u32);
+            }
+            assert!(r.blocks.len() <= 3, "round {round}: {} blocks", r.blocks.len());
+            while r.front().is_some() {
+                let v = *r.front().unwrap();
+                assert_eq!(r.pop(), next_out);
+                assert_eq!(v as u64, (next_out - round * (BLOCK as u64 * 2 + 17)));
+                next_out += 1;
+            }
+            assert_eq!(r.len(), 0);
+            assert!(r.back().is_none());
+        }
+        let seq = r.push(5);
+        *r.get_mut(seq) = 6;
+        assert_eq!(r.front(), Some(&6));
     }
 
     #[test]

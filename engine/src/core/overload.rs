@@ -280,6 +280,26 @@ impl Overload {
         }
     }
 
+    /// A datagram taken off the socket after waiting there `age`. A wait
+    /// past the target in the socket alone is a standing queue too, and
+    /// may be the only sign of one: when every request is refused at
+    /// intake, none is served and [`Self::observe`] sees nothing. Without
+    /// this, plain clients at twice the capacity kept the shard refusing
+    /// every request with a 503 (which costs about half a service) and
+    /// serving none: goodput 1 %, the socket full, the kernel dropping.
+    /// So it can start shedding, never end it.
+    pub fn waited_in_socket(&mut self, now: Instant, age: Duration) {
+        if self.cfg.target.is_zero() || age < self.cfg.target {
+            return;
+        }
+        self.peak = self.peak.max(age);
+        match self.above_until {
+            None => self.above_until = Some(now + self.cfg.interval),
+            Some(t) if now >= t => self.shedding = true,
+            Some(_) => {}
+        }
+    }
+
     /// Whether new initial requests are shed now.
     pub fn shedding(&self) -> bool {
         self.shedding
@@ -389,6 +409,28 @@ mod tests {
         o.observe(t0 + ms(320), ms(2));
         assert!(!o.shedding());
         assert_eq!(o.peak, ms(50));
+    }
+
+    #[test]
+    fn a_standing_queue_in_the_socket_alone_starts_shedding() {
+        let t0 = Instant::now();
+        let mut o = Overload::new(OverloadConfig::default());
+        // Every request waited 60 ms in the socket and none was served.
+        for i in 0..=10 {
+            o.waited_in_socket(t0 + ms(i * 10), ms(60));
+        }
+        assert!(o.shedding(), "a whole interval above target, in the socket alone");
+        // Short waits in the socket say nothing about the queue behind it.
+        o.waited_in_socket(t0 + ms(120), ms(1));
+        assert!(o.shedding());
+        // Service well under target ends it, as always.
+        o.observe(t0 + ms(130), ms(2));
+        assert!(!o.shedding());
+        // A burst that waits less than an interval does not start it.
+        let mut b = Overload::new(OverloadConfig::default());
+        b.waited_in_socket(t0, ms(60));
+        b.waited_in_socket(t0 + ms(50), ms(60));
+        assert!(!b.shedding());
     }
 
     #[test]

@@ -296,6 +296,32 @@ fn overload_refuses_at_arrival_and_serves_what_it_took() {
     assert_eq!(s.queued(), 2000);
 }
 
+/// Plain clients at twice the capacity fill the socket: every request
+/// is past the deadline when it is taken in, so none is admitted and none
+/// served, and the detector, which watches service, would see nothing.
+/// The wait in the socket alone starts the shedding: after an interval
+/// most are dropped unanswered (cheap) and one in `refuse_every` gets its
+/// 503, instead of a 503 each (which cost the shard all its time).
+#[test]
+fn a_socket_that_stays_full_starts_shedding_with_nothing_served() {
+    let (mut s, t0) = shard_with(Caps::default(), OverloadConfig::default());
+    assert!(!s.is_shedding());
+    let mut out = Outbox { events_off: true, ..Outbox::default() };
+    // 300 ms of arrivals, each 60 ms old when read, none served.
+    for i in 0..300u32 {
+        let now = t0 + Duration::from_millis(i as u64);
+        s.on_arrival(now, now - Duration::from_millis(60), src(), publish_to(&format!("sip:p{i}@example.com"), i, 5).as_bytes(), &mut out);
+    }
+    assert_eq!(s.queued(), 0, "nothing admitted");
+    assert!(s.is_shedding(), "the socket's standing queue is overload");
+    let refused = s.stats().limited[Limit::Overload.index()];
+    let dropped = s.stats().overload_dropped;
+    assert_eq!(refused + dropped, 300);
+    // The first interval's requests are refused each; after it, one in 8.
+    assert!(dropped >= 150, "{dropped} dropped, {refused} refused");
+    assert!(refused >= 100 + 150 / 8, "{refused} refused");
+}
+
 /// RFC 7339: a client whose Via carries `oc` hears, in the Via of each
 /// answer, the loss rate while the queue stands (and the zero after); a
 /// client without `oc` hears nothing of it.

@@ -310,6 +310,7 @@ impl Shard {
     /// or queued for [`Self::serve_queued`].
     pub fn on_arrival(&mut self, now: Instant, received: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
         let age = now.saturating_duration_since(received);
+        self.overload.waited_in_socket(now, age);
         let wait = self.overload.predicted(age, self.ingress.len());
         let mut take = false;
         self.guarded(now, Some(bytes), out, |s, out| take = s.admit(wait, age, peer, bytes, out));
@@ -364,6 +365,12 @@ impl Shard {
             self.busy_since = (!self.ingress.is_empty()).then_some(end);
         }
         n
+    }
+
+    /// The reactor took `taken` datagrams in (through [`Self::on_arrival`])
+    /// in `took` of wall time: for the trace.
+    pub fn took_in(&mut self, took: Duration, taken: usize) {
+        self.window.intake(took, taken);
     }
 
     /// Datagrams queued for service.

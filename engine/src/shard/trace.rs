@@ -35,6 +35,10 @@ pub(super) struct ServiceWindow {
     /// The longest single serve, and how many took over [`SLOW_SERVE`].
     longest_serve: Duration,
     slow_serves: u32,
+    /// Wall time spent taking datagrams in (reading, deciding, refusing),
+    /// and the longest single turn of it with the datagrams it took.
+    intake: Duration,
+    longest_intake: (Duration, usize),
 }
 
 impl ServiceWindow {
@@ -68,6 +72,13 @@ impl ServiceWindow {
         self.serving += took;
     }
 
+    pub fn intake(&mut self, took: Duration, taken: usize) {
+        self.intake += took;
+        if took > self.longest_intake.0 {
+            self.longest_intake = (took, taken);
+        }
+    }
+
     pub fn slice_gap(&mut self, gap: Duration) {
         self.slice_gap = self.slice_gap.max(gap);
     }
@@ -99,6 +110,9 @@ impl ServiceWindow {
             slice_gap_us = us(w.slice_gap),
             longest_serve_us = us(w.longest_serve),
             serves_over_1ms = w.slow_serves,
+            intake_us = us(w.intake),
+            longest_intake_us = us(w.longest_intake.0),
+            longest_intake_n = w.longest_intake.1,
             "tables"
         );
     }
