@@ -5,9 +5,8 @@
 #   1. capacity: closed-loop PUBLISH for 10 s;
 #   2. warm: open loop at 0.9x capacity for WARM seconds (75), so that
 #      the transactions kept for Timer J (32 s) and the tables that hold
-#      them are at their steady state before RSS is read (at 45,000/s the
-#      hash index of the Timer J log doubles once, at about 70 s, when the
-#      slots its removals free run out: bench/examples/completed_churn.rs);
+#      them are at their steady state before RSS is read
+#      (bench/examples/completed_churn.rs shows the Timer J log's);
 #      then capacity again, closed loop for 10 s, with those transactions
 #      held (goodput is shown against both);
 #   3. overload: open-loop PUBLISH at 2x capacity for SECONDS (30);
@@ -24,7 +23,7 @@
 #            serves there) for SECONDS: the latency the core's sharing
 #            alone puts on an answer, under any target set above it.
 # Prints goodput against capacity, p99 of 2xx and of 503 answers, the
-# server's RSS after warming, at its peak and after, and the recovery
+# server's RSS after warming, at its peak in the 2x phase and after, and the recovery
 # latency, with the issue's targets beside them. JSON reports land in $OUT,
 # and the server's RSS each second from the 2x phase on in
 # $OUT/overload-MODE-rss.log.
@@ -128,12 +127,15 @@ PY
   c0=$(cpu); t0=$(date +%s.%N)
   $lg --rate "$rate" --ramp 1 --duration "$secs" $lgflags --report "$out/overload-$mode-2x.json" >/dev/null
   local cpu_2x; cpu_2x=$(cpu_use "$c0" "$t0" "$out/overload-$mode-2x.json")
+  # The peak of the overload phase itself: the recovery phases are new
+  # loadgen processes, new user agents whose first PUBLISH each adds a
+  # publication beside the last run's (held until they expire).
+  local peak; peak=$(cat "$out/overload-rss-peak" 2>/dev/null || rss)
   $lg --rate $((cap * 3 / 10)) --ramp 0 --duration 2 $lgflags --report "$out/overload-$mode-recovery-2s.json" >/dev/null
   $lg --rate $((cap * 3 / 10)) --ramp 0 --duration 5 $lgflags --report "$out/overload-$mode-after.json" >/dev/null
   local drops_2x=$(( $(drops) - drops_before ))
   kill $sampler 2>/dev/null || true
   local rss_after; rss_after=$(rss)
-  local peak; peak=$(cat "$out/overload-rss-peak" 2>/dev/null || echo "$rss_after")
 
   local f="$out/overload-$mode-2x.json"
   echo "== $mode clients: capacity (closed loop, shard sharing its core with ${HOGS:-1} ${HOG:-spin} loop(s)) $cap PUBLISH/s"
@@ -144,7 +146,7 @@ PY
   echo "  server CPU while measuring capacity: $cpu_cap"
   echo "  server CPU at 2x: $cpu_2x (under half a core: the shard idled, its clients held back too much)"
   echo "  timeouts $(j "$f" "r['errors']['timeout']"), retransmissions $(j "$f" "r['retransmissions']"), datagrams the kernel dropped at full UDP receive buffers $drops_2x"
-  echo "  server RSS MiB: warm $rss_before, peak $peak, after $rss_after (target: flat)"
+  echo "  server RSS MiB: warm $rss_before, peak at 2x $peak (target: flat), after the recovery phases $rss_after"
   echo "  recovery at 0.3x: first 2 s 2xx p99 $(j "$out/overload-$mode-recovery-2s.json" "r['latency_2xx_us']['p99']/1000") ms, next 5 s p99 $(j "$out/overload-$mode-after.json" "r['latency_2xx_us']['p99']/1000") ms"
   kill $hogs 2>/dev/null || true
   kill -INT "$pid"; wait "$pid" 2>/dev/null || true
