@@ -368,7 +368,7 @@ mod tests {
         let mut c = Completed::new(Duration::from_secs(1), t0);
         let hasher = ahash::RandomState::with_seeds(1, 2, 3, 4);
         let mut now = t0;
-        let mut insert_for = |c: &mut Completed, from: u64, seconds: u64, now: &mut Instant| {
+        let insert_for = |c: &mut Completed, from: u64, seconds: u64, now: &mut Instant| {
             // 20,000 a second, a timer step every 5 ms.
             for n in from..from + seconds * 20_000 {
                 let key = n.to_be_bytes();
