@@ -277,6 +277,11 @@ impl<C> ClientTransactions<C> {
         self.wheel.len()
     }
 
+    /// Bytes of requests kept for retransmission.
+    pub fn bytes_held(&self) -> usize {
+        self.map.values().filter_map(|t| t.retransmit.as_ref()).map(Vec::len).sum()
+    }
+
     /// Writes a fresh branch (this shard's id and 64 random bits) for a
     /// request about to be built, and returns its token for
     /// [`Self::start`]. A token still in use is drawn again.
@@ -324,6 +329,11 @@ impl<C> ClientTransactions<C> {
             return None;
         }
         t.state = ClientState::Completed;
+        // Nothing is resent once a final response came: Timer K only
+        // absorbs its retransmissions. The request's bytes (a whole NOTIFY,
+        // its document included) go now rather than T4 later, which after
+        // a fan-out to thousands of watchers is most of what is held.
+        t.retransmit = None;
         let ctx = t.ctx.take()?;
         if t.to.transport.is_reliable() {
             self.map.remove(&seq);
@@ -539,7 +549,10 @@ To: <sip:b@x>;tag=2\r\nCall-ID: n1\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\
         assert_eq!(ct.on_response(&Message::parse(&trying, &limits).unwrap(), t0), None);
         let gone = response_for(&branch, 481, "NOTIFY");
         let gone = Message::parse(&gone, &limits).unwrap();
+        assert_eq!(ct.bytes_held(), 6, "the NOTIFY, kept for Timer E");
         assert_eq!(ct.on_response(&gone, t0), Some(ClientOutcome::Final { ctx: "w1", status: 481 }));
+        assert_eq!(ct.bytes_held(), 0, "completed: nothing left to resend, so nothing kept");
+        assert_eq!(ct.len(), 1, "Timer K still holds the transaction");
         assert_eq!(ct.on_response(&gone, t0), None, "a retransmitted final is absorbed");
         let mut sends = vec![];
         let mut outcomes = vec![];
