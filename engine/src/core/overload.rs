@@ -273,11 +273,7 @@ impl Overload {
             }
             return;
         }
-        match self.above_until {
-            None => self.above_until = Some(now + self.cfg.interval),
-            Some(t) if now >= t => self.shedding = true,
-            Some(_) => {}
-        }
+        self.above_target(now);
     }
 
     /// A datagram taken off the socket after waiting there `age`. A wait
@@ -293,6 +289,12 @@ impl Overload {
             return;
         }
         self.peak = self.peak.max(age);
+        self.above_target(now);
+    }
+
+    /// A wait above target seen at `now`: overload once waits have stayed
+    /// above it for a whole interval (CoDel's rule).
+    fn above_target(&mut self, now: Instant) {
         match self.above_until {
             None => self.above_until = Some(now + self.cfg.interval),
             Some(t) if now >= t => self.shedding = true,
