@@ -26,7 +26,7 @@ fn compose(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("parse_validate", |b| b.iter(|| pidf::parse(black_box(&one)).unwrap()));
     for n in [1usize, 3] {
-        let refs: Vec<&pidf::Pidf> = docs.iter().take(n).collect();
+        let refs: Vec<&[pidf::Element]> = docs.iter().take(n).map(|d| &d.elements[..]).collect();
         g.bench_with_input(BenchmarkId::new("compose_publications", n), &refs, |b, refs| {
             b.iter(|| pidf::compose(black_box("sip:popular@example.com"), refs, &[]))
         });

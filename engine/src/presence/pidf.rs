@@ -32,16 +32,19 @@ pub struct Element {
     /// "tuple", "person", "device", or "other" (notes, extensions).
     pub kind: &'static str,
     /// The `id` attribute (tuples, persons and devices must have one).
-    pub id: Option<String>,
+    pub id: Option<Box<str>>,
     /// The element's text with its in-scope namespaces declared on it.
-    pub xml: String,
+    /// Boxed at its exact length: a publication keeps these for as long
+    /// as it lives (ARCHITECTURE.md, memory per entry).
+    pub xml: Box<str>,
 }
 
 /// A validated PIDF document, reduced to what composition needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pidf {
     pub entity: String,
-    pub elements: Vec<Element>,
+    /// Exactly as many as the document has: publications store these.
+    pub elements: Box<[Element]>,
 }
 
 /// A namespace declaration in scope: prefix ("" for the default), URI,
@@ -307,7 +310,7 @@ impl<'t> Validator<'t> {
                     }
                 }
                 let xml = standalone(&self.text[o.start..end], o.name_end, &self.scope);
-                self.elements.push(Element { kind: o.kind, id: o.id.map(Cow::into_owned), xml });
+                self.elements.push(Element { kind: o.kind, id: o.id.map(|id| id.into()), xml: xml.as_str().into() });
             }
             4 => {
                 if let Some(o) = self.open.as_mut() {
@@ -361,7 +364,11 @@ impl<'t> Validator<'t> {
                 return Err(format!("duplicate {} id {:?}", w[0].0, w[0].1));
             }
         }
-        Ok(Pidf { entity: self.entity.map(Cow::into_owned).unwrap_or_default(), elements: self.elements })
+        // Moved into an allocation of their exact number (mimalloc keeps a
+        // block in place when it shrinks by less than half).
+        let mut elements = Vec::with_capacity(self.elements.len());
+        elements.extend(self.elements);
+        Ok(Pidf { entity: self.entity.map(Cow::into_owned).unwrap_or_default(), elements: elements.into_boxed_slice() })
     }
 }
 
@@ -435,7 +442,7 @@ fn escape_text(s: &str) -> String {
 /// and its registered contacts. Registration tuples (open, one per
 /// contact) appear only when nothing is published; with neither, the
 /// document holds one closed tuple.
-pub fn compose(entity: &str, publications: &[&Pidf], contacts: &[&str]) -> String {
+pub fn compose(entity: &str, publications: &[&[Element]], contacts: &[&str]) -> String {
     let mut out = String::with_capacity(512);
     let _ = write!(out, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"{NS_PIDF}\" xmlns:dm=\"{NS_DM}\" entity=\"{}\">\n", escape_attr(entity));
     if publications.is_empty() {
@@ -449,9 +456,9 @@ pub fn compose(entity: &str, publications: &[&Pidf], contacts: &[&str]) -> Strin
         // Each element at its place in the publication order (oldest
         // first), unless a newer publication has the same kind and id.
         let superseded = |i: usize, e: &Element| {
-            e.id.as_ref().is_some_and(|id| publications[i + 1..].iter().any(|p| p.elements.iter().any(|x| x.kind == e.kind && x.id.as_ref() == Some(id))))
+            e.id.as_ref().is_some_and(|id| publications[i + 1..].iter().any(|p| p.iter().any(|x| x.kind == e.kind && x.id.as_ref() == Some(id))))
         };
-        let chosen: Vec<&Element> = publications.iter().enumerate().flat_map(|(i, p)| p.elements.iter().filter(move |e| !superseded(i, e))).collect();
+        let chosen: Vec<&Element> = publications.iter().enumerate().flat_map(|(i, p)| p.iter().filter(move |e| !superseded(i, e))).collect();
         // Tuples first, as RFC 3863's schema orders them, then the rest.
         for e in chosen.iter().filter(|e| e.kind == "tuple").chain(chosen.iter().filter(|e| e.kind != "tuple")) {
             out.push_str(&e.xml);
@@ -552,7 +559,7 @@ mod tests {
                 .as_bytes(),
         )
         .unwrap();
-        let doc = compose("sip:alice@example.com", &[&old, &newer], &["sip:ignored@192.0.2.9"]);
+        let doc = compose("sip:alice@example.com", &[&old.elements, &newer.elements], &["sip:ignored@192.0.2.9"]);
         let again = parse(doc.as_bytes()).expect("the composed document is valid PIDF");
         let ids: Vec<_> = again.elements.iter().map(|e| (e.kind, e.id.clone())).collect();
         assert_eq!(ids, [("tuple", Some("t1".into())), ("tuple", Some("t2".into())), ("other", None), ("person", Some("p1".into()))]);

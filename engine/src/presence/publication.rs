@@ -4,7 +4,7 @@
 //! `Arc`) with every NOTIFY and every shard that needs it.
 
 use super::peu::SourceUpdate;
-use super::pidf::{self, Pidf};
+use super::pidf::{self, Element};
 use crate::core::entropy::Entropy;
 use crate::core::limits::{Caps, Limit};
 use crate::core::reply::HandlerReply;
@@ -40,8 +40,8 @@ impl Default for PublishConfig {
 }
 
 /// Bytes a publication adds to its presentity's document.
-fn weight(pidf: &Pidf) -> usize {
-    pidf.elements.iter().map(|e| e.xml.len()).sum()
+fn weight(elements: &[Element]) -> usize {
+    elements.iter().map(|e| e.xml.len()).sum()
 }
 
 /// Where a publication came from.
@@ -57,7 +57,9 @@ enum Source {
 struct Publication {
     source: Source,
     etag: Box<[u8]>,
-    pidf: Pidf,
+    /// What composition needs of its document (not the entity, which is
+    /// the presentity's).
+    elements: Box<[Element]>,
     expires_at: Instant,
 }
 
@@ -67,7 +69,16 @@ struct Presentity {
     pubs: Vec<Publication>,
     /// Registered contacts (from the registrar).
     contacts: Vec<String>,
+    /// The composed document, kept only while someone asked for it (a
+    /// watcher) and until [`Publications::unwatched`]: it can be rebuilt
+    /// from the publications, and most presentities are not watched at a
+    /// given moment (the largest part of an unwatched entry otherwise).
     document: Option<Arc<[u8]>>,
+    /// A 64-bit digest of the current document, to tell a change from a
+    /// recomposition that came out the same (two different documents
+    /// share a digest with odds of 2^-64 per change).
+    digest: u64,
+    /// 0 until the first composition.
     version: u64,
     /// When the expiry wheel next looks at this presentity.
     recheck: Recheck,
@@ -92,6 +103,7 @@ pub struct Publications {
     /// watcher never takes a new document for an old one.
     last_version: u64,
     presentities: HashMap<Box<[u8]>, Presentity, ahash::RandomState>,
+    digester: ahash::RandomState,
     wheel: TimerWheel<Box<[u8]>>,
     fired: Vec<Box<[u8]>>,
 }
@@ -102,6 +114,7 @@ impl Publications {
             cfg,
             shard,
             presentities: HashMap::with_hasher(entropy.hasher()),
+            digester: entropy.hasher(),
             entropy,
             last_version: 0,
             wheel: TimerWheel::new(now, Duration::from_millis(100), 4096),
@@ -109,10 +122,32 @@ impl Publications {
         }
     }
 
-    /// The current document of `aor` and its version.
-    pub fn document(&self, aor: &[u8]) -> Option<(u64, Arc<[u8]>)> {
-        let p = self.presentities.get(aor)?;
+    /// The current document of `aor` and its version; composed again if
+    /// it was not kept, and kept from now on until `unwatched`, so that
+    /// its watchers share one copy.
+    pub fn document(&mut self, aor: &[u8]) -> Option<(u64, Arc<[u8]>)> {
+        let p = self.presentities.get_mut(aor)?;
+        if p.version == 0 {
+            return None;
+        }
+        if p.document.is_none() {
+            p.document = Some(compose(aor, p).into_bytes().into());
+        }
         Some((p.version, p.document.clone()?))
+    }
+
+    /// As [`document`](Self::document), without keeping what it composes:
+    /// for inspection (tests, invariant checks).
+    pub fn document_now(&self, aor: &[u8]) -> Option<(u64, Arc<[u8]>)> {
+        let p = self.presentities.get(aor).filter(|p| p.version != 0)?;
+        Some((p.version, p.document.clone().unwrap_or_else(|| compose(aor, p).into_bytes().into())))
+    }
+
+    /// Nobody watches `aor` any more: its document need not be kept.
+    pub fn unwatched(&mut self, aor: &[u8]) {
+        if let Some(p) = self.presentities.get_mut(aor) {
+            p.document = None;
+        }
     }
 
     /// Live publications of `aor`.
@@ -192,8 +227,8 @@ impl Publications {
             return Limit::PublicationsPerPresentity.reply(0);
         }
         if let Some(d) = &doc {
-            let others: usize = p.map_or(0, |p| p.pubs.iter().enumerate().filter(|(i, _)| Some(*i) != existing).map(|(_, x)| weight(&x.pidf)).sum());
-            if others + weight(d) > self.cfg.max_document {
+            let others: usize = p.map_or(0, |p| p.pubs.iter().enumerate().filter(|(i, _)| Some(*i) != existing).map(|(_, x)| weight(&x.elements)).sum());
+            if others + weight(&d.elements) > self.cfg.max_document {
                 return Limit::DocumentSize.reply(0);
             }
         }
@@ -218,13 +253,16 @@ impl Publications {
                 let mut old = p.pubs.remove(i);
                 old.etag = etag.clone();
                 old.expires_at = at;
-                old.pidf = d;
+                old.elements = d.elements;
                 p.pubs.push(old);
                 true
             }
             (None, Some(_), 0) => false,
             (None, Some(d), _) => {
-                p.pubs.push(Publication { source: Source::Publish, etag: etag.clone(), pidf: d, expires_at: at });
+                // Most presentities have one publication: room for exactly
+                // that (a Vec's first push would make room for four).
+                p.pubs.reserve_exact(1);
+                p.pubs.push(Publication { source: Source::Publish, etag: etag.clone(), elements: d.elements, expires_at: at });
                 true
             }
             (None, None, _) => unreachable!("rejected in step 5"),
@@ -250,8 +288,8 @@ impl Publications {
             if pos.is_none() && p.pubs.len() >= self.cfg.max_publications {
                 return Err(Limit::PublicationsPerPresentity);
             }
-            let others: usize = p.pubs.iter().filter(|x| x.source != source).map(|x| weight(&x.pidf)).sum();
-            if others + weight(pidf) > self.cfg.max_document {
+            let others: usize = p.pubs.iter().filter(|x| x.source != source).map(|x| weight(&x.elements)).sum();
+            if others + weight(&pidf.elements) > self.cfg.max_document {
                 return Err(Limit::DocumentSize);
             }
         }
@@ -261,7 +299,8 @@ impl Publications {
                 if let Some(i) = pos {
                     p.pubs.remove(i);
                 }
-                p.pubs.push(Publication { source, etag: Box::default(), pidf, expires_at: until });
+                p.pubs.reserve_exact(1);
+                p.pubs.push(Publication { source, etag: Box::default(), elements: pidf.elements, expires_at: until });
                 true
             }
             (SourceUpdate::Extend, Some(i)) => {
@@ -339,15 +378,18 @@ impl Publications {
     /// state left is forgotten after its closed document is announced.
     fn recompose(&mut self, aor: &[u8], changes: &mut Vec<DocChange>) {
         let Some(p) = self.presentities.get_mut(aor) else { return };
-        let pubs: Vec<&Pidf> = p.pubs.iter().map(|x| &x.pidf).collect();
-        let contacts: Vec<&str> = p.contacts.iter().map(String::as_str).collect();
-        let doc: Arc<[u8]> = pidf::compose(&String::from_utf8_lossy(aor), &pubs, &contacts).into_bytes().into();
-        if p.document.as_deref() == Some(&doc[..]) {
+        let doc = compose(aor, p);
+        let digest = self.digester.hash_one(doc.as_bytes());
+        if p.version != 0 && p.digest == digest {
             return;
         }
+        let doc: Arc<[u8]> = doc.into_bytes().into();
         self.last_version += 1;
         p.version = self.last_version;
-        p.document = Some(doc.clone());
+        p.digest = digest;
+        if p.document.is_some() {
+            p.document = Some(doc.clone());
+        }
         changes.push(DocChange { aor: aor.into(), version: p.version, document: doc });
         if p.pubs.is_empty() && p.contacts.is_empty() {
             // Watchers (issue 5's subscriptions) keep their own copy; the
@@ -355,6 +397,13 @@ impl Publications {
             self.presentities.remove(aor);
         }
     }
+}
+
+/// The document of presentity `aor` as its state composes it now.
+fn compose(aor: &[u8], p: &Presentity) -> String {
+    let pubs: Vec<&[Element]> = p.pubs.iter().map(|x| &x.elements[..]).collect();
+    let contacts: Vec<&str> = p.contacts.iter().map(String::as_str).collect();
+    pidf::compose(&String::from_utf8_lossy(aor), &pubs, &contacts)
 }
 
 /// Appends `v` in lower-case hex, at least `min_digits` digits.

@@ -101,7 +101,7 @@ impl Shard {
     /// the neutral closed one when there is none. Only meaningful on the
     /// owner.
     pub fn current_document(&self, aor: &[u8]) -> (u64, Arc<[u8]>) {
-        self.publications.document(aor).unwrap_or_else(|| (0, neutral(aor)))
+        self.publications.document_now(aor).unwrap_or_else(|| (0, neutral(aor)))
     }
 
     /// RFC 6665 4.2.1 and RFC 3856 for `Event: presence`.
@@ -240,6 +240,7 @@ impl Shard {
             self.tell_winfo(aor, change, out);
         }
         if unwatched {
+            self.publications.unwatched(aor);
             self.watched_changed(now, aor, false, out);
         }
     }

@@ -60,7 +60,7 @@ impl F {
         self.pubs.publish(self.t0 + Duration::from_secs(at), &m, &mut self.changes)
     }
     fn doc(&self) -> String {
-        self.pubs.document(b"sip:alice@example.com").map(|(_, d)| String::from_utf8_lossy(&d).into_owned()).unwrap_or_default()
+        self.pubs.document_now(b"sip:alice@example.com").map(|(_, d)| String::from_utf8_lossy(&d).into_owned()).unwrap_or_default()
     }
 }
 
@@ -198,4 +198,32 @@ fn entity_tags_are_the_hex_format_would_write() {
         super::push_hex(&mut out, v, min);
         assert_eq!(String::from_utf8(out).unwrap(), format!("{v:0width$x}", width = min as usize));
     }
+}
+
+#[test]
+fn the_document_is_kept_only_while_watched_and_then_shared() {
+    let aor = b"sip:alice@example.com";
+    let mut f = F::new();
+    let e1 = etag(&f.send(&P::initial("open"), 0));
+    let kept = |f: &F| f.pubs.presentities.get(&aor[..]).is_some_and(|p| p.document.is_some());
+    assert!(!kept(&f), "nobody asked: the document is not kept");
+    assert!(f.doc().contains("<basic>open</basic>"), "but it is composed when looked at");
+    assert!(!kept(&f), "looking is not watching");
+    // A watcher asks: from now on one copy, shared.
+    let (v1, d1) = f.pubs.document(aor).expect("a document");
+    let (_, again) = f.pubs.document(aor).expect("a document");
+    assert!(kept(&f) && Arc::ptr_eq(&d1, &again));
+    // A change replaces the kept copy with the one the watchers are sent.
+    f.send(&P { if_match: vec![&e1], ..P::initial("closed") }, 1);
+    let change = f.changes.last().expect("a change").clone();
+    let (v2, d2) = f.pubs.document(aor).expect("a document");
+    assert!(v2 > v1 && Arc::ptr_eq(&d2, &change.document));
+    assert!(String::from_utf8_lossy(&d2).contains("<basic>closed</basic>"));
+    // The same document again is no change, kept copy or not.
+    f.pubs.unwatched(aor);
+    assert!(!kept(&f));
+    let before = f.changes.len();
+    f.pubs.on_registration(aor, &[], &mut f.changes);
+    assert_eq!(f.changes.len(), before, "recomposed the same: no new version");
+    assert_eq!(f.pubs.document_now(aor).map(|(v, _)| v), Some(v2));
 }
