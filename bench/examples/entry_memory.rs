@@ -23,18 +23,32 @@ struct Counting;
 
 static HELD: AtomicUsize = AtomicUsize::new(0);
 
+/// Live allocations by size in 8-byte steps (the last holds all larger):
+/// which allocation an entry's bytes are in, to find what to shrink.
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicUsize = AtomicUsize::new(0);
+static LIVE: [AtomicUsize; 129] = [ZERO; 129];
+
+fn size_step(size: usize) -> usize {
+    size.div_ceil(8).min(128)
+}
+
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         HELD.fetch_add(layout.size(), Ordering::Relaxed);
+        LIVE[size_step(layout.size())].fetch_add(1, Ordering::Relaxed);
         unsafe { mimalloc::MiMalloc.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         HELD.fetch_sub(layout.size(), Ordering::Relaxed);
+        LIVE[size_step(layout.size())].fetch_sub(1, Ordering::Relaxed);
         unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         HELD.fetch_add(new_size, Ordering::Relaxed);
         HELD.fetch_sub(layout.size(), Ordering::Relaxed);
+        LIVE[size_step(new_size)].fetch_add(1, Ordering::Relaxed);
+        LIVE[size_step(layout.size())].fetch_sub(1, Ordering::Relaxed);
         unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
     }
 }
@@ -130,4 +144,12 @@ fn main() {
     );
     println!("  after the allocator gives back freed pages: RSS {:.0} B/entry", per(rss2, rss0));
     println!("  census: {drained:?}");
+    if std::env::var_os("SIZES").is_some() {
+        // Allocations held per entry by size; tables show as a few large.
+        let mut rows: Vec<(usize, usize)> = LIVE.iter().enumerate().map(|(i, c)| (i * 8, c.load(Ordering::Relaxed))).filter(|r| r.1 >= n / 2).collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.0 * r.1));
+        for (size, count) in rows {
+            println!("  {count:>9} allocations of up to {size:>4} B: {:.2} per entry", count as f64 / n as f64);
+        }
+    }
 }

@@ -261,6 +261,14 @@ impl Completed {
                 self.spare.push(c);
             }
         }
+        // After a burst, each index part gives back its room (core::room).
+        let records = &self.records;
+        for (part, room) in self.index.iter_mut().zip(&mut self.index_room) {
+            if let Some(to) = crate::core::room::shrink_to(part.len(), part.capacity()) {
+                part.shrink_to(to, |&s| records.get(s).hash);
+                *room = part.capacity();
+            }
+        }
     }
 
     fn nanos(&self, t: Instant) -> u64 {

@@ -15,6 +15,7 @@
 //! - [`overload`]: overload detection by queueing delay (CoDel style).
 //! - [`ingress`]: the admission queue that overload control decides at.
 //! - [`reply`]: what a handler answers (status, reason, headers).
+//! - [`room`]: when a table gives back what a burst made it take.
 //! - [`capabilities`]: methods, bodies, events and extensions served.
 
 pub mod capabilities;
@@ -27,6 +28,7 @@ pub mod outbound;
 pub mod overload;
 pub mod peer;
 pub mod reply;
+pub mod room;
 pub mod subscriber;
 pub mod timer;
 pub mod transaction;

@@ -377,6 +377,9 @@ impl<C> ClientTransactions<C> {
                 }
             }
         }
+        if let Some(to) = super::room::shrink_to(self.map.len(), self.map.capacity()) {
+            self.map.shrink_to(to);
+        }
     }
 }
 

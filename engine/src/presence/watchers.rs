@@ -7,12 +7,15 @@
 //! only replace the document it will send next, so a burst becomes one
 //! NOTIFY with the latest state.
 
+mod index;
+
 use super::winfo::{self, WatcherState};
 use crate::core::entropy::Entropy;
 use crate::core::ids;
 use crate::core::peer::{Peer, Transport};
 use crate::core::timer::TimerWheel;
 use crate::sip::{HeaderName, Message, MessageWriter, Uri};
+use index::{Index, Subs};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -95,32 +98,85 @@ pub struct NewSub<'a> {
 }
 
 impl Subscription {
+    /// The presentity watched.
+    pub fn aor(&self) -> &[u8] {
+        self.texts.get(Text::Aor)
+    }
+    /// The subscriber's identity (asserted, or From).
+    pub fn watcher(&self) -> &[u8] {
+        self.texts.get(Text::Watcher)
+    }
     pub fn call_id(&self) -> &[u8] {
-        &self.call_id
+        self.texts.get(Text::CallId)
     }
     /// Our tag: the dialog's to-tag in the watcher's eyes.
     pub fn local_tag(&self) -> &[u8] {
-        &self.local_tag
+        self.texts.get(Text::LocalTag)
+    }
+}
+
+/// The byte strings a subscription keeps for its life, by name.
+#[derive(Clone, Copy)]
+enum Text {
+    Aor,
+    /// The subscriber's identity (asserted, or From).
+    Watcher,
+    CallId,
+    LocalTag,
+    LocalUri,
+    RemoteTag,
+    RemoteUri,
+    RemoteTarget,
+    /// The Event header's id parameter; empty without one (an id is a
+    /// token, never empty).
+    EventId,
+}
+
+const TEXTS: usize = Text::EventId as usize + 1;
+
+/// A subscription's byte strings in one allocation of their exact total
+/// length, with the length of each but the last (what remains): nine
+/// separate boxes cost 144 bytes of pointers and nine allocations'
+/// rounding per subscription. 32 bytes in all.
+struct Texts {
+    buf: Box<[u8]>,
+    lens: [u16; TEXTS - 1],
+}
+
+impl Texts {
+    fn new(parts: [&[u8]; TEXTS]) -> Texts {
+        let mut buf = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut lens = [0u16; TEXTS - 1];
+        for (i, part) in parts.iter().enumerate() {
+            buf.extend_from_slice(part);
+            if let Some(len) = lens.get_mut(i) {
+                // Each is part of one request, or made from one, and a
+                // request is at most 65,535 bytes (sip::Limits, checked in
+                // config).
+                *len = u16::try_from(part.len()).expect("a subscription's text is shorter than a request");
+            }
+        }
+        Texts { buf: buf.into_boxed_slice(), lens }
+    }
+
+    fn get(&self, t: Text) -> &[u8] {
+        let i = t as usize;
+        let start: usize = self.lens[..i].iter().map(|&l| l as usize).sum();
+        let end = self.lens.get(i).map_or(self.buf.len(), |&l| start + l as usize);
+        &self.buf[start..end]
     }
 }
 
 pub struct Subscription {
-    pub aor: Box<[u8]>,
-    /// The subscriber's identity (asserted, or From).
-    pub watcher: Box<[u8]>,
+    texts: Texts,
     pub package: Package,
-    winfo: WinfoView,
+    /// Winfo subscriptions only.
+    winfo: Option<Box<WinfoView>>,
     /// The ask that created it: its name on the presentity's shard.
     pub ask: u64,
     pub shown: Shown,
-    call_id: Box<[u8]>,
-    local_tag: Box<[u8]>,
-    local_uri: Box<[u8]>,
-    remote_tag: Box<[u8]>,
-    remote_uri: Box<[u8]>,
-    remote_target: Box<[u8]>,
-    route_set: Vec<Box<[u8]>>,
-    event_id: Option<Box<[u8]>>,
+    /// Empty (no allocation) unless the SUBSCRIBE had Record-Route.
+    route_set: Box<[Box<[u8]>]>,
     pub to: Peer,
     remote_cseq: u32,
     local_cseq: u32,
@@ -132,9 +188,10 @@ pub struct Subscription {
     dirty: bool,
     in_flight: bool,
     last_notify: Option<Instant>,
-    rate_timer_at: Option<Instant>,
-    /// Where this subscription sits in its AOR's list (`Watchers::by_aor`).
-    aor_slot: usize,
+    /// A rate-limit timer is set (when is the wheel's to know).
+    rate_timer_set: bool,
+    /// Where this subscription sits in its AOR's list (`index::Index`).
+    aor_slot: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -149,12 +206,12 @@ pub struct Watchers {
     /// The server's address as written in Via and Contact, formatted once.
     local_text: String,
     next: u64,
-    subs: HashMap<u64, Subscription, ahash::RandomState>,
-    by_dialog: HashMap<Box<[u8]>, u64, ahash::RandomState>,
-    by_aor: HashMap<Box<[u8]>, Vec<u64>, ahash::RandomState>,
+    /// Boxed: a table's empty slots then cost a pointer, not a
+    /// subscription.
+    subs: Subs,
+    /// By dialog, by AOR, and counted per watcher identity.
+    index: Index,
     by_ask: HashMap<u64, u64, ahash::RandomState>,
-    /// Subscriptions held per watcher identity (a limit's count).
-    per_watcher: HashMap<Box<[u8]>, u32, ahash::RandomState>,
     entropy: Entropy,
     wheel: TimerWheel<Timer>,
     fired: Vec<Timer>,
@@ -173,10 +230,6 @@ pub enum End {
     Rejected,
 }
 
-fn dialog_key(call_id: &[u8], local_tag: &[u8]) -> Box<[u8]> {
-    [call_id, b"\0", local_tag].concat().into()
-}
-
 /// A literal IP host and port of a SIP URI, if it has one.
 fn literal_addr(uri: &[u8]) -> Option<SocketAddr> {
     let u = Uri::parse(uri).ok()?;
@@ -193,10 +246,8 @@ impl Watchers {
             local_text: local.to_string(),
             next: 0,
             subs: HashMap::with_hasher(entropy.hasher()),
-            by_dialog: HashMap::with_hasher(entropy.hasher()),
-            by_aor: HashMap::with_hasher(entropy.hasher()),
+            index: Index::new(|| entropy.hasher()),
             by_ask: HashMap::with_hasher(entropy.hasher()),
-            per_watcher: HashMap::with_hasher(entropy.hasher()),
             entropy,
             wheel: TimerWheel::new(now, Duration::from_millis(10), 4096),
             fired: Vec::new(),
@@ -217,7 +268,7 @@ impl Watchers {
         self.wheel.len()
     }
     pub fn get(&self, id: u64) -> Option<&Subscription> {
-        self.subs.get(&id)
+        self.subs.get(&id).map(|s| &**s)
     }
     /// Subscriptions with a change they have not been sent yet (waiting
     /// for their rate limit, the window or an answer).
@@ -226,15 +277,15 @@ impl Watchers {
     }
     /// Every subscription held here.
     pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
-        self.subs.values()
+        self.subs.values().map(|s| &**s)
     }
     /// Subscriptions held here for watcher identity `watcher`.
     pub fn held_by(&self, watcher: &[u8]) -> usize {
-        self.per_watcher.get(watcher).map_or(0, |n| *n as usize)
+        self.index.held_by(watcher)
     }
     /// Local subscriptions watching `aor`.
     pub fn watching(&self, aor: &[u8]) -> usize {
-        self.by_aor.get(aor).map_or(0, Vec::len)
+        self.index.of_aor(&self.subs, aor).len()
     }
 
     /// The granted expiry for a requested one; `Err(min)` when too brief.
@@ -249,7 +300,7 @@ impl Watchers {
     /// The subscription an in-dialog request belongs to.
     pub fn find(&self, msg: &Message<'_>) -> Option<u64> {
         let tag = msg.to().tag()?;
-        self.by_dialog.get(&dialog_key(msg.call_id(), tag)).copied()
+        self.index.dialog(&self.subs, msg.call_id(), tag)
     }
 
     /// Creates the dialog for an accepted initial SUBSCRIBE (RFC 3261
@@ -257,42 +308,42 @@ impl Watchers {
     /// Returns its id and the to-tag to answer with.
     pub fn create(&mut self, now: Instant, req: &Message<'_>, peer: Peer, new: NewSub<'_>) -> (u64, Box<[u8]>) {
         let NewSub { aor, ask, package, shown, expires, doc, watchers, route_by_contact, watcher } = new;
-        *self.per_watcher.entry(watcher.into()).or_default() += 1;
         self.next += 1;
         let id = self.next;
         let mut tag = Vec::with_capacity(24);
         ids::push_tag(&mut tag, self.shard, self.entropy.u64());
-        let remote_target: Box<[u8]> = match req.contacts() {
-            crate::sip::Contacts::List(l) if !l.is_empty() => l[0].uri().as_bytes().into(),
-            _ => req.from().uri().as_bytes().into(),
+        let remote_target: &[u8] = match req.contacts() {
+            crate::sip::Contacts::List(l) if !l.is_empty() => l[0].uri().as_bytes(),
+            _ => req.from().uri().as_bytes(),
         };
         let route_set: Vec<Box<[u8]>> = req.record_routes().filter_map(|r| r.ok()).map(|r| r.uri().as_bytes().into()).collect();
         // Where NOTIFYs go: the connection for TCP; over UDP, for a trusted
         // element, the first route or the remote target when it is an IP
         // literal, else (and for anyone else) the flow the SUBSCRIBE came on.
         let to = match peer.transport {
-            Transport::Udp if route_by_contact => route_set.first().or(Some(&remote_target)).and_then(|u| literal_addr(u)).map_or(peer, Peer::udp),
+            Transport::Udp if route_by_contact => literal_addr(route_set.first().map_or(remote_target, |r| &r[..])).map_or(peer, Peer::udp),
             _ => peer,
         };
         let (version, doc) = doc.map_or((0, None), |(v, d)| (v, Some(d)));
-        let list = self.by_aor.entry(aor.into()).or_default();
-        let aor_slot = list.len();
-        list.push(id);
-        let sub = Subscription {
-            aor: aor.into(),
-            watcher: watcher.into(),
+        let event = req.event().ok().flatten();
+        let texts = Texts::new([
+            aor,
+            watcher,
+            req.call_id(),
+            &tag,
+            req.to().uri().as_bytes(),
+            req.from().tag().unwrap_or_default(),
+            req.from().uri().as_bytes(),
+            remote_target,
+            event.as_ref().and_then(|e| e.id()).unwrap_or_default(),
+        ]);
+        let sub = Box::new(Subscription {
+            texts,
             package,
-            winfo: WinfoView { list: watchers, ..Default::default() },
+            winfo: (package == Package::Winfo).then(|| Box::new(WinfoView { list: watchers, ..Default::default() })),
             ask,
             shown,
-            call_id: req.call_id().into(),
-            local_tag: tag.clone().into(),
-            local_uri: req.to().uri().as_bytes().into(),
-            remote_tag: req.from().tag().unwrap_or_default().into(),
-            remote_uri: req.from().uri().as_bytes().into(),
-            remote_target,
-            route_set,
-            event_id: req.event().ok().flatten().and_then(|e| e.id()).map(Into::into),
+            route_set: route_set.into_boxed_slice(),
             to,
             remote_cseq: req.cseq().seq,
             local_cseq: 0,
@@ -302,13 +353,13 @@ impl Watchers {
             dirty: true,
             in_flight: false,
             last_notify: None,
-            rate_timer_at: None,
-            aor_slot,
-        };
-        self.by_dialog.insert(dialog_key(&sub.call_id, &sub.local_tag), id);
+            rate_timer_set: false,
+            aor_slot: 0,
+        });
         self.by_ask.insert(ask, id);
         self.wheel.insert(sub.expires_at, Timer::Expire(id));
         self.subs.insert(id, sub);
+        self.index.add(&mut self.subs, id);
         (id, tag.into())
     }
 
@@ -348,29 +399,10 @@ impl Watchers {
     /// Forgets a subscription; returns its AOR and ask (for the
     /// presentity's shard).
     pub fn remove(&mut self, id: u64) -> Option<(Box<[u8]>, u64)> {
+        self.index.remove(&mut self.subs, id);
         let sub = self.subs.remove(&id)?;
         self.by_ask.remove(&sub.ask);
-        if let Some(n) = self.per_watcher.get_mut(&sub.watcher) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_watcher.remove(&sub.watcher);
-            }
-        }
-        self.by_dialog.remove(&dialog_key(&sub.call_id, &sub.local_tag));
-        // O(1): the last subscription of the list takes this one's slot.
-        if let Some(v) = self.by_aor.get_mut(&sub.aor) {
-            debug_assert_eq!(v.get(sub.aor_slot), Some(&id));
-            v.swap_remove(sub.aor_slot);
-            if let Some(&moved) = v.get(sub.aor_slot)
-                && let Some(m) = self.subs.get_mut(&moved)
-            {
-                m.aor_slot = sub.aor_slot;
-            }
-            if v.is_empty() {
-                self.by_aor.remove(&sub.aor);
-            }
-        }
-        Some((sub.aor, sub.ask))
+        Some((sub.aor().into(), sub.ask))
     }
 
     /// The presentity's policy for a subscription changed (pending →
@@ -385,8 +417,7 @@ impl Watchers {
     /// A new version of `aor`'s document: returns the subscriptions that may
     /// notify now; the others are rate-limited and will come due.
     pub fn on_document(&mut self, now: Instant, aor: &[u8], version: u64, doc: &Arc<[u8]>, ready: &mut Vec<u64>) {
-        let Some(ids) = self.by_aor.get(aor) else { return };
-        for &id in ids {
+        for &id in self.index.of_aor(&self.subs, aor) {
             let Some(s) = self.subs.get_mut(&id) else { continue };
             if s.package != Package::Presence || version <= s.version {
                 continue;
@@ -404,13 +435,9 @@ impl Watchers {
     /// A watcher of `aor` changed: every winfo subscription to `aor` here
     /// records it for its next (partial) NOTIFY.
     pub fn on_watcher_change(&mut self, now: Instant, aor: &[u8], change: &WatcherState, ready: &mut Vec<u64>) {
-        let Some(ids) = self.by_aor.get(aor) else { return };
-        for &id in ids {
+        for &id in self.index.of_aor(&self.subs, aor) {
             let Some(s) = self.subs.get_mut(&id) else { continue };
-            if s.package != Package::Winfo {
-                continue;
-            }
-            let v = &mut s.winfo;
+            let Some(v) = s.winfo.as_deref_mut() else { continue };
             v.list.retain(|w| w.id != change.id);
             if change.status != "terminated" {
                 v.list.push(change.clone());
@@ -429,8 +456,8 @@ impl Watchers {
         let next = s.last_notify.map_or(now, |t| t + cfg.min_notify_interval);
         if next <= now {
             ready.push(id);
-        } else if s.rate_timer_at.is_none() {
-            s.rate_timer_at = Some(next);
+        } else if !s.rate_timer_set {
+            s.rate_timer_set = true;
             wheel.insert(next, Timer::Rate(id));
         }
     }
@@ -463,7 +490,7 @@ impl Watchers {
                 }
                 Timer::Rate(id) => {
                     if let Some(s) = self.subs.get_mut(&id) {
-                        s.rate_timer_at = None;
+                        s.rate_timer_set = false;
                         Self::ready_or_schedule(&self.cfg, &mut self.wheel, id, s, now, ready);
                     }
                 }
@@ -483,20 +510,21 @@ impl Watchers {
         s.last_notify = Some(now);
         let transport = if s.to.transport == Transport::Tcp { "TCP" } else { "UDP" };
         let local = &self.local_text;
-        let mut w = MessageWriter::request(out, b"NOTIFY", &s.remote_target);
+        let mut w = MessageWriter::request(out, b"NOTIFY", s.texts.get(Text::RemoteTarget));
         w.header_parts(HeaderName::Via, &[b"SIP/2.0/", transport.as_bytes(), b" ", local.as_bytes(), b";rport;branch=", branch]);
         w.header(HeaderName::MaxForwards, b"70");
         for r in &s.route_set {
             w.header_parts(HeaderName::Route, &[b"<", r, b">"]);
         }
-        w.header_parts(HeaderName::From, &[b"<", &s.local_uri, b">;tag=", &s.local_tag]);
-        w.header_parts(HeaderName::To, &[b"<", &s.remote_uri, b">;tag=", &s.remote_tag]);
-        w.header(HeaderName::CallId, &s.call_id);
+        let t = &s.texts;
+        w.header_parts(HeaderName::From, &[b"<", t.get(Text::LocalUri), b">;tag=", t.get(Text::LocalTag)]);
+        w.header_parts(HeaderName::To, &[b"<", t.get(Text::RemoteUri), b">;tag=", t.get(Text::RemoteTag)]);
+        w.header(HeaderName::CallId, t.get(Text::CallId));
         w.header_parts(HeaderName::CSeq, &[itoa::Buffer::new().format(s.local_cseq).as_bytes(), b" NOTIFY"]);
         w.header_parts(HeaderName::Contact, &[b"<sip:presence@", local.as_bytes(), b">"]);
-        match &s.event_id {
-            Some(id) => w.header_parts(HeaderName::Event, &[s.package.event(), b";id=", id]),
-            None => w.header(HeaderName::Event, s.package.event()),
+        match t.get(Text::EventId) {
+            b"" => w.header(HeaderName::Event, s.package.event()),
+            id => w.header_parts(HeaderName::Event, &[s.package.event(), b";id=", id]),
         };
         let remaining = s.expires_at.saturating_duration_since(now).as_secs();
         let state = match (end, s.shown) {
@@ -507,11 +535,11 @@ impl Watchers {
             (None, _) => format!("active;expires={remaining}"),
         };
         w.header(HeaderName::SubscriptionState, state.as_bytes());
-        if s.package == Package::Winfo {
+        if let Some(v) = s.winfo.as_deref_mut() {
             // RFC 3857: full state first, then what changed, each with the
             // next version.
-            let v = &mut s.winfo;
-            let body = if v.sent_full { winfo::document(&s.aor, v.version, false, &v.changes) } else { winfo::document(&s.aor, v.version, true, &v.list) };
+            let aor = s.texts.get(Text::Aor);
+            let body = if v.sent_full { winfo::document(aor, v.version, false, &v.changes) } else { winfo::document(aor, v.version, true, &v.list) };
             v.version += 1;
             v.sent_full = true;
             v.changes.clear();
@@ -523,7 +551,7 @@ impl Watchers {
             (Some(End::Rejected), _, _) | (_, Shown::Pending, _) => b"",
             (_, Shown::Real, Some(doc)) => doc,
             _ => {
-                closed = neutral(&s.aor);
+                closed = neutral(s.aor());
                 &closed
             }
         };

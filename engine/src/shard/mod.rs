@@ -31,11 +31,13 @@ pub mod outbox;
 mod sources;
 mod trace;
 mod watch;
+mod watched;
 
 pub use outbox::{CoreMsg, Event, Forward, Outbox};
 pub use sources::ConfiguredAgent;
+use watch::PendingWatch;
 pub use watch::WatchedView;
-use watch::{PendingWatch, WatchedBy};
+use watched::WatchedTable;
 
 /// Whom a shard serves (`[security] accept`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -212,9 +214,7 @@ pub struct Shard {
     subscriptions: Watchers,
     /// For presentities owned here: their watchers and how many each
     /// shard holds.
-    presentity_watchers: HashMap<Box<[u8]>, WatchedBy, ahash::RandomState>,
-    /// Seeds each presentity's watcher table.
-    presentity_watchers_hasher: ahash::RandomState,
+    presentity_watchers: WatchedTable,
     /// SUBSCRIBEs waiting for their presentity shard's answer, by ask id.
     pending_watch: HashMap<u64, PendingWatch, ahash::RandomState>,
     next_ask: u64,
@@ -255,8 +255,7 @@ impl Shard {
             doc_changes: Vec::new(),
             peu: Peu::new(cfg.peu.clone(), cfg.shard, cfg.local_addr, e.fork(), now),
             subscriptions: Watchers::new(cfg.watch.clone(), cfg.shard, cfg.local_addr, e.fork(), now),
-            presentity_watchers: HashMap::with_hasher(e.hasher()),
-            presentity_watchers_hasher: e.hasher(),
+            presentity_watchers: WatchedTable::new(cfg.shards, e.hasher()),
             pending_watch: HashMap::with_hasher(e.hasher()),
             next_ask: 0,
             notifies_in_flight: 0,

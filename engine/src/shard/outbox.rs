@@ -32,7 +32,10 @@ pub enum CoreMsg {
         ask: u64,
         action: crate::presence::authz::Action,
         version: u64,
-        doc: Arc<[u8]>,
+        /// None before anything was published or registered (version
+        /// 0): the watcher is shown the closed document, composed when a
+        /// NOTIFY is written rather than kept per subscription.
+        doc: Option<Arc<[u8]>>,
     },
     /// The presentity's own winfo subscription (RFC 3857) asks for the
     /// watcher list and its changes.

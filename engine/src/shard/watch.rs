@@ -3,6 +3,7 @@
 //! presentity lives, and the fan-out of each new document version: once to
 //! each shard that holds watchers, which notifies its own.
 
+use super::watched::WatcherEntry;
 use super::{ClientCtx, CoreMsg, Event, Outbox, Reply, Shard, lossy};
 use crate::core::limits::Limit;
 use crate::core::peer::{Peer, Transmit};
@@ -13,7 +14,6 @@ use crate::presence::pidf;
 use crate::presence::watchers::{End, NewSub, Package, Shown};
 use crate::presence::winfo::WatcherState;
 use crate::sip::{HeaderName, Message};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,49 +28,6 @@ pub(super) struct PendingWatch {
     expires: u32,
     package: Package,
     since: Instant,
-}
-
-/// A presentity's watchers, kept on its shard: who, where, and with what
-/// decision, so a changed policy can be applied to existing subscriptions.
-pub(super) struct WatchedBy {
-    /// Watchers held by each shard: where a new document must go.
-    counts: Vec<u32>,
-    /// By (watcher's shard, ask): found and removed in O(1), so 100,000
-    /// watchers leaving together cost 100,000 steps, not their square.
-    watchers: HashMap<(u16, u64), WatcherEntry, ahash::RandomState>,
-    /// Winfo subscriptions to this presentity: (shard, ask).
-    winfo: Vec<(u16, u64)>,
-}
-
-impl WatchedBy {
-    fn new(shards: u16, hasher: &ahash::RandomState) -> Self {
-        WatchedBy { counts: vec![0; shards as usize], watchers: HashMap::with_hasher(hasher.clone()), winfo: Vec::new() }
-    }
-}
-
-impl WatchedBy {
-    /// Has at least one presence watcher (winfo subscribers do not count).
-    pub(super) fn is_watched(&self) -> bool {
-        !self.watchers.is_empty()
-    }
-}
-
-impl WatcherEntry {
-    fn state(&self, event: &'static str) -> WatcherState {
-        let status = match self.action {
-            Action::Allow | Action::PoliteBlock => "active",
-            Action::Confirm => "pending",
-            Action::Block => "terminated",
-        };
-        WatcherState { id: format!("{}-{}", self.shard, self.ask), uri: self.watcher.clone(), status, event }
-    }
-}
-
-struct WatcherEntry {
-    shard: u16,
-    ask: u64,
-    watcher: Box<[u8]>,
-    action: Action,
 }
 
 /// What a presentity's shard knows of its watchers, for tests and
@@ -90,11 +47,11 @@ impl Shard {
     /// What this shard, as `aor`'s owner, knows of its watchers.
     pub fn watched_view(&self, aor: &[u8]) -> Option<WatchedView> {
         let w = self.presentity_watchers.get(aor)?;
-        let mut watchers: Vec<(u16, u64)> = w.watchers.keys().copied().collect();
+        let mut watchers: Vec<(u16, u64)> = w.watchers.iter().map(|e| (e.shard, e.ask)).collect();
         watchers.sort_unstable();
         let mut winfo = w.winfo.clone();
         winfo.sort_unstable();
-        Some(WatchedView { counts: w.counts.clone(), watchers, winfo })
+        Some(WatchedView { counts: w.counts.to_vec(), watchers, winfo })
     }
 
     /// The document a watcher of `aor` is shown now: the composed one, or
@@ -202,40 +159,26 @@ impl Shard {
     pub(super) fn on_watch(&mut self, now: Instant, ask: u64, from: u16, aor: &[u8], watcher: &[u8], out: &mut Outbox) {
         let action = self.cfg.policy.decide(aor, watcher);
         if action != Action::Block {
-            let shards = self.cfg.shards;
-            let w = self.presentity_watchers.entry(aor.into()).or_insert_with(|| WatchedBy::new(shards, &self.presentity_watchers_hasher));
-            let first = w.watchers.is_empty();
-            w.counts[from as usize] += 1;
             let entry = WatcherEntry { shard: from, ask, watcher: watcher.into(), action };
             let change = entry.state("subscribe");
-            w.watchers.insert((from, ask), entry);
+            let first = self.presentity_watchers.add_watcher(aor, entry);
             self.tell_winfo(aor, change, out);
             if first {
                 self.watched_changed(now, aor, true, out);
             }
         }
-        let (version, doc) = self.publications.document(aor).unwrap_or_else(|| (0, neutral(aor)));
+        let (version, doc) = self.publications.document(aor).map_or((0, None), |(v, d)| (v, Some(d)));
         self.send_shard(from, CoreMsg::WatchAnswer { ask, action, version, doc }, out);
     }
 
     /// On the presentity's shard: a subscription on `from` is gone (a
     /// watcher, or a winfo subscriber).
     pub(super) fn on_unwatch(&mut self, now: Instant, aor: &[u8], from: u16, ask: u64, out: &mut Outbox) {
-        let Some(w) = self.presentity_watchers.get_mut(aor) else { return };
-        let had_watchers = !w.watchers.is_empty();
-        let mut change = None;
-        if let Some(mut entry) = w.watchers.remove(&(from, ask)) {
-            let c = &mut w.counts[from as usize];
-            *c = c.saturating_sub(1);
+        let (removed, unwatched) = self.presentity_watchers.remove(aor, from, ask);
+        let change = removed.map(|mut entry| {
             entry.action = Action::Block;
-            change = Some(entry.state("deactivated"));
-        } else {
-            w.winfo.retain(|s| *s != (from, ask));
-        }
-        let unwatched = had_watchers && w.watchers.is_empty();
-        if w.watchers.is_empty() && w.winfo.is_empty() {
-            self.presentity_watchers.remove(aor);
-        }
+            entry.state("deactivated")
+        });
         if let Some(change) = change {
             self.tell_winfo(aor, change, out);
         }
@@ -248,10 +191,8 @@ impl Shard {
     /// On the presentity's shard: a winfo subscription starts; it gets the
     /// watcher list now and every change after.
     pub(super) fn on_watch_info(&mut self, ask: u64, from: u16, aor: &[u8], out: &mut Outbox) {
-        let shards = self.cfg.shards;
-        let w = self.presentity_watchers.entry(aor.into()).or_insert_with(|| WatchedBy::new(shards, &self.presentity_watchers_hasher));
-        w.winfo.push((from, ask));
-        let watchers = w.watchers.values().map(|e| e.state("subscribe")).collect();
+        let w = self.presentity_watchers.add_winfo(aor, from, ask);
+        let watchers = w.watchers.iter().map(|e| e.state("subscribe")).collect();
         self.send_shard(from, CoreMsg::WatchInfoAnswer { ask, watchers }, out);
     }
 
@@ -287,7 +228,7 @@ impl Shard {
         self.cfg.policy = policy;
         let mut changes = Vec::new();
         for (aor, w) in self.presentity_watchers.iter_mut() {
-            for e in w.watchers.values_mut() {
+            for e in w.watchers.iter_mut() {
                 let action = self.cfg.policy.decide(aor, &e.watcher);
                 if action != e.action {
                     e.action = action;
@@ -320,7 +261,7 @@ impl Shard {
         self.subscriptions.set_shown(id, shown);
         if let Some(s) = self.subscriptions.get(id) {
             let state = if shown == Shown::Pending { "pending" } else { "active" };
-            out.event(|| Event::Watcher { aor: lossy(&s.aor), state });
+            out.event(|| Event::Watcher { aor: lossy(s.aor()), state });
         }
         let mut ready = Vec::new();
         self.subscriptions.poke(now, id, &mut ready);
@@ -338,7 +279,7 @@ impl Shard {
     }
 
     /// On the watcher's shard: the decision for a pending SUBSCRIBE.
-    pub(super) fn on_watch_answer(&mut self, now: Instant, ask: u64, action: Action, version: u64, doc: Arc<[u8]>, out: &mut Outbox) {
+    pub(super) fn on_watch_answer(&mut self, now: Instant, ask: u64, action: Action, version: u64, doc: Option<Arc<[u8]>>, out: &mut Outbox) {
         let shown = match action {
             Action::Block => {
                 let Some(p) = self.pending_watch.remove(&ask) else { return };
@@ -350,7 +291,7 @@ impl Shard {
             Action::PoliteBlock => Shown::Neutral,
             Action::Confirm => Shown::Pending,
         };
-        self.accept_pending(now, ask, shown, Some((version, doc)), Vec::new(), out);
+        self.accept_pending(now, ask, shown, doc.map(|d| (version, d)), Vec::new(), out);
     }
 
     /// Accepts a pending SUBSCRIBE: the dialog, the 200, the first NOTIFY.

@@ -486,7 +486,7 @@ impl World {
                 problems.push(format!("shard {k} not settled: {c:?}"));
             }
             for s in shard.subscriptions().iter() {
-                let entry = held.entry(s.aor.to_vec()).or_default();
+                let entry = held.entry(s.aor().to_vec()).or_default();
                 match s.package {
                     Package::Presence => entry.0.push((k as u16, s.ask)),
                     Package::Winfo => entry.1.push((k as u16, s.ask)),
@@ -497,14 +497,14 @@ impl World {
                     continue;
                 };
                 checked += 1;
-                let owner = &self.shards[owner_of(&s.aor, n) as usize];
+                let owner = &self.shards[owner_of(s.aor(), n) as usize];
                 match s.package {
                     Package::Presence => {
-                        let (_, doc) = owner.current_document(&s.aor);
+                        let (_, doc) = owner.current_document(s.aor());
                         if d.last_body != *doc {
                             problems.push(format!(
                                 "subscription {call_id} to {} on shard {k} last saw (CSeq {}):\n{}\nbut the document is:\n{}",
-                                String::from_utf8_lossy(&s.aor),
+                                String::from_utf8_lossy(s.aor()),
                                 d.last_cseq,
                                 String::from_utf8_lossy(&d.last_body),
                                 String::from_utf8_lossy(&doc)
@@ -513,7 +513,7 @@ impl World {
                     }
                     Package::Winfo => {
                         let want: Vec<String> =
-                            owner.watched_view(&s.aor).map(|v| v.watchers.iter().map(|(sh, ask)| format!("{sh}-{ask}")).collect()).unwrap_or_default();
+                            owner.watched_view(s.aor()).map(|v| v.watchers.iter().map(|(sh, ask)| format!("{sh}-{ask}")).collect()).unwrap_or_default();
                         let mut want = want;
                         want.sort();
                         let seen: Vec<String> = d.winfo_view.keys().cloned().collect();

@@ -1,0 +1,112 @@
+//! The ways a shard finds its subscriptions besides their id: by dialog
+//! (an in-dialog request), by AOR (a new document), and how many one
+//! watcher identity holds (a limit).
+//!
+//! None of them copies a key: the dialog and AOR tables hold subscription
+//! ids under the hash of their key and compare against the subscription
+//! itself, and the per-watcher count is kept under a keyed 64-bit hash of
+//! the identity. Copied keys were about 100 bytes a subscription, in three
+//! allocations (ARCHITECTURE.md, memory per entry).
+
+use super::Subscription;
+use hashbrown::HashTable;
+use std::collections::HashMap;
+
+pub(super) type Subs = HashMap<u64, Box<Subscription>, ahash::RandomState>;
+
+pub(super) struct Index {
+    hasher: ahash::RandomState,
+    by_dialog: HashTable<u64>,
+    /// Never an empty list: the AOR compared is the first subscription's.
+    by_aor: HashTable<Vec<u64>>,
+    /// Two identities whose hashes collide share a count, which makes the
+    /// limit stricter for both; the hash is keyed per process, so nobody
+    /// can choose identities that collide.
+    per_watcher: HashMap<u64, u32, ahash::RandomState>,
+}
+
+impl Index {
+    pub fn new(mut hasher: impl FnMut() -> ahash::RandomState) -> Index {
+        Index { hasher: hasher(), by_dialog: HashTable::new(), by_aor: HashTable::new(), per_watcher: HashMap::with_hasher(hasher()) }
+    }
+
+    fn dialog_hash(&self, call_id: &[u8], local_tag: &[u8]) -> u64 {
+        self.hasher.hash_one((call_id, local_tag))
+    }
+
+    /// The subscription of the dialog (Call-ID, our tag).
+    pub fn dialog(&self, subs: &Subs, call_id: &[u8], local_tag: &[u8]) -> Option<u64> {
+        let h = self.dialog_hash(call_id, local_tag);
+        self.by_dialog.find(h, |id| subs.get(id).is_some_and(|s| s.call_id() == call_id && s.local_tag() == local_tag)).copied()
+    }
+
+    /// Subscriptions to `aor`.
+    pub fn of_aor(&self, subs: &Subs, aor: &[u8]) -> &[u64] {
+        let h = self.hasher.hash_one(aor);
+        self.by_aor.find(h, |ids| first_aor_is(subs, ids, aor)).map_or(&[], |v| &v[..])
+    }
+
+    /// Subscriptions held for watcher identity `watcher`.
+    pub fn held_by(&self, watcher: &[u8]) -> usize {
+        self.per_watcher.get(&self.hasher.hash_one(watcher)).map_or(0, |n| *n as usize)
+    }
+
+    /// Indexes subscription `id`, already in `subs`, and sets its place in
+    /// its AOR's list.
+    pub fn add(&mut self, subs: &mut Subs, id: u64) {
+        let s = subs.get(&id).expect("indexed after it is stored");
+        let hasher = &self.hasher;
+        *self.per_watcher.entry(hasher.hash_one(s.watcher())).or_default() += 1;
+        let h = self.dialog_hash(s.call_id(), s.local_tag());
+        self.by_dialog.insert_unique(h, id, |other| subs.get(other).map_or(0, |o| hasher.hash_one((o.call_id(), o.local_tag()))));
+        let aor = s.aor();
+        let h = hasher.hash_one(aor);
+        let slot = match self.by_aor.find_mut(h, |ids| first_aor_is(subs, ids, aor)) {
+            Some(ids) => {
+                ids.push(id);
+                u32::try_from(ids.len() - 1).expect("subscriptions per shard are limited far below u32")
+            }
+            None => {
+                // Most AORs have one watcher here: room for exactly that
+                // (vec! allocates what it is given).
+                self.by_aor.insert_unique(h, vec![id], |ids| subs.get(&ids[0]).map_or(0, |o| hasher.hash_one(o.aor())));
+                0
+            }
+        };
+        subs.get_mut(&id).expect("stored").aor_slot = slot;
+    }
+
+    /// Takes subscription `id`, still in `subs`, out of every index.
+    pub fn remove(&mut self, subs: &mut Subs, id: u64) {
+        let Some(s) = subs.get(&id) else { return };
+        let w = self.hasher.hash_one(s.watcher());
+        if let Some(n) = self.per_watcher.get_mut(&w) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_watcher.remove(&w);
+            }
+        }
+        let h = self.dialog_hash(s.call_id(), s.local_tag());
+        if let Ok(e) = self.by_dialog.find_entry(h, |other| *other == id) {
+            e.remove();
+        }
+        let (slot, aor) = (s.aor_slot as usize, s.aor());
+        let h = self.hasher.hash_one(aor);
+        let Ok(mut e) = self.by_aor.find_entry(h, |ids| first_aor_is(subs, ids, aor)) else { return };
+        let ids = e.get_mut();
+        debug_assert_eq!(ids.get(slot), Some(&id));
+        // O(1): the last subscription of the list takes this one's slot.
+        ids.swap_remove(slot);
+        let moved = ids.get(slot).copied();
+        if ids.is_empty() {
+            e.remove();
+        }
+        if let Some(m) = moved.and_then(|m| subs.get_mut(&m)) {
+            m.aor_slot = slot as u32;
+        }
+    }
+}
+
+fn first_aor_is(subs: &Subs, ids: &[u64], aor: &[u8]) -> bool {
+    ids.first().and_then(|id| subs.get(id)).is_some_and(|s| s.aor() == aor)
+}
