@@ -36,6 +36,17 @@ pub struct Config {
     pub peu: PeuSection,
     pub security: SecuritySection,
     pub overload: OverloadSection,
+    pub capacity: CapacitySection,
+}
+
+/// What the node is expected to hold, across its shards: each shard sizes
+/// its tables for its share when it starts, so that no request pays for a
+/// table doubling on the way up (`shard::Expected`). 0: grow as needed.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CapacitySection {
+    pub expected_presentities: usize,
+    pub expected_subscriptions: usize,
 }
 
 /// Overload control: a shard whose requests wait longer than `target_ms`
@@ -310,6 +321,7 @@ impl Default for Config {
             peu: PeuSection::default(),
             security: SecuritySection::default(),
             overload: OverloadSection::default(),
+            capacity: CapacitySection::default(),
         }
     }
 }
@@ -387,6 +399,13 @@ impl Config {
         if self.io.udp_batch == 0 || self.io.udp_batch > 1024 {
             return Err(format!("io.udp_batch = {}: must be 1..=1024", self.io.udp_batch));
         }
+        let per_shard = self.expected_per_shard(self.shard_count() as u16);
+        if per_shard.subscriptions > l.subscriptions_per_shard {
+            return Err(format!(
+                "capacity.expected_subscriptions = {} is {} a shard, above limits.subscriptions_per_shard = {}",
+                self.capacity.expected_subscriptions, per_shard.subscriptions, l.subscriptions_per_shard
+            ));
+        }
         TrustList::parse(&self.registrar.trusted_scscf)?;
         TrustList::parse(&self.security.trusted)?;
         let r = &self.registrar;
@@ -458,6 +477,14 @@ impl Config {
         }
     }
 
+    /// Each shard's share of what the node is expected to hold (the hash
+    /// spreads presentities evenly; rounded up).
+    pub fn expected_per_shard(&self, shards: u16) -> crate::shard::Expected {
+        let shards = shards.max(1) as usize;
+        let c = &self.capacity;
+        crate::shard::Expected { presentities: c.expected_presentities.div_ceil(shards), subscriptions: c.expected_subscriptions.div_ceil(shards) }
+    }
+
     /// The limits' values.
     pub fn caps(&self) -> Caps {
         let l = &self.limits;
@@ -519,6 +546,15 @@ mod tests {
 
     /// The reference block in README.md is a valid file whose values are
     /// the defaults, so the documentation cannot drift from the code.
+    #[test]
+    fn expected_entries_are_shared_by_the_shards_and_checked_against_the_limits() {
+        let cfg = Config::from_toml("shards = 3\n[capacity]\nexpected_presentities = 1000000\nexpected_subscriptions = 10").unwrap();
+        assert_eq!(cfg.expected_per_shard(3), crate::shard::Expected { presentities: 333_334, subscriptions: 4 });
+        let too_many = Config::from_toml("shards = 2\n[limits]\nsubscriptions_per_shard = 10\n[capacity]\nexpected_subscriptions = 21");
+        let err = too_many.and_then(|c| c.validate()).unwrap_err();
+        assert!(err.contains("capacity.expected_subscriptions = 21 is 11 a shard"), "{err}");
+    }
+
     #[test]
     fn readme_config_block_is_the_default() {
         let readme = include_str!("../../README.md");

@@ -38,7 +38,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const N: usize = 20_000;
-const PUBLICATION_BUDGET: usize = 710;
+const PUBLICATION_BUDGET: usize = 700;
 const SUBSCRIPTION_BUDGET: usize = 1_020;
 
 fn addr(i: usize) -> std::net::SocketAddr {

@@ -60,6 +60,14 @@ struct Args {
     /// Retry-After; 0 turns shedding off [default: 20].
     #[arg(long, value_name = "MS")]
     overload_target_ms: Option<u64>,
+    /// Presentities the node is expected to hold: each shard sizes its
+    /// tables for its share at start, so none grows (and rehashes) under
+    /// traffic [default: 0, grow as needed].
+    #[arg(long, value_name = "N")]
+    expected_presentities: Option<usize>,
+    /// Subscriptions the node is expected to hold (as above) [default: 0].
+    #[arg(long, value_name = "N")]
+    expected_subscriptions: Option<usize>,
     /// Whom to serve: any source (development), or trusted elements only
     /// (others get 403) [default: any].
     #[arg(long, value_name = "WHO", value_parser = ["any", "trusted"])]
@@ -142,6 +150,12 @@ fn config(args: &Args) -> Result<Config, String> {
     cfg.security.trusted.extend(args.trust.iter().cloned());
     if let Some(v) = args.overload_target_ms {
         cfg.overload.target_ms = v;
+    }
+    if let Some(v) = args.expected_presentities {
+        cfg.capacity.expected_presentities = v;
+    }
+    if let Some(v) = args.expected_subscriptions {
+        cfg.capacity.expected_subscriptions = v;
     }
     if let Some(v) = &args.accept {
         cfg.security.accept = if v == "trusted" { Accept::Trusted } else { Accept::Any };

@@ -264,7 +264,7 @@ impl Completed {
         // After a burst, each index part gives back its room (core::room).
         let records = &self.records;
         for (part, room) in self.index.iter_mut().zip(&mut self.index_room) {
-            if let Some(to) = crate::core::room::shrink_to(part.len(), part.capacity()) {
+            if let Some(to) = crate::core::room::shrink_to(part.len(), part.capacity(), crate::core::room::KEEP_PART) {
                 part.shrink_to(to, |&s| records.get(s).hash);
                 *room = part.capacity();
             }

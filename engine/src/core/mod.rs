@@ -14,6 +14,7 @@
 //!   and its default.
 //! - [`overload`]: overload detection by queueing delay (CoDel style).
 //! - [`ingress`]: the admission queue that overload control decides at.
+//! - [`parted`]: maps in 64 parts, so that no growth rehashes everything.
 //! - [`reply`]: what a handler answers (status, reason, headers).
 //! - [`room`]: when a table gives back what a burst made it take.
 //! - [`capabilities`]: methods, bodies, events and extensions served.
@@ -26,6 +27,7 @@ pub mod ingress;
 pub mod limits;
 pub mod outbound;
 pub mod overload;
+pub mod parted;
 pub mod peer;
 pub mod reply;
 pub mod room;

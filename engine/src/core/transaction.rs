@@ -9,11 +9,11 @@
 use super::completed::{Completed, PARTS, part_of};
 use super::entropy::Entropy;
 use super::ids;
+use super::parted::PartedMap;
 use super::peer::{Peer, Transmit};
 use super::reply::StoredAnswer;
 use super::timer::TimerWheel;
 use crate::sip::{Message, Via};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Transaction timer base values (RFC 3261 17.1.1.1, table 4).
@@ -35,8 +35,6 @@ impl Default for SipTimers {
 
 const TICK: Duration = Duration::from_millis(5);
 const SLOTS: usize = 8192;
-
-type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
 // ---------------------------------------------------------------- server
 
@@ -255,14 +253,15 @@ pub struct ClientTransactions<C> {
     shard: u16,
     timers: SipTimers,
     entropy: Entropy,
-    map: Map<u64, ClientTxn<C>>,
+    /// In parts: a NOTIFY storm grows it a part at a time.
+    map: PartedMap<ClientTxn<C>>,
     wheel: TimerWheel<ClientTimer>,
     fired: Vec<ClientTimer>,
 }
 
 impl<C> ClientTransactions<C> {
     pub fn new(shard: u16, timers: SipTimers, epoch: Instant, mut entropy: Entropy) -> Self {
-        let map = Map::with_hasher(entropy.hasher());
+        let map = PartedMap::new(entropy.hasher());
         ClientTransactions { shard, timers, entropy, map, wheel: TimerWheel::new(epoch, TICK, SLOTS), fired: Vec::new() }
     }
 
@@ -376,9 +375,6 @@ impl<C> ClientTransactions<C> {
                     self.map.remove(&seq);
                 }
             }
-        }
-        if let Some(to) = super::room::shrink_to(self.map.len(), self.map.capacity()) {
-            self.map.shrink_to(to);
         }
     }
 }

@@ -369,6 +369,17 @@ impl Publications {
         self.wheel.len()
     }
 
+    /// Room for `n` presentities, made now (see `shard::Expected`).
+    pub fn reserve(&mut self, n: usize) {
+        self.presentities.reserve(n);
+        self.wheel.reserve(n);
+    }
+
+    /// Presentities there is room for without growing.
+    pub fn capacity(&self) -> usize {
+        self.presentities.capacity()
+    }
+
     /// Presentities with any state.
     pub fn presentities(&self) -> usize {
         self.presentities.len()

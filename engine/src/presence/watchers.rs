@@ -12,11 +12,11 @@ mod index;
 use super::winfo::{self, WatcherState};
 use crate::core::entropy::Entropy;
 use crate::core::ids;
+use crate::core::parted::PartedMap;
 use crate::core::peer::{Peer, Transport};
 use crate::core::timer::TimerWheel;
 use crate::sip::{HeaderName, Message, MessageWriter, Uri};
 use index::{Index, Subs};
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -211,7 +211,7 @@ pub struct Watchers {
     subs: Subs,
     /// By dialog, by AOR, and counted per watcher identity.
     index: Index,
-    by_ask: HashMap<u64, u64, ahash::RandomState>,
+    by_ask: PartedMap<u64>,
     entropy: Entropy,
     wheel: TimerWheel<Timer>,
     fired: Vec<Timer>,
@@ -245,13 +245,27 @@ impl Watchers {
             shard,
             local_text: local.to_string(),
             next: 0,
-            subs: HashMap::with_hasher(entropy.hasher()),
+            subs: PartedMap::new(entropy.hasher()),
             index: Index::new(|| entropy.hasher()),
-            by_ask: HashMap::with_hasher(entropy.hasher()),
+            by_ask: PartedMap::new(entropy.hasher()),
             entropy,
             wheel: TimerWheel::new(now, Duration::from_millis(10), 4096),
             fired: Vec::new(),
         }
+    }
+
+    /// Room for `n` subscriptions in every table, made now (see
+    /// `shard::Expected`).
+    pub fn reserve(&mut self, n: usize) {
+        self.subs.reserve(n);
+        self.by_ask.reserve(n);
+        self.index.reserve(&self.subs, n);
+        self.wheel.reserve(n);
+    }
+
+    /// Subscriptions there is room for without any table growing.
+    pub fn capacity(&self) -> usize {
+        self.subs.capacity().min(self.by_ask.capacity()).min(self.index.capacity())
     }
 
     pub fn config(&self) -> &WatchConfig {

@@ -95,6 +95,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
             overload: cfg.overload_config(),
             peu: cfg.peu_config(),
             peu_agents: cfg.peu_agents(),
+            expected: cfg.expected_per_shard(shards),
             panic_on: None,
         },
         now,

@@ -135,6 +135,17 @@ impl Registrar {
         Registrar { cfg, regs: HashMap::with_hasher(hasher), wheel: TimerWheel::new(now, Duration::from_millis(100), 4096), fired: Vec::new() }
     }
 
+    /// Room for `n` registered AORs, made now (see `shard::Expected`).
+    pub fn reserve(&mut self, n: usize) {
+        self.regs.reserve(n);
+        self.wheel.reserve(n);
+    }
+
+    /// Registered AORs there is room for without growing.
+    pub fn capacity(&self) -> usize {
+        self.regs.capacity()
+    }
+
     pub fn config(&self) -> &RegistrarConfig {
         &self.cfg
     }

@@ -383,3 +383,32 @@ fn oversize_udp_notifies_are_counted_and_reported_once() {
     assert_eq!(s.stats().oversize_udp_notifies, 2);
     assert_eq!(out.events.iter().filter(|e| matches!(e, Event::OversizeNotify { .. })).count(), 1);
 }
+
+/// A shard sized for what it will hold: its tables hold that much without
+/// growing (so no request pays for a rehash on the way up), and one sized
+/// for nothing grows as it goes.
+#[test]
+fn a_shard_sized_for_its_entries_never_grows_a_table_to_hold_them() {
+    const N: u32 = 3000;
+    let fill = |s: &mut Shard, t0: Instant| {
+        for n in 0..N {
+            assert_eq!(send(s, t0, publish_to(&format!("sip:p{n}@example.com"), n, 4)).0, 200);
+            assert_eq!(send(s, t0, subscribe(n, &format!("sip:w{n}@example.net"))).0, 200);
+        }
+        assert_eq!((s.census().presentities, s.census().subscriptions), (N as usize, N as usize));
+    };
+    let t0 = Instant::now();
+    let mut cfg = ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap());
+    cfg.expected = Expected { presentities: N as usize, subscriptions: N as usize };
+    let mut sized = Shard::new(cfg, t0);
+    let room = sized.room();
+    assert!(room.presentities >= N as usize && room.subscriptions >= N as usize, "{room:?}");
+    fill(&mut sized, t0);
+    assert_eq!(sized.room(), room, "no table grew");
+
+    let (mut unsized_, t0) = shard(Caps::default());
+    let room = unsized_.room();
+    assert!(room.presentities < N as usize && room.subscriptions < N as usize, "{room:?}");
+    fill(&mut unsized_, t0);
+    assert_ne!(unsized_.room(), room, "tables grew as they filled");
+}

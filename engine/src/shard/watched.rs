@@ -8,6 +8,7 @@
 //! steps, not their square. A table per presentity did the same at about
 //! 200 bytes for a presentity with one watcher (most of them).
 
+use crate::core::parted::PartedMap;
 use crate::presence::authz::Action;
 use crate::presence::winfo::WatcherState;
 use std::collections::HashMap;
@@ -54,7 +55,7 @@ pub(super) struct WatchedTable {
     by_aor: HashMap<Box<[u8]>, Box<WatchedBy>, ahash::RandomState>,
     /// (watcher's shard, ask), packed by `place_key` → place in its
     /// presentity's `watchers`.
-    place: HashMap<u64, u32, ahash::RandomState>,
+    place: PartedMap<u32>,
 }
 
 /// A shard's asks count up from 1 and stay below 2^48 (at a million a
@@ -66,7 +67,18 @@ fn place_key(shard: u16, ask: u64) -> u64 {
 
 impl WatchedTable {
     pub fn new(shards: u16, hasher: ahash::RandomState) -> Self {
-        WatchedTable { shards, by_aor: HashMap::with_hasher(hasher.clone()), place: HashMap::with_hasher(hasher) }
+        WatchedTable { shards, by_aor: HashMap::with_hasher(hasher.clone()), place: PartedMap::new(hasher) }
+    }
+
+    /// Room for `n` watchers (and as many presentities), made now.
+    pub fn reserve(&mut self, n: usize) {
+        self.by_aor.reserve(n);
+        self.place.reserve(n);
+    }
+
+    /// Watchers there is room for without growing.
+    pub fn capacity(&self) -> usize {
+        self.by_aor.capacity().min(self.place.capacity())
     }
 
     /// Presentities with watchers or winfo subscribers.
@@ -175,7 +187,7 @@ mod tests {
             for (aor, w) in &t.by_aor {
                 let mut counts = [0u32; 3];
                 for (i, e) in w.watchers.iter().enumerate() {
-                    assert_eq!(t.place[&place_key(e.shard, e.ask)], i as u32);
+                    assert_eq!(t.place.get(&place_key(e.shard, e.ask)), Some(&(i as u32)));
                     counts[e.shard as usize] += 1;
                 }
                 assert_eq!(&w.counts[..], &counts[..]);

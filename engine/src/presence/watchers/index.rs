@@ -9,10 +9,12 @@
 //! allocations (ARCHITECTURE.md, memory per entry).
 
 use super::Subscription;
+use crate::core::parted::PartedMap;
 use hashbrown::HashTable;
 use std::collections::HashMap;
 
-pub(super) type Subs = HashMap<u64, Box<Subscription>, ahash::RandomState>;
+/// Subscriptions by id, in parts so that growing never rehashes them all.
+pub(super) type Subs = PartedMap<Box<Subscription>>;
 
 pub(super) struct Index {
     hasher: ahash::RandomState,
@@ -28,6 +30,18 @@ pub(super) struct Index {
 impl Index {
     pub fn new(mut hasher: impl FnMut() -> ahash::RandomState) -> Index {
         Index { hasher: hasher(), by_dialog: HashTable::new(), by_aor: HashTable::new(), per_watcher: HashMap::with_hasher(hasher()) }
+    }
+
+    pub fn reserve(&mut self, subs: &Subs, n: usize) {
+        let hasher = &self.hasher;
+        self.by_dialog.reserve(n, |id| subs.get(id).map_or(0, |o| hasher.hash_one((o.call_id(), o.local_tag()))));
+        self.by_aor.reserve(n, |ids| subs.get(&ids[0]).map_or(0, |o| hasher.hash_one(o.aor())));
+        self.per_watcher.reserve(n);
+    }
+
+    /// Entries every table has room for.
+    pub fn capacity(&self) -> usize {
+        self.by_dialog.capacity().min(self.by_aor.capacity()).min(self.per_watcher.capacity())
     }
 
     fn dialog_hash(&self, call_id: &[u8], local_tag: &[u8]) -> u64 {
