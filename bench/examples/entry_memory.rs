@@ -10,57 +10,16 @@
 //! cargo run --release -p bench --example entry_memory -- publish 300000
 //! cargo run --release -p bench --example entry_memory -- subscribe 300000
 
+use bench::counting::{LIVE, held as held_now, rss_bytes};
 use loadgen::scenario::{Ctx, Marker};
 use loadgen::transport::TransportKind;
 use presence_engine::core::Peer;
 use presence_engine::shard::{Outbox, Shard};
-use std::alloc::{GlobalAlloc, Layout};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// mimalloc, as presenced runs it, counting the bytes held.
-struct Counting;
-
-static HELD: AtomicUsize = AtomicUsize::new(0);
-
-/// Live allocations by size in 8-byte steps (the last holds all larger):
-/// which allocation an entry's bytes are in, to find what to shrink.
-#[allow(clippy::declare_interior_mutable_const)]
-const ZERO: AtomicUsize = AtomicUsize::new(0);
-static LIVE: [AtomicUsize; 129] = [ZERO; 129];
-
-fn size_step(size: usize) -> usize {
-    size.div_ceil(8).min(128)
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HELD.fetch_add(layout.size(), Ordering::Relaxed);
-        LIVE[size_step(layout.size())].fetch_add(1, Ordering::Relaxed);
-        unsafe { mimalloc::MiMalloc.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HELD.fetch_sub(layout.size(), Ordering::Relaxed);
-        LIVE[size_step(layout.size())].fetch_sub(1, Ordering::Relaxed);
-        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        HELD.fetch_add(new_size, Ordering::Relaxed);
-        HELD.fetch_sub(layout.size(), Ordering::Relaxed);
-        LIVE[size_step(new_size)].fetch_add(1, Ordering::Relaxed);
-        LIVE[size_step(layout.size())].fetch_sub(1, Ordering::Relaxed);
-        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn rss_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: usize = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("statm's resident field");
-    pages * 4096
-}
+static GLOBAL: bench::counting::Counting = bench::counting::Counting;
 
 /// Answers every NOTIFY in `out` with a 200, as a watcher does.
 fn answer_notifies(shard: &mut Shard, now: Instant, out: &mut Outbox, scratch: &mut Outbox, resp: &mut Vec<u8>) {
@@ -94,7 +53,7 @@ fn main() {
     let mut now = start;
     // Settle what the first requests allocate once (lazy statics, the
     // outboxes' buffers) before the baseline is read.
-    let (rss0, held0) = (rss_bytes(), HELD.load(Ordering::Relaxed));
+    let (rss0, held0) = (rss_bytes(), held_now());
     for i in 0..n {
         let req = match kind.as_str() {
             "publish" => ctx.publish(i as u64, i, 1, None, Marker { run: 1, presentity: i, seq: 1, sent_us: 0 }),
@@ -110,7 +69,7 @@ fn main() {
         }
     }
     let loaded = shard.census();
-    let (rss_loaded, held_loaded) = (rss_bytes(), HELD.load(Ordering::Relaxed));
+    let (rss_loaded, held_loaded) = (rss_bytes(), held_now());
     // 40 virtual seconds: Timer J (32 s) and Timer K let go.
     let end = now + Duration::from_secs(40);
     while now < end {
@@ -119,7 +78,7 @@ fn main() {
         answer_notifies(&mut shard, now, &mut out, &mut scratch, &mut resp);
     }
     let drained = shard.census();
-    let (rss1, held1) = (rss_bytes(), HELD.load(Ordering::Relaxed));
+    let (rss1, held1) = (rss_bytes(), held_now());
     // The allocator gives freed pages back to the kernel some time after
     // (mimalloc's purge delay), on later calls; a server running for a
     // while has; this program asks for it at once.

@@ -1,6 +1,7 @@
 //! Benchmark support: sample messages shared by the criterion benchmarks
 //! (`benches/`) and the end-to-end benchmark runs.
 
+pub mod counting;
 pub mod presence;
 pub mod samples;
 

@@ -229,6 +229,11 @@ enum ClientState {
     Completed,
 }
 
+/// Over UDP one entry at a time carries both Timer E and Timer F: each
+/// firing resends and sets the next at the sooner of the next E and F.
+/// With a separate F entry, every NOTIFY left one in the wheel for 32 s,
+/// long after its transaction ended (Timer K is 5 s): a storm's worth of
+/// them (`bench/examples/storm_memory.rs`). Over TCP F alone is set.
 #[derive(Clone, Copy, Debug)]
 enum ClientTimer {
     E(u64),
@@ -243,6 +248,8 @@ struct ClientTxn<C> {
     method: Box<[u8]>,
     state: ClientState,
     interval: Duration,
+    /// When Timer F fires.
+    deadline: Instant,
     ctx: Option<C>,
 }
 
@@ -300,12 +307,14 @@ impl<C> ClientTransactions<C> {
     /// copy is kept for it) and F start.
     pub fn start(&mut self, seq: u64, request: Transmit, method: &[u8], ctx: C, now: Instant) -> Transmit {
         let retransmit = (!request.to.transport.is_reliable()).then(|| request.bytes.clone());
+        let deadline = now + 64 * self.timers.t1;
         if retransmit.is_some() {
-            self.wheel.insert(now + self.timers.t1, ClientTimer::E(seq));
+            self.wheel.insert((now + self.timers.t1).min(deadline), ClientTimer::E(seq));
+        } else {
+            self.wheel.insert(deadline, ClientTimer::F(seq));
         }
-        self.wheel.insert(now + 64 * self.timers.t1, ClientTimer::F(seq));
-        self.map
-            .insert(seq, ClientTxn { to: request.to, retransmit, method: method.into(), state: ClientState::Trying, interval: self.timers.t1, ctx: Some(ctx) });
+        let t = ClientTxn { to: request.to, retransmit, method: method.into(), state: ClientState::Trying, interval: self.timers.t1, deadline, ctx: Some(ctx) };
+        self.map.insert(seq, t);
         request
     }
 
@@ -356,10 +365,17 @@ impl<C> ClientTransactions<C> {
                         ClientState::Proceeding => self.timers.t2,
                         ClientState::Completed => continue,
                     };
+                    if now >= t.deadline {
+                        // Timer F.
+                        if let Some(ctx) = self.map.remove(&seq).and_then(|t| t.ctx) {
+                            outcomes.push(ClientOutcome::Timeout { ctx });
+                        }
+                        continue;
+                    }
                     let Some(bytes) = &t.retransmit else { continue };
                     send.push(Transmit { to: t.to, bytes: bytes.clone() });
                     t.interval = next;
-                    self.wheel.insert(now + next, ClientTimer::E(seq));
+                    self.wheel.insert((now + next).min(t.deadline), ClientTimer::E(seq));
                 }
                 ClientTimer::F(seq) => {
                     let Some(t) = self.map.get_mut(&seq) else { continue };
