@@ -5,9 +5,10 @@
 # presentities for SECONDS (each PUBLISH is a NOTIFY to every watcher).
 # The server's RSS is sampled every 200 ms; printed: RSS when the
 # subscriptions stand (before the storm), its peak during the storm, and
-# 6 s after the storm (Timer K, 5 s, has let every NOTIFY transaction go)
-# and 35 s after (Timer J too), each against the RSS before the storm.
-# The issue-18 target: at most 1.2x once Timer K has passed.
+# 6 and 10 s after the storm (Timer K, 5 s, lets each NOTIFY transaction
+# go; the server sends the last of its backlog a second or two after
+# loadgen stops) and 35 s after (Timer J too), each against the RSS before
+# the storm. The issue-18 target: at most 1.2x once Timer K has passed.
 #
 #   bench/e2e/notify-storm.sh [SECONDS] [PRESENTITIES] [WATCHERS]     defaults 10 10 1000
 set -euo pipefail
@@ -47,7 +48,8 @@ peak = max(s[1] for s in samples if storm <= s[0] <= end + 1) / 1024
 print(f"{r['setup']['subscriptions']} standing subscriptions; storm of {r['duration_s']:.0f} s: {r.get('notifies', r.get('throughput_per_s'))} NOTIFYs"
       f" ({r['throughput_per_s']:.0f}/s reported)")
 print(f"server RSS MiB: before the storm {before:.0f}, peak {peak:.0f} ({peak / before:.2f}x),"
-      f" 6 s after {at(end + 6):.0f} ({at(end + 6) / before:.2f}x, target <= 1.2x), 35 s after {at(end + 35):.0f} ({at(end + 35) / before:.2f}x)")
+      f" 6 s after {at(end + 6):.0f} ({at(end + 6) / before:.2f}x), 10 s after {at(end + 10):.0f} ({at(end + 10) / before:.2f}x, target <= 1.2x),"
+      f" 35 s after {at(end + 35):.0f} ({at(end + 35) / before:.2f}x)")
 PY
 kill -INT $pid; wait $pid 2>/dev/null || true
 trap - EXIT

@@ -10,6 +10,26 @@
 //! `do_huge_pmd_anonymous_page`; PUBLISH p99 was 5.0 ms, and 0.49 ms with
 //! huge pages off, at the same throughput and slightly lower RSS.
 
+/// How often a shard looks whether it has been quiet.
+pub const QUIET_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Requests a second under which a shard counts as quiet.
+const QUIET_REQUESTS: u64 = 1000;
+
+/// After a burst, the allocator holds the pages it freed until its own
+/// calls on that thread purge them, and a quiet shard makes few calls:
+/// after a NOTIFY storm, RSS stayed at 2-5 times its level before for tens
+/// of seconds after every transaction had ended (`bench/e2e/notify-storm.sh`).
+/// A shard that served fewer than `QUIET_REQUESTS` in the last
+/// `QUIET_CHECK` asks mimalloc to collect and purge its thread's heap: a
+/// walk of its pages, paid only when there is little else to do.
+pub fn give_back_when_quiet(requests_in_last_check: u64) {
+    if requests_in_last_check < QUIET_REQUESTS {
+        // SAFETY: mi_collect only walks the calling thread's heap.
+        unsafe { libmimalloc_sys::mi_collect(false) };
+    }
+}
+
 /// Turns transparent huge pages off for this process (PR_SET_THP_DISABLE):
 /// the kernel checks the flag at each fault, so it also covers what was
 /// mapped before. Inherited by threads started later.

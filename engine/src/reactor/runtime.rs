@@ -57,6 +57,9 @@ pub(crate) struct Runtime {
     outbound: RefCell<Outbound<ShardMsg>>,
     /// Whether a task is awaiting room in each destination's queue.
     flushing: RefCell<Vec<bool>>,
+    /// When the allocator was last asked to give back freed memory, and
+    /// the shard's request count then (see `reactor::memory::give_back_when_quiet`).
+    quiet_check: Cell<(Instant, u64)>,
     /// When the core's timers are next due (see [`Runtime::run_timers_if_due`]).
     next_tick: Cell<Instant>,
 }
@@ -121,6 +124,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
         outbound: RefCell::new(Outbound::new(shards)),
         flushing: RefCell::new(vec![false; shards as usize]),
         next_tick: Cell::new(Instant::now()),
+        quiet_check: Cell::new((Instant::now(), 0)),
         cfg,
     });
 
@@ -436,6 +440,12 @@ impl Runtime {
         }
         self.next_tick.set(now + TICK);
         self.with_core(|core, out| core.on_time(now, out));
+        let (since, requests_then) = self.quiet_check.get();
+        if now.duration_since(since) >= super::memory::QUIET_CHECK {
+            let requests = self.core.borrow().stats().requests;
+            super::memory::give_back_when_quiet(requests - requests_then);
+            self.quiet_check.set((now, requests));
+        }
     }
 
     /// One step of the core outside the UDP loop (a TCP frame, a message
