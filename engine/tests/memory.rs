@@ -39,7 +39,7 @@ static GLOBAL: Counting = Counting;
 
 const N: usize = 20_000;
 const PUBLICATION_BUDGET: usize = 700;
-const SUBSCRIPTION_BUDGET: usize = 1_020;
+const SUBSCRIPTION_BUDGET: usize = 940;
 
 fn addr(i: usize) -> std::net::SocketAddr {
     std::net::SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 5060))

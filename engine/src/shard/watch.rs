@@ -227,7 +227,8 @@ impl Shard {
     pub fn set_policy(&mut self, now: Instant, policy: crate::presence::authz::Policy, out: &mut Outbox) {
         self.cfg.policy = policy;
         let mut changes = Vec::new();
-        for (aor, w) in self.presentity_watchers.iter_mut() {
+        for w in self.presentity_watchers.iter_mut() {
+            let aor = &w.aor;
             for e in w.watchers.iter_mut() {
                 let action = self.cfg.policy.decide(aor, &e.watcher);
                 if action != e.action {

@@ -11,7 +11,8 @@
 use crate::core::parted::PartedMap;
 use crate::presence::authz::Action;
 use crate::presence::winfo::WatcherState;
-use std::collections::HashMap;
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 /// One presence watcher, as its presentity's shard knows it.
 pub(super) struct WatcherEntry {
@@ -34,6 +35,10 @@ impl WatcherEntry {
 
 /// A presentity's watchers.
 pub(super) struct WatchedBy {
+    /// The presentity: the table's key, kept here rather than beside the
+    /// box in each slot (16 bytes a slot, 2 slots a presentity at a
+    /// million).
+    pub aor: Box<[u8]>,
     /// Watchers held by each shard: where a new document must go.
     pub counts: Box<[u32]>,
     pub watchers: Vec<WatcherEntry>,
@@ -51,8 +56,10 @@ impl WatchedBy {
 /// Every watched presentity owned by a shard.
 pub(super) struct WatchedTable {
     shards: u16,
-    /// Boxed: the table's empty slots then cost a pointer each.
-    by_aor: HashMap<Box<[u8]>, Box<WatchedBy>, ahash::RandomState>,
+    hasher: ahash::RandomState,
+    /// Boxed: the table's empty slots then cost a pointer each. Found by
+    /// the AOR's hash and compared against `WatchedBy::aor`.
+    by_aor: HashTable<Box<WatchedBy>>,
     /// (watcher's shard, ask), packed by `place_key` → place in its
     /// presentity's `watchers`.
     place: PartedMap<u32>,
@@ -67,12 +74,13 @@ fn place_key(shard: u16, ask: u64) -> u64 {
 
 impl WatchedTable {
     pub fn new(shards: u16, hasher: ahash::RandomState) -> Self {
-        WatchedTable { shards, by_aor: HashMap::with_hasher(hasher.clone()), place: PartedMap::new(hasher) }
+        WatchedTable { shards, by_aor: HashTable::new(), place: PartedMap::new(hasher.clone()), hasher }
     }
 
     /// Room for `n` watchers (and as many presentities), made now.
     pub fn reserve(&mut self, n: usize) {
-        self.by_aor.reserve(n);
+        let hasher = &self.hasher;
+        self.by_aor.reserve(n, |w| hasher.hash_one(&w.aor[..]));
         self.place.reserve(n);
     }
 
@@ -87,15 +95,19 @@ impl WatchedTable {
     }
 
     pub fn get(&self, aor: &[u8]) -> Option<&WatchedBy> {
-        self.by_aor.get(aor).map(|w| &**w)
+        self.by_aor.find(self.hasher.hash_one(aor), |w| &w.aor[..] == aor).map(|w| &**w)
     }
 
     fn entry(&mut self, aor: &[u8]) -> &mut WatchedBy {
-        let shards = self.shards as usize;
-        if !self.by_aor.contains_key(aor) {
-            self.by_aor.insert(aor.into(), Box::new(WatchedBy { counts: vec![0; shards].into(), watchers: Vec::new(), winfo: Vec::new() }));
+        let (shards, hasher) = (self.shards as usize, &self.hasher);
+        let h = hasher.hash_one(aor);
+        match self.by_aor.entry(h, |w| &w.aor[..] == aor, |w| hasher.hash_one(&w.aor[..])) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let w = WatchedBy { aor: aor.into(), counts: vec![0; shards].into(), watchers: Vec::new(), winfo: Vec::new() };
+                e.insert(Box::new(w)).into_mut()
+            }
         }
-        self.by_aor.get_mut(aor).expect("inserted above")
     }
 
     /// Adds a presence watcher; true if it is `aor`'s first.
@@ -125,7 +137,8 @@ impl WatchedTable {
     /// of `aor`: returns the watcher's entry if it was one, and whether
     /// `aor` lost its last presence watcher by it.
     pub fn remove(&mut self, aor: &[u8], shard: u16, ask: u64) -> (Option<WatcherEntry>, bool) {
-        let Some(w) = self.by_aor.get_mut(aor) else { return (None, false) };
+        let Ok(mut found) = self.by_aor.find_entry(self.hasher.hash_one(aor), |w| &w.aor[..] == aor) else { return (None, false) };
+        let w = &mut **found.get_mut();
         let mut removed = None;
         match self.place.get(&place_key(shard, ask)).copied() {
             Some(at) if w.watchers.get(at as usize).is_some_and(|e| (e.shard, e.ask) == (shard, ask)) => {
@@ -143,14 +156,14 @@ impl WatchedTable {
         }
         let unwatched = removed.is_some() && w.watchers.is_empty();
         if w.watchers.is_empty() && w.winfo.is_empty() {
-            self.by_aor.remove(aor);
+            found.remove();
         }
         (removed, unwatched)
     }
 
     /// Every presentity and its watchers, to change decisions in place.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Box<[u8]>, &mut WatchedBy)> {
-        self.by_aor.iter_mut().map(|(aor, w)| (aor, &mut **w))
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut WatchedBy> {
+        self.by_aor.iter_mut().map(|w| &mut **w)
     }
 }
 
@@ -184,7 +197,8 @@ mod tests {
                 }
                 assert_eq!(t.place.len(), model.len());
             }
-            for (aor, w) in &t.by_aor {
+            for w in &t.by_aor {
+                let aor = &w.aor;
                 let mut counts = [0u32; 3];
                 for (i, e) in w.watchers.iter().enumerate() {
                     assert_eq!(t.place.get(&place_key(e.shard, e.ask)), Some(&(i as u32)));
