@@ -167,7 +167,11 @@ impl Shard {
                 self.watched_changed(now, aor, true, out);
             }
         }
-        let (version, doc) = self.publications.document(aor).map_or((0, None), |(v, d)| (v, Some(d)));
+        // A blocked watcher gets 403 and no document: none is composed,
+        // and none kept on its behalf (only the last watcher leaving
+        // drops a kept document).
+        let shown = if action == Action::Block { None } else { self.publications.document(aor) };
+        let (version, doc) = shown.map_or((0, None), |(v, d)| (v, Some(d)));
         self.send_shard(from, CoreMsg::WatchAnswer { ask, action, version, doc }, out);
     }
 
