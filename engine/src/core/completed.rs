@@ -24,8 +24,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// Index parts: see [`super::transaction::ServerTransactions`].
-pub const PARTS: usize = 64;
+pub use super::parted::PARTS;
 
 /// Arena chunk size: large enough that a chunk holds hundreds of entries,
 /// small enough that the memory of expired ones is soon given back.

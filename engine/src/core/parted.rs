@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 
+/// Parts of every table split this way: these maps, the server
+/// transactions and the Timer J index (`core::completed`).
 pub const PARTS: usize = 64;
 
 pub struct PartedMap<V> {
@@ -84,14 +86,6 @@ impl<V> PartedMap<V> {
 
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.parts.iter().flat_map(|p| p.values())
-    }
-
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
-        self.parts.iter_mut().flat_map(|p| p.values_mut())
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&u64, &V)> {
-        self.parts.iter().flat_map(|p| p.iter())
     }
 }
 

@@ -11,8 +11,8 @@
 /// A table this small keeps its room: shrinking it gains nothing.
 pub const KEEP: usize = 4096;
 
-/// A part of a table in 64 (`core::parted`) keeps this much.
-pub const KEEP_PART: usize = KEEP / 64;
+/// A part of a table in parts (`core::parted`) keeps this much.
+pub const KEEP_PART: usize = KEEP / super::parted::PARTS;
 
 /// The capacity to shrink a table of `len` entries and `capacity` slots
 /// to, if it should shrink now; `keep` is the room it may always keep.

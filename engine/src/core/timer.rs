@@ -12,9 +12,6 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-/// Entries a slot keeps room for across turns.
-const SLOT_KEEP: usize = 16;
-
 pub struct TimerWheel<T> {
     epoch: Instant,
     tick: Duration,
@@ -126,8 +123,8 @@ impl<T> TimerWheel<T> {
             // goes back then, instead of being held for good (14 MiB after
             // 160,000 NOTIFYs, `bench/examples/storm_memory.rs`). At a
             // steady rate this is one reallocation per busy slot per turn.
-            if entries.capacity() > SLOT_KEEP && entries.capacity() > 4 * entries.len() {
-                entries.shrink_to(2 * entries.len());
+            if let Some(to) = super::room::shrink_to(entries.len(), entries.capacity(), super::room::KEEP_PART) {
+                entries.shrink_to(to);
             }
         }
         if let Some(to) = super::room::shrink_to(self.far.len(), self.far.capacity(), super::room::KEEP) {

@@ -6,10 +6,10 @@
 //! would only add load, and RFC 4320 forbids it before Timer E could reach
 //! T2. Nor does it ever send 408 to a non-INVITE request (RFC 4320 4.1).
 
-use super::completed::{Completed, PARTS, part_of};
+use super::completed::{Completed, part_of};
 use super::entropy::Entropy;
 use super::ids;
-use super::parted::PartedMap;
+use super::parted::{PARTS, PartedMap};
 use super::peer::{Peer, Transmit};
 use super::reply::StoredAnswer;
 use super::timer::TimerWheel;
@@ -366,10 +366,7 @@ impl<C> ClientTransactions<C> {
                         ClientState::Completed => continue,
                     };
                     if now >= t.deadline {
-                        // Timer F.
-                        if let Some(ctx) = self.map.remove(&seq).and_then(|t| t.ctx) {
-                            outcomes.push(ClientOutcome::Timeout { ctx });
-                        }
+                        self.time_out(seq, outcomes);
                         continue;
                     }
                     let Some(bytes) = &t.retransmit else { continue };
@@ -378,19 +375,21 @@ impl<C> ClientTransactions<C> {
                     self.wheel.insert((now + next).min(t.deadline), ClientTimer::E(seq));
                 }
                 ClientTimer::F(seq) => {
-                    let Some(t) = self.map.get_mut(&seq) else { continue };
-                    if t.state == ClientState::Completed {
-                        continue;
-                    }
-                    let ctx = self.map.remove(&seq).and_then(|t| t.ctx);
-                    if let Some(ctx) = ctx {
-                        outcomes.push(ClientOutcome::Timeout { ctx });
+                    if self.map.get(&seq).is_some_and(|t| t.state != ClientState::Completed) {
+                        self.time_out(seq, outcomes);
                     }
                 }
                 ClientTimer::K(seq) => {
                     self.map.remove(&seq);
                 }
             }
+        }
+    }
+
+    /// Timer F: the transaction ends without a final response.
+    fn time_out(&mut self, seq: u64, outcomes: &mut Vec<ClientOutcome<C>>) {
+        if let Some(ctx) = self.map.remove(&seq).and_then(|t| t.ctx) {
+            outcomes.push(ClientOutcome::Timeout { ctx });
         }
     }
 }

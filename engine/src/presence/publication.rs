@@ -130,17 +130,16 @@ impl Publications {
         if p.version == 0 {
             return None;
         }
-        if p.document.is_none() {
-            p.document = Some(compose(aor, p).into_bytes().into());
-        }
-        Some((p.version, p.document.clone()?))
+        let doc = composed(aor, p);
+        p.document = Some(doc.clone());
+        Some((p.version, doc))
     }
 
     /// As [`document`](Self::document), without keeping what it composes:
     /// for inspection (tests, invariant checks).
     pub fn document_now(&self, aor: &[u8]) -> Option<(u64, Arc<[u8]>)> {
         let p = self.presentities.get(aor).filter(|p| p.version != 0)?;
-        Some((p.version, p.document.clone().unwrap_or_else(|| compose(aor, p).into_bytes().into())))
+        Some((p.version, composed(aor, p)))
     }
 
     /// Nobody watches `aor` any more: its document need not be kept.
@@ -415,6 +414,11 @@ fn compose(aor: &[u8], p: &Presentity) -> String {
     let pubs: Vec<&[Element]> = p.pubs.iter().map(|x| &x.elements[..]).collect();
     let contacts: Vec<&str> = p.contacts.iter().map(String::as_str).collect();
     pidf::compose(&String::from_utf8_lossy(aor), &pubs, &contacts)
+}
+
+/// The presentity's document: the one kept, or composed anew.
+fn composed(aor: &[u8], p: &Presentity) -> Arc<[u8]> {
+    p.document.clone().unwrap_or_else(|| compose(aor, p).into_bytes().into())
 }
 
 /// Appends `v` in lower-case hex, at least `min_digits` digits.

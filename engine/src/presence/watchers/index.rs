@@ -34,8 +34,8 @@ impl Index {
 
     pub fn reserve(&mut self, subs: &Subs, n: usize) {
         let hasher = &self.hasher;
-        self.by_dialog.reserve(n, |id| subs.get(id).map_or(0, |o| hasher.hash_one((o.call_id(), o.local_tag()))));
-        self.by_aor.reserve(n, |ids| subs.get(&ids[0]).map_or(0, |o| hasher.hash_one(o.aor())));
+        self.by_dialog.reserve(n, |id| dialog_hash_of(hasher, subs, *id));
+        self.by_aor.reserve(n, |ids| aor_hash_of(hasher, subs, ids));
         self.per_watcher.reserve(n);
     }
 
@@ -44,13 +44,9 @@ impl Index {
         self.by_dialog.capacity().min(self.by_aor.capacity()).min(self.per_watcher.capacity())
     }
 
-    fn dialog_hash(&self, call_id: &[u8], local_tag: &[u8]) -> u64 {
-        self.hasher.hash_one((call_id, local_tag))
-    }
-
     /// The subscription of the dialog (Call-ID, our tag).
     pub fn dialog(&self, subs: &Subs, call_id: &[u8], local_tag: &[u8]) -> Option<u64> {
-        let h = self.dialog_hash(call_id, local_tag);
+        let h = dialog_hash(&self.hasher, call_id, local_tag);
         self.by_dialog.find(h, |id| subs.get(id).is_some_and(|s| s.call_id() == call_id && s.local_tag() == local_tag)).copied()
     }
 
@@ -71,8 +67,8 @@ impl Index {
         let s = subs.get(&id).expect("indexed after it is stored");
         let hasher = &self.hasher;
         *self.per_watcher.entry(hasher.hash_one(s.watcher())).or_default() += 1;
-        let h = self.dialog_hash(s.call_id(), s.local_tag());
-        self.by_dialog.insert_unique(h, id, |other| subs.get(other).map_or(0, |o| hasher.hash_one((o.call_id(), o.local_tag()))));
+        let h = dialog_hash(hasher, s.call_id(), s.local_tag());
+        self.by_dialog.insert_unique(h, id, |other| dialog_hash_of(hasher, subs, *other));
         let aor = s.aor();
         let h = hasher.hash_one(aor);
         let slot = match self.by_aor.find_mut(h, |ids| first_aor_is(subs, ids, aor)) {
@@ -83,7 +79,7 @@ impl Index {
             None => {
                 // Most AORs have one watcher here: room for exactly that
                 // (vec! allocates what it is given).
-                self.by_aor.insert_unique(h, vec![id], |ids| subs.get(&ids[0]).map_or(0, |o| hasher.hash_one(o.aor())));
+                self.by_aor.insert_unique(h, vec![id], |ids| aor_hash_of(hasher, subs, ids));
                 0
             }
         };
@@ -100,7 +96,7 @@ impl Index {
                 self.per_watcher.remove(&w);
             }
         }
-        let h = self.dialog_hash(s.call_id(), s.local_tag());
+        let h = dialog_hash(&self.hasher, s.call_id(), s.local_tag());
         if let Ok(e) = self.by_dialog.find_entry(h, |other| *other == id) {
             e.remove();
         }
@@ -119,6 +115,22 @@ impl Index {
             m.aor_slot = slot as u32;
         }
     }
+}
+
+/// The dialog table's hash: of (Call-ID, our tag).
+fn dialog_hash(hasher: &ahash::RandomState, call_id: &[u8], local_tag: &[u8]) -> u64 {
+    hasher.hash_one((call_id, local_tag))
+}
+
+/// The dialog hash of subscription `id`, for a table that grows.
+fn dialog_hash_of(hasher: &ahash::RandomState, subs: &Subs, id: u64) -> u64 {
+    subs.get(&id).map_or(0, |s| dialog_hash(hasher, s.call_id(), s.local_tag()))
+}
+
+/// The AOR hash of a list (its first subscription's AOR), for a table
+/// that grows.
+fn aor_hash_of(hasher: &ahash::RandomState, subs: &Subs, ids: &[u64]) -> u64 {
+    subs.get(&ids[0]).map_or(0, |s| hasher.hash_one(s.aor()))
 }
 
 fn first_aor_is(subs: &Subs, ids: &[u64], aor: &[u8]) -> bool {
