@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug)]
@@ -78,6 +78,8 @@ pub struct WorkerConfig {
     /// Act as an RFC 7339 client: ask for overload control in the Via and
     /// hold back the share of new requests the server says.
     pub overload_control: bool,
+    /// `scale`: its load and phases.
+    pub scale: Option<crate::scale::ScalePlan>,
 }
 
 /// What workers share: live counters for the progress line, the latest
@@ -97,6 +99,10 @@ pub struct Shared {
     pub published: Vec<AtomicU32>,
     pub setup_done: AtomicUsize,
     pub threads: usize,
+    /// Where workers of a `scale` run meet between phases.
+    pub barrier: Barrier,
+    /// What a `scale` run is doing, for the progress line.
+    stage: Mutex<&'static str>,
 }
 
 impl Shared {
@@ -114,6 +120,21 @@ impl Shared {
             published: (0..presentities).map(|_| AtomicU32::new(0)).collect(),
             setup_done: AtomicUsize::new(0),
             threads,
+            barrier: Barrier::new(threads),
+            stage: Mutex::new(""),
+        }
+    }
+    pub fn set_stage(&self, stage: &'static str) {
+        if let Ok(mut s) = self.stage.lock() {
+            *s = stage;
+        }
+    }
+    /// The stage a `scale` run set, else setup or run.
+    pub fn stage(&self) -> &'static str {
+        match self.stage.lock().map(|s| *s) {
+            Ok(s) if !s.is_empty() => s,
+            _ if self.in_setup() => "setup",
+            _ => "run",
         }
     }
     pub fn in_setup(&self) -> bool {
@@ -164,6 +185,36 @@ pub struct WorkerResult {
     pub behind_max: u64,
 }
 
+impl WorkerResult {
+    pub fn new() -> WorkerResult {
+        WorkerResult {
+            sent: 0,
+            retransmissions: 0,
+            statuses: BTreeMap::new(),
+            timeouts: 0,
+            unmatched: 0,
+            latency: new_histogram(),
+            latency_2xx: new_histogram(),
+            latency_503: new_histogram(),
+            kinds: [KindCount::default(); 4],
+            setup: None,
+            teardown: None,
+            measured_s: 0.0,
+            notify: check::NotifyStats::new(),
+            connection_errors: 0,
+            publish_refreshes: 0,
+            throttled: 0,
+            behind_max: 0,
+        }
+    }
+}
+
+impl Default for WorkerResult {
+    fn default() -> WorkerResult {
+        WorkerResult::new()
+    }
+}
+
 /// Compact per-user state: a million users fit in tens of MiB.
 #[derive(Default)]
 struct User {
@@ -206,17 +257,19 @@ enum Action {
 }
 
 /// Where the next transaction comes from.
-enum Source {
+pub(crate) enum Source {
     /// Round robin over this worker's users, one kind.
     Users { kind: Kind, next: usize },
+    /// Each of this worker's users once (REGISTER or PUBLISH), in order.
+    Once { kind: Kind, next: usize },
     /// A new subscription from `watcher<u>` to user u, round robin.
     NewWatches { next: usize },
     /// The fanout's standing subscriptions: global watch g watches
     /// presentity g / W.
     FanoutSetup { next: usize },
-    /// The mixed profile's standing subscriptions: each user watches W
-    /// others.
-    MixedSetup { user: usize, j: usize },
+    /// Standing subscriptions: each user watches `per_user` others spread
+    /// over the population (the mixed profile's and the scale run's).
+    Standing { user: usize, j: usize, per_user: usize, expires: u32 },
     /// The busy hour: kinds by smooth weighted round robin.
     Mixed { credit: [f64; 3], next: [usize; 2] },
     /// Every watch still open, ended.
@@ -238,9 +291,7 @@ pub fn new_histogram() -> Histogram<u64> {
 }
 
 pub fn run_worker(cfg: WorkerConfig, id: usize, shared: Arc<Shared>) -> Result<WorkerResult, String> {
-    let net =
-        Transport::open(cfg.transport, cfg.target, cfg.flows).map_err(|e| format!("cannot open {} flows to {}: {e}", cfg.transport.name(), cfg.target))?;
-    let mut w = Worker::new(&cfg, id, &shared, net);
+    let mut w = Worker::open(&cfg, id, &shared)?;
     match w.setup_source() {
         Some(source) => w.setup(source),
         None => {
@@ -248,7 +299,7 @@ pub fn run_worker(cfg: WorkerConfig, id: usize, shared: Arc<Shared>) -> Result<W
         }
     }
     let source = w.measured_source();
-    w.measured(source);
+    w.measured(source, cfg.load, cfg.end);
     if cfg.teardown && !w.watches.is_empty() {
         // The final NOTIFYs are checked but not counted as measured.
         let n = &w.res.notify;
@@ -263,10 +314,10 @@ pub fn run_worker(cfg: WorkerConfig, id: usize, shared: Arc<Shared>) -> Result<W
     Ok(w.res)
 }
 
-struct Worker<'a> {
-    cfg: &'a WorkerConfig,
-    shared: &'a Shared,
-    net: Transport,
+pub(crate) struct Worker<'a> {
+    pub(crate) cfg: &'a WorkerConfig,
+    pub(crate) shared: &'a Shared,
+    pub(crate) net: Transport,
     users: Vec<User>,
     watches: Vec<Watch>,
     txns: HashMap<u64, Txn>,
@@ -274,7 +325,7 @@ struct Worker<'a> {
     notified_upto: usize,
     branch: u64,
     rng: u64,
-    res: WorkerResult,
+    pub(crate) res: WorkerResult,
     window_hist: Histogram<u64>,
     limits: Limits,
     data: Vec<u8>,
@@ -282,6 +333,9 @@ struct Worker<'a> {
     resp: Vec<u8>,
     /// Progress not yet published to `shared`.
     sent_reported: u64,
+    setup_sent: u64,
+    /// Uncounted transactions that ended 2xx, all along.
+    pub(crate) setup_ok: u64,
     ok_delta: u64,
     err_delta: u64,
     notify_delta: u64,
@@ -293,6 +347,13 @@ struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
+    /// Opens the worker's flows to the target.
+    pub(crate) fn open(cfg: &'a WorkerConfig, id: usize, shared: &'a Shared) -> Result<Worker<'a>, String> {
+        let net =
+            Transport::open(cfg.transport, cfg.target, cfg.flows).map_err(|e| format!("cannot open {} flows to {}: {e}", cfg.transport.name(), cfg.target))?;
+        Ok(Worker::new(cfg, id, shared, net))
+    }
+
     fn new(cfg: &'a WorkerConfig, id: usize, shared: &'a Shared, net: Transport) -> Worker<'a> {
         let now = Instant::now();
         Worker {
@@ -305,25 +366,7 @@ impl<'a> Worker<'a> {
             notified_upto: 0,
             branch: (id as u64) << 48,
             rng: 0x9E37_79B9_7F4A_7C15 ^ (id as u64 + 1),
-            res: WorkerResult {
-                sent: 0,
-                retransmissions: 0,
-                statuses: BTreeMap::new(),
-                timeouts: 0,
-                unmatched: 0,
-                latency: new_histogram(),
-                latency_2xx: new_histogram(),
-                latency_503: new_histogram(),
-                kinds: [KindCount::default(); 4],
-                setup: None,
-                teardown: None,
-                measured_s: 0.0,
-                notify: check::NotifyStats::new(),
-                connection_errors: 0,
-                publish_refreshes: 0,
-                throttled: 0,
-                behind_max: 0,
-            },
+            res: WorkerResult::new(),
             oc: None,
             window_hist: new_histogram(),
             limits: Limits::default(),
@@ -331,6 +374,8 @@ impl<'a> Worker<'a> {
             incoming: Vec::new(),
             resp: Vec::with_capacity(512),
             sent_reported: 0,
+            setup_sent: 0,
+            setup_ok: 0,
             ok_delta: 0,
             err_delta: 0,
             notify_delta: 0,
@@ -343,17 +388,20 @@ impl<'a> Worker<'a> {
     fn setup_source(&self) -> Option<Source> {
         match self.cfg.scenario {
             Scenario::Fanout => Some(Source::FanoutSetup { next: self.cfg.fanout_watches.start }),
-            Scenario::Mixed => Some(Source::MixedSetup { user: self.cfg.users.start, j: 0 }),
+            Scenario::Mixed => {
+                let p = self.cfg.profile.as_ref().expect("mixed profile");
+                Some(Source::Standing { user: self.cfg.users.start, j: 0, per_user: p.watchers_per_presentity, expires: p.subscription_expires })
+            }
             Scenario::Peu => Some(Source::PeuSetup { next: self.cfg.users.start, subscribing: false }),
             _ => None,
         }
     }
 
-    fn measured_source(&self) -> Source {
+    pub(crate) fn measured_source(&self) -> Source {
         let start = self.cfg.users.start;
         match self.cfg.scenario {
             Scenario::Register => Source::Users { kind: Kind::Register, next: start },
-            Scenario::Publish | Scenario::Fanout => Source::Users { kind: Kind::Publish, next: start },
+            Scenario::Publish | Scenario::Fanout | Scenario::Scale => Source::Users { kind: Kind::Publish, next: start },
             Scenario::Subscribe => Source::NewWatches { next: start },
             Scenario::Mixed => Source::Mixed { credit: [0.0; 3], next: [start; 2] },
             Scenario::Peu => Source::Users { kind: Kind::Notify, next: start },
@@ -404,7 +452,7 @@ impl<'a> Worker<'a> {
 
     /// Runs every transaction of `source`, closed loop at the setup
     /// outstanding, uncounted; returns how many it started.
-    fn run_unmeasured(&mut self, mut source: Source) -> u64 {
+    pub(crate) fn run_unmeasured(&mut self, mut source: Source) -> u64 {
         let mut started = 0;
         let mut exhausted = false;
         while !exhausted || !self.txns.is_empty() {
@@ -441,14 +489,14 @@ impl<'a> Worker<'a> {
 
     /// The measured phase: start transactions per the load model until the
     /// end, then drain.
-    fn measured(&mut self, mut source: Source) {
+    pub(crate) fn measured(&mut self, mut source: Source, load: Load, end: End) {
         let start = Instant::now();
         let mut started: u64 = 0;
-        let lingers = matches!(self.cfg.scenario, Scenario::Fanout | Scenario::Mixed | Scenario::Peu);
+        let lingers = matches!(self.cfg.scenario, Scenario::Fanout | Scenario::Mixed | Scenario::Peu | Scenario::Scale);
         loop {
             let now = Instant::now();
             let issuing = !self.shared.stop.load(Ordering::Relaxed)
-                && match self.cfg.end {
+                && match end {
                     End::After(d) => now.duration_since(start) < d,
                     End::Count(n) => started < n,
                 };
@@ -462,14 +510,14 @@ impl<'a> Worker<'a> {
                     break;
                 }
                 // Outstanding transactions get until Timer F.
-                if now.duration_since(start) > self.end_deadline() {
+                if now.duration_since(start) > self.end_deadline(end) {
                     break;
                 }
             }
             let mut budget = if !issuing {
                 0
             } else {
-                match self.cfg.load {
+                match load {
                     Load::Closed { outstanding } => outstanding.saturating_sub(self.txns.len()),
                     Load::Open { rate } => {
                         let t = now.duration_since(start).as_secs_f64();
@@ -482,7 +530,7 @@ impl<'a> Worker<'a> {
                     }
                 }
             };
-            if let End::Count(n) = self.cfg.end {
+            if let End::Count(n) = end {
                 budget = budget.min(n.saturating_sub(started) as usize);
             }
             let mut issued = 0;
@@ -510,7 +558,7 @@ impl<'a> Worker<'a> {
 
     /// One turn of the loop: receive and answer, run timers, publish
     /// progress; `idle` lets it sleep briefly when nothing arrived.
-    fn step(&mut self, idle: bool) {
+    pub(crate) fn step(&mut self, idle: bool) {
         let got = self.receive();
         self.timers();
         self.progress();
@@ -522,7 +570,7 @@ impl<'a> Worker<'a> {
     /// Whether every accepted subscription has had its first NOTIFY. A
     /// watch stops waiting once notified, so the scan resumes where it
     /// stopped.
-    fn first_notifies_in(&mut self) -> bool {
+    pub(crate) fn first_notifies_in(&mut self) -> bool {
         while let Some(w) = self.watches.get(self.notified_upto) {
             if w.awaiting_first_notify() {
                 return false;
@@ -532,8 +580,8 @@ impl<'a> Worker<'a> {
         true
     }
 
-    fn end_deadline(&self) -> Duration {
-        let run = match self.cfg.end {
+    fn end_deadline(&self, end: End) -> Duration {
+        let run = match end {
             End::After(d) => d,
             End::Count(_) => Duration::from_secs(3600 * 24),
         };
@@ -582,6 +630,14 @@ impl<'a> Worker<'a> {
                 let u = self.next_idle_user(next)?;
                 Some(if *kind == Kind::Register { Action::Register(u) } else { Action::Publish(u) })
             }
+            Source::Once { kind, next } => {
+                if *next >= cfg.users.end {
+                    return None;
+                }
+                let u = *next;
+                *next += 1;
+                Some(if *kind == Kind::Register { Action::Register(u) } else { Action::Publish(u) })
+            }
             Source::PeuSetup { next, subscribing } => {
                 if *next >= cfg.users.end {
                     if *subscribing {
@@ -618,22 +674,21 @@ impl<'a> Worker<'a> {
                 let f = cfg.fanout.expect("fanout shape");
                 Some(Action::Subscribe { watcher: g, presentity: g / f.watchers.max(1), expires: 3600 })
             }
-            Source::MixedSetup { user, j } => {
-                let p = cfg.profile.as_ref().expect("mixed profile");
-                if p.watchers_per_presentity == 0 || *user >= cfg.users.end {
+            Source::Standing { user, j, per_user, expires } => {
+                if *per_user == 0 || *user >= cfg.users.end {
                     return None;
                 }
                 let (u, k) = (*user, *j);
                 *j += 1;
-                if *j == p.watchers_per_presentity {
+                if *j == *per_user {
                     *j = 0;
                     *user += 1;
                 }
                 // Each user watches W others spread over the population.
                 let total = cfg.total_users.max(1);
-                let stride = (total / (p.watchers_per_presentity + 1)).max(1);
+                let stride = (total / (*per_user + 1)).max(1);
                 let presentity = (u + 1 + k * stride) % total;
-                Some(Action::Subscribe { watcher: u, presentity, expires: p.subscription_expires })
+                Some(Action::Subscribe { watcher: u, presentity, expires: *expires })
             }
             Source::Mixed { credit, next } => {
                 let p = cfg.profile.as_ref().expect("mixed profile");
@@ -764,7 +819,9 @@ impl<'a> Worker<'a> {
         self.net.send(flow, &bytes);
         let bytes = if self.net.kind().reliable() { Vec::new() } else { bytes };
         self.txns.insert(branch, Txn { kind, who: who as u32, flow: flow as u32, setup, bytes, first: now, last: now, interval: self.cfg.t1 });
-        if !setup {
+        if setup {
+            self.setup_sent += 1;
+        } else {
             self.res.sent += 1;
             self.res.kinds[kind as usize].sent += 1;
         }
@@ -898,11 +955,21 @@ impl<'a> Worker<'a> {
                 }
             }
             Kind::Subscribe => {
-                let to_tag = outcome.and_then(|(_, m)| m.to().tag());
+                // The To tag is needed only to end the dialog: a run that
+                // leaves its subscriptions open keeps none (5 million
+                // watches must not cost the generator hundreds of MiB).
+                let to_tag = outcome.and_then(|(_, m)| m.to().tag()).filter(|_| self.cfg.teardown);
                 self.watches[t.who as usize].answered(ok, to_tag);
             }
         }
         if t.setup {
+            // Uncounted, but shown on the progress line.
+            if ok {
+                self.setup_ok += 1;
+                self.ok_delta += 1;
+            } else {
+                self.err_delta += 1;
+            }
             return;
         }
         match outcome {
@@ -965,9 +1032,15 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn flush_progress(&mut self) {
+    /// After the result was taken for a new phase: nothing of the new one
+    /// has been reported yet.
+    pub(crate) fn reset_progress(&mut self) {
+        self.sent_reported = 0;
+    }
+
+    pub(crate) fn flush_progress(&mut self) {
         let s = self.shared;
-        s.sent.fetch_add(self.res.sent - self.sent_reported, Ordering::Relaxed);
+        s.sent.fetch_add(self.res.sent - self.sent_reported + std::mem::take(&mut self.setup_sent), Ordering::Relaxed);
         self.sent_reported = self.res.sent;
         s.ok.fetch_add(std::mem::take(&mut self.ok_delta), Ordering::Relaxed);
         s.errors.fetch_add(std::mem::take(&mut self.err_delta), Ordering::Relaxed);

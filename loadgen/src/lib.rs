@@ -11,6 +11,8 @@
 //! - [`engine`]: one worker thread's load loop and transactions.
 //! - [`check`]: what each NOTIFY must be.
 //! - [`report`]: the JSON report and the human summary.
+//! - [`scale`]: the `scale` scenario's load, phases and report.
+//! - [`server_stat`]: the server's CPU and memory, from /proc.
 //! - [`baseline`]: a trivial responder measuring this host's ceiling.
 
 pub mod baseline;
@@ -18,5 +20,7 @@ pub mod check;
 pub mod engine;
 pub mod profile;
 pub mod report;
+pub mod scale;
 pub mod scenario;
+pub mod server_stat;
 pub mod transport;

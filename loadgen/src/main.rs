@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use loadgen::engine::{self, End, Fanout, Load, Shared, WorkerConfig};
 use loadgen::profile::Profile;
 use loadgen::report::{self, Report, RunInfo};
+use loadgen::scale::{self, ScalePlan, ScaleReport};
 use loadgen::scenario::Scenario;
 use loadgen::transport::TransportKind;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -66,7 +67,11 @@ struct RunArgs {
     /// each of --presentities, then a PUBLISH storm) | mixed (a busy hour
     /// from --profile) | peu (each user registers as a presence user agent,
     /// a watcher subscribes to each, the server SUBSCRIBEs to the agents,
-    /// which then NOTIFY their documents at the load rate).
+    /// which then NOTIFY their documents at the load rate) | scale (every
+    /// user registers, publishes and watches --watchers others; then
+    /// PUBLISH and SUBSCRIBE capacity for --duration each and latency at
+    /// half capacity for --steady each, with server CPU per transaction
+    /// and memory per entry from --server-pid).
     #[arg(long, default_value = "register")]
     scenario: String,
     /// Open loop: start R transactions per second in all (ramped up over
@@ -92,9 +97,22 @@ struct RunArgs {
     /// fanout: presentities that are watched and published.
     #[arg(long, value_name = "P", default_value_t = 10)]
     presentities: usize,
-    /// fanout: watchers on each presentity.
-    #[arg(long, value_name = "W", default_value_t = 100)]
-    watchers: usize,
+    /// fanout: watchers on each presentity; scale: presentities each user
+    /// watches [default: 100 for fanout, 5 for scale].
+    #[arg(long, value_name = "W")]
+    watchers: Option<usize>,
+    /// scale: seconds idle after each load step before the server's memory
+    /// is read (the server's Timer J must let the load's transactions go).
+    #[arg(long, value_name = "S", default_value_t = 35.0)]
+    settle: f64,
+    /// scale: seconds of each open-loop phase at half capacity (the
+    /// capacity phases run for --duration).
+    #[arg(long, value_name = "S", default_value_t = 60.0)]
+    steady: f64,
+    /// scale: the server's process id; its CPU time and memory (with its
+    /// children's) are read from /proc around every phase.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
     /// mixed: the busy-hour traffic profile (TOML) [default: the shipped
     /// loadgen/profiles/busy-hour.toml].
     #[arg(long, value_name = "FILE.toml")]
@@ -144,12 +162,35 @@ struct RunArgs {
     quiet: bool,
 }
 
-fn run(args: &RunArgs, target: SocketAddr) -> Result<Report, String> {
+/// What one worker thread brings back.
+enum WorkerOutcome {
+    Run(engine::WorkerResult),
+    Scale(scale::ScaleWorkerResult),
+}
+
+/// A run's report: one measured phase, or the phases of `scale`.
+enum Outcome {
+    Run(Report),
+    Scale(ScaleReport),
+}
+
+fn run(args: &RunArgs, target: SocketAddr) -> Result<Outcome, String> {
     let transport = TransportKind::parse(&args.transport)?;
     let scenario = Scenario::parse(&args.scenario)?;
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
     let profile = if scenario == Scenario::Mixed { Some(Profile::load(args.profile.as_deref())?) } else { None };
-    let fanout = (scenario == Scenario::Fanout).then(|| Fanout { presentities: args.presentities.max(1), watchers: args.watchers });
+    let fanout = (scenario == Scenario::Fanout).then(|| Fanout { presentities: args.presentities.max(1), watchers: args.watchers.unwrap_or(100) });
+    let scale = (scenario == Scenario::Scale).then(|| ScalePlan {
+        watchers: args.watchers.unwrap_or(5),
+        subscription_expires: 3600,
+        settle: Duration::from_secs_f64(args.settle.max(0.0)),
+        capacity: Duration::from_secs_f64(args.duration.unwrap_or(10.0)),
+        steady: Duration::from_secs_f64(args.steady.max(0.0)),
+        server_pid: args.server_pid,
+    });
+    if scale.is_some() && (args.rate.is_some() || args.count.is_some()) {
+        return Err("scale measures capacity closed loop for --duration: --rate and --count do not apply".into());
+    }
     // In fanout the users are the presentities; their watchers are extra.
     let users = match fanout {
         Some(f) => f.presentities,
@@ -192,9 +233,14 @@ fn run(args: &RunArgs, target: SocketAddr) -> Result<Report, String> {
                 teardown: !args.keep_subscriptions,
                 refresh_every: if scenario == Scenario::Publish { args.refresh_every } else { 0 },
                 overload_control: args.overload_control,
+                scale: scale.clone(),
             };
             let shared = shared.clone();
-            std::thread::Builder::new().name(format!("loadgen-{w}")).spawn(move || engine::run_worker(cfg, w, shared)).unwrap()
+            let body = move || match cfg.scale {
+                Some(_) => scale::run_worker(cfg, w, shared).map(WorkerOutcome::Scale),
+                None => engine::run_worker(cfg, w, shared).map(WorkerOutcome::Run),
+            };
+            std::thread::Builder::new().name(format!("loadgen-{w}")).spawn(body).unwrap()
         })
         .collect();
     // The live progress line.
@@ -208,10 +254,10 @@ fn run(args: &RunArgs, target: SocketAddr) -> Result<Report, String> {
         let rate = (ok - last.1) as f64 / last.0.elapsed().as_secs_f64();
         last = (Instant::now(), ok);
         let p99 = shared.latency.lock().ok().and_then(|mut h| h.take()).map_or(0, |h| h.value_at_quantile(0.99));
-        let phase = if shared.in_setup() { "setup" } else { "run" };
         eprint!(
-            "\r[{:>5.1}s {phase:>5}] sent {:>9} ok {:>9} rate {:>8.0}/s outstanding {:>6} errors {:>6} NOTIFYs {:>9} p99 {:>7} µs ",
+            "\r[{:>5.1}s {:>5}] sent {:>9} ok {:>9} rate {:>8.0}/s outstanding {:>6} errors {:>6} NOTIFYs {:>9} p99 {:>7} µs ",
             start.elapsed().as_secs_f64(),
+            shared.stage(),
             shared.sent.load(Ordering::Relaxed),
             ok,
             rate,
@@ -232,13 +278,28 @@ fn run(args: &RunArgs, target: SocketAddr) -> Result<Report, String> {
         users,
         cpu_s: report::process_cpu_s() - cpu0,
     };
-    Ok(Report::build(info, &results))
+    // Workers of one run all return the same kind.
+    let (mut runs, mut scales) = (Vec::new(), Vec::new());
+    for r in results {
+        match r {
+            WorkerOutcome::Run(r) => runs.push(r),
+            WorkerOutcome::Scale(r) => scales.push(r),
+        }
+    }
+    Ok(match scale {
+        Some(plan) => Outcome::Scale(ScaleReport::build(info, plan.watchers, scales)),
+        None => Outcome::Run(Report::build(info, &runs)),
+    })
 }
 
-fn finish(args: &RunArgs, report: Report) -> ExitCode {
-    println!("{}", report.summary());
+fn finish(args: &RunArgs, outcome: Outcome) -> ExitCode {
+    let (summary, json) = match &outcome {
+        Outcome::Run(r) => (r.summary(), serde_json::to_string_pretty(r)),
+        Outcome::Scale(r) => (r.summary(), serde_json::to_string_pretty(r)),
+    };
+    println!("{summary}");
     if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&report).expect("report serialises");
+        let json = json.expect("report serialises");
         if let Err(e) = std::fs::write(path, json + "\n") {
             eprintln!("loadgen: cannot write {}: {e}", path.display());
             return ExitCode::from(1);
@@ -274,10 +335,11 @@ fn main() -> ExitCode {
             let r = run(&args, addr);
             stop.store(true, Ordering::Relaxed);
             match r {
-                Ok(mut rep) => {
+                Ok(Outcome::Run(mut rep)) => {
                     rep.scenario = "baseline".into();
-                    finish(&args, rep)
+                    finish(&args, Outcome::Run(rep))
                 }
+                Ok(other) => finish(&args, other),
                 Err(e) => {
                     eprintln!("loadgen: {e}");
                     ExitCode::from(2)

@@ -26,13 +26,22 @@ pub enum Scenario {
     /// (their PIDF documents) at the load rate; measures the NOTIFYs the
     /// server ingests and the watcher NOTIFYs they cause.
     Peu,
+    /// Capacity at scale: every user registers and publishes once, then
+    /// watches W others; with that state in place, PUBLISH and SUBSCRIBE
+    /// capacity (closed loop) and latency at half of it (open loop), each
+    /// phase with the server's CPU and memory when --server-pid is given.
+    Scale,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [Scenario::Register, Scenario::Publish, Scenario::Subscribe, Scenario::Fanout, Scenario::Mixed, Scenario::Peu];
+    pub const ALL: [Scenario; 7] =
+        [Scenario::Register, Scenario::Publish, Scenario::Subscribe, Scenario::Fanout, Scenario::Mixed, Scenario::Peu, Scenario::Scale];
 
     pub fn parse(s: &str) -> Result<Scenario, String> {
-        Scenario::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| format!("scenario {s:?}: use one of register, publish, subscribe, fanout, mixed, peu"))
+        Scenario::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("scenario {s:?}: use one of register, publish, subscribe, fanout, mixed, peu, scale"))
     }
     pub fn name(self) -> &'static str {
         match self {
@@ -42,6 +51,7 @@ impl Scenario {
             Scenario::Fanout => "fanout",
             Scenario::Mixed => "mixed",
             Scenario::Peu => "peu",
+            Scenario::Scale => "scale",
         }
     }
 }
@@ -52,7 +62,7 @@ impl Scenario {
     pub fn watcher_name(self, n: usize) -> String {
         match self {
             Scenario::Fanout => format!("lgw{n}"),
-            Scenario::Mixed => format!("ue{n}"),
+            Scenario::Mixed | Scenario::Scale => format!("ue{n}"),
             Scenario::Peu => format!("pw{n}"),
             _ => format!("watcher{n}"),
         }

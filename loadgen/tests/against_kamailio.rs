@@ -109,3 +109,16 @@ fn every_scenario_runs_against_kamailio() {
         assert!(v["notify"]["publish_to_notify_us"]["p50"].as_u64().unwrap() > 0, "{v}");
     }
 }
+
+/// The scale scenario runs against Kamailio the same way (the bench's side
+/// by side); its CPU and memory are read over its process tree.
+#[test]
+fn scale_runs_against_kamailio() {
+    let Some(k) = kamailio() else { return };
+    let target = format!("127.0.0.1:{}", k.port);
+    let pid = k.child.id().to_string();
+    let args = ["--users", "200", "--watchers", "2", "--settle", "0.2", "--duration", "0.5", "--steady", "0.5", "--max-outstanding", "8", "--server-pid", &pid];
+    let v = common::scale_at(&target, &args);
+    assert_eq!(v["load"][2]["ok"], 400, "{v}");
+    assert!(v["readings"][0]["server"]["processes"].as_u64().unwrap() > 1, "Kamailio serves from forked children: {v}");
+}

@@ -218,3 +218,23 @@ fn overload_control_holds_back_what_the_server_asks() {
     assert!(held >= 1500 && sent < 200, "only what went before the first answer: sent {sent}, held back {held}: {v}");
     assert_eq!(asked.load(Ordering::Relaxed), sent, "every request sent asked for overload control");
 }
+
+/// The scale scenario against presenced in this process: 300 users each
+/// watching 3 others, the phases measured, this process read as the
+/// server. Every PUBLISH changes a watched document, so NOTIFYs flow in the
+/// PUBLISH phases too, and each one is checked.
+#[test]
+fn scale_loads_the_server_then_measures_it_in_phases() {
+    let srv = server(0);
+    let target = srv.local_addr().to_string();
+    let me = std::process::id().to_string();
+    let args = ["--users", "300", "--watchers", "3", "--settle", "0.2", "--duration", "0.5", "--steady", "0.5", "--max-outstanding", "16", "--server-pid", &me];
+    let v = common::scale_at(&target, &args);
+    assert_eq!(v["load"][2]["ok"], 900, "3 standing subscriptions per user: {v}");
+    assert!(v["bytes_per_presentity"].is_number() && v["bytes_per_subscription"].is_number(), "{v}");
+    for p in v["phases"].as_array().unwrap() {
+        assert_eq!(p["report"]["notify"]["mismatches"], 0, "{p}");
+        assert!(p["notifies_per_ok"].as_f64().unwrap() > 0.0, "PUBLISHes reach their watchers, SUBSCRIBEs get a first NOTIFY: {p}");
+    }
+    srv.shutdown();
+}
