@@ -164,13 +164,13 @@ struct RunArgs {
 
 /// What one worker thread brings back.
 enum WorkerOutcome {
-    Run(engine::WorkerResult),
+    Run(Box<engine::WorkerResult>),
     Scale(scale::ScaleWorkerResult),
 }
 
 /// A run's report: one measured phase, or the phases of `scale`.
 enum Outcome {
-    Run(Report),
+    Run(Box<Report>),
     Scale(ScaleReport),
 }
 
@@ -238,7 +238,7 @@ fn run(args: &RunArgs, target: SocketAddr) -> Result<Outcome, String> {
             let shared = shared.clone();
             let body = move || match cfg.scale {
                 Some(_) => scale::run_worker(cfg, w, shared).map(WorkerOutcome::Scale),
-                None => engine::run_worker(cfg, w, shared).map(WorkerOutcome::Run),
+                None => engine::run_worker(cfg, w, shared).map(|r| WorkerOutcome::Run(Box::new(r))),
             };
             std::thread::Builder::new().name(format!("loadgen-{w}")).spawn(body).unwrap()
         })
@@ -282,13 +282,13 @@ fn run(args: &RunArgs, target: SocketAddr) -> Result<Outcome, String> {
     let (mut runs, mut scales) = (Vec::new(), Vec::new());
     for r in results {
         match r {
-            WorkerOutcome::Run(r) => runs.push(r),
+            WorkerOutcome::Run(r) => runs.push(*r),
             WorkerOutcome::Scale(r) => scales.push(r),
         }
     }
     Ok(match scale {
         Some(plan) => Outcome::Scale(ScaleReport::build(info, plan.watchers, scales)),
-        None => Outcome::Run(Report::build(info, &runs)),
+        None => Outcome::Run(Box::new(Report::build(info, &runs))),
     })
 }
 
