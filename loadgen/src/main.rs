@@ -117,7 +117,7 @@ struct RunArgs {
     /// loadgen/profiles/busy-hour.toml].
     #[arg(long, value_name = "FILE.toml")]
     profile: Option<PathBuf>,
-    /// fanout, mixed: subscriptions outstanding in all while setting up.
+    /// fanout, mixed, scale: setup transactions outstanding in all while setting up.
     #[arg(long, value_name = "K", default_value_t = 256)]
     setup_outstanding: usize,
     /// Fully parse one NOTIFY body in N as PIDF (1: every one). The
