@@ -360,7 +360,8 @@ impl Shard {
         }
         let mut branch = Vec::with_capacity(32);
         let seq = self.client.new_branch(&mut branch);
-        let mut bytes = Vec::with_capacity(1024);
+        // write_notify reserves what the NOTIFY needs.
+        let mut bytes = Vec::new();
         let Some(to) = self.subscriptions.write_notify(now, id, &branch, end, neutral, &mut bytes) else { return };
         if to.transport == crate::core::peer::Transport::Udp && bytes.len() > UDP_PATH_MTU {
             // RFC 3261 18.1.1 would move it to TCP, but the server opens no
