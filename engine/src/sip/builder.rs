@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use super::addr::NameAddr;
 use super::header::HeaderName;
 use super::lex::CommaList;
-use super::message::RawMessage;
+use super::message::{Message, RawMessage};
 use super::oc::{self, OcFeedback};
 use super::via::Via;
 
@@ -112,11 +112,48 @@ pub fn response_to_with<'b>(
     source: Option<SocketAddr>,
     oc: Option<&OcFeedback>,
 ) -> MessageWriter<'b> {
+    respond(out, req, Parsed::default(), code, reason, to_tag, source, oc)
+}
+
+/// [`response_to_with`] for a request that passed [`Message::parse`]: the
+/// same bytes, without parsing its top Via and its To a second time
+/// (about a fifth of building a 200).
+pub fn response_to_message<'b>(
+    out: &'b mut Vec<u8>,
+    req: &Message<'_>,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&[u8]>,
+    source: Option<SocketAddr>,
+    oc: Option<&OcFeedback>,
+) -> MessageWriter<'b> {
+    let parsed = Parsed { top_via: Some(*req.via()), to_tagged: Some(req.to().tag().is_some()) };
+    respond(out, req.raw(), parsed, code, reason, to_tag, source, oc)
+}
+
+/// What a caller already knows of the request, parsed from its bytes.
+#[derive(Default)]
+struct Parsed<'v> {
+    top_via: Option<Via<'v>>,
+    to_tagged: Option<bool>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn respond<'b>(
+    out: &'b mut Vec<u8>,
+    req: &RawMessage<'_>,
+    parsed: Parsed<'_>,
+    code: u16,
+    reason: &str,
+    to_tag: Option<&[u8]>,
+    source: Option<SocketAddr>,
+    oc: Option<&OcFeedback>,
+) -> MessageWriter<'b> {
     let mut w = MessageWriter::response(out, code, reason);
     let mut first_via = true;
     for v in req.header_values(HeaderName::Via) {
         match (first_via, source) {
-            (true, Some(src)) => write_stamped_via(w.out, v, src, oc),
+            (true, Some(src)) => write_stamped_via(w.out, v, parsed.top_via, src, oc),
             _ => {
                 w.header(HeaderName::Via, v);
             }
@@ -125,7 +162,8 @@ pub fn response_to_with<'b>(
     }
     for name in [HeaderName::From, HeaderName::To, HeaderName::CallId, HeaderName::CSeq] {
         let Some(v) = req.header(name) else { continue };
-        let add_tag = name == HeaderName::To && code != 100 && to_tag.is_some() && NameAddr::parse(v).map(|na| na.tag().is_none()).unwrap_or(false);
+        let to_untagged = || parsed.to_tagged.map_or_else(|| NameAddr::parse(v).map(|na| na.tag().is_none()).unwrap_or(false), |tagged| !tagged);
+        let add_tag = name == HeaderName::To && code != 100 && to_tag.is_some() && to_untagged();
         match (add_tag, to_tag) {
             (true, Some(tag)) => w.header_parts(name, &[v, b";tag=", tag]),
             _ => w.header(name, v),
@@ -157,9 +195,10 @@ fn format_ip(ip: IpAddr) -> arrayvec::ArrayString<48> {
 
 /// Writes `Via: <value>` with the first entry stamped for `src`, and
 /// with overload-control feedback when the client asked for it.
-fn write_stamped_via(out: &mut Vec<u8>, value: &[u8], src: SocketAddr, oc: Option<&OcFeedback>) {
+/// `top` is the entry already parsed from these bytes, if the caller has it.
+fn write_stamped_via(out: &mut Vec<u8>, value: &[u8], top: Option<Via<'_>>, src: SocketAddr, oc: Option<&OcFeedback>) {
     let first = CommaList::new(value).next().unwrap_or(value);
-    let Ok(via) = Via::parse(first) else {
+    let Some(via) = top.or_else(|| Via::parse(first).ok()) else {
         // Phase 2 rejected it; answer with the Via as it came.
         MessageWriter { out }.header(HeaderName::Via, value);
         return;
@@ -228,6 +267,24 @@ Content-Length: 0\r\n\r\n";
         assert_eq!(resp.cseq().seq, 5);
         assert_eq!(resp.expires(), Some(600));
         assert!(resp.body().is_empty());
+    }
+
+    #[test]
+    fn a_parsed_request_gets_the_same_bytes_as_a_raw_one() {
+        let tagged = String::from_utf8(SUB.to_vec()).unwrap().replace("To: <sip:bob@example.com>", "To: <sip:bob@example.com>;tag=old");
+        let no_rport = String::from_utf8(SUB.to_vec()).unwrap().replace(";rport", "");
+        let oc_asked = String::from_utf8(SUB.to_vec()).unwrap().replace(";rport,", ";rport;oc;oc-algo=\"loss\";oc-seq=1.0,");
+        let src: SocketAddr = "192.0.2.9:40000".parse().unwrap();
+        let f = OcFeedback { loss_pct: 40, validity_ms: 500, seq_ms: 7_001 };
+        for req in [SUB, tagged.as_bytes(), no_rport.as_bytes(), oc_asked.as_bytes()] {
+            let msg = Message::parse(req, &Limits::default()).unwrap();
+            for (code, source, oc) in [(200, Some(src), None), (100, Some(src), None), (202, None, None), (200, Some(src), Some(&f))] {
+                let (mut raw, mut parsed) = (Vec::new(), Vec::new());
+                response_to_with(&mut raw, msg.raw(), code, "X", Some(b"t9"), source, oc).finish(None, b"");
+                response_to_message(&mut parsed, &msg, code, "X", Some(b"t9"), source, oc).finish(None, b"");
+                assert_eq!(String::from_utf8_lossy(&parsed), String::from_utf8_lossy(&raw), "{code} {source:?}");
+            }
+        }
     }
 
     #[test]
