@@ -76,13 +76,18 @@ struct Presentity {
     document: Option<Arc<[u8]>>,
     /// A 64-bit digest of the current document, to tell a change from a
     /// recomposition that came out the same (two different documents
-    /// share a digest with odds of 2^-64 per change).
+    /// share a digest with odds of 2^-64 per change). `UNKNOWN_DIGEST`
+    /// after a change nobody watched: the next composition is news.
     digest: u64,
     /// 0 until the first composition.
     version: u64,
     /// When the expiry wheel next looks at this presentity.
     recheck: Recheck,
 }
+
+/// A digest not yet taken. A document whose digest is 0 itself only
+/// costs one needless NOTIFY.
+const UNKNOWN_DIGEST: u64 = 0;
 
 /// A presentity's composed document changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +98,12 @@ pub struct DocChange {
 }
 
 pub type PublishReply = HandlerReply;
+
+/// Whether anyone would be told of a new document of an AOR (its owner
+/// shard knows: watchers, or an event log that records every document).
+/// Nobody reads the document of an unwatched presentity, so it is not
+/// composed until a watcher asks ([`Publications::document`]).
+pub type Watched<'a> = &'a dyn Fn(&[u8]) -> bool;
 
 pub struct Publications {
     cfg: PublishConfig,
@@ -131,6 +142,11 @@ impl Publications {
             return None;
         }
         let doc = composed(aor, p);
+        if p.digest == UNKNOWN_DIGEST {
+            // Changed while unwatched: this is the document of the version
+            // given then, and what a later change is compared with.
+            p.digest = self.digester.hash_one(&doc[..]);
+        }
         p.document = Some(doc.clone());
         Some((p.version, doc))
     }
@@ -168,7 +184,7 @@ impl Publications {
 
     /// PUBLISH processing in the order of RFC 3903 section 6; a rejected
     /// request changes nothing.
-    pub fn publish(&mut self, now: Instant, req: &Message<'_>, changes: &mut Vec<DocChange>) -> PublishReply {
+    pub fn publish(&mut self, now: Instant, req: &Message<'_>, changes: &mut Vec<DocChange>, watched: Watched<'_>) -> PublishReply {
         // Step 2: the event package.
         match req.event() {
             Ok(Some(e)) if e.is("presence") => {}
@@ -268,7 +284,7 @@ impl Publications {
         };
         self.schedule_expiry(&aor);
         if changed {
-            self.recompose(&aor, changes);
+            self.recompose(&aor, changes, watched);
         }
         PublishReply::new(200, "OK").with(HeaderName::SipETag, etag.to_vec()).with(HeaderName::Expires, itoa::Buffer::new().format(expires).as_bytes())
     }
@@ -280,7 +296,15 @@ impl Publications {
     /// by the caller exactly as a PUBLISH body is.
     /// A document beyond the presentity's limits is refused (`Err`) and
     /// the agent's previous one, if any, stays.
-    pub fn update_source(&mut self, aor: &[u8], agent: u64, update: SourceUpdate, until: Instant, changes: &mut Vec<DocChange>) -> Result<(), Limit> {
+    pub fn update_source(
+        &mut self,
+        aor: &[u8],
+        agent: u64,
+        update: SourceUpdate,
+        until: Instant,
+        changes: &mut Vec<DocChange>,
+        watched: Watched<'_>,
+    ) -> Result<(), Limit> {
         let source = Source::Agent(agent);
         let pos = self.presentities.get(aor).and_then(|p| p.pubs.iter().position(|x| x.source == source));
         if let (SourceUpdate::Document(pidf), Some(p)) = (&update, self.presentities.get(aor)) {
@@ -315,20 +339,20 @@ impl Publications {
         };
         self.schedule_expiry(aor);
         if changed {
-            self.recompose(aor, changes);
+            self.recompose(aor, changes, watched);
         }
         Ok(())
     }
 
     /// The registrar's view of `aor` changed.
-    pub fn on_registration(&mut self, aor: &[u8], contacts: &[String], changes: &mut Vec<DocChange>) {
+    pub fn on_registration(&mut self, aor: &[u8], contacts: &[String], changes: &mut Vec<DocChange>, watched: Watched<'_>) {
         let p = self.presentities.entry(aor.into()).or_default();
         p.contacts = contacts.to_vec();
-        self.recompose(aor, changes);
+        self.recompose(aor, changes, watched);
     }
 
     /// Publications whose time has come are removed.
-    pub fn on_time(&mut self, now: Instant, changes: &mut Vec<DocChange>) {
+    pub fn on_time(&mut self, now: Instant, changes: &mut Vec<DocChange>, watched: Watched<'_>) {
         self.wheel.advance(now, &mut self.fired);
         for aor in std::mem::take(&mut self.fired) {
             let Some(p) = self.presentities.get_mut(&aor) else { continue };
@@ -338,7 +362,7 @@ impl Publications {
             let expired = p.pubs.len() != before;
             self.schedule_expiry(&aor);
             if expired {
-                self.recompose(&aor, changes);
+                self.recompose(&aor, changes, watched);
             }
         }
     }
@@ -386,11 +410,24 @@ impl Publications {
 
     /// Composes and serialises the document once; a presentity with no
     /// state left is forgotten after its closed document is announced.
-    fn recompose(&mut self, aor: &[u8], changes: &mut Vec<DocChange>) {
+    /// Unwatched, it only takes a new version: its digest is cleared
+    /// (unknown) and the document is composed when a watcher asks.
+    fn recompose(&mut self, aor: &[u8], changes: &mut Vec<DocChange>, watched: Watched<'_>) {
         let Some(p) = self.presentities.get_mut(aor) else { return };
+        if !watched(aor) {
+            if p.pubs.is_empty() && p.contacts.is_empty() {
+                self.presentities.remove(aor);
+                return;
+            }
+            self.last_version += 1;
+            p.version = self.last_version;
+            p.digest = UNKNOWN_DIGEST;
+            p.document = None;
+            return;
+        }
         let doc = compose(aor, p);
         let digest = self.digester.hash_one(doc.as_bytes());
-        if p.version != 0 && p.digest == digest {
+        if p.version != 0 && p.digest != UNKNOWN_DIGEST && p.digest == digest {
             return;
         }
         let doc: Arc<[u8]> = doc.into_bytes().into();

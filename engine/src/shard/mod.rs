@@ -609,7 +609,7 @@ impl Shard {
         self.emit_reg_changes(now, out);
         self.peu.on_time(now);
         self.drain_peu(now, out);
-        self.publications.on_time(now, &mut self.doc_changes);
+        self.publications.on_time(now, &mut self.doc_changes, &doc_readers(&self.presentity_watchers, out));
         self.emit_doc_changes(out);
         let mut due = Vec::new();
         self.reg_sub.due(now, &mut due);
@@ -658,7 +658,7 @@ impl Shard {
     fn emit_reg_changes(&mut self, now: Instant, out: &mut Outbox) {
         for c in std::mem::take(&mut self.reg_changes) {
             let contacts: Vec<String> = c.contacts.iter().map(|u| lossy(u)).collect();
-            self.publications.on_registration(&c.aor, &contacts, &mut self.doc_changes);
+            self.publications.on_registration(&c.aor, &contacts, &mut self.doc_changes, &doc_readers(&self.presentity_watchers, out));
             out.event(|| Event::Registration { aor: lossy(&c.aor), contacts });
             self.sync_agents(now, &c.aor, false, out);
         }
@@ -868,7 +868,7 @@ impl Shard {
             Method::Notify => self.on_reg_notify(msg, reply, out),
             Method::Subscribe => self.on_subscribe(msg, reply, out),
             Method::Publish => {
-                let r = self.publications.publish(reply.now, msg, &mut self.doc_changes);
+                let r = self.publications.publish(reply.now, msg, &mut self.doc_changes, &doc_readers(&self.presentity_watchers, out));
                 self.respond_with(msg, reply, &r, out);
                 self.emit_doc_changes(out);
             }
@@ -1092,4 +1092,12 @@ pub fn response_peer(via: &Via<'_>, src: Peer) -> Peer {
 
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// Who reads a presentity's new document: its watchers (the owner's
+/// table), or the event log when it records every document (debug
+/// logging, tests). With neither, the compositor does not compose it.
+fn doc_readers<'a>(watchers: &'a WatchedTable, out: &Outbox) -> impl Fn(&[u8]) -> bool + use<'a> {
+    let logged = !out.events_off;
+    move |aor| logged || watchers.get(aor).is_some()
 }

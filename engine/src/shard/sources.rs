@@ -127,7 +127,14 @@ impl Shard {
                         out.transmits.push(t);
                     }
                     PeuOut::Source { aor, agent, update, until } => {
-                        if let Err(limit) = self.publications.update_source(&aor, agent, update, until, &mut self.doc_changes) {
+                        if let Err(limit) = self.publications.update_source(
+                            &aor,
+                            agent,
+                            update,
+                            until,
+                            &mut self.doc_changes,
+                            &super::doc_readers(&self.presentity_watchers, out),
+                        ) {
                             // The agent's NOTIFY was taken; its document is
                             // refused, counted, and the previous one stays.
                             self.stats.limited[limit.index()] += 1;

@@ -43,6 +43,11 @@ From: <sip:alice@example.com>;tag=a\r\nTo: <sip:alice@example.com>\r\nCall-ID: p
     }
 }
 
+/// Every presentity watched: each change composed and announced.
+fn watched(_: &[u8]) -> bool {
+    true
+}
+
 struct F {
     pubs: Publications,
     t0: Instant,
@@ -57,7 +62,7 @@ impl F {
     fn send(&mut self, p: &P<'_>, at: u64) -> PublishReply {
         let b = p.bytes();
         let m = Message::parse(&b, &Limits::default()).unwrap();
-        self.pubs.publish(self.t0 + Duration::from_secs(at), &m, &mut self.changes)
+        self.pubs.publish(self.t0 + Duration::from_secs(at), &m, &mut self.changes, &watched)
     }
     fn doc(&self) -> String {
         self.pubs.document_now(b"sip:alice@example.com").map(|(_, d)| String::from_utf8_lossy(&d).into_owned()).unwrap_or_default()
@@ -114,7 +119,7 @@ fn several_if_match_is_400_unknown_is_412() {
 fn expired_etag_is_412() {
     let mut f = F::new();
     let e = etag(&f.send(&P { expires: Some(60), ..P::initial("open") }, 0));
-    f.pubs.on_time(f.t0 + Duration::from_secs(61), &mut f.changes);
+    f.pubs.on_time(f.t0 + Duration::from_secs(61), &mut f.changes, &watched);
     assert_eq!(f.send(&P::refresh(&e), 62).code, 412);
     assert_eq!(f.changes.len(), 2, "expiry recomposed the document");
 }
@@ -151,11 +156,11 @@ fn rejected_modify_keeps_the_old_state() {
 #[test]
 fn registration_tuples_only_without_publications() {
     let mut f = F::new();
-    f.pubs.on_registration(b"sip:alice@example.com", &["sip:alice@192.0.2.7".into()], &mut f.changes);
+    f.pubs.on_registration(b"sip:alice@example.com", &["sip:alice@192.0.2.7".into()], &mut f.changes, &watched);
     assert!(f.doc().contains("<contact>sip:alice@192.0.2.7</contact>") && f.doc().contains("<basic>open</basic>"));
     f.send(&P::initial("closed"), 0);
     assert!(!f.doc().contains("192.0.2.7") && f.doc().contains("<basic>closed</basic>"));
-    f.pubs.on_registration(b"sip:alice@example.com", &[], &mut f.changes);
+    f.pubs.on_registration(b"sip:alice@example.com", &[], &mut f.changes, &watched);
     assert_eq!(f.changes.len(), 2, "the published document hides the registration change");
 }
 
@@ -168,14 +173,14 @@ fn many_refreshes_keep_one_expiry_entry_and_still_expire() {
         let r = f.send(&P { expires: Some(60), ..P::refresh(&e) }, t);
         assert_eq!(r.code, 200, "refresh at {t}");
         e = etag(&r);
-        f.pubs.on_time(f.t0 + Duration::from_secs(t), &mut f.changes);
+        f.pubs.on_time(f.t0 + Duration::from_secs(t), &mut f.changes, &watched);
         assert!(f.pubs.wheel_entries() <= 2, "{} wheel entries after {t} refreshes", f.pubs.wheel_entries());
     }
     assert_eq!(f.pubs.count(b"sip:alice@example.com"), 1, "refreshed, so alive at 100 s");
     // No more refreshes: it expires 60 s after the last one, not before.
-    f.pubs.on_time(f.t0 + Duration::from_secs(159), &mut f.changes);
+    f.pubs.on_time(f.t0 + Duration::from_secs(159), &mut f.changes, &watched);
     assert_eq!(f.pubs.count(b"sip:alice@example.com"), 1);
-    f.pubs.on_time(f.t0 + Duration::from_secs(161), &mut f.changes);
+    f.pubs.on_time(f.t0 + Duration::from_secs(161), &mut f.changes, &watched);
     assert_eq!(f.pubs.count(b"sip:alice@example.com"), 0, "expired");
     assert_eq!(f.send(&P::refresh(&e), 162).code, 412);
 }
@@ -185,9 +190,9 @@ fn a_shorter_publication_expires_first_beside_a_longer_one() {
     let mut f = F::new();
     f.send(&P { expires: Some(3600), ..P::initial("open") }, 0);
     f.send(&P { expires: Some(60), ..P::initial("closed") }, 10);
-    f.pubs.on_time(f.t0 + Duration::from_secs(71), &mut f.changes);
+    f.pubs.on_time(f.t0 + Duration::from_secs(71), &mut f.changes, &watched);
     assert_eq!(f.pubs.count(b"sip:alice@example.com"), 1, "the 60 s one is gone at 71 s");
-    f.pubs.on_time(f.t0 + Duration::from_secs(3601), &mut f.changes);
+    f.pubs.on_time(f.t0 + Duration::from_secs(3601), &mut f.changes, &watched);
     assert_eq!(f.pubs.count(b"sip:alice@example.com"), 0);
 }
 
@@ -223,7 +228,49 @@ fn the_document_is_kept_only_while_watched_and_then_shared() {
     f.pubs.unwatched(aor);
     assert!(!kept(&f));
     let before = f.changes.len();
-    f.pubs.on_registration(aor, &[], &mut f.changes);
+    f.pubs.on_registration(aor, &[], &mut f.changes, &watched);
     assert_eq!(f.changes.len(), before, "recomposed the same: no new version");
     assert_eq!(f.pubs.document_now(aor).map(|(v, _)| v), Some(v2));
+}
+
+/// Changes nobody watches are not composed: no change is announced, the
+/// version still moves on, and a watcher who comes later gets the
+/// current document composed then. A change back to a document watchers
+/// saw before the unwatched spell is still news to the new watcher.
+#[test]
+fn unwatched_changes_are_composed_only_when_a_watcher_asks() {
+    let aor = b"sip:alice@example.com";
+    let nobody = |_: &[u8]| false;
+    let mut f = F::new();
+    let send = |f: &mut F, p: &P<'_>, at: u64, w: Watched<'_>| {
+        let b = p.bytes();
+        let m = Message::parse(&b, &Limits::default()).unwrap();
+        etag(&f.pubs.publish(f.t0 + Duration::from_secs(at), &m, &mut f.changes, w))
+    };
+    // Watched: "open" announced, version v1.
+    let e1 = send(&mut f, &P::initial("open"), 0, &watched);
+    let (v1, d1) = f.pubs.document(aor).expect("a document");
+    assert!(String::from_utf8_lossy(&d1).contains("<basic>open</basic>"));
+    assert_eq!(f.changes.len(), 1);
+    // The watcher leaves; "closed" is published unwatched: nothing
+    // composed, nothing announced, the digest forgotten.
+    f.pubs.unwatched(aor);
+    let e2 = send(&mut f, &P { if_match: vec![&e1], ..P::initial("closed") }, 1, &nobody);
+    assert_eq!(f.changes.len(), 1, "nobody watches: no change announced");
+    let p = f.pubs.presentities.get(&aor[..]).expect("state kept");
+    assert!(p.document.is_none() && p.digest == UNKNOWN_DIGEST && p.version > v1);
+    // A new watcher gets "closed", composed now, under the new version.
+    let (v2, d2) = f.pubs.document(aor).expect("a document");
+    assert!(v2 > v1 && String::from_utf8_lossy(&d2).contains("<basic>closed</basic>"));
+    // Back to "open" while watched: the digest compared against is
+    // "closed"'s, so the change is announced.
+    let e3 = send(&mut f, &P { if_match: vec![&e2], ..P::initial("open") }, 2, &watched);
+    let change = f.changes.last().expect("a change");
+    assert!(change.version > v2 && String::from_utf8_lossy(&change.document).contains("<basic>open</basic>"));
+    // Removed while unwatched: forgotten at once, nothing announced.
+    f.pubs.unwatched(aor);
+    let before = f.changes.len();
+    send(&mut f, &P { expires: Some(0), ..P::refresh(&e3) }, 3, &nobody);
+    assert_eq!(f.changes.len(), before);
+    assert!(!f.pubs.presentities.contains_key(&aor[..]) && f.pubs.document(aor).is_none());
 }
