@@ -1005,7 +1005,7 @@ impl Shard {
         let mut bytes = Vec::with_capacity(512);
         // Clients that asked (RFC 7339) hear how much to hold back.
         let oc = self.overload.feedback();
-        let mut w = sip::response_to_message(&mut bytes, msg, code, reason, Some(tag), Some(peer.addr), oc.as_ref());
+        let mut w = sip::response_to_with(&mut bytes, msg, code, reason, Some(tag), Some(peer.addr), oc.as_ref());
         for (name, value) in headers {
             w.header(*name, value);
         }

@@ -30,7 +30,7 @@ pub mod uri;
 pub mod via;
 
 pub use addr::NameAddr;
-pub use builder::{MessageWriter, response_to, response_to_message, response_to_with};
+pub use builder::{MessageWriter, Request, response_to, response_to_with};
 pub use error::ParseError;
 pub use framing::{Frame, StreamFramer};
 pub use header::HeaderName;
