@@ -42,11 +42,11 @@ fn thread_cpu() -> Duration {
 }
 
 fn uring(sock: socket2::Socket) -> (u64, Duration) {
-    uring::serve(sock, false, thread_cpu, is_stop)
+    uring::serve(sock, false)
 }
 
 fn uring_defer(sock: socket2::Socket) -> (u64, Duration) {
-    uring::serve(sock, true, thread_cpu, is_stop)
+    uring::serve(sock, true)
 }
 
 fn is_stop(b: &[u8]) -> bool {

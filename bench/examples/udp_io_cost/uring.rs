@@ -9,6 +9,7 @@
 //! then runs only when this thread enters the kernel, in batches, rather
 //! than interrupting it whenever a datagram arrives.
 
+use super::{is_stop, thread_cpu};
 use io_uring::{IoUring, cqueue, opcode, types};
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::os::fd::AsRawFd;
@@ -94,7 +95,7 @@ struct SendSlot {
 }
 
 /// Returns (datagrams echoed, server-thread CPU).
-pub fn serve(sock: socket2::Socket, defer: bool, thread_cpu: fn() -> Duration, is_stop: fn(&[u8]) -> bool) -> (u64, Duration) {
+pub fn serve(sock: socket2::Socket, defer: bool) -> (u64, Duration) {
     let fd = types::Fd(sock.as_raw_fd());
     let mut builder = IoUring::builder();
     if defer {

@@ -77,7 +77,8 @@ struct Presentity {
     /// A 64-bit digest of the current document, to tell a change from a
     /// recomposition that came out the same (two different documents
     /// share a digest with odds of 2^-64 per change). `UNKNOWN_DIGEST`
-    /// after a change nobody watched: the next composition is news.
+    /// before the first composition and after a change nobody watched:
+    /// the next composition is news either way.
     digest: u64,
     /// 0 until the first composition.
     version: u64,
@@ -427,7 +428,7 @@ impl Publications {
         }
         let doc = compose(aor, p);
         let digest = self.digester.hash_one(doc.as_bytes());
-        if p.version != 0 && p.digest != UNKNOWN_DIGEST && p.digest == digest {
+        if p.digest != UNKNOWN_DIGEST && p.digest == digest {
             return;
         }
         let doc: Arc<[u8]> = doc.into_bytes().into();
