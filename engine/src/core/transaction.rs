@@ -13,7 +13,7 @@ use super::parted::{PARTS, PartedMap};
 use super::peer::{Peer, Transmit};
 use super::reply::StoredAnswer;
 use super::timer::TimerWheel;
-use crate::sip::{Message, Via};
+use crate::sip::{Message, ResponseKey, Via};
 use std::time::{Duration, Instant};
 
 /// Transaction timer base values (RFC 3261 17.1.1.1, table 4).
@@ -323,13 +323,17 @@ impl<C> ClientTransactions<C> {
     /// one ends the transaction for the caller. Retransmitted finals and
     /// strays give `None`.
     pub fn on_response(&mut self, resp: &Message<'_>, now: Instant) -> Option<ClientOutcome<C>> {
-        let (shard, seq) = ids::parse_branch(resp.via().branch()?)?;
-        if shard != self.shard {
-            return None;
-        }
-        let status = resp.status()?;
+        let key = ResponseKey { status: resp.status()?, branch: resp.via().branch()?, method: resp.cseq().method };
+        self.on_response_key(&key, now)
+    }
+
+    /// [`Self::on_response`] for a response read only as far as its key
+    /// (`sip::response_key`).
+    pub fn on_response_key(&mut self, key: &ResponseKey<'_>, now: Instant) -> Option<ClientOutcome<C>> {
+        let seq = self.own_seq(key.branch)?;
+        let status = key.status;
         let t = self.map.get_mut(&seq)?;
-        if *t.method != *resp.cseq().method || t.state == ClientState::Completed {
+        if *t.method != *key.method || t.state == ClientState::Completed {
             return None;
         }
         if status < 200 {
@@ -350,6 +354,18 @@ impl<C> ClientTransactions<C> {
             self.wheel.insert(now + self.timers.t4, ClientTimer::K(seq));
         }
         Some(ClientOutcome::Final { ctx, status })
+    }
+
+    /// The context of the live transaction a response with `branch`
+    /// belongs to, if any: what its owner will need from the response.
+    pub fn context(&self, branch: &[u8]) -> Option<&C> {
+        self.map.get(&self.own_seq(branch)?)?.ctx.as_ref()
+    }
+
+    /// The sequence number in a branch this shard minted.
+    fn own_seq(&self, branch: &[u8]) -> Option<u64> {
+        let (shard, seq) = ids::parse_branch(branch)?;
+        (shard == self.shard).then_some(seq)
     }
 
     /// Runs Timers E, F and K: retransmissions go to `send`, timeouts are

@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 #[cfg(test)]
 mod limit_tests;
 pub mod outbox;
+#[cfg(test)]
+mod response_tests;
 mod sources;
 mod trace;
 mod watch;
@@ -517,6 +519,9 @@ impl Shard {
 
     /// Parses a message and routes it: to its owner shard, or handled here.
     fn serve(&mut self, now: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
+        if self.on_notify_response(now, bytes, out) {
+            return;
+        }
         match Message::parse(bytes, &self.cfg.limits) {
             Err(e) => self.on_malformed(peer, bytes, e, out),
             Ok(msg) => match self.owner(&msg) {
@@ -751,6 +756,22 @@ impl Shard {
             ids::owner_of(&aor, self.cfg.shards)
         };
         (shard < self.cfg.shards).then_some(shard)
+    }
+
+    /// A response to one of this shard's NOTIFYs, taken without a parse:
+    /// all its subscription reads is the status, and the transaction is
+    /// found by the top branch and the CSeq method (`sip::response_key`).
+    /// After a fan-out these are most of what arrives. False for anything
+    /// else, which the caller parses in full.
+    fn on_notify_response(&mut self, now: Instant, bytes: &[u8], out: &mut Outbox) -> bool {
+        let Some(key) = sip::response_key(bytes) else { return false };
+        if !matches!(self.client.context(key.branch), Some(ClientCtx::Notify(_))) {
+            return false;
+        }
+        if let Some(ClientOutcome::Final { ctx: ClientCtx::Notify(id), status }) = self.client.on_response_key(&key, now) {
+            self.on_notify_result(now, id, Some(status), out);
+        }
+        true
     }
 
     fn on_owned(&mut self, now: Instant, peer: Peer, msg: &Message<'_>, received_on: u16, out: &mut Outbox) {

@@ -5,6 +5,8 @@
 //! - [`header`]: header names (compact forms, case-insensitive).
 //! - [`message`]: split the head into spans, validate, typed access.
 //! - [`uri`], [`addr`], [`via`], [`params`], [`typed`]: header grammars.
+//! - [`response_key`]: a response's status, top branch and CSeq method,
+//!   read without a parse.
 //! - [`builder`]: write requests and responses, responses from requests.
 //! - `scan`: finds LFs and colons in a head 64 bytes at a time.
 //! - [`framing`]: cut a TCP stream into messages.
@@ -24,6 +26,7 @@ pub mod lex;
 pub mod message;
 pub mod oc;
 pub mod params;
+pub mod response_key;
 mod scan;
 pub mod typed;
 pub mod uri;
@@ -35,5 +38,6 @@ pub use error::ParseError;
 pub use framing::{Frame, StreamFramer};
 pub use header::HeaderName;
 pub use message::{Contacts, Header, Limits, MAX_HEADERS, Message, Method, RawMessage, StartLine};
+pub use response_key::{ResponseKey, response_key};
 pub use uri::{Scheme, Uri};
 pub use via::Via;
