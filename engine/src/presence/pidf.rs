@@ -268,8 +268,11 @@ impl<'t> Validator<'t> {
             }
             _ => {}
         }
-        let depth = self.depth;
-        self.scope.retain(|b| b.depth < depth);
+        // Bindings are pushed in document order, so those of this element
+        // are the last ones.
+        while self.scope.last().is_some_and(|b| b.depth >= self.depth) {
+            self.scope.pop();
+        }
         self.depth -= 1;
         Ok(())
     }
@@ -353,11 +356,11 @@ fn standalone(src: &str, name_end: usize, scope: &[Binding<'_>]) -> String {
     out
 }
 
-/// Appends `s` with each of `special` (some of `&`, `"`, `<`, `>`)
+/// Appends `s` with each of `special` (three of `&`, `"`, `<`, `>`)
 /// replaced by its entity reference.
-fn push_escaped(out: &mut String, s: &str, special: &[u8]) {
+fn push_escaped(out: &mut String, s: &str, special: &[u8; 3]) {
     let mut rest = s;
-    while let Some(i) = rest.bytes().position(|c| special.contains(&c)) {
+    while let Some(i) = memchr::memchr3(special[0], special[1], special[2], rest.as_bytes()) {
         out.push_str(&rest[..i]);
         out.push_str(match rest.as_bytes()[i] {
             b'&' => "&amp;",

@@ -11,12 +11,12 @@
 //! they are decoded ([`decode`]). Namespaces, the document's shape and the
 //! node and depth limits are the caller's (`pidf::parse`).
 //!
-//! It replaced quick-xml: the whole PIDF pass went from 12,900 to 9,900
+//! It replaced quick-xml: the whole PIDF pass went from 12,300 to 9,100
 //! instructions for the loadgen's document (ARCHITECTURE.md, "Where a
 //! PUBLISH's CPU goes"). `pidf`'s tests hold it to roxmltree's verdict on
 //! mutated documents.
 
-use memchr::{memchr, memchr2, memmem};
+use memchr::{memchr, memchr2};
 use std::borrow::Cow;
 
 /// One piece of the document. Comments, processing instructions and the
@@ -253,7 +253,7 @@ impl<'t> Tokens<'t> {
             return Err(err("the XML declaration is not at the start"));
         }
         let rest = &self.text.as_bytes()[target_end..];
-        let close = memmem::find(rest, b"?>").ok_or_else(|| err("processing instruction not closed"))?;
+        let close = find(rest, b"?>").ok_or_else(|| err("processing instruction not closed"))?;
         if close > 0 && !is_space(rest[0]) {
             return Err(err("white space expected after a processing instruction's target"));
         }
@@ -267,7 +267,7 @@ impl<'t> Tokens<'t> {
         let rest = &self.text[self.pos..];
         if let Some(body) = rest.strip_prefix("<!--") {
             // "--" may only end a comment, and only as "-->".
-            let dashes = memmem::find(body.as_bytes(), b"--").ok_or_else(|| err("comment not closed"))?;
+            let dashes = find(body.as_bytes(), b"--").ok_or_else(|| err("comment not closed"))?;
             if body.as_bytes().get(dashes + 2) != Some(&b'>') {
                 return Err(err("-- inside a comment"));
             }
@@ -275,7 +275,7 @@ impl<'t> Tokens<'t> {
             return Ok(None);
         }
         if let Some(body) = rest.strip_prefix("<![CDATA[") {
-            let end = memmem::find(body.as_bytes(), b"]]>").ok_or_else(|| err("CDATA section not closed"))?;
+            let end = find(body.as_bytes(), b"]]>").ok_or_else(|| err("CDATA section not closed"))?;
             self.pos += 9 + end + 3;
             return Ok(Some(&body[..end]));
         }
@@ -286,13 +286,34 @@ impl<'t> Tokens<'t> {
     }
 }
 
+/// The first `pattern` (a few bytes) in `hay`. The patterns here are
+/// short and the spans they end are short too, where a `memmem` searcher
+/// costs more to set up than it saves.
+fn find(hay: &[u8], pattern: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while let Some(i) = memchr(pattern[0], &hay[at..]) {
+        if hay[at + i..].starts_with(pattern) {
+            return Some(at + i);
+        }
+        at += i + 1;
+    }
+    None
+}
+
 /// Character data or an attribute value with its references replaced.
 /// Borrowed when there are none; an undefined entity, a malformed
 /// reference or one to a character XML does not allow is an error.
+#[inline]
 pub(super) fn decode(raw: &str) -> Result<Cow<'_, str>, String> {
-    let Some(first) = memchr(b'&', raw.as_bytes()) else {
-        return Ok(Cow::Borrowed(raw));
-    };
+    match memchr(b'&', raw.as_bytes()) {
+        None => Ok(Cow::Borrowed(raw)),
+        Some(first) => decode_from(raw, first).map(Cow::Owned),
+    }
+}
+
+/// [`decode`] past its first `&`, at `first` (rare: kept out of line).
+#[inline(never)]
+fn decode_from(raw: &str, first: usize) -> Result<String, String> {
     let mut out = String::with_capacity(raw.len());
     out.push_str(&raw[..first]);
     let mut rest = &raw[first..];
@@ -304,7 +325,7 @@ pub(super) fn decode(raw: &str) -> Result<Cow<'_, str>, String> {
         rest = &after[semi + 1..];
     }
     out.push_str(rest);
-    Ok(Cow::Owned(out))
+    Ok(out)
 }
 
 /// The character a reference names (`lt` or `#x3C`, between `&` and `;`).
@@ -387,6 +408,14 @@ mod tests {
         ] {
             assert!(tokens(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn find_finds_the_first_whole_pattern() {
+        assert_eq!(find(b"a-b--c-->", b"-->"), Some(6));
+        assert_eq!(find(b"]]]>", b"]]>"), Some(1));
+        assert_eq!(find(b"?x?", b"?>"), None);
+        assert_eq!(find(b"", b"?>"), None);
     }
 
     #[test]
