@@ -13,6 +13,9 @@
 //! quote in the top Via, or anything else it does not expect gives
 //! `None`, and the caller parses the message in full instead.
 
+use super::header::HeaderName;
+use super::lex::trim;
+use super::typed::CSeq;
 use memchr::memchr;
 
 /// The fields of a response that name its client transaction.
@@ -21,16 +24,6 @@ pub struct ResponseKey<'a> {
     pub status: u16,
     pub branch: &'a [u8],
     pub method: &'a [u8],
-}
-
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 /// The key of the response in `bytes`, or `None` when it is not a
@@ -61,16 +54,17 @@ pub fn response_key(bytes: &[u8]) -> Option<ResponseKey<'_>> {
             continue;
         }
         let colon = memchr(b':', line)?;
-        let (name, value) = (trim(&line[..colon]), trim(&line[colon + 1..]));
-        if name.eq_ignore_ascii_case(b"via") || name.eq_ignore_ascii_case(b"v") {
-            if branch.is_none() {
-                branch = Some(top_via_branch(value)?);
-            }
-        } else if name.eq_ignore_ascii_case(b"cseq") {
-            if method.is_some() {
-                return None;
-            }
-            method = Some(cseq_method(value)?);
+        // The line starts with its name (a fold was refused above).
+        let name_len = trim(&line[..colon]).len();
+        if name_len == 0 {
+            return None;
+        }
+        let value = &line[colon + 1..];
+        match HeaderName::from_line(line, name_len) {
+            HeaderName::Via if branch.is_none() => branch = Some(top_via_branch(trim(value))?),
+            HeaderName::CSeq if method.is_some() => return None,
+            HeaderName::CSeq => method = Some(CSeq::parse(value).ok()?.method),
+            _ => {}
         }
     }
 }
@@ -99,17 +93,6 @@ fn top_via_branch(value: &[u8]) -> Option<&[u8]> {
         at = end;
     }
     None
-}
-
-/// The method of a CSeq value: digits, white space, a token.
-fn cseq_method(value: &[u8]) -> Option<&[u8]> {
-    let digits = value.iter().take_while(|c| c.is_ascii_digit()).count();
-    if digits == 0 || digits > 10 {
-        return None;
-    }
-    let method = trim(&value[digits..]);
-    (method.len() < value.len() - digits && !method.is_empty() && method.iter().all(|c| c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(c)))
-        .then_some(method)
 }
 
 #[cfg(test)]

@@ -41,6 +41,9 @@ pub(super) type Attribute<'t> = (&'t str, &'t str);
 
 pub(super) struct Tokens<'t> {
     text: &'t str,
+    /// Where the document starts: past a byte order mark, if any. The XML
+    /// declaration may only be here.
+    start: usize,
     pos: usize,
     /// Names of the open elements, for matching end tags. The caller's
     /// depth limit bounds it.
@@ -100,8 +103,8 @@ impl<'t> Tokens<'t> {
         if has_control(text.as_bytes()) {
             return Err(err("a control character"));
         }
-        let pos = if text.starts_with('\u{feff}') { 3 } else { 0 };
-        Ok(Tokens { text, pos, open: Vec::with_capacity(8), attributes: Vec::with_capacity(8), pending_end: None })
+        let start = if text.starts_with('\u{feff}') { 3 } else { 0 };
+        Ok(Tokens { text, start, pos: start, open: Vec::with_capacity(8), attributes: Vec::with_capacity(8), pending_end: None })
     }
 
     /// The attributes of the last start tag.
@@ -248,8 +251,7 @@ impl<'t> Tokens<'t> {
         // Namespaces in XML: no colon in a target.
         let target_end = self.name_of_parts(start + 2, 1).map_err(|_| err("a processing instruction's target must be a name without a colon"))?;
         let target = &self.text[start + 2..target_end];
-        let bom = if self.text.starts_with('\u{feff}') { 3 } else { 0 };
-        if target.eq_ignore_ascii_case("xml") && start != bom {
+        if target.eq_ignore_ascii_case("xml") && start != self.start {
             return Err(err("the XML declaration is not at the start"));
         }
         let rest = &self.text.as_bytes()[target_end..];
