@@ -28,6 +28,8 @@ fn free_tcp_port() -> u16 {
 struct Baresip {
     child: Child,
     ctrl: u16,
+    /// baresip's own output, shown when the test fails.
+    log: std::path::PathBuf,
 }
 
 impl Baresip {
@@ -50,14 +52,16 @@ audio_player aufile,/dev/null\naudio_source aufile,/dev/null\n"
         // pubint=0: baresip does not PUBLISH, so subscription is the only path.
         std::fs::write(dir.join("accounts"), format!("<sip:{user}@{registrar}>;regint=600;pubint=0\n")).unwrap();
         std::fs::write(dir.join("contacts"), "").unwrap();
+        let log = dir.join("output.log");
+        let out = std::fs::File::create(&log).unwrap();
         let child = Command::new("baresip")
             .args(["-f", dir.to_str().unwrap(), "-e", "/presence_online"])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
             .spawn()
             .expect("baresip is installed (.ci/run installs baresip-core)");
-        Baresip { child, ctrl }
+        Baresip { child, ctrl, log }
     }
 
     /// A ctrl_tcp command (a netstring with JSON).
@@ -82,6 +86,9 @@ impl Drop for Baresip {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("baresip's output:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        }
     }
 }
 
