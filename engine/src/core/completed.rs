@@ -24,7 +24,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-pub use super::parted::PARTS;
+pub use super::parted::{PARTS, part_of};
 
 /// Arena chunk size: large enough that a chunk holds hundreds of entries,
 /// small enough that the memory of expired ones is soon given back.
@@ -33,12 +33,6 @@ const CHUNK: usize = 64 << 10;
 /// Freed chunks kept for reuse (the log's head recycles what its tail
 /// frees, so a steady load allocates nothing).
 const SPARE_CHUNKS: usize = 4;
-
-/// The part that holds `hash`: middle bits, because hashbrown takes its
-/// bucket from the low bits and its control tag from the top seven.
-pub fn part_of(hash: u64) -> usize {
-    (hash >> 32) as usize % PARTS
-}
 
 /// One completed transaction. `key_len == 0` marks one forgotten before
 /// its expiry (a key is never empty).

@@ -1,15 +1,20 @@
 //! A per-shard timer wheel: O(1) insert and expiry for the near future
-//! (transaction timers, rate-control intervals), a heap for far deadlines
-//! (registration and subscription expiry, hours away) that are moved into
-//! the wheel when they come within its span, so a long timer is not
-//! revisited every turn of the wheel.
+//! (transaction timers, rate-control intervals), and buckets for far
+//! deadlines (registration and subscription expiry, hours away), each a
+//! 64th of the wheel's span, that move into the wheel when they come
+//! within it, so a long timer is not revisited every turn of the wheel.
+//!
+//! The far deadlines were one binary heap: one vector, whose doubling
+//! copied every far timer inside one request (10 ms at half a million,
+//! `bench/examples/growth_stall.rs`, and proportionally more beyond). A
+//! bucket holds only the deadlines of its own stretch of time and moves in
+//! whole, a 64th of a span at a time.
 //!
 //! There is no cancel: an entry names the state it belongs to, and the
 //! owner ignores a firing whose state has moved on (a refreshed binding, a
 //! finished transaction). That keeps every table free of timer handles.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 pub struct TimerWheel<T> {
@@ -18,53 +23,26 @@ pub struct TimerWheel<T> {
     /// Ticks processed so far: every entry due at or before it has fired.
     now_tick: u64,
     slots: Vec<Vec<(u64, T)>>,
-    far: BinaryHeap<Far<T>>,
-    seq: u64,
+    /// Deadlines beyond the span, by bucket (tick / `bucket`): a bucket
+    /// moves into the wheel once its last tick is within the span.
+    far: BTreeMap<u64, Vec<(u64, T)>>,
+    /// Ticks per far bucket.
+    bucket: u64,
     len: usize,
-}
-
-struct Far<T> {
-    tick: u64,
-    seq: u64,
-    item: T,
-}
-
-impl<T> PartialEq for Far<T> {
-    fn eq(&self, o: &Self) -> bool {
-        (self.tick, self.seq) == (o.tick, o.seq)
-    }
-}
-impl<T> Eq for Far<T> {}
-impl<T> PartialOrd for Far<T> {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl<T> Ord for Far<T> {
-    // Reversed: BinaryHeap is a max-heap and we want the earliest first.
-    fn cmp(&self, o: &Self) -> Ordering {
-        (o.tick, o.seq).cmp(&(self.tick, self.seq))
-    }
 }
 
 impl<T> TimerWheel<T> {
     /// A wheel of `slots` slots of `tick` each, starting at `epoch`.
     pub fn new(epoch: Instant, tick: Duration, slots: usize) -> Self {
         assert!(slots > 0 && !tick.is_zero());
-        TimerWheel { epoch, tick, now_tick: 0, slots: (0..slots).map(|_| Vec::new()).collect(), far: BinaryHeap::new(), seq: 0, len: 0 }
+        let bucket = (slots as u64 / 64).max(1);
+        TimerWheel { epoch, tick, now_tick: 0, slots: (0..slots).map(|_| Vec::new()).collect(), far: BTreeMap::new(), bucket, len: 0 }
     }
 
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// Room for `n` far entries (expiries hours away, one per record),
-    /// made now: the heap is one vector, and its doubling copies all of
-    /// them inside one request (13 ms at half a million, measured by
-    /// `bench/examples/growth_stall.rs`).
-    pub fn reserve(&mut self, n: usize) {
-        self.far.reserve(n);
-    }
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -89,8 +67,7 @@ impl<T> TimerWheel<T> {
             let slot = (tick % span) as usize;
             self.slots[slot].push((tick, item));
         } else {
-            self.seq += 1;
-            self.far.push(Far { tick, seq: self.seq, item });
+            self.far.entry(tick / self.bucket).or_default().push((tick, item));
         }
     }
 
@@ -127,20 +104,19 @@ impl<T> TimerWheel<T> {
                 entries.shrink_to(to);
             }
         }
-        if let Some(to) = super::room::shrink_to(self.far.len(), self.far.capacity(), super::room::KEEP) {
-            self.far.shrink_to(to);
-        }
         self.now_tick = target;
-        // Far entries now due fire; those now within the span move in.
-        while let Some(top) = self.far.peek() {
-            if top.tick > self.now_tick + span {
+        // Buckets now wholly within the span move in; their entries that
+        // are due (after a long jump) fire.
+        while let Some(entry) = self.far.first_entry() {
+            if (entry.key() + 1) * self.bucket - 1 > self.now_tick + span {
                 break;
             }
-            let Far { tick, item, .. } = self.far.pop().unwrap();
-            if tick <= self.now_tick {
-                fired.push(item);
-            } else {
-                self.place(tick, item);
+            for (tick, item) in entry.remove() {
+                if tick <= self.now_tick {
+                    fired.push(item);
+                } else {
+                    self.slots[(tick % span) as usize].push((tick, item));
+                }
             }
         }
         self.len -= fired.len() - before;
@@ -261,5 +237,71 @@ mod tests {
             }
         }
         assert!(w.is_empty());
+    }
+
+    /// Inserts interleaved with advances, near and far deadlines mixed
+    /// (some inside the span in a bucket not yet moved in): each timer
+    /// fires once, never early, and at the first advance after its tick.
+    #[test]
+    fn interleaved_inserts_fire_once_on_time() {
+        let t0 = Instant::now();
+        let mut w = TimerWheel::new(t0, ms(4), 128); // span 512 ms, buckets of 2 ticks
+        let mut rng = crate::core::entropy::Entropy::for_shard(7, 0);
+        let mut deadlines = vec![];
+        let mut fired = vec![false; 20_000];
+        let (mut now, mut out) = (0u64, vec![]);
+        while now < 40_000 {
+            for _ in 0..rng.below(40) {
+                let d = now + if rng.below(2) == 0 { rng.below(600) } else { rng.below(20_000) };
+                w.insert(t0 + ms(d), deadlines.len());
+                deadlines.push((d, now));
+                if deadlines.len() == fired.len() {
+                    break;
+                }
+            }
+            let step = 1 + rng.below(30);
+            let before = now;
+            now += step;
+            out.clear();
+            w.advance(t0 + ms(now), &mut out);
+            for &i in &out {
+                let (d, inserted) = deadlines[i];
+                assert!(!fired[i], "timer {i} fired twice");
+                fired[i] = true;
+                assert!(d <= now, "timer {i} at {d} fired early at {now}");
+                // Its tick (the deadline rounded up to 4 ms, and at least
+                // the tick after its insertion) had not come at the last
+                // advance.
+                let due = (d.div_ceil(4) * 4).max(inserted / 4 * 4 + 4);
+                assert!(due > before, "timer {i} at {d} (inserted at {inserted}) fired late at {now}");
+            }
+            if deadlines.len() == fired.len() {
+                break;
+            }
+        }
+        out.clear();
+        w.advance(t0 + ms(now + 30_000), &mut out);
+        for &i in &out {
+            fired[i] = true;
+        }
+        assert!(fired[..deadlines.len()].iter().all(|f| *f));
+        assert!(w.is_empty());
+    }
+
+    /// Far deadlines are held in buckets of their own stretch of time, so
+    /// no single vector holds them all (one that doubles copies them all).
+    #[test]
+    fn far_deadlines_wait_in_small_buckets() {
+        let t0 = Instant::now();
+        let mut w = TimerWheel::new(t0, ms(10), 4096); // buckets of 64 ticks, 640 ms
+        for i in 0..200_000u64 {
+            w.insert(t0 + Duration::from_secs(3600) * (i % 1000) as u32 / 1000, i);
+        }
+        let largest = w.far.values().map(|b| b.len()).max().unwrap();
+        assert!(largest <= 1_000, "a bucket holds {largest}");
+        let mut out = vec![];
+        w.advance(t0 + Duration::from_secs(3601), &mut out);
+        assert_eq!(out.len(), 200_000);
+        assert!(w.far.is_empty());
     }
 }

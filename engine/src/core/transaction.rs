@@ -6,10 +6,10 @@
 //! would only add load, and RFC 4320 forbids it before Timer E could reach
 //! T2. Nor does it ever send 408 to a non-INVITE request (RFC 4320 4.1).
 
-use super::completed::{Completed, part_of};
+use super::completed::Completed;
 use super::entropy::Entropy;
 use super::ids;
-use super::parted::{PARTS, PartedMap};
+use super::parted::{PartedMap, PartedTable};
 use super::peer::{Peer, Transmit};
 use super::reply::StoredAnswer;
 use super::timer::TimerWheel;
@@ -109,15 +109,15 @@ struct ServerTxn {
 /// (`core::completed`) that expires them in completion order. Each key is
 /// hashed once.
 ///
-/// The table is split in [`PARTS`] by hash: a hash table that churns
+/// The table is split in parts (`core::parted`) by hash: a hash table that churns
 /// (40,000 inserts and removals a second) rehashes now and then, to grow
 /// or to clear the tombstones removals leave, and a rehash moves every
 /// entry at once. One table of a million stalled the shard for tens of
 /// milliseconds each time; a part rehashes a sixty-fourth.
 pub struct ServerTransactions {
     hasher: ahash::RandomState,
-    parts: Vec<hashbrown::HashTable<ServerTxn>>,
-    trying: usize,
+    /// Transactions whose request is being processed.
+    trying: PartedTable<ServerTxn>,
     next_serial: u64,
     completed: Completed,
     /// Where a final answer is written before it is held.
@@ -126,17 +126,12 @@ pub struct ServerTransactions {
 
 impl ServerTransactions {
     pub fn new(timers: SipTimers, epoch: Instant, hasher: ahash::RandomState) -> Self {
-        let parts = (0..PARTS).map(|_| hashbrown::HashTable::new()).collect();
-        ServerTransactions { hasher, parts, trying: 0, next_serial: 0, completed: Completed::new(64 * timers.t1, epoch), scratch: Vec::new() }
-    }
-
-    fn part(&mut self, hash: u64) -> &mut hashbrown::HashTable<ServerTxn> {
-        &mut self.parts[part_of(hash)]
+        ServerTransactions { hasher, trying: PartedTable::new(), next_serial: 0, completed: Completed::new(64 * timers.t1, epoch), scratch: Vec::new() }
     }
 
     /// Transactions in progress and completed ones held for Timer J.
     pub fn len(&self) -> usize {
-        self.trying + self.completed.len()
+        self.trying.len() + self.completed.len()
     }
     /// Entries Timer J has still to end (for leak checks).
     pub fn timers_pending(&self) -> usize {
@@ -150,13 +145,13 @@ impl ServerTransactions {
     /// it even when the table is at its limit).
     pub fn knows(&self, key: &ServerKey) -> bool {
         let hash = self.hasher.hash_one(&key.0);
-        self.parts[part_of(hash)].find(hash, |t| t.key == *key).is_some() || self.completed.find(hash, &key.0).is_some()
+        self.trying.find(hash, |t| t.key == *key).is_some() || self.completed.find(hash, &key.0).is_some()
     }
 
     /// Matches a request to its transaction, creating one when it is new.
     pub fn on_request(&mut self, key: ServerKey) -> ServerLookup {
         let hash = self.hasher.hash_one(&key.0);
-        if self.part(hash).find(hash, |t| t.key == key).is_some() {
+        if self.trying.find(hash, |t| t.key == key).is_some() {
             return ServerLookup::Absorbed;
         }
         if let Some(answer) = self.completed.find(hash, &key.0) {
@@ -164,8 +159,7 @@ impl ServerTransactions {
         }
         let at = TxnRef { hash, serial: self.next_serial };
         self.next_serial += 1;
-        self.part(hash).insert_unique(hash, ServerTxn { key, at }, |t| t.at.hash);
-        self.trying += 1;
+        self.trying.insert_unique(hash, ServerTxn { key, at }, |t| t.at.hash);
         ServerLookup::New(at)
     }
 
@@ -187,20 +181,14 @@ impl ServerTransactions {
     }
 
     fn take(&mut self, txn: TxnRef) -> Option<ServerTxn> {
-        let e = self.parts[part_of(txn.hash)].find_entry(txn.hash, |t| t.at == txn).ok()?;
-        let (t, _) = e.remove();
-        self.trying -= 1;
-        Some(t)
+        self.trying.remove(txn.hash, |t| t.at == txn, |t| t.at.hash)
     }
 
     /// Forgets the transaction of `key`, whatever its state (its request's
     /// processing failed).
     pub fn forget_key(&mut self, key: &ServerKey) {
         let hash = self.hasher.hash_one(&key.0);
-        if let Ok(e) = self.part(hash).find_entry(hash, |t| t.key == *key) {
-            e.remove();
-            self.trying -= 1;
-        } else {
+        if self.trying.remove(hash, |t| t.key == *key, |t| t.at.hash).is_none() {
             self.completed.remove(hash, &key.0);
         }
     }
@@ -261,7 +249,7 @@ pub struct ClientTransactions<C> {
     timers: SipTimers,
     entropy: Entropy,
     /// In parts: a NOTIFY storm grows it a part at a time.
-    map: PartedMap<ClientTxn<C>>,
+    map: PartedMap<u64, ClientTxn<C>>,
     wheel: TimerWheel<ClientTimer>,
     fired: Vec<ClientTimer>,
 }
@@ -441,7 +429,7 @@ Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
             })
             .collect();
         assert_eq!(st.len(), 5000);
-        assert!(st.parts.iter().filter(|p| !p.is_empty()).count() > PARTS / 2, "spread over the parts");
+        assert!(st.trying.parts_in_use() > crate::core::parted::PARTS / 2, "spread over the parts");
         for k in &keys {
             assert!(st.knows(k));
         }

@@ -25,12 +25,12 @@
 
 use super::pidf::{self, Pidf};
 use crate::core::entropy::Entropy;
+use crate::core::parted::PartedMap;
 use crate::core::peer::Peer;
 use crate::core::subscriber::{self, ClientDialog, Package, Target};
 use crate::core::timer::TimerWheel;
 use crate::sip::typed::SubState;
 use crate::sip::{HeaderName, Message};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -211,9 +211,9 @@ pub struct Peu {
     local_text: String,
     entropy: Entropy,
     next: u64,
-    agents: HashMap<u64, Agent, ahash::RandomState>,
-    presentities: HashMap<Box<[u8]>, Presentity, ahash::RandomState>,
-    by_call_id: HashMap<Box<[u8]>, u64, ahash::RandomState>,
+    agents: PartedMap<u64, Agent>,
+    presentities: PartedMap<Box<[u8]>, Presentity>,
+    by_call_id: PartedMap<Box<[u8]>, u64>,
     wheel: TimerWheel<Timer>,
     fired: Vec<Timer>,
     out: Vec<PeuOut>,
@@ -226,9 +226,9 @@ impl Peu {
             shard,
             local,
             local_text: local.to_string(),
-            agents: HashMap::with_hasher(entropy.hasher()),
-            presentities: HashMap::with_hasher(entropy.hasher()),
-            by_call_id: HashMap::with_hasher(entropy.hasher()),
+            agents: PartedMap::new(entropy.hasher()),
+            presentities: PartedMap::new(entropy.hasher()),
+            by_call_id: PartedMap::new(entropy.hasher()),
             entropy,
             next: 0,
             wheel: TimerWheel::new(now, Duration::from_millis(100), 4096),
@@ -298,7 +298,7 @@ impl Peu {
         // A presentity already tracked knows whether it is watched
         // (`set_watched` keeps it); a new one starts from the shard's word.
         let watched = watched && self.cfg.mode == Mode::Watched;
-        let p = self.presentities.entry(aor.into()).or_insert_with(|| Presentity { watched, ..Default::default() });
+        let p = self.presentities.get_or_insert_with(aor, || Presentity { watched, ..Default::default() });
         for addr in agents {
             let existing = p.agents.iter().copied().find(|id| self.agents.get(id).is_some_and(|a| a.addr == *addr && !a.gone));
             match existing {
@@ -331,7 +331,7 @@ impl Peu {
         if self.cfg.mode == Mode::Off {
             return;
         }
-        let p = self.presentities.entry(aor.into()).or_default();
+        let p = self.presentities.get_or_insert_with(aor, Default::default);
         self.next += 1;
         let id = self.next;
         p.agents.push(id);

@@ -7,10 +7,10 @@ use super::peu::SourceUpdate;
 use super::pidf::{self, Element};
 use crate::core::entropy::Entropy;
 use crate::core::limits::{Caps, Limit};
+use crate::core::parted::PartedMap;
 use crate::core::reply::HandlerReply;
 use crate::core::timer::{Recheck, TimerWheel};
 use crate::sip::{HeaderName, Message};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -114,7 +114,7 @@ pub struct Publications {
     /// is forgotten and comes back continues above its old versions, so a
     /// watcher never takes a new document for an old one.
     last_version: u64,
-    presentities: HashMap<Box<[u8]>, Presentity, ahash::RandomState>,
+    presentities: PartedMap<Box<[u8]>, Presentity>,
     digester: ahash::RandomState,
     wheel: TimerWheel<Box<[u8]>>,
     fired: Vec<Box<[u8]>>,
@@ -125,7 +125,7 @@ impl Publications {
         Publications {
             cfg,
             shard,
-            presentities: HashMap::with_hasher(entropy.hasher()),
+            presentities: PartedMap::new(entropy.hasher()),
             digester: entropy.hasher(),
             entropy,
             last_version: 0,
@@ -319,7 +319,7 @@ impl Publications {
         }
         let changed = match (update, pos) {
             (SourceUpdate::Document(pidf), pos) => {
-                let p = self.presentities.entry(aor.into()).or_default();
+                let p = self.presentities.get_or_insert_with(aor, Default::default);
                 if let Some(i) = pos {
                     p.pubs.remove(i);
                 }
@@ -347,7 +347,7 @@ impl Publications {
 
     /// The registrar's view of `aor` changed.
     pub fn on_registration(&mut self, aor: &[u8], contacts: &[String], changes: &mut Vec<DocChange>, watched: Watched<'_>) {
-        let p = self.presentities.entry(aor.into()).or_default();
+        let p = self.presentities.get_or_insert_with(aor, Default::default);
         p.contacts = contacts.to_vec();
         self.recompose(aor, changes, watched);
     }
@@ -377,7 +377,7 @@ impl Publications {
     /// (AOR, agent) of every publication made by a presence agent.
     pub fn agent_sources(&self) -> Vec<(Box<[u8]>, u64)> {
         let mut v = Vec::new();
-        for (aor, p) in &self.presentities {
+        for (aor, p) in self.presentities.iter() {
             for x in &p.pubs {
                 if let Source::Agent(id) = x.source {
                     v.push((aor.clone(), id));
@@ -396,7 +396,6 @@ impl Publications {
     /// Room for `n` presentities, made now (see `shard::Expected`).
     pub fn reserve(&mut self, n: usize) {
         self.presentities.reserve(n);
-        self.wheel.reserve(n);
     }
 
     /// Presentities there is room for without growing.

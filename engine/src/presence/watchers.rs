@@ -211,7 +211,7 @@ pub struct Watchers {
     subs: Subs,
     /// By dialog, by AOR, and counted per watcher identity.
     index: Index,
-    by_ask: PartedMap<u64>,
+    by_ask: PartedMap<u64, u64>,
     entropy: Entropy,
     wheel: TimerWheel<Timer>,
     fired: Vec<Timer>,
@@ -260,7 +260,6 @@ impl Watchers {
         self.subs.reserve(n);
         self.by_ask.reserve(n);
         self.index.reserve(&self.subs, n);
-        self.wheel.reserve(n);
     }
 
     /// Subscriptions there is room for without any table growing.

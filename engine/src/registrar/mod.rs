@@ -11,12 +11,12 @@ pub mod reg_event;
 pub mod reginfo;
 
 use crate::core::limits::{Caps, Limit};
+use crate::core::parted::PartedMap;
 use crate::core::peer::Peer;
 use crate::core::reply::HandlerReply;
 use crate::core::timer::{Recheck, TimerWheel};
 use crate::core::trust::TrustList;
 use crate::sip::{Contacts, HeaderName, Message, NameAddr, Uri};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -118,7 +118,7 @@ struct Expiry {
 
 pub struct Registrar {
     cfg: RegistrarConfig,
-    regs: HashMap<Box<[u8]>, Registration, ahash::RandomState>,
+    regs: PartedMap<Box<[u8]>, Registration>,
     wheel: TimerWheel<Expiry>,
     fired: Vec<Expiry>,
 }
@@ -132,13 +132,12 @@ struct Update<'a> {
 
 impl Registrar {
     pub fn new(cfg: RegistrarConfig, now: Instant, hasher: ahash::RandomState) -> Self {
-        Registrar { cfg, regs: HashMap::with_hasher(hasher), wheel: TimerWheel::new(now, Duration::from_millis(100), 4096), fired: Vec::new() }
+        Registrar { cfg, regs: PartedMap::new(hasher), wheel: TimerWheel::new(now, Duration::from_millis(100), 4096), fired: Vec::new() }
     }
 
     /// Room for `n` registered AORs, made now (see `shard::Expected`).
     pub fn reserve(&mut self, n: usize) {
         self.regs.reserve(n);
-        self.wheel.reserve(n);
     }
 
     /// Registered AORs there is room for without growing.
@@ -232,7 +231,7 @@ impl Registrar {
                 }
                 // Every check passed: apply.
                 let before: Vec<Box<[u8]>> = existing.map(|r| r.bindings.iter().map(|b| b.uri.clone()).collect()).unwrap_or_default();
-                let reg = self.regs.entry(aor.clone()).or_default();
+                let reg = self.regs.get_or_insert_with(&aor[..], Default::default);
                 if third_party {
                     reg.registered_by = Some(source);
                 }
@@ -304,7 +303,7 @@ impl Registrar {
             if !owned(&aor) {
                 continue;
             }
-            let reg = self.regs.entry(aor.clone()).or_default();
+            let reg = self.regs.get_or_insert_with(&aor[..], Default::default);
             reg.registered_by.get_or_insert(scscf.addr);
             let before: Vec<Box<[u8]>> = reg.bindings.iter().map(|b| b.uri.clone()).collect();
             if info.full || r.state == "terminated" {

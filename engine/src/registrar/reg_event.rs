@@ -5,12 +5,12 @@
 
 use super::reginfo::RegInfo;
 use crate::core::entropy::Entropy;
+use crate::core::parted::PartedMap;
 use crate::core::peer::Peer;
 use crate::core::subscriber::{self, ClientDialog, Package, Target};
 use crate::core::timer::TimerWheel;
 use crate::sip::Message;
 use crate::sip::typed::SubState;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -54,8 +54,8 @@ pub struct RegSubscriber {
     expires: u32,
     /// Tags and Call-IDs of new subscriptions.
     entropy: Entropy,
-    subs: HashMap<Box<[u8]>, RegSubscription, ahash::RandomState>,
-    by_aor: HashMap<Box<[u8]>, Box<[u8]>, ahash::RandomState>,
+    subs: PartedMap<Box<[u8]>, RegSubscription>,
+    by_aor: PartedMap<Box<[u8]>, Box<[u8]>>,
     /// Refresh deadlines by Call-ID; a firing whose subscription moved its
     /// deadline (or ended) is ignored.
     wheel: TimerWheel<Box<[u8]>>,
@@ -69,8 +69,8 @@ impl RegSubscriber {
             local,
             local_text: local.to_string(),
             expires,
-            subs: HashMap::with_hasher(entropy.hasher()),
-            by_aor: HashMap::with_hasher(entropy.hasher()),
+            subs: PartedMap::new(entropy.hasher()),
+            by_aor: PartedMap::new(entropy.hasher()),
             entropy,
             wheel: TimerWheel::new(now, Duration::from_millis(100), 4096),
             fired: Vec::new(),

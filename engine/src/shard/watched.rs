@@ -8,11 +8,9 @@
 //! steps, not their square. A table per presentity did the same at about
 //! 200 bytes for a presentity with one watcher (most of them).
 
-use crate::core::parted::PartedMap;
+use crate::core::parted::{PartedMap, PartedTable};
 use crate::presence::authz::Action;
 use crate::presence::winfo::WatcherState;
-use hashbrown::HashTable;
-use hashbrown::hash_table::Entry;
 
 /// One presence watcher, as its presentity's shard knows it.
 pub(super) struct WatcherEntry {
@@ -59,10 +57,10 @@ pub(super) struct WatchedTable {
     hasher: ahash::RandomState,
     /// Boxed: the table's empty slots then cost a pointer each. Found by
     /// the AOR's hash and compared against `WatchedBy::aor`.
-    by_aor: HashTable<Box<WatchedBy>>,
+    by_aor: PartedTable<Box<WatchedBy>>,
     /// (watcher's shard, ask), packed by `place_key` → place in its
     /// presentity's `watchers`.
-    place: PartedMap<u32>,
+    place: PartedMap<u64, u32>,
 }
 
 /// A shard's asks count up from 1 and stay below 2^48 (at a million a
@@ -74,7 +72,7 @@ fn place_key(shard: u16, ask: u64) -> u64 {
 
 impl WatchedTable {
     pub fn new(shards: u16, hasher: ahash::RandomState) -> Self {
-        WatchedTable { shards, by_aor: HashTable::new(), place: PartedMap::new(hasher.clone()), hasher }
+        WatchedTable { shards, by_aor: PartedTable::new(), place: PartedMap::new(hasher.clone()), hasher }
     }
 
     /// Room for `n` watchers (and as many presentities), made now.
@@ -101,13 +99,8 @@ impl WatchedTable {
     fn entry(&mut self, aor: &[u8]) -> &mut WatchedBy {
         let (shards, hasher) = (self.shards as usize, &self.hasher);
         let h = hasher.hash_one(aor);
-        match self.by_aor.entry(h, |w| &w.aor[..] == aor, |w| hasher.hash_one(&w.aor[..])) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                let w = WatchedBy { aor: aor.into(), counts: vec![0; shards].into(), watchers: Vec::new(), winfo: Vec::new() };
-                e.insert(Box::new(w)).into_mut()
-            }
-        }
+        let new = || Box::new(WatchedBy { aor: aor.into(), counts: vec![0; shards].into(), watchers: Vec::new(), winfo: Vec::new() });
+        self.by_aor.get_or_insert_with(h, |w| &w.aor[..] == aor, new, |w| hasher.hash_one(&w.aor[..]))
     }
 
     /// Adds a presence watcher; true if it is `aor`'s first.
@@ -137,7 +130,7 @@ impl WatchedTable {
     /// of `aor`: returns the watcher's entry if it was one, and whether
     /// `aor` lost its last presence watcher by it.
     pub fn remove(&mut self, aor: &[u8], shard: u16, ask: u64) -> (Option<WatcherEntry>, bool) {
-        let Ok(mut found) = self.by_aor.find_entry(self.hasher.hash_one(aor), |w| &w.aor[..] == aor) else { return (None, false) };
+        let Some(mut found) = self.by_aor.find_entry(self.hasher.hash_one(aor), |w| &w.aor[..] == aor) else { return (None, false) };
         let w = &mut **found.get_mut();
         let mut removed = None;
         match self.place.get(&place_key(shard, ask)).copied() {
@@ -156,7 +149,8 @@ impl WatchedTable {
         }
         let unwatched = removed.is_some() && w.watchers.is_empty();
         if w.watchers.is_empty() && w.winfo.is_empty() {
-            found.remove();
+            let hasher = &self.hasher;
+            found.remove(|w| hasher.hash_one(&w.aor[..]));
         }
         (removed, unwatched)
     }
@@ -197,7 +191,7 @@ mod tests {
                 }
                 assert_eq!(t.place.len(), model.len());
             }
-            for w in &t.by_aor {
+            for w in t.by_aor.iter() {
                 let aor = &w.aor;
                 let mut counts = [0u32; 3];
                 for (i, e) in w.watchers.iter().enumerate() {

@@ -9,27 +9,25 @@
 //! allocations (ARCHITECTURE.md, memory per entry).
 
 use super::Subscription;
-use crate::core::parted::PartedMap;
-use hashbrown::HashTable;
-use std::collections::HashMap;
+use crate::core::parted::{PartedMap, PartedTable};
 
 /// Subscriptions by id, in parts so that growing never rehashes them all.
-pub(super) type Subs = PartedMap<Box<Subscription>>;
+pub(super) type Subs = PartedMap<u64, Box<Subscription>>;
 
 pub(super) struct Index {
     hasher: ahash::RandomState,
-    by_dialog: HashTable<u64>,
+    by_dialog: PartedTable<u64>,
     /// Never an empty list: the AOR compared is the first subscription's.
-    by_aor: HashTable<Vec<u64>>,
+    by_aor: PartedTable<Vec<u64>>,
     /// Two identities whose hashes collide share a count, which makes the
     /// limit stricter for both; the hash is keyed per process, so nobody
     /// can choose identities that collide.
-    per_watcher: HashMap<u64, u32, ahash::RandomState>,
+    per_watcher: PartedMap<u64, u32>,
 }
 
 impl Index {
     pub fn new(mut hasher: impl FnMut() -> ahash::RandomState) -> Index {
-        Index { hasher: hasher(), by_dialog: HashTable::new(), by_aor: HashTable::new(), per_watcher: HashMap::with_hasher(hasher()) }
+        Index { hasher: hasher(), by_dialog: PartedTable::new(), by_aor: PartedTable::new(), per_watcher: PartedMap::new(hasher()) }
     }
 
     pub fn reserve(&mut self, subs: &Subs, n: usize) {
@@ -66,7 +64,7 @@ impl Index {
     pub fn add(&mut self, subs: &mut Subs, id: u64) {
         let s = subs.get(&id).expect("indexed after it is stored");
         let hasher = &self.hasher;
-        *self.per_watcher.entry(hasher.hash_one(s.watcher())).or_default() += 1;
+        *self.per_watcher.get_or_insert_with(&hasher.hash_one(s.watcher()), || 0) += 1;
         let h = dialog_hash(hasher, s.call_id(), s.local_tag());
         self.by_dialog.insert_unique(h, id, |other| dialog_hash_of(hasher, subs, *other));
         let aor = s.aor();
@@ -97,19 +95,20 @@ impl Index {
             }
         }
         let h = dialog_hash(&self.hasher, s.call_id(), s.local_tag());
-        if let Ok(e) = self.by_dialog.find_entry(h, |other| *other == id) {
-            e.remove();
-        }
+        let hasher = &self.hasher;
+        self.by_dialog.remove(h, |other| *other == id, |other| dialog_hash_of(hasher, subs, *other));
         let (slot, aor) = (s.aor_slot as usize, s.aor());
         let h = self.hasher.hash_one(aor);
-        let Ok(mut e) = self.by_aor.find_entry(h, |ids| first_aor_is(subs, ids, aor)) else { return };
+        let Some(mut e) = self.by_aor.find_entry(h, |ids| first_aor_is(subs, ids, aor)) else { return };
         let ids = e.get_mut();
         debug_assert_eq!(ids.get(slot), Some(&id));
         // O(1): the last subscription of the list takes this one's slot.
         ids.swap_remove(slot);
         let moved = ids.get(slot).copied();
         if ids.is_empty() {
-            e.remove();
+            // Its hash, for a part that shrinks, is the AOR's: every other
+            // list is looked up through its own first subscription.
+            e.remove(|other| if other.is_empty() { h } else { aor_hash_of(hasher, subs, other) });
         }
         if let Some(m) = moved.and_then(|m| subs.get_mut(&m)) {
             m.aor_slot = slot as u32;
