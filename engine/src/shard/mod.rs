@@ -125,9 +125,11 @@ impl ShardConfig {
 }
 
 /// What a shard expects to hold. Its tables are sized for it when it
-/// starts, so that no request on the way up pays for a table doubling: a
-/// hash table rehashes every entry at once when it grows, milliseconds at
-/// a million entries, all inside one request. Zero: tables grow as needed.
+/// starts, so that no request on the way up pays for a growth. Tables in
+/// parts (`core::parted`) grow a 64th at a time anyway (a few
+/// milliseconds at a million entries); sizing saves even that, and the
+/// memory a growing table holds twice while it moves. Zero: tables grow
+/// as needed.
 /// `shard().room()` tells what a shard's tables hold without growing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Expected {
