@@ -98,6 +98,9 @@ one_run() {
   # since "$1" (a `cpu` reading) at wall time $2, its share of a core and
   # its CPU per answer (2xx and errors) in report $3, split user + system.
   cpu() { awk '{print $14, $15}' "/proc/$pid/stat"; }
+  # Time the hypervisor took from CPU 0 (USER_HZ ticks of 10 ms): on a
+  # shared VM it is capacity the shard lost that no setting here gave.
+  steal() { awk '/^cpu0 / {print $9}' /proc/stat; }
   cpu_use() {
     python3 - "$1" "$(cpu)" "$2" "$(date +%s.%N)" "$(getconf CLK_TCK)" "$3" <<'PY'
 import json, sys
@@ -125,8 +128,10 @@ PY
   ( peak=0; while kill -0 $pid 2>/dev/null; do r=$(rss); echo "$(date +%s) $r" >>"$out/overload-$mode-rss.log"; [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" >"$out/overload-rss-peak"; sleep 1; done ) &
   local sampler=$! drops_before; drops_before=$(drops)
   c0=$(cpu); t0=$(date +%s.%N)
+  local steal0; steal0=$(steal)
   $lg --rate "$rate" --ramp 1 --duration "$secs" $lgflags --report "$out/overload-$mode-2x.json" >/dev/null
   local cpu_2x; cpu_2x=$(cpu_use "$c0" "$t0" "$out/overload-$mode-2x.json")
+  local steal_2x=$(( ($(steal) - steal0) * 10 ))
   # The peak of the overload phase itself: the recovery phases are new
   # loadgen processes, new user agents whose first PUBLISH each adds a
   # publication beside the last run's (held until they expire).
@@ -144,7 +149,7 @@ PY
   echo "  2xx p50 $(j "$f" "r['latency_2xx_us']['p50']/1000") ms, p99 $(j "$f" "r['latency_2xx_us']['p99']/1000") ms (target <= 50)"
   echo "  503s $(j "$f" "r['errors']['by_status'].get('503', 0)"), p99 $(j "$f" "r['latency_503_us']['p99']/1000") ms (target <= 5)"
   echo "  server CPU while measuring capacity: $cpu_cap"
-  echo "  server CPU at 2x: $cpu_2x (under half a core: the shard idled, its clients held back too much)"
+  echo "  server CPU at 2x: $cpu_2x (under half a core: the shard idled, its clients held back too much); CPU 0 steal ${steal_2x} ms"
   echo "  timeouts $(j "$f" "r['errors']['timeout']"), retransmissions $(j "$f" "r['retransmissions']"), datagrams the kernel dropped at full UDP receive buffers $drops_2x"
   echo "  server RSS MiB: warm $rss_before, peak at 2x $peak (target: flat), after the recovery phases $rss_after"
   echo "  recovery at 0.3x: first 2 s 2xx p99 $(j "$out/overload-$mode-recovery-2s.json" "r['latency_2xx_us']['p99']/1000") ms, next 5 s p99 $(j "$out/overload-$mode-after.json" "r['latency_2xx_us']['p99']/1000") ms"
