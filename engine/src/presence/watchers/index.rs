@@ -106,9 +106,7 @@ impl Index {
         ids.swap_remove(slot);
         let moved = ids.get(slot).copied();
         if ids.is_empty() {
-            // Its hash, for a part that shrinks, is the AOR's: every other
-            // list is looked up through its own first subscription.
-            e.remove(|other| if other.is_empty() { h } else { aor_hash_of(hasher, subs, other) });
+            e.remove(|other| aor_hash_of(hasher, subs, other));
         }
         if let Some(m) = moved.and_then(|m| subs.get_mut(&m)) {
             m.aor_slot = slot as u32;
@@ -134,4 +132,91 @@ fn aor_hash_of(hasher: &ahash::RandomState, subs: &Subs, ids: &[u64]) -> u64 {
 
 fn first_aor_is(subs: &Subs, ids: &[u64], aor: &[u8]) -> bool {
     ids.first().and_then(|id| subs.get(id)).is_some_and(|s| s.aor() == aor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Package, Shown, Texts};
+    use super::*;
+    use crate::core::Peer;
+    use std::collections::{HashMap, HashSet};
+    use std::time::Instant;
+
+    fn subscription(aor: &str, watcher: &str, call_id: &str, tag: &str) -> Box<Subscription> {
+        let (aor, watcher, call_id, tag) = (aor.as_bytes(), watcher.as_bytes(), call_id.as_bytes(), tag.as_bytes());
+        Box::new(Subscription {
+            texts: Texts::new([aor, watcher, call_id, tag, aor, b"1", watcher, watcher, b""]),
+            package: Package::Presence,
+            winfo: None,
+            ask: 0,
+            shown: Shown::Real,
+            route_set: Box::default(),
+            to: Peer::udp("127.0.0.1:5060".parse().unwrap()),
+            remote_cseq: 1,
+            local_cseq: 0,
+            expires_at: Instant::now(),
+            doc: None,
+            version: 0,
+            dirty: false,
+            in_flight: false,
+            last_notify: None,
+            rate_timer_set: false,
+            aor_slot: 0,
+        })
+    }
+
+    /// Subscriptions come and go, thousands at a time, so that the parts
+    /// of every index grow and then shrink (rehashing through the
+    /// subscriptions still held): each lookup agrees with a plain model.
+    #[test]
+    fn lookups_agree_with_a_model_while_parts_grow_and_shrink() {
+        let mut rng = crate::core::entropy::Entropy::for_shard(3, 0);
+        let mut subs: Subs = PartedMap::new(ahash::RandomState::with_seeds(1, 2, 3, 4));
+        let mut seeds = 0u64;
+        let mut index = Index::new(|| {
+            seeds += 1;
+            ahash::RandomState::with_seeds(seeds, 2, 3, 4)
+        });
+        // id -> (aor, watcher, call-id, tag)
+        let mut model: HashMap<u64, (String, String, String, String)> = HashMap::new();
+        let mut next = 0u64;
+        for round in 0..6 {
+            // Fill to 12,000 on even rounds, drain to 20 on odd ones.
+            let target = if round % 2 == 0 { 12_000 } else { 20 };
+            while model.len() != target {
+                if model.len() < target {
+                    next += 1;
+                    let t =
+                        (format!("sip:p{}@example.com", rng.below(300)), format!("sip:w{}@example.com", rng.below(50)), format!("c{next}"), format!("t{next}"));
+                    subs.insert(next, subscription(&t.0, &t.1, &t.2, &t.3));
+                    index.add(&mut subs, next);
+                    model.insert(next, t);
+                } else {
+                    let id = *model.keys().next().unwrap();
+                    index.remove(&mut subs, id);
+                    subs.remove(&id);
+                    model.remove(&id);
+                }
+            }
+            for (id, (_, _, call_id, tag)) in model.iter().take(500) {
+                assert_eq!(index.dialog(&subs, call_id.as_bytes(), tag.as_bytes()), Some(*id), "round {round}");
+            }
+            let mut by_aor: HashMap<&str, HashSet<u64>> = HashMap::new();
+            let mut by_watcher: HashMap<&str, usize> = HashMap::new();
+            for (id, (aor, watcher, _, _)) in &model {
+                by_aor.entry(aor).or_default().insert(*id);
+                *by_watcher.entry(watcher).or_default() += 1;
+            }
+            for n in 0..300 {
+                let aor = format!("sip:p{n}@example.com");
+                let got: HashSet<u64> = index.of_aor(&subs, aor.as_bytes()).iter().copied().collect();
+                assert_eq!(got, by_aor.get(aor.as_str()).cloned().unwrap_or_default(), "round {round}, {aor}");
+            }
+            for n in 0..50 {
+                let w = format!("sip:w{n}@example.com");
+                assert_eq!(index.held_by(w.as_bytes()), by_watcher.get(w.as_str()).copied().unwrap_or(0), "round {round}");
+            }
+            assert!(index.dialog(&subs, b"c0", b"t0").is_none());
+        }
+    }
 }
