@@ -16,7 +16,7 @@ pub fn shard() -> Shard {
     Shard::new(cfg, Instant::now())
 }
 
-fn watcher_addr(i: usize) -> SocketAddr {
+pub fn watcher_addr(i: usize) -> SocketAddr {
     SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 5060))
 }
 

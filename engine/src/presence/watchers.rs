@@ -203,8 +203,10 @@ enum Timer {
 pub struct Watchers {
     cfg: WatchConfig,
     shard: u16,
-    /// The server's address as written in Via and Contact, formatted once.
+    /// The server's address as written in Via, and its Contact in the
+    /// dialogs (`<sip:presence@address>`), formatted once.
     local_text: String,
+    contact: Box<[u8]>,
     next: u64,
     /// Boxed: a table's empty slots then cost a pointer, not a
     /// subscription.
@@ -244,6 +246,7 @@ impl Watchers {
             cfg,
             shard,
             local_text: local.to_string(),
+            contact: format!("<sip:presence@{local}>").into_bytes().into(),
             next: 0,
             subs: PartedMap::new(entropy.hasher()),
             index: Index::new(|| entropy.hasher()),
@@ -252,6 +255,11 @@ impl Watchers {
             wheel: TimerWheel::new(now, Duration::from_millis(10), 4096),
             fired: Vec::new(),
         }
+    }
+
+    /// The Contact of the server in its subscription dialogs.
+    pub fn contact(&self) -> &[u8] {
+        &self.contact
     }
 
     /// Room for `n` subscriptions in every table, made now (see
@@ -540,7 +548,7 @@ impl Watchers {
         w.header_parts(HeaderName::To, &[b"<", t.get(Text::RemoteUri), b">;tag=", t.get(Text::RemoteTag)]);
         w.header(HeaderName::CallId, t.get(Text::CallId));
         w.header_parts(HeaderName::CSeq, &[itoa::Buffer::new().format(s.local_cseq).as_bytes(), b" NOTIFY"]);
-        w.header_parts(HeaderName::Contact, &[b"<sip:presence@", local.as_bytes(), b">"]);
+        w.header(HeaderName::Contact, &self.contact);
         match t.get(Text::EventId) {
             b"" => w.header(HeaderName::Event, s.package.event()),
             id => w.header_parts(HeaderName::Event, &[s.package.event(), b";id=", id]),

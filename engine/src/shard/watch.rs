@@ -78,7 +78,6 @@ impl Shard {
                 return self.respond(msg, reply, 423, "Interval Too Brief", &[(HeaderName::MinExpires, min.as_bytes())], out);
             }
         };
-        let contact = format!("<sip:presence@{}>", self.cfg.local_addr);
         if let Some(tag) = msg.to().tag() {
             // In the dialog: refresh or unsubscribe.
             let tag = tag.to_vec();
@@ -88,8 +87,9 @@ impl Shard {
             if self.subscriptions.refresh(reply.now, id, msg.cseq().seq, expires.max(1)).is_err() {
                 return self.respond(msg, reply, 500, "Server Internal Error: CSeq out of order", &[], out);
             }
-            let exp = expires.to_string();
-            let headers = [(HeaderName::Expires, exp.as_bytes()), (HeaderName::Contact, contact.as_bytes())];
+            let mut exp = itoa::Buffer::new();
+            let contact = self.subscriptions.contact().to_vec();
+            let headers = [(HeaderName::Expires, exp.format(expires).as_bytes()), (HeaderName::Contact, &contact[..])];
             self.respond_tagged(msg, reply, 200, "OK", &headers, &tag, out);
             if expires == 0 {
                 self.send_notify(reply.now, id, Some(End::Unsubscribed), out);
@@ -133,6 +133,18 @@ impl Shard {
         }
         self.next_ask += 1;
         let ask = self.next_ask;
+        let owner = ids::owner_of(&aor, self.cfg.shards);
+        let from = self.cfg.shard;
+        if owner == from && package == Package::Presence {
+            // The presentity is this shard's own: decide now, with the
+            // request still parsed, instead of keeping its bytes for an
+            // answer that would come back through this shard's own queue
+            // and parsing them again (a sixth of a SUBSCRIBE's instructions,
+            // `bench/examples/subscribe_loop.rs`). Other shards' asks go
+            // over the queues below.
+            let (action, version, doc) = self.decide_watch(reply.now, ask, from, &aor, &watcher, out);
+            return self.answer_watch(msg, reply, ask, package, expires, action, doc.map(|d| (version, d)), out);
+        }
         self.pending_watch.insert(
             ask,
             PendingWatch {
@@ -145,8 +157,6 @@ impl Shard {
                 since: reply.now,
             },
         );
-        let owner = ids::owner_of(&aor, self.cfg.shards);
-        let from = self.cfg.shard;
         let ask_msg = match package {
             Package::Presence => CoreMsg::Watch { ask, from, aor, watcher },
             Package::Winfo => CoreMsg::WatchInfo { ask, from, aor },
@@ -157,6 +167,13 @@ impl Shard {
     /// On the presentity's shard: decide, count the watcher's shard, and
     /// answer with the current document.
     pub(super) fn on_watch(&mut self, now: Instant, ask: u64, from: u16, aor: &[u8], watcher: &[u8], out: &mut Outbox) {
+        let (action, version, doc) = self.decide_watch(now, ask, from, aor, watcher, out);
+        self.send_shard(from, CoreMsg::WatchAnswer { ask, action, version, doc }, out);
+    }
+
+    /// The presentity's side of a new watcher: the decision, the watcher
+    /// counted for shard `from`, and the document it is shown.
+    fn decide_watch(&mut self, now: Instant, ask: u64, from: u16, aor: &[u8], watcher: &[u8], out: &mut Outbox) -> (Action, u64, Option<Arc<[u8]>>) {
         let action = self.cfg.policy.decide(aor, watcher);
         if action != Action::Block {
             let entry = WatcherEntry { shard: from, ask, watcher: watcher.into(), action };
@@ -172,7 +189,7 @@ impl Shard {
         // drops a kept document).
         let shown = if action == Action::Block { None } else { self.publications.document(aor) };
         let (version, doc) = shown.map_or((0, None), |(v, d)| (v, Some(d)));
-        self.send_shard(from, CoreMsg::WatchAnswer { ask, action, version, doc }, out);
+        (action, version, doc)
     }
 
     /// On the presentity's shard: a subscription on `from` is gone (a
@@ -285,18 +302,33 @@ impl Shard {
 
     /// On the watcher's shard: the decision for a pending SUBSCRIBE.
     pub(super) fn on_watch_answer(&mut self, now: Instant, ask: u64, action: Action, version: u64, doc: Option<Arc<[u8]>>, out: &mut Outbox) {
+        let Some(p) = self.pending_watch.remove(&ask) else { return };
+        let Ok(msg) = Message::parse(&p.bytes, &self.cfg.limits) else { return };
+        let reply = Reply { now, peer: p.peer, txn: p.txn, received_on: p.received_on };
+        self.answer_watch(&msg, reply, ask, p.package, p.expires, action, doc.map(|d| (version, d)), out);
+    }
+
+    /// Answers a new SUBSCRIBE by its presentity's decision: 403, or the
+    /// dialog, its 200 and the first NOTIFY.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_watch(
+        &mut self,
+        msg: &Message<'_>,
+        reply: Reply,
+        ask: u64,
+        package: Package,
+        expires: u32,
+        action: Action,
+        doc: Option<(u64, Arc<[u8]>)>,
+        out: &mut Outbox,
+    ) {
         let shown = match action {
-            Action::Block => {
-                let Some(p) = self.pending_watch.remove(&ask) else { return };
-                let Ok(msg) = Message::parse(&p.bytes, &self.cfg.limits) else { return };
-                let reply = Reply { now, peer: p.peer, txn: p.txn, received_on: p.received_on };
-                return self.respond(&msg, reply, 403, "Forbidden", &[], out);
-            }
+            Action::Block => return self.respond(msg, reply, 403, "Forbidden", &[], out),
             Action::Allow => Shown::Real,
             Action::PoliteBlock => Shown::Neutral,
             Action::Confirm => Shown::Pending,
         };
-        self.accept_pending(now, ask, shown, doc.map(|d| (version, d)), Vec::new(), out);
+        self.accept(msg, reply, ask, package, expires, shown, doc, Vec::new(), out);
     }
 
     /// Accepts a pending SUBSCRIBE: the dialog, the 200, the first NOTIFY.
@@ -304,21 +336,39 @@ impl Shard {
         let Some(p) = self.pending_watch.remove(&ask) else { return };
         let Ok(msg) = Message::parse(&p.bytes, &self.cfg.limits) else { return };
         let reply = Reply { now, peer: p.peer, txn: p.txn, received_on: p.received_on };
+        self.accept(&msg, reply, ask, p.package, p.expires, shown, doc, watchers, out);
+    }
+
+    /// Accepts a new SUBSCRIBE: the dialog, the 200, the first NOTIFY.
+    #[allow(clippy::too_many_arguments)]
+    fn accept(
+        &mut self,
+        msg: &Message<'_>,
+        reply: Reply,
+        ask: u64,
+        package: Package,
+        expires: u32,
+        shown: Shown,
+        doc: Option<(u64, Arc<[u8]>)>,
+        watchers: Vec<WatcherState>,
+        out: &mut Outbox,
+    ) {
+        let now = reply.now;
         let Some(uri) = msg.request_uri() else { return };
         let aor = uri.aor();
-        let route_by_contact = self.is_trusted(p.peer);
-        let watcher = self.requester(&msg, p.peer);
-        let new = NewSub { aor: &aor, ask, package: p.package, shown, expires: p.expires, doc, watchers, route_by_contact, watcher: &watcher };
-        let (id, tag) = self.subscriptions.create(now, &msg, p.peer, new);
-        let exp = p.expires.to_string();
-        let contact = format!("<sip:presence@{}>", self.cfg.local_addr);
-        let headers = [(HeaderName::Expires, exp.as_bytes()), (HeaderName::Contact, contact.as_bytes())];
+        let route_by_contact = self.is_trusted(reply.peer);
+        let watcher = self.requester(msg, reply.peer);
+        let new = NewSub { aor: &aor, ask, package, shown, expires, doc, watchers, route_by_contact, watcher: &watcher };
+        let (id, tag) = self.subscriptions.create(now, msg, reply.peer, new);
+        let mut exp = itoa::Buffer::new();
+        let contact = self.subscriptions.contact().to_vec();
+        let headers = [(HeaderName::Expires, exp.format(expires).as_bytes()), (HeaderName::Contact, &contact[..])];
         // RFC 6665: 200, never 202.
-        self.respond_tagged(&msg, reply, 200, "OK", &headers, &tag, out);
+        self.respond_tagged(msg, reply, 200, "OK", &headers, &tag, out);
         let state = if shown == Shown::Pending { "pending" } else { "active" };
         out.event(|| Event::Watcher { aor: lossy(&aor), state });
         // The first NOTIFY at once; a fetch (Expires 0) ends with it.
-        let end = (p.expires == 0).then_some(End::Timeout);
+        let end = (expires == 0).then_some(End::Timeout);
         self.send_notify(now, id, end, out);
     }
 
@@ -486,5 +536,63 @@ Event: presence\r\nContent-Length: 0\r\n\r\n"
             "{:?}",
             out.to_shards
         );
+    }
+
+    /// A new SUBSCRIBE gets the same answer whether its presentity is its
+    /// own shard's (decided at once, with the request still parsed) or
+    /// another's (decided there, the request parsed again when the answer
+    /// comes back), for every authorization action.
+    #[test]
+    fn local_and_remote_presentities_answer_a_subscribe_alike() {
+        use crate::presence::authz::{Policy, Rule};
+        let answer = |action: Action, local: bool| -> (Vec<u8>, Option<Vec<u8>>) {
+            let t0 = Instant::now();
+            let aor = (0..).map(|i| format!("sip:u{i}@example.com")).find(|a| ids::owner_of(a.as_bytes(), 2) == u16::from(!local)).unwrap();
+            let mut shards: Vec<Shard> = (0..2)
+                .map(|i| {
+                    let mut cfg = ShardConfig::with_defaults(i, 2, "127.0.0.1:5060".parse().unwrap());
+                    cfg.policy = Policy { rules: vec![Rule { presentity: aor.clone(), watcher: "*".into(), action }], default: Action::Allow };
+                    Shard::new(cfg, t0)
+                })
+                .collect();
+            let sub = format!(
+                "SUBSCRIBE {aor} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKsame\r\nMax-Forwards: 70\r\n\
+From: <sip:w@example.net>;tag=w\r\nTo: <{aor}>\r\nCall-ID: same\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:w@192.0.2.1>\r\n\
+Event: presence\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+            );
+            let mut out = Outbox::default();
+            shards[0].on_message(t0, Peer::udp("192.0.2.1:5060".parse().unwrap()), sub.as_bytes(), &mut out);
+            assert_eq!(out.to_shards.is_empty(), local, "only a remote presentity is asked over the queues");
+            while let Some((to, msg)) = out.to_shards.pop() {
+                let mut next = Outbox::default();
+                shards[to as usize].on_shard_msg(t0, msg, &mut next);
+                out.transmits.append(&mut next.transmits);
+                out.to_shards.append(&mut next.to_shards);
+            }
+            let response = out.transmits.iter().find(|t| t.bytes.starts_with(b"SIP/2.0")).expect("answered").bytes.clone();
+            let notify = out.transmits.iter().find(|t| t.bytes.starts_with(b"NOTIFY")).map(|t| t.bytes.clone());
+            (response, notify)
+        };
+        // The parts that do not name the shard or a random tag.
+        let status = |r: &[u8]| String::from_utf8_lossy(&r[..r.iter().position(|b| *b == b'\r').unwrap()]).into_owned();
+        let state = |n: &Option<Vec<u8>>| {
+            n.as_ref().map(|n| {
+                let text = String::from_utf8_lossy(n).into_owned();
+                let st = text.lines().find(|l| l.starts_with("Subscription-State:")).unwrap_or_default().split(';').next().unwrap().to_string();
+                (st, text.contains("<basic>closed</basic>"), text.contains("Content-Length: 0"))
+            })
+        };
+        for action in [Action::Allow, Action::Block, Action::Confirm, Action::PoliteBlock] {
+            let (local, remote) = (answer(action, true), answer(action, false));
+            assert_eq!(status(&local.0), status(&remote.0), "{action:?}");
+            assert_eq!(state(&local.1), state(&remote.1), "{action:?}");
+            let expected = if action == Action::Block { "SIP/2.0 403 Forbidden" } else { "SIP/2.0 200 OK" };
+            assert_eq!(status(&local.0), expected, "{action:?}");
+            assert_eq!(local.1.is_some(), action != Action::Block, "{action:?}: a NOTIFY unless blocked");
+            if let Some((st, _, _)) = state(&local.1) {
+                let want = if action == Action::Confirm { "Subscription-State: pending" } else { "Subscription-State: active" };
+                assert_eq!(st, want, "{action:?}");
+            }
+        }
     }
 }
