@@ -43,6 +43,19 @@ pub struct WatchedView {
     pub winfo: Vec<(u16, u64)>,
 }
 
+/// A document and its version.
+type VersionedDoc = (u64, Arc<[u8]>);
+
+/// What a new SUBSCRIBE asked for, carried to its answer.
+#[derive(Clone, Copy)]
+struct Asked {
+    /// Its name on the presentity's shard.
+    ask: u64,
+    package: Package,
+    /// Granted.
+    expires: u32,
+}
+
 impl Shard {
     /// What this shard, as `aor`'s owner, knows of its watchers.
     pub fn watched_view(&self, aor: &[u8]) -> Option<WatchedView> {
@@ -143,7 +156,7 @@ impl Shard {
             // `bench/examples/subscribe_loop.rs`). Other shards' asks go
             // over the queues below.
             let (action, version, doc) = self.decide_watch(reply.now, ask, from, &aor, &watcher, out);
-            return self.answer_watch(msg, reply, ask, package, expires, action, doc.map(|d| (version, d)), out);
+            return self.answer_watch(msg, reply, Asked { ask, package, expires }, action, doc.map(|d| (version, d)), out);
         }
         self.pending_watch.insert(
             ask,
@@ -305,30 +318,20 @@ impl Shard {
         let Some(p) = self.pending_watch.remove(&ask) else { return };
         let Ok(msg) = Message::parse(&p.bytes, &self.cfg.limits) else { return };
         let reply = Reply { now, peer: p.peer, txn: p.txn, received_on: p.received_on };
-        self.answer_watch(&msg, reply, ask, p.package, p.expires, action, doc.map(|d| (version, d)), out);
+        let asked = Asked { ask, package: p.package, expires: p.expires };
+        self.answer_watch(&msg, reply, asked, action, doc.map(|d| (version, d)), out);
     }
 
     /// Answers a new SUBSCRIBE by its presentity's decision: 403, or the
     /// dialog, its 200 and the first NOTIFY.
-    #[allow(clippy::too_many_arguments)]
-    fn answer_watch(
-        &mut self,
-        msg: &Message<'_>,
-        reply: Reply,
-        ask: u64,
-        package: Package,
-        expires: u32,
-        action: Action,
-        doc: Option<(u64, Arc<[u8]>)>,
-        out: &mut Outbox,
-    ) {
+    fn answer_watch(&mut self, msg: &Message<'_>, reply: Reply, asked: Asked, action: Action, doc: Option<(u64, Arc<[u8]>)>, out: &mut Outbox) {
         let shown = match action {
             Action::Block => return self.respond(msg, reply, 403, "Forbidden", &[], out),
             Action::Allow => Shown::Real,
             Action::PoliteBlock => Shown::Neutral,
             Action::Confirm => Shown::Pending,
         };
-        self.accept(msg, reply, ask, package, expires, shown, doc, Vec::new(), out);
+        self.accept(msg, reply, asked, (shown, doc), Vec::new(), out);
     }
 
     /// Accepts a pending SUBSCRIBE: the dialog, the 200, the first NOTIFY.
@@ -336,23 +339,21 @@ impl Shard {
         let Some(p) = self.pending_watch.remove(&ask) else { return };
         let Ok(msg) = Message::parse(&p.bytes, &self.cfg.limits) else { return };
         let reply = Reply { now, peer: p.peer, txn: p.txn, received_on: p.received_on };
-        self.accept(&msg, reply, ask, p.package, p.expires, shown, doc, watchers, out);
+        let asked = Asked { ask, package: p.package, expires: p.expires };
+        self.accept(&msg, reply, asked, (shown, doc), watchers, out);
     }
 
     /// Accepts a new SUBSCRIBE: the dialog, the 200, the first NOTIFY.
-    #[allow(clippy::too_many_arguments)]
     fn accept(
         &mut self,
         msg: &Message<'_>,
         reply: Reply,
-        ask: u64,
-        package: Package,
-        expires: u32,
-        shown: Shown,
-        doc: Option<(u64, Arc<[u8]>)>,
+        asked: Asked,
+        (shown, doc): (Shown, Option<VersionedDoc>),
         watchers: Vec<WatcherState>,
         out: &mut Outbox,
     ) {
+        let Asked { ask, package, expires } = asked;
         let now = reply.now;
         let Some(uri) = msg.request_uri() else { return };
         let aor = uri.aor();
