@@ -48,12 +48,16 @@ type VersionedDoc = (u64, Arc<[u8]>);
 
 /// What a new SUBSCRIBE asked for, carried to its answer.
 #[derive(Clone, Copy)]
-struct Asked {
+struct Asked<'a> {
     /// Its name on the presentity's shard.
     ask: u64,
     package: Package,
     /// Granted.
     expires: u32,
+    /// The presentity and the requester's identity, as the SUBSCRIBE's
+    /// first handling found them.
+    aor: &'a [u8],
+    watcher: &'a [u8],
 }
 
 impl Shard {
@@ -156,7 +160,8 @@ impl Shard {
             // `bench/examples/subscribe_loop.rs`). Other shards' asks go
             // over the queues below.
             let (action, version, doc) = self.decide_watch(reply.now, ask, from, &aor, &watcher, out);
-            return self.answer_watch(msg, reply, Asked { ask, package, expires }, action, doc.map(|d| (version, d)), out);
+            let asked = Asked { ask, package, expires, aor: &aor, watcher: &watcher };
+            return self.answer_watch(msg, reply, asked, action, doc.map(|d| (version, d)), out);
         }
         self.pending_watch.insert(
             ask,
@@ -315,16 +320,24 @@ impl Shard {
 
     /// On the watcher's shard: the decision for a pending SUBSCRIBE.
     pub(super) fn on_watch_answer(&mut self, now: Instant, ask: u64, action: Action, version: u64, doc: Option<Arc<[u8]>>, out: &mut Outbox) {
+        self.resume_pending(now, ask, |s, msg, reply, asked| s.answer_watch(msg, reply, asked, action, doc.map(|d| (version, d)), out));
+    }
+
+    /// Takes pending ask `ask` back and hands its SUBSCRIBE, parsed again,
+    /// to `then`.
+    fn resume_pending(&mut self, now: Instant, ask: u64, then: impl FnOnce(&mut Shard, &Message<'_>, Reply, Asked<'_>)) {
         let Some(p) = self.pending_watch.remove(&ask) else { return };
         let Ok(msg) = Message::parse(&p.bytes, &self.cfg.limits) else { return };
+        let Some(uri) = msg.request_uri() else { return };
+        let aor = uri.aor();
+        let watcher = self.requester(&msg, p.peer);
         let reply = Reply { now, peer: p.peer, txn: p.txn, received_on: p.received_on };
-        let asked = Asked { ask, package: p.package, expires: p.expires };
-        self.answer_watch(&msg, reply, asked, action, doc.map(|d| (version, d)), out);
+        then(self, &msg, reply, Asked { ask, package: p.package, expires: p.expires, aor: &aor, watcher: &watcher });
     }
 
     /// Answers a new SUBSCRIBE by its presentity's decision: 403, or the
     /// dialog, its 200 and the first NOTIFY.
-    fn answer_watch(&mut self, msg: &Message<'_>, reply: Reply, asked: Asked, action: Action, doc: Option<(u64, Arc<[u8]>)>, out: &mut Outbox) {
+    fn answer_watch(&mut self, msg: &Message<'_>, reply: Reply, asked: Asked<'_>, action: Action, doc: Option<(u64, Arc<[u8]>)>, out: &mut Outbox) {
         let shown = match action {
             Action::Block => return self.respond(msg, reply, 403, "Forbidden", &[], out),
             Action::Allow => Shown::Real,
@@ -336,11 +349,7 @@ impl Shard {
 
     /// Accepts a pending SUBSCRIBE: the dialog, the 200, the first NOTIFY.
     fn accept_pending(&mut self, now: Instant, ask: u64, shown: Shown, doc: Option<(u64, Arc<[u8]>)>, watchers: Vec<WatcherState>, out: &mut Outbox) {
-        let Some(p) = self.pending_watch.remove(&ask) else { return };
-        let Ok(msg) = Message::parse(&p.bytes, &self.cfg.limits) else { return };
-        let reply = Reply { now, peer: p.peer, txn: p.txn, received_on: p.received_on };
-        let asked = Asked { ask, package: p.package, expires: p.expires };
-        self.accept(&msg, reply, asked, (shown, doc), watchers, out);
+        self.resume_pending(now, ask, |s, msg, reply, asked| s.accept(msg, reply, asked, (shown, doc), watchers, out));
     }
 
     /// Accepts a new SUBSCRIBE: the dialog, the 200, the first NOTIFY.
@@ -348,18 +357,15 @@ impl Shard {
         &mut self,
         msg: &Message<'_>,
         reply: Reply,
-        asked: Asked,
+        asked: Asked<'_>,
         (shown, doc): (Shown, Option<VersionedDoc>),
         watchers: Vec<WatcherState>,
         out: &mut Outbox,
     ) {
-        let Asked { ask, package, expires } = asked;
+        let Asked { ask, package, expires, aor, watcher } = asked;
         let now = reply.now;
-        let Some(uri) = msg.request_uri() else { return };
-        let aor = uri.aor();
         let route_by_contact = self.is_trusted(reply.peer);
-        let watcher = self.requester(msg, reply.peer);
-        let new = NewSub { aor: &aor, ask, package, shown, expires, doc, watchers, route_by_contact, watcher: &watcher };
+        let new = NewSub { aor, ask, package, shown, expires, doc, watchers, route_by_contact, watcher };
         let (id, tag) = self.subscriptions.create(now, msg, reply.peer, new);
         let mut exp = itoa::Buffer::new();
         let contact = self.subscriptions.contact().to_vec();
@@ -367,7 +373,7 @@ impl Shard {
         // RFC 6665: 200, never 202.
         self.respond_tagged(msg, reply, 200, "OK", &headers, &tag, out);
         let state = if shown == Shown::Pending { "pending" } else { "active" };
-        out.event(|| Event::Watcher { aor: lossy(&aor), state });
+        out.event(|| Event::Watcher { aor: lossy(aor), state });
         // The first NOTIFY at once; a fetch (Expires 0) ends with it.
         let end = (expires == 0).then_some(End::Timeout);
         self.send_notify(now, id, end, out);
