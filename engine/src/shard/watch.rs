@@ -194,10 +194,9 @@ impl Shard {
     fn decide_watch(&mut self, now: Instant, ask: u64, from: u16, aor: &[u8], watcher: &[u8], out: &mut Outbox) -> (Action, u64, Option<Arc<[u8]>>) {
         let action = self.cfg.policy.decide(aor, watcher);
         if action != Action::Block {
-            let entry = WatcherEntry { shard: from, ask, watcher: watcher.into(), action };
-            let change = entry.state("subscribe");
-            let first = self.presentity_watchers.add_watcher(aor, entry);
-            self.tell_winfo(aor, change, out);
+            let entry = || WatcherEntry { shard: from, ask, watcher: watcher.into(), action };
+            let first = self.presentity_watchers.add_watcher(aor, entry());
+            self.tell_winfo(aor, || entry().state("subscribe"), out);
             if first {
                 self.watched_changed(now, aor, true, out);
             }
@@ -214,12 +213,9 @@ impl Shard {
     /// watcher, or a winfo subscriber).
     pub(super) fn on_unwatch(&mut self, now: Instant, aor: &[u8], from: u16, ask: u64, out: &mut Outbox) {
         let (removed, unwatched) = self.presentity_watchers.remove(aor, from, ask);
-        let change = removed.map(|mut entry| {
+        if let Some(mut entry) = removed {
             entry.action = Action::Block;
-            entry.state("deactivated")
-        });
-        if let Some(change) = change {
-            self.tell_winfo(aor, change, out);
+            self.tell_winfo(aor, || entry.state("deactivated"), out);
         }
         if unwatched {
             self.publications.unwatched(aor);
@@ -236,9 +232,12 @@ impl Shard {
     }
 
     /// Sends a watcher change to every shard holding winfo subscriptions
-    /// of `aor` (once per shard).
-    fn tell_winfo(&mut self, aor: &[u8], change: WatcherState, out: &mut Outbox) {
-        let Some(w) = self.presentity_watchers.get(aor) else { return };
+    /// of `aor` (once per shard). The change is made only if there is one:
+    /// most presentities have none, and it is a formatted id and a copy
+    /// of the watcher's identity.
+    fn tell_winfo(&mut self, aor: &[u8], change: impl FnOnce() -> WatcherState, out: &mut Outbox) {
+        let Some(w) = self.presentity_watchers.get(aor).filter(|w| !w.winfo.is_empty()) else { return };
+        let change = change();
         let mut shards: Vec<u16> = w.winfo.iter().map(|(s, _)| *s).collect();
         shards.sort_unstable();
         shards.dedup();
@@ -283,7 +282,7 @@ impl Shard {
         }
         for (aor, shard, ask, action, state) in changes {
             self.send_shard(shard, CoreMsg::Authorize { ask, action }, out);
-            self.tell_winfo(&aor, state, out);
+            self.tell_winfo(&aor, || state, out);
         }
         self.drain_local(now, out);
     }
