@@ -251,10 +251,7 @@ impl Publications {
         // Every check passed: apply.
         let etag = self.new_etag();
         let at = now + Duration::from_secs(expires as u64);
-        if !self.presentities.contains_key(&aor) {
-            self.presentities.insert(aor.clone(), Presentity::default());
-        }
-        let p = self.presentities.get_mut(&aor).expect("inserted above");
+        let p = self.presentities.get_or_insert_with(&aor[..], Presentity::default);
         let changed = match (existing, doc, expires) {
             (Some(i), _, 0) => {
                 p.pubs.remove(i);

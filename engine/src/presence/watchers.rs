@@ -206,7 +206,7 @@ pub struct Watchers {
     /// The server's address as written in Via, and its Contact in the
     /// dialogs (`<sip:presence@address>`), formatted once.
     local_text: String,
-    contact: Box<[u8]>,
+    contact: Arc<[u8]>,
     next: u64,
     /// Boxed: a table's empty slots then cost a pointer, not a
     /// subscription.
@@ -257,9 +257,10 @@ impl Watchers {
         }
     }
 
-    /// The Contact of the server in its subscription dialogs.
-    pub fn contact(&self) -> &[u8] {
-        &self.contact
+    /// The Contact of the server in its subscription dialogs (shared, so
+    /// that a caller may hold it while it changes the subscriptions).
+    pub fn contact(&self) -> Arc<[u8]> {
+        self.contact.clone()
     }
 
     /// Room for `n` subscriptions in every table, made now (see

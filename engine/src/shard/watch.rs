@@ -105,7 +105,7 @@ impl Shard {
                 return self.respond(msg, reply, 500, "Server Internal Error: CSeq out of order", &[], out);
             }
             let mut exp = itoa::Buffer::new();
-            let contact = self.subscriptions.contact().to_vec();
+            let contact = self.subscriptions.contact();
             let headers = [(HeaderName::Expires, exp.format(expires).as_bytes()), (HeaderName::Contact, &contact[..])];
             self.respond_tagged(msg, reply, 200, "OK", &headers, &tag, out);
             if expires == 0 {
@@ -336,7 +336,7 @@ impl Shard {
 
     /// Answers a new SUBSCRIBE by its presentity's decision: 403, or the
     /// dialog, its 200 and the first NOTIFY.
-    fn answer_watch(&mut self, msg: &Message<'_>, reply: Reply, asked: Asked<'_>, action: Action, doc: Option<(u64, Arc<[u8]>)>, out: &mut Outbox) {
+    fn answer_watch(&mut self, msg: &Message<'_>, reply: Reply, asked: Asked<'_>, action: Action, doc: Option<VersionedDoc>, out: &mut Outbox) {
         let shown = match action {
             Action::Block => return self.respond(msg, reply, 403, "Forbidden", &[], out),
             Action::Allow => Shown::Real,
@@ -347,7 +347,7 @@ impl Shard {
     }
 
     /// Accepts a pending SUBSCRIBE: the dialog, the 200, the first NOTIFY.
-    fn accept_pending(&mut self, now: Instant, ask: u64, shown: Shown, doc: Option<(u64, Arc<[u8]>)>, watchers: Vec<WatcherState>, out: &mut Outbox) {
+    fn accept_pending(&mut self, now: Instant, ask: u64, shown: Shown, doc: Option<VersionedDoc>, watchers: Vec<WatcherState>, out: &mut Outbox) {
         self.resume_pending(now, ask, |s, msg, reply, asked| s.accept(msg, reply, asked, (shown, doc), watchers, out));
     }
 
@@ -367,7 +367,7 @@ impl Shard {
         let new = NewSub { aor, ask, package, shown, expires, doc, watchers, route_by_contact, watcher };
         let (id, tag) = self.subscriptions.create(now, msg, reply.peer, new);
         let mut exp = itoa::Buffer::new();
-        let contact = self.subscriptions.contact().to_vec();
+        let contact = self.subscriptions.contact();
         let headers = [(HeaderName::Expires, exp.format(expires).as_bytes()), (HeaderName::Contact, &contact[..])];
         // RFC 6665: 200, never 202.
         self.respond_tagged(msg, reply, 200, "OK", &headers, &tag, out);

@@ -87,18 +87,18 @@ impl Index {
     /// Takes subscription `id`, still in `subs`, out of every index.
     pub fn remove(&mut self, subs: &mut Subs, id: u64) {
         let Some(s) = subs.get(&id) else { return };
-        let w = self.hasher.hash_one(s.watcher());
+        let hasher = &self.hasher;
+        let w = hasher.hash_one(s.watcher());
         if let Some(n) = self.per_watcher.get_mut(&w) {
             *n -= 1;
             if *n == 0 {
                 self.per_watcher.remove(&w);
             }
         }
-        let h = dialog_hash(&self.hasher, s.call_id(), s.local_tag());
-        let hasher = &self.hasher;
+        let h = dialog_hash(hasher, s.call_id(), s.local_tag());
         self.by_dialog.remove(h, |other| *other == id, |other| dialog_hash_of(hasher, subs, *other));
         let (slot, aor) = (s.aor_slot as usize, s.aor());
-        let h = self.hasher.hash_one(aor);
+        let h = hasher.hash_one(aor);
         let Some(mut e) = self.by_aor.find_entry(h, |ids| first_aor_is(subs, ids, aor)) else { return };
         let ids = e.get_mut();
         debug_assert_eq!(ids.get(slot), Some(&id));
