@@ -26,7 +26,7 @@ fn answer_notifies(shard: &mut Shard, now: Instant, out: &mut Outbox, scratch: &
     for t in out.transmits.drain(..) {
         if t.bytes.starts_with(b"NOTIFY") {
             resp.clear();
-            bench::presence::ok_to(&t.bytes, resp);
+            bench::presence::ok_to(&t.wire(), resp);
             shard.on_message(now, Peer::udp(t.to.addr), resp, scratch);
         }
     }

@@ -44,7 +44,7 @@ fn run(kind: &str, n: usize, expected: usize) {
         for tx in std::mem::take(&mut out.transmits) {
             if tx.bytes.starts_with(b"NOTIFY") {
                 resp.clear();
-                bench::presence::ok_to(&tx.bytes, &mut resp);
+                bench::presence::ok_to(&tx.wire(), &mut resp);
                 shard.on_message(now, Peer::udp(tx.to.addr), &resp, &mut scratch);
                 scratch.transmits.clear();
             }

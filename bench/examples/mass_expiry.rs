@@ -46,7 +46,8 @@ impl Cluster {
         while let Some((k, o)) = work.pop_front() {
             for t in o.transmits {
                 if answer && t.bytes.starts_with(b"NOTIFY") {
-                    let m = Message::parse(&t.bytes, &Limits::default()).unwrap();
+                    let wire = t.wire();
+                    let m = Message::parse(&wire, &Limits::default()).unwrap();
                     let mut resp = Vec::new();
                     response_to(&mut resp, m.raw(), 200, "OK", None, None).finish(None, b"");
                     let mut o2 = Outbox { events_off: true, ..Outbox::default() };

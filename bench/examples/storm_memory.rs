@@ -26,7 +26,7 @@ fn answer_all(shard: &mut Shard, now: Instant, out: &mut Outbox) -> usize {
             if t.bytes.starts_with(b"NOTIFY") {
                 n += 1;
                 resp.clear();
-                ok_to(&t.bytes, &mut resp);
+                ok_to(&t.wire(), &mut resp);
                 shard.on_message(now, Peer::udp(t.to.addr), &resp, &mut next);
             }
         }

@@ -64,7 +64,7 @@ pub fn answer_all(shard: &mut Shard, out: &mut Outbox, scratch: &mut Outbox) -> 
         }
         n += 1;
         resp.clear();
-        ok_to(&t.bytes, &mut resp);
+        ok_to(&t.wire(), &mut resp);
         shard.on_message(now, Peer::udp(t.to.addr), &resp, scratch);
     }
     out.events.clear();

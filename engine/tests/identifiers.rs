@@ -52,7 +52,8 @@ fn minted(s: &mut Shard, n: u32) -> Minted {
             }
         }
         for t in &out.transmits {
-            let m = Message::parse(&t.bytes, &Limits::default()).unwrap();
+            let wire = t.wire();
+            let m = Message::parse(&wire, &Limits::default()).unwrap();
             if m.is_request() {
                 branches.push(m.via().branch().unwrap().to_vec());
             } else {

@@ -83,7 +83,8 @@ fn held_per_entry(requests: impl Fn(usize) -> Vec<u8>) -> usize {
     let mut answer = |shard: &mut Shard, now: Instant, out: &mut Outbox| {
         for t in out.transmits.drain(..) {
             if t.bytes.starts_with(b"NOTIFY") {
-                let m = Message::parse(&t.bytes, &Limits::default()).expect("a NOTIFY parses");
+                let wire = t.wire();
+                let m = Message::parse(&wire, &Limits::default()).expect("a NOTIFY parses");
                 resp.clear();
                 response_to(&mut resp, m.raw(), 200, "OK", None, None).finish(None, b"");
                 shard.on_message(now, Peer::udp(t.to.addr), &resp, &mut scratch);

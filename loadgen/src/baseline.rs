@@ -43,7 +43,7 @@ pub fn start_responder(addr: SocketAddr) -> std::io::Result<(SocketAddr, Arc<Ato
                 }
                 let mut out = Vec::with_capacity(512);
                 presence_engine::sip::response_to(&mut out, m.raw(), 200, "OK", Some(b"baseline"), Some(from)).finish(None, b"");
-                tx.push(from, out);
+                tx.push(from, out, None);
             }
             while !tx.is_empty() {
                 if tx.flush(fd, 64).map(|r| r.blocked).unwrap_or(false) {

@@ -79,7 +79,7 @@ fn echo(rx: &RecvBatch, got: usize, tx: &mut SendBatch, fd: std::os::fd::RawFd, 
         if is_stop(b) {
             return true;
         }
-        tx.push(from, b.to_vec());
+        tx.push(from, b.to_vec(), None);
         *n += 1;
     }
     while !tx.is_empty() {

@@ -108,7 +108,7 @@ fuzz_target!(|data: &[u8]| {
                     let mut o = Outbox { events_off: true, ..Outbox::default() };
                     shards[dst as usize].on_shard_msg(now, msg, &mut o);
                     queue.extend(o.to_shards);
-                    sent.extend(o.transmits.into_iter().map(|t| (dst, t.bytes, t.to)));
+                    sent.extend(o.transmits.into_iter().map(|t| (dst, t.wire().into_owned(), t.to)));
                 }
             }
             _ => {
@@ -125,7 +125,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         queue.extend(out.to_shards.drain(..));
-        sent.extend(out.transmits.drain(..).map(|t| (k as u16, t.bytes, t.to)));
+        sent.extend(out.transmits.drain(..).map(|t| (k as u16, t.wire().into_owned(), t.to)));
         sent.truncate(256);
         for s in &shards {
             assert_eq!(s.stats().panics, 0, "a step panicked");

@@ -1,7 +1,9 @@
 //! Who a message came from and where one goes: the only I/O facts the
 //! sans-IO core needs.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Transport of a message. Timers differ between them (RFC 3261 17: no
 /// retransmission over reliable transports, Timer J/K are zero there).
@@ -60,9 +62,48 @@ impl Peer {
     }
 }
 
-/// One message to send.
+/// One message to send: `bytes`, followed by `shared` when the message
+/// ends in a document that many messages carry. A NOTIFY to a thousand
+/// watchers writes its own start line and headers a thousand times but
+/// points at one copy of the document: the reactor hands the two parts to
+/// the kernel as two iovecs, and a client transaction keeps only its own
+/// headers for retransmission.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
     pub to: Peer,
     pub bytes: Vec<u8>,
+    pub shared: Option<Arc<[u8]>>,
+}
+
+impl Transmit {
+    /// A message written whole into `bytes`.
+    pub fn new(to: Peer, bytes: Vec<u8>) -> Self {
+        Transmit { to, bytes, shared: None }
+    }
+
+    /// The message's length on the wire.
+    pub fn len(&self) -> usize {
+        self.bytes.len() + self.shared.as_ref().map_or(0, |s| s.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The message as one slice; copies only when it is in two parts.
+    pub fn wire(&self) -> Cow<'_, [u8]> {
+        match &self.shared {
+            None => Cow::Borrowed(&self.bytes),
+            Some(s) => Cow::Owned([&self.bytes[..], s].concat()),
+        }
+    }
+
+    /// The message as one buffer (a stream write), reusing `bytes`.
+    pub fn into_contiguous(self) -> Vec<u8> {
+        let mut bytes = self.bytes;
+        if let Some(s) = self.shared {
+            bytes.extend_from_slice(&s);
+        }
+        bytes
+    }
 }

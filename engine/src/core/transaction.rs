@@ -14,6 +14,7 @@ use super::peer::{Peer, Transmit};
 use super::reply::StoredAnswer;
 use super::timer::TimerWheel;
 use crate::sip::{Message, ResponseKey, Via};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Transaction timer base values (RFC 3261 17.1.1.1, table 4).
@@ -229,10 +230,14 @@ enum ClientTimer {
     K(u64),
 }
 
+/// What Timer E resends: a request's own bytes and its shared document.
+type Resend = (Vec<u8>, Option<Arc<[u8]>>);
+
 struct ClientTxn<C> {
     to: Peer,
-    /// The request's bytes, kept only where Timer E may resend them (UDP).
-    retransmit: Option<Vec<u8>>,
+    /// The request, kept only where Timer E may resend it (UDP): its own
+    /// bytes and, for a NOTIFY, a reference to the shared document.
+    retransmit: Option<Resend>,
     method: Box<[u8]>,
     state: ClientState,
     interval: Duration,
@@ -271,9 +276,10 @@ impl<C> ClientTransactions<C> {
         self.wheel.len()
     }
 
-    /// Bytes of requests kept for retransmission.
+    /// Bytes of requests kept for retransmission, each transaction's own
+    /// (a shared document is counted where it is owned).
     pub fn bytes_held(&self) -> usize {
-        self.map.values().filter_map(|t| t.retransmit.as_ref()).map(Vec::len).sum()
+        self.map.values().filter_map(|t| t.retransmit.as_ref()).map(|(bytes, _)| bytes.len()).sum()
     }
 
     /// Writes a fresh branch (this shard's id and 64 random bits) for a
@@ -292,9 +298,9 @@ impl<C> ClientTransactions<C> {
 
     /// Starts the transaction for a request built with branch `seq` and
     /// returns it for the caller to send once now. Timers E (UDP only: a
-    /// copy is kept for it) and F start.
+    /// copy of the request's own bytes is kept for it) and F start.
     pub fn start(&mut self, seq: u64, request: Transmit, method: &[u8], ctx: C, now: Instant) -> Transmit {
-        let retransmit = (!request.to.transport.is_reliable()).then(|| request.bytes.clone());
+        let retransmit = (!request.to.transport.is_reliable()).then(|| (request.bytes.clone(), request.shared.clone()));
         let deadline = now + 64 * self.timers.t1;
         if retransmit.is_some() {
             self.wheel.insert((now + self.timers.t1).min(deadline), ClientTimer::E(seq));
@@ -373,8 +379,8 @@ impl<C> ClientTransactions<C> {
                         self.time_out(seq, outcomes);
                         continue;
                     }
-                    let Some(bytes) = &t.retransmit else { continue };
-                    send.push(Transmit { to: t.to, bytes: bytes.clone() });
+                    let Some((bytes, shared)) = &t.retransmit else { continue };
+                    send.push(Transmit { to: t.to, bytes: bytes.clone(), shared: shared.clone() });
                     t.interval = next;
                     self.wheel.insert((now + next).min(t.deadline), ClientTimer::E(seq));
                 }
@@ -525,7 +531,7 @@ To: <sip:b@x>;tag=2\r\nCall-ID: n1\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\
         let mut ct = ClientTransactions::<u32>::new(2, timers, t0, Entropy::for_shard(9, 0));
         let mut branch = vec![];
         let seq = ct.new_branch(&mut branch);
-        ct.start(seq, Transmit { to: peer_udp(), bytes: b"NOTIFY".to_vec() }, b"NOTIFY", 42, t0);
+        ct.start(seq, Transmit::new(peer_udp(), b"NOTIFY".to_vec()), b"NOTIFY", 42, t0);
         let at = retransmit_times(&mut ct, t0, Duration::from_millis(31_000));
         // 500, 1500, 3500, 7500, then every 4 s (T2) until Timer F at 32 s.
         assert_eq!(&at[..5], &[500, 1500, 3500, 7500, 11500]);
@@ -537,6 +543,27 @@ To: <sip:b@x>;tag=2\r\nCall-ID: n1\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\
         assert!(ct.is_empty());
     }
 
+    /// A request whose document is shared (a NOTIFY's body) is resent
+    /// whole, pointing at the same document, and only its own bytes are
+    /// copied for Timer E.
+    #[test]
+    fn a_retransmission_carries_the_shared_document() {
+        let t0 = Instant::now();
+        let mut ct = ClientTransactions::<u32>::new(0, SipTimers::default(), t0, Entropy::for_shard(9, 0));
+        let mut branch = vec![];
+        let seq = ct.new_branch(&mut branch);
+        let doc: Arc<[u8]> = Arc::from(&b"<presence/>"[..]);
+        let notify = Transmit { to: peer_udp(), bytes: b"NOTIFY head\r\n\r\n".to_vec(), shared: Some(doc.clone()) };
+        let sent = ct.start(seq, notify.clone(), b"NOTIFY", 1, t0);
+        assert_eq!(sent, notify);
+        assert_eq!(ct.bytes_held(), notify.bytes.len(), "the document is not copied");
+        let mut sends = vec![];
+        ct.on_time(t0 + Duration::from_millis(505), &mut sends, &mut vec![]);
+        assert_eq!(sends.len(), 1, "Timer E");
+        assert_eq!(sends[0].wire(), notify.wire());
+        assert!(Arc::ptr_eq(sends[0].shared.as_ref().unwrap(), &doc));
+    }
+
     #[test]
     fn client_over_tcp_never_retransmits() {
         let t0 = Instant::now();
@@ -544,7 +571,7 @@ To: <sip:b@x>;tag=2\r\nCall-ID: n1\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\
         let mut branch = vec![];
         let seq = ct.new_branch(&mut branch);
         let to = Peer::tcp("127.0.0.1:5070".parse().unwrap(), super::super::peer::ConnId::new(0, 9));
-        ct.start(seq, Transmit { to, bytes: b"NOTIFY".to_vec() }, b"NOTIFY", 7, t0);
+        ct.start(seq, Transmit::new(to, b"NOTIFY".to_vec()), b"NOTIFY", 7, t0);
         assert!(retransmit_times(&mut ct, t0, Duration::from_secs(31)).is_empty());
         let mut outcomes = vec![];
         ct.on_time(t0 + Duration::from_secs(33), &mut vec![], &mut outcomes);
@@ -558,7 +585,7 @@ To: <sip:b@x>;tag=2\r\nCall-ID: n1\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\
         let mut ct = ClientTransactions::<&str>::new(1, timers, t0, Entropy::for_shard(9, 0));
         let mut branch = vec![];
         let seq = ct.new_branch(&mut branch);
-        ct.start(seq, Transmit { to: peer_udp(), bytes: b"NOTIFY".to_vec() }, b"NOTIFY", "w1", t0);
+        ct.start(seq, Transmit::new(peer_udp(), b"NOTIFY".to_vec()), b"NOTIFY", "w1", t0);
         let limits = Limits::default();
         // A response with the wrong method does not match (17.1.3).
         let wrong = response_for(&branch, 200, "SUBSCRIBE");

@@ -521,10 +521,23 @@ impl Watchers {
     }
 
     /// Writes the next NOTIFY of subscription `id` with `branch`: current
-    /// state, or `end` for a final one. Returns where it goes.
-    /// `neutral` makes the closed document for an AOR; it is called only
-    /// when that document is what the watcher is shown.
-    pub fn write_notify(&mut self, now: Instant, id: u64, branch: &[u8], end: Option<End>, neutral: fn(&[u8]) -> Arc<[u8]>, out: &mut Vec<u8>) -> Option<Peer> {
+    /// state, or `end` for a final one. Returns where it goes and, when
+    /// the body is a presence document, that document: it is shared by
+    /// every watcher of the presentity on this shard, so `out` gets the
+    /// start line and headers only, and the document is sent after them
+    /// as it is (`Transmit::shared`). A winfo body is this subscription's
+    /// own and is written into `out`. `neutral` makes the closed document
+    /// for an AOR; it is called only when that document is what the
+    /// watcher is shown.
+    pub fn write_notify(
+        &mut self,
+        now: Instant,
+        id: u64,
+        branch: &[u8],
+        end: Option<End>,
+        neutral: fn(&[u8]) -> Arc<[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Option<(Peer, Option<Arc<[u8]>>)> {
         let s = self.subs.get_mut(&id)?;
         s.local_cseq += 1;
         s.in_flight = true;
@@ -532,12 +545,11 @@ impl Watchers {
         s.last_notify = Some(now);
         let transport = if s.to.transport == Transport::Tcp { "TCP" } else { "UDP" };
         let local = &self.local_text;
-        // One allocation for the whole NOTIFY: the dialog's texts, the
-        // route set and the document, plus the fixed header names and
-        // values (under 400 bytes with the local address).
+        // One allocation for the NOTIFY's own part: the dialog's texts and
+        // the route set, plus the fixed header names and values (under 400
+        // bytes with the local address).
         let routes: usize = s.route_set.iter().map(|r| r.len() + 11).sum();
-        let doc = s.doc.as_ref().map_or(0, |d| d.len());
-        out.reserve(400 + 3 * local.len() + branch.len() + s.texts.buf.len() + routes + doc);
+        out.reserve(400 + 3 * local.len() + branch.len() + s.texts.buf.len() + routes);
         let mut w = MessageWriter::request(out, b"NOTIFY", s.texts.get(Text::RemoteTarget));
         w.header_parts(HeaderName::Via, &[b"SIP/2.0/", transport.as_bytes(), b" ", local.as_bytes(), b";rport;branch=", branch]);
         w.header(HeaderName::MaxForwards, b"70");
@@ -573,18 +585,22 @@ impl Watchers {
             v.sent_full = true;
             v.changes.clear();
             w.finish(Some(b"application/watcherinfo+xml"), &body);
-            return Some(s.to);
+            return Some((s.to, None));
         }
-        let closed;
-        let body: &[u8] = match (end, s.shown, &s.doc) {
-            (Some(End::Rejected), _, _) | (_, Shown::Pending, _) => b"",
-            (_, Shown::Real, Some(doc)) => doc,
-            _ => {
-                closed = neutral(s.aor());
-                &closed
-            }
+        let body = match (end, s.shown, &s.doc) {
+            (Some(End::Rejected), _, _) | (_, Shown::Pending, _) => None,
+            (_, Shown::Real, Some(doc)) => Some(doc.clone()),
+            _ => Some(neutral(s.aor())),
         };
-        w.finish(if body.is_empty() { None } else { Some(b"application/pidf+xml") }, body);
-        Some(s.to)
+        match body {
+            Some(doc) if !doc.is_empty() => {
+                w.finish_before_body(Some(b"application/pidf+xml"), doc.len());
+                Some((s.to, Some(doc)))
+            }
+            _ => {
+                w.finish(None, b"");
+                Some((s.to, None))
+            }
+        }
     }
 }

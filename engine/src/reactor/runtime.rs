@@ -305,7 +305,7 @@ impl Runtime {
         }
         for t in out.transmits.drain(..) {
             match t.to.transport {
-                Transport::Udp => self.udp_out.borrow_mut().push(t.to.addr, t.bytes),
+                Transport::Udp => self.udp_out.borrow_mut().push(t.to.addr, t.bytes, t.shared),
                 Transport::Tcp if t.to.conn.shard() == self.id => self.write_tcp(t),
                 Transport::Tcp => self.send_to_shard(t.to.conn.shard(), ShardMsg::Transmit(t)),
             }
@@ -398,13 +398,13 @@ impl Runtime {
         let max = self.cfg.limits.tcp_max_queued_bytes;
         let mut conns = self.conns.borrow_mut();
         match conns.get(&t.to.conn) {
-            Some(w) if w.queued.get() + t.bytes.len() > max => {
+            Some(w) if w.queued.get() + t.len() > max => {
                 tracing::warn!(shard = self.id, peer = %t.to.addr, queued = w.queued.get(), "TCP peer does not read; connection closed");
                 self.count_tcp_limit(|c| c.unread += 1);
                 w.close();
                 conns.remove(&t.to.conn);
             }
-            Some(w) => w.send(t.bytes),
+            Some(w) => w.send(t.into_contiguous()),
             None => tracing::debug!(shard = self.id, peer = %t.to.addr, "TCP connection gone; message dropped"),
         }
     }

@@ -121,7 +121,7 @@ async fn serve(rt: Rc<Runtime>, stream: TcpStream, peer: Peer) {
                 }
                 Ok(Some(Frame::Ping)) => {
                     // RFC 5626 4.4.1: a double-CRLF ping gets a CRLF pong.
-                    rt.write_tcp(Transmit { to: peer, bytes: b"\r\n".to_vec() });
+                    rt.write_tcp(Transmit::new(peer, b"\r\n".to_vec()));
                 }
                 Ok(Some(Frame::Pong)) => {}
                 Ok(None) => break,

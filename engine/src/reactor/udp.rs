@@ -9,6 +9,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Room for one SCM_TIMESTAMPNS control message per datagram.
@@ -129,26 +130,40 @@ impl RecvBatch {
     }
 }
 
+/// One datagram waiting to leave: its own bytes, then the document it
+/// shares with others (a NOTIFY's body), gathered by the kernel.
+struct Queued {
+    to: SockAddr,
+    bytes: Vec<u8>,
+    shared: Option<Arc<[u8]>>,
+}
+
 /// Datagrams waiting to leave, sent in one `sendmmsg` per flush.
 #[derive(Default)]
 pub struct SendBatch {
-    queue: Vec<(SockAddr, Vec<u8>)>,
+    queue: Vec<Queued>,
+    /// Two per datagram: its own bytes and the shared part (empty when
+    /// it has none).
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
 }
 
 impl SendBatch {
-    pub fn push(&mut self, to: SocketAddr, bytes: Vec<u8>) {
-        self.queue.push((SockAddr::from(to), bytes));
+    pub fn push(&mut self, to: SocketAddr, bytes: Vec<u8>, shared: Option<Arc<[u8]>>) {
+        self.queue.push(Queued { to: SockAddr::from(to), bytes, shared });
     }
 
-    /// Takes the oldest queued datagram (to send it by other means).
+    /// Takes the oldest queued datagram, as one buffer (to send it by
+    /// other means).
     pub fn pop_front(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
         if self.queue.is_empty() {
             return None;
         }
-        let (addr, bytes) = self.queue.remove(0);
-        Some((addr.as_socket()?, bytes))
+        let Queued { to, mut bytes, shared } = self.queue.remove(0);
+        if let Some(s) = shared {
+            bytes.extend_from_slice(&s);
+        }
+        Some((to.as_socket()?, bytes))
     }
 
     pub fn len(&self) -> usize {
@@ -167,15 +182,17 @@ impl SendBatch {
             let n = self.queue.len().min(max_batch);
             self.iovs.clear();
             self.hdrs.clear();
-            for (_, bytes) in &self.queue[..n] {
-                self.iovs.push(libc::iovec { iov_base: bytes.as_ptr() as *mut _, iov_len: bytes.len() });
+            for q in &self.queue[..n] {
+                let shared: &[u8] = q.shared.as_deref().unwrap_or_default();
+                self.iovs.push(libc::iovec { iov_base: q.bytes.as_ptr() as *mut _, iov_len: q.bytes.len() });
+                self.iovs.push(libc::iovec { iov_base: shared.as_ptr() as *mut _, iov_len: shared.len() });
             }
-            for (i, (addr, _)) in self.queue[..n].iter().enumerate() {
+            for (i, q) in self.queue[..n].iter().enumerate() {
                 let mut h: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
-                h.msg_hdr.msg_name = addr.as_ptr() as *mut _;
-                h.msg_hdr.msg_namelen = addr.len();
-                h.msg_hdr.msg_iov = &mut self.iovs[i];
-                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_name = q.to.as_ptr() as *mut _;
+                h.msg_hdr.msg_namelen = q.to.len();
+                h.msg_hdr.msg_iov = &mut self.iovs[2 * i];
+                h.msg_hdr.msg_iovlen = if q.shared.is_some() { 2 } else { 1 };
                 self.hdrs.push(h);
             }
             // SAFETY: headers point into self.queue and self.iovs, alive for the call.
@@ -211,4 +228,44 @@ pub struct FlushResult {
     pub dropped: usize,
     /// The send buffer is full: wait for writability and flush again.
     pub blocked: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    /// Over a real socket: a datagram queued in two parts arrives as one,
+    /// and one queued whole beside it is unchanged.
+    #[test]
+    fn a_datagram_in_two_parts_arrives_whole() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        let doc: Arc<[u8]> = Arc::from(&b"<presence>shared</presence>"[..]);
+        let mut batch = SendBatch::default();
+        batch.push(to, b"NOTIFY one\r\n\r\n".to_vec(), Some(doc.clone()));
+        batch.push(to, b"SIP/2.0 200 OK\r\n\r\n".to_vec(), None);
+        batch.push(to, b"NOTIFY two\r\n\r\n".to_vec(), Some(doc));
+        let res = batch.flush(tx.as_raw_fd(), 64).unwrap();
+        assert_eq!((res.sent, res.dropped, batch.len()), (3, 0, 0));
+        let mut buf = [0u8; 256];
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let n = rx.recv(&mut buf).unwrap();
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        assert_eq!(got, ["NOTIFY one\r\n\r\n<presence>shared</presence>", "SIP/2.0 200 OK\r\n\r\n", "NOTIFY two\r\n\r\n<presence>shared</presence>"]);
+    }
+
+    /// A datagram taken out to be sent by other means is whole.
+    #[test]
+    fn pop_front_joins_the_parts() {
+        let mut batch = SendBatch::default();
+        let to: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        batch.push(to, b"head|".to_vec(), Some(Arc::from(&b"body"[..])));
+        assert_eq!(batch.pop_front(), Some((to, b"head|body".to_vec())));
+        assert!(batch.is_empty());
+    }
 }

@@ -29,7 +29,8 @@ fn send(s: &mut Shard, now: Instant, req: String) -> (u16, Option<String>) {
     let mut out = Outbox::default();
     s.on_message(now, src(), req.as_bytes(), &mut out);
     let t = out.transmits.iter().find(|t| t.bytes.starts_with(b"SIP/2.0 ")).expect("an answer");
-    let m = Message::parse(&t.bytes, &Limits::default()).unwrap();
+    let wire = t.wire();
+    let m = Message::parse(&wire, &Limits::default()).unwrap();
     (m.status().unwrap(), m.header(HeaderName::RetryAfter).map(|v| String::from_utf8_lossy(v).into_owned()))
 }
 
@@ -135,13 +136,13 @@ fn overload_sheds_new_work_and_keeps_dialogs() {
     let mut out = Outbox::default();
     s.on_message(t0, src(), subscribe(1, "sip:w@example.net").as_bytes(), &mut out);
     let ok = out.transmits.iter().find(|t| t.bytes.starts_with(b"SIP/2.0 200")).expect("200").bytes.clone();
-    let notify = out.transmits.iter().find(|t| t.bytes.starts_with(b"NOTIFY")).expect("NOTIFY").bytes.clone();
+    let notify = out.transmits.iter().find(|t| t.bytes.starts_with(b"NOTIFY")).expect("NOTIFY").wire().into_owned();
     let to = Message::parse(&ok, &Limits::default()).unwrap().to().tag().unwrap().to_vec();
     let waited = |at: Duration| (t0 + at, t0 + at - Duration::from_millis(50));
     let send_at = |s: &mut Shard, (now, received): (Instant, Instant), req: &[u8]| {
         let mut out = Outbox::default();
         s.on_message_at(now, received, src(), req, &mut out);
-        out.transmits.iter().find(|t| t.bytes.starts_with(b"SIP/2.0 ")).map(|t| Message::parse(&t.bytes, &Limits::default()).unwrap().status().unwrap())
+        out.transmits.iter().find(|t| t.bytes.starts_with(b"SIP/2.0 ")).map(|t| Message::parse(&t.wire(), &Limits::default()).unwrap().status().unwrap())
     };
     let within = (t0 + Duration::from_millis(100), t0 + Duration::from_millis(70));
     assert_eq!(send_at(&mut s, within, publish(1, 5).as_bytes()), Some(200), "a queue within the deadline is served");
@@ -180,7 +181,7 @@ fn overload_drops_most_shed_requests() {
         let now = t0 + Duration::from_millis(10 * i as u64);
         let mut out = Outbox::default();
         s.on_message_at(now, now - Duration::from_millis(60), src(), publish(i, 5).as_bytes(), &mut out);
-        answers.push(out.transmits.first().map(|t| Message::parse(&t.bytes, &Limits::default()).unwrap().status().unwrap()));
+        answers.push(out.transmits.first().map(|t| Message::parse(&t.wire(), &Limits::default()).unwrap().status().unwrap()));
     }
     // Past the deadline before the shard counts as overloaded (a burst's
     // excess): each refused. 100 ms above target: overloaded from the
@@ -379,7 +380,7 @@ fn oversize_udp_notifies_are_counted_and_reported_once() {
     let notifies: Vec<_> = out.transmits.iter().filter(|t| t.bytes.starts_with(b"NOTIFY")).collect();
     assert_eq!(notifies.len(), 2);
     let firsts: Vec<String> = out.transmits.iter().map(|t| String::from_utf8_lossy(&t.bytes[..t.bytes.len().min(60)]).into_owned()).collect();
-    assert!(notifies.iter().all(|t| t.bytes.len() > 3000), "sent whole: {firsts:?}");
+    assert!(notifies.iter().all(|t| t.len() > 3000), "sent whole: {firsts:?}");
     assert_eq!(s.stats().oversize_udp_notifies, 2);
     assert_eq!(out.events.iter().filter(|e| matches!(e, Event::OversizeNotify { .. })).count(), 1);
 }

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 #[cfg(test)]
 mod limit_tests;
+#[cfg(test)]
+mod notify_tests;
 pub mod outbox;
 #[cfg(test)]
 mod response_tests;
@@ -652,7 +654,7 @@ impl Shard {
         let seq = self.client.new_branch(&mut branch);
         let mut bytes = Vec::with_capacity(512);
         let Some(target) = self.reg_sub.resubscribe(call_id, expires, &branch, &mut bytes) else { return };
-        let t = self.client.start(seq, Transmit { to: target, bytes }, b"SUBSCRIBE", ClientCtx::RegSubscribe(call_id.into()), now);
+        let t = self.client.start(seq, Transmit::new(target, bytes), b"SUBSCRIBE", ClientCtx::RegSubscribe(call_id.into()), now);
         out.event(|| Event::RegSubscription { call_id: lossy(call_id), status: 0 });
         out.transmits.push(t);
     }
@@ -907,7 +909,7 @@ impl Shard {
         let seq = self.client.new_branch(&mut branch);
         let mut bytes = Vec::with_capacity(512);
         let call_id = self.reg_sub.subscribe(aor, aor_uri, target, &branch, &mut bytes);
-        let t = self.client.start(seq, Transmit { to: target, bytes }, b"SUBSCRIBE", ClientCtx::RegSubscribe(call_id.clone()), now);
+        let t = self.client.start(seq, Transmit::new(target, bytes), b"SUBSCRIBE", ClientCtx::RegSubscribe(call_id.clone()), now);
         out.event(|| Event::RegSubscription { call_id: lossy(&call_id), status: 0 });
         out.transmits.push(t);
     }
@@ -1034,7 +1036,7 @@ impl Shard {
         }
         w.header(HeaderName::Server, b"presenced");
         w.finish(None, b"");
-        Transmit { to: response_peer(msg.via(), peer), bytes }
+        Transmit::new(response_peer(msg.via(), peer), bytes)
     }
 
     /// A message that failed to parse: a request is answered with the
@@ -1083,7 +1085,7 @@ impl Shard {
         w.header(HeaderName::Server, b"presenced");
         w.finish(None, b"");
         self.stats.responses_sent += 1;
-        out.transmits.push(Transmit { to, bytes });
+        out.transmits.push(Transmit::new(to, bytes));
         Some(code)
     }
 }

@@ -20,7 +20,7 @@ fn answered(code: u16, rewrite: impl Fn(String) -> String) -> (Shard, Census) {
     let mut s = Shard::new(ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap()), t0);
     let mut out = Outbox::default();
     s.on_message(t0, src(), SUBSCRIBE.as_bytes(), &mut out);
-    let notify = out.transmits.iter().find(|t| t.bytes.starts_with(b"NOTIFY")).expect("NOTIFY").bytes.clone();
+    let notify = out.transmits.iter().find(|t| t.bytes.starts_with(b"NOTIFY")).expect("NOTIFY").wire().into_owned();
     let m = Message::parse(&notify, &Limits::default()).unwrap();
     let mut answer = Vec::new();
     sip::response_to(&mut answer, m.raw(), code, "Answer", None, None).finish(None, b"");

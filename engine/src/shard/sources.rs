@@ -123,7 +123,7 @@ impl Shard {
                         let seq = self.client.new_branch(&mut branch);
                         let mut bytes = Vec::with_capacity(512);
                         let Some((to, cseq)) = self.peu.write_subscribe(agent, expires, &branch, &mut bytes) else { continue };
-                        let t = self.client.start(seq, Transmit { to, bytes }, b"SUBSCRIBE", ClientCtx::Peu { agent, cseq }, now);
+                        let t = self.client.start(seq, Transmit::new(to, bytes), b"SUBSCRIBE", ClientCtx::Peu { agent, cseq }, now);
                         out.transmits.push(t);
                     }
                     PeuOut::Source { aor, agent, update, until } => {

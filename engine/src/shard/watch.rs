@@ -416,20 +416,21 @@ impl Shard {
         }
         let mut branch = Vec::with_capacity(32);
         let seq = self.client.new_branch(&mut branch);
-        // write_notify reserves what the NOTIFY needs.
+        // write_notify reserves what the NOTIFY's own part needs.
         let mut bytes = Vec::new();
-        let Some(to) = self.subscriptions.write_notify(now, id, &branch, end, neutral, &mut bytes) else { return };
-        if to.transport == crate::core::peer::Transport::Udp && bytes.len() > UDP_PATH_MTU {
+        let Some((to, shared)) = self.subscriptions.write_notify(now, id, &branch, end, neutral, &mut bytes) else { return };
+        let notify = Transmit { to, bytes, shared };
+        if to.transport == crate::core::peer::Transport::Udp && notify.len() > UDP_PATH_MTU {
             // RFC 3261 18.1.1 would move it to TCP, but the server opens no
             // connections: a watcher reached over UDP gets it over UDP
             // (fragmented). Counted; logged once per shard.
             if self.stats.oversize_udp_notifies == 0 {
-                let size = bytes.len();
+                let size = notify.len();
                 out.events.push(Event::OversizeNotify { size });
             }
             self.stats.oversize_udp_notifies += 1;
         }
-        let t = self.client.start(seq, Transmit { to, bytes }, b"NOTIFY", ClientCtx::Notify(id), now);
+        let t = self.client.start(seq, notify, b"NOTIFY", ClientCtx::Notify(id), now);
         self.notifies_in_flight += 1;
         out.transmits.push(t);
         if end.is_some() {

@@ -68,16 +68,23 @@ impl<'b> MessageWriter<'b> {
     /// Writes Content-Type (if given and the body is not empty),
     /// Content-Length, the blank line and the body.
     pub fn finish(self, content_type: Option<&[u8]>, body: &[u8]) {
+        let out = self.finish_before_body(content_type, body.len());
+        out.extend_from_slice(body);
+    }
+
+    /// [`Self::finish`] for a body of `len` bytes that the caller sends
+    /// right after these bytes (a document shared by many messages).
+    pub fn finish_before_body(self, content_type: Option<&[u8]>, len: usize) -> &'b mut Vec<u8> {
         let out = self.out;
-        if let (Some(ct), false) = (content_type, body.is_empty()) {
+        if let (Some(ct), false) = (content_type, len == 0) {
             out.extend_from_slice(b"Content-Type: ");
             out.extend_from_slice(ct);
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b"Content-Length: ");
-        out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
         out.extend_from_slice(b"\r\n\r\n");
-        out.extend_from_slice(body);
+        out
     }
 }
 

@@ -293,15 +293,15 @@ impl World {
 
     fn transmit(&mut self, k: u16, t: Transmit) {
         if t.bytes.starts_with(b"NOTIFY ") {
-            self.check_notify_order(&t.bytes);
+            self.check_notify_order(&t.wire());
         }
         let Some(&ue) = self.by_addr.get(&t.to.addr) else {
             // Addressed to nobody we simulate: lost in the network.
             return;
         };
         match t.to.transport {
-            Transport::Udp => self.net.datagram(&mut self.rng, self.now, Dest::Ue(ue), t.bytes),
-            Transport::Tcp if t.to.conn.shard() == k => self.net.stream(&mut self.rng, self.now, t.to.conn.0 | 1 << 63, Dest::Ue(ue), t.bytes),
+            Transport::Udp => self.net.datagram(&mut self.rng, self.now, Dest::Ue(ue), t.into_contiguous()),
+            Transport::Tcp if t.to.conn.shard() == k => self.net.stream(&mut self.rng, self.now, t.to.conn.0 | 1 << 63, Dest::Ue(ue), t.into_contiguous()),
             Transport::Tcp => self.offer(k, t.to.conn.shard(), SimMsg::Transmit(t)),
         }
     }
