@@ -84,6 +84,15 @@ impl Ingress {
         self.queue.len()
     }
 
+    /// Gives back the room a burst took: the queue's, and spare buffers
+    /// beyond what a quiet shard reuses.
+    pub fn give_back_room(&mut self) {
+        use super::room::{GiveBack, KEEP_QUEUE};
+        self.queue.give_back(KEEP_QUEUE);
+        self.spare.truncate(KEEP_QUEUE / 4);
+        self.spare.give_back(KEEP_QUEUE);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }

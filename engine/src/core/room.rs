@@ -20,9 +20,56 @@ pub fn shrink_to(len: usize, capacity: usize, keep: usize) -> Option<usize> {
     (capacity > keep && capacity / 8 >= len).then(|| (len * 2).max(keep / 2))
 }
 
+/// Room a drained work buffer may keep (entries): a queue emptied at every
+/// step keeps what a busy second needed, but not what a storm did.
+pub const KEEP_QUEUE: usize = 256;
+
+/// A buffer that a burst may have grown and that can give the room back.
+/// Queues drained at every step are trimmed only when the shard is quiet
+/// (`Shard::give_back_room`): trimming them as they drain would reallocate
+/// on every step of a steady load above `keep`.
+pub trait GiveBack {
+    /// Shrinks to twice the entries held (at least `keep / 2`) if at most
+    /// an eighth of the room is used and the room exceeds `keep`.
+    fn give_back(&mut self, keep: usize);
+}
+
+impl<T> GiveBack for Vec<T> {
+    fn give_back(&mut self, keep: usize) {
+        if let Some(to) = shrink_to(self.len(), self.capacity(), keep) {
+            self.shrink_to(to);
+        }
+    }
+}
+
+impl<T> GiveBack for std::collections::VecDeque<T> {
+    fn give_back(&mut self, keep: usize) {
+        if let Some(to) = shrink_to(self.len(), self.capacity(), keep) {
+            self.shrink_to(to);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drained_queues_give_back_what_a_burst_took() {
+        let mut v: Vec<u64> = (0..100_000).collect();
+        let mut q: std::collections::VecDeque<u64> = (0..100_000).collect();
+        v.clear();
+        q.truncate(3);
+        v.give_back(KEEP_QUEUE);
+        q.give_back(KEEP_QUEUE);
+        assert!(v.capacity() <= KEEP_QUEUE && q.capacity() <= KEEP_QUEUE, "{} {}", v.capacity(), q.capacity());
+        assert_eq!(q, [0, 1, 2]);
+        // A queue in use keeps its room.
+        let mut busy: Vec<u64> = Vec::with_capacity(1000);
+        busy.extend(0..200);
+        busy.give_back(KEEP_QUEUE);
+        assert_eq!(busy.capacity(), 1000);
+    }
 
     #[test]
     fn shrinks_only_a_large_sparse_table() {

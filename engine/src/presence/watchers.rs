@@ -190,6 +190,9 @@ pub struct Subscription {
     last_notify: Option<Instant>,
     /// A rate-limit timer is set (when is the wheel's to know).
     rate_timer_set: bool,
+    /// In the shard's queue for a place in the NOTIFY window: queued once,
+    /// however many documents come while it waits.
+    waiting_for_window: bool,
     /// Where this subscription sits in its AOR's list (`index::Index`).
     aor_slot: u32,
 }
@@ -376,6 +379,7 @@ impl Watchers {
             in_flight: false,
             last_notify: None,
             rate_timer_set: false,
+            waiting_for_window: false,
             aor_slot: 0,
         });
         self.by_ask.insert(ask, id);
@@ -408,9 +412,19 @@ impl Watchers {
         }
     }
 
-    /// Whether `id` has news to send and nothing in flight.
-    pub fn wants_notify(&self, id: u64) -> bool {
-        self.subs.get(&id).is_some_and(|s| s.dirty && !s.in_flight)
+    /// Marks `id` as queued for a place in the NOTIFY window; false if it
+    /// already is (or is gone), so that the queue holds each subscription
+    /// once and stays bounded by their number.
+    pub fn queue_for_window(&mut self, id: u64) -> bool {
+        self.subs.get_mut(&id).is_some_and(|s| !std::mem::replace(&mut s.waiting_for_window, true))
+    }
+
+    /// `id` left the window queue: whether it still has news to send.
+    pub fn leave_window_queue(&mut self, id: u64) -> bool {
+        self.subs.get_mut(&id).is_some_and(|s| {
+            s.waiting_for_window = false;
+            s.dirty && !s.in_flight
+        })
     }
 
     /// The subscription the presentity's shard knows by `ask`.

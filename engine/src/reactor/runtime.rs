@@ -443,9 +443,21 @@ impl Runtime {
         let (since, requests_then) = self.quiet_check.get();
         if now.duration_since(since) >= super::memory::QUIET_CHECK {
             let requests = self.core.borrow().stats().requests;
-            super::memory::give_back_when_quiet(requests - requests_then);
+            super::memory::give_back_when_quiet(requests - requests_then, || self.give_back_room());
             self.quiet_check.set((now, requests));
         }
+    }
+
+    /// Gives back the room a burst made the core's and the reactor's own
+    /// work queues take (see `memory::give_back_when_quiet`).
+    fn give_back_room(&self) {
+        use crate::core::room::{GiveBack, KEEP_QUEUE};
+        self.core.borrow_mut().give_back_room();
+        self.udp_out.borrow_mut().give_back(KEEP_QUEUE);
+        let mut out = self.outbox.borrow_mut();
+        out.transmits.give_back(KEEP_QUEUE);
+        out.to_shards.give_back(KEEP_QUEUE);
+        out.events.give_back(KEEP_QUEUE);
     }
 
     /// One step of the core outside the UDP loop (a TCP frame, a message

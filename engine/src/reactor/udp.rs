@@ -173,6 +173,14 @@ impl SendBatch {
         self.queue.is_empty()
     }
 
+    /// Gives back the room a burst took (see `core::room::GiveBack`).
+    pub fn give_back(&mut self, keep: usize) {
+        use crate::core::room::GiveBack;
+        self.queue.give_back(keep);
+        self.iovs.give_back(2 * keep);
+        self.hdrs.give_back(keep);
+    }
+
     /// Sends what the socket takes without blocking and keeps the rest
     /// queued (send buffer full). Datagrams the kernel refuses for good
     /// (an unreachable address) are dropped and counted in the result.

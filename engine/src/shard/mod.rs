@@ -413,6 +413,16 @@ impl Shard {
         self.window.intake(took, taken);
     }
 
+    /// Gives back the room a burst made the shard's work queues take (the
+    /// admission queue, the NOTIFY window's queue). For a quiet shard: a
+    /// busy one would only grow them again. Tables give theirs back as
+    /// they drain (`core::room`).
+    pub fn give_back_room(&mut self) {
+        use crate::core::room::{GiveBack, KEEP_QUEUE};
+        self.ingress.give_back_room();
+        self.deferred_notifies.give_back(KEEP_QUEUE);
+    }
+
     /// Datagrams queued for service.
     pub fn queued(&self) -> usize {
         self.ingress.len()

@@ -44,6 +44,21 @@ fn notifies(out: &Outbox) -> Vec<(String, Arc<[u8]>)> {
     found
 }
 
+/// The watchers' 200s to the NOTIFYs in `out`.
+fn answers_to(out: &Outbox) -> Vec<Vec<u8>> {
+    out.transmits
+        .iter()
+        .filter(|t| t.bytes.starts_with(b"NOTIFY"))
+        .map(|t| {
+            let wire = t.wire();
+            let m = Message::parse(&wire, &Limits::default()).unwrap();
+            let mut ok = Vec::new();
+            sip::response_to(&mut ok, m.raw(), 200, "OK", None, None).finish(None, b"");
+            ok
+        })
+        .collect()
+}
+
 #[test]
 fn one_document_is_shared_by_every_watchers_notify() {
     let t0 = Instant::now();
@@ -61,18 +76,7 @@ fn one_document_is_shared_by_every_watchers_notify() {
     assert!(String::from_utf8_lossy(&first[0].1).contains("first"));
     // The watchers answer; a new publication reaches all three, again as
     // one shared copy, and a different one.
-    let answers: Vec<Vec<u8>> = out
-        .transmits
-        .iter()
-        .filter(|t| t.bytes.starts_with(b"NOTIFY"))
-        .map(|t| {
-            let wire = t.wire();
-            let m = Message::parse(&wire, &Limits::default()).unwrap();
-            let mut ok = Vec::new();
-            sip::response_to(&mut ok, m.raw(), 200, "OK", None, None).finish(None, b"");
-            ok
-        })
-        .collect();
+    let answers = answers_to(&out);
     for ok in answers {
         s.on_message(t0, src(), &ok, &mut Outbox::default());
     }
@@ -96,4 +100,53 @@ fn the_closed_document_is_sent_as_a_shared_part_too() {
     let sent = notifies(&out);
     assert_eq!(sent.len(), 1);
     assert!(String::from_utf8_lossy(&sent[0].1).contains("closed"));
+}
+
+/// Watchers waiting for a place in the NOTIFY window are queued once each,
+/// however many documents come meanwhile (the queue grew by the window's
+/// overflow on every PUBLISH of a storm before), and each then gets the
+/// latest document.
+#[test]
+fn the_window_queue_holds_each_waiting_watcher_once() {
+    let t0 = Instant::now();
+    let mut cfg = ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap());
+    cfg.watch.min_notify_interval = Duration::ZERO;
+    cfg.watch.window = 2;
+    let mut s = Shard::new(cfg, t0);
+    let mut first = Outbox::default();
+    s.on_message(t0, src(), publish(0, "v0").as_bytes(), &mut first);
+    for w in 0..5 {
+        s.on_message(t0, src(), subscribe(w).as_bytes(), &mut first);
+    }
+    // The first NOTIFYs go at once; all are answered.
+    assert_eq!(notifies(&first).len(), 5);
+    for ok in answers_to(&first) {
+        s.on_message(t0, src(), &ok, &mut Outbox::default());
+    }
+    // Two NOTIFYs of v1 in flight, three watchers waiting; nothing more
+    // is answered while nine more versions come.
+    let mut out = Outbox::default();
+    s.on_message(t0, src(), publish(1, "v1").as_bytes(), &mut out);
+    assert_eq!(notifies(&out).len(), 2);
+    for n in 2..=10 {
+        s.on_message(t0, src(), publish(n, &format!("v{n}")).as_bytes(), &mut Outbox::default());
+        assert_eq!(s.census().deferred_notifies, 3, "after PUBLISH {n}");
+    }
+    // Answering frees the window: every watcher is sent the last version,
+    // none of the ones in between.
+    let mut pending: Vec<Vec<u8>> = out.transmits.iter().filter(|t| t.bytes.starts_with(b"NOTIFY")).map(|t| t.wire().into_owned()).collect();
+    let mut shown = Vec::new();
+    while let Some(notify) = pending.pop() {
+        let m = Message::parse(&notify, &Limits::default()).unwrap();
+        shown.push((String::from_utf8_lossy(m.call_id()).into_owned(), String::from_utf8_lossy(m.body()).contains("v10")));
+        let mut ok = Vec::new();
+        sip::response_to(&mut ok, m.raw(), 200, "OK", None, None).finish(None, b"");
+        let mut out = Outbox::default();
+        s.on_message(t0, src(), &ok, &mut out);
+        pending.extend(out.transmits.iter().filter(|t| t.bytes.starts_with(b"NOTIFY")).map(|t| t.wire().into_owned()));
+    }
+    assert_eq!(s.census().deferred_notifies, 0);
+    let latest: Vec<&str> = shown.iter().filter(|(_, v10)| *v10).map(|(c, _)| c.as_str()).collect();
+    assert_eq!(latest.len(), 5, "each watcher ends on the last version: {shown:?}");
+    assert_eq!(shown.len(), 7, "two NOTIFYs of v1 and five of v10: {shown:?}");
 }

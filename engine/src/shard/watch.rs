@@ -391,7 +391,7 @@ impl Shard {
         for id in ready {
             if self.notifies_in_flight < self.cfg.watch.window {
                 self.send_notify(now, id, None, out);
-            } else {
+            } else if self.subscriptions.queue_for_window(id) {
                 self.deferred_notifies.push_back(id);
             }
         }
@@ -402,7 +402,7 @@ impl Shard {
         self.notifies_in_flight = self.notifies_in_flight.saturating_sub(1);
         while self.notifies_in_flight < self.cfg.watch.window {
             let Some(id) = self.deferred_notifies.pop_front() else { break };
-            if self.subscriptions.wants_notify(id) {
+            if self.subscriptions.leave_window_queue(id) {
                 self.send_notify(now, id, None, out);
             }
         }

@@ -161,6 +161,7 @@ mod tests {
             in_flight: false,
             last_notify: None,
             rate_timer_set: false,
+            waiting_for_window: false,
             aor_slot: 0,
         })
     }
