@@ -215,7 +215,6 @@ pub enum ClientOutcome<C> {
 enum ClientState {
     Trying,
     Proceeding,
-    Completed,
 }
 
 /// Over UDP one entry at a time carries both Timer E and Timer F: each
@@ -223,11 +222,11 @@ enum ClientState {
 /// With a separate F entry, every NOTIFY left one in the wheel for 32 s,
 /// long after its transaction ended (Timer K is 5 s): a storm's worth of
 /// them (`bench/examples/storm_memory.rs`). Over TCP F alone is set.
+/// Timer K needs no entry: completed transactions wait in a log.
 #[derive(Clone, Copy, Debug)]
 enum ClientTimer {
     E(u64),
     F(u64),
-    K(u64),
 }
 
 /// What Timer E resends: a request's own bytes and its shared document.
@@ -238,7 +237,7 @@ struct ClientTxn<C> {
     /// The request, kept only where Timer E may resend it (UDP): its own
     /// bytes and, for a NOTIFY, a reference to the shared document.
     retransmit: Option<Resend>,
-    method: Box<[u8]>,
+    method: &'static [u8],
     state: ClientState,
     interval: Duration,
     /// When Timer F fires.
@@ -253,8 +252,14 @@ pub struct ClientTransactions<C> {
     shard: u16,
     timers: SipTimers,
     entropy: Entropy,
-    /// In parts: a NOTIFY storm grows it a part at a time.
+    /// Live transactions. In parts: a NOTIFY storm grows it a part at a time.
     map: PartedMap<u64, ClientTxn<C>>,
+    /// Transactions completed over UDP, held for Timer K (T4) only to
+    /// absorb retransmitted finals, so only their token is kept: about 50
+    /// bytes each in the same log as Timer J's (`core::completed`), where
+    /// the whole transaction in `map` took about 450 with its wheel entry.
+    /// A NOTIFY storm at 176,000/s holds 5 s of them, 880,000.
+    completed: Completed,
     wheel: TimerWheel<ClientTimer>,
     fired: Vec<ClientTimer>,
 }
@@ -262,18 +267,21 @@ pub struct ClientTransactions<C> {
 impl<C> ClientTransactions<C> {
     pub fn new(shard: u16, timers: SipTimers, epoch: Instant, mut entropy: Entropy) -> Self {
         let map = PartedMap::new(entropy.hasher());
-        ClientTransactions { shard, timers, entropy, map, wheel: TimerWheel::new(epoch, TICK, SLOTS), fired: Vec::new() }
+        let completed = Completed::new(timers.t4, epoch);
+        ClientTransactions { shard, timers, entropy, map, completed, wheel: TimerWheel::new(epoch, TICK, SLOTS), fired: Vec::new() }
     }
 
+    /// Live transactions and completed ones held for Timer K.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.len() + self.completed.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
-    /// Timer entries still scheduled (fired lazily; for leak checks).
+    /// Timer entries and Timer K records still pending (fired lazily; for
+    /// leak checks).
     pub fn timers_pending(&self) -> usize {
-        self.wheel.len()
+        self.wheel.len() + self.completed.pending()
     }
 
     /// Bytes of requests kept for retransmission, each transaction's own
@@ -288,7 +296,7 @@ impl<C> ClientTransactions<C> {
     pub fn new_branch(&mut self, out: &mut Vec<u8>) -> u64 {
         let token = loop {
             let t = self.entropy.u64();
-            if !self.map.contains_key(&t) {
+            if !self.map.contains_key(&t) && self.completed.find(t, &t.to_le_bytes()).is_none() {
                 break t;
             }
         };
@@ -299,7 +307,7 @@ impl<C> ClientTransactions<C> {
     /// Starts the transaction for a request built with branch `seq` and
     /// returns it for the caller to send once now. Timers E (UDP only: a
     /// copy of the request's own bytes is kept for it) and F start.
-    pub fn start(&mut self, seq: u64, request: Transmit, method: &[u8], ctx: C, now: Instant) -> Transmit {
+    pub fn start(&mut self, seq: u64, request: Transmit, method: &'static [u8], ctx: C, now: Instant) -> Transmit {
         let retransmit = (!request.to.transport.is_reliable()).then(|| (request.bytes.clone(), request.shared.clone()));
         let deadline = now + 64 * self.timers.t1;
         if retransmit.is_some() {
@@ -307,7 +315,7 @@ impl<C> ClientTransactions<C> {
         } else {
             self.wheel.insert(deadline, ClientTimer::F(seq));
         }
-        let t = ClientTxn { to: request.to, retransmit, method: method.into(), state: ClientState::Trying, interval: self.timers.t1, deadline, ctx: Some(ctx) };
+        let t = ClientTxn { to: request.to, retransmit, method, state: ClientState::Trying, interval: self.timers.t1, deadline, ctx: Some(ctx) };
         self.map.insert(seq, t);
         request
     }
@@ -327,27 +335,29 @@ impl<C> ClientTransactions<C> {
         let seq = self.own_seq(key.branch)?;
         let status = key.status;
         let t = self.map.get_mut(&seq)?;
-        if *t.method != *key.method || t.state == ClientState::Completed {
+        if *t.method != *key.method {
             return None;
         }
         if status < 200 {
             t.state = ClientState::Proceeding;
             return None;
         }
-        t.state = ClientState::Completed;
-        // Nothing is resent once a final response came: Timer K only
-        // absorbs its retransmissions. The request's bytes (a whole NOTIFY,
-        // its document included) go now rather than T4 later, which after
-        // a fan-out to thousands of watchers is most of what is held.
-        t.retransmit = None;
-        let ctx = t.ctx.take()?;
-        if t.to.transport.is_reliable() {
-            self.map.remove(&seq);
-        } else {
-            // Timer K absorbs retransmitted finals.
-            self.wheel.insert(now + self.timers.t4, ClientTimer::K(seq));
+        // Nothing is resent once a final response came: the transaction
+        // (the request's bytes with it) goes now. Over UDP its token waits
+        // out Timer K in the log, where a retransmitted final finds no
+        // live transaction and is absorbed as the RFC's Completed state
+        // would (17.1.2.2).
+        let t = self.map.remove(&seq)?;
+        if !t.to.transport.is_reliable() {
+            self.completed.insert(now, seq, &seq.to_le_bytes(), b"");
         }
-        Some(ClientOutcome::Final { ctx, status })
+        Some(ClientOutcome::Final { ctx: t.ctx?, status })
+    }
+
+    /// Whether a response with `branch` is a retransmitted final of a
+    /// transaction held for Timer K (to be absorbed, not reported stray).
+    pub fn absorbs(&self, branch: &[u8]) -> bool {
+        self.own_seq(branch).is_some_and(|seq| self.completed.find(seq, &seq.to_le_bytes()).is_some())
     }
 
     /// The context of the live transaction a response with `branch`
@@ -373,7 +383,6 @@ impl<C> ClientTransactions<C> {
                     let next = match t.state {
                         ClientState::Trying => (t.interval * 2).min(self.timers.t2),
                         ClientState::Proceeding => self.timers.t2,
-                        ClientState::Completed => continue,
                     };
                     if now >= t.deadline {
                         self.time_out(seq, outcomes);
@@ -384,16 +393,10 @@ impl<C> ClientTransactions<C> {
                     t.interval = next;
                     self.wheel.insert((now + next).min(t.deadline), ClientTimer::E(seq));
                 }
-                ClientTimer::F(seq) => {
-                    if self.map.get(&seq).is_some_and(|t| t.state != ClientState::Completed) {
-                        self.time_out(seq, outcomes);
-                    }
-                }
-                ClientTimer::K(seq) => {
-                    self.map.remove(&seq);
-                }
+                ClientTimer::F(seq) => self.time_out(seq, outcomes),
             }
         }
+        self.completed.expire(now);
     }
 
     /// Timer F: the transaction ends without a final response.
@@ -599,12 +602,17 @@ To: <sip:b@x>;tag=2\r\nCall-ID: n1\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\
         assert_eq!(ct.bytes_held(), 0, "completed: nothing left to resend, so nothing kept");
         assert_eq!(ct.len(), 1, "Timer K still holds the transaction");
         assert_eq!(ct.on_response(&gone, t0), None, "a retransmitted final is absorbed");
+        assert!(ct.absorbs(&branch), "Timer K holds its token");
+        assert_eq!(ct.timers_pending(), 2, "the Timer E entry, fired lazily, and the Timer K record");
         let mut sends = vec![];
         let mut outcomes = vec![];
         ct.on_time(t0 + Duration::from_secs(4), &mut sends, &mut outcomes);
         assert!(sends.is_empty() && outcomes.is_empty());
+        assert!(ct.absorbs(&branch));
         ct.on_time(t0 + timers.t4 + Duration::from_millis(10), &mut sends, &mut outcomes);
         assert!(ct.is_empty(), "Timer K ended it");
+        assert!(!ct.absorbs(&branch));
+        assert_eq!(ct.timers_pending(), 0);
         // A branch minted by another shard is not ours.
         let mut other = vec![];
         ids::push_branch(&mut other, 3, seq);

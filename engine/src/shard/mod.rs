@@ -779,6 +779,10 @@ impl Shard {
     /// else, which the caller parses in full.
     fn on_notify_response(&mut self, now: Instant, bytes: &[u8], out: &mut Outbox) -> bool {
         let Some(key) = sip::response_key(bytes) else { return false };
+        if self.client.absorbs(key.branch) {
+            // A retransmitted final of a transaction in Timer K.
+            return true;
+        }
         if !matches!(self.client.context(key.branch), Some(ClientCtx::Notify(_))) {
             return false;
         }

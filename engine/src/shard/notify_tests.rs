@@ -150,3 +150,26 @@ fn the_window_queue_holds_each_waiting_watcher_once() {
     assert_eq!(latest.len(), 5, "each watcher ends on the last version: {shown:?}");
     assert_eq!(shown.len(), 7, "two NOTIFYs of v1 and five of v10: {shown:?}");
 }
+
+/// A retransmitted 200 to a NOTIFY is absorbed while Timer K holds the
+/// transaction's token (not reported as stray), and stray after.
+#[test]
+fn a_retransmitted_answer_is_absorbed_until_timer_k_ends() {
+    let t0 = Instant::now();
+    let mut s = Shard::new(ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap()), t0);
+    let mut out = Outbox::default();
+    s.on_message(t0, src(), subscribe(1).as_bytes(), &mut out);
+    let ok = answers_to(&out).pop().expect("a 200 for the first NOTIFY");
+    s.on_message(t0, src(), &ok, &mut Outbox::default());
+    assert_eq!(s.census().client_transactions, 1, "held for Timer K");
+    let stray = |out: &Outbox| out.events.iter().any(|e| matches!(e, Event::StrayResponse { .. }));
+    let mut again = Outbox::default();
+    s.on_message(t0 + Duration::from_secs(1), src(), &ok, &mut again);
+    assert!(again.transmits.is_empty() && !stray(&again), "absorbed: {:?}", again.events);
+    let t5 = t0 + Duration::from_secs(5) + Duration::from_millis(10);
+    s.on_time(t5, &mut Outbox::default());
+    assert_eq!(s.census().client_transactions, 0);
+    let mut late = Outbox::default();
+    s.on_message(t5, src(), &ok, &mut late);
+    assert!(stray(&late), "Timer K ended: {:?}", late.events);
+}
