@@ -257,7 +257,8 @@ impl Completed {
         // After a burst, each index part gives back its room (core::room).
         let records = &self.records;
         for (part, room) in self.index.iter_mut().zip(&mut self.index_room) {
-            if let Some(to) = crate::core::room::shrink_to(part.len(), part.capacity(), crate::core::room::KEEP_PART) {
+            let held = crate::core::room::table_room(part.allocation_size(), std::mem::size_of::<u64>());
+            if let Some(to) = crate::core::room::shrink_to(part.len(), held, crate::core::room::KEEP_PART) {
                 part.shrink_to(to, |&s| records.get(s).hash);
                 *room = part.capacity();
             }

@@ -131,7 +131,8 @@ impl<T> PartedTable<T> {
 }
 
 fn shrink_if_sparse<T>(part: &mut HashTable<T>, hasher: impl Fn(&T) -> u64) {
-    if let Some(to) = super::room::shrink_to(part.len(), part.capacity(), super::room::KEEP_PART) {
+    let room = super::room::table_room(part.allocation_size(), std::mem::size_of::<T>());
+    if let Some(to) = super::room::shrink_to(part.len(), room, super::room::KEEP_PART) {
         part.shrink_to(to, hasher);
     }
 }

@@ -20,6 +20,17 @@ pub fn shrink_to(len: usize, capacity: usize, keep: usize) -> Option<usize> {
     (capacity > keep && capacity / 8 >= len).then(|| (len * 2).max(keep / 2))
 }
 
+/// The entries a hashbrown table's allocation has room for, whatever its
+/// tombstones. Its `capacity()` is entries plus free slots, so each
+/// removal that leaves a tombstone lowers it: a table emptied by removals
+/// can report a fraction of the allocation it still holds, and a shrink
+/// decided on `capacity()` comes late or not at all. The allocation is
+/// `buckets` slots of `entry` bytes and a control byte each (plus one
+/// group of control bytes), and holds entries in 7/8 of its slots.
+pub fn table_room(allocation_size: usize, entry: usize) -> usize {
+    allocation_size / (entry + 1) / 8 * 7
+}
+
 /// Room a drained work buffer may keep (entries): a queue emptied at every
 /// step keeps what a busy second needed, but not what a storm did.
 pub const KEEP_QUEUE: usize = 256;
@@ -53,6 +64,30 @@ impl<T> GiveBack for std::collections::VecDeque<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A table drained by removals keeps its allocation, but each removal
+    /// that leaves a tombstone lowers its reported capacity (a full table
+    /// emptied this way reports about half its room). `table_room` reads
+    /// the room from the allocation, tombstones or not, and the shrink
+    /// decided on it gives the room back.
+    #[test]
+    fn a_table_emptied_by_removals_is_seen_to_hold_its_room() {
+        let hash = |k: &u64| k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut t: hashbrown::HashTable<u64> = hashbrown::HashTable::with_capacity(14_000);
+        let peak = t.capacity();
+        for k in 0..peak as u64 {
+            t.insert_unique(hash(&k), k, hash);
+        }
+        for k in 0..peak as u64 {
+            t.find_entry(hash(&k), |&x| x == k).ok().unwrap().remove();
+        }
+        let room = table_room(t.allocation_size(), std::mem::size_of::<u64>());
+        assert!(room >= peak && room < peak + peak / 8, "{room} for {peak}");
+        assert!(t.capacity() < peak * 3 / 4, "tombstones hide the room: {} of {peak}", t.capacity());
+        let to = shrink_to(t.len(), room, KEEP_PART).expect("an empty table of that room shrinks");
+        t.shrink_to(to, hash);
+        assert!(table_room(t.allocation_size(), 8) <= KEEP_PART);
+    }
 
     #[test]
     fn drained_queues_give_back_what_a_burst_took() {
