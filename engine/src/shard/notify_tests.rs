@@ -27,6 +27,14 @@ To: <sip:a@example.com>\r\nCall-ID: s{w}\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:w
     )
 }
 
+/// A shard at time zero whose configuration `tune` adjusts.
+fn shard(tune: impl FnOnce(&mut ShardConfig)) -> (Shard, Instant) {
+    let t0 = Instant::now();
+    let mut cfg = ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap());
+    tune(&mut cfg);
+    (Shard::new(cfg, t0), t0)
+}
+
 /// The NOTIFYs in `out`: each checked to parse whole, with its body being
 /// the shared part and its Content-Length that part's length.
 fn notifies(out: &Outbox) -> Vec<(String, Arc<[u8]>)> {
@@ -61,10 +69,7 @@ fn answers_to(out: &Outbox) -> Vec<Vec<u8>> {
 
 #[test]
 fn one_document_is_shared_by_every_watchers_notify() {
-    let t0 = Instant::now();
-    let mut cfg = ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap());
-    cfg.watch.min_notify_interval = Duration::ZERO;
-    let mut s = Shard::new(cfg, t0);
+    let (mut s, t0) = shard(|cfg| cfg.watch.min_notify_interval = Duration::ZERO);
     let mut out = Outbox::default();
     s.on_message(t0, src(), publish(1, "first").as_bytes(), &mut out);
     for w in 0..3 {
@@ -93,8 +98,7 @@ fn one_document_is_shared_by_every_watchers_notify() {
 /// is sent the same way.
 #[test]
 fn the_closed_document_is_sent_as_a_shared_part_too() {
-    let t0 = Instant::now();
-    let mut s = Shard::new(ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap()), t0);
+    let (mut s, t0) = shard(|_| {});
     let mut out = Outbox::default();
     s.on_message(t0, src(), subscribe(7).as_bytes(), &mut out);
     let sent = notifies(&out);
@@ -108,11 +112,10 @@ fn the_closed_document_is_sent_as_a_shared_part_too() {
 /// latest document.
 #[test]
 fn the_window_queue_holds_each_waiting_watcher_once() {
-    let t0 = Instant::now();
-    let mut cfg = ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap());
-    cfg.watch.min_notify_interval = Duration::ZERO;
-    cfg.watch.window = 2;
-    let mut s = Shard::new(cfg, t0);
+    let (mut s, t0) = shard(|cfg| {
+        cfg.watch.min_notify_interval = Duration::ZERO;
+        cfg.watch.window = 2;
+    });
     let mut first = Outbox::default();
     s.on_message(t0, src(), publish(0, "v0").as_bytes(), &mut first);
     for w in 0..5 {
@@ -155,8 +158,7 @@ fn the_window_queue_holds_each_waiting_watcher_once() {
 /// transaction's token (not reported as stray), and stray after.
 #[test]
 fn a_retransmitted_answer_is_absorbed_until_timer_k_ends() {
-    let t0 = Instant::now();
-    let mut s = Shard::new(ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap()), t0);
+    let (mut s, t0) = shard(|_| {});
     let mut out = Outbox::default();
     s.on_message(t0, src(), subscribe(1).as_bytes(), &mut out);
     let ok = answers_to(&out).pop().expect("a 200 for the first NOTIFY");
