@@ -577,7 +577,7 @@ Event: presence\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
                 out.to_shards.append(&mut next.to_shards);
             }
             let response = out.transmits.iter().find(|t| t.bytes.starts_with(b"SIP/2.0")).expect("answered").bytes.clone();
-            let notify = out.transmits.iter().find(|t| t.bytes.starts_with(b"NOTIFY")).map(|t| t.bytes.clone());
+            let notify = out.transmits.iter().find(|t| t.bytes.starts_with(b"NOTIFY")).map(|t| t.wire().into_owned());
             (response, notify)
         };
         // The parts that do not name the shard or a random tag.
