@@ -10,11 +10,10 @@ use super::completed::Completed;
 use super::entropy::Entropy;
 use super::ids;
 use super::parted::{PartedMap, PartedTable};
-use super::peer::{Peer, Transmit};
+use super::peer::Transmit;
 use super::reply::StoredAnswer;
 use super::timer::TimerWheel;
 use crate::sip::{Message, ResponseKey, Via};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Transaction timer base values (RFC 3261 17.1.1.1, table 4).
@@ -229,20 +228,17 @@ enum ClientTimer {
     F(u64),
 }
 
-/// What Timer E resends: a request's own bytes and its shared document.
-type Resend = (Vec<u8>, Option<Arc<[u8]>>);
-
 struct ClientTxn<C> {
-    to: Peer,
     /// The request, kept only where Timer E may resend it (UDP): its own
-    /// bytes and, for a NOTIFY, a reference to the shared document.
-    retransmit: Option<Resend>,
+    /// bytes and, for a NOTIFY, a reference to the shared document. None
+    /// over a reliable transport.
+    retransmit: Option<Transmit>,
     method: &'static [u8],
     state: ClientState,
     interval: Duration,
     /// When Timer F fires.
     deadline: Instant,
-    ctx: Option<C>,
+    ctx: C,
 }
 
 /// Requests this shard sends (NOTIFY, SUBSCRIBE), keyed by the random
@@ -287,7 +283,7 @@ impl<C> ClientTransactions<C> {
     /// Bytes of requests kept for retransmission, each transaction's own
     /// (a shared document is counted where it is owned).
     pub fn bytes_held(&self) -> usize {
-        self.map.values().filter_map(|t| t.retransmit.as_ref()).map(|(bytes, _)| bytes.len()).sum()
+        self.map.values().filter_map(|t| t.retransmit.as_ref()).map(|r| r.bytes.len()).sum()
     }
 
     /// Writes a fresh branch (this shard's id and 64 random bits) for a
@@ -296,7 +292,7 @@ impl<C> ClientTransactions<C> {
     pub fn new_branch(&mut self, out: &mut Vec<u8>) -> u64 {
         let token = loop {
             let t = self.entropy.u64();
-            if !self.map.contains_key(&t) && self.completed.find(t, &t.to_le_bytes()).is_none() {
+            if !self.map.contains_key(&t) && !self.in_timer_k(t) {
                 break t;
             }
         };
@@ -308,14 +304,14 @@ impl<C> ClientTransactions<C> {
     /// returns it for the caller to send once now. Timers E (UDP only: a
     /// copy of the request's own bytes is kept for it) and F start.
     pub fn start(&mut self, seq: u64, request: Transmit, method: &'static [u8], ctx: C, now: Instant) -> Transmit {
-        let retransmit = (!request.to.transport.is_reliable()).then(|| (request.bytes.clone(), request.shared.clone()));
+        let retransmit = (!request.to.transport.is_reliable()).then(|| request.clone());
         let deadline = now + 64 * self.timers.t1;
         if retransmit.is_some() {
             self.wheel.insert((now + self.timers.t1).min(deadline), ClientTimer::E(seq));
         } else {
             self.wheel.insert(deadline, ClientTimer::F(seq));
         }
-        let t = ClientTxn { to: request.to, retransmit, method, state: ClientState::Trying, interval: self.timers.t1, deadline, ctx: Some(ctx) };
+        let t = ClientTxn { retransmit, method, state: ClientState::Trying, interval: self.timers.t1, deadline, ctx };
         self.map.insert(seq, t);
         request
     }
@@ -348,22 +344,29 @@ impl<C> ClientTransactions<C> {
         // live transaction and is absorbed as the RFC's Completed state
         // would (17.1.2.2).
         let t = self.map.remove(&seq)?;
-        if !t.to.transport.is_reliable() {
+        if t.retransmit.is_some() {
+            // Over UDP. The token is random, so it is its own hash.
             self.completed.insert(now, seq, &seq.to_le_bytes(), b"");
         }
-        Some(ClientOutcome::Final { ctx: t.ctx?, status })
+        Some(ClientOutcome::Final { ctx: t.ctx, status })
     }
 
     /// Whether a response with `branch` is a retransmitted final of a
     /// transaction held for Timer K (to be absorbed, not reported stray).
     pub fn absorbs(&self, branch: &[u8]) -> bool {
-        self.own_seq(branch).is_some_and(|seq| self.completed.find(seq, &seq.to_le_bytes()).is_some())
+        self.own_seq(branch).is_some_and(|seq| self.in_timer_k(seq))
+    }
+
+    /// Whether the transaction with token `seq` completed and waits out
+    /// Timer K.
+    fn in_timer_k(&self, seq: u64) -> bool {
+        self.completed.find(seq, &seq.to_le_bytes()).is_some()
     }
 
     /// The context of the live transaction a response with `branch`
     /// belongs to, if any: what its owner will need from the response.
     pub fn context(&self, branch: &[u8]) -> Option<&C> {
-        self.map.get(&self.own_seq(branch)?)?.ctx.as_ref()
+        self.map.get(&self.own_seq(branch)?).map(|t| &t.ctx)
     }
 
     /// The sequence number in a branch this shard minted.
@@ -388,8 +391,8 @@ impl<C> ClientTransactions<C> {
                         self.time_out(seq, outcomes);
                         continue;
                     }
-                    let Some((bytes, shared)) = &t.retransmit else { continue };
-                    send.push(Transmit { to: t.to, bytes: bytes.clone(), shared: shared.clone() });
+                    let Some(request) = &t.retransmit else { continue };
+                    send.push(request.clone());
                     t.interval = next;
                     self.wheel.insert((now + next).min(t.deadline), ClientTimer::E(seq));
                 }
@@ -401,8 +404,8 @@ impl<C> ClientTransactions<C> {
 
     /// Timer F: the transaction ends without a final response.
     fn time_out(&mut self, seq: u64, outcomes: &mut Vec<ClientOutcome<C>>) {
-        if let Some(ctx) = self.map.remove(&seq).and_then(|t| t.ctx) {
-            outcomes.push(ClientOutcome::Timeout { ctx });
+        if let Some(t) = self.map.remove(&seq) {
+            outcomes.push(ClientOutcome::Timeout { ctx: t.ctx });
         }
     }
 }
@@ -410,8 +413,10 @@ impl<C> ClientTransactions<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::peer::Peer;
     use crate::sip::Limits;
     use std::net::SocketAddr;
+    use std::sync::Arc;
 
     fn peer_udp() -> Peer {
         Peer::udp("127.0.0.1:5070".parse::<SocketAddr>().unwrap())
