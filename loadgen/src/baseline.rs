@@ -4,6 +4,7 @@
 //! divided by this one says what fraction of the machine's packet rate it
 //! reached.
 
+use presence_engine::core::peer::{Peer, Transmit};
 use presence_engine::reactor::udp::{RecvBatch, SendBatch};
 use presence_engine::sip::{Limits, Message};
 use std::net::{SocketAddr, UdpSocket};
@@ -43,7 +44,7 @@ pub fn start_responder(addr: SocketAddr) -> std::io::Result<(SocketAddr, Arc<Ato
                 }
                 let mut out = Vec::with_capacity(512);
                 presence_engine::sip::response_to(&mut out, m.raw(), 200, "OK", Some(b"baseline"), Some(from)).finish(None, b"");
-                tx.push(from, out, None);
+                tx.push(Transmit::new(Peer::udp(from), out));
             }
             while !tx.is_empty() {
                 if tx.flush(fd, 64).map(|r| r.blocked).unwrap_or(false) {

@@ -22,6 +22,7 @@
 
 mod uring;
 
+use presence_engine::core::peer::{Peer, Transmit};
 use presence_engine::reactor::udp::{RecvBatch, SendBatch};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -79,7 +80,7 @@ fn echo(rx: &RecvBatch, got: usize, tx: &mut SendBatch, fd: std::os::fd::RawFd, 
         if is_stop(b) {
             return true;
         }
-        tx.push(from, b.to_vec(), None);
+        tx.push(Transmit::new(Peer::udp(from), b.to_vec()));
         *n += 1;
     }
     while !tx.is_empty() {

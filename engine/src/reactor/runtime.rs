@@ -305,7 +305,7 @@ impl Runtime {
         }
         for t in out.transmits.drain(..) {
             match t.to.transport {
-                Transport::Udp => self.udp_out.borrow_mut().push(t.to.addr, t.bytes, t.shared),
+                Transport::Udp => self.udp_out.borrow_mut().push(t),
                 Transport::Tcp if t.to.conn.shard() == self.id => self.write_tcp(t),
                 Transport::Tcp => self.send_to_shard(t.to.conn.shard(), ShardMsg::Transmit(t)),
             }

@@ -4,12 +4,12 @@
 //! await readiness when the socket is drained (see ARCHITECTURE.md for the
 //! measurement behind this).
 
+use crate::core::peer::Transmit;
 use socket2::SockAddr;
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Room for one SCM_TIMESTAMPNS control message per datagram.
@@ -130,27 +130,24 @@ impl RecvBatch {
     }
 }
 
-/// One datagram waiting to leave: its own bytes, then the document it
-/// shares with others (a NOTIFY's body), gathered by the kernel.
-struct Queued {
-    to: SockAddr,
-    bytes: Vec<u8>,
-    shared: Option<Arc<[u8]>>,
-}
-
-/// Datagrams waiting to leave, sent in one `sendmmsg` per flush.
+/// Datagrams waiting to leave, sent in one `sendmmsg` per flush. A
+/// datagram in two parts (`Transmit::shared`, a NOTIFY's document) is
+/// gathered by the kernel from two iovecs.
 #[derive(Default)]
 pub struct SendBatch {
-    queue: Vec<Queued>,
-    /// Two per datagram: its own bytes and the shared part (empty when
-    /// it has none).
+    queue: Vec<Transmit>,
+    /// Per flush, for the datagrams it sends: their addresses in the
+    /// kernel's form, two iovecs each (the shared one empty when there is
+    /// none), and their headers.
+    names: Vec<SockAddr>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
 }
 
 impl SendBatch {
-    pub fn push(&mut self, to: SocketAddr, bytes: Vec<u8>, shared: Option<Arc<[u8]>>) {
-        self.queue.push(Queued { to: SockAddr::from(to), bytes, shared });
+    /// Queues a datagram to `t.to.addr`.
+    pub fn push(&mut self, t: Transmit) {
+        self.queue.push(t);
     }
 
     /// Takes the oldest queued datagram, as one buffer (to send it by
@@ -159,11 +156,8 @@ impl SendBatch {
         if self.queue.is_empty() {
             return None;
         }
-        let Queued { to, mut bytes, shared } = self.queue.remove(0);
-        if let Some(s) = shared {
-            bytes.extend_from_slice(&s);
-        }
-        Some((to.as_socket()?, bytes))
+        let t = self.queue.remove(0);
+        Some((t.to.addr, t.into_contiguous()))
     }
 
     pub fn len(&self) -> usize {
@@ -177,6 +171,7 @@ impl SendBatch {
     pub fn give_back(&mut self, keep: usize) {
         use crate::core::room::GiveBack;
         self.queue.give_back(keep);
+        self.names.give_back(keep);
         self.iovs.give_back(2 * keep);
         self.hdrs.give_back(keep);
     }
@@ -188,22 +183,25 @@ impl SendBatch {
         let mut res = FlushResult::default();
         while !self.queue.is_empty() {
             let n = self.queue.len().min(max_batch);
+            self.names.clear();
             self.iovs.clear();
             self.hdrs.clear();
-            for q in &self.queue[..n] {
-                let shared: &[u8] = q.shared.as_deref().unwrap_or_default();
-                self.iovs.push(libc::iovec { iov_base: q.bytes.as_ptr() as *mut _, iov_len: q.bytes.len() });
+            for t in &self.queue[..n] {
+                let shared: &[u8] = t.shared.as_deref().unwrap_or_default();
+                self.names.push(SockAddr::from(t.to.addr));
+                self.iovs.push(libc::iovec { iov_base: t.bytes.as_ptr() as *mut _, iov_len: t.bytes.len() });
                 self.iovs.push(libc::iovec { iov_base: shared.as_ptr() as *mut _, iov_len: shared.len() });
             }
-            for (i, q) in self.queue[..n].iter().enumerate() {
+            for (i, t) in self.queue[..n].iter().enumerate() {
                 let mut h: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
-                h.msg_hdr.msg_name = q.to.as_ptr() as *mut _;
-                h.msg_hdr.msg_namelen = q.to.len();
+                h.msg_hdr.msg_name = self.names[i].as_ptr() as *mut _;
+                h.msg_hdr.msg_namelen = self.names[i].len();
                 h.msg_hdr.msg_iov = &mut self.iovs[2 * i];
-                h.msg_hdr.msg_iovlen = if q.shared.is_some() { 2 } else { 1 };
+                h.msg_hdr.msg_iovlen = if t.shared.is_some() { 2 } else { 1 };
                 self.hdrs.push(h);
             }
-            // SAFETY: headers point into self.queue and self.iovs, alive for the call.
+            // SAFETY: headers point into self.queue, self.names and
+            // self.iovs, alive for the call.
             let sent = unsafe { libc::sendmmsg(fd, self.hdrs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT) };
             if sent < 0 {
                 let e = io::Error::last_os_error();
@@ -241,7 +239,13 @@ pub struct FlushResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::peer::Peer;
     use std::net::UdpSocket;
+    use std::sync::Arc;
+
+    fn two_parts(to: SocketAddr, head: &[u8], doc: &Arc<[u8]>) -> Transmit {
+        Transmit { to: Peer::udp(to), bytes: head.to_vec(), shared: Some(doc.clone()) }
+    }
 
     /// Over a real socket: a datagram queued in two parts arrives as one,
     /// and one queued whole beside it is unchanged.
@@ -253,9 +257,9 @@ mod tests {
         let to = rx.local_addr().unwrap();
         let doc: Arc<[u8]> = Arc::from(&b"<presence>shared</presence>"[..]);
         let mut batch = SendBatch::default();
-        batch.push(to, b"NOTIFY one\r\n\r\n".to_vec(), Some(doc.clone()));
-        batch.push(to, b"SIP/2.0 200 OK\r\n\r\n".to_vec(), None);
-        batch.push(to, b"NOTIFY two\r\n\r\n".to_vec(), Some(doc));
+        batch.push(two_parts(to, b"NOTIFY one\r\n\r\n", &doc));
+        batch.push(Transmit::new(Peer::udp(to), b"SIP/2.0 200 OK\r\n\r\n".to_vec()));
+        batch.push(two_parts(to, b"NOTIFY two\r\n\r\n", &doc));
         let res = batch.flush(tx.as_raw_fd(), 64).unwrap();
         assert_eq!((res.sent, res.dropped, batch.len()), (3, 0, 0));
         let mut buf = [0u8; 256];
@@ -272,7 +276,7 @@ mod tests {
     fn pop_front_joins_the_parts() {
         let mut batch = SendBatch::default();
         let to: SocketAddr = "127.0.0.1:5060".parse().unwrap();
-        batch.push(to, b"head|".to_vec(), Some(Arc::from(&b"body"[..])));
+        batch.push(two_parts(to, b"head|", &Arc::from(&b"body"[..])));
         assert_eq!(batch.pop_front(), Some((to, b"head|body".to_vec())));
         assert!(batch.is_empty());
     }
