@@ -27,15 +27,12 @@ const QUIET_REQUESTS: u64 = 1000;
 /// take: without it, a NOTIFY storm left 20-28 MiB of empty queue room
 /// live (counted with a counting allocator over `notify-storm.sh`; the
 /// window queue also held each waiting watcher once per document).
-/// Returns whether the shard was quiet.
-pub fn give_back_when_quiet(requests_in_last_check: u64, trim: impl FnOnce()) -> bool {
-    if requests_in_last_check >= QUIET_REQUESTS {
-        return false;
+pub fn give_back_when_quiet(requests_in_last_check: u64, trim: impl FnOnce()) {
+    if requests_in_last_check < QUIET_REQUESTS {
+        trim();
+        // SAFETY: mi_collect only walks the calling thread's heap.
+        unsafe { libmimalloc_sys::mi_collect(false) };
     }
-    trim();
-    // SAFETY: mi_collect only walks the calling thread's heap.
-    unsafe { libmimalloc_sys::mi_collect(false) };
-    true
 }
 
 /// Turns transparent huge pages off for this process (PR_SET_THP_DISABLE):
