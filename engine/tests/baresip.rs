@@ -17,12 +17,22 @@ use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound and released).
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A loopback port free for both UDP and TCP (bound and released), for
+/// baresip to listen on. baresip binds its SIP port over UDP and TCP, so a
+/// port found free for UDP alone failed now and then in CI: "tcp:
+/// sock_bind: Address already in use". Ports handed out by `bind(0)` come
+/// from the kernel's ephemeral range, which every outgoing TCP connection
+/// on the host also draws from, so the port is taken below that range.
+fn free_port() -> u16 {
+    let ephemeral_low =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok().and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok()).unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let span = u32::from(high - low);
+    let start = std::process::id().wrapping_mul(7919).wrapping_add(unique().wrapping_mul(104_729)) % span;
+    (0..span)
+        .map(|i| low + ((start + i) % span) as u16)
+        .find(|&port| UdpSocket::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a loopback port free for UDP and TCP below the ephemeral range")
 }
 
 struct Baresip {
@@ -39,7 +49,7 @@ impl Baresip {
     fn start(user: &str, registrar: std::net::SocketAddr, sip_port: u16) -> Baresip {
         let dir = std::env::temp_dir().join(format!("presenced-baresip-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir).unwrap();
-        let ctrl = free_tcp_port();
+        let ctrl = std::iter::repeat_with(free_port).find(|&p| p != sip_port).unwrap();
         std::fs::write(
             dir.join("config"),
             format!(
@@ -103,7 +113,7 @@ fn baresip_basic(doc: &str) -> Option<String> {
 
 #[test]
 fn baresip_as_a_presence_user_agent() {
-    let sip_port = free_udp_port();
+    let sip_port = free_port();
     let aor = "sip:bob@example.com";
     let cfg = config_file("baresip-agent", &format!("[[peu.agent]]\npresentity = \"{aor}\"\nuri = \"sip:bob@127.0.0.1:{sip_port}\"\n"));
     let srv = Presenced::start(2, &["--config", &cfg, "--notify-min-interval-ms", "0", "--peu-grace-seconds", "1"]);
