@@ -3,10 +3,14 @@
 # busy loops sharing that core (HOGS, default 1: the shard gets half of it),
 # loadgen pinned to CPU 1. For each client kind in MODES, on a fresh server:
 #   1. capacity: closed-loop PUBLISH for 10 s;
-#   2. warm: open loop at 0.9x capacity for WARM seconds (75), so that
-#      the transactions kept for Timer J (32 s) and the tables that hold
-#      them are at their steady state before RSS is read
-#      (bench/examples/completed_churn.rs shows the Timer J log's);
+#   2. warm: closed loop at capacity for WARM seconds (75), so that the
+#      transactions kept for Timer J (32 s) and the tables that hold them
+#      are at the steady state of the highest rate the shard can serve
+#      before RSS is read: the overload phase serves no more than that, so
+#      RSS that grows beyond it is overload's own (queued work). Warming
+#      at a lower rate let RSS grow by the extra 32 s of Timer J that a
+#      higher goodput holds (bench/examples/completed_churn.rs shows the
+#      Timer J log's steady state);
 #      then capacity again, closed loop for 10 s, with those transactions
 #      held (goodput is shown against both);
 #   3. overload: open-loop PUBLISH at 2x capacity for SECONDS (30);
@@ -28,7 +32,10 @@
 # and the server's RSS each second from the 2x phase on in
 # $OUT/overload-MODE-rss.log.
 #
-#   bench/e2e/overload.sh [SECONDS] [USERS]     MODES="rfc7339 plain off floor" HOGS=1 HOG=spin|duty WARM=75
+#   bench/e2e/overload.sh [SECONDS] [USERS]     MODES="rfc7339 plain off floor" HOGS=1 HOG=spin|duty WARM=75 SLICE_US=0
+#   SLICE_US asks the scheduler for that time slice in the server's shard
+#   and in the floor's responder alike ([io] sched_slice_us; 0: the
+#   kernel's default). EXTRA_TOML is appended to the server's config.
 #   LOG_LEVEL=info,overload=debug adds the controller, each 25 ms window, to the server log.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -57,7 +64,7 @@ drops() { awk '/^Udp:/ {getline; print $6}' /proc/net/snmp; }
 
 # Timer J keeps every transaction 32 s: at saturation that is far above
 # the default transaction limit, which would answer 503 for capacity.
-printf '[limits]\nserver_transactions_per_shard = 8000000\n%b' "${EXTRA_TOML:-}" >"$out/overload.toml"
+printf '[io]\nsched_slice_us = %d\n[limits]\nserver_transactions_per_shard = 8000000\n%b' "${SLICE_US:-0}" "${EXTRA_TOML:-}" >"$out/overload.toml"
 # HOGS busy loops share CPU 0 with what is measured: with one, it gets
 # half the core. Their pids land in $hogs.
 # HOG=spin: a shell busy loop, which takes its half of the core in the
@@ -117,7 +124,7 @@ PY
   $lg --max-outstanding 64 --duration 10 --report "$out/overload-$mode-capacity.json" >/dev/null
   local cpu_cap; cpu_cap=$(cpu_use "$c0" "$t0" "$out/overload-$mode-capacity.json")
   local cap; cap=$(j "$out/overload-$mode-capacity.json" "round(r['throughput_per_s'])")
-  $lg --rate $((cap * 9 / 10)) --ramp 0 --duration "${WARM:-75}" $lgflags --report "$out/overload-$mode-warm.json" >/dev/null
+  $lg --max-outstanding 64 --duration "${WARM:-75}" --report "$out/overload-$mode-warm.json" >/dev/null
   # Capacity again, now that the server holds Timer J's transactions as it
   # will under overload, so goodput is also compared in the same state.
   $lg --max-outstanding 64 --duration 10 --report "$out/overload-$mode-capacity-warm.json" >/dev/null
@@ -161,7 +168,7 @@ PY
 
 floor_run() {
   local rate=${FLOOR_RATE:-40000} f="$out/overload-floor.json"
-  taskset -c 0 target/release/loadgen responder --listen "127.0.0.1:$port" 2>/dev/null &
+  taskset -c 0 target/release/loadgen responder --listen "127.0.0.1:$port" --sched-slice-us "${SLICE_US:-0}" 2>/dev/null &
   local pid=$! hogs
   start_hogs
   trap "kill $hogs $pid 2>/dev/null; sysctl -q -w net.core.rmem_max=$rmem_was 2>/dev/null || true" EXIT

@@ -14,13 +14,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Starts the responder on `addr` (port 0: any); returns its address and a
 /// stop flag.
-pub fn start_responder(addr: SocketAddr) -> std::io::Result<(SocketAddr, Arc<AtomicBool>)> {
+pub fn start_responder(addr: SocketAddr, sched_slice_us: u32) -> std::io::Result<(SocketAddr, Arc<AtomicBool>)> {
     let sock = UdpSocket::bind(addr)?;
     sock.set_nonblocking(true)?;
     let local = sock.local_addr()?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::Builder::new().name("baseline-responder".into()).spawn(move || {
+        if sched_slice_us > 0
+            && let Err(e) = presence_engine::reactor::sched::request_slice(std::time::Duration::from_micros(sched_slice_us as u64))
+        {
+            eprintln!("loadgen: responder keeps the default scheduler slice: {e}");
+        }
         let fd = sock.as_raw_fd();
         let mut rx = RecvBatch::new(64, 65535);
         let mut tx = SendBatch::default();

@@ -43,6 +43,11 @@ enum Command {
         /// Address to answer on.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:5060")]
         listen: SocketAddr,
+        /// Ask the kernel for this time slice, microseconds (as presenced's
+        /// `[io] sched_slice_us`; 0 keeps the default), so that the floor
+        /// is measured under the same scheduling as the server.
+        #[arg(long, value_name = "US", default_value_t = 0)]
+        sched_slice_us: u32,
     },
     /// Compete for a core until killed: spin for --busy-us, sleep for
     /// --idle-us, over and over. Pinned beside a server, it takes its
@@ -316,7 +321,7 @@ fn main() -> ExitCode {
     let _ = presence_engine::reactor::memory::disable_transparent_huge_pages();
     match cli.command {
         Some(Command::Baseline(args)) => {
-            let (addr, stop) = match loadgen::baseline::start_responder("127.0.0.1:0".parse().unwrap()) {
+            let (addr, stop) = match loadgen::baseline::start_responder("127.0.0.1:0".parse().unwrap(), 0) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("loadgen: cannot start the baseline responder: {e}");
@@ -356,7 +361,7 @@ fn main() -> ExitCode {
                 std::thread::sleep(idle);
             }
         }
-        Some(Command::Responder { listen }) => match loadgen::baseline::start_responder(listen) {
+        Some(Command::Responder { listen, sched_slice_us }) => match loadgen::baseline::start_responder(listen, sched_slice_us) {
             Ok((addr, _stop)) => {
                 eprintln!("loadgen: responder answering 200 on {addr}");
                 loop {

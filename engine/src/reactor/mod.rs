@@ -10,9 +10,11 @@
 //! - [`sockets`]: creating the sockets before any executor starts, so that
 //!   an address in use is a clear error at startup.
 //! - [`memory`]: process-wide memory settings (transparent huge pages).
+//! - [`sched`]: the time slice a shard thread asks the scheduler for.
 
 pub mod memory;
 mod runtime;
+pub mod sched;
 mod sockets;
 mod tcp;
 pub mod udp;
