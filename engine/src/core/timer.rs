@@ -71,6 +71,20 @@ impl<T> TimerWheel<T> {
         }
     }
 
+    /// For a quiet shard: every slot gives back its room, an empty one all
+    /// of it. A slot otherwise gives back only when the wheel passes it, and
+    /// down to a little room of its own: after a burst, thousands of slots
+    /// each kept a small block for good.
+    pub fn give_back_room(&mut self) {
+        for slot in &mut self.slots {
+            if slot.is_empty() {
+                *slot = Vec::new();
+            } else if let Some(to) = super::room::shrink_to(slot.len(), slot.capacity(), super::room::KEEP_PART) {
+                slot.shrink_to(to);
+            }
+        }
+    }
+
     /// Fires everything due at `now` into `fired`, in no particular order
     /// within one tick.
     pub fn advance(&mut self, now: Instant, fired: &mut Vec<T>) {
@@ -178,6 +192,29 @@ mod tests {
         w.advance(t0 + ms(30), &mut out);
         assert_eq!(out, vec!["a"]);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_quiet_wheel_gives_back_every_slot_a_burst_grew() {
+        let t0 = Instant::now();
+        let mut w = TimerWheel::new(t0, ms(10), 64);
+        // A burst: 1,000 entries in each of 10 slots, then all fire; one
+        // entry stays, in a slot that grew.
+        for i in 0..10_000u64 {
+            w.insert(t0 + ms(10 + (i % 10) * 10), i);
+        }
+        w.insert(t0 + ms(200), 99_999);
+        let mut out = vec![];
+        w.advance(t0 + ms(100), &mut out);
+        assert_eq!(out.len(), 10_000);
+        let held = |w: &TimerWheel<u64>| w.slots.iter().map(Vec::capacity).sum::<usize>();
+        assert!(held(&w) > 0, "slots passed keep a little room");
+        w.give_back_room();
+        // A Vec's smallest allocation is 4 entries.
+        assert!(held(&w) <= 4, "only the slot with an entry keeps room, and only for it: {}", held(&w));
+        out.clear();
+        w.advance(t0 + ms(200), &mut out);
+        assert_eq!(out, vec![99_999]);
     }
 
     #[test]

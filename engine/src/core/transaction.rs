@@ -133,6 +133,10 @@ impl ServerTransactions {
     pub fn len(&self) -> usize {
         self.trying.len() + self.completed.len()
     }
+    /// For a quiet shard: the Timer J log's spare room goes back.
+    pub fn give_back_room(&mut self) {
+        self.completed.give_back_room();
+    }
     /// Entries Timer J has still to end (for leak checks).
     pub fn timers_pending(&self) -> usize {
         self.completed.pending()
@@ -270,6 +274,12 @@ impl<C> ClientTransactions<C> {
     /// Live transactions and completed ones held for Timer K.
     pub fn len(&self) -> usize {
         self.map.len() + self.completed.len()
+    }
+    /// For a quiet shard: the Timer K log's and the wheel's spare room
+    /// goes back.
+    pub fn give_back_room(&mut self) {
+        self.completed.give_back_room();
+        self.wheel.give_back_room();
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -13,22 +13,24 @@
 /// How often a shard looks whether it has been quiet.
 pub const QUIET_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Requests a second under which a shard counts as quiet.
-const QUIET_REQUESTS: u64 = 1000;
+/// Messages a second (requests and responses alike: during a NOTIFY storm
+/// a shard takes in few requests and a great many answers) under which a
+/// shard counts as quiet.
+const QUIET_MESSAGES: u64 = 1000;
 
 /// After a burst, the allocator holds the pages it freed until its own
 /// calls on that thread purge them, and a quiet shard makes few calls:
 /// after a NOTIFY storm, RSS stayed at 2-5 times its level before for tens
 /// of seconds after every transaction had ended (`bench/e2e/notify-storm.sh`).
-/// A shard that served fewer than `QUIET_REQUESTS` in the last
+/// A shard that served fewer than `QUIET_MESSAGES` in the last
 /// `QUIET_CHECK` asks mimalloc to collect and purge its thread's heap: a
 /// walk of its pages, paid only when there is little else to do. Before
 /// that, `trim` gives back the room a burst made the shard's work queues
 /// take: without it, a NOTIFY storm left 20-28 MiB of empty queue room
 /// live (counted with a counting allocator over `notify-storm.sh`; the
 /// window queue also held each waiting watcher once per document).
-pub fn give_back_when_quiet(requests_in_last_check: u64, trim: impl FnOnce()) {
-    if requests_in_last_check < QUIET_REQUESTS {
+pub fn give_back_when_quiet(messages_in_last_check: u64, trim: impl FnOnce()) {
+    if messages_in_last_check < QUIET_MESSAGES {
         trim();
         // SAFETY: mi_collect only walks the calling thread's heap.
         unsafe { libmimalloc_sys::mi_collect(false) };

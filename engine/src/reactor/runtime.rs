@@ -58,7 +58,7 @@ pub(crate) struct Runtime {
     /// Whether a task is awaiting room in each destination's queue.
     flushing: RefCell<Vec<bool>>,
     /// When the allocator was last asked to give back freed memory, and
-    /// the shard's request count then (see `reactor::memory::give_back_when_quiet`).
+    /// the shard's message count then (see `reactor::memory::give_back_when_quiet`).
     quiet_check: Cell<(Instant, u64)>,
     /// When the core's timers are next due (see [`Runtime::run_timers_if_due`]).
     next_tick: Cell<Instant>,
@@ -440,11 +440,11 @@ impl Runtime {
         }
         self.next_tick.set(now + TICK);
         self.with_core(|core, out| core.on_time(now, out));
-        let (since, requests_then) = self.quiet_check.get();
+        let (since, messages_then) = self.quiet_check.get();
         if now.duration_since(since) >= super::memory::QUIET_CHECK {
-            let requests = self.core.borrow().stats().requests;
-            super::memory::give_back_when_quiet(requests - requests_then, || self.give_back_room());
-            self.quiet_check.set((now, requests));
+            let messages = self.core.borrow().stats().messages;
+            super::memory::give_back_when_quiet(messages - messages_then, || self.give_back_room());
+            self.quiet_check.set((now, messages));
         }
     }
 

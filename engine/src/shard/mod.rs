@@ -145,6 +145,10 @@ pub struct Expected {
 /// Counters a shard keeps about its own traffic.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShardStats {
+    /// Messages taken in from the network and served: requests,
+    /// responses (a NOTIFY's 200 included) and malformed ones. A shard
+    /// that takes few is quiet (`reactor::memory`).
+    pub messages: u64,
     pub requests: u64,
     pub responses_sent: u64,
     pub malformed: u64,
@@ -414,13 +418,16 @@ impl Shard {
     }
 
     /// Gives back the room a burst made the shard's work queues take (the
-    /// admission queue, the NOTIFY window's queue). For a quiet shard: a
-    /// busy one would only grow them again. Tables give theirs back as
-    /// they drain (`core::room`).
+    /// admission queue, the NOTIFY window's queue) and the spare room its
+    /// transaction logs and their timer wheel keep for a steady load. For
+    /// a quiet shard: a busy one would only grow them again. Tables give
+    /// theirs back as they drain (`core::room`).
     pub fn give_back_room(&mut self) {
         use crate::core::room::{GiveBack, KEEP_QUEUE};
         self.ingress.give_back_room();
         self.deferred_notifies.give_back(KEEP_QUEUE);
+        self.server.give_back_room();
+        self.client.give_back_room();
     }
 
     /// Datagrams queued for service.
@@ -533,6 +540,7 @@ impl Shard {
 
     /// Parses a message and routes it: to its owner shard, or handled here.
     fn serve(&mut self, now: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
+        self.stats.messages += 1;
         if self.on_notify_response(now, bytes, out) {
             return;
         }

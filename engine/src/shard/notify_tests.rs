@@ -164,6 +164,9 @@ fn a_retransmitted_answer_is_absorbed_until_timer_k_ends() {
     let ok = answers_to(&out).pop().expect("a 200 for the first NOTIFY");
     s.on_message(t0, src(), &ok, &mut Outbox::default());
     assert_eq!(s.census().client_transactions, 1, "held for Timer K");
+    // Answers count as traffic, as requests do: a shard busy with a
+    // NOTIFY storm's answers is not quiet (`reactor::memory`).
+    assert_eq!((s.stats().requests, s.stats().messages), (1, 2));
     let stray = |out: &Outbox| out.events.iter().any(|e| matches!(e, Event::StrayResponse { .. }));
     let mut again = Outbox::default();
     s.on_message(t0 + Duration::from_secs(1), src(), &ok, &mut again);
