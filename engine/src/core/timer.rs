@@ -14,6 +14,7 @@
 //! owner ignores a firing whose state has moved on (a refreshed binding, a
 //! finished transaction). That keeps every table free of timer handles.
 
+use super::room::{GiveBack, KEEP_PART};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -79,8 +80,8 @@ impl<T> TimerWheel<T> {
         for slot in &mut self.slots {
             if slot.is_empty() {
                 *slot = Vec::new();
-            } else if let Some(to) = super::room::shrink_to(slot.len(), slot.capacity(), super::room::KEEP_PART) {
-                slot.shrink_to(to);
+            } else {
+                slot.give_back(KEEP_PART);
             }
         }
     }
@@ -114,9 +115,7 @@ impl<T> TimerWheel<T> {
             // goes back then, instead of being held for good (14 MiB after
             // 160,000 NOTIFYs, `bench/examples/storm_memory.rs`). At a
             // steady rate this is one reallocation per busy slot per turn.
-            if let Some(to) = super::room::shrink_to(entries.len(), entries.capacity(), super::room::KEEP_PART) {
-                entries.shrink_to(to);
-            }
+            entries.give_back(KEEP_PART);
         }
         self.now_tick = target;
         // Buckets now wholly within the span move in; their entries that

@@ -34,34 +34,30 @@ struct SchedAttr {
 /// Asks for a slice of `slice` for the calling thread, keeping its policy
 /// and nice value. The kernel clamps it to 0.1..100 ms.
 pub fn request_slice(slice: Duration) -> Result<(), String> {
-    let mut attr = SchedAttr { size: std::mem::size_of::<SchedAttr>() as u32, ..Default::default() };
-    // SAFETY: sched_getattr/sched_setattr on the calling thread (pid 0),
-    // with a buffer of the size passed.
-    unsafe {
-        if libc::syscall(libc::SYS_sched_getattr, 0, &mut attr as *mut SchedAttr, attr.size, 0) != 0 {
-            return Err(format!("sched_getattr: {}", std::io::Error::last_os_error()));
-        }
-        if attr.policy != libc::SCHED_OTHER as u32 && attr.policy != libc::SCHED_BATCH as u32 {
-            return Err(format!("policy {} has no fair slice", attr.policy));
-        }
-        attr.size = std::mem::size_of::<SchedAttr>() as u32;
-        attr.flags = 0;
-        attr.runtime = slice.as_nanos() as u64;
-        if libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) != 0 {
-            return Err(format!("sched_setattr: {}", std::io::Error::last_os_error()));
-        }
+    let mut attr = this_thread()?;
+    if attr.policy != libc::SCHED_OTHER as u32 && attr.policy != libc::SCHED_BATCH as u32 {
+        return Err(format!("policy {} has no fair slice", attr.policy));
+    }
+    attr.size = std::mem::size_of::<SchedAttr>() as u32;
+    attr.flags = 0;
+    attr.runtime = slice.as_nanos() as u64;
+    // SAFETY: sched_setattr on the calling thread (pid 0) with a whole
+    // `sched_attr` of the size it names.
+    if unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) } != 0 {
+        return Err(format!("sched_setattr: {}", std::io::Error::last_os_error()));
     }
     Ok(())
 }
 
-/// The calling thread's slice as the kernel reports it (0: the default).
-pub fn current_slice() -> Result<Duration, String> {
+/// The calling thread's scheduling attributes.
+fn this_thread() -> Result<SchedAttr, String> {
     let mut attr = SchedAttr { size: std::mem::size_of::<SchedAttr>() as u32, ..Default::default() };
-    // SAFETY: as above.
+    // SAFETY: sched_getattr on the calling thread (pid 0) into a buffer of
+    // the size passed.
     if unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &mut attr as *mut SchedAttr, attr.size, 0) } != 0 {
         return Err(format!("sched_getattr: {}", std::io::Error::last_os_error()));
     }
-    Ok(Duration::from_nanos(attr.runtime))
+    Ok(attr)
 }
 
 #[cfg(test)]
@@ -79,7 +75,7 @@ mod tests {
             match request_slice(Duration::from_micros(500)) {
                 // The kernel reports the slice it keeps (6.12+).
                 Ok(()) => {
-                    let got = current_slice().unwrap();
+                    let got = Duration::from_nanos(this_thread().unwrap().runtime);
                     assert!(got.is_zero() || got == Duration::from_micros(500), "slice {got:?}");
                 }
                 // A kernel without custom slices may refuse; it must say why.
