@@ -3,12 +3,19 @@
 # limit (--notify-min-interval-ms 0), loadgen on CPU 1 with PRESENTITIES x
 # WATCHERS standing subscriptions, then a PUBLISH storm on the
 # presentities for SECONDS (each PUBLISH is a NOTIFY to every watcher).
+# The subscriptions stand idle for SETTLE seconds first (default 35), so
+# that Timer J has ended the transactions that set them up: the RSS before
+# the storm is that of the standing state alone, read when loadgen says the
+# storm began (`setup.ended_unix_s` in its report). Earlier versions of this
+# script read it before loadgen had set anything up, the idle server's.
 # The server's RSS is sampled every 200 ms; printed: RSS when the
 # subscriptions stand (before the storm), its peak during the storm, and
 # 6 and 10 s after the storm (Timer K, 5 s, lets each NOTIFY transaction
 # go; the server sends the last of its backlog a second or two after
 # loadgen stops) and 35 s after (Timer J too), each against the RSS before
 # the storm. The issue-18 target: at most 1.2x once Timer K has passed.
+#
+# Set BIN to measure another build's presenced (loadgen is this tree's).
 #
 #   bench/e2e/notify-storm.sh [SECONDS] [PRESENTITIES] [WATCHERS]     defaults 10 10 1000
 set -euo pipefail
@@ -18,10 +25,12 @@ presentities=${2:-10}
 watchers=${3:-1000}
 out=${OUT:-target/e2e}
 port=${PORT:-5096}
+settle=${SETTLE:-35}
+bin=${BIN:-target/release}
 mkdir -p "$out"
 cargo build --release -q -p loadgen -p presence-engine
 
-taskset -c 0 target/release/presenced --listen "127.0.0.1:$port" --shards 1 --notify-min-interval-ms 0 --log-level warn >"$out/storm-presenced.log" 2>&1 &
+taskset -c 0 "$bin/presenced" --listen "127.0.0.1:$port" --shards 1 --notify-min-interval-ms 0 --log-level warn >"$out/storm-presenced.log" 2>&1 &
 pid=$!
 trap 'kill -INT $pid 2>/dev/null || true' EXIT
 sleep 0.5
@@ -29,17 +38,15 @@ rss_log="$out/storm-rss.log"
 : >"$rss_log"
 ( while kill -0 $pid 2>/dev/null; do echo "$(date +%s.%N) $(awk '/VmRSS/ {print $2}' "/proc/$pid/status")" >>"$rss_log"; sleep 0.2; done ) &
 sampler=$!
-start=$(date +%s.%N)
 taskset -c 1 target/release/loadgen --target "127.0.0.1:$port" --scenario fanout --presentities "$presentities" --watchers "$watchers" \
-  --threads 1 --quiet --duration "$secs" --report "$out/storm.json" >/dev/null
+  --threads 1 --quiet --duration "$secs" --setup-settle "$settle" --report "$out/storm.json" >/dev/null
 sleep 35
 kill $sampler 2>/dev/null || true
-python3 - "$out/storm.json" "$rss_log" "$start" <<'PY'
+python3 - "$out/storm.json" "$rss_log" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 samples = [tuple(map(float, l.split())) for l in open(sys.argv[2]) if len(l.split()) == 2]
-start = float(sys.argv[3])
-storm = start + r["setup"]["duration_s"]
+storm = r["setup"]["ended_unix_s"]
 end = storm + r["duration_s"]
 def at(t):  # the last sample at or before t, in MiB
     return max((s for s in samples if s[0] <= t), key=lambda s: s[0])[1] / 1024

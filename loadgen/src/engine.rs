@@ -68,6 +68,8 @@ pub struct WorkerConfig {
     pub profile: Option<Profile>,
     /// Transactions outstanding while setting up subscriptions.
     pub setup_outstanding: usize,
+    /// Idle time after the setup, before the measured phase.
+    pub setup_settle: Duration,
     /// Fully validate one NOTIFY body in this many (1: all).
     pub pidf_sample: u64,
     /// End the subscriptions still open when the run is over.
@@ -154,6 +156,9 @@ pub struct SetupResult {
     pub ok: u64,
     pub failed: u64,
     pub duration_s: f64,
+    /// Wall-clock time (Unix seconds) when this worker's setup, settle
+    /// included, ended.
+    pub ended_unix_s: f64,
 }
 
 /// What one worker measured.
@@ -442,6 +447,11 @@ impl<'a> Worker<'a> {
         }
         setup.failed = setup.subscriptions - setup.ok;
         setup.duration_s = started_at.elapsed().as_secs_f64();
+        let settle_until = Instant::now() + self.cfg.setup_settle;
+        while Instant::now() < settle_until && !self.shared.stop.load(Ordering::Relaxed) {
+            self.step(true);
+        }
+        setup.ended_unix_s = unix_now_s();
         self.res.setup = Some(setup);
         self.res.notify.reset_counts();
         self.shared.setup_done.fetch_add(1, Ordering::Relaxed);
@@ -484,7 +494,13 @@ impl<'a> Worker<'a> {
             self.step(true);
         }
         let left = self.watches.iter().filter(|w| w.is_open()).count() as u64;
-        SetupResult { subscriptions: sent, ok: sent.saturating_sub(left), failed: left.min(sent), duration_s: started_at.elapsed().as_secs_f64() }
+        SetupResult {
+            subscriptions: sent,
+            ok: sent.saturating_sub(left),
+            failed: left.min(sent),
+            duration_s: started_at.elapsed().as_secs_f64(),
+            ended_unix_s: unix_now_s(),
+        }
     }
 
     /// The measured phase: start transactions per the load model until the
@@ -1056,4 +1072,10 @@ impl<'a> Worker<'a> {
         }
         self.window_hist.reset();
     }
+}
+
+/// Wall-clock time in Unix seconds, for reports that other tools line up
+/// with their own samples (a server's RSS over a run).
+fn unix_now_s() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }

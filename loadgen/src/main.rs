@@ -122,6 +122,13 @@ struct RunArgs {
     /// loadgen/profiles/busy-hour.toml].
     #[arg(long, value_name = "FILE.toml")]
     profile: Option<PathBuf>,
+    /// fanout, mixed, peu: seconds idle after the setup (answering NOTIFYs)
+    /// before the measured phase, so that the server's Timer J can end the
+    /// setup's transactions first: what the server holds then is the
+    /// standing state alone. The report's `setup.ended_unix_s` says when
+    /// the measured phase began.
+    #[arg(long, value_name = "S", default_value_t = 0.0)]
+    setup_settle: f64,
     /// fanout, mixed, scale: setup transactions outstanding in all while setting up.
     #[arg(long, value_name = "K", default_value_t = 256)]
     setup_outstanding: usize,
@@ -234,6 +241,7 @@ fn run(args: &RunArgs, target: SocketAddr) -> Result<Outcome, String> {
                 fanout_watches: slice(watches, w),
                 profile: profile.clone(),
                 setup_outstanding: (args.setup_outstanding / threads).max(1),
+                setup_settle: Duration::from_secs_f64(args.setup_settle.max(0.0)),
                 pidf_sample: args.pidf_sample.max(1),
                 teardown: !args.keep_subscriptions,
                 refresh_every: if scenario == Scenario::Publish { args.refresh_every } else { 0 },

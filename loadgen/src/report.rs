@@ -42,16 +42,20 @@ pub struct SetupReport {
     pub ok: u64,
     pub failed: u64,
     pub duration_s: f64,
+    /// When the last worker's setup ended (Unix seconds): the measured
+    /// phase began then.
+    pub ended_unix_s: f64,
 }
 
 impl SetupReport {
     fn add(total: &mut Option<SetupReport>, part: Option<SetupResult>) {
         if let Some(s) = part {
-            let t = total.get_or_insert(SetupReport { subscriptions: 0, ok: 0, failed: 0, duration_s: 0.0 });
+            let t = total.get_or_insert(SetupReport { subscriptions: 0, ok: 0, failed: 0, duration_s: 0.0, ended_unix_s: 0.0 });
             t.subscriptions += s.subscriptions;
             t.ok += s.ok;
             t.failed += s.failed;
             t.duration_s = t.duration_s.max(s.duration_s);
+            t.ended_unix_s = t.ended_unix_s.max(s.ended_unix_s);
         }
     }
 }

@@ -58,7 +58,15 @@ fn fanout_delivers_every_version_to_every_watcher() {
     let srv = server(0);
     let target = srv.local_addr().to_string();
     for transport in ["udp", "tcp"] {
-        let v = loadgen_at(&target, transport, "fanout", &["--presentities", "3", "--watchers", "40", "--count", "30", "--max-outstanding", "2"]);
+        let unix_now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let began = unix_now();
+        let args = ["--presentities", "3", "--watchers", "40", "--count", "30", "--max-outstanding", "2", "--setup-settle", "0.5"];
+        let v = loadgen_at(&target, transport, "fanout", &args);
+        // The storm began once the subscriptions had stood idle 0.5 s, and
+        // the report says when (scripts line the server's RSS up with it).
+        let storm_began = v["setup"]["ended_unix_s"].as_f64().unwrap();
+        let setup_s = v["setup"]["duration_s"].as_f64().unwrap();
+        assert!(storm_began >= began + setup_s + 0.5 && storm_began <= unix_now(), "{began} {storm_began}: {v}");
         assert_eq!(v["setup"]["subscriptions"], 120, "{v}");
         assert_eq!(v["setup"]["ok"], 120, "{v}");
         assert_eq!(v["ok"], 30, "every PUBLISH of the storm accepted: {v}");
