@@ -24,6 +24,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::own_pages::OwnPages;
+
+/// A block of the log's own memory (`core::own_pages`).
+type Block<T> = allocator_api2::vec::Vec<T, OwnPages>;
+
 /// Parts of the index: finer than other tables' 64 (`core::parted`), so
 /// that at a burst's peak (a million NOTIFYs held for Timer K) a part
 /// stays under 64 KiB. mimalloc keeps 64-512 KiB allocations in 4 MiB
@@ -67,15 +72,19 @@ struct Record {
 pub struct Completed {
     hold: Duration,
     epoch: Instant,
-    index: Vec<hashbrown::HashTable<u64>>,
+    index: Vec<hashbrown::HashTable<u64, OwnPages>>,
     /// Each part's capacity when it last grew (no tombstones then).
     index_room: Vec<usize>,
     records: Ring<Record>,
-    chunks: VecDeque<Vec<u8>>,
+    chunks: VecDeque<Block<u8>>,
     /// Wrapping id of `chunks[0]`.
     first_chunk: u32,
-    spare: Vec<Vec<u8>>,
+    spare: Vec<Block<u8>>,
     live: usize,
+    /// The heap the ring's blocks, the chunks and the index are in: the
+    /// log's pages empty as it moves on, whatever else was allocated
+    /// among them.
+    pages: OwnPages,
 }
 
 /// A first-in first-out queue addressed by sequence number, in blocks of
@@ -83,11 +92,12 @@ pub struct Completed {
 /// million records would copy 32 MiB at once each time it doubled, a stall
 /// of its own), and a block emptied at the front is reused at the back.
 struct Ring<T> {
-    blocks: VecDeque<Vec<T>>,
+    blocks: VecDeque<Block<T>>,
     /// Sequence number of `blocks[0][0]`, and of the front element.
     base: u64,
     front: u64,
-    spare: Option<Vec<T>>,
+    spare: Option<Block<T>>,
+    pages: OwnPages,
 }
 
 /// Records per block: 32 KiB of them. mimalloc keeps allocations of 64-512
@@ -99,8 +109,8 @@ struct Ring<T> {
 const BLOCK: usize = 1024;
 
 impl<T: Copy> Ring<T> {
-    fn new() -> Self {
-        Ring { blocks: VecDeque::new(), base: 0, front: 0, spare: None }
+    fn new(pages: OwnPages) -> Self {
+        Ring { blocks: VecDeque::new(), base: 0, front: 0, spare: None, pages }
     }
 
     fn len(&self) -> usize {
@@ -116,7 +126,7 @@ impl<T: Copy> Ring<T> {
     /// Appends `item`; returns its sequence number.
     fn push(&mut self, item: T) -> u64 {
         if self.blocks.back().is_none_or(|b| b.len() == BLOCK) {
-            let block = self.spare.take().unwrap_or_else(|| Vec::with_capacity(BLOCK));
+            let block = self.spare.take().unwrap_or_else(|| Block::with_capacity_in(BLOCK, self.pages.clone()));
             self.blocks.push_back(block);
         }
         let seq = self.end();
@@ -177,16 +187,18 @@ impl<T: Copy> Ring<T> {
 impl Completed {
     /// Holds each transaction `hold` (Timer J) after its completion.
     pub fn new(hold: Duration, epoch: Instant) -> Self {
+        let pages = OwnPages::new();
         Completed {
             hold,
             epoch,
-            index: (0..INDEX_PARTS).map(|_| hashbrown::HashTable::new()).collect(),
+            index: (0..INDEX_PARTS).map(|_| hashbrown::HashTable::new_in(pages.clone())).collect(),
             index_room: vec![0; INDEX_PARTS],
-            records: Ring::new(),
+            records: Ring::new(pages.clone()),
             chunks: VecDeque::new(),
             first_chunk: 0,
             spare: Vec::new(),
             live: 0,
+            pages,
         }
     }
 
@@ -207,7 +219,7 @@ impl Completed {
 
     /// Bytes of arena held (for the memory table and tests).
     pub fn arena_bytes(&self) -> usize {
-        self.chunks.iter().map(Vec::capacity).sum()
+        self.chunks.iter().map(Block::capacity).sum()
     }
 
     /// Holds a transaction completed at `now` with key `key` (hashed to
@@ -310,6 +322,7 @@ impl Completed {
             self.first_chunk = self.first_chunk.wrapping_add(self.chunks.len() as u32);
             self.chunks = VecDeque::new();
         }
+        self.pages.collect();
     }
 
     fn nanos(&self, t: Instant) -> u64 {
@@ -337,7 +350,9 @@ impl Completed {
         let need = key.len() + answer.len();
         let fits = self.chunks.back().is_some_and(|c| c.capacity() - c.len() >= need);
         if !fits {
-            let chunk = if need <= CHUNK { self.spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK)) } else { Vec::with_capacity(need) };
+            let size = need.max(CHUNK);
+            let chunk = if need <= CHUNK { self.spare.pop() } else { None };
+            let chunk = chunk.unwrap_or_else(|| Block::with_capacity_in(size, self.pages.clone()));
             self.chunks.push_back(chunk);
         }
         let id = self.first_chunk.wrapping_add(self.chunks.len() as u32 - 1);
@@ -414,7 +429,7 @@ mod tests {
 
     #[test]
     fn the_ring_keeps_order_and_numbers_across_blocks_and_reuses_them() {
-        let mut r: Ring<u32> = Ring::new();
+        let mut r: Ring<u32> = Ring::new(OwnPages::new());
         let mut next_out = 0u64;
         for round in 0..3u64 {
             for i in 0..(BLOCK as u64 * 2 + 17) {

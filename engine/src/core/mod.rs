@@ -17,6 +17,8 @@
 //! - [`parted`]: maps in 64 parts, so that no growth rehashes everything.
 //! - [`reply`]: what a handler answers (status, reason, headers).
 //! - [`room`]: when a table gives back what a burst made it take.
+//! - [`own_pages`]: a heap of its own for a log, so that its blocks pin
+//!   no page of anything else's.
 //! - [`capabilities`]: methods, bodies, events and extensions served.
 
 pub mod capabilities;
@@ -27,6 +29,7 @@ pub mod ingress;
 pub mod limits;
 pub mod outbound;
 pub mod overload;
+pub mod own_pages;
 pub mod parted;
 pub mod peer;
 pub mod reply;
