@@ -358,9 +358,24 @@ impl Completed {
         let id = self.first_chunk.wrapping_add(self.chunks.len() as u32 - 1);
         let c = self.chunks.back_mut().expect("a chunk was just ensured");
         let offset = c.len() as u32;
-        c.extend_from_slice(key);
-        c.extend_from_slice(answer);
+        push_bytes(c, key);
+        push_bytes(c, answer);
         (id, offset)
+    }
+}
+
+/// Appends `bytes` to a chunk that has room for them, in one copy:
+/// `allocator_api2`'s `extend_from_slice` copies element by element, which
+/// took about 1,600 more instructions per transaction held (`publish_loop`
+/// under callgrind).
+fn push_bytes(chunk: &mut Block<u8>, bytes: &[u8]) {
+    let spare = chunk.spare_capacity_mut();
+    assert!(spare.len() >= bytes.len(), "the caller found room in the chunk");
+    // SAFETY: MaybeUninit<u8> has u8's layout, the room was just checked,
+    // and the bytes written are initialized before the length covers them.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), spare.as_mut_ptr().cast::<u8>(), bytes.len());
+        chunk.set_len(chunk.len() + bytes.len());
     }
 }
 
