@@ -14,6 +14,8 @@
 #
 #   bench/e2e/latency-tail.sh [RATE] [SECONDS] [USERS]     defaults 13000 6 10000
 #   SCENARIO=publish|subscribe OUT=target/e2e PORT=5095
+#   BIN=dir of another build's presenced (loadgen is always this tree's);
+#   KINDS="default" to skip the THP run, KINDS="default kamailio" etc.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rate=${1:-13000}
@@ -24,18 +26,20 @@ out=${OUT:-target/e2e}
 port=${PORT:-5095}
 mkdir -p "$out"
 cargo build --release -q -p loadgen -p presence-engine
+bin=${BIN:-target/release}
 printf '[io]\ntransparent_huge_pages = true\n' >"$out/latency-thp.toml"
 printf '[io]\ntransparent_huge_pages = false\n' >"$out/latency-default.toml"
 
 kinds="thp default"
 if command -v kamailio >/dev/null 2>&1 && [ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/presence.so ]; then kinds="$kinds kamailio"; fi
+kinds=${KINDS:-$kinds}
 for kind in $kinds; do
   target_port=$port
   if [ "$kind" = kamailio ]; then
     target_port=5070
     taskset -c 0 kamailio -f loadgen/kamailio/kamailio.cfg -DD -E -m 256 -M 16 -Y "$out" >"$out/latency-$scenario-$kind.log" 2>&1 &
   else
-    taskset -c 0 target/release/presenced --config "$out/latency-$kind.toml" --listen "127.0.0.1:$port" --shards 1 --log-level warn >"$out/latency-$scenario-$kind.log" 2>&1 &
+    taskset -c 0 "$bin/presenced" --config "$out/latency-$kind.toml" --listen "127.0.0.1:$port" --shards 1 --log-level warn >"$out/latency-$scenario-$kind.log" 2>&1 &
   fi
   pid=$!
   trap 'kill -INT $pid 2>/dev/null || true' EXIT
