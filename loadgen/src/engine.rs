@@ -435,10 +435,7 @@ impl<'a> Worker<'a> {
                 self.step(true);
             }
             self.run_unmeasured(Source::PeuFirst { next: self.cfg.users.start });
-            let settle = Instant::now() + Duration::from_millis(500);
-            while Instant::now() < settle {
-                self.step(true);
-            }
+            self.answer_for(Duration::from_millis(500));
         }
         for w in &self.watches {
             if w.accepted() {
@@ -447,15 +444,21 @@ impl<'a> Worker<'a> {
         }
         setup.failed = setup.subscriptions - setup.ok;
         setup.duration_s = started_at.elapsed().as_secs_f64();
-        let settle_until = Instant::now() + self.cfg.setup_settle;
-        while Instant::now() < settle_until && !self.shared.stop.load(Ordering::Relaxed) {
-            self.step(true);
-        }
+        self.answer_for(self.cfg.setup_settle);
         setup.ended_unix_s = unix_now_s();
         self.res.setup = Some(setup);
         self.res.notify.reset_counts();
         self.shared.setup_done.fetch_add(1, Ordering::Relaxed);
         while self.shared.in_setup() && !self.shared.stop.load(Ordering::Relaxed) {
+            self.step(true);
+        }
+    }
+
+    /// Answers whatever arrives for `d`, starting nothing, or until the run
+    /// is stopped.
+    pub(crate) fn answer_for(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until && !self.shared.stop.load(Ordering::Relaxed) {
             self.step(true);
         }
     }
