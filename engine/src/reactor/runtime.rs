@@ -145,7 +145,11 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
 
     // The timer loop is the shard's main task: when it ends, the executor
     // drops the others.
-    let mut policy_seen = policy.generation.load(Ordering::Acquire);
+    // The policy in `cfg` is generation 0's. Reading the generation here
+    // instead would miss a reload that came before this line: the shard
+    // may already have served requests (and the operator sent SIGHUP)
+    // while this task was starting.
+    let mut policy_seen = 0;
     while !stop.load(Ordering::Acquire) {
         glommio::timer::sleep(TICK).await;
         let generation = policy.generation.load(Ordering::Acquire);

@@ -124,6 +124,14 @@ impl Presenced {
 
 impl Drop for Presenced {
     fn drop(&mut self) {
+        // A failing test shows what the server last said: a flake on a
+        // busy CI host is otherwise a timeout with nothing to go on.
+        if std::thread::panicking() {
+            let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            for record in log.iter().skip(log.len().saturating_sub(40)) {
+                eprintln!("presenced log: {record}");
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
