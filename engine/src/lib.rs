@@ -5,3 +5,4 @@ pub mod reactor;
 pub mod registrar;
 pub mod shard;
 pub mod sip;
+pub mod storage;
