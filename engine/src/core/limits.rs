@@ -26,10 +26,14 @@ pub enum Limit {
     BindingsPerAor,
     /// The shard is overloaded: new initial requests are shed (capacity).
     Overload,
+    /// The shard's journal holds more unwritten bytes than
+    /// `[storage] max_pending_bytes`, or its device is failing: a change
+    /// it could not make durable is refused (capacity).
+    Journal,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 9] = [
         Limit::ServerTransactions,
         Limit::PendingAsks,
         Limit::Subscriptions,
@@ -38,6 +42,7 @@ impl Limit {
         Limit::DocumentSize,
         Limit::BindingsPerAor,
         Limit::Overload,
+        Limit::Journal,
     ];
 
     /// Its place in per-limit counters.
@@ -55,13 +60,14 @@ impl Limit {
             Limit::DocumentSize => "document_size",
             Limit::BindingsPerAor => "bindings_per_aor",
             Limit::Overload => "overload",
+            Limit::Journal => "journal",
         }
     }
 
     /// Status and reason: 503 for capacity, 403 or 413 for policy.
     pub fn status(self) -> (u16, &'static str) {
         match self {
-            Limit::ServerTransactions | Limit::PendingAsks | Limit::Subscriptions | Limit::Overload => (503, "Service Unavailable"),
+            Limit::ServerTransactions | Limit::PendingAsks | Limit::Subscriptions | Limit::Overload | Limit::Journal => (503, "Service Unavailable"),
             Limit::SubscriptionsPerWatcher => (403, "Forbidden: too many subscriptions for this watcher"),
             Limit::PublicationsPerPresentity => (403, "Forbidden: too many publications for this presentity"),
             Limit::DocumentSize => (413, "Request Entity Too Large: the presentity's document would exceed its limit"),

@@ -100,6 +100,13 @@ pub struct DocChange {
 
 pub type PublishReply = HandlerReply;
 
+/// A PUBLISHed publication read back from durable state.
+pub struct Restored {
+    pub etag: Box<[u8]>,
+    pub expires_at: Instant,
+    pub elements: Box<[Element]>,
+}
+
 /// Whether anyone would be told of a new document of an AOR (its owner
 /// shard knows: watchers, or an event log that records every document).
 /// Nobody reads the document of an unwatched presentity, so it is not
@@ -363,6 +370,39 @@ impl Publications {
                 self.recompose(&aor, changes, watched);
             }
         }
+    }
+
+    /// The PUBLISHed publications of `aor` (not the agents'), oldest
+    /// modification first, as (entity tag, expiry, elements): what the
+    /// journal keeps of a presentity.
+    pub fn published(&self, aor: &[u8]) -> impl Iterator<Item = (&[u8], Instant, &[Element])> {
+        self.presentities
+            .get(aor)
+            .into_iter()
+            .flat_map(|p| p.pubs.iter())
+            .filter(|x| x.source == Source::Publish)
+            .map(|x| (&x.etag[..], x.expires_at, &x.elements[..]))
+    }
+
+    /// Puts back the PUBLISHed publications of `aor` from durable state (a
+    /// restart), in place of those it had; an agent's stay. Those whose
+    /// time passed while the server was down are left out.
+    pub fn restore(&mut self, now: Instant, aor: &[u8], pubs: Vec<Restored>, changes: &mut Vec<DocChange>, watched: Watched<'_>) {
+        let live: Vec<Publication> = pubs
+            .into_iter()
+            .filter(|r| r.expires_at > now)
+            .map(|r| Publication { source: Source::Publish, etag: r.etag, elements: r.elements, expires_at: r.expires_at })
+            .collect();
+        let p = match self.presentities.get_mut(aor) {
+            Some(p) => p,
+            None if live.is_empty() => return,
+            None => self.presentities.get_or_insert_with(aor, Presentity::default),
+        };
+        p.pubs.retain(|x| x.source != Source::Publish);
+        p.pubs.extend(live);
+        self.schedule_expiry(aor);
+        // (Which also forgets the presentity if nothing is left.)
+        self.recompose(aor, changes, watched);
     }
 
     /// Makes sure the wheel looks at `aor` by its earliest expiry.

@@ -355,6 +355,24 @@ impl Registrar {
         }
     }
 
+    /// Puts back an AOR's registration from durable state (a restart):
+    /// it replaces whatever `aor` had. Bindings whose time passed while
+    /// the server was down are left out; the contacts left are reported
+    /// like any change.
+    pub fn restore(&mut self, now: Instant, aor: &[u8], registered_by: Option<SocketAddr>, mut bindings: Vec<Binding>, changes: &mut Vec<RegChange>) {
+        let before: Vec<Box<[u8]>> = self.regs.get(aor).map(|r| r.bindings.iter().map(|b| b.uri.clone()).collect()).unwrap_or_default();
+        bindings.retain(|b| b.expires_at > now);
+        if bindings.is_empty() {
+            self.regs.remove(aor);
+        } else {
+            let reg = self.regs.get_or_insert_with(aor, Registration::default);
+            reg.bindings = bindings;
+            reg.registered_by = registered_by;
+            self.schedule_expiry(aor);
+        }
+        self.settle(aor, before, changes);
+    }
+
     /// Removes the bindings whose time has come; reports each AOR whose
     /// set of contacts changed.
     pub fn on_time(&mut self, now: Instant, changes: &mut Vec<RegChange>) {

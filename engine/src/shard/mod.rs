@@ -25,6 +25,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+pub mod durable;
+#[cfg(test)]
+mod durable_tests;
 #[cfg(test)]
 mod limit_tests;
 #[cfg(test)]
@@ -267,6 +270,8 @@ pub struct Shard {
     entropy: Entropy,
     stats: ShardStats,
     outcomes: Vec<ClientOutcome<ClientCtx>>,
+    /// The journal, when the server keeps its state on disk.
+    durable: Option<durable::Durable>,
 }
 
 impl Shard {
@@ -297,6 +302,7 @@ impl Shard {
             entropy: e,
             stats: ShardStats::default(),
             outcomes: Vec::new(),
+            durable: None,
             cfg,
         };
         shard.reserve(shard.cfg.expected);
@@ -889,7 +895,13 @@ impl Shard {
                 if !msg.to().uri().is_served_scheme() {
                     return self.respond(msg, reply, 404, "Not Found: To is not a SIP or tel URI", &[], out);
                 }
+                if let Some(limit) = self.journal_refuses() {
+                    return self.refuse(msg, reply, limit, out);
+                }
                 let r = self.registrar.register(reply.now, msg, reply.peer, &mut self.reg_changes);
+                if r.code == 200 {
+                    self.record_registration(reply.now, &msg.to().uri().aor());
+                }
                 self.respond_with(msg, reply, &r, out);
                 self.emit_reg_changes(reply.now, out);
                 if r.code == 200 {
@@ -915,7 +927,15 @@ impl Shard {
             Method::Notify => self.on_reg_notify(msg, reply, out),
             Method::Subscribe => self.on_subscribe(msg, reply, out),
             Method::Publish => {
+                if let Some(limit) = self.journal_refuses() {
+                    return self.refuse(msg, reply, limit, out);
+                }
                 let r = self.publications.publish(reply.now, msg, &mut self.doc_changes, &doc_readers(&self.presentity_watchers, out));
+                if r.code == 200 {
+                    if let Some(uri) = msg.request_uri() {
+                        self.record_publications(reply.now, &uri.aor());
+                    }
+                }
                 self.respond_with(msg, reply, &r, out);
                 self.emit_doc_changes(out);
             }
@@ -948,7 +968,18 @@ impl Shard {
             NotifyVerdict::Apply(info) => {
                 let shards = self.cfg.shards;
                 let me = self.cfg.shard;
+                if let Some(limit) = self.journal_refuses() {
+                    return self.refuse(msg, reply, limit, out);
+                }
                 self.registrar.apply_reginfo(reply.now, &info, msg.call_id(), reply.peer, |aor| ids::owner_of(aor, shards) == me, &mut self.reg_changes);
+                for r in &info.registrations {
+                    if let Ok(uri) = sip::Uri::parse(r.aor.as_bytes()) {
+                        let aor = uri.aor();
+                        if ids::owner_of(&aor, shards) == me {
+                            self.record_registration(reply.now, &aor);
+                        }
+                    }
+                }
                 self.respond(msg, reply, 200, "OK", &[], out);
                 self.emit_reg_changes(reply.now, out);
                 // A contact can become (or stop being) a presence agent

@@ -1,0 +1,211 @@
+//! The journal over the sans-IO shard: what one shard records, another
+//! puts back, with the time that passed in between.
+
+use super::durable::UnixClock;
+use super::*;
+use crate::storage::frame;
+use crate::storage::journal::{Fsync, Journal};
+use crate::storage::record::Record;
+use crate::storage::segment::{HEADER_LEN, SegmentHeader, SegmentWriter};
+use std::time::{Duration, Instant};
+
+const UNIX_T0: u64 = 1_800_000_000_000;
+
+fn shard(t0: Instant, unix_ms: u64, fsync: Fsync) -> Shard {
+    let mut s = Shard::new(ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap()), t0);
+    let seg = SegmentWriter::new(SegmentHeader { shard: 0, shards: 1, base_lsn: 0, created_unix_ms: unix_ms });
+    s.attach_journal(Journal::new(seg, fsync, 1 << 20), UnixClock::new(t0, unix_ms));
+    s
+}
+
+fn src() -> Peer {
+    Peer::udp("192.0.2.1:5060".parse().unwrap())
+}
+
+fn send(s: &mut Shard, now: Instant, req: &str) -> Message<'static> {
+    let mut out = Outbox::default();
+    s.on_message(now, src(), req.as_bytes(), &mut out);
+    let t = out.transmits.iter().find(|t| t.bytes.starts_with(b"SIP/2.0 ")).expect("an answer");
+    let wire: &'static [u8] = Box::leak(t.wire().into_owned().into_boxed_slice());
+    Message::parse(wire, &Limits::default()).unwrap()
+}
+
+/// A branch no other request of the test has.
+fn unique() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+fn register(aor: &str, cseq: u32, contact: &str, expires: u32) -> String {
+    format!(
+        "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKr{}\r\nMax-Forwards: 70\r\nFrom: <{aor}>;tag=r\r\n\
+To: <{aor}>\r\nCall-ID: reg-{aor}\r\nCSeq: {cseq} REGISTER\r\nContact: <{contact}>;expires={expires}\r\nContent-Length: 0\r\n\r\n",
+        unique()
+    )
+}
+
+fn publish(aor: &str, n: u32, if_match: Option<&str>, note: &str, expires: u32) -> String {
+    let doc = format!(
+        "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{aor}\"><tuple id=\"t{n}\"><status><basic>open</basic></status><note>{note}</note></tuple></presence>"
+    );
+    let (doc, ct) = if note.is_empty() { (String::new(), "") } else { (doc, "Content-Type: application/pidf+xml\r\n") };
+    let if_match = if_match.map(|t| format!("SIP-If-Match: {t}\r\n")).unwrap_or_default();
+    format!(
+        "PUBLISH {aor} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKp{}\r\nMax-Forwards: 70\r\nFrom: <{aor}>;tag=p\r\n\
+To: <{aor}>\r\nCall-ID: p{n}{aor}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: {expires}\r\n{if_match}{ct}Content-Length: {}\r\n\r\n{doc}",
+        unique(),
+        doc.len()
+    )
+}
+
+fn etag(m: &Message<'_>) -> String {
+    String::from_utf8(m.header(HeaderName::SipETag).unwrap().to_vec()).unwrap()
+}
+
+/// Performs every flush the journal has due, onto `file`.
+fn flush(s: &mut Shard, now: Instant, file: &mut Vec<u8>) {
+    let j = s.journal_mut().unwrap();
+    while let Some(f) = j.poll(now) {
+        let w = f.write;
+        let end = w.offset as usize + w.padded_len;
+        if file.len() < end {
+            file.resize(end, 0);
+        }
+        let at = w.offset as usize;
+        file[at..at + w.len].copy_from_slice(j.bytes(&f));
+        file[at + w.len..end].fill(0);
+        j.completed(now, &f, Ok(()));
+    }
+}
+
+/// A restart: a new shard at `now` (`unix_ms`) puts back every record of
+/// `file`.
+fn restart(file: &[u8], now: Instant, unix_ms: u64) -> (Shard, usize) {
+    assert_eq!(SegmentHeader::decode(file).unwrap().shard, 0);
+    let mut s = shard(now, unix_ms, Fsync::Always);
+    let clock = UnixClock::new(now, unix_ms);
+    let mut n = 0;
+    let ending = frame::scan(file, HEADER_LEN, |_, payload| {
+        let r = Record::decode(payload).expect("a record this build wrote");
+        s.restore(now, clock, &r, &mut Outbox::default()).unwrap();
+        n += 1;
+        Ok::<_, frame::Corrupt>(())
+    })
+    .unwrap();
+    assert!(matches!(ending, frame::Ending::Clean { .. }));
+    (s, n)
+}
+
+/// (contact, CSeq, expiry) of each binding.
+type Bindings = Vec<(String, u32, u64)>;
+/// (entity tag, expiry, elements) of each publication.
+type Publications = Vec<(String, u64, Vec<String>)>;
+
+/// What a shard holds of `aor`, in Unix times.
+fn state(s: &Shard, clock: UnixClock, aor: &str) -> (Bindings, Publications) {
+    let bindings = s
+        .registrar()
+        .registration(aor.as_bytes())
+        .map(|r| r.bindings.iter().map(|b| (String::from_utf8(b.uri.to_vec()).unwrap(), b.cseq, clock.to_unix_ms(b.expires_at))).collect())
+        .unwrap_or_default();
+    let pubs = s
+        .publications()
+        .published(aor.as_bytes())
+        .map(|(etag, at, els)| (String::from_utf8(etag.to_vec()).unwrap(), clock.to_unix_ms(at), els.iter().map(|e| e.xml.to_string()).collect()))
+        .collect();
+    (bindings, pubs)
+}
+
+#[test]
+fn a_restarted_shard_holds_what_was_acknowledged() {
+    let t0 = Instant::now();
+    let mut a = shard(t0, UNIX_T0, Fsync::Always);
+    let clock_a = UnixClock::new(t0, UNIX_T0);
+    let mut file = Vec::new();
+    // Alice registers two contacts, refreshes one, removes the other.
+    assert_eq!(send(&mut a, t0, &register("sip:alice@example.com", 1, "sip:alice@192.0.2.1", 600)).status(), Some(200));
+    assert_eq!(send(&mut a, t0, &register("sip:alice@example.com", 2, "sip:alice@192.0.2.2", 600)).status(), Some(200));
+    let t1 = t0 + Duration::from_secs(10);
+    assert_eq!(send(&mut a, t1, &register("sip:alice@example.com", 3, "sip:alice@192.0.2.1", 3600)).status(), Some(200));
+    assert_eq!(send(&mut a, t1, &register("sip:alice@example.com", 4, "sip:alice@192.0.2.2", 0)).status(), Some(200));
+    // Bob registers, then unregisters.
+    send(&mut a, t1, &register("sip:bob@example.com", 1, "sip:bob@192.0.2.3", 600));
+    send(&mut a, t1, &register("sip:bob@example.com", 2, "sip:bob@192.0.2.3", 0));
+    // Erin only registers.
+    send(&mut a, t1, &register("sip:erin@example.com", 1, "sip:erin@192.0.2.9", 600));
+    flush(&mut a, t1, &mut file);
+    // Alice publishes, modifies, and publishes a second one; Carol
+    // publishes and removes.
+    let first = send(&mut a, t1, &publish("sip:alice@example.com", 1, None, "first", 3600));
+    let modified = send(&mut a, t1, &publish("sip:alice@example.com", 2, Some(&etag(&first)), "modified", 3600));
+    assert_eq!(modified.status(), Some(200));
+    send(&mut a, t1, &publish("sip:alice@example.com", 3, None, "second device", 120));
+    let carol = send(&mut a, t1, &publish("sip:carol@example.com", 1, None, "hi", 3600));
+    send(&mut a, t1, &publish("sip:carol@example.com", 2, Some(&etag(&carol)), "", 0));
+    // A refused request records nothing.
+    assert_eq!(send(&mut a, t1, &publish("sip:dave@example.com", 1, Some("no-such-tag"), "", 3600)).status(), Some(412));
+    flush(&mut a, t1, &mut file);
+    assert_eq!(a.journal().unwrap().durable(), a.journal().unwrap().appended());
+
+    // The restart comes 60 s later by the Unix clock, on a new monotonic
+    // clock: everything is back, in the same Unix times.
+    let t2 = Instant::now() + Duration::from_secs(1000);
+    let (b, records) = restart(&file, t2, UNIX_T0 + 70_000);
+    assert_eq!(records, 12, "one record per acknowledged change");
+    let clock_b = UnixClock::new(t2, UNIX_T0 + 70_000);
+    for aor in ["sip:alice@example.com", "sip:bob@example.com", "sip:carol@example.com", "sip:dave@example.com", "sip:erin@example.com"] {
+        assert_eq!(state(&b, clock_b, aor), state(&a, clock_a, aor), "{aor}");
+    }
+    let (bindings, pubs) = state(&b, clock_b, "sip:alice@example.com");
+    assert_eq!(bindings, vec![("sip:alice@192.0.2.1".to_string(), 3, UNIX_T0 + 3_610_000)]);
+    assert_eq!(pubs.len(), 2);
+    assert!(pubs[0].2[0].contains("modified") && pubs[1].2[0].contains("second device"));
+    // The restored shard composes the same documents: from publications,
+    // and from registration alone.
+    let mut a = a;
+    let mut b = b;
+    for aor in [&b"sip:alice@example.com"[..], b"sip:erin@example.com"] {
+        assert_eq!(a.publications.document(aor).unwrap().1, b.publications.document(aor).unwrap().1);
+    }
+    let erin = b.publications.document(b"sip:erin@example.com").unwrap().1;
+    assert!(String::from_utf8_lossy(&erin).contains("<contact>sip:erin@192.0.2.9</contact>"));
+
+    // A later restart, past the second device's 120 s and before the
+    // rest expires: that publication is gone, the rest stays.
+    let t3 = t2 + Duration::from_secs(5);
+    let (c, _) = restart(&file, t3, UNIX_T0 + 10_000 + 200_000);
+    let (bindings, pubs) = state(&c, UnixClock::new(t3, UNIX_T0 + 210_000), "sip:alice@example.com");
+    assert_eq!(bindings.len(), 1);
+    assert_eq!(pubs.len(), 1);
+    assert!(pubs[0].2[0].contains("modified"));
+    // And after everything expired, nothing is left.
+    let (d, _) = restart(&file, t3, UNIX_T0 + 4_000_000);
+    assert_eq!(d.registrar().len(), 0);
+    assert_eq!(d.publications().presentities(), 0);
+}
+
+#[test]
+fn a_backlogged_journal_refuses_changes_with_503() {
+    let t0 = Instant::now();
+    let mut s = Shard::new(ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap()), t0);
+    let seg = SegmentWriter::new(SegmentHeader { shard: 0, shards: 1, base_lsn: 0, created_unix_ms: UNIX_T0 });
+    // Room for a few records only, and no flush ever performed: a device
+    // that does not keep up.
+    s.attach_journal(Journal::new(seg, Fsync::Always, 2000), UnixClock::new(t0, UNIX_T0));
+    let mut refused = 0;
+    for n in 0..50 {
+        let m = send(&mut s, t0, &publish(&format!("sip:u{n}@example.com"), n, None, "busy", 3600));
+        match m.status() {
+            Some(200) => assert_eq!(refused, 0, "once refusing, it refuses until the device catches up"),
+            Some(503) => {
+                assert!(m.header(HeaderName::RetryAfter).is_some());
+                refused += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(refused > 30, "{refused}");
+    assert_eq!(s.stats().limited[Limit::Journal.index()], refused);
+    // Nothing refused was applied.
+    assert!(s.publications().presentities() < 20);
+}
