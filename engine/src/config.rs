@@ -37,6 +37,30 @@ pub struct Config {
     pub security: SecuritySection,
     pub overload: OverloadSection,
     pub capacity: CapacitySection,
+    pub storage: StorageSection,
+}
+
+/// Durable state (`storage::journal`). Without `dir` the server keeps its
+/// state in memory only, as the embedded default does.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// Where each shard keeps its journal (`DIR/gen-N/shard-I.journal`).
+    pub dir: Option<std::path::PathBuf>,
+    /// "always": a change is answered once its record is synced (group
+    /// commit); "interval": written and synced within `fsync_interval_ms`;
+    /// "never": written as often, never synced.
+    pub fsync: String,
+    pub fsync_interval_ms: u64,
+    /// Most bytes a shard's journal holds unwritten before it refuses new
+    /// changes with 503 (its device is not keeping up).
+    pub max_pending_bytes: usize,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection { dir: None, fsync: "interval".into(), fsync_interval_ms: 10, max_pending_bytes: 64 << 20 }
+    }
 }
 
 /// What the node is expected to hold, across its shards: each shard sizes
@@ -327,6 +351,7 @@ impl Default for Config {
             security: SecuritySection::default(),
             overload: OverloadSection::default(),
             capacity: CapacitySection::default(),
+            storage: StorageSection::default(),
         }
     }
 }
@@ -424,10 +449,29 @@ impl Config {
         for a in &peu.agent {
             ConfiguredAgent::parse(&a.presentity, &a.uri)?;
         }
+        self.fsync()?;
+        if self.storage.max_pending_bytes < 1 << 20 {
+            return Err(format!("storage.max_pending_bytes = {}: at least 1 MiB", self.storage.max_pending_bytes));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(format!("log.format = {:?}: must be \"text\" or \"json\"", self.log.format));
         }
         Ok(())
+    }
+
+    /// `[storage] fsync` as the journal takes it.
+    pub fn fsync(&self) -> Result<crate::storage::journal::Fsync, String> {
+        use crate::storage::journal::Fsync;
+        let every = Duration::from_millis(self.storage.fsync_interval_ms);
+        if every.is_zero() || every > Duration::from_secs(10) {
+            return Err(format!("storage.fsync_interval_ms = {}: must be 1..=10000", self.storage.fsync_interval_ms));
+        }
+        match self.storage.fsync.as_str() {
+            "always" => Ok(Fsync::Always),
+            "interval" => Ok(Fsync::Interval(every)),
+            "never" => Ok(Fsync::Never(every)),
+            other => Err(format!("storage.fsync = {other:?}: must be \"always\", \"interval\" or \"never\"")),
+        }
     }
 
     /// The shard count this config asks for, with 0 resolved to the CPUs.

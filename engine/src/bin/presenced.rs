@@ -108,6 +108,16 @@ struct Args {
     /// ms; doubles per failure in a row [default: 5000].
     #[arg(long, value_name = "MS")]
     peu_retry_base_ms: Option<u64>,
+    /// Keep the server's state (registrations, publications) in journals
+    /// under DIR, and restore it at start [default: memory only].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
+    /// When journal records reach the disk: always (a change is answered
+    /// once synced, with group commit), interval (synced within
+    /// [storage] fsync_interval_ms, 10 by default), or never (written as
+    /// often, never synced) [default: interval].
+    #[arg(long, value_name = "MODE", value_parser = ["always", "interval", "never"])]
+    fsync: Option<String>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter
     /// such as "info,presenced::request=debug" [default: info].
     #[arg(long, value_name = "LEVEL")]
@@ -190,6 +200,12 @@ fn config(args: &Args) -> Result<Config, String> {
     }
     if let Some(v) = args.peu_retry_base_ms {
         cfg.peu.retry_base_ms = v;
+    }
+    if let Some(v) = &args.data_dir {
+        cfg.storage.dir = Some(v.clone());
+    }
+    if let Some(v) = &args.fsync {
+        cfg.storage.fsync = v.clone();
     }
     if let Some(v) = &args.log_level {
         cfg.log.level = v.clone();

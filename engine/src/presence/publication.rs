@@ -384,6 +384,11 @@ impl Publications {
             .map(|x| (&x.etag[..], x.expires_at, &x.elements[..]))
     }
 
+    /// Every presentity with a PUBLISHed publication.
+    pub fn published_aors(&self) -> Vec<Box<[u8]>> {
+        self.presentities.iter().filter(|(_, p)| p.pubs.iter().any(|x| x.source == Source::Publish)).map(|(aor, _)| aor.clone()).collect()
+    }
+
     /// Puts back the PUBLISHed publications of `aor` from durable state (a
     /// restart), in place of those it had; an agent's stay. Those whose
     /// time passed while the server was down are left out.

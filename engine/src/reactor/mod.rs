@@ -12,6 +12,7 @@
 //! - [`memory`]: process-wide memory settings (transparent huge pages).
 //! - [`sched`]: the time slice a shard thread asks the scheduler for.
 
+pub mod journal_io;
 pub mod memory;
 mod runtime;
 pub mod sched;
@@ -74,6 +75,7 @@ impl Server {
         // One seed for the process from the OS generator; each shard
         // expands it into its own stream (core::entropy).
         let seed = crate::core::entropy::Entropy::os_seed();
+        let mut storage = Self::load_storage(cfg, n as u16)?;
         let mut shards = Vec::with_capacity(n);
         for (i, sock) in socks.into_iter().enumerate() {
             let placement = if cfg.pin_cores { Placement::Fixed(cpus[i]) } else { Placement::Unbound };
@@ -88,6 +90,7 @@ impl Server {
                 policy: policy.clone(),
                 seed,
                 local_addr,
+                storage: storage.as_mut().map(|s| s.take(i as u16)),
             };
             let handle = LocalExecutorBuilder::new(placement)
                 .name(&format!("shard-{i}"))
@@ -104,6 +107,24 @@ impl Server {
         self.local_addr
     }
 
+    /// Reads the data directory, if there is one, before any shard starts:
+    /// a damaged journal stops the start with an error that names it.
+    fn load_storage(cfg: &Config, shards: u16) -> Result<Option<StorageStart>, String> {
+        let Some(dir) = &cfg.storage.dir else { return Ok(None) };
+        let started = std::time::Instant::now();
+        let (loaded, checkpoints) = journal_io::load(dir, shards)?;
+        tracing::info!(
+            dir = %dir.display(),
+            generation = loaded.generation,
+            files = loaded.files,
+            bytes = loaded.bytes,
+            records = loaded.records,
+            ms = started.elapsed().as_millis() as u64,
+            "journals read"
+        );
+        Ok(Some(StorageStart { dir: dir.clone(), fsync: cfg.fsync()?, max_pending: cfg.storage.max_pending_bytes, loaded, checkpoints: Arc::new(checkpoints) }))
+    }
+
     /// Installs a new authorization policy on every shard (within a tick);
     /// existing subscriptions whose decision changes are told.
     pub fn set_policy(&self, policy: Policy) {
@@ -116,6 +137,27 @@ impl Server {
     pub fn shutdown(self) -> Vec<ShardStats> {
         self.stop.store(true, Ordering::Release);
         self.shards.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+    }
+}
+
+/// The data directory as read at start, handed out shard by shard.
+struct StorageStart {
+    dir: std::path::PathBuf,
+    fsync: crate::storage::journal::Fsync,
+    max_pending: usize,
+    loaded: journal_io::Loaded,
+    checkpoints: Arc<journal_io::Checkpoints>,
+}
+
+impl StorageStart {
+    fn take(&mut self, shard: u16) -> runtime::ShardStorage {
+        runtime::ShardStorage {
+            path: journal_io::segment_path(&self.dir, self.loaded.generation, shard),
+            frames: std::mem::take(&mut self.loaded.per_shard[shard as usize]),
+            fsync: self.fsync,
+            max_pending: self.max_pending,
+            checkpoints: self.checkpoints.clone(),
+        }
     }
 }
 

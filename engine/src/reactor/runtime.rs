@@ -35,6 +35,19 @@ pub(crate) struct ShardSetup {
     pub policy: Arc<super::PolicyCell>,
     pub seed: u64,
     pub local_addr: std::net::SocketAddr,
+    /// The journal, when the server has a data directory.
+    pub storage: Option<ShardStorage>,
+}
+
+/// A shard's part of the data directory.
+pub(crate) struct ShardStorage {
+    /// Its journal in the new generation.
+    pub path: std::path::PathBuf,
+    /// The records it owns, read from every older generation.
+    pub frames: Vec<u8>,
+    pub fsync: crate::storage::journal::Fsync,
+    pub max_pending: usize,
+    pub checkpoints: Arc<super::journal_io::Checkpoints>,
 }
 
 pub(crate) struct Runtime {
@@ -62,10 +75,15 @@ pub(crate) struct Runtime {
     quiet_check: Cell<(Instant, u64)>,
     /// When the core's timers are next due (see [`Runtime::run_timers_if_due`]).
     next_tick: Cell<Instant>,
+    /// Under `fsync = "always"`: messages waiting for the journal to be
+    /// durable up to a position, in the order they were made.
+    held: RefCell<std::collections::VecDeque<(u64, Transmit)>>,
+    /// Wakes the journal writer (see [`journal_loop`]).
+    journal_kick: RefCell<Option<glommio::channels::local_channel::LocalSender<()>>>,
 }
 
 pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
-    let ShardSetup { id, shards, cfg, udp, tcp, mesh, stop, policy, seed, local_addr } = setup;
+    let ShardSetup { id, shards, cfg, udp, tcp, mesh, stop, policy, seed, local_addr, storage } = setup;
     let (senders, receivers) = if shards > 1 {
         match mesh.join().await {
             Ok((s, r)) => (Some(s), Some(r)),
@@ -125,10 +143,28 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
         flushing: RefCell::new(vec![false; shards as usize]),
         next_tick: Cell::new(Instant::now()),
         quiet_check: Cell::new((Instant::now(), 0)),
+        held: RefCell::new(std::collections::VecDeque::new()),
+        journal_kick: RefCell::new(None),
         cfg,
     });
+    let journal = match storage {
+        Some(st) => match start_journal(&rt, shards, st).await {
+            Ok(j) => Some(j),
+            Err(e) => {
+                // Serving without the journal would acknowledge changes
+                // that a restart loses: stop the server instead.
+                tracing::error!(shard = id, "{e}; stopping");
+                stop.store(true, Ordering::Release);
+                return ShardStats::default();
+            }
+        },
+        None => None,
+    };
 
     let mut tasks = Vec::new();
+    if let Some((file, kicks, checkpoint)) = journal.clone() {
+        tasks.push(glommio::spawn_local(journal_loop(rt.clone(), file, kicks, checkpoint)));
+    }
     tasks.push(glommio::spawn_local(udp_loop(rt.clone())));
     tasks.push(glommio::spawn_local(tcp::accept_loop(rt.clone(), tcp)));
     if let Some(mut receivers) = receivers {
@@ -164,12 +200,83 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
     if let Some(m) = &rt.mesh {
         m.close();
     }
+    if let Some((file, _, _)) = &journal {
+        rt.flush_journal_at_stop(file).await;
+    }
     let stats = ShardStats { shed: rt.shed(), tcp: rt.tcp_limited.get(), ..rt.core.borrow().stats() };
     for t in tasks {
         drop(t);
     }
     tracing::debug!(shard = id, ?stats, "shard stopped");
     stats
+}
+
+type JournalTask = (Rc<glommio::io::DmaFile>, Rc<glommio::channels::local_channel::LocalReceiver<()>>, Option<(u64, Arc<super::journal_io::Checkpoints>)>);
+
+/// Opens the shard's journal of the new generation, puts back the records
+/// it owns, and starts the generation with a checkpoint of every key.
+async fn start_journal(rt: &Rc<Runtime>, shards: u16, st: ShardStorage) -> Result<JournalTask, String> {
+    let now = Instant::now();
+    let clock = crate::shard::durable::UnixClock::system(now);
+    let (journal, file) = super::journal_io::open(&st.path, rt.id, shards, st.fsync, st.max_pending, clock.to_unix_ms(now)).await?;
+    let mut restored = 0u64;
+    rt.with_core(|core, out| {
+        core.attach_journal(journal, clock);
+        crate::storage::replay::records(&st.frames, |r| {
+            if let Err(e) = core.restore(now, clock, &r, out) {
+                tracing::warn!(shard = core.id(), aor = %String::from_utf8_lossy(r.aor()), "record left out: {}", e.0);
+            }
+            restored += 1;
+        });
+    });
+    let end = {
+        let mut core = rt.core.borrow_mut();
+        core.checkpoint(now).expect("a journal")
+    };
+    tracing::info!(shard = rt.id, restored, checkpoint_bytes = end, path = %st.path.display(), "journal opened");
+    let (kick, kicks) = glommio::channels::local_channel::new_bounded(1);
+    *rt.journal_kick.borrow_mut() = Some(kick);
+    rt.kick_journal();
+    Ok((Rc::new(file), Rc::new(kicks), Some((end, st.checkpoints))))
+}
+
+/// The journal writer: performs each flush when the journal's policy says
+/// it is due, one at a time, and tells the checkpoint when it is durable.
+async fn journal_loop(
+    rt: Rc<Runtime>,
+    file: Rc<glommio::io::DmaFile>,
+    kicks: Rc<glommio::channels::local_channel::LocalReceiver<()>>,
+    mut checkpoint: Option<(u64, Arc<super::journal_io::Checkpoints>)>,
+) {
+    loop {
+        let deadline = rt.core.borrow().journal().and_then(|j| j.deadline());
+        let now = Instant::now();
+        match deadline {
+            Some(at) if at <= now => {}
+            Some(at) => {
+                futures_lite::future::or(glommio::timer::sleep(at - now), async {
+                    kicks.recv().await;
+                })
+                .await;
+                continue;
+            }
+            None => {
+                if kicks.recv().await.is_none() {
+                    return;
+                }
+                continue;
+            }
+        }
+        let flush = rt.core.borrow_mut().journal_mut().and_then(|j| j.poll(Instant::now()));
+        let Some(flush) = flush else { continue };
+        rt.write_flush(&file, flush).await;
+        if let Some((end, checkpoints)) = &checkpoint {
+            if rt.core.borrow().journal().is_some_and(|j| j.durable() >= *end) {
+                checkpoints.done();
+                checkpoint = None;
+            }
+        }
+    }
 }
 
 /// How long a shard serves its admission queue before it drains its socket
@@ -307,18 +414,116 @@ impl Runtime {
         if out.is_empty() {
             return;
         }
+        let hold = self.hold_until();
         for t in out.transmits.drain(..) {
-            match t.to.transport {
-                Transport::Udp => self.udp_out.borrow_mut().push(t),
-                Transport::Tcp if t.to.conn.shard() == self.id => self.write_tcp(t),
-                Transport::Tcp => self.send_to_shard(t.to.conn.shard(), ShardMsg::Transmit(t)),
+            match hold {
+                Some(lsn) => self.held.borrow_mut().push_back((lsn, t)),
+                None => self.transmit(t),
             }
+        }
+        if self.core.borrow().journal().is_some_and(|j| j.deadline().is_some()) {
+            self.kick_journal();
         }
         for (shard, msg) in out.to_shards.drain(..) {
             self.send_to_shard(shard, ShardMsg::Core(msg));
         }
         for e in out.events.drain(..) {
             log_event(self.id, &e);
+        }
+    }
+
+    fn transmit(self: &Rc<Self>, t: Transmit) {
+        match t.to.transport {
+            Transport::Udp => self.udp_out.borrow_mut().push(t),
+            Transport::Tcp if t.to.conn.shard() == self.id => self.write_tcp(t),
+            Transport::Tcp => self.send_to_shard(t.to.conn.shard(), ShardMsg::Transmit(t)),
+        }
+    }
+
+    /// Under `fsync = "always"`, the journal position this step's messages
+    /// wait for: the end of the journal while any of it is not durable,
+    /// and never less than what earlier messages wait for, so that
+    /// nothing overtakes them.
+    fn hold_until(&self) -> Option<u64> {
+        let core = self.core.borrow();
+        let j = core.journal().filter(|j| j.fsync() == crate::storage::journal::Fsync::Always)?;
+        let held = self.held.borrow();
+        match held.back() {
+            Some((lsn, _)) => Some((*lsn).max(j.appended())),
+            None if j.appended() > j.durable() => Some(j.appended()),
+            None => None,
+        }
+    }
+
+    /// Sends the held messages the journal has made durable.
+    fn release_held(self: &Rc<Self>) {
+        let durable = self.core.borrow().journal().map_or(u64::MAX, |j| j.durable());
+        loop {
+            let next = {
+                let mut held = self.held.borrow_mut();
+                match held.front() {
+                    Some((lsn, _)) if *lsn <= durable => held.pop_front().map(|(_, t)| t),
+                    _ => None,
+                }
+            };
+            let Some(t) = next else { break };
+            self.transmit(t);
+        }
+        if !self.udp_out.borrow().is_empty() {
+            let _ = self.udp_out.borrow_mut().flush(self.udp_fd, self.cfg.io.udp_batch);
+        }
+    }
+
+    /// Tells the journal writer there is something to write.
+    fn kick_journal(&self) {
+        if let Some(k) = &*self.journal_kick.borrow() {
+            let _ = k.try_send(());
+        }
+    }
+
+    /// Performs one flush of the journal: the DMA write, then the sync
+    /// if asked. A failure is logged and the journal retries it later,
+    /// refusing changes meanwhile (`Limit::Journal`).
+    async fn write_flush(self: &Rc<Self>, file: &glommio::io::DmaFile, flush: crate::storage::journal::Flush) {
+        let w = flush.write;
+        let mut buf = file.alloc_dma_buffer(w.padded_len);
+        {
+            let core = self.core.borrow();
+            let bytes = core.journal().expect("a journal").bytes(&flush);
+            let dst = buf.as_bytes_mut();
+            dst[..w.len].copy_from_slice(bytes);
+            dst[w.len..].fill(0);
+        }
+        let result = match file.write_at(buf, w.offset).await {
+            Ok(n) if n == w.padded_len => {
+                if flush.sync {
+                    file.fdatasync().await.map_err(|e| e.to_string())
+                } else {
+                    Ok(())
+                }
+            }
+            Ok(n) => Err(format!("short write: {n} of {} bytes", w.padded_len)),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = &result {
+            tracing::error!(shard = self.id, offset = w.offset, error = %e, "journal write failed; changes are refused until a retry succeeds");
+        }
+        self.core.borrow_mut().journal_mut().expect("a journal").completed(Instant::now(), &flush, result.map_err(|_| ()));
+        self.release_held();
+    }
+
+    /// At a clean stop: everything appended is written and synced.
+    async fn flush_journal_at_stop(self: &Rc<Self>, file: &glommio::io::DmaFile) {
+        for _ in 0..1000 {
+            let flush = self.core.borrow_mut().journal_mut().and_then(|j| j.poll_now());
+            match flush {
+                Some(f) => self.write_flush(file, f).await,
+                None if self.core.borrow().journal().is_some_and(|j| j.durable() < j.appended()) => glommio::timer::sleep(TICK).await,
+                None => break,
+            }
+        }
+        if let Some(j) = self.core.borrow().journal() {
+            tracing::info!(shard = self.id, durable = j.durable(), appended = j.appended(), "journal closed");
         }
     }
 

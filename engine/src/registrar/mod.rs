@@ -355,6 +355,11 @@ impl Registrar {
         }
     }
 
+    /// Every AOR with a registration.
+    pub fn aors(&self) -> Vec<Box<[u8]>> {
+        self.regs.iter().map(|(aor, _)| aor.clone()).collect()
+    }
+
     /// Puts back an AOR's registration from durable state (a restart):
     /// it replaces whatever `aor` had. Bindings whose time passed while
     /// the server was down are left out; the contacts left are reported

@@ -137,6 +137,20 @@ impl Shard {
         d.journal.append(now, |out| record.encode(out));
     }
 
+    /// Records the state of every key: the start of a new generation of
+    /// journals, after which the older ones are no longer needed.
+    /// Returns the position after the last of these records.
+    pub fn checkpoint(&mut self, now: Instant) -> Option<u64> {
+        self.durable.as_ref()?;
+        for aor in self.registrar.aors() {
+            self.record_registration(now, &aor);
+        }
+        for aor in self.publications.published_aors() {
+            self.record_publications(now, &aor);
+        }
+        self.journal().map(Journal::appended)
+    }
+
     /// Puts back one record read from a journal (a restart). `clock` maps
     /// its times; what expired before `now` is left out.
     pub fn restore(&mut self, now: Instant, clock: UnixClock, record: &Record<'_>, out: &mut Outbox) -> Result<(), Unrestorable> {

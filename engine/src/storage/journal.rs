@@ -120,6 +120,18 @@ impl Journal {
         if self.in_flight.is_some() || self.deadline().is_none_or(|at| at > now) {
             return None;
         }
+        self.take_flush()
+    }
+
+    /// The next flush whatever the policy's deadline (a clean stop).
+    pub fn poll_now(&mut self) -> Option<Flush> {
+        if self.in_flight.is_some() {
+            return None;
+        }
+        self.take_flush()
+    }
+
+    fn take_flush(&mut self) -> Option<Flush> {
         let retrying = self.retry_at.take().is_some();
         let write = match self.seg.next_write() {
             Some(w) => w,

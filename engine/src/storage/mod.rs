@@ -12,4 +12,5 @@ pub mod codec;
 pub mod frame;
 pub mod journal;
 pub mod record;
+pub mod replay;
 pub mod segment;

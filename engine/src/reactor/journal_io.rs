@@ -1,0 +1,109 @@
+//! The journal's I/O: reading every generation back when the server
+//! starts, and each shard's writer task, which performs its journal's
+//! flushes with O_DIRECT writes and `fdatasync` through io_uring
+//! (glommio's DMA files) on the shard's own thread.
+//!
+//! Layout: `DIR/gen-G/shard-I.journal`. Each start reads every generation
+//! (oldest first), routes the records to the shards of the new layout,
+//! and starts generation G+1, whose files open with a checkpoint: every
+//! key's state. Once every shard's checkpoint is durable, the older
+//! generations are removed. A crash before that leaves them in place, and
+//! the next start reads them all again; a key's last record still wins.
+
+use crate::storage::journal::{Fsync, Journal};
+use crate::storage::replay::Replay;
+use crate::storage::segment::{SegmentHeader, SegmentWriter};
+use glommio::io::DmaFile;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// What a start read from the data directory.
+pub struct Loaded {
+    /// The generation this run writes.
+    pub generation: u64,
+    /// Records for each shard, framed (`storage::replay::records`).
+    pub per_shard: Vec<Vec<u8>>,
+    pub records: u64,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+fn generations(dir: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
+    let mut gens = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot read the data directory {}: {e}", dir.display()))?;
+    for e in entries {
+        let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let name = e.file_name();
+        let Some(n) = name.to_str().and_then(|n| n.strip_prefix("gen-")).and_then(|n| n.parse::<u64>().ok()) else { continue };
+        gens.push((n, e.path()));
+    }
+    gens.sort();
+    Ok(gens)
+}
+
+/// Reads every generation under `dir` (created if missing) for a server
+/// of `shards` shards, and makes the directory of the next generation.
+pub fn load(dir: &Path, shards: u16) -> Result<(Loaded, Checkpoints), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
+    let gens = generations(dir)?;
+    let mut replay = Replay::new(shards);
+    let (mut files, mut bytes) = (0, 0);
+    for (_, path) in &gens {
+        let mut segments: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "journal"))
+            .collect();
+        segments.sort();
+        for seg in segments {
+            let data = std::fs::read(&seg).map_err(|e| format!("cannot read {}: {e}", seg.display()))?;
+            replay.add_segment(&seg.display().to_string(), &data).map_err(|d| d.0)?;
+            files += 1;
+            bytes += data.len() as u64;
+        }
+    }
+    for cut in &replay.cut {
+        tracing::warn!("journal {cut}");
+    }
+    let generation = gens.last().map_or(1, |(g, _)| g + 1);
+    let next = dir.join(format!("gen-{generation}"));
+    std::fs::create_dir_all(&next).map_err(|e| format!("cannot create {}: {e}", next.display()))?;
+    let checkpoints = Checkpoints { remaining: AtomicUsize::new(shards as usize), older: Mutex::new(gens.into_iter().map(|(_, p)| p).collect()) };
+    Ok((Loaded { generation, per_shard: replay.per_shard, records: replay.records, files, bytes }, checkpoints))
+}
+
+/// The path of shard `shard`'s journal in generation `generation`.
+pub fn segment_path(dir: &Path, generation: u64, shard: u16) -> PathBuf {
+    dir.join(format!("gen-{generation}")).join(format!("shard-{shard}.journal"))
+}
+
+/// The older generations, removed once every shard's checkpoint in the
+/// new one is durable.
+pub struct Checkpoints {
+    remaining: AtomicUsize,
+    older: Mutex<Vec<PathBuf>>,
+}
+
+impl Checkpoints {
+    /// A shard's checkpoint is durable; the last one removes the older
+    /// generations (a few directory operations, once per start).
+    pub fn done(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        for old in std::mem::take(&mut *self.older.lock().unwrap_or_else(|e| e.into_inner())) {
+            match std::fs::remove_dir_all(&old) {
+                Ok(()) => tracing::info!(path = %old.display(), "older journal generation removed"),
+                Err(e) => tracing::warn!(path = %old.display(), error = %e, "cannot remove an older journal generation"),
+            }
+        }
+    }
+}
+
+/// A shard's journal file, opened for a new generation.
+pub async fn open(path: &Path, shard: u16, shards: u16, fsync: Fsync, max_pending: usize, created_unix_ms: u64) -> Result<(Journal, DmaFile), String> {
+    let file = DmaFile::create(path).await.map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let seg = SegmentWriter::new(SegmentHeader { shard, shards, base_lsn: 0, created_unix_ms });
+    Ok((Journal::new(seg, fsync, max_pending), file))
+}
