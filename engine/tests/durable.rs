@@ -198,3 +198,43 @@ To: <{aor}>\r\nCall-ID: k{c}x{i}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nConten
     drop(srv);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn notify_cseq(n: &[u8]) -> u32 {
+    header(n, "CSeq").unwrap().split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// A watcher's dialog survives kill -9 and a restart with another shard
+/// count: its refresh gets 200, and NOTIFYs continue with higher CSeqs.
+#[test]
+fn a_watchers_dialog_survives_a_restart() {
+    let dir = data_dir("watcher");
+    let d = dir.to_str().unwrap();
+    let aor = "sip:watched@example.com";
+    let (mut sub, last) = {
+        let srv = Presenced::start(2, &["--data-dir", d, "--fsync", "always", "--notify-min-interval-ms", "0"]);
+        publish(&srv, aor, "open", "first");
+        let (mut sub, r, first) = Sub::new(&srv, Ua::udp(), aor, 600, "Event: presence\r\n");
+        assert_eq!(status(&r), 200);
+        assert!(body(&first).contains("first"));
+        publish(&srv, aor, "open", "second");
+        let n = sub.next_notify(&srv);
+        assert!(body(&n).contains("second"));
+        let last = notify_cseq(&n);
+        // Its 200 is processed before the kill.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        (sub, last)
+    };
+    let srv = Presenced::start(1, &["--data-dir", d, "--notify-min-interval-ms", "0"]);
+    // Nothing expired: no NOTIFY for the restart itself.
+    assert!(sub.no_notify(std::time::Duration::from_millis(300)));
+    let r = sub.resubscribe(&srv, 600);
+    assert_eq!(status(&r), 200, "the dialog is known after the restart");
+    let n = sub.next_notify(&srv);
+    assert!(notify_cseq(&n) > last, "CSeq {} after {last}", notify_cseq(&n));
+    assert!(body(&n).contains("second"));
+    publish(&srv, aor, "closed", "third");
+    let n = sub.next_notify(&srv);
+    assert!(body(&n).contains("third"));
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,7 +7,9 @@
 //! only replace the document it will send next, so a burst becomes one
 //! NOTIFY with the latest state.
 
+mod durable;
 mod index;
+pub use durable::{DurableView, NotRestored, Restore};
 
 use super::winfo::{self, WatcherState};
 use crate::core::entropy::Entropy;
@@ -180,6 +182,9 @@ pub struct Subscription {
     pub to: Peer,
     remote_cseq: u32,
     local_cseq: u32,
+    /// The CSeq the journal's last record of this subscription promised
+    /// to stay under (see `durable`).
+    cseq_reserved: u32,
     pub expires_at: Instant,
     /// The document to show next and its version.
     doc: Option<Arc<[u8]>>,
@@ -220,6 +225,8 @@ pub struct Watchers {
     entropy: Entropy,
     wheel: TimerWheel<Timer>,
     fired: Vec<Timer>,
+    /// What the journal must hear of, when there is one (`durable`).
+    marks: Option<durable::Marks>,
 }
 
 /// An in-dialog request whose CSeq is not above the last one (or whose
@@ -257,6 +264,7 @@ impl Watchers {
             entropy,
             wheel: TimerWheel::new(now, Duration::from_millis(10), 4096),
             fired: Vec::new(),
+            marks: None,
         }
     }
 
@@ -372,6 +380,7 @@ impl Watchers {
             to,
             remote_cseq: req.cseq().seq,
             local_cseq: 0,
+            cseq_reserved: 0,
             expires_at: now + Duration::from_secs(expires as u64),
             doc,
             version,
@@ -386,6 +395,7 @@ impl Watchers {
         self.wheel.insert(sub.expires_at, Timer::Expire(id));
         self.subs.insert(id, sub);
         self.index.add(&mut self.subs, id);
+        self.mark_changed(id);
         (id, tag.into())
     }
 
@@ -400,6 +410,7 @@ impl Watchers {
         sub.expires_at = now + Duration::from_secs(expires as u64);
         sub.dirty = true;
         self.wheel.insert(sub.expires_at, Timer::Expire(id));
+        self.mark_changed(id);
         Ok(())
     }
 
@@ -438,6 +449,9 @@ impl Watchers {
         self.index.remove(&mut self.subs, id);
         let sub = self.subs.remove(&id)?;
         self.by_ask.remove(&sub.ask);
+        if let Some(m) = &mut self.marks {
+            m.ended.push((sub.call_id().into(), sub.local_tag().into()));
+        }
         Some((sub.aor().into(), sub.ask))
     }
 
@@ -554,6 +568,12 @@ impl Watchers {
     ) -> Option<(Peer, Option<Arc<[u8]>>)> {
         let s = self.subs.get_mut(&id)?;
         s.local_cseq += 1;
+        if s.local_cseq > s.cseq_reserved
+            && let Some(m) = &mut self.marks
+        {
+            s.cseq_reserved = s.local_cseq + durable::CSEQ_RESERVE;
+            m.changed.push(id);
+        }
         s.in_flight = true;
         s.dirty = false;
         s.last_notify = Some(now);

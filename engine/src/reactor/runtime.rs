@@ -220,19 +220,17 @@ async fn start_journal(rt: &Rc<Runtime>, shards: u16, st: ShardStorage) -> Resul
     let clock = crate::shard::durable::UnixClock::system(now);
     let (journal, file) = super::journal_io::open(&st.path, rt.id, shards, st.fsync, st.max_pending, clock.to_unix_ms(now)).await?;
     let mut restored = 0u64;
+    let mut end = 0;
     rt.with_core(|core, out| {
         core.attach_journal(journal, clock);
         crate::storage::replay::records(&st.frames, |r| {
             if let Err(e) = core.restore(now, clock, &r, out) {
-                tracing::warn!(shard = core.id(), aor = %String::from_utf8_lossy(r.aor()), "record left out: {}", e.0);
+                tracing::warn!(shard = core.id(), key = %String::from_utf8_lossy(r.key()), "record left out: {}", e.0);
             }
             restored += 1;
         });
+        end = core.restore_done(now, out).expect("a journal");
     });
-    let end = {
-        let mut core = rt.core.borrow_mut();
-        core.checkpoint(now).expect("a journal")
-    };
     tracing::info!(shard = rt.id, restored, checkpoint_bytes = end, path = %st.path.display(), "journal opened");
     let (kick, kicks) = glommio::channels::local_channel::new_bounded(1);
     *rt.journal_kick.borrow_mut() = Some(kick);

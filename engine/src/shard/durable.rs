@@ -2,18 +2,30 @@
 //! whole state of the changed key goes to its journal (`storage::record`);
 //! at a restart the records are put back.
 //!
-//! What is recorded so far: registrations and PUBLISHed publications.
-//! Expiries are not recorded: a record carries absolute times, and what
-//! expired while the server was down is left out when it is put back.
+//! Recorded: registrations, PUBLISHed publications and watchers'
+//! presence subscriptions. Expiries are not recorded: a record carries
+//! absolute times, and what expired while the server was down is left out
+//! when it is put back.
+//!
+//! A restored subscription asks its presentity's shard again, as a new
+//! SUBSCRIBE does, which counts it there and answers with the document;
+//! the watcher gets a NOTIFY only if that changed while the server was
+//! down (something expired in between) or the policy now shows it
+//! something else.
 
 use super::Shard;
 use super::outbox::Outbox;
 use crate::core::limits::Limit;
+use crate::presence::authz::Action;
 use crate::presence::pidf::Element;
 use crate::presence::publication::Restored;
+use crate::presence::watchers::{End, Package, Restore, Shown};
 use crate::registrar::Binding;
 use crate::storage::journal::Journal;
+use crate::storage::record::SubscriptionState;
 use crate::storage::record::{BindingState, ElementState, PublicationState, Record};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Maps the shard's monotonic clock to Unix time, the time of records.
@@ -53,11 +65,27 @@ impl UnixClock {
     }
 }
 
-/// The shard's journal and its clock.
+/// The shard's journal and its clock, and the state of a restart.
 pub struct Durable {
     pub journal: Journal,
     pub clock: UnixClock,
+    /// Restored subscriptions waiting for their presentity's answer, by
+    /// ask.
+    rewatch: HashMap<u64, u64>,
+    /// Their asks, sent once every record is back.
+    asks: Vec<Rewatch>,
+    /// Presentities whose document lost something that expired while the
+    /// server was down, until the restored watchers have asked.
+    changed_while_down: HashSet<Box<[u8]>>,
+    /// When `changed_while_down` is dropped.
+    forget_changes_at: Option<Instant>,
 }
+
+/// A restored subscription's ask: its number, its presentity, its watcher.
+type Rewatch = (u64, Box<[u8]>, Box<[u8]>);
+
+/// How long after a restart its restored watchers' asks are expected.
+const REWATCH_WINDOW: Duration = Duration::from_secs(60);
 
 /// A record that cannot be put back into this build's tables.
 #[derive(Debug, PartialEq, Eq)]
@@ -75,7 +103,8 @@ impl Shard {
     /// Starts recording changes in `journal` (a server with a data
     /// directory); records written from now on carry `clock`'s times.
     pub fn attach_journal(&mut self, journal: Journal, clock: UnixClock) {
-        self.durable = Some(Durable { journal, clock });
+        self.subscriptions.track_durable();
+        self.durable = Some(Durable { journal, clock, rewatch: HashMap::new(), asks: Vec::new(), changed_while_down: HashSet::new(), forget_changes_at: None });
     }
 
     pub fn journal(&self) -> Option<&Journal> {
@@ -137,18 +166,109 @@ impl Shard {
         d.journal.append(now, |out| record.encode(out));
     }
 
-    /// Records the state of every key: the start of a new generation of
-    /// journals, after which the older ones are no longer needed.
-    /// Returns the position after the last of these records.
-    pub fn checkpoint(&mut self, now: Instant) -> Option<u64> {
-        self.durable.as_ref()?;
+    /// Every record is back: restored subscriptions ask their
+    /// presentities, and the state of every key is recorded, which starts
+    /// the new generation of journals (the older ones are no longer
+    /// needed once this is durable). Returns the position after the last
+    /// of these records.
+    pub fn restore_done(&mut self, now: Instant, out: &mut Outbox) -> Option<u64> {
+        let d = self.durable.as_mut()?;
+        let asks = std::mem::take(&mut d.asks);
+        d.forget_changes_at = Some(now + REWATCH_WINDOW);
+        for (ask, aor, watcher) in asks {
+            let owner = crate::core::ids::owner_of(&aor, self.cfg.shards);
+            self.send_shard(owner, crate::shard::CoreMsg::Watch { ask, from: self.cfg.shard, aor, watcher }, out);
+        }
+        self.drain_local(now, out);
+        self.subscriptions.take_marks();
         for aor in self.registrar.aors() {
             self.record_registration(now, &aor);
         }
         for aor in self.publications.published_aors() {
             self.record_publications(now, &aor);
         }
+        for id in self.subscriptions.ids() {
+            self.record_subscription(now, id);
+        }
         self.journal().map(Journal::appended)
+    }
+
+    /// Records the subscriptions that changed or ended in this step.
+    pub(super) fn record_subscriptions(&mut self, now: Instant) {
+        let (changed, ended) = self.subscriptions.take_marks();
+        for id in changed {
+            self.record_subscription(now, id);
+        }
+        let Some(d) = &mut self.durable else { return };
+        for (call_id, local_tag) in ended {
+            let record = Record::SubscriptionEnded { call_id: &call_id, local_tag: &local_tag };
+            d.journal.append(now, |out| record.encode(out));
+        }
+    }
+
+    fn record_subscription(&mut self, now: Instant, id: u64) {
+        let Some(d) = &mut self.durable else { return };
+        let Some(v) = self.subscriptions.durable_view(id) else { return };
+        if v.package != Package::Presence {
+            return;
+        }
+        let record = Record::Subscription(SubscriptionState {
+            aor: v.aor,
+            watcher: v.watcher,
+            call_id: v.call_id,
+            local_tag: v.local_tag,
+            local_uri: v.local_uri,
+            remote_tag: v.remote_tag,
+            remote_uri: v.remote_uri,
+            remote_target: v.remote_target,
+            event_id: v.event_id,
+            route_set: v.route_set.iter().map(|r| &r[..]).collect(),
+            package: v.package.code(),
+            shown: v.shown.code(),
+            to: v.to,
+            remote_cseq: v.remote_cseq,
+            local_cseq: v.local_cseq,
+            expires_unix_ms: d.clock.to_unix_ms(v.expires_at),
+        });
+        d.journal.append(now, |out| record.encode(out));
+    }
+
+    /// On a presentity's shard: whether its document lost something that
+    /// expired while the server was down.
+    pub(super) fn changed_while_down(&mut self, aor: &[u8]) -> bool {
+        let Some(d) = &mut self.durable else { return false };
+        if d.changed_while_down.is_empty() {
+            return false;
+        }
+        if d.forget_changes_at.is_some_and(|at| Instant::now() >= at) {
+            d.changed_while_down = HashSet::new();
+            return false;
+        }
+        d.changed_while_down.contains(aor)
+    }
+
+    /// The restored subscription an answer to `ask` is for.
+    pub(super) fn take_rewatch(&mut self, ask: u64) -> Option<u64> {
+        self.durable.as_mut()?.rewatch.remove(&ask)
+    }
+
+    /// A restored subscription's presentity answered.
+    pub(super) fn on_rewatched(&mut self, now: Instant, id: u64, action: Action, doc: Option<(u64, Arc<[u8]>)>, changed: bool, out: &mut Outbox) {
+        let shown = match action {
+            Action::Block => return self.send_notify(now, id, Some(End::Rejected), out),
+            Action::Allow => Shown::Real,
+            Action::PoliteBlock => Shown::Neutral,
+            Action::Confirm => Shown::Pending,
+        };
+        let mut ready = Vec::new();
+        self.subscriptions.rewatched(now, id, shown, doc, changed, &mut ready);
+        self.notify_ready(now, ready, out);
+    }
+
+    fn note_lost(&mut self, aor: &[u8], lost: bool) {
+        if let (true, Some(d)) = (lost, &mut self.durable) {
+            d.changed_while_down.insert(aor.into());
+        }
     }
 
     /// Puts back one record read from a journal (a restart). `clock` maps
@@ -156,7 +276,7 @@ impl Shard {
     pub fn restore(&mut self, now: Instant, clock: UnixClock, record: &Record<'_>, out: &mut Outbox) -> Result<(), Unrestorable> {
         match record {
             Record::Registration { aor, registered_by, bindings } => {
-                let bindings = bindings
+                let bindings: Vec<Binding> = bindings
                     .iter()
                     .map(|b| Binding {
                         uri: b.uri.into(),
@@ -168,8 +288,10 @@ impl Shard {
                         pua: b.pua,
                     })
                     .collect();
+                let lost = bindings.iter().any(|b| b.expires_at <= now);
                 self.registrar.restore(now, aor, *registered_by, bindings, &mut self.reg_changes);
                 self.emit_reg_changes(now, out);
+                self.note_lost(aor, lost);
             }
             Record::Publications { aor, publications } => {
                 let mut pubs = Vec::with_capacity(publications.len());
@@ -178,9 +300,34 @@ impl Shard {
                         p.elements.iter().map(|e| Ok(Element { kind: element_kind(e.kind)?, id: e.id.map(text).transpose()?, xml: text(e.xml)? })).collect();
                     pubs.push(Restored { etag: p.etag.into(), expires_at: clock.to_instant(p.expires_unix_ms), elements: elements? });
                 }
+                let lost = pubs.iter().any(|p| p.expires_at <= now);
                 self.publications.restore(now, aor, pubs, &mut self.doc_changes, &super::doc_readers(&self.presentity_watchers, out));
                 self.emit_doc_changes(out);
+                self.note_lost(aor, lost);
             }
+            Record::Subscription(st) => {
+                let (Some(package), Some(shown)) = (Package::from_code(st.package), Shown::from_code(st.shown)) else {
+                    return Err(Unrestorable("a subscription of an unknown package or state"));
+                };
+                self.next_ask += 1;
+                let ask = self.next_ask;
+                let r = Restore {
+                    texts: [st.aor, st.watcher, st.call_id, st.local_tag, st.local_uri, st.remote_tag, st.remote_uri, st.remote_target, st.event_id],
+                    route_set: st.route_set.clone(),
+                    package,
+                    shown,
+                    to: st.to,
+                    remote_cseq: st.remote_cseq,
+                    local_cseq: st.local_cseq,
+                    expires_at: clock.to_instant(st.expires_unix_ms),
+                };
+                let restored = self.subscriptions.restore(now, r, ask).map_err(|e| Unrestorable(e.0))?;
+                if let (Some(id), Some(d)) = (restored, &mut self.durable) {
+                    d.rewatch.insert(ask, id);
+                    d.asks.push((ask, st.aor.into(), st.watcher.into()));
+                }
+            }
+            Record::SubscriptionEnded { call_id, local_tag } => self.subscriptions.restore_end(call_id, local_tag),
         }
         Ok(())
     }

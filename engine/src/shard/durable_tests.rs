@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 const UNIX_T0: u64 = 1_800_000_000_000;
 
 fn shard(t0: Instant, unix_ms: u64, fsync: Fsync) -> Shard {
-    let mut s = Shard::new(ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap()), t0);
+    let mut cfg = ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap());
+    cfg.watch.min_notify_interval = Duration::ZERO;
+    let mut s = Shard::new(cfg, t0);
     let seg = SegmentWriter::new(SegmentHeader { shard: 0, shards: 1, base_lsn: 0, created_unix_ms: unix_ms });
     s.attach_journal(Journal::new(seg, fsync, 1 << 20), UnixClock::new(t0, unix_ms));
     s
@@ -208,4 +210,106 @@ fn a_backlogged_journal_refuses_changes_with_503() {
     assert_eq!(s.stats().limited[Limit::Journal.index()], refused);
     // Nothing refused was applied.
     assert!(s.publications().presentities() < 20);
+}
+
+/// Every transmit of one step.
+fn step(s: &mut Shard, now: Instant, msg: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Outbox::default();
+    s.on_message(now, src(), msg, &mut out);
+    out.transmits.iter().map(|t| t.wire().into_owned()).collect()
+}
+
+/// The NOTIFYs among `sent`, each answered 200 on `s`; returns their CSeqs
+/// and bodies.
+fn answer_notifies(s: &mut Shard, now: Instant, sent: &[Vec<u8>]) -> Vec<(u32, String)> {
+    let mut seen = Vec::new();
+    for wire in sent.iter().filter(|w| w.starts_with(b"NOTIFY")) {
+        let m = Message::parse(wire, &Limits::default()).unwrap();
+        seen.push((m.cseq().seq, String::from_utf8_lossy(m.body()).into_owned()));
+        let mut ok = Vec::new();
+        sip::response_to(&mut ok, m.raw(), 200, "OK", None, None).finish(None, b"");
+        step(s, now, &ok);
+    }
+    seen
+}
+
+fn subscribe(aor: &str, cseq: u32, to_tag: Option<&str>, expires: u32) -> String {
+    let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+    format!(
+        "SUBSCRIBE {aor} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKs{}\r\nMax-Forwards: 70\r\nFrom: <sip:w@example.net>;tag=wt\r\n\
+To: <{aor}>{to_tag}\r\nCall-ID: watch-{aor}\r\nCSeq: {cseq} SUBSCRIBE\r\nContact: <sip:w@192.0.2.1>\r\nEvent: presence\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n",
+        unique()
+    )
+}
+
+/// A restart with `file`, completed (restored watchers ask): returns the
+/// shard and what the completion sent.
+fn restart_done(file: &[u8], now: Instant, unix_ms: u64) -> (Shard, Vec<Vec<u8>>) {
+    let (mut s, _) = restart(file, now, unix_ms);
+    let mut out = Outbox::default();
+    s.restore_done(now, &mut out);
+    (s, out.transmits.iter().map(|t| t.wire().into_owned()).collect())
+}
+
+#[test]
+fn a_watchers_dialog_continues_after_a_restart() {
+    let t0 = Instant::now();
+    let mut a = shard(t0, UNIX_T0, Fsync::Always);
+    let mut file = Vec::new();
+    let mut alice_tag = etag(&send(&mut a, t0, &publish("sip:alice@example.com", 1, None, "before", 3600)));
+    // A short publication for Bob, which will expire while the server
+    // is down.
+    send(&mut a, t0, &publish("sip:bob@example.com", 1, None, "short", 60));
+    let mut tags = Vec::new();
+    let mut last_cseq = 0;
+    for aor in ["sip:alice@example.com", "sip:bob@example.com"] {
+        let sent = step(&mut a, t0, subscribe(aor, 1, None, 3600).as_bytes());
+        let ok = Message::parse(&sent[0], &Limits::default()).unwrap();
+        assert_eq!(ok.status(), Some(200));
+        tags.push(String::from_utf8(ok.to().tag().unwrap().to_vec()).unwrap());
+        answer_notifies(&mut a, t0, &sent);
+    }
+    // Alice changes 70 times: past the first CSeq reservation.
+    for i in 0..70 {
+        let sent = step(&mut a, t0, publish("sip:alice@example.com", 100 + i, Some(&alice_tag), &format!("change {i}"), 3600).as_bytes());
+        let ok = Message::parse(&sent[0], &Limits::default()).unwrap();
+        alice_tag = etag(&ok);
+        for (cseq, _) in answer_notifies(&mut a, t0, &sent) {
+            last_cseq = cseq;
+        }
+    }
+    assert!(last_cseq > 64, "{last_cseq}");
+    flush(&mut a, t0, &mut file);
+
+    // The restart, 10 minutes later: Bob's publication expired meanwhile.
+    let t1 = Instant::now() + Duration::from_secs(1);
+    let (mut b, sent) = restart_done(&file, t1, UNIX_T0 + 600_000);
+    let told = answer_notifies(&mut b, t1, &sent);
+    assert_eq!(told.len(), 1, "only Bob's watcher, whose document changed, is told: {told:?}");
+    assert!(told[0].1.contains("<basic>closed</basic>"), "{}", told[0].1);
+    assert!(told[0].0 > 1, "its CSeq continues");
+    // Alice's watcher refreshes in the dialog: 200, not 481.
+    let sent = step(&mut b, t1, subscribe("sip:alice@example.com", 2, Some(&tags[0]), 3600).as_bytes());
+    assert_eq!(Message::parse(&sent[0], &Limits::default()).unwrap().status(), Some(200));
+    let refreshed = answer_notifies(&mut b, t1, &sent);
+    assert_eq!(refreshed.len(), 1);
+    assert!(refreshed[0].0 > last_cseq, "NOTIFY CSeq {} continues above {last_cseq}", refreshed[0].0);
+    assert!(refreshed[0].1.contains("change 69"), "the restored document: {}", refreshed[0].1);
+    // A new change reaches the restored watcher.
+    let sent = step(&mut b, t1, publish("sip:alice@example.com", 999, Some(&alice_tag), "after the restart", 3600).as_bytes());
+    let got = answer_notifies(&mut b, t1, &sent);
+    assert!(got.iter().any(|(c, body)| *c > refreshed[0].0 && body.contains("after the restart")), "{got:?}");
+    // A stale CSeq in the dialog is still refused (the remote CSeq was kept).
+    let sent = step(&mut b, t1, subscribe("sip:alice@example.com", 2, Some(&tags[0]), 3600).as_bytes());
+    assert_eq!(Message::parse(&sent[0], &Limits::default()).unwrap().status(), Some(500));
+    // An unsubscribe ends it, and a restart after that does not bring it back.
+    let sent = step(&mut b, t1, subscribe("sip:alice@example.com", 3, Some(&tags[0]), 0).as_bytes());
+    assert_eq!(Message::parse(&sent[0], &Limits::default()).unwrap().status(), Some(200));
+    answer_notifies(&mut b, t1, &sent);
+    let mut file2 = file.clone();
+    // (The second generation's journal, on its own file.)
+    file2.clear();
+    flush(&mut b, t1, &mut file2);
+    let (c, _) = restart_done(&file2, t1, UNIX_T0 + 601_000);
+    assert_eq!(c.subscriptions().len(), 1, "Bob's watcher only");
 }

@@ -36,6 +36,10 @@ pub enum CoreMsg {
         /// 0): the watcher is shown the closed document, composed when a
         /// NOTIFY is written rather than kept per subscription.
         doc: Option<Arc<[u8]>>,
+        /// The document changed while the server was down (a restart put
+        /// back less than the journal recorded): a restored subscription
+        /// is told.
+        changed: bool,
     },
     /// The presentity's own winfo subscription (RFC 3857) asks for the
     /// watcher list and its changes.

@@ -186,7 +186,8 @@ impl Shard {
     /// answer with the current document.
     pub(super) fn on_watch(&mut self, now: Instant, ask: u64, from: u16, aor: &[u8], watcher: &[u8], out: &mut Outbox) {
         let (action, version, doc) = self.decide_watch(now, ask, from, aor, watcher, out);
-        self.send_shard(from, CoreMsg::WatchAnswer { ask, action, version, doc }, out);
+        let changed = self.changed_while_down(aor);
+        self.send_shard(from, CoreMsg::WatchAnswer { ask, action, version, doc, changed }, out);
     }
 
     /// The presentity's side of a new watcher: the decision, the watcher
@@ -318,7 +319,11 @@ impl Shard {
     }
 
     /// On the watcher's shard: the decision for a pending SUBSCRIBE.
-    pub(super) fn on_watch_answer(&mut self, now: Instant, ask: u64, action: Action, version: u64, doc: Option<Arc<[u8]>>, out: &mut Outbox) {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_watch_answer(&mut self, now: Instant, ask: u64, action: Action, version: u64, doc: Option<Arc<[u8]>>, changed: bool, out: &mut Outbox) {
+        if let Some(id) = self.take_rewatch(ask) {
+            return self.on_rewatched(now, id, action, doc.map(|d| (version, d)), changed, out);
+        }
         self.resume_pending(now, ask, |s, msg, reply, asked| s.answer_watch(msg, reply, asked, action, doc.map(|d| (version, d)), out));
     }
 
@@ -387,7 +392,7 @@ impl Shard {
 
     /// Sends the ready subscriptions their NOTIFY while the shard's window
     /// allows; the rest wait for answers to free it.
-    fn notify_ready(&mut self, now: Instant, ready: Vec<u64>, out: &mut Outbox) {
+    pub(super) fn notify_ready(&mut self, now: Instant, ready: Vec<u64>, out: &mut Outbox) {
         for id in ready {
             if self.notifies_in_flight < self.cfg.watch.window {
                 self.send_notify(now, id, None, out);

@@ -13,6 +13,7 @@
 //! Times are Unix milliseconds: an `Instant` does not survive a restart.
 
 use super::codec::{Dec, Enc, Malformed};
+use crate::core::ids;
 use crate::core::peer::{ConnId, Peer, Transport};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -46,6 +47,33 @@ pub struct PublicationState<'a> {
     pub elements: Vec<ElementState<'a>>,
 }
 
+/// A watcher's subscription (a dialog the server holds as notifier).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionState<'a> {
+    pub aor: &'a [u8],
+    pub watcher: &'a [u8],
+    pub call_id: &'a [u8],
+    /// The server's tag: names the dialog, and the shard it lives on.
+    pub local_tag: &'a [u8],
+    pub local_uri: &'a [u8],
+    pub remote_tag: &'a [u8],
+    pub remote_uri: &'a [u8],
+    pub remote_target: &'a [u8],
+    pub event_id: &'a [u8],
+    pub route_set: Vec<&'a [u8]>,
+    /// The event package and what the watcher is shown, as the presence
+    /// layer numbers them.
+    pub package: u8,
+    pub shown: u8,
+    /// Where NOTIFYs go.
+    pub to: Peer,
+    pub remote_cseq: u32,
+    /// A CSeq above every NOTIFY sent in the dialog: NOTIFYs after a
+    /// restart start from here.
+    pub local_cseq: u32,
+    pub expires_unix_ms: u64,
+}
+
 /// A record's payload, borrowed from the journal's bytes when read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record<'a> {
@@ -54,12 +82,19 @@ pub enum Record<'a> {
     /// A presentity's PUBLISHed publications, oldest modification first;
     /// none: it has none left.
     Publications { aor: &'a [u8], publications: Vec<PublicationState<'a>> },
+    /// A subscription as it stands after its creation or refresh, or
+    /// after its NOTIFYs used up the CSeqs its last record reserved.
+    Subscription(SubscriptionState<'a>),
+    /// The subscription of dialog (`call_id`, `local_tag`) ended.
+    SubscriptionEnded { call_id: &'a [u8], local_tag: &'a [u8] },
 }
 
 /// Record kinds, the payload's first byte. Never reuse a number.
 mod tag {
     pub const REGISTRATION: u8 = 1;
     pub const PUBLICATIONS: u8 = 2;
+    pub const SUBSCRIPTION: u8 = 3;
+    pub const SUBSCRIPTION_ENDED: u8 = 4;
 }
 
 /// Most items of one list in a record, a bound for a corrupt count (the
@@ -67,10 +102,23 @@ mod tag {
 const MAX_ITEMS: u64 = 1 << 16;
 
 impl<'a> Record<'a> {
-    /// The presentity the record belongs to: what picks its shard.
-    pub fn aor(&self) -> &'a [u8] {
+    /// The shard of `shards` that owns the record's key: a presentity's
+    /// by the hash of its AOR, a subscription's by the shard its tag
+    /// names (folded into the layout, as in-dialog requests are routed).
+    pub fn owner(&self, shards: u16) -> u16 {
+        match self {
+            Record::Registration { aor, .. } | Record::Publications { aor, .. } => ids::owner_of(aor, shards),
+            Record::Subscription(SubscriptionState { local_tag, .. }) | Record::SubscriptionEnded { local_tag, .. } => {
+                ids::tag_shard(local_tag).unwrap_or(0) % shards.max(1)
+            }
+        }
+    }
+
+    /// The key, for messages about the record.
+    pub fn key(&self) -> &'a [u8] {
         match self {
             Record::Registration { aor, .. } | Record::Publications { aor, .. } => aor,
+            Record::Subscription(SubscriptionState { local_tag, .. }) | Record::SubscriptionEnded { local_tag, .. } => local_tag,
         }
     }
 
@@ -100,6 +148,22 @@ impl<'a> Record<'a> {
                         e.bytes(el.kind).opt_bytes(el.id).bytes(el.xml);
                     }
                 }
+            }
+            Record::Subscription(s) => {
+                e.u8(tag::SUBSCRIPTION);
+                for t in [s.aor, s.watcher, s.call_id, s.local_tag, s.local_uri, s.remote_tag, s.remote_uri, s.remote_target, s.event_id] {
+                    e.bytes(t);
+                }
+                e.u64(s.route_set.len() as u64);
+                for r in &s.route_set {
+                    e.bytes(r);
+                }
+                e.u8(s.package).u8(s.shown);
+                put_flow(&mut e, &s.to);
+                e.u64(s.remote_cseq.into()).u64(s.local_cseq.into()).u64(s.expires_unix_ms);
+            }
+            Record::SubscriptionEnded { call_id, local_tag } => {
+                e.u8(tag::SUBSCRIPTION_ENDED).bytes(call_id).bytes(local_tag);
             }
         }
     }
@@ -145,6 +209,35 @@ impl<'a> Record<'a> {
                 }
                 Record::Publications { aor, publications }
             }
+            tag::SUBSCRIPTION => {
+                let (aor, watcher, call_id) = (d.bytes()?, d.bytes()?, d.bytes()?);
+                let (local_tag, local_uri, remote_tag) = (d.bytes()?, d.bytes()?, d.bytes()?);
+                let (remote_uri, remote_target, event_id) = (d.bytes()?, d.bytes()?, d.bytes()?);
+                let n = count(&mut d)?;
+                let mut route_set = Vec::with_capacity(n);
+                for _ in 0..n {
+                    route_set.push(d.bytes()?);
+                }
+                Record::Subscription(SubscriptionState {
+                    aor,
+                    watcher,
+                    call_id,
+                    local_tag,
+                    local_uri,
+                    remote_tag,
+                    remote_uri,
+                    remote_target,
+                    event_id,
+                    route_set,
+                    package: d.u8()?,
+                    shown: d.u8()?,
+                    to: get_flow(&mut d)?,
+                    remote_cseq: d.u32()?,
+                    local_cseq: d.u32()?,
+                    expires_unix_ms: d.u64()?,
+                })
+            }
+            tag::SUBSCRIPTION_ENDED => Record::SubscriptionEnded { call_id: d.bytes()?, local_tag: d.bytes()? },
             _ => return Err(d.err("an unknown record kind")),
         };
         d.finish()?;
@@ -235,6 +328,25 @@ mod tests {
                 }],
             },
             Record::Publications { aor: b"sip:carol@example.com", publications: vec![] },
+            Record::Subscription(SubscriptionState {
+                aor: b"sip:alice@example.com",
+                watcher: b"sip:bob@example.net",
+                call_id: b"sub-1@192.0.2.8",
+                local_tag: b"ps0001.8f2a",
+                local_uri: b"sip:alice@example.com",
+                remote_tag: b"w1",
+                remote_uri: b"sip:bob@example.net",
+                remote_target: b"sip:bob@192.0.2.8:5062",
+                event_id: b"",
+                route_set: vec![b"sip:p1.example.net;lr", b"sip:p2.example.net;lr"],
+                package: 0,
+                shown: 2,
+                to: flow,
+                remote_cseq: 3,
+                local_cseq: 128,
+                expires_unix_ms: 1_800_000_600_000,
+            }),
+            Record::SubscriptionEnded { call_id: b"sub-1@192.0.2.8", local_tag: b"ps0001.8f2a" },
         ]
     }
 

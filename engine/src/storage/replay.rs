@@ -9,7 +9,6 @@
 use super::frame::{self, Corrupt, Ending};
 use super::record::Record;
 use super::segment::{HEADER_LEN, SegmentHeader};
-use crate::core::ids;
 
 /// Why a segment cannot be used: it names the file and the offset.
 #[derive(Debug, PartialEq, Eq)]
@@ -50,7 +49,7 @@ impl Replay {
         let mut records = 0;
         let ending = frame::scan(data, HEADER_LEN, |at, payload| {
             let record = Record::decode(payload).map_err(|m| Damaged(format!("offset {}: {} in a record", at + frame::HEADER + m.at, m.what)))?;
-            frame::push(&mut per_shard[ids::owner_of(record.aor(), shards) as usize], payload);
+            frame::push(&mut per_shard[record.owner(shards) as usize], payload);
             records += 1;
             Ok::<_, Damaged>(())
         })
@@ -76,6 +75,7 @@ pub fn records(frames: &[u8], mut each: impl FnMut(Record<'_>)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::ids;
     use crate::storage::segment::SegmentWriter;
 
     fn segment(shard: u16, shards: u16, records: &[Record<'_>]) -> Vec<u8> {
@@ -95,7 +95,7 @@ mod tests {
 
     fn aors(frames: &[u8]) -> Vec<String> {
         let mut got = Vec::new();
-        records(frames, |r| got.push(String::from_utf8(r.aor().to_vec()).unwrap()));
+        records(frames, |r| got.push(String::from_utf8(r.key().to_vec()).unwrap()));
         got
     }
 
@@ -105,7 +105,7 @@ mod tests {
         let recs: Vec<Record<'_>> = names.iter().map(|n| Record::Publications { aor: n.as_bytes(), publications: vec![] }).collect();
         // Written by two shards (each its own), read back by one, then
         // by three.
-        let (mine, theirs): (Vec<_>, Vec<_>) = recs.iter().cloned().partition(|r| ids::owner_of(r.aor(), 2) == 0);
+        let (mine, theirs): (Vec<_>, Vec<_>) = recs.iter().cloned().partition(|r| r.owner(2) == 0);
         let files = [segment(0, 2, &mine), segment(1, 2, &theirs)];
         for shards in [1u16, 3] {
             let mut replay = Replay::new(shards);

@@ -154,6 +154,7 @@ mod tests {
             to: Peer::udp("127.0.0.1:5060".parse().unwrap()),
             remote_cseq: 1,
             local_cseq: 0,
+            cseq_reserved: 0,
             expires_at: Instant::now(),
             doc: None,
             version: 0,

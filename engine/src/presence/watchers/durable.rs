@@ -1,0 +1,221 @@
+//! What the journal keeps of subscriptions, and putting them back.
+//!
+//! A subscription is recorded when it is created or refreshed, and when
+//! it ends. Its NOTIFYs' CSeq is not recorded per NOTIFY, which would be
+//! a record per NOTIFY of every fan-out: a record reserves
+//! [`CSEQ_RESERVE`] CSeqs ahead, a NOTIFY that passes the reservation
+//! records the subscription again, and a restored dialog continues from
+//! the reservation, above every NOTIFY sent before the restart.
+
+use super::*;
+
+/// CSeqs a subscription's record reserves ahead of its NOTIFYs.
+pub const CSEQ_RESERVE: u32 = 64;
+
+/// A dialog by Call-ID and local tag.
+pub type DialogKey = (Box<[u8]>, Box<[u8]>);
+
+/// Subscriptions whose record is due: changed (by id), or ended (by
+/// dialog).
+#[derive(Default)]
+pub(super) struct Marks {
+    pub changed: Vec<u64>,
+    pub ended: Vec<DialogKey>,
+}
+
+/// A subscription's durable state, borrowed from the table.
+pub struct DurableView<'a> {
+    pub aor: &'a [u8],
+    pub watcher: &'a [u8],
+    pub call_id: &'a [u8],
+    pub local_tag: &'a [u8],
+    pub local_uri: &'a [u8],
+    pub remote_tag: &'a [u8],
+    pub remote_uri: &'a [u8],
+    pub remote_target: &'a [u8],
+    pub event_id: &'a [u8],
+    pub route_set: &'a [Box<[u8]>],
+    pub package: Package,
+    pub shown: Shown,
+    pub to: Peer,
+    pub remote_cseq: u32,
+    /// Above every CSeq sent.
+    pub local_cseq: u32,
+    pub expires_at: Instant,
+}
+
+/// A subscription read back from the journal.
+pub struct Restore<'a> {
+    pub texts: [&'a [u8]; TEXTS],
+    pub route_set: Vec<&'a [u8]>,
+    pub package: Package,
+    pub shown: Shown,
+    pub to: Peer,
+    pub remote_cseq: u32,
+    pub local_cseq: u32,
+    pub expires_at: Instant,
+}
+
+impl Package {
+    pub fn code(self) -> u8 {
+        match self {
+            Package::Presence => 0,
+            Package::Winfo => 1,
+        }
+    }
+    pub fn from_code(c: u8) -> Option<Package> {
+        [Package::Presence, Package::Winfo].into_iter().find(|p| p.code() == c)
+    }
+}
+
+impl Shown {
+    pub fn code(self) -> u8 {
+        match self {
+            Shown::Real => 0,
+            Shown::Neutral => 1,
+            Shown::Pending => 2,
+        }
+    }
+    pub fn from_code(c: u8) -> Option<Shown> {
+        [Shown::Real, Shown::Neutral, Shown::Pending].into_iter().find(|s| s.code() == c)
+    }
+}
+
+/// Why a recorded subscription is not put back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NotRestored(pub &'static str);
+
+impl Watchers {
+    /// From now on, keep note of what the journal must record.
+    pub fn track_durable(&mut self) {
+        self.marks.get_or_insert_with(Marks::default);
+    }
+
+    pub(super) fn mark_changed(&mut self, id: u64) {
+        if let Some(m) = &mut self.marks {
+            m.changed.push(id);
+        }
+    }
+
+    /// The subscriptions to record since the last call: changed ones (each
+    /// once) and ended ones (Call-ID, local tag).
+    pub fn take_marks(&mut self) -> (Vec<u64>, Vec<DialogKey>) {
+        let Some(m) = &mut self.marks else { return Default::default() };
+        let mut changed = std::mem::take(&mut m.changed);
+        changed.sort_unstable();
+        changed.dedup();
+        (changed, std::mem::take(&mut m.ended))
+    }
+
+    /// Whether anything waits in [`Watchers::take_marks`].
+    pub fn has_marks(&self) -> bool {
+        self.marks.as_ref().is_some_and(|m| !m.changed.is_empty() || !m.ended.is_empty())
+    }
+
+    /// Every subscription's id (a checkpoint records them all).
+    pub fn ids(&self) -> Vec<u64> {
+        self.subs.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// What the journal records of subscription `id`. Its reservation is
+    /// renewed here: the record about to be written promises the new one.
+    pub fn durable_view(&mut self, id: u64) -> Option<DurableView<'_>> {
+        let s = self.subs.get_mut(&id)?;
+        s.cseq_reserved = s.local_cseq + CSEQ_RESERVE;
+        let s = &**s;
+        Some(DurableView {
+            aor: s.texts.get(Text::Aor),
+            watcher: s.texts.get(Text::Watcher),
+            call_id: s.texts.get(Text::CallId),
+            local_tag: s.texts.get(Text::LocalTag),
+            local_uri: s.texts.get(Text::LocalUri),
+            remote_tag: s.texts.get(Text::RemoteTag),
+            remote_uri: s.texts.get(Text::RemoteUri),
+            remote_target: s.texts.get(Text::RemoteTarget),
+            event_id: s.texts.get(Text::EventId),
+            route_set: &s.route_set,
+            package: s.package,
+            shown: s.shown,
+            to: s.to,
+            remote_cseq: s.remote_cseq,
+            local_cseq: s.cseq_reserved,
+            expires_at: s.expires_at,
+        })
+    }
+
+    /// Puts back a recorded subscription (a restart), in place of the same
+    /// dialog's earlier record, under the new `ask`; `Ok(None)` if it
+    /// expired while the server was down. It shows nothing until
+    /// [`Watchers::rewatched`] brings its presentity's answer.
+    pub fn restore(&mut self, now: Instant, r: Restore<'_>, ask: u64) -> Result<Option<u64>, NotRestored> {
+        if r.package != Package::Presence {
+            return Err(NotRestored("presence.winfo subscriptions are not restored"));
+        }
+        if r.texts.iter().any(|t| t.len() > u16::MAX as usize) {
+            return Err(NotRestored("a text longer than any request"));
+        }
+        // Not noted for the journal: what is restored is already in it.
+        let marks = self.marks.take();
+        if let Some(old) = self.index.dialog(&self.subs, r.texts[Text::CallId as usize], r.texts[Text::LocalTag as usize]) {
+            self.remove(old);
+        }
+        let result = (r.expires_at > now).then(|| {
+            self.next += 1;
+            let id = self.next;
+            let sub = Box::new(Subscription {
+                texts: Texts::new(r.texts),
+                package: r.package,
+                winfo: None,
+                ask,
+                shown: r.shown,
+                route_set: r.route_set.iter().map(|x| Box::<[u8]>::from(*x)).collect(),
+                to: r.to,
+                remote_cseq: r.remote_cseq,
+                local_cseq: r.local_cseq,
+                cseq_reserved: r.local_cseq,
+                expires_at: r.expires_at,
+                doc: None,
+                version: 0,
+                dirty: false,
+                in_flight: false,
+                last_notify: None,
+                rate_timer_set: false,
+                waiting_for_window: false,
+                aor_slot: 0,
+            });
+            self.by_ask.insert(ask, id);
+            self.wheel.insert(sub.expires_at, Timer::Expire(id));
+            self.subs.insert(id, sub);
+            self.index.add(&mut self.subs, id);
+            id
+        });
+        self.marks = marks;
+        Ok(result)
+    }
+
+    /// Removes the dialog a journal's end record names (a restart).
+    pub fn restore_end(&mut self, call_id: &[u8], local_tag: &[u8]) {
+        let marks = self.marks.take();
+        if let Some(id) = self.index.dialog(&self.subs, call_id, local_tag) {
+            self.remove(id);
+        }
+        self.marks = marks;
+    }
+
+    /// A restored subscription's presentity answered: what it is shown,
+    /// and the document. A NOTIFY is due (`ready`) only if that differs
+    /// from what the watcher was last told before the restart.
+    pub fn rewatched(&mut self, now: Instant, id: u64, shown: Shown, doc: Option<(u64, Arc<[u8]>)>, changed: bool, ready: &mut Vec<u64>) {
+        let Some(s) = self.subs.get_mut(&id) else { return };
+        let news = changed || s.shown != shown;
+        s.shown = shown;
+        if let Some((version, doc)) = doc {
+            s.version = version;
+            s.doc = Some(doc);
+        }
+        if news {
+            s.dirty = true;
+            Self::ready_or_schedule(&self.cfg, &mut self.wheel, id, s, now, ready);
+        }
+    }
+}
