@@ -34,6 +34,17 @@ fn first_document(srv: &Presenced, aor: &str) -> String {
     body(&notify)
 }
 
+/// `presenced dump` of `dir` (or of one presentity), parsed.
+fn dump(dir: &str, aor: Option<&str>) -> serde_json::Value {
+    let mut args = vec!["dump", "--data-dir", dir];
+    if let Some(a) = aor {
+        args.extend(["--aor", a]);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_presenced")).args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn generations(dir: &Path) -> Vec<String> {
     let mut g: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     g.sort();
@@ -184,6 +195,17 @@ To: <{aor}>\r\nCall-ID: k{c}x{i}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nConten
     let acked: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
     drop(srv);
     assert!(acked.len() > 50, "the load ran: {} acknowledged", acked.len());
+    // Every acknowledged publication is in the journals (offline dump).
+    let state = dump(d, None);
+    let held: std::collections::HashSet<&str> = state["presentities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| !p["publications"].as_array().unwrap().is_empty())
+        .map(|p| p["aor"].as_str().unwrap())
+        .collect();
+    let missing: Vec<&String> = acked.iter().filter(|a| !held.contains(a.as_str())).collect();
+    assert!(missing.is_empty(), "{} of {} acknowledged PUBLISHes missing: {:?}", missing.len(), acked.len(), &missing[..missing.len().min(5)]);
     let srv = Presenced::start(1, &["--data-dir", d]);
     let read = srv.wait_logged("journals read", 1);
     let records = read[0]["records"].as_u64().unwrap();
@@ -224,6 +246,13 @@ fn a_watchers_dialog_survives_a_restart() {
         std::thread::sleep(std::time::Duration::from_millis(100));
         (sub, last)
     };
+    // The dump shows the watcher with its dialog.
+    let state = dump(d, Some(aor));
+    let p = &state["presentities"][0];
+    assert_eq!(p["aor"], aor);
+    assert!(p["document"].as_str().unwrap().contains("second"));
+    assert_eq!(p["watchers"].as_array().unwrap().len(), 1, "{p}");
+    assert!(p["watchers"][0]["next_notify_cseq_above"].as_u64().unwrap() > last as u64);
     let srv = Presenced::start(1, &["--data-dir", d, "--notify-min-interval-ms", "0"]);
     // Nothing expired: no NOTIFY for the restart itself.
     assert!(sub.no_notify(std::time::Duration::from_millis(300)));

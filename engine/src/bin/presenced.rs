@@ -128,6 +128,37 @@ struct Args {
     /// Check the configuration, print it and exit.
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Print what a data directory holds (bindings, publications, composed
+    /// documents, watchers) as JSON, and exit. Offline and read-only: the
+    /// directory may belong to a running server.
+    Dump {
+        /// The data directory, as given to the server's --data-dir.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Only this presentity (a SIP URI).
+        #[arg(long, value_name = "URI")]
+        aor: Option<String>,
+    },
+}
+
+fn dump(dir: &std::path::Path, aor: Option<&str>) -> ExitCode {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    match reactor::dump::dump(dir, aor, now) {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("presenced dump: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn config(args: &Args) -> Result<Config, String> {
@@ -229,6 +260,9 @@ fn init_logging(cfg: &Config) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Dump { data_dir, aor }) = &args.command {
+        return dump(data_dir, aor.as_deref());
+    }
     let cfg = match config(&args) {
         Ok(c) => c,
         Err(e) => {

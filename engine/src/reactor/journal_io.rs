@@ -42,6 +42,22 @@ fn generations(dir: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
     Ok(gens)
 }
 
+/// Every segment file under `dir`, in the order a start reads them:
+/// oldest generation first.
+pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut all = Vec::new();
+    for (_, path) in generations(dir)? {
+        let mut segments: Vec<PathBuf> = std::fs::read_dir(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "journal"))
+            .collect();
+        segments.sort();
+        all.extend(segments);
+    }
+    Ok(all)
+}
+
 /// Reads every generation under `dir` (created if missing) for a server
 /// of `shards` shards, and makes the directory of the next generation.
 pub fn load(dir: &Path, shards: u16) -> Result<(Loaded, Checkpoints), String> {
@@ -49,19 +65,11 @@ pub fn load(dir: &Path, shards: u16) -> Result<(Loaded, Checkpoints), String> {
     let gens = generations(dir)?;
     let mut replay = Replay::new(shards);
     let (mut files, mut bytes) = (0, 0);
-    for (_, path) in &gens {
-        let mut segments: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "journal"))
-            .collect();
-        segments.sort();
-        for seg in segments {
-            let data = std::fs::read(&seg).map_err(|e| format!("cannot read {}: {e}", seg.display()))?;
-            replay.add_segment(&seg.display().to_string(), &data).map_err(|d| d.0)?;
-            files += 1;
-            bytes += data.len() as u64;
-        }
+    for seg in segments(dir)? {
+        let data = std::fs::read(&seg).map_err(|e| format!("cannot read {}: {e}", seg.display()))?;
+        replay.add_segment(&seg.display().to_string(), &data).map_err(|d| d.0)?;
+        files += 1;
+        bytes += data.len() as u64;
     }
     for cut in &replay.cut {
         tracing::warn!("journal {cut}");

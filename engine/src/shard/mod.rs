@@ -750,6 +750,14 @@ impl Shard {
         &self.peu
     }
 
+    pub fn subscriptions_mut(&mut self) -> &mut Watchers {
+        &mut self.subscriptions
+    }
+
+    pub fn publications_mut(&mut self) -> &mut Publications {
+        &mut self.publications
+    }
+
     /// The registrar of this shard (read-only, for tests and stats).
     pub fn registrar(&self) -> &Registrar {
         &self.registrar
