@@ -55,11 +55,15 @@ pub struct StorageSection {
     /// Most bytes a shard's journal holds unwritten before it refuses new
     /// changes with 503 (its device is not keeping up).
     pub max_pending_bytes: usize,
+    /// A shard's journal segment size past which it moves to a new
+    /// segment, checkpoints every key into it and removes the older ones
+    /// (at least twice the last checkpoint's size).
+    pub compact_after_bytes: u64,
 }
 
 impl Default for StorageSection {
     fn default() -> Self {
-        StorageSection { dir: None, fsync: "interval".into(), fsync_interval_ms: 10, max_pending_bytes: 64 << 20 }
+        StorageSection { dir: None, fsync: "interval".into(), fsync_interval_ms: 10, max_pending_bytes: 64 << 20, compact_after_bytes: 256 << 20 }
     }
 }
 
@@ -452,6 +456,9 @@ impl Config {
         self.fsync()?;
         if self.storage.max_pending_bytes < 1 << 20 {
             return Err(format!("storage.max_pending_bytes = {}: at least 1 MiB", self.storage.max_pending_bytes));
+        }
+        if self.storage.compact_after_bytes < 64 << 10 {
+            return Err(format!("storage.compact_after_bytes = {}: at least 64 KiB", self.storage.compact_after_bytes));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(format!("log.format = {:?}: must be \"text\" or \"json\"", self.log.format));

@@ -131,7 +131,7 @@ fn a_damaged_journal_stops_the_start_and_names_the_file() {
             publish(&srv, &format!("sip:d{i}@example.com"), "open", "x");
         }
     }
-    let file = dir.join("gen-1").join("shard-0.journal");
+    let file = dir.join("gen-1").join("shard-0-000001.journal");
     let mut bytes = std::fs::read(&file).unwrap();
     // Flip one bit inside the first record (after the 64-byte header).
     bytes[64 + 20] ^= 0x10;
@@ -139,12 +139,12 @@ fn a_damaged_journal_stops_the_start_and_names_the_file() {
     let out = Command::new(env!("CARGO_BIN_EXE_presenced")).args(["--listen", "127.0.0.1:0", "--shards", "1", "--data-dir", d]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("gen-1/shard-0.journal: offset 64: a checksum mismatch"), "{stderr}");
+    assert!(stderr.contains("gen-1/shard-0-000001.journal: offset 64: a checksum mismatch"), "{stderr}");
     // Not a journal at all.
     std::fs::write(&file, b"this file is not a journal but is long enough to have a header of 64 bytes").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_presenced")).args(["--listen", "127.0.0.1:0", "--shards", "1", "--data-dir", d]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("shard-0.journal: not a presenced journal"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shard-0-000001.journal: not a presenced journal"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -265,5 +265,53 @@ fn a_watchers_dialog_survives_a_restart() {
     let n = sub.next_notify(&srv);
     assert!(body(&n).contains("third"));
     drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A journal that keeps growing moves to a new segment, checkpoints every
+/// key into it and removes the older segments; what only the removed
+/// segments held (publications from the start of the run) is still there
+/// after kill -9 and a restart.
+#[test]
+fn compaction_removes_old_segments_and_keeps_every_key() {
+    let dir = data_dir("compact");
+    let d = dir.to_str().unwrap();
+    let cfg = config_file("compact.toml", "[storage]\ncompact_after_bytes = 65536\n");
+    let srv = Presenced::start(1, &["--config", &cfg, "--data-dir", d, "--fsync", "always"]);
+    let early: Vec<String> = (0..10).map(|i| format!("sip:early{i}@example.com")).collect();
+    for (i, aor) in early.iter().enumerate() {
+        publish(&srv, aor, "open", &format!("early note {i}"));
+    }
+    // Refreshes of a few registrations: each a record, the state the same
+    // size, so the journal grows while the checkpoints stay small.
+    let mut rounds = 0;
+    while srv.logged("journal segment removed after a checkpoint").len() < 3 {
+        assert!(rounds < 200, "no compaction after {rounds} rounds: {:?}", srv.logged("journal moved to a new segment; checkpointing into it"));
+        for r in 0..30 {
+            register(&srv, &format!("sip:reg{r}@example.com"), &format!("sip:reg{r}@192.0.2.7"));
+        }
+        rounds += 1;
+    }
+    let segments = || -> Vec<String> {
+        let mut s: Vec<String> = std::fs::read_dir(dir.join("gen-1")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        s.sort();
+        s
+    };
+    let now = segments();
+    assert!(now.len() <= 2, "older segments are removed: {now:?}");
+    assert!(!now.contains(&"shard-0-000001.journal".to_string()), "the first segment is gone: {now:?}");
+    srv.signal(libc::SIGKILL);
+    drop(srv);
+    let state = dump(d, None);
+    for (i, aor) in early.iter().enumerate() {
+        let p = state["presentities"].as_array().unwrap().iter().find(|p| p["aor"] == aor.as_str());
+        let doc = p.map(|p| p["document"].to_string()).unwrap_or_default();
+        assert!(doc.contains(&format!("early note {i}")), "{aor} was only in removed segments and is lost: {p:?}");
+    }
+    for r in 0..30 {
+        let aor = format!("sip:reg{r}@example.com");
+        let p = state["presentities"].as_array().unwrap().iter().find(|p| p["aor"] == aor.as_str()).unwrap_or_else(|| panic!("{aor} lost"));
+        assert_eq!(p["bindings"].as_array().unwrap().len(), 1, "{p}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

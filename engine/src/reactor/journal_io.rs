@@ -3,7 +3,7 @@
 //! flushes with O_DIRECT writes and `fdatasync` through io_uring
 //! (glommio's DMA files) on the shard's own thread.
 //!
-//! Layout: `DIR/gen-G/shard-I.journal`. Each start reads every generation
+//! Layout: `DIR/gen-G/shard-I-SSSSSS.journal` (segment S of shard I). Each start reads every generation
 //! (oldest first), routes the records to the shards of the new layout,
 //! and starts generation G+1, whose files open with a checkpoint: every
 //! key's state. Once every shard's checkpoint is durable, the older
@@ -81,9 +81,11 @@ pub fn load(dir: &Path, shards: u16) -> Result<(Loaded, Checkpoints), String> {
     Ok((Loaded { generation, per_shard: replay.per_shard, records: replay.records, files, bytes }, checkpoints))
 }
 
-/// The path of shard `shard`'s journal in generation `generation`.
-pub fn segment_path(dir: &Path, generation: u64, shard: u16) -> PathBuf {
-    dir.join(format!("gen-{generation}")).join(format!("shard-{shard}.journal"))
+/// The path of shard `shard`'s segment `segment` in generation
+/// `generation` (numbered so that a sort by name reads each shard's
+/// segments in order).
+pub fn segment_path(dir: &Path, generation: u64, shard: u16, segment: u32) -> PathBuf {
+    dir.join(format!("gen-{generation}")).join(format!("shard-{shard}-{segment:06}.journal"))
 }
 
 /// The older generations, removed once every shard's checkpoint in the
@@ -109,9 +111,9 @@ impl Checkpoints {
     }
 }
 
-/// A shard's journal file, opened for a new generation.
+/// A shard's first segment of a new generation.
 pub async fn open(path: &Path, shard: u16, shards: u16, fsync: Fsync, max_pending: usize, created_unix_ms: u64) -> Result<(Journal, DmaFile), String> {
     let file = DmaFile::create(path).await.map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    let seg = SegmentWriter::new(SegmentHeader { shard, shards, base_lsn: 0, created_unix_ms });
+    let seg = SegmentWriter::new(SegmentHeader { shard, shards, segment: 1, base_lsn: 0, created_unix_ms });
     Ok((Journal::new(seg, fsync, max_pending), file))
 }

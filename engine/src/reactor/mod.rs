@@ -14,6 +14,7 @@
 
 pub mod dump;
 pub mod journal_io;
+mod journal_writer;
 pub mod memory;
 mod runtime;
 pub mod sched;
@@ -123,7 +124,14 @@ impl Server {
             ms = started.elapsed().as_millis() as u64,
             "journals read"
         );
-        Ok(Some(StorageStart { dir: dir.clone(), fsync: cfg.fsync()?, max_pending: cfg.storage.max_pending_bytes, loaded, checkpoints: Arc::new(checkpoints) }))
+        Ok(Some(StorageStart {
+            dir: dir.clone(),
+            fsync: cfg.fsync()?,
+            max_pending: cfg.storage.max_pending_bytes,
+            compact_after: cfg.storage.compact_after_bytes,
+            loaded,
+            checkpoints: Arc::new(checkpoints),
+        }))
     }
 
     /// Installs a new authorization policy on every shard (within a tick);
@@ -146,6 +154,7 @@ struct StorageStart {
     dir: std::path::PathBuf,
     fsync: crate::storage::journal::Fsync,
     max_pending: usize,
+    compact_after: u64,
     loaded: journal_io::Loaded,
     checkpoints: Arc<journal_io::Checkpoints>,
 }
@@ -153,7 +162,9 @@ struct StorageStart {
 impl StorageStart {
     fn take(&mut self, shard: u16) -> runtime::ShardStorage {
         runtime::ShardStorage {
-            path: journal_io::segment_path(&self.dir, self.loaded.generation, shard),
+            dir: self.dir.clone(),
+            generation: self.loaded.generation,
+            compact_after: self.compact_after,
             frames: std::mem::take(&mut self.loaded.per_shard[shard as usize]),
             fsync: self.fsync,
             max_pending: self.max_pending,

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How often the shard runs its timers and looks at the stop flag.
-const TICK: Duration = Duration::from_millis(5);
+pub(super) const TICK: Duration = Duration::from_millis(5);
 
 /// Everything a shard needs, moved into its executor thread.
 pub(crate) struct ShardSetup {
@@ -41,8 +41,11 @@ pub(crate) struct ShardSetup {
 
 /// A shard's part of the data directory.
 pub(crate) struct ShardStorage {
-    /// Its journal in the new generation.
-    pub path: std::path::PathBuf,
+    /// The data directory and the generation this run writes.
+    pub dir: std::path::PathBuf,
+    pub generation: u64,
+    /// `[storage] compact_after_bytes`.
+    pub compact_after: u64,
     /// The records it owns, read from every older generation.
     pub frames: Vec<u8>,
     pub fsync: crate::storage::journal::Fsync,
@@ -162,8 +165,8 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
     };
 
     let mut tasks = Vec::new();
-    if let Some((file, kicks, checkpoint)) = journal.clone() {
-        tasks.push(glommio::spawn_local(journal_loop(rt.clone(), file, kicks, checkpoint)));
+    if let Some(files) = journal.clone() {
+        tasks.push(glommio::spawn_local(super::journal_writer::journal_loop(rt.clone(), files)));
     }
     tasks.push(glommio::spawn_local(udp_loop(rt.clone())));
     tasks.push(glommio::spawn_local(tcp::accept_loop(rt.clone(), tcp)));
@@ -200,8 +203,8 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
     if let Some(m) = &rt.mesh {
         m.close();
     }
-    if let Some((file, _, _)) = &journal {
-        rt.flush_journal_at_stop(file).await;
+    if let Some(files) = &journal {
+        super::journal_writer::flush_at_stop(&rt, files).await;
     }
     let stats = ShardStats { shed: rt.shed(), tcp: rt.tcp_limited.get(), ..rt.core.borrow().stats() };
     for t in tasks {
@@ -211,16 +214,15 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
     stats
 }
 
-type JournalTask = (Rc<glommio::io::DmaFile>, Rc<glommio::channels::local_channel::LocalReceiver<()>>, Option<(u64, Arc<super::journal_io::Checkpoints>)>);
-
-/// Opens the shard's journal of the new generation, puts back the records
-/// it owns, and starts the generation with a checkpoint of every key.
-async fn start_journal(rt: &Rc<Runtime>, shards: u16, st: ShardStorage) -> Result<JournalTask, String> {
+/// Opens the shard's first segment of the new generation, puts back the
+/// records it owns, and starts the generation with a checkpoint of every
+/// key (written over the next ticks).
+async fn start_journal(rt: &Rc<Runtime>, shards: u16, st: ShardStorage) -> Result<Rc<super::journal_writer::JournalFiles>, String> {
     let now = Instant::now();
     let clock = crate::shard::durable::UnixClock::system(now);
-    let (journal, file) = super::journal_io::open(&st.path, rt.id, shards, st.fsync, st.max_pending, clock.to_unix_ms(now)).await?;
+    let path = super::journal_io::segment_path(&st.dir, st.generation, rt.id, 1);
+    let (journal, file) = super::journal_io::open(&path, rt.id, shards, st.fsync, st.max_pending, clock.to_unix_ms(now)).await?;
     let mut restored = 0u64;
-    let mut end = 0;
     rt.with_core(|core, out| {
         core.attach_journal(journal, clock);
         crate::storage::replay::records(&st.frames, |r| {
@@ -229,52 +231,13 @@ async fn start_journal(rt: &Rc<Runtime>, shards: u16, st: ShardStorage) -> Resul
             }
             restored += 1;
         });
-        end = core.restore_done(now, out).expect("a journal");
+        core.restore_done(now, out);
     });
-    tracing::info!(shard = rt.id, restored, checkpoint_bytes = end, path = %st.path.display(), "journal opened");
+    tracing::info!(shard = rt.id, restored, path = %path.display(), "journal opened");
     let (kick, kicks) = glommio::channels::local_channel::new_bounded(1);
     *rt.journal_kick.borrow_mut() = Some(kick);
     rt.kick_journal();
-    Ok((Rc::new(file), Rc::new(kicks), Some((end, st.checkpoints))))
-}
-
-/// The journal writer: performs each flush when the journal's policy says
-/// it is due, one at a time, and tells the checkpoint when it is durable.
-async fn journal_loop(
-    rt: Rc<Runtime>,
-    file: Rc<glommio::io::DmaFile>,
-    kicks: Rc<glommio::channels::local_channel::LocalReceiver<()>>,
-    mut checkpoint: Option<(u64, Arc<super::journal_io::Checkpoints>)>,
-) {
-    loop {
-        let deadline = rt.core.borrow().journal().and_then(|j| j.deadline());
-        let now = Instant::now();
-        match deadline {
-            Some(at) if at <= now => {}
-            Some(at) => {
-                futures_lite::future::or(glommio::timer::sleep(at - now), async {
-                    kicks.recv().await;
-                })
-                .await;
-                continue;
-            }
-            None => {
-                if kicks.recv().await.is_none() {
-                    return;
-                }
-                continue;
-            }
-        }
-        let flush = rt.core.borrow_mut().journal_mut().and_then(|j| j.poll(Instant::now()));
-        let Some(flush) = flush else { continue };
-        rt.write_flush(&file, flush).await;
-        if let Some((end, checkpoints)) = &checkpoint {
-            if rt.core.borrow().journal().is_some_and(|j| j.durable() >= *end) {
-                checkpoints.done();
-                checkpoint = None;
-            }
-        }
-    }
+    Ok(Rc::new(super::journal_writer::JournalFiles::new(st.dir, st.generation, rt.id, file, st.compact_after, st.checkpoints, kicks)))
 }
 
 /// How long a shard serves its admission queue before it drains its socket
@@ -454,7 +417,7 @@ impl Runtime {
     }
 
     /// Sends the held messages the journal has made durable.
-    fn release_held(self: &Rc<Self>) {
+    pub(super) fn release_held(self: &Rc<Self>) {
         let durable = self.core.borrow().journal().map_or(u64::MAX, |j| j.durable());
         loop {
             let next = {
@@ -476,52 +439,6 @@ impl Runtime {
     fn kick_journal(&self) {
         if let Some(k) = &*self.journal_kick.borrow() {
             let _ = k.try_send(());
-        }
-    }
-
-    /// Performs one flush of the journal: the DMA write, then the sync
-    /// if asked. A failure is logged and the journal retries it later,
-    /// refusing changes meanwhile (`Limit::Journal`).
-    async fn write_flush(self: &Rc<Self>, file: &glommio::io::DmaFile, flush: crate::storage::journal::Flush) {
-        let w = flush.write;
-        let mut buf = file.alloc_dma_buffer(w.padded_len);
-        {
-            let core = self.core.borrow();
-            let bytes = core.journal().expect("a journal").bytes(&flush);
-            let dst = buf.as_bytes_mut();
-            dst[..w.len].copy_from_slice(bytes);
-            dst[w.len..].fill(0);
-        }
-        let result = match file.write_at(buf, w.offset).await {
-            Ok(n) if n == w.padded_len => {
-                if flush.sync {
-                    file.fdatasync().await.map_err(|e| e.to_string())
-                } else {
-                    Ok(())
-                }
-            }
-            Ok(n) => Err(format!("short write: {n} of {} bytes", w.padded_len)),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = &result {
-            tracing::error!(shard = self.id, offset = w.offset, error = %e, "journal write failed; changes are refused until a retry succeeds");
-        }
-        self.core.borrow_mut().journal_mut().expect("a journal").completed(Instant::now(), &flush, result.map_err(|_| ()));
-        self.release_held();
-    }
-
-    /// At a clean stop: everything appended is written and synced.
-    async fn flush_journal_at_stop(self: &Rc<Self>, file: &glommio::io::DmaFile) {
-        for _ in 0..1000 {
-            let flush = self.core.borrow_mut().journal_mut().and_then(|j| j.poll_now());
-            match flush {
-                Some(f) => self.write_flush(file, f).await,
-                None if self.core.borrow().journal().is_some_and(|j| j.durable() < j.appended()) => glommio::timer::sleep(TICK).await,
-                None => break,
-            }
-        }
-        if let Some(j) = self.core.borrow().journal() {
-            tracing::info!(shard = self.id, durable = j.durable(), appended = j.appended(), "journal closed");
         }
     }
 

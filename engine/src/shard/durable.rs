@@ -79,7 +79,30 @@ pub struct Durable {
     changed_while_down: HashSet<Box<[u8]>>,
     /// When `changed_while_down` is dropped.
     forget_changes_at: Option<Instant>,
+    /// A checkpoint being written, a few keys per tick.
+    checkpoint: Option<Checkpoint>,
 }
+
+/// A key of the shard's durable state.
+enum Key {
+    Registration(Box<[u8]>),
+    Publications(Box<[u8]>),
+    Subscription(u64),
+}
+
+/// Recording every key's state into the journal's current segment, a
+/// slice per tick so that no step stalls for the whole table. Keys that
+/// change meanwhile record themselves as well, later in the same segment,
+/// so the segment ends up holding every key's latest state either way.
+struct Checkpoint {
+    /// Those not yet recorded.
+    keys: Vec<Key>,
+    /// The journal position after its last record, once all are written.
+    end: Option<u64>,
+}
+
+/// Keys a checkpoint records per timer tick (each about a microsecond).
+pub const CHECKPOINT_KEYS_PER_TICK: usize = 500;
 
 /// A restored subscription's ask: its number, its presentity, its watcher.
 type Rewatch = (u64, Box<[u8]>, Box<[u8]>);
@@ -104,7 +127,15 @@ impl Shard {
     /// directory); records written from now on carry `clock`'s times.
     pub fn attach_journal(&mut self, journal: Journal, clock: UnixClock) {
         self.subscriptions.track_durable();
-        self.durable = Some(Durable { journal, clock, rewatch: HashMap::new(), asks: Vec::new(), changed_while_down: HashSet::new(), forget_changes_at: None });
+        self.durable = Some(Durable {
+            journal,
+            clock,
+            rewatch: HashMap::new(),
+            asks: Vec::new(),
+            changed_while_down: HashSet::new(),
+            forget_changes_at: None,
+            checkpoint: None,
+        });
     }
 
     pub fn journal(&self) -> Option<&Journal> {
@@ -167,12 +198,11 @@ impl Shard {
     }
 
     /// Every record is back: restored subscriptions ask their
-    /// presentities, and the state of every key is recorded, which starts
-    /// the new generation of journals (the older ones are no longer
-    /// needed once this is durable). Returns the position after the last
-    /// of these records.
-    pub fn restore_done(&mut self, now: Instant, out: &mut Outbox) -> Option<u64> {
-        let d = self.durable.as_mut()?;
+    /// presentities, and a checkpoint of every key starts the new
+    /// generation of journals (the older ones are no longer needed once
+    /// it is durable, see [`Shard::checkpoint_end`]).
+    pub fn restore_done(&mut self, now: Instant, out: &mut Outbox) {
+        let Some(d) = self.durable.as_mut() else { return };
         let asks = std::mem::take(&mut d.asks);
         d.forget_changes_at = Some(now + REWATCH_WINDOW);
         for (ask, aor, watcher) in asks {
@@ -181,16 +211,60 @@ impl Shard {
         }
         self.drain_local(now, out);
         self.subscriptions.take_marks();
-        for aor in self.registrar.aors() {
-            self.record_registration(now, &aor);
+        self.start_checkpoint();
+    }
+
+    /// Starts recording every key's state into the journal's current
+    /// segment (after a start, or after the journal moved to a new
+    /// segment so that the older ones can go).
+    pub fn start_checkpoint(&mut self) {
+        if self.durable.is_none() {
+            return;
         }
-        for aor in self.publications.published_aors() {
-            self.record_publications(now, &aor);
+        let mut keys: Vec<Key> = self.registrar.aors().into_iter().map(Key::Registration).collect();
+        keys.extend(self.publications.published_aors().into_iter().map(Key::Publications));
+        keys.extend(self.subscriptions.ids().into_iter().map(Key::Subscription));
+        if let Some(d) = &mut self.durable {
+            d.checkpoint = Some(Checkpoint { keys, end: None });
         }
-        for id in self.subscriptions.ids() {
-            self.record_subscription(now, id);
+    }
+
+    /// Records the checkpoint's next `budget` keys.
+    pub(super) fn checkpoint_step(&mut self, now: Instant, budget: usize) {
+        let Some(Checkpoint { keys, end: None }) = self.durable.as_mut().and_then(|d| d.checkpoint.as_mut()) else { return };
+        let slice = keys.split_off(keys.len().saturating_sub(budget));
+        let done = keys.is_empty();
+        for key in slice {
+            match key {
+                Key::Registration(aor) => self.record_registration(now, &aor),
+                Key::Publications(aor) => self.record_publications(now, &aor),
+                Key::Subscription(id) => self.record_subscription(now, id),
+            }
         }
-        self.journal().map(Journal::appended)
+        if done && let Some(d) = &mut self.durable {
+            let end = d.journal.appended();
+            if let Some(c) = &mut d.checkpoint {
+                c.end = Some(end);
+            }
+        }
+    }
+
+    /// The journal position after the checkpoint's last record, once it
+    /// is all written (in memory; durable once the journal says so).
+    pub fn checkpoint_end(&self) -> Option<u64> {
+        self.durable.as_ref()?.checkpoint.as_ref()?.end
+    }
+
+    /// Whether a checkpoint is being written.
+    pub fn checkpointing(&self) -> bool {
+        self.durable.as_ref().is_some_and(|d| d.checkpoint.is_some())
+    }
+
+    /// The reactor is done with the finished checkpoint.
+    pub fn clear_checkpoint(&mut self) {
+        if let Some(d) = &mut self.durable {
+            d.checkpoint = None;
+        }
     }
 
     /// Records the subscriptions that changed or ended in this step.

@@ -15,7 +15,7 @@ fn shard(t0: Instant, unix_ms: u64, fsync: Fsync) -> Shard {
     let mut cfg = ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap());
     cfg.watch.min_notify_interval = Duration::ZERO;
     let mut s = Shard::new(cfg, t0);
-    let seg = SegmentWriter::new(SegmentHeader { shard: 0, shards: 1, base_lsn: 0, created_unix_ms: unix_ms });
+    let seg = SegmentWriter::new(SegmentHeader { shard: 0, shards: 1, segment: 1, base_lsn: 0, created_unix_ms: unix_ms });
     s.attach_journal(Journal::new(seg, fsync, 1 << 20), UnixClock::new(t0, unix_ms));
     s
 }
@@ -190,7 +190,7 @@ fn a_restarted_shard_holds_what_was_acknowledged() {
 fn a_backlogged_journal_refuses_changes_with_503() {
     let t0 = Instant::now();
     let mut s = Shard::new(ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap()), t0);
-    let seg = SegmentWriter::new(SegmentHeader { shard: 0, shards: 1, base_lsn: 0, created_unix_ms: UNIX_T0 });
+    let seg = SegmentWriter::new(SegmentHeader { shard: 0, shards: 1, segment: 1, base_lsn: 0, created_unix_ms: UNIX_T0 });
     // Room for a few records only, and no flush ever performed: a device
     // that does not keep up.
     s.attach_journal(Journal::new(seg, Fsync::Always, 2000), UnixClock::new(t0, UNIX_T0));
@@ -251,6 +251,41 @@ fn restart_done(file: &[u8], now: Instant, unix_ms: u64) -> (Shard, Vec<Vec<u8>>
     (s, out.transmits.iter().map(|t| t.wire().into_owned()).collect())
 }
 
+/// Runs timer ticks until the checkpoint a restart started is all in the
+/// journal; returns how many ticks it took.
+fn write_checkpoint(s: &mut Shard, now: Instant) -> usize {
+    let mut ticks = 0;
+    while s.checkpoint_end().is_none() {
+        assert!(ticks < 10_000, "the checkpoint ends");
+        s.on_time(now, &mut Outbox::default());
+        ticks += 1;
+    }
+    s.clear_checkpoint();
+    ticks
+}
+
+#[test]
+fn a_checkpoint_is_written_a_slice_per_tick_and_holds_every_key() {
+    let t0 = Instant::now();
+    let mut a = shard(t0, UNIX_T0, Fsync::Always);
+    let mut file = Vec::new();
+    let keys = durable::CHECKPOINT_KEYS_PER_TICK * 2 + 10;
+    for i in 0..keys {
+        send(&mut a, t0, &publish(&format!("sip:p{i}@example.com"), 1, None, &format!("note {i}"), 3600));
+    }
+    flush(&mut a, t0, &mut file);
+    // The restart's checkpoint goes into a journal of its own.
+    let (mut b, _) = restart_done(&file, t0, UNIX_T0 + 1000);
+    let before = b.journal().unwrap().appended();
+    assert_eq!(write_checkpoint(&mut b, t0), 3, "{keys} keys at {} per tick", durable::CHECKPOINT_KEYS_PER_TICK);
+    let mut file2 = Vec::new();
+    flush(&mut b, t0, &mut file2);
+    assert!(b.journal().unwrap().appended() > before);
+    // That journal alone restores every publication.
+    let (c, _) = restart_done(&file2, t0, UNIX_T0 + 2000);
+    assert_eq!(c.publications.published_aors().len(), keys);
+}
+
 #[test]
 fn a_watchers_dialog_continues_after_a_restart() {
     let t0 = Instant::now();
@@ -306,9 +341,10 @@ fn a_watchers_dialog_continues_after_a_restart() {
     let sent = step(&mut b, t1, subscribe("sip:alice@example.com", 3, Some(&tags[0]), 0).as_bytes());
     assert_eq!(Message::parse(&sent[0], &Limits::default()).unwrap().status(), Some(200));
     answer_notifies(&mut b, t1, &sent);
-    let mut file2 = file.clone();
-    // (The second generation's journal, on its own file.)
-    file2.clear();
+    // (The second generation's journal, on its own file: its checkpoint,
+    // written by the timer ticks, then the unsubscribe.)
+    let mut file2 = Vec::new();
+    write_checkpoint(&mut b, t1);
     flush(&mut b, t1, &mut file2);
     let (c, _) = restart_done(&file2, t1, UNIX_T0 + 601_000);
     assert_eq!(c.subscriptions().len(), 1, "Bob's watcher only");

@@ -625,6 +625,7 @@ impl Shard {
     }
 
     fn on_time_unguarded(&mut self, now: Instant, out: &mut Outbox) {
+        self.checkpoint_step(now, durable::CHECKPOINT_KEYS_PER_TICK);
         self.window.timer_step(now.saturating_duration_since(self.last_tick));
         self.last_tick = now;
         self.server.on_time(now);

@@ -27,15 +27,21 @@ pub enum Fsync {
     Never(Duration),
 }
 
-/// One flush for the driver: write, then sync if `sync`.
+/// One flush for the driver: write to segment `segment`'s file, then
+/// sync if `sync`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Flush {
+    pub segment: u32,
     pub write: Write,
     pub sync: bool,
 }
 
 pub struct Journal {
     seg: SegmentWriter,
+    /// The segment before `seg`, after a rotation, until its last frames
+    /// are written: its flushes come first, so positions become durable
+    /// in order.
+    retiring: Option<SegmentWriter>,
     fsync: Fsync,
     in_flight: Option<Flush>,
     /// The stream position on the file (and synced, under `Always` and
@@ -58,11 +64,33 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 impl Journal {
     pub fn new(seg: SegmentWriter, fsync: Fsync, max_pending: usize) -> Self {
         let durable = seg.lsn();
-        Journal { seg, fsync, in_flight: None, durable, oldest_unflushed: None, max_pending, retry_at: None }
+        Journal { seg, retiring: None, fsync, in_flight: None, durable, oldest_unflushed: None, max_pending, retry_at: None }
     }
 
+    /// The header of the segment appended to.
     pub fn header(&self) -> &SegmentHeader {
         self.seg.header()
+    }
+
+    /// Bytes in the segment appended to.
+    pub fn segment_len(&self) -> u64 {
+        self.seg.file_len()
+    }
+
+    /// Whether [`Journal::rotate`] may start a new segment: the previous
+    /// rotation's segment is all written.
+    pub fn can_rotate(&self) -> bool {
+        self.retiring.is_none()
+    }
+
+    /// Appends go to `next` from now on (a new file); the current segment
+    /// is written to its end first. `next` continues the stream where the
+    /// current one ends.
+    pub fn rotate(&mut self, next: SegmentWriter) {
+        assert!(self.can_rotate(), "one rotation at a time");
+        assert_eq!(next.header().base_lsn, self.seg.lsn(), "the next segment continues the stream");
+        assert!(next.header().segment > self.seg.header().segment, "segments are numbered upwards");
+        self.retiring = Some(std::mem::replace(&mut self.seg, next));
     }
 
     pub fn fsync(&self) -> Fsync {
@@ -90,12 +118,12 @@ impl Journal {
 
     /// The device is behind (or failing): refuse new changes.
     pub fn is_backlogged(&self) -> bool {
-        self.retry_at.is_some() || self.seg.pending_len() > self.max_pending
+        self.retry_at.is_some() || self.pending_len() > self.max_pending
     }
 
     /// Bytes held in memory.
     pub fn pending_len(&self) -> usize {
-        self.seg.pending_len()
+        self.seg.pending_len() + self.retiring.as_ref().map_or(0, SegmentWriter::pending_len)
     }
 
     /// When [`Journal::poll`] will next have a flush, if nothing else is
@@ -133,22 +161,35 @@ impl Journal {
 
     fn take_flush(&mut self) -> Option<Flush> {
         let retrying = self.retry_at.take().is_some();
-        let write = match self.seg.next_write() {
+        // The retiring segment first: its positions come before.
+        let from_retiring = self.retiring.is_some();
+        let seg = self.retiring.as_mut().unwrap_or(&mut self.seg);
+        let write = match seg.next_write() {
             Some(w) => w,
             // A retry with nothing new: the failed write again (the
             // writer hands out everything from the partial block).
-            None if retrying => self.seg.rewrite(),
+            None if retrying || from_retiring => seg.rewrite(),
             None => return None,
         };
-        self.oldest_unflushed = None;
-        let flush = Flush { write, sync: !matches!(self.fsync, Fsync::Never(_)) };
+        let segment = seg.header().segment;
+        if !(from_retiring && self.seg.has_unsubmitted()) {
+            self.oldest_unflushed = None;
+        }
+        let flush = Flush { segment, write, sync: !matches!(self.fsync, Fsync::Never(_)) };
         self.in_flight = Some(flush);
         Some(flush)
     }
 
+    fn writer(&self, segment: u32) -> &SegmentWriter {
+        match &self.retiring {
+            Some(r) if r.header().segment == segment => r,
+            _ => &self.seg,
+        }
+    }
+
     /// The bytes of the flush in flight.
     pub fn bytes(&self, flush: &Flush) -> &[u8] {
-        self.seg.bytes(&flush.write)
+        self.writer(flush.segment).bytes(&flush.write)
     }
 
     /// The flush in flight is done: on the file (and synced, if asked),
@@ -157,7 +198,16 @@ impl Journal {
         assert_eq!(self.in_flight.take().as_ref(), Some(flush), "the flush completed is the one in flight");
         match result {
             Ok(()) => {
-                self.seg.written(&flush.write);
+                match &mut self.retiring {
+                    Some(r) if r.header().segment == flush.segment => {
+                        r.written(&flush.write);
+                        if !r.has_unsubmitted() {
+                            // All of it is on its file: done with it.
+                            self.retiring = None;
+                        }
+                    }
+                    _ => self.seg.written(&flush.write),
+                }
                 self.durable = self.durable.max(flush.write.upto);
             }
             Err(()) => {
@@ -172,8 +222,12 @@ impl Journal {
 mod tests {
     use super::*;
 
+    fn header(segment: u32, base_lsn: u64) -> SegmentHeader {
+        SegmentHeader { shard: 0, shards: 1, segment, base_lsn, created_unix_ms: 0 }
+    }
+
     fn journal(fsync: Fsync) -> Journal {
-        let seg = SegmentWriter::new(SegmentHeader { shard: 0, shards: 1, base_lsn: 0, created_unix_ms: 0 });
+        let seg = SegmentWriter::new(header(1, 0));
         Journal::new(seg, fsync, 1 << 20)
     }
 
@@ -241,7 +295,7 @@ mod tests {
     #[test]
     fn a_device_that_falls_behind_backlogs_the_journal() {
         let t0 = Instant::now();
-        let seg = SegmentWriter::new(SegmentHeader { shard: 0, shards: 1, base_lsn: 0, created_unix_ms: 0 });
+        let seg = SegmentWriter::new(header(1, 0));
         let mut j = Journal::new(seg, Fsync::Always, 10_000);
         let f = {
             j.append(t0, |o| o.extend_from_slice(&[1; 100]));
@@ -255,5 +309,31 @@ mod tests {
         let rest = j.poll(t0).unwrap();
         j.completed(t0, &rest, Ok(()));
         assert!(!j.is_backlogged(), "caught up: {} bytes held", j.pending_len());
+    }
+
+    #[test]
+    fn a_rotation_writes_the_old_segment_to_its_end_first() {
+        let t0 = Instant::now();
+        let mut j = journal(Fsync::Always);
+        let a = j.append(t0, |o| o.extend_from_slice(b"in the first segment"));
+        let f1 = j.poll(t0).unwrap();
+        // More for the first segment while its flush runs, then the
+        // rotation, then appends to the second.
+        let b = j.append(t0, |o| o.extend_from_slice(b"also in the first"));
+        j.rotate(SegmentWriter::new(header(2, b)));
+        assert!(!j.can_rotate());
+        let c = j.append(t0, |o| o.extend_from_slice(b"in the second segment"));
+        j.completed(t0, &f1, Ok(()));
+        assert_eq!(j.durable(), a);
+        let f2 = j.poll(t0).unwrap();
+        assert_eq!((f2.segment, f2.write.upto), (1, b), "the first segment's rest first");
+        j.completed(t0, &f2, Ok(()));
+        assert!(j.can_rotate(), "the first segment is done");
+        let f3 = j.poll(t0).unwrap();
+        assert_eq!((f3.segment, f3.write.upto), (2, c));
+        assert!(j.bytes(&f3).starts_with(&header(2, b).encode()), "the second file starts with its header");
+        j.completed(t0, &f3, Ok(()));
+        assert_eq!(j.durable(), c);
+        assert!(j.poll(t0).is_none());
     }
 }

@@ -79,7 +79,7 @@ mod tests {
     use crate::storage::segment::SegmentWriter;
 
     fn segment(shard: u16, shards: u16, records: &[Record<'_>]) -> Vec<u8> {
-        let mut w = SegmentWriter::new(SegmentHeader { shard, shards, base_lsn: 0, created_unix_ms: 0 });
+        let mut w = SegmentWriter::new(SegmentHeader { shard, shards, segment: 1, base_lsn: 0, created_unix_ms: 0 });
         for r in records {
             w.append(|out| r.encode(out));
         }
@@ -133,8 +133,8 @@ mod tests {
         // A flipped bit in the middle record.
         let mut bad = file.clone();
         bad[HEADER_LEN + 24 + 10] ^= 4;
-        let err = Replay::new(1).add_segment("gen-1/shard-0.journal", &bad).unwrap_err();
-        assert!(err.0.starts_with("gen-1/shard-0.journal: offset 88: a checksum mismatch"), "{}", err.0);
+        let err = Replay::new(1).add_segment("gen-1/shard-0-000001.journal", &bad).unwrap_err();
+        assert!(err.0.starts_with("gen-1/shard-0-000001.journal: offset 88: a checksum mismatch"), "{}", err.0);
         // A torn last record: the first two stand.
         let mut torn = file.clone();
         torn[HEADER_LEN + 48 + 12] ^= 4;

@@ -23,6 +23,9 @@ pub struct SegmentHeader {
     /// are re-partitioned when a restart has another count.
     pub shard: u16,
     pub shards: u16,
+    /// The segment's number among the shard's segments of its generation
+    /// (from 1; also in its file name).
+    pub segment: u32,
     /// The stream position (LSN) of the segment's first frame.
     pub base_lsn: u64,
     pub created_unix_ms: u64,
@@ -37,6 +40,7 @@ impl SegmentHeader {
         h[14..16].copy_from_slice(&self.shards.to_le_bytes());
         h[16..24].copy_from_slice(&self.base_lsn.to_le_bytes());
         h[24..32].copy_from_slice(&self.created_unix_ms.to_le_bytes());
+        h[32..36].copy_from_slice(&self.segment.to_le_bytes());
         let crc = crc32c::crc32c(&h[..HEADER_LEN - 4]);
         h[HEADER_LEN - 4..].copy_from_slice(&crc.to_le_bytes());
         h
@@ -57,7 +61,8 @@ impl SegmentHeader {
         }
         let u16_at = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
         let u64_at = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().unwrap());
-        let header = SegmentHeader { shard: u16_at(12), shards: u16_at(14), base_lsn: u64_at(16), created_unix_ms: u64_at(24) };
+        let segment = u32::from_le_bytes(h[32..36].try_into().unwrap());
+        let header = SegmentHeader { shard: u16_at(12), shards: u16_at(14), segment, base_lsn: u64_at(16), created_unix_ms: u64_at(24) };
         if header.shards == 0 || header.shard >= header.shards {
             return Err(format!("journal header names shard {} of {}", header.shard, header.shards));
         }
@@ -177,7 +182,7 @@ mod tests {
     use super::*;
 
     fn header() -> SegmentHeader {
-        SegmentHeader { shard: 1, shards: 2, base_lsn: 1000, created_unix_ms: 1_800_000_000_000 }
+        SegmentHeader { shard: 1, shards: 2, segment: 3, base_lsn: 1000, created_unix_ms: 1_800_000_000_000 }
     }
 
     #[test]
