@@ -15,11 +15,12 @@
 #   3. restart time: a data directory holding PRESENTITIES presentities
 #      with a publication each and SUBSCRIPTIONS watchers
 #      (bench/examples/journal_fill.rs), then exec to the first answered
-#      OPTIONS, with the server's RSS after.
+#      OPTIONS, with the server's RSS after; SHARDS shards (default 2:
+#      every core restores its part at once, as a node would run).
 #
 #   bench/e2e/durability.sh [SECONDS] [PRESENTITIES] [SUBSCRIPTIONS]
 #   defaults 10, 1000000, 5000000; OUTSTANDING=256 (closed loop),
-#   LOSS_RATE=20000, SHARDS=1 for the restart, PARTS="throughput loss restart"
+#   LOSS_RATE=20000, SHARDS=2 for the restart, PARTS="throughput loss restart"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
@@ -37,8 +38,8 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 pid=""
 trap '[ -n "$pid" ] && kill -9 $pid 2>/dev/null; true' EXIT
 
-start_server() { # flags...
-  taskset -c 0 target/release/presenced --listen "127.0.0.1:$port" --shards 1 --log-level info --log-format json "$@" >"$out/durability-presenced.log" 2>&1 &
+start_server() { # flags... (SERVER_CPUS, SERVER_SHARDS: where and how many)
+  taskset -c "${SERVER_CPUS:-0}" target/release/presenced --listen "127.0.0.1:$port" --shards "${SERVER_SHARDS:-1}" --log-level info --log-format json "$@" >"$out/durability-presenced.log" 2>&1 &
   pid=$!
   for _ in $(seq 200); do grep -q "listening" "$out/durability-presenced.log" 2>/dev/null && return; sleep 0.05; done
   echo "presenced did not start: $(tail -5 "$out/durability-presenced.log")" >&2
@@ -91,9 +92,11 @@ PY
 
 restart() {
   rm -rf "$data"
-  target/release/examples/journal_fill "$data" "$presentities" "$subscriptions" 1
+  local shards=${SHARDS:-2}
+  target/release/examples/journal_fill "$data" "$presentities" "$subscriptions" "$shards"
+  sync
   local t0; t0=$(date +%s%N)
-  start_server --data-dir "$data"
+  SERVER_CPUS=0-1 SERVER_SHARDS=$shards start_server --data-dir "$data"
   python3 - "$port" "$t0" <<'PY'
 import socket, sys, time
 port, t0 = int(sys.argv[1]), int(sys.argv[2])
@@ -115,8 +118,8 @@ while True:
         pass
 print(f"exec to first answered OPTIONS: {(time.time_ns() - t0) / 1e6:.0f} ms")
 PY
-  echo "  ($presentities presentities, $subscriptions subscriptions; journal $(du -sh "$data/gen-1" | cut -f1); RSS $(awk '/VmRSS/ {print int($2/1024)}' /proc/$pid/status) MiB)"
-  grep -o '"message":"journals read"[^}]*' "$out/durability-presenced.log" | head -1 || true
+  echo "  ($presentities presentities, $subscriptions subscriptions on $shards shards; journal $(du -sh "$data/gen-1" | cut -f1); RSS $(awk '/VmRSS/ {print int($2/1024)}' /proc/$pid/status) MiB)"
+  grep -oE '"timestamp":"[^"]*","level":"INFO","message":"(journals read|journal opened)"' "$out/durability-presenced.log" || true
   kill -INT $pid; wait $pid 2>/dev/null || true; pid=""
 }
 

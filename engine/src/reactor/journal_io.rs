@@ -24,6 +24,7 @@ pub struct Loaded {
     pub generation: u64,
     /// Records for each shard, framed (`storage::replay::records`).
     pub per_shard: Vec<Vec<u8>>,
+    pub counts: Vec<crate::storage::replay::Counts>,
     pub records: u64,
     pub files: usize,
     pub bytes: u64,
@@ -78,7 +79,7 @@ pub fn load(dir: &Path, shards: u16) -> Result<(Loaded, Checkpoints), String> {
     let next = dir.join(format!("gen-{generation}"));
     std::fs::create_dir_all(&next).map_err(|e| format!("cannot create {}: {e}", next.display()))?;
     let checkpoints = Checkpoints { remaining: AtomicUsize::new(shards as usize), older: Mutex::new(gens.into_iter().map(|(_, p)| p).collect()) };
-    Ok((Loaded { generation, per_shard: replay.per_shard, records: replay.records, files, bytes }, checkpoints))
+    Ok((Loaded { generation, per_shard: replay.per_shard, counts: replay.counts, records: replay.records, files, bytes }, checkpoints))
 }
 
 /// The path of shard `shard`'s segment `segment` in generation

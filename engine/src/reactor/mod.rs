@@ -166,6 +166,7 @@ impl StorageStart {
             generation: self.loaded.generation,
             compact_after: self.compact_after,
             frames: std::mem::take(&mut self.loaded.per_shard[shard as usize]),
+            counts: self.loaded.counts[shard as usize],
             fsync: self.fsync,
             max_pending: self.max_pending,
             checkpoints: self.checkpoints.clone(),

@@ -48,6 +48,7 @@ pub(crate) struct ShardStorage {
     pub compact_after: u64,
     /// The records it owns, read from every older generation.
     pub frames: Vec<u8>,
+    pub counts: crate::storage::replay::Counts,
     pub fsync: crate::storage::journal::Fsync,
     pub max_pending: usize,
     pub checkpoints: Arc<super::journal_io::Checkpoints>,
@@ -225,6 +226,7 @@ async fn start_journal(rt: &Rc<Runtime>, shards: u16, st: ShardStorage) -> Resul
     let mut restored = 0u64;
     rt.with_core(|core, out| {
         core.attach_journal(journal, clock);
+        core.reserve_for_restore(st.counts);
         crate::storage::replay::records(&st.frames, |r| {
             if let Err(e) = core.restore(now, clock, &r, out) {
                 tracing::warn!(shard = core.id(), key = %String::from_utf8_lossy(r.key()), "record left out: {}", e.0);

@@ -197,6 +197,21 @@ impl Shard {
         d.journal.append(now, |out| record.encode(out));
     }
 
+    /// Sizes the tables for what a restart's records hold (upper bounds:
+    /// a key may have several records), so that they do not grow and move
+    /// record by record.
+    pub fn reserve_for_restore(&mut self, c: crate::storage::replay::Counts) {
+        let room = self.room();
+        self.reserve(super::Expected {
+            presentities: c.presentities.saturating_sub(room.presentities),
+            subscriptions: c.subscriptions.saturating_sub(room.subscriptions),
+        });
+        if let Some(d) = &mut self.durable {
+            d.rewatch.reserve(c.subscriptions);
+            d.asks.reserve(c.subscriptions);
+        }
+    }
+
     /// Every record is back: restored subscriptions ask their
     /// presentities, and a checkpoint of every key starts the new
     /// generation of journals (the older ones are no longer needed once

@@ -25,6 +25,10 @@ pub struct Replay {
     shards: u16,
     /// For each shard of the new layout, its records' payloads, framed.
     pub per_shard: Vec<Vec<u8>>,
+    /// For each shard, how many of its records are about presentities and
+    /// how many about subscriptions: upper bounds on what it restores, to
+    /// size its tables once instead of growing them record by record.
+    pub counts: Vec<Counts>,
     pub records: u64,
     /// What was cut: each a torn tail, named by file and offset.
     pub cut: Vec<String>,
@@ -32,7 +36,7 @@ pub struct Replay {
 
 impl Replay {
     pub fn new(shards: u16) -> Self {
-        Replay { shards, per_shard: vec![Vec::new(); shards as usize], records: 0, cut: Vec::new() }
+        Replay { shards, per_shard: vec![Vec::new(); shards as usize], counts: vec![Counts::default(); shards as usize], records: 0, cut: Vec::new() }
     }
 
     /// Reads one segment, `name` being how errors name it.
@@ -46,10 +50,17 @@ impl Replay {
         let header = SegmentHeader::decode(data).map_err(|e| Damaged(format!("{name}: {e}")))?;
         let shards = self.shards;
         let per_shard = &mut self.per_shard;
+        let counts = &mut self.counts;
         let mut records = 0;
         let ending = frame::scan(data, HEADER_LEN, |at, payload| {
             let record = Record::decode(payload).map_err(|m| Damaged(format!("offset {}: {} in a record", at + frame::HEADER + m.at, m.what)))?;
-            frame::push(&mut per_shard[record.owner(shards) as usize], payload);
+            let owner = record.owner(shards) as usize;
+            frame::push(&mut per_shard[owner], payload);
+            match record {
+                Record::Registration { .. } | Record::Publications { .. } => counts[owner].presentities += 1,
+                Record::Subscription(_) => counts[owner].subscriptions += 1,
+                Record::SubscriptionEnded { .. } => {}
+            }
             records += 1;
             Ok::<_, Damaged>(())
         })
@@ -60,6 +71,13 @@ impl Replay {
         }
         Ok(Some(header))
     }
+}
+
+/// Records of one shard by what they restore.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub presentities: usize,
+    pub subscriptions: usize,
 }
 
 /// Calls `each` with every record of `frames` (one shard's part of a
