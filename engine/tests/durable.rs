@@ -413,3 +413,43 @@ fn compaction_removes_old_segments_and_keeps_every_key() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The server's reg-event subscriptions are not journaled, but the
+/// third-party registrations are: after kill -9 the restarted server
+/// SUBSCRIBEs to the S-CSCF again for each of them.
+#[test]
+fn reg_event_subscriptions_are_made_again_after_a_restart() {
+    let dir = data_dir("reg-event");
+    let d = dir.to_str().unwrap();
+    let flags = ["--data-dir", d, "--fsync", "always", "--trust", "127.0.0.1", "--reg-event"];
+    let scscf = udp_socket(Ipv4Addr::LOCALHOST, 0);
+    let aor = "sip:+15550002222@ims.example.com";
+    // The next message from the server with first line starting `start`.
+    let next = |start: &str| -> Vec<u8> {
+        loop {
+            let m = recv(&scscf, WAIT).unwrap_or_else(|| panic!("no {start}"));
+            if m.starts_with(start.as_bytes()) {
+                return m;
+            }
+        }
+    };
+    {
+        let srv = Presenced::start(1, &flags);
+        let req = format!(
+            "REGISTER sip:ims.example.com SIP/2.0\r\nVia: SIP/2.0/UDP {};rport;branch=z9hG4bKtp{}\r\nMax-Forwards: 70\r\n\
+From: <sip:scscf@ims.example.com>;tag=s\r\nTo: <{aor}>\r\nCall-ID: tp-reg\r\nCSeq: 1 REGISTER\r\nContact: <sip:ue@192.0.2.70>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n",
+            scscf.local_addr().unwrap(),
+            unique()
+        );
+        scscf.send_to(req.as_bytes(), srv.addr).unwrap();
+        let sub = next("SUBSCRIBE ");
+        assert_eq!(header(&sub, "Event").as_deref(), Some("reg"));
+        srv.signal(libc::SIGKILL);
+    }
+    let srv = Presenced::start(1, &flags);
+    let sub = next("SUBSCRIBE ");
+    assert!(sub.starts_with(format!("SUBSCRIBE {aor} SIP/2.0").as_bytes()), "{}", String::from_utf8_lossy(&sub));
+    assert_eq!(header(&sub, "Event").as_deref(), Some("reg"));
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -364,3 +364,32 @@ fn a_notify_storm_from_an_agent_is_coalesced() {
     assert!((1..=4).contains(&seen.len()), "{} NOTIFYs for 30 documents", seen.len());
     assert!(seen.last().unwrap().contains("storm-29"), "the last document wins: {:?}", seen.last());
 }
+
+/// The server's subscriptions to agents and the publications they made
+/// are not journaled; the agent's registration and the watcher are. After
+/// kill -9 the restarted server subscribes to the agent again (its
+/// presentity is still watched), and the agent's next NOTIFY reaches the
+/// restored watcher.
+#[test]
+fn after_a_restart_the_agent_is_subscribed_again() {
+    let dir = std::env::temp_dir().join(format!("presenced-peu-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    let flags = ["--data-dir", d, "--fsync", "always"];
+    let srv = start(1, &flags);
+    let (mut pua, mut watcher, sub) = watched_pua(&srv, "restart");
+    pua.answer(&srv, &sub, 200, "Expires: 600\r\n");
+    assert_eq!(pua.notify(&srv, "active;expires=600", "before the crash"), 200);
+    while !body(&watcher.next_notify(&srv)).contains("before the crash") {}
+    srv.signal(libc::SIGKILL);
+    drop(srv);
+    let srv = start(1, &flags);
+    let again = pua.expect_subscribe();
+    assert!(!header(&again, "To").unwrap().contains(";tag="), "a new dialog: {}", String::from_utf8_lossy(&again));
+    pua.dialog = None;
+    pua.answer(&srv, &again, 200, "Expires: 600\r\n");
+    assert_eq!(pua.notify(&srv, "active;expires=600", "after the restart"), 200);
+    while !body(&watcher.next_notify(&srv)).contains("after the restart") {}
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}

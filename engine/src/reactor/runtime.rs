@@ -224,6 +224,7 @@ async fn start_journal(rt: &Rc<Runtime>, shards: u16, st: ShardStorage) -> Resul
     let path = super::journal_io::segment_path(&st.dir, st.generation, rt.id, 1);
     let (journal, file) = super::journal_io::open(&path, rt.id, shards, st.fsync, st.max_pending, clock.to_unix_ms(now)).await?;
     let mut restored = 0u64;
+    let (mut records_ms, started) = (0, Instant::now());
     rt.with_core(|core, out| {
         core.attach_journal(journal, clock);
         core.reserve_for_restore(st.counts);
@@ -233,9 +234,13 @@ async fn start_journal(rt: &Rc<Runtime>, shards: u16, st: ShardStorage) -> Resul
             }
             restored += 1;
         });
+        records_ms = started.elapsed().as_millis() as u64;
         core.restore_done(now, out);
     });
-    tracing::info!(shard = rt.id, restored, path = %path.display(), "journal opened");
+    // How long the shard took to put its records back, and then to ask
+    // the restored subscriptions' presentities (the answers come later).
+    let asks_ms = started.elapsed().as_millis() as u64 - records_ms;
+    tracing::info!(shard = rt.id, restored, records_ms, asks_ms, path = %path.display(), "journal opened");
     let (kick, kicks) = glommio::channels::local_channel::new_bounded(1);
     *rt.journal_kick.borrow_mut() = Some(kick);
     rt.kick_journal();

@@ -226,7 +226,26 @@ impl Shard {
         }
         self.drain_local(now, out);
         self.subscriptions.take_marks();
+        self.resubscribe_reg_events(now, out);
         self.start_checkpoint();
+    }
+
+    /// The server's reg-event subscriptions are not journaled (their
+    /// dialogs died with the process, and the S-CSCF ends them at its next
+    /// NOTIFY's 481): a new one goes to the S-CSCF of every restored
+    /// third-party registration, as after its REGISTER.
+    fn resubscribe_reg_events(&mut self, now: Instant, out: &mut Outbox) {
+        if !self.cfg.reg_event_subscribe {
+            return;
+        }
+        for aor in self.registrar.aors() {
+            let scscf = self.registrar.registration(&aor).and_then(|r| r.registered_by);
+            if let Some(scscf) = scscf
+                && !self.reg_sub.is_subscribed(&aor)
+            {
+                self.start_reg_subscription(now, &aor, &aor, crate::core::Peer::udp(scscf), out);
+            }
+        }
     }
 
     /// Starts recording every key's state into the journal's current

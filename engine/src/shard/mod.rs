@@ -961,7 +961,7 @@ impl Shard {
     }
 
     /// SUBSCRIBEs to the reg event of `aor` at the S-CSCF `target`.
-    fn start_reg_subscription(&mut self, now: Instant, aor: &[u8], aor_uri: &[u8], target: Peer, out: &mut Outbox) {
+    pub(super) fn start_reg_subscription(&mut self, now: Instant, aor: &[u8], aor_uri: &[u8], target: Peer, out: &mut Outbox) {
         let mut branch = Vec::with_capacity(32);
         let seq = self.client.new_branch(&mut branch);
         let mut bytes = Vec::with_capacity(512);
