@@ -453,3 +453,60 @@ From: <sip:scscf@ims.example.com>;tag=s\r\nTo: <{aor}>\r\nCall-ID: tp-reg\r\nCSe
     drop(srv);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A presentity's own presence.winfo subscription survives kill -9: after
+/// the restart it gets the watcher list as full state, with a version
+/// above every one it was sent, and its in-dialog refresh gets 200.
+#[test]
+fn a_winfo_subscription_survives_a_restart() {
+    let dir = data_dir("winfo");
+    let d = dir.to_str().unwrap();
+    let flags = ["--data-dir", d, "--fsync", "always", "--notify-min-interval-ms", "0"];
+    let alice = "sip:alice-winfo@example.com";
+    let mut ua = Ua::udp();
+    let mut stash = Vec::new();
+    let subscribe = |ua: &Ua, to_tag: &str, cseq: u32| -> Vec<u8> {
+        format!(
+            "SUBSCRIBE {alice} SIP/2.0\r\nVia: SIP/2.0/UDP {};rport;branch=z9hG4bKwi{}\r\nMax-Forwards: 70\r\nFrom: <{alice}>;tag=wa\r\nTo: <{alice}>{to_tag}\r\n\
+Call-ID: winfo-restart\r\nCSeq: {cseq} SUBSCRIBE\r\nContact: <sip:alice@{}>\r\nEvent: presence.winfo\r\nAccept: application/watcherinfo+xml\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n",
+            ua.addr(),
+            unique(),
+            ua.addr()
+        )
+        .into_bytes()
+    };
+    let version = |n: &[u8]| -> u32 {
+        let b = body(n);
+        let info = b.split("<watcherinfo").nth(1).unwrap_or_else(|| panic!("not watcherinfo: {b}"));
+        let v = info.split("version=\"").nth(1).and_then(|v| v.split('"').next()).unwrap_or_else(|| panic!("no version in {b}"));
+        v.parse().unwrap()
+    };
+    let to_tag;
+    let last_version;
+    {
+        let srv = Presenced::start(1, &flags);
+        ua.send(srv.addr, &subscribe(&ua, "", 1));
+        let ok = ua.expect("SIP/2.0", &mut stash);
+        assert_eq!(status(&ok), 200);
+        to_tag = header(&ok, "To").unwrap().split(";tag=").nth(1).unwrap().to_string();
+        let full = ua.expect("NOTIFY", &mut stash);
+        ua.answer(srv.addr, &full, 200);
+        let (_bob, ok, _) = Sub::new(&srv, Ua::udp(), alice, 600, "Event: presence\r\n");
+        assert_eq!(status(&ok), 200);
+        let partial = ua.expect("NOTIFY", &mut stash);
+        ua.answer(srv.addr, &partial, 200);
+        last_version = version(&partial);
+        srv.signal(libc::SIGKILL);
+    }
+    let srv = Presenced::start(1, &flags);
+    let full = ua.expect("NOTIFY", &mut stash);
+    ua.answer(srv.addr, &full, 200);
+    let b = body(&full);
+    assert!(b.contains("state=\"full\"") && b.contains("@example.net</watcher>"), "the watcher list as full state: {b}");
+    assert!(version(&full) > last_version, "version {} after {last_version}", version(&full));
+    assert_eq!(header(&full, "Call-ID").as_deref(), Some("winfo-restart"));
+    ua.send(srv.addr, &subscribe(&ua, &format!(";tag={to_tag}"), 2));
+    assert_eq!(status(&ua.expect("SIP/2.0", &mut stash)), 200, "the winfo dialog is known after the restart");
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -100,6 +100,10 @@ fn presentity(shard: &mut Shard, clock: UnixClock, aor: &[u8]) -> Value {
         let Some(v) = shard.subscriptions_mut().durable_view(id) else { continue };
         watchers.push(json!({
             "watcher": text(v.watcher),
+            "event": match v.package {
+                crate::presence::watchers::Package::Presence => "presence",
+                crate::presence::watchers::Package::Winfo => "presence.winfo",
+            },
             "call_id": text(v.call_id),
             "local_tag": text(v.local_tag),
             "remote_tag": text(v.remote_tag),

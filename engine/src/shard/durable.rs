@@ -105,7 +105,7 @@ struct Checkpoint {
 pub const CHECKPOINT_KEYS_PER_TICK: usize = 500;
 
 /// A restored subscription's ask: its number, its presentity, its watcher.
-type Rewatch = (u64, Box<[u8]>, Box<[u8]>);
+type Rewatch = (u64, Box<[u8]>, Box<[u8]>, Package);
 
 /// How long after a restart its restored watchers' asks are expected.
 const REWATCH_WINDOW: Duration = Duration::from_secs(60);
@@ -218,11 +218,20 @@ impl Shard {
     /// it is durable, see [`Shard::checkpoint_end`]).
     pub fn restore_done(&mut self, now: Instant, out: &mut Outbox) {
         let Some(d) = self.durable.as_mut() else { return };
-        let asks = std::mem::take(&mut d.asks);
+        let mut asks = std::mem::take(&mut d.asks);
+        // Watchers before winfo subscribers: a winfo subscriber's full
+        // state then lists the restored watchers whose asks reach the
+        // presentity's shard first (the others follow as partial state).
+        asks.sort_by_key(|(_, _, _, package)| *package == Package::Winfo);
         d.forget_changes_at = Some(now + REWATCH_WINDOW);
-        for (ask, aor, watcher) in asks {
+        for (ask, aor, watcher, package) in asks {
             let owner = crate::core::ids::owner_of(&aor, self.cfg.shards);
-            self.send_shard(owner, crate::shard::CoreMsg::Watch { ask, from: self.cfg.shard, aor, watcher }, out);
+            let from = self.cfg.shard;
+            let msg = match package {
+                Package::Presence => crate::shard::CoreMsg::Watch { ask, from, aor, watcher },
+                Package::Winfo => crate::shard::CoreMsg::WatchInfo { ask, from, aor },
+            };
+            self.send_shard(owner, msg, out);
         }
         self.drain_local(now, out);
         self.subscriptions.take_marks();
@@ -317,9 +326,6 @@ impl Shard {
     fn record_subscription(&mut self, now: Instant, id: u64) {
         let Some(d) = &mut self.durable else { return };
         let Some(v) = self.subscriptions.durable_view(id) else { return };
-        if v.package != Package::Presence {
-            return;
-        }
         let record = Record::Subscription(SubscriptionState {
             aor: v.aor,
             watcher: v.watcher,
@@ -358,6 +364,14 @@ impl Shard {
     /// The restored subscription an answer to `ask` is for.
     pub(super) fn take_rewatch(&mut self, ask: u64) -> Option<u64> {
         self.durable.as_mut()?.rewatch.remove(&ask)
+    }
+
+    /// A restored winfo subscription's presentity answered with its
+    /// watchers: the subscriber gets them as full state.
+    pub(super) fn on_rewinfo(&mut self, now: Instant, id: u64, watchers: Vec<crate::presence::winfo::WatcherState>, out: &mut Outbox) {
+        let mut ready = Vec::new();
+        self.subscriptions.rewinfo(now, id, watchers, &mut ready);
+        self.notify_ready(now, ready, out);
     }
 
     /// A restored subscription's presentity answered.
@@ -432,7 +446,7 @@ impl Shard {
                 let restored = self.subscriptions.restore(now, r, ask).map_err(|e| Unrestorable(e.0))?;
                 if let (Some(id), Some(d)) = (restored, &mut self.durable) {
                     d.rewatch.insert(ask, id);
-                    d.asks.push((ask, st.aor.into(), st.watcher.into()));
+                    d.asks.push((ask, st.aor.into(), st.watcher.into(), package));
                 }
             }
             Record::SubscriptionEnded { call_id, local_tag } => self.subscriptions.restore_end(call_id, local_tag),

@@ -250,6 +250,9 @@ impl Shard {
     /// On the winfo subscriber's shard: the watcher list for a pending
     /// SUBSCRIBE to `presence.winfo`.
     pub(super) fn on_watch_info_answer(&mut self, now: Instant, ask: u64, watchers: Vec<WatcherState>, out: &mut Outbox) {
+        if let Some(id) = self.take_rewatch(ask) {
+            return self.on_rewinfo(now, id, watchers, out);
+        }
         self.accept_pending(now, ask, Shown::Real, None, watchers, out);
     }
 

@@ -148,9 +148,6 @@ impl Watchers {
     /// expired while the server was down. It shows nothing until
     /// [`Watchers::rewatched`] brings its presentity's answer.
     pub fn restore(&mut self, now: Instant, r: Restore<'_>, ask: u64) -> Result<Option<u64>, NotRestored> {
-        if r.package != Package::Presence {
-            return Err(NotRestored("presence.winfo subscriptions are not restored"));
-        }
         if r.texts.iter().any(|t| t.len() > u16::MAX as usize) {
             return Err(NotRestored("a text longer than any request"));
         }
@@ -165,7 +162,13 @@ impl Watchers {
             let sub = Box::new(Subscription {
                 texts: Texts::new(r.texts),
                 package: r.package,
-                winfo: None,
+                // The watcher list comes with the presentity's answer. A
+                // winfo document's version goes up by one per NOTIFY, as
+                // the CSeq does from a higher start: the reserved CSeq is
+                // above every version sent, so the full state sent after
+                // the restart supersedes what the subscriber holds
+                // (RFC 3858 4.4).
+                winfo: (r.package == Package::Winfo).then(|| Box::new(WinfoView { version: r.local_cseq, ..Default::default() })),
                 ask,
                 shown: r.shown,
                 route_set: r.route_set.iter().map(|x| Box::<[u8]>::from(*x)).collect(),
@@ -191,6 +194,18 @@ impl Watchers {
         });
         self.marks = marks;
         Ok(result)
+    }
+
+    /// A restored winfo subscription's presentity answered with its
+    /// watcher list: a full-state NOTIFY is due.
+    pub fn rewinfo(&mut self, now: Instant, id: u64, watchers: Vec<WatcherState>, ready: &mut Vec<u64>) {
+        let Some(s) = self.subs.get_mut(&id) else { return };
+        let Some(v) = s.winfo.as_mut() else { return };
+        v.list = watchers;
+        v.changes.clear();
+        v.sent_full = false;
+        s.dirty = true;
+        Self::ready_or_schedule(&self.cfg, &mut self.wheel, id, s, now, ready);
     }
 
     /// Removes the dialog a journal's end record names (a restart).
