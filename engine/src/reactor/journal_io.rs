@@ -22,8 +22,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub struct Loaded {
     /// The generation this run writes.
     pub generation: u64,
-    /// Records for each shard, framed (`storage::replay::records`).
-    pub per_shard: Vec<Vec<u8>>,
+    /// Records for each shard, framed (`storage::replay::records`), in
+    /// chunks to read in order (one per file read).
+    pub per_shard: Vec<Vec<Vec<u8>>>,
     pub counts: Vec<crate::storage::replay::Counts>,
     pub records: u64,
     pub files: usize,
@@ -64,13 +65,22 @@ pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, String> {
 pub fn load(dir: &Path, shards: u16) -> Result<(Loaded, Checkpoints), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
     let gens = generations(dir)?;
+    let segments = segments(dir)?;
+    let read = read_segments(&segments, shards)?;
     let mut replay = Replay::new(shards);
-    let (mut files, mut bytes) = (0, 0);
-    for seg in segments(dir)? {
-        let data = std::fs::read(&seg).map_err(|e| format!("cannot read {}: {e}", seg.display()))?;
-        replay.add_segment(&seg.display().to_string(), &data).map_err(|d| d.0)?;
-        files += 1;
-        bytes += data.len() as u64;
+    let mut per_shard: Vec<Vec<Vec<u8>>> = vec![Vec::new(); shards as usize];
+    let (files, mut bytes) = (read.len(), 0);
+    for (len, r) in read {
+        bytes += len;
+        replay.records += r.records;
+        replay.cut.extend(r.cut);
+        for (k, (frames, counts)) in r.per_shard.into_iter().zip(r.counts).enumerate() {
+            replay.counts[k].presentities += counts.presentities;
+            replay.counts[k].subscriptions += counts.subscriptions;
+            if !frames.is_empty() {
+                per_shard[k].push(frames);
+            }
+        }
     }
     for cut in &replay.cut {
         tracing::warn!("journal {cut}");
@@ -79,7 +89,35 @@ pub fn load(dir: &Path, shards: u16) -> Result<(Loaded, Checkpoints), String> {
     let next = dir.join(format!("gen-{generation}"));
     std::fs::create_dir_all(&next).map_err(|e| format!("cannot create {}: {e}", next.display()))?;
     let checkpoints = Checkpoints { remaining: AtomicUsize::new(shards as usize), older: Mutex::new(gens.into_iter().map(|(_, p)| p).collect()) };
-    Ok((Loaded { generation, per_shard: replay.per_shard, counts: replay.counts, records: replay.records, files, bytes }, checkpoints))
+    Ok((Loaded { generation, per_shard, counts: replay.counts, records: replay.records, files, bytes }, checkpoints))
+}
+
+/// Reads and checks `segments` on every core at once, each file on its
+/// own into the new layout; returns each file's size and records in the
+/// order given (a key's records must be put back in the order written,
+/// and a file holds a key's records in that order). The first damaged
+/// file, in that order, is the error.
+fn read_segments(segments: &[PathBuf], shards: u16) -> Result<Vec<(u64, Replay)>, String> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(segments.len()).max(1);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<(u64, Replay), String>>>> = Mutex::new((0..segments.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(seg) = segments.get(i) else { break };
+                    let result = std::fs::read(seg).map_err(|e| format!("cannot read {}: {e}", seg.display())).and_then(|data| {
+                        let mut replay = Replay::new(shards);
+                        replay.add_segment(&seg.display().to_string(), &data).map_err(|d| d.0)?;
+                        Ok((data.len() as u64, replay))
+                    });
+                    results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
+                }
+            });
+        }
+    });
+    results.into_inner().unwrap_or_else(|e| e.into_inner()).into_iter().map(|r| r.expect("every file was read")).collect()
 }
 
 /// The path of shard `shard`'s segment `segment` in generation

@@ -47,7 +47,7 @@ pub(crate) struct ShardStorage {
     /// `[storage] compact_after_bytes`.
     pub compact_after: u64,
     /// The records it owns, read from every older generation.
-    pub frames: Vec<u8>,
+    pub frames: Vec<Vec<u8>>,
     pub counts: crate::storage::replay::Counts,
     pub fsync: crate::storage::journal::Fsync,
     pub max_pending: usize,
@@ -218,7 +218,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
 /// Opens the shard's first segment of the new generation, puts back the
 /// records it owns, and starts the generation with a checkpoint of every
 /// key (written over the next ticks).
-async fn start_journal(rt: &Rc<Runtime>, shards: u16, st: ShardStorage) -> Result<Rc<super::journal_writer::JournalFiles>, String> {
+async fn start_journal(rt: &Rc<Runtime>, shards: u16, mut st: ShardStorage) -> Result<Rc<super::journal_writer::JournalFiles>, String> {
     let now = Instant::now();
     let clock = crate::shard::durable::UnixClock::system(now);
     let path = super::journal_io::segment_path(&st.dir, st.generation, rt.id, 1);
@@ -228,12 +228,16 @@ async fn start_journal(rt: &Rc<Runtime>, shards: u16, st: ShardStorage) -> Resul
     rt.with_core(|core, out| {
         core.attach_journal(journal, clock);
         core.reserve_for_restore(st.counts);
-        crate::storage::replay::records(&st.frames, |r| {
-            if let Err(e) = core.restore(now, clock, &r, out) {
-                tracing::warn!(shard = core.id(), key = %String::from_utf8_lossy(r.key()), "record left out: {}", e.0);
-            }
-            restored += 1;
-        });
+        // Each chunk is freed once put back: the records and the tables
+        // are not held twice over the whole start.
+        for chunk in std::mem::take(&mut st.frames) {
+            crate::storage::replay::records(&chunk, |r| {
+                if let Err(e) = core.restore(now, clock, &r, out) {
+                    tracing::warn!(shard = core.id(), key = %String::from_utf8_lossy(r.key()), "record left out: {}", e.0);
+                }
+                restored += 1;
+            });
+        }
         records_ms = started.elapsed().as_millis() as u64;
         core.restore_done(now, out);
     });
