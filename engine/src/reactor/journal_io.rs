@@ -92,6 +92,9 @@ pub fn load(dir: &Path, shards: u16) -> Result<(Loaded, Checkpoints), String> {
     Ok((Loaded { generation, per_shard, counts: replay.counts, records: replay.records, files, bytes }, checkpoints))
 }
 
+/// One file read: its size and records, or why it cannot be read.
+type FileRead = Result<(u64, Replay), String>;
+
 /// Reads and checks `segments` on every core at once, each file on its
 /// own into the new layout; returns each file's size and records in the
 /// order given (a key's records must be put back in the order written,
@@ -100,7 +103,7 @@ pub fn load(dir: &Path, shards: u16) -> Result<(Loaded, Checkpoints), String> {
 fn read_segments(segments: &[PathBuf], shards: u16) -> Result<Vec<(u64, Replay)>, String> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(segments.len()).max(1);
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<(u64, Replay), String>>>> = Mutex::new((0..segments.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<FileRead>>> = Mutex::new((0..segments.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
