@@ -9,7 +9,8 @@
 //! requests and responses; NOTIFYs are delivered (a NOTIFY in flight when
 //! the process dies is not resent after a restart: a documented limit).
 //! At a seeded moment the process dies, and a server with a seeded other
-//! shard count starts from the files alone; later it dies again, and the
+//! shard count starts from the files alone (with PUBLISHes arriving while
+//! its restored watchers' asks to other shards are still on their way); later it dies again, and the
 //! next start reads only the second run's files (its checkpoint must hold
 //! everything). Invariants, for every seed:
 //! - every PUBLISH that got its 200 is in the presentity's document after
@@ -258,6 +259,13 @@ impl Sim {
                 self.server.queue.extend(out.to_shards);
             }
             let Some((dst, msg)) = self.server.queue.pop_front() else { break };
+            if std::env::var("SIM_TRACE").is_ok() && !matches!(msg, CoreMsg::Forward(_)) {
+                let text = match &msg {
+                    CoreMsg::WatchAnswer { ask, action, version, changed, .. } => format!("WatchAnswer ask {ask} {action:?} v{version} changed {changed}"),
+                    other => format!("{other:?}").chars().take(100).collect(),
+                };
+                eprintln!("{:?} gen {} to shard {dst}: {text}", self.now, self.generation);
+            }
             let mut o = Outbox { events_off: true, ..Outbox::default() };
             self.server.shards[dst as usize].on_shard_msg(now, msg, &mut o);
             work.push_back((dst, o));
@@ -316,6 +324,10 @@ impl Sim {
             return Some(answer);
         }
         let cseq: u32 = header(wire, "CSeq").and_then(|c| c.split_whitespace().next()).and_then(|c| c.parse().ok()).unwrap_or(0);
+        if std::env::var("SIM_TRACE").is_ok() {
+            let note = body(wire).split("<note>").nth(1).and_then(|n| n.split('<').next()).unwrap_or("-");
+            eprintln!("{:?} gen {} NOTIFY {call_id} cseq {cseq} note {note} state {:?}", self.now, self.generation, header(wire, "Subscription-State"));
+        }
         let terminated = header(wire, "Subscription-State").is_some_and(|s| s.starts_with("terminated"));
         let Some(d) = self.dialogs.get_mut(&call_id) else {
             self.fail(format!("a NOTIFY for an unknown dialog {call_id}"));
@@ -395,6 +407,9 @@ Call-ID: pub-{p}-{note}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: {expir
             doc.len()
         );
         self.publishers[p].sent_since.push(note);
+        if std::env::var("SIM_TRACE").is_ok() {
+            eprintln!("{:?} gen {} PUBLISH {aor} n{note} if-match {}", self.now, self.generation, !if_match.is_empty());
+        }
         self.request(publisher_addr(p), req, false);
     }
 
@@ -480,7 +495,18 @@ To: <{aor}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {} SUBSCRIBE\r\nContact: <sip
         // went on.
         let unix_ms = self.unix_at_epoch + self.now.as_millis() as u64;
         let (server, outs) = Server::start(n, &files, self.instant(), unix_ms)?;
+        if std::env::var("SIM_TRACE").is_ok() {
+            eprintln!("{:?} restart on {n} shards", self.now);
+        }
         self.server = server;
+        // Restored watchers' asks to other shards may still be on their
+        // way when traffic reaches the presentities' shards.
+        if self.rng.chance(0.5) {
+            for _ in 0..1 + self.rng.below(6) {
+                let p = self.rng.below(PUBLISHERS as u64) as usize;
+                self.publish(p);
+            }
+        }
         self.settle(outs);
         // The checkpoint the start began, written over the ticks.
         for _ in 0..10 {

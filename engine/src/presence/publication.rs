@@ -11,6 +11,7 @@ use crate::core::parted::PartedMap;
 use crate::core::reply::HandlerReply;
 use crate::core::timer::{Recheck, TimerWheel};
 use crate::sip::{HeaderName, Message};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -125,6 +126,9 @@ pub struct Publications {
     digester: ahash::RandomState,
     wheel: TimerWheel<Box<[u8]>>,
     fired: Vec<Box<[u8]>>,
+    /// Presentities forgotten since [`Publications::log_removals`] was
+    /// turned on (after a restart, while restored watchers still ask).
+    removed: Option<HashSet<Box<[u8]>>>,
 }
 
 impl Publications {
@@ -136,8 +140,33 @@ impl Publications {
             digester: entropy.hasher(),
             entropy,
             last_version: 0,
+            removed: None,
             wheel: TimerWheel::new(now, Duration::from_millis(100), 4096),
             fired: Vec::new(),
+        }
+    }
+
+    /// The last document version given out on this shard: a presentity
+    /// whose version is above it changed after this call.
+    pub fn last_version(&self) -> u64 {
+        self.last_version
+    }
+
+    /// Starts (or stops and clears) noting presentities that are
+    /// forgotten: a change [`Publications::last_version`] cannot show.
+    pub fn log_removals(&mut self, on: bool) {
+        self.removed = on.then(HashSet::new);
+    }
+
+    /// Whether `aor` was forgotten while removals were noted.
+    pub fn was_removed(&self, aor: &[u8]) -> bool {
+        self.removed.as_ref().is_some_and(|r| r.contains(aor))
+    }
+
+    fn forget(&mut self, aor: &[u8]) {
+        self.presentities.remove(aor);
+        if let Some(r) = &mut self.removed {
+            r.insert(aor.into());
         }
     }
 
@@ -458,7 +487,7 @@ impl Publications {
         let Some(p) = self.presentities.get_mut(aor) else { return };
         if !watched(aor) {
             if p.pubs.is_empty() && p.contacts.is_empty() {
-                self.presentities.remove(aor);
+                self.forget(aor);
                 return;
             }
             self.last_version += 1;
@@ -483,7 +512,7 @@ impl Publications {
         if p.pubs.is_empty() && p.contacts.is_empty() {
             // Watchers (issue 5's subscriptions) keep their own copy; the
             // table keeps only presentities with state.
-            self.presentities.remove(aor);
+            self.forget(aor);
         }
     }
 }

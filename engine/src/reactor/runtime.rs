@@ -239,7 +239,9 @@ async fn start_journal(rt: &Rc<Runtime>, shards: u16, mut st: ShardStorage) -> R
             });
         }
         records_ms = started.elapsed().as_millis() as u64;
-        core.restore_done(now, out);
+        // The window for the restored watchers' asks starts now, after
+        // what may have been seconds of putting records back.
+        core.restore_done(Instant::now(), out);
     });
     // How long the shard took to put its records back, and then to ask
     // the restored subscriptions' presentities (the answers come later).

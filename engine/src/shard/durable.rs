@@ -79,6 +79,9 @@ pub struct Durable {
     changed_while_down: HashSet<Box<[u8]>>,
     /// When `changed_while_down` is dropped.
     forget_changes_at: Option<Instant>,
+    /// The document version when the restored watchers' asks went out: a
+    /// presentity above it changed since, before some of them arrived.
+    window_version: u64,
     /// A checkpoint being written, a few keys per tick.
     checkpoint: Option<Checkpoint>,
 }
@@ -134,6 +137,7 @@ impl Shard {
             asks: Vec::new(),
             changed_while_down: HashSet::new(),
             forget_changes_at: None,
+            window_version: 0,
             checkpoint: None,
         });
     }
@@ -224,6 +228,8 @@ impl Shard {
         // presentity's shard first (the others follow as partial state).
         asks.sort_by_key(|(_, _, _, package)| *package == Package::Winfo);
         d.forget_changes_at = Some(now + REWATCH_WINDOW);
+        d.window_version = self.publications.last_version();
+        self.publications.log_removals(true);
         for (ask, aor, watcher, package) in asks {
             let owner = crate::core::ids::owner_of(&aor, self.cfg.shards);
             let from = self.cfg.shard;
@@ -347,18 +353,21 @@ impl Shard {
         d.journal.append(now, |out| record.encode(out));
     }
 
-    /// On a presentity's shard: whether its document lost something that
-    /// expired while the server was down.
-    pub(super) fn changed_while_down(&mut self, aor: &[u8]) -> bool {
+    /// On a presentity's shard: whether its document changed since its
+    /// restored watchers last saw it: it lost something that expired
+    /// while the server was down, or it changed after the start while a
+    /// restored watcher's ask was still on its way (that watcher was not
+    /// among those told).
+    pub(super) fn changed_while_down(&mut self, now: Instant, aor: &[u8], version: u64) -> bool {
         let Some(d) = &mut self.durable else { return false };
-        if d.changed_while_down.is_empty() {
-            return false;
-        }
-        if d.forget_changes_at.is_some_and(|at| Instant::now() >= at) {
+        let Some(until) = d.forget_changes_at else { return false };
+        if now >= until {
             d.changed_while_down = HashSet::new();
+            d.forget_changes_at = None;
+            self.publications.log_removals(false);
             return false;
         }
-        d.changed_while_down.contains(aor)
+        d.changed_while_down.contains(aor) || version > d.window_version || self.publications.was_removed(aor)
     }
 
     /// The restored subscription an answer to `ask` is for.
