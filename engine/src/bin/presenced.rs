@@ -108,8 +108,9 @@ struct Args {
     /// ms; doubles per failure in a row [default: 5000].
     #[arg(long, value_name = "MS")]
     peu_retry_base_ms: Option<u64>,
-    /// Keep the server's state (registrations, publications) in journals
-    /// under DIR, and restore it at start [default: memory only].
+    /// Keep the server's state (registrations, publications, watchers'
+    /// subscriptions) in journals under DIR, and restore it at start
+    /// [default: memory only].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<std::path::PathBuf>,
     /// When journal records reach the disk: always (a change is answered
