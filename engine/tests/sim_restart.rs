@@ -18,6 +18,8 @@
 //! - every subscription that got its 200 and was not ended answers an
 //!   in-dialog refresh with 200 after a restart, not 481;
 //! - each dialog's NOTIFYs carry increasing CSeqs, across restarts;
+//! - a subscription whose time ran out, while the server ran or was down,
+//!   was ended with a NOTIFY;
 //! - once settled, every live subscription's watcher last saw its
 //!   presentity's current document.
 //!
@@ -71,6 +73,10 @@ struct Dialog {
     live: bool,
     max_notify_cseq: u32,
     last_doc: Option<String>,
+    /// Expires asked for in the next SUBSCRIBE, and when the last 200 said
+    /// the subscription ends.
+    expires: u32,
+    expires_at: Duration,
 }
 
 struct Sim {
@@ -348,6 +354,10 @@ impl Sim {
         }
         if terminated {
             d.live = false;
+        } else if let Some(left) = header(wire, "Subscription-State").and_then(|st| st.split("expires=").nth(1)).and_then(|e| e.parse::<u64>().ok()) {
+            // The server's word on when it ends (a refresh whose 200 was
+            // lost still counts).
+            d.expires_at = self.now + Duration::from_secs(left);
         }
         Some(answer)
     }
@@ -373,9 +383,13 @@ impl Sim {
         let cseq: u32 = header(wire, "CSeq").and_then(|c| c.split_whitespace().next()).and_then(|c| c.parse().ok()).unwrap_or(0);
         let Some(d) = self.dialogs.get_mut(call_id) else { return };
         match code {
-            200 if cseq == 1 => {
-                d.live = true;
-                d.to_tag = header(wire, "To").and_then(tag_of);
+            200 if cseq == 1 || (cseq == d.cseq && d.live) => {
+                if cseq == 1 {
+                    d.live = true;
+                    d.to_tag = header(wire, "To").and_then(tag_of);
+                }
+                let granted = header(wire, "Expires").and_then(|e| e.parse().ok()).unwrap_or(d.expires);
+                d.expires_at = self.now + Duration::from_secs(granted as u64);
             }
             481 if d.live && cseq == d.cseq => {
                 let why = format!("dialog {call_id} of {} answered 481 to its refresh: the server lost it", d.aor);
@@ -432,8 +446,20 @@ To: <{aor}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {} SUBSCRIBE\r\nContact: <sip
     fn subscribe(&mut self, w: usize, p: usize) {
         let id = self.id();
         let call_id = format!("sub-{w}-{id}");
-        let d = Dialog { aor: aor(p), from_tag: format!("f{id}"), to_tag: None, cseq: 1, live: false, max_notify_cseq: 0, last_doc: None };
-        let req = self.subscribe_request(&call_id, &d, watcher_addr(w), 600, id);
+        // Some run out within the run, or while the server is down.
+        let expires = if self.rng.chance(0.3) { 60 } else { 600 };
+        let d = Dialog {
+            aor: aor(p),
+            from_tag: format!("f{id}"),
+            to_tag: None,
+            cseq: 1,
+            live: false,
+            max_notify_cseq: 0,
+            last_doc: None,
+            expires,
+            expires_at: Duration::MAX,
+        };
+        let req = self.subscribe_request(&call_id, &d, watcher_addr(w), expires, id);
         self.dialogs.insert(call_id, d);
         self.request(watcher_addr(w), req, false);
     }
@@ -448,6 +474,7 @@ To: <{aor}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {} SUBSCRIBE\r\nContact: <sip
         let branch = self.id();
         let d = self.dialogs.get_mut(call_id).unwrap();
         d.cseq += 1;
+        d.expires = expires;
         if expires == 0 {
             // Asked to end: no longer expected to be there.
             d.live = false;
@@ -553,6 +580,13 @@ To: <{aor}>\r\nCall-ID: probe-{id}\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:probe@{
             .collect();
         if let Some(s) = stale.first() {
             self.fail(format!("{} watchers were not told the current document, e.g. {s}", stale.len()));
+        }
+        // A subscription whose time ran out (while the server ran or was
+        // down) was ended with a NOTIFY.
+        let overdue: Vec<String> =
+            self.dialogs.iter().filter(|(_, d)| d.live && d.expires_at + Duration::from_secs(1) < self.now).map(|(c, _)| c.clone()).collect();
+        if let Some(c) = overdue.first() {
+            self.fail(format!("{} subscriptions outlived their expiry without a NOTIFY ending them, e.g. {c}", overdue.len()));
         }
         // Every live dialog is known: a refresh gets 200 (a 481 fails in
         // on_response).

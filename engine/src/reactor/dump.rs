@@ -42,6 +42,9 @@ pub fn dump(dir: &Path, aor: Option<&str>, unix_now_ms: u64) -> Result<Value, St
             left_out.push(json!({"key": text(r.key()), "why": e.0}));
         }
     });
+    // Subscriptions that expired are put back to end at the first tick,
+    // as a start ends them: after it, they are gone.
+    shard.on_time(now + std::time::Duration::from_millis(10), &mut Outbox::default());
     let mut aors: BTreeSet<Box<[u8]>> = shard.registrar().aors().into_iter().collect();
     aors.extend(shard.publications().published_aors());
     aors.extend(shard.subscriptions().iter().map(|s| Box::<[u8]>::from(s.aor())));

@@ -452,8 +452,11 @@ impl Shard {
                     local_cseq: st.local_cseq,
                     expires_at: clock.to_instant(st.expires_unix_ms),
                 };
-                let restored = self.subscriptions.restore(now, r, ask).map_err(|e| Unrestorable(e.0))?;
-                if let (Some(id), Some(d)) = (restored, &mut self.durable) {
+                let live = r.expires_at > now;
+                let id = self.subscriptions.restore(now, r, ask).map_err(|e| Unrestorable(e.0))?;
+                // An expired one only ends (its timeout NOTIFY at the next
+                // tick): no ask.
+                if let (Some(d), true) = (&mut self.durable, live) {
                     d.rewatch.insert(ask, id);
                     d.asks.push((ask, st.aor.into(), st.watcher.into(), package));
                 }

@@ -349,3 +349,30 @@ fn a_watchers_dialog_continues_after_a_restart() {
     let (c, _) = restart_done(&file2, t1, UNIX_T0 + 601_000);
     assert_eq!(c.subscriptions().len(), 1, "Bob's watcher only");
 }
+
+#[test]
+fn a_subscription_that_expired_while_down_ends_with_a_timeout_notify() {
+    let t0 = Instant::now();
+    let mut a = shard(t0, UNIX_T0, Fsync::Always);
+    let mut file = Vec::new();
+    send(&mut a, t0, &publish("sip:carol@example.com", 1, None, "here", 3600));
+    let sent = step(&mut a, t0, subscribe("sip:carol@example.com", 1, None, 60).as_bytes());
+    assert_eq!(Message::parse(&sent[0], &Limits::default()).unwrap().status(), Some(200));
+    let first = answer_notifies(&mut a, t0, &sent);
+    assert_eq!(first.len(), 1);
+    flush(&mut a, t0, &mut file);
+
+    // Ten minutes down: the subscription's 60 s ran out meanwhile.
+    let t1 = Instant::now() + Duration::from_secs(1);
+    let (mut b, sent) = restart_done(&file, t1, UNIX_T0 + 600_000);
+    assert!(sent.iter().all(|w| !w.starts_with(b"NOTIFY")), "nothing before the first tick");
+    let mut out = Outbox::default();
+    b.on_time(t1 + Duration::from_millis(10), &mut out);
+    let sent: Vec<Vec<u8>> = out.transmits.iter().map(|t| t.wire().into_owned()).collect();
+    let notifies: Vec<Message<'_>> = sent.iter().filter(|w| w.starts_with(b"NOTIFY")).map(|w| Message::parse(w, &Limits::default()).unwrap()).collect();
+    assert_eq!(notifies.len(), 1, "one timeout NOTIFY");
+    let state = String::from_utf8_lossy(notifies[0].header(HeaderName::SubscriptionState).unwrap()).into_owned();
+    assert_eq!(state, "terminated;reason=timeout");
+    assert!(notifies[0].cseq().seq > first[0].0, "its CSeq continues");
+    assert_eq!(b.subscriptions().len(), 0, "and it is gone");
+}

@@ -144,10 +144,10 @@ impl Watchers {
     }
 
     /// Puts back a recorded subscription (a restart), in place of the same
-    /// dialog's earlier record, under the new `ask`; `Ok(None)` if it
-    /// expired while the server was down. It shows nothing until
+    /// dialog's earlier record, under the new `ask`; returns its id. It
+    /// shows nothing until
     /// [`Watchers::rewatched`] brings its presentity's answer.
-    pub fn restore(&mut self, now: Instant, r: Restore<'_>, ask: u64) -> Result<Option<u64>, NotRestored> {
+    pub fn restore(&mut self, now: Instant, r: Restore<'_>, ask: u64) -> Result<u64, NotRestored> {
         if r.texts.iter().any(|t| t.len() > u16::MAX as usize) {
             return Err(NotRestored("a text longer than any request"));
         }
@@ -156,7 +156,11 @@ impl Watchers {
         if let Some(old) = self.index.dialog(&self.subs, r.texts[Text::CallId as usize], r.texts[Text::LocalTag as usize]) {
             self.remove(old);
         }
-        let result = (r.expires_at > now).then(|| {
+        // One that expired while the server was down is put back to end
+        // now, as its expiry would have: the next tick sends its watcher
+        // the timeout NOTIFY (RFC 6665 4.4.1) and tells its presentity.
+        let expires_at = r.expires_at.max(now);
+        let id = {
             self.next += 1;
             let id = self.next;
             let sub = Box::new(Subscription {
@@ -176,7 +180,7 @@ impl Watchers {
                 remote_cseq: r.remote_cseq,
                 local_cseq: r.local_cseq,
                 cseq_reserved: r.local_cseq,
-                expires_at: r.expires_at,
+                expires_at,
                 doc: None,
                 version: 0,
                 dirty: false,
@@ -191,9 +195,9 @@ impl Watchers {
             self.subs.insert(id, sub);
             self.index.add(&mut self.subs, id);
             id
-        });
+        };
         self.marks = marks;
-        Ok(result)
+        Ok(id)
     }
 
     /// A restored winfo subscription's presentity answered with its
