@@ -280,6 +280,10 @@ impl Shard {
 
     /// Records the checkpoint's next `budget` keys.
     pub(super) fn checkpoint_step(&mut self, now: Instant, budget: usize) {
+        if !self.durable.as_ref().is_some_and(|d| d.journal.has_room_for_background()) {
+            // The device is behind: traffic's records first.
+            return;
+        }
         let Some(Checkpoint { keys, end: None }) = self.durable.as_mut().and_then(|d| d.checkpoint.as_mut()) else { return };
         let slice = keys.split_off(keys.len().saturating_sub(budget));
         let done = keys.is_empty();

@@ -376,3 +376,52 @@ fn a_subscription_that_expired_while_down_ends_with_a_timeout_notify() {
     assert!(notifies[0].cseq().seq > first[0].0, "its CSeq continues");
     assert_eq!(b.subscriptions().len(), 0, "and it is gone");
 }
+
+#[test]
+fn a_checkpoint_waits_while_the_device_is_behind() {
+    let t0 = Instant::now();
+    let mut a = shard(t0, UNIX_T0, Fsync::Always);
+    let mut file = Vec::new();
+    for i in 0..6000 {
+        let ok = send(&mut a, t0, &publish(&format!("sip:slow{i}@example.com"), 1, None, &format!("note {i}"), 3600));
+        assert_eq!(ok.status(), Some(200));
+        if i % 1000 == 999 {
+            flush(&mut a, t0, &mut file);
+        }
+    }
+    flush(&mut a, t0, &mut file);
+    // The restarted shard's journal holds at most 1 MiB unwritten; the
+    // checkpoint (about 1.1 MiB of records) stops at half of it while
+    // nothing is written.
+    let (mut b, _) = restart_done(&file, t0, UNIX_T0 + 1000);
+    for _ in 0..100 {
+        b.on_time(t0, &mut Outbox::default());
+    }
+    assert!(
+        b.checkpoint_end().is_none(),
+        "the checkpoint waits for the device: {} appended, {} held",
+        b.journal().unwrap().appended(),
+        b.journal().unwrap().pending_len()
+    );
+    let held = b.journal().unwrap().pending_len();
+    assert!(held < (1 << 19) + 500 * 400, "{held} bytes held: past half the limit by more than a slice");
+    assert!(!b.journal().unwrap().is_backlogged(), "changes are still accepted");
+    let mut file2 = Vec::new();
+    assert!(write_checkpoint_flushing(&mut b, t0, &mut file2) > 0);
+    let (c, _) = restart_done(&file2, t0, UNIX_T0 + 2000);
+    assert_eq!(c.publications.published_aors().len(), 6000);
+}
+
+/// Ticks and flushes until the checkpoint is all written; returns the
+/// ticks.
+fn write_checkpoint_flushing(s: &mut Shard, now: Instant, file: &mut Vec<u8>) -> usize {
+    let mut ticks = 0;
+    while s.checkpoint_end().is_none() {
+        assert!(ticks < 10_000, "the checkpoint ends");
+        s.on_time(now, &mut Outbox::default());
+        flush(s, now, file);
+        ticks += 1;
+    }
+    flush(s, now, file);
+    ticks
+}

@@ -121,6 +121,14 @@ impl Journal {
         self.retry_at.is_some() || self.pending_len() > self.max_pending
     }
 
+    /// Whether background writers (a checkpoint) may append: less than
+    /// half the backlog limit is held, so that they never bring the
+    /// journal to refuse changes, nor grow its buffer while the device
+    /// is behind.
+    pub fn has_room_for_background(&self) -> bool {
+        self.retry_at.is_none() && self.pending_len() < self.max_pending / 2
+    }
+
     /// Bytes held in memory.
     pub fn pending_len(&self) -> usize {
         self.seg.pending_len() + self.retiring.as_ref().map_or(0, SegmentWriter::pending_len)
