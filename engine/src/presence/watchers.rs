@@ -391,12 +391,18 @@ impl Watchers {
             waiting_for_window: false,
             aor_slot: 0,
         });
-        self.by_ask.insert(ask, id);
+        self.insert(id, sub);
+        self.mark_changed(id);
+        (id, tag.into())
+    }
+
+    /// Puts a subscription in every table: by ask, expiry timer, by id,
+    /// and the dialog/presentity index.
+    fn insert(&mut self, id: u64, sub: Box<Subscription>) {
+        self.by_ask.insert(sub.ask, id);
         self.wheel.insert(sub.expires_at, Timer::Expire(id));
         self.subs.insert(id, sub);
         self.index.add(&mut self.subs, id);
-        self.mark_changed(id);
-        (id, tag.into())
     }
 
     /// A refreshing SUBSCRIBE in the dialog: `Err(StaleCSeq)` if its CSeq

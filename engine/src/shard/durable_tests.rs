@@ -66,18 +66,7 @@ fn etag(m: &Message<'_>) -> String {
 
 /// Performs every flush the journal has due, onto `file`.
 fn flush(s: &mut Shard, now: Instant, file: &mut Vec<u8>) {
-    let j = s.journal_mut().unwrap();
-    while let Some(f) = j.poll(now) {
-        let w = f.write;
-        let end = w.offset as usize + w.padded_len;
-        if file.len() < end {
-            file.resize(end, 0);
-        }
-        let at = w.offset as usize;
-        file[at..at + w.len].copy_from_slice(j.bytes(&f));
-        file[at + w.len..end].fill(0);
-        j.completed(now, &f, Ok(()));
-    }
+    s.journal_mut().unwrap().flush_into(now, false, file);
 }
 
 /// A restart: a new shard at `now` (`unix_ms`) puts back every record of

@@ -195,6 +195,22 @@ impl Journal {
         }
     }
 
+    /// Performs every flush due at `now` (every one, if `all`) onto
+    /// `file`, an in-memory device that never fails: for simulations and
+    /// offline tools, where the reactor would write and sync.
+    pub fn flush_into(&mut self, now: Instant, all: bool, file: &mut Vec<u8>) {
+        while let Some(f) = if all { self.poll_now() } else { self.poll(now) } {
+            let w = f.write;
+            let (at, end) = (w.offset as usize, w.offset as usize + w.padded_len);
+            if file.len() < end {
+                file.resize(end, 0);
+            }
+            file[at..at + w.len].copy_from_slice(self.bytes(&f));
+            file[at + w.len..end].fill(0);
+            self.completed(now, &f, Ok(()));
+        }
+    }
+
     /// The bytes of the flush in flight.
     pub fn bytes(&self, flush: &Flush) -> &[u8] {
         self.writer(flush.segment).bytes(&flush.write)

@@ -190,10 +190,7 @@ impl Watchers {
                 waiting_for_window: false,
                 aor_slot: 0,
             });
-            self.by_ask.insert(ask, id);
-            self.wheel.insert(sub.expires_at, Timer::Expire(id));
-            self.subs.insert(id, sub);
-            self.index.add(&mut self.subs, id);
+            self.insert(id, sub);
             id
         };
         self.marks = marks;
