@@ -279,7 +279,9 @@ fn main() -> ExitCode {
         eprintln!("presenced: {e}");
         return ExitCode::from(2);
     }
-    if !cfg.io.transparent_huge_pages {
+    // With a data directory, the start turns them off once every shard
+    // has restored (`reactor::memory::HugePagesForStart`).
+    if !cfg.io.transparent_huge_pages && cfg.storage.dir.is_none() {
         if let Err(e) = reactor::memory::disable_transparent_huge_pages() {
             tracing::warn!(error = %e, "cannot turn transparent huge pages off: first touches of memory may stall a shard for milliseconds");
         }

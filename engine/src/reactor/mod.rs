@@ -129,6 +129,7 @@ impl Server {
             fsync: cfg.fsync()?,
             max_pending: cfg.storage.max_pending_bytes,
             compact_after: cfg.storage.compact_after_bytes,
+            huge_pages: Arc::new(memory::HugePagesForStart::new(shards as usize, !cfg.io.transparent_huge_pages)),
             loaded,
             checkpoints: Arc::new(checkpoints),
         }))
@@ -155,6 +156,7 @@ struct StorageStart {
     fsync: crate::storage::journal::Fsync,
     max_pending: usize,
     compact_after: u64,
+    huge_pages: Arc<memory::HugePagesForStart>,
     loaded: journal_io::Loaded,
     checkpoints: Arc<journal_io::Checkpoints>,
 }
@@ -167,6 +169,7 @@ impl StorageStart {
             compact_after: self.compact_after,
             frames: std::mem::take(&mut self.loaded.per_shard[shard as usize]),
             counts: self.loaded.counts[shard as usize],
+            huge_pages: self.huge_pages.clone(),
             fsync: self.fsync,
             max_pending: self.max_pending,
             checkpoints: self.checkpoints.clone(),

@@ -49,6 +49,7 @@ pub(crate) struct ShardStorage {
     /// The records it owns, read from every older generation.
     pub frames: Vec<Vec<u8>>,
     pub counts: crate::storage::replay::Counts,
+    pub huge_pages: Arc<super::memory::HugePagesForStart>,
     pub fsync: crate::storage::journal::Fsync,
     pub max_pending: usize,
     pub checkpoints: Arc<super::journal_io::Checkpoints>,
@@ -243,6 +244,7 @@ async fn start_journal(rt: &Rc<Runtime>, shards: u16, mut st: ShardStorage) -> R
         // what may have been seconds of putting records back.
         core.restore_done(Instant::now(), out);
     });
+    st.huge_pages.shard_restored();
     // How long the shard took to put its records back, and then to ask
     // the restored subscriptions' presentities (the answers come later).
     let asks_ms = started.elapsed().as_millis() as u64 - records_ms;
