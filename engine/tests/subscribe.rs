@@ -202,6 +202,8 @@ fn authorization_rules_from_the_config_file() {
     let (_, r, first) = Sub::new(&srv, Ua::udp(), "sip:open@example.com", 600, "Event: presence\r\n");
     assert_eq!(status(&r), 200);
     assert!(header(&first, "Subscription-State").unwrap().starts_with("active"));
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The policy changes at run time (SIGHUP reloads the file): a pending
@@ -235,6 +237,8 @@ fn authorization_changes_at_run_time_on_sighup() {
     assert_eq!(header(&n, "Subscription-State").as_deref(), Some("terminated;reason=rejected"));
     publish(&srv, "sip:guarded@example.com", "closed", "gone");
     assert!(sub.no_notify(Duration::from_millis(300)));
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// presence.winfo (RFC 3857/3858): the presentity sees its watchers, full
