@@ -10,8 +10,9 @@
 //! generations are removed. A crash before that leaves them in place, and
 //! the next start reads them all again; a key's last record still wins.
 
+use super::LastShard;
 use crate::storage::journal::{Fsync, Journal};
-use crate::storage::replay::Replay;
+use crate::storage::replay::{Counts, Replay};
 use crate::storage::segment::{SegmentHeader, SegmentWriter};
 use glommio::io::DmaFile;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ pub struct Loaded {
     /// Records for each shard, framed (`storage::replay::records`), in
     /// chunks to read in order (one per file read).
     pub per_shard: Vec<Vec<Vec<u8>>>,
-    pub counts: Vec<crate::storage::replay::Counts>,
+    pub counts: Vec<Counts>,
     pub records: u64,
     pub files: usize,
     pub bytes: u64,
@@ -67,29 +68,28 @@ pub fn load(dir: &Path, shards: u16) -> Result<(Loaded, Checkpoints), String> {
     let gens = generations(dir)?;
     let segments = segments(dir)?;
     let read = read_segments(&segments, shards)?;
-    let mut replay = Replay::new(shards);
     let mut per_shard: Vec<Vec<Vec<u8>>> = vec![Vec::new(); shards as usize];
-    let (files, mut bytes) = (read.len(), 0);
+    let mut counts = vec![Counts::default(); shards as usize];
+    let (files, mut bytes, mut records) = (read.len(), 0, 0);
     for (len, r) in read {
         bytes += len;
-        replay.records += r.records;
-        replay.cut.extend(r.cut);
-        for (k, (frames, counts)) in r.per_shard.into_iter().zip(r.counts).enumerate() {
-            replay.counts[k].presentities += counts.presentities;
-            replay.counts[k].subscriptions += counts.subscriptions;
+        records += r.records;
+        for cut in &r.cut {
+            tracing::warn!("journal {cut}");
+        }
+        for (k, (frames, c)) in r.per_shard.into_iter().zip(r.counts).enumerate() {
+            counts[k].presentities += c.presentities;
+            counts[k].subscriptions += c.subscriptions;
             if !frames.is_empty() {
                 per_shard[k].push(frames);
             }
         }
     }
-    for cut in &replay.cut {
-        tracing::warn!("journal {cut}");
-    }
     let generation = gens.last().map_or(1, |(g, _)| g + 1);
     let next = dir.join(format!("gen-{generation}"));
     std::fs::create_dir_all(&next).map_err(|e| format!("cannot create {}: {e}", next.display()))?;
-    let checkpoints = Checkpoints { remaining: AtomicUsize::new(shards as usize), older: Mutex::new(gens.into_iter().map(|(_, p)| p).collect()) };
-    Ok((Loaded { generation, per_shard, counts: replay.counts, records: replay.records, files, bytes }, checkpoints))
+    let checkpoints = Checkpoints { all: LastShard::new(shards as usize), older: Mutex::new(gens.into_iter().map(|(_, p)| p).collect()) };
+    Ok((Loaded { generation, per_shard, counts, records, files, bytes }, checkpoints))
 }
 
 /// One file read: its size and records, or why it cannot be read.
@@ -133,7 +133,7 @@ pub fn segment_path(dir: &Path, generation: u64, shard: u16, segment: u32) -> Pa
 /// The older generations, removed once every shard's checkpoint in the
 /// new one is durable.
 pub struct Checkpoints {
-    remaining: AtomicUsize,
+    all: LastShard,
     older: Mutex<Vec<PathBuf>>,
 }
 
@@ -141,7 +141,7 @@ impl Checkpoints {
     /// A shard's checkpoint is durable; the last one removes the older
     /// generations (a few directory operations, once per start).
     pub fn done(&self) {
-        if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+        if !self.all.arrive() {
             return;
         }
         for old in std::mem::take(&mut *self.older.lock().unwrap_or_else(|e| e.into_inner())) {

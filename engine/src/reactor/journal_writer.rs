@@ -85,7 +85,7 @@ pub(crate) async fn journal_loop(rt: Rc<Runtime>, files: Rc<JournalFiles>) {
                 // A checkpoint in progress is written by the timer ticks
                 // without necessarily kicking: look again each tick.
                 let until = wait.unwrap_or(now + if checkpointing { TICK } else { std::time::Duration::from_secs(3600) });
-                futures_lite::future::or(
+                let open = futures_lite::future::or(
                     async {
                         glommio::timer::sleep(until.saturating_duration_since(now)).await;
                         true
@@ -93,6 +93,10 @@ pub(crate) async fn journal_loop(rt: Rc<Runtime>, files: Rc<JournalFiles>) {
                     async { files.kicks.recv().await.is_some() },
                 )
                 .await;
+                if !open {
+                    // The shard is gone: nothing will be appended again.
+                    return;
+                }
                 continue;
             }
         }
@@ -142,14 +146,14 @@ async fn finish_checkpoint(rt: &Rc<Runtime>, files: &JournalFiles) {
 /// Moves the journal to a new segment once the current one passes
 /// `compact_after` bytes, and starts a checkpoint into it.
 async fn rotate_if_large(rt: &Rc<Runtime>, files: &JournalFiles) {
-    let (next, created_unix_ms) = {
+    let next = {
         let core = rt.core.borrow();
         let Some(j) = core.journal() else { return };
         let threshold = files.compact_after.max(2 * files.last_checkpoint_bytes.get());
         if core.checkpointing() || !j.can_rotate() || j.segment_len() <= threshold {
             return;
         }
-        (j.header().segment + 1, j.header().created_unix_ms)
+        j.header().segment + 1
     };
     let path = files.path(next);
     let file = match DmaFile::create(&path).await {
@@ -164,6 +168,8 @@ async fn rotate_if_large(rt: &Rc<Runtime>, files: &JournalFiles) {
     files.files.borrow_mut().insert(next, Rc::new(file));
     let mut core = rt.core.borrow_mut();
     let j = core.journal_mut().expect("a journal");
+    let now = Instant::now();
+    let created_unix_ms = crate::shard::durable::UnixClock::system(now).to_unix_ms(now);
     let header = SegmentHeader { segment: next, base_lsn: j.appended(), created_unix_ms, ..*j.header() };
     j.rotate(SegmentWriter::new(header));
     core.start_checkpoint();

@@ -57,8 +57,8 @@ pub fn disable_transparent_huge_pages() -> std::io::Result<()> {
 /// serve a few seconds with them on). Once the last shard has restored they
 /// are turned off, as without a journal: the flag is the process's and
 /// checked at each fault, so what was faulted stays huge.
-pub struct HugePagesForStart {
-    remaining: std::sync::atomic::AtomicUsize,
+pub(crate) struct HugePagesForStart {
+    all: super::LastShard,
     off_after: bool,
 }
 
@@ -66,12 +66,12 @@ impl HugePagesForStart {
     /// For `shards` shards; `off_after`: turn them off once all restored
     /// (`[io] transparent_huge_pages = false`).
     pub fn new(shards: usize, off_after: bool) -> Self {
-        HugePagesForStart { remaining: std::sync::atomic::AtomicUsize::new(shards), off_after }
+        HugePagesForStart { all: super::LastShard::new(shards), off_after }
     }
 
     /// A shard has put its records back; the last one turns huge pages off.
     pub fn shard_restored(&self) {
-        if self.remaining.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 && self.off_after {
+        if self.all.arrive() && self.off_after {
             match disable_transparent_huge_pages() {
                 Ok(()) => tracing::info!("every shard restored: transparent huge pages off"),
                 Err(e) => tracing::warn!(error = %e, "cannot turn transparent huge pages off: first touches of memory may stall a shard for milliseconds"),

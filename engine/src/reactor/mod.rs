@@ -29,8 +29,24 @@ use crate::shard::{CoreMsg, ShardStats};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{CpuSet, LocalExecutorBuilder, Placement};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Counts the shards through one step of a start; the last to arrive
+/// does what waits for all of them (older generations removed, huge pages
+/// turned off).
+pub(crate) struct LastShard(AtomicUsize);
+
+impl LastShard {
+    pub fn new(shards: usize) -> Self {
+        LastShard(AtomicUsize::new(shards))
+    }
+
+    /// One shard is through; whether it was the last.
+    pub fn arrive(&self) -> bool {
+        self.0.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+}
 
 /// What crosses from one shard to another.
 pub(crate) enum ShardMsg {

@@ -107,7 +107,8 @@ struct Checkpoint {
 /// Keys a checkpoint records per timer tick (each about a microsecond).
 pub const CHECKPOINT_KEYS_PER_TICK: usize = 500;
 
-/// A restored subscription's ask: its number, its presentity, its watcher.
+/// A restored subscription's ask: its number, its presentity, its
+/// watcher, its event package.
 type Rewatch = (u64, Box<[u8]>, Box<[u8]>, Package);
 
 /// How long after a restart its restored watchers' asks are expected.
@@ -280,11 +281,12 @@ impl Shard {
 
     /// Records the checkpoint's next `budget` keys.
     pub(super) fn checkpoint_step(&mut self, now: Instant, budget: usize) {
-        if !self.durable.as_ref().is_some_and(|d| d.journal.has_room_for_background()) {
+        let Some(d) = self.durable.as_mut() else { return };
+        let Some(Checkpoint { keys, end: None }) = d.checkpoint.as_mut() else { return };
+        if !d.journal.has_room_for_background() {
             // The device is behind: traffic's records first.
             return;
         }
-        let Some(Checkpoint { keys, end: None }) = self.durable.as_mut().and_then(|d| d.checkpoint.as_mut()) else { return };
         let slice = keys.split_off(keys.len().saturating_sub(budget));
         let done = keys.is_empty();
         for key in slice {

@@ -188,10 +188,18 @@ impl Journal {
         Some(flush)
     }
 
+    /// The writer of segment `segment`: the retiring one, or the current.
     fn writer(&self, segment: u32) -> &SegmentWriter {
         match &self.retiring {
             Some(r) if r.header().segment == segment => r,
             _ => &self.seg,
+        }
+    }
+
+    fn writer_mut(&mut self, segment: u32) -> &mut SegmentWriter {
+        match &mut self.retiring {
+            Some(r) if r.header().segment == segment => r,
+            _ => &mut self.seg,
         }
     }
 
@@ -222,15 +230,10 @@ impl Journal {
         assert_eq!(self.in_flight.take().as_ref(), Some(flush), "the flush completed is the one in flight");
         match result {
             Ok(()) => {
-                match &mut self.retiring {
-                    Some(r) if r.header().segment == flush.segment => {
-                        r.written(&flush.write);
-                        if !r.has_unsubmitted() {
-                            // All of it is on its file: done with it.
-                            self.retiring = None;
-                        }
-                    }
-                    _ => self.seg.written(&flush.write),
+                self.writer_mut(flush.segment).written(&flush.write);
+                if self.retiring.as_ref().is_some_and(|r| !r.has_unsubmitted()) {
+                    // All of it is on its file: done with it.
+                    self.retiring = None;
                 }
                 self.durable = self.durable.max(flush.write.upto);
             }

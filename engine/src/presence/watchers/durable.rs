@@ -145,8 +145,8 @@ impl Watchers {
 
     /// Puts back a recorded subscription (a restart), in place of the same
     /// dialog's earlier record, under the new `ask`; returns its id. It
-    /// shows nothing until
-    /// [`Watchers::rewatched`] brings its presentity's answer.
+    /// shows nothing until [`Watchers::rewatched`] brings its presentity's
+    /// answer.
     pub fn restore(&mut self, now: Instant, r: Restore<'_>, ask: u64) -> Result<u64, NotRestored> {
         if r.texts.iter().any(|t| t.len() > u16::MAX as usize) {
             return Err(NotRestored("a text longer than any request"));
@@ -160,39 +160,36 @@ impl Watchers {
         // now, as its expiry would have: the next tick sends its watcher
         // the timeout NOTIFY (RFC 6665 4.4.1) and tells its presentity.
         let expires_at = r.expires_at.max(now);
-        let id = {
-            self.next += 1;
-            let id = self.next;
-            let sub = Box::new(Subscription {
-                texts: Texts::new(r.texts),
-                package: r.package,
-                // The watcher list comes with the presentity's answer. A
-                // winfo document's version goes up by one per NOTIFY, as
-                // the CSeq does from a higher start: the reserved CSeq is
-                // above every version sent, so the full state sent after
-                // the restart supersedes what the subscriber holds
-                // (RFC 3858 4.4).
-                winfo: (r.package == Package::Winfo).then(|| Box::new(WinfoView { version: r.local_cseq, ..Default::default() })),
-                ask,
-                shown: r.shown,
-                route_set: r.route_set.iter().map(|x| Box::<[u8]>::from(*x)).collect(),
-                to: r.to,
-                remote_cseq: r.remote_cseq,
-                local_cseq: r.local_cseq,
-                cseq_reserved: r.local_cseq,
-                expires_at,
-                doc: None,
-                version: 0,
-                dirty: false,
-                in_flight: false,
-                last_notify: None,
-                rate_timer_set: false,
-                waiting_for_window: false,
-                aor_slot: 0,
-            });
-            self.insert(id, sub);
-            id
-        };
+        self.next += 1;
+        let id = self.next;
+        let sub = Box::new(Subscription {
+            texts: Texts::new(r.texts),
+            package: r.package,
+            // The watcher list comes with the presentity's answer. A
+            // winfo document's version goes up by one per NOTIFY, as
+            // the CSeq does from a higher start: the reserved CSeq is
+            // above every version sent, so the full state sent after
+            // the restart supersedes what the subscriber holds
+            // (RFC 3858 4.4).
+            winfo: (r.package == Package::Winfo).then(|| Box::new(WinfoView { version: r.local_cseq, ..Default::default() })),
+            ask,
+            shown: r.shown,
+            route_set: r.route_set.iter().map(|x| Box::<[u8]>::from(*x)).collect(),
+            to: r.to,
+            remote_cseq: r.remote_cseq,
+            local_cseq: r.local_cseq,
+            cseq_reserved: r.local_cseq,
+            expires_at,
+            doc: None,
+            version: 0,
+            dirty: false,
+            in_flight: false,
+            last_notify: None,
+            rate_timer_set: false,
+            waiting_for_window: false,
+            aor_slot: 0,
+        });
+        self.insert(id, sub);
         self.marks = marks;
         Ok(id)
     }
