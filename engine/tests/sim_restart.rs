@@ -146,6 +146,10 @@ impl Server {
         for k in 0..n {
             let mut cfg = ShardConfig::with_defaults(k, n, "192.0.2.1:5060".parse().unwrap());
             cfg.watch.min_notify_interval = Duration::ZERO;
+            // Restored watchers ask a few per tick: requests and the
+            // presentities' changes meet subscriptions that have not
+            // asked yet.
+            cfg.rewatch_asks_per_tick = 2;
             let mut s = Shard::new(cfg, now);
             let seg = SegmentWriter::new(SegmentHeader { shard: k, shards: n, segment: 1, base_lsn: 0, created_unix_ms: unix_ms });
             s.attach_journal(Journal::new(seg, Fsync::Always, 1 << 24), clock);
@@ -536,6 +540,19 @@ To: <{aor}>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {} SUBSCRIBE\r\nContact: <sip
         Ok(())
     }
 
+    /// Timer ticks until every shard's restored subscriptions have asked
+    /// their presentities.
+    fn finish_asks(&mut self) -> Result<(), String> {
+        for _ in 0..100_000 {
+            if self.server.shards.iter().all(|s| s.rewatch_pending() == 0) {
+                return Ok(());
+            }
+            self.now += Duration::from_millis(5);
+            self.tick();
+        }
+        Err("restored subscriptions are still asking after 100,000 ticks".into())
+    }
+
     /// The invariants after a restart: what was acknowledged is there, and
     /// every live watcher saw its presentity's current document.
     fn check(&mut self) {
@@ -602,6 +619,12 @@ fn run(seed: u64) -> Result<(u16, usize), String> {
         let files = std::mem::take(&mut sim.server.files);
         let down = Duration::from_millis(sim.rng.below(90_000));
         sim.restart(files, down)?;
+        // Traffic while restored watchers are still asking, then until
+        // every one has asked: only then must each have been told.
+        for _ in 0..sim.rng.below(40) {
+            sim.step();
+        }
+        sim.finish_asks()?;
         sim.check();
     }
     let live = sim.dialogs.values().filter(|d| d.live).count();

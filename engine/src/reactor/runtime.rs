@@ -122,6 +122,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
             peu: cfg.peu_config(),
             peu_agents: cfg.peu_agents(),
             expected: cfg.expected_per_shard(shards),
+            rewatch_asks_per_tick: crate::shard::durable::REWATCH_ASKS_PER_TICK,
             panic_on: None,
         },
         now,
@@ -225,7 +226,7 @@ async fn start_journal(rt: &Rc<Runtime>, shards: u16, mut st: ShardStorage) -> R
     let path = super::journal_io::segment_path(&st.dir, st.generation, rt.id, 1);
     let (journal, file) = super::journal_io::open(&path, rt.id, shards, st.fsync, st.max_pending, clock.to_unix_ms(now)).await?;
     let mut restored = 0u64;
-    let (mut records_ms, started) = (0, Instant::now());
+    let (mut records_ms, started) = (0u64, Instant::now());
     rt.with_core(|core, out| {
         core.attach_journal(journal, clock);
         core.reserve_for_restore(st.counts);
@@ -245,10 +246,11 @@ async fn start_journal(rt: &Rc<Runtime>, shards: u16, mut st: ShardStorage) -> R
         core.restore_done(Instant::now(), out);
     });
     st.huge_pages.shard_restored();
-    // How long the shard took to put its records back, and then to ask
-    // the restored subscriptions' presentities (the answers come later).
-    let asks_ms = started.elapsed().as_millis() as u64 - records_ms;
-    tracing::info!(shard = rt.id, restored, records_ms, asks_ms, path = %path.display(), "journal opened");
+    // How long the shard took to put its records back; its restored
+    // subscriptions ask their presentities over the next ticks, while it
+    // serves (a log line says when the last has asked).
+    let rewatch_pending = rt.core.borrow().rewatch_pending();
+    tracing::info!(shard = rt.id, restored, records_ms, rewatch_pending, path = %path.display(), "journal opened");
     let (kick, kicks) = glommio::channels::local_channel::new_bounded(1);
     *rt.journal_kick.borrow_mut() = Some(kick);
     rt.kick_journal();

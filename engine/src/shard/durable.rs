@@ -72,13 +72,16 @@ pub struct Durable {
     /// Restored subscriptions waiting for their presentity's answer, by
     /// ask.
     rewatch: HashMap<u64, u64>,
-    /// Their asks, sent once every record is back.
+    /// Their asks, sent a slice per tick once every record is back (last
+    /// first: the list is reversed when the sending starts).
     asks: Vec<Rewatch>,
     /// Presentities whose document lost something that expired while the
     /// server was down, until the restored watchers have asked.
     changed_while_down: HashSet<Box<[u8]>>,
-    /// When `changed_while_down` is dropped.
-    forget_changes_at: Option<Instant>,
+    /// While restored subscriptions may still ask (from any shard): how
+    /// many shards have not yet said that all theirs have asked.
+    /// `changed_while_down` and the removals log are dropped at zero.
+    asking_shards: Option<u16>,
     /// The document version when the restored watchers' asks went out: a
     /// presentity above it changed since, before some of them arrived.
     window_version: u64,
@@ -107,12 +110,18 @@ struct Checkpoint {
 /// Keys a checkpoint records per timer tick (each about a microsecond).
 pub const CHECKPOINT_KEYS_PER_TICK: usize = 500;
 
+/// Restored subscriptions that ask their presentities per timer tick.
+/// An ask costs about 2.5 µs between the two shards (a million-entry
+/// start, `bench/e2e/durability.sh`), so a tick's slice holds the shard
+/// for a few milliseconds at most, and a shard of 2.5 million restored
+/// subscriptions has asked for all of them within about 15 s while it
+/// serves traffic; before, a start answered nothing until every ask had
+/// been made.
+pub const REWATCH_ASKS_PER_TICK: usize = 1_000;
+
 /// A restored subscription's ask: its number, its presentity, its
 /// watcher, its event package.
 type Rewatch = (u64, Box<[u8]>, Box<[u8]>, Package);
-
-/// How long after a restart its restored watchers' asks are expected.
-const REWATCH_WINDOW: Duration = Duration::from_secs(60);
 
 /// A record that cannot be put back into this build's tables.
 #[derive(Debug, PartialEq, Eq)]
@@ -137,7 +146,7 @@ impl Shard {
             rewatch: HashMap::new(),
             asks: Vec::new(),
             changed_while_down: HashSet::new(),
-            forget_changes_at: None,
+            asking_shards: None,
             window_version: 0,
             checkpoint: None,
         });
@@ -217,21 +226,53 @@ impl Shard {
         }
     }
 
-    /// Every record is back: restored subscriptions ask their
-    /// presentities, and a checkpoint of every key starts the new
-    /// generation of journals (the older ones are no longer needed once
-    /// it is durable, see [`Shard::checkpoint_end`]).
+    /// Every record is back: restored subscriptions start asking their
+    /// presentities (a slice per tick, [`Shard::rewatch_step`], so that
+    /// the shard serves traffic meanwhile), and a checkpoint of every key
+    /// starts the new generation of journals (the older ones are no
+    /// longer needed once it is durable, see [`Shard::checkpoint_end`]).
     pub fn restore_done(&mut self, now: Instant, out: &mut Outbox) {
         let Some(d) = self.durable.as_mut() else { return };
-        let mut asks = std::mem::take(&mut d.asks);
         // Watchers before winfo subscribers: a winfo subscriber's full
         // state then lists the restored watchers whose asks reach the
         // presentity's shard first (the others follow as partial state).
-        asks.sort_by_key(|(_, _, _, package)| *package == Package::Winfo);
-        d.forget_changes_at = Some(now + REWATCH_WINDOW);
+        // Reversed, to be sent from the end.
+        d.asks.sort_by_key(|(_, _, _, package)| *package == Package::Winfo);
+        d.asks.reverse();
+        d.asking_shards = Some(self.cfg.shards);
         d.window_version = self.publications.last_version();
         self.publications.log_removals(true);
-        for (ask, aor, watcher, package) in asks {
+        if d.asks.is_empty() {
+            self.announce_rewatch_done(out);
+            self.drain_local(now, out);
+        } else {
+            self.rewatch_step(now, self.cfg.rewatch_asks_per_tick, out);
+        }
+        self.subscriptions.take_marks();
+        self.resubscribe_reg_events(now, out);
+        self.start_checkpoint();
+    }
+
+    /// Sends the next `budget` asks of restored subscriptions, leaving out
+    /// those that ended before their turn (their end already told the
+    /// presentity's shard, which knew nothing of them).
+    pub(super) fn rewatch_step(&mut self, now: Instant, budget: usize, out: &mut Outbox) {
+        let Some(d) = self.durable.as_mut() else { return };
+        if d.asks.is_empty() {
+            return;
+        }
+        let slice = d.asks.split_off(d.asks.len().saturating_sub(budget));
+        let last = d.asks.is_empty();
+        if last {
+            d.asks = Vec::new();
+        }
+        for (ask, aor, watcher, package) in slice.into_iter().rev() {
+            if self.subscriptions.by_ask(ask).is_none() {
+                if let Some(d) = self.durable.as_mut() {
+                    d.rewatch.remove(&ask);
+                }
+                continue;
+            }
             let owner = crate::core::ids::owner_of(&aor, self.cfg.shards);
             let from = self.cfg.shard;
             let msg = match package {
@@ -240,10 +281,38 @@ impl Shard {
             };
             self.send_shard(owner, msg, out);
         }
+        if last {
+            self.announce_rewatch_done(out);
+        }
         self.drain_local(now, out);
-        self.subscriptions.take_marks();
-        self.resubscribe_reg_events(now, out);
-        self.start_checkpoint();
+    }
+
+    /// Tells every shard that this one's restored subscriptions have all
+    /// asked: behind the asks in each shard's queue, so that once a shard
+    /// has heard it from all, no restored ask is still on its way to it.
+    fn announce_rewatch_done(&mut self, out: &mut Outbox) {
+        tracing::info!(shard = self.cfg.shard, "every restored subscription has asked its presentity");
+        for shard in 0..self.cfg.shards {
+            self.send_shard(shard, crate::shard::CoreMsg::RewatchDone, out);
+        }
+    }
+
+    /// Another shard's (or this one's) restored subscriptions have all
+    /// asked; after the last, nothing is kept for asks any more.
+    pub(super) fn on_rewatch_done(&mut self) {
+        let Some(d) = &mut self.durable else { return };
+        let Some(n) = d.asking_shards.as_mut() else { return };
+        *n -= 1;
+        if *n == 0 {
+            d.asking_shards = None;
+            d.changed_while_down = HashSet::new();
+            self.publications.log_removals(false);
+        }
+    }
+
+    /// Restored subscriptions that have not asked their presentity yet.
+    pub fn rewatch_pending(&self) -> usize {
+        self.durable.as_ref().map_or(0, |d| d.asks.len())
     }
 
     /// The server's reg-event subscriptions are not journaled (their
@@ -364,13 +433,9 @@ impl Shard {
     /// while the server was down, or it changed after the start while a
     /// restored watcher's ask was still on its way (that watcher was not
     /// among those told).
-    pub(super) fn changed_while_down(&mut self, now: Instant, aor: &[u8], version: u64) -> bool {
-        let Some(d) = &mut self.durable else { return false };
-        let Some(until) = d.forget_changes_at else { return false };
-        if now >= until {
-            d.changed_while_down = HashSet::new();
-            d.forget_changes_at = None;
-            self.publications.log_removals(false);
+    pub(super) fn changed_while_down(&self, aor: &[u8], version: u64) -> bool {
+        let Some(d) = &self.durable else { return false };
+        if d.asking_shards.is_none() {
             return false;
         }
         d.changed_while_down.contains(aor) || version > d.window_version || self.publications.was_removed(aor)

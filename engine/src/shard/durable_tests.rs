@@ -414,3 +414,61 @@ fn write_checkpoint_flushing(s: &mut Shard, now: Instant, file: &mut Vec<u8>) ->
     flush(s, now, file);
     ticks
 }
+
+/// A SUBSCRIBE to `aor` from watcher `w` (its own identity and dialog).
+fn subscribe_as(w: usize, aor: &str, cseq: u32, to_tag: Option<&str>, expires: u32) -> String {
+    subscribe(aor, cseq, to_tag, expires)
+        .replace("sip:w@example.net>;tag=wt", &format!("sip:w{w}@example.net>;tag=wt"))
+        .replace("Call-ID: watch-", &format!("Call-ID: w{w}-"))
+}
+
+#[test]
+fn restored_watchers_ask_a_slice_per_tick_and_none_is_left_stale_or_counted_twice() {
+    let t0 = Instant::now();
+    let mut a = shard(t0, UNIX_T0, Fsync::Always);
+    let mut file = Vec::new();
+    let aor = "sip:alice@example.com";
+    send(&mut a, t0, &publish(aor, 1, None, "the real one", 3600));
+    let n = durable::REWATCH_ASKS_PER_TICK + 5;
+    let mut tags = Vec::new();
+    for w in 0..n {
+        let sent = step(&mut a, t0, subscribe_as(w, aor, 1, None, 3600).as_bytes());
+        let ok = Message::parse(&sent[0], &Limits::default()).unwrap();
+        assert_eq!(ok.status(), Some(200));
+        tags.push(String::from_utf8(ok.to().tag().unwrap().to_vec()).unwrap());
+        answer_notifies(&mut a, t0, &sent);
+    }
+    flush(&mut a, t0, &mut file);
+
+    let t1 = t0 + Duration::from_secs(5);
+    let (mut b, sent) = restart_done(&file, t1, UNIX_T0 + 5000);
+    assert!(answer_notifies(&mut b, t1, &sent).is_empty(), "nothing changed while down");
+    assert_eq!(b.rewatch_pending(), 5, "the first slice asked at once, the rest at the next ticks");
+    // The last watcher refreshes before its ask went out: its NOTIFY
+    // cannot carry the document yet.
+    let last = n - 1;
+    let sent = step(&mut b, t1, subscribe_as(last, aor, 2, Some(&tags[last]), 3600).as_bytes());
+    assert_eq!(Message::parse(&sent[0], &Limits::default()).unwrap().status(), Some(200));
+    answer_notifies(&mut b, t1, &sent);
+    // The one before it unsubscribes before its ask went out.
+    let sent = step(&mut b, t1, subscribe_as(last - 1, aor, 2, Some(&tags[last - 1]), 0).as_bytes());
+    assert_eq!(Message::parse(&sent[0], &Limits::default()).unwrap().status(), Some(200));
+    answer_notifies(&mut b, t1, &sent);
+
+    let mut ticks = 0;
+    let mut told = Vec::new();
+    while b.rewatch_pending() > 0 {
+        let mut out = Outbox::default();
+        b.on_time(t1, &mut out);
+        let sent: Vec<Vec<u8>> = out.transmits.iter().map(|t| t.wire().into_owned()).collect();
+        told.extend(answer_notifies(&mut b, t1, &sent));
+        ticks += 1;
+    }
+    assert_eq!(ticks, 1);
+    // The refreshed watcher now gets the document it was not shown.
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(told[0].1.contains("the real one"), "{}", told[0].1);
+    // The presentity counts every live watcher once, and not the one that
+    // left before its ask.
+    assert_eq!(b.presentity_watchers.get(aor.as_bytes()).map_or(0, |w| w.watchers.len()), n - 1);
+}

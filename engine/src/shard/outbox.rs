@@ -70,6 +70,10 @@ pub enum CoreMsg {
         ask: u64,
         action: crate::presence::authz::Action,
     },
+    /// After a start from journals: every restored subscription of the
+    /// sending shard has asked its presentity (the asks went before this,
+    /// in the same queue).
+    RewatchDone,
     /// A new version of `aor`'s document for the shard's watchers: one
     /// shared copy per shard, whatever the number of watchers.
     Document {

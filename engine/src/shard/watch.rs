@@ -186,7 +186,7 @@ impl Shard {
     /// answer with the current document.
     pub(super) fn on_watch(&mut self, now: Instant, ask: u64, from: u16, aor: &[u8], watcher: &[u8], out: &mut Outbox) {
         let (action, version, doc) = self.decide_watch(now, ask, from, aor, watcher, out);
-        let changed = self.changed_while_down(now, aor, version);
+        let changed = self.changed_while_down(aor, version);
         self.send_shard(from, CoreMsg::WatchAnswer { ask, action, version, doc, changed }, out);
     }
 

@@ -220,7 +220,10 @@ impl Watchers {
     /// from what the watcher was last told before the restart.
     pub fn rewatched(&mut self, now: Instant, id: u64, shown: Shown, doc: Option<(u64, Arc<[u8]>)>, changed: bool, ready: &mut Vec<u64>) {
         let Some(s) = self.subs.get_mut(&id) else { return };
-        let news = changed || s.shown != shown;
+        // A NOTIFY sent since the restart (a refresh before this answer)
+        // carried no document: the watcher gets the real one now even if
+        // nothing changed.
+        let news = changed || s.shown != shown || s.last_notify.is_some();
         s.shown = shown;
         if let Some((version, doc)) = doc {
             s.version = version;
