@@ -198,6 +198,9 @@ pub struct Subscription {
     /// In the shard's queue for a place in the NOTIFY window: queued once,
     /// however many documents come while it waits.
     waiting_for_window: bool,
+    /// Restored by a start and not yet answered by its presentity's shard
+    /// (`durable`).
+    rewatching: bool,
     /// Where this subscription sits in its AOR's list (`index::Index`).
     aor_slot: u32,
 }
@@ -389,6 +392,7 @@ impl Watchers {
             last_notify: None,
             rate_timer_set: false,
             waiting_for_window: false,
+            rewatching: false,
             aor_slot: 0,
         });
         self.insert(id, sub);

@@ -15,6 +15,7 @@ use crate::storage::journal::{Fsync, Journal};
 use crate::storage::replay::{Counts, Replay};
 use crate::storage::segment::{SegmentHeader, SegmentWriter};
 use glommio::io::DmaFile;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,7 +26,7 @@ pub struct Loaded {
     pub generation: u64,
     /// Records for each shard, framed (`storage::replay::records`), in
     /// chunks to read in order (one per file read).
-    pub per_shard: Vec<Vec<Vec<u8>>>,
+    pub per_shard: Vec<Vec<Chunk>>,
     pub counts: Vec<Counts>,
     pub records: u64,
     pub files: usize,
@@ -68,20 +69,23 @@ pub fn load(dir: &Path, shards: u16) -> Result<(Loaded, Checkpoints), String> {
     let gens = generations(dir)?;
     let segments = segments(dir)?;
     let read = read_segments(&segments, shards)?;
-    let mut per_shard: Vec<Vec<Vec<u8>>> = vec![Vec::new(); shards as usize];
+    let mut per_shard: Vec<Vec<Chunk>> = (0..shards).map(|_| Vec::new()).collect();
     let mut counts = vec![Counts::default(); shards as usize];
     let (files, mut bytes, mut records) = (read.len(), 0, 0);
-    for (len, r) in read {
+    for FileRead { len, replay: r, in_place } in read {
         bytes += len;
         records += r.records;
         for cut in &r.cut {
             tracing::warn!("journal {cut}");
         }
+        if let Some((k, chunk)) = in_place {
+            per_shard[k as usize].push(chunk);
+        }
         for (k, (frames, c)) in r.per_shard.into_iter().zip(r.counts).enumerate() {
             counts[k].presentities += c.presentities;
             counts[k].subscriptions += c.subscriptions;
             if !frames.is_empty() {
-                per_shard[k].push(frames);
+                per_shard[k].push(Chunk::Copied(frames));
             }
         }
     }
@@ -92,29 +96,74 @@ pub fn load(dir: &Path, shards: u16) -> Result<(Loaded, Checkpoints), String> {
     Ok((Loaded { generation, per_shard, counts, records, files, bytes }, checkpoints))
 }
 
-/// One file read: its size and records, or why it cannot be read.
-type FileRead = Result<(u64, Replay), String>;
+/// A shard's records as read: copied out of files of another layout, or
+/// a file of the same layout mapped, with where its frames lie.
+pub enum Chunk {
+    Copied(Vec<u8>),
+    Mapped(memmap2::Mmap, Range<usize>),
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Chunk::Copied(v) => v,
+            Chunk::Mapped(map, range) => &map[range.clone()],
+        }
+    }
+}
+
+/// One file read: its size and its records, copied into the new layout
+/// or, when they all belong to the shard that wrote them, the file
+/// itself for that shard.
+struct FileRead {
+    len: u64,
+    replay: Replay,
+    in_place: Option<(u16, Chunk)>,
+}
+
+/// Maps `path` for reading. A journal file is never written again once
+/// a start reads it (each start writes a new generation), so the map
+/// stays what was read.
+fn map(path: &Path) -> Result<Option<memmap2::Mmap>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if file.metadata().map_err(|e| format!("cannot read {}: {e}", path.display()))?.len() == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the file is not changed while mapped (above); read-only
+    // pages, populated up front and read once in order.
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(|e| format!("cannot map {}: {e}", path.display()))?;
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(Some(map))
+}
+
+fn read_file(path: &Path, shards: u16) -> Result<FileRead, String> {
+    let name = path.display().to_string();
+    let mut replay = Replay::new(shards);
+    let Some(map) = map(path)? else {
+        replay.add_segment(&name, &[]).map_err(|d| d.0)?;
+        return Ok(FileRead { len: 0, replay, in_place: None });
+    };
+    let in_place = replay.add_segment_in_place(&name, &map).map_err(|d| d.0)?;
+    Ok(FileRead { len: map.len() as u64, replay, in_place: in_place.map(|(k, range)| (k, Chunk::Mapped(map, range))) })
+}
 
 /// Reads and checks `segments` on every core at once, each file on its
 /// own into the new layout; returns each file's size and records in the
 /// order given (a key's records must be put back in the order written,
 /// and a file holds a key's records in that order). The first damaged
 /// file, in that order, is the error.
-fn read_segments(segments: &[PathBuf], shards: u16) -> Result<Vec<(u64, Replay)>, String> {
+fn read_segments(segments: &[PathBuf], shards: u16) -> Result<Vec<FileRead>, String> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(segments.len()).max(1);
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<FileRead>>> = Mutex::new((0..segments.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<Result<FileRead, String>>>> = Mutex::new((0..segments.len()).map(|_| None).collect());
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(seg) = segments.get(i) else { break };
-                    let result = std::fs::read(seg).map_err(|e| format!("cannot read {}: {e}", seg.display())).and_then(|data| {
-                        let mut replay = Replay::new(shards);
-                        replay.add_segment(&seg.display().to_string(), &data).map_err(|d| d.0)?;
-                        Ok((data.len() as u64, replay))
-                    });
+                    let result = read_file(seg, shards);
                     results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(result);
                 }
             });

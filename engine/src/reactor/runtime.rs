@@ -47,7 +47,7 @@ pub(crate) struct ShardStorage {
     /// `[storage] compact_after_bytes`.
     pub compact_after: u64,
     /// The records it owns, read from every older generation.
-    pub frames: Vec<Vec<u8>>,
+    pub frames: Vec<super::journal_io::Chunk>,
     pub counts: crate::storage::replay::Counts,
     pub huge_pages: Arc<super::memory::HugePagesForStart>,
     pub fsync: crate::storage::journal::Fsync,

@@ -24,7 +24,7 @@ use crate::registrar::Binding;
 use crate::storage::journal::Journal;
 use crate::storage::record::SubscriptionState;
 use crate::storage::record::{BindingState, ElementState, PublicationState, Record};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -69,12 +69,11 @@ impl UnixClock {
 pub struct Durable {
     pub journal: Journal,
     pub clock: UnixClock,
-    /// Restored subscriptions waiting for their presentity's answer, by
-    /// ask.
-    rewatch: HashMap<u64, u64>,
-    /// Their asks, sent a slice per tick once every record is back (last
-    /// first: the list is reversed when the sending starts).
-    asks: Vec<Rewatch>,
+    /// Restored subscriptions that are to ask their presentities, by id,
+    /// a slice per tick once every record is back (last first: the list
+    /// is reversed when the sending starts). What they ask is read from
+    /// the subscription when its turn comes, not copied here.
+    asks: Vec<(u64, Package)>,
     /// Presentities whose document lost something that expired while the
     /// server was down, until the restored watchers have asked.
     changed_while_down: HashSet<Box<[u8]>>,
@@ -119,10 +118,6 @@ pub const CHECKPOINT_KEYS_PER_TICK: usize = 500;
 /// been made.
 pub const REWATCH_ASKS_PER_TICK: usize = 1_000;
 
-/// A restored subscription's ask: its number, its presentity, its
-/// watcher, its event package.
-type Rewatch = (u64, Box<[u8]>, Box<[u8]>, Package);
-
 /// A record that cannot be put back into this build's tables.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Unrestorable(pub &'static str);
@@ -140,16 +135,8 @@ impl Shard {
     /// directory); records written from now on carry `clock`'s times.
     pub fn attach_journal(&mut self, journal: Journal, clock: UnixClock) {
         self.subscriptions.track_durable();
-        self.durable = Some(Durable {
-            journal,
-            clock,
-            rewatch: HashMap::new(),
-            asks: Vec::new(),
-            changed_while_down: HashSet::new(),
-            asking_shards: None,
-            window_version: 0,
-            checkpoint: None,
-        });
+        self.durable =
+            Some(Durable { journal, clock, asks: Vec::new(), changed_while_down: HashSet::new(), asking_shards: None, window_version: 0, checkpoint: None });
     }
 
     pub fn journal(&self) -> Option<&Journal> {
@@ -221,7 +208,6 @@ impl Shard {
             subscriptions: c.subscriptions.saturating_sub(room.subscriptions),
         });
         if let Some(d) = &mut self.durable {
-            d.rewatch.reserve(c.subscriptions);
             d.asks.reserve(c.subscriptions);
         }
     }
@@ -237,7 +223,7 @@ impl Shard {
         // state then lists the restored watchers whose asks reach the
         // presentity's shard first (the others follow as partial state).
         // Reversed, to be sent from the end.
-        d.asks.sort_by_key(|(_, _, _, package)| *package == Package::Winfo);
+        d.asks.sort_by_key(|(_, package)| *package == Package::Winfo);
         d.asks.reverse();
         d.asking_shards = Some(self.cfg.shards);
         d.window_version = self.publications.last_version();
@@ -266,13 +252,11 @@ impl Shard {
         if last {
             d.asks = Vec::new();
         }
-        for (ask, aor, watcher, package) in slice.into_iter().rev() {
-            if self.subscriptions.by_ask(ask).is_none() {
-                if let Some(d) = self.durable.as_mut() {
-                    d.rewatch.remove(&ask);
-                }
-                continue;
-            }
+        for (id, _) in slice.into_iter().rev() {
+            // One that ended before its turn told its presentity's shard,
+            // which knew nothing of it: it asks nothing.
+            let Some((ask, aor, watcher, package)) = self.subscriptions.restored_ask(id) else { continue };
+            let (aor, watcher): (Box<[u8]>, Box<[u8]>) = (aor.into(), watcher.into());
             let owner = crate::core::ids::owner_of(&aor, self.cfg.shards);
             let from = self.cfg.shard;
             let msg = match package {
@@ -443,7 +427,8 @@ impl Shard {
 
     /// The restored subscription an answer to `ask` is for.
     pub(super) fn take_rewatch(&mut self, ask: u64) -> Option<u64> {
-        self.durable.as_mut()?.rewatch.remove(&ask)
+        self.durable.as_ref()?;
+        self.subscriptions.take_restored(ask)
     }
 
     /// A restored winfo subscription's presentity answered with its
@@ -528,8 +513,7 @@ impl Shard {
                 // An expired one only ends (its timeout NOTIFY at the next
                 // tick): no ask.
                 if let (Some(d), true) = (&mut self.durable, live) {
-                    d.rewatch.insert(ask, id);
-                    d.asks.push((ask, st.aor.into(), st.watcher.into(), package));
+                    d.asks.push((id, package));
                 }
             }
             Record::SubscriptionEnded { call_id, local_tag } => self.subscriptions.restore_end(call_id, local_tag),

@@ -9,6 +9,7 @@
 use super::frame::{self, Corrupt, Ending};
 use super::record::Record;
 use super::segment::{HEADER_LEN, SegmentHeader};
+use std::ops::Range;
 
 /// Why a segment cannot be used: it names the file and the offset.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,23 +40,73 @@ impl Replay {
         Replay { shards, per_shard: vec![Vec::new(); shards as usize], counts: vec![Counts::default(); shards as usize], records: 0, cut: Vec::new() }
     }
 
-    /// Reads one segment, `name` being how errors name it.
+    /// Reads one segment, `name` being how errors name it, copying each
+    /// record into its owner's frames.
     pub fn add_segment(&mut self, name: &str, data: &[u8]) -> Result<Option<SegmentHeader>, Damaged> {
+        self.add(name, data, false).map(|a| a.header)
+    }
+
+    /// Reads one segment like [`Replay::add_segment`], but if every record
+    /// in it belongs to the shard that wrote it (the layout did not
+    /// change), copies nothing: returns that shard and where its frames
+    /// lie in `data`, which can then be handed to the shard as they are.
+    pub fn add_segment_in_place(&mut self, name: &str, data: &[u8]) -> Result<Option<(u16, Range<usize>)>, Damaged> {
+        let Some(header) = SegmentHeader::decode(data).ok().filter(|h| h.shards == self.shards && h.shard < h.shards) else {
+            return self.add(name, data, false).map(|_| None);
+        };
+        // Checked and counted apart first: a record of another shard's
+        // (never written by this build) sends the segment down the
+        // copying path after all.
+        let mut trial = Replay::new(self.shards);
+        match trial.add(name, data, true)? {
+            Added { end: Some(end), owners: Owners::Only(k), .. }
+            | Added { end: Some(end), owners: Owners::None, header: Some(SegmentHeader { shard: k, .. }) }
+                if k == header.shard =>
+            {
+                self.records += trial.records;
+                self.cut.append(&mut trial.cut);
+                let c = trial.counts[k as usize];
+                self.counts[k as usize].presentities += c.presentities;
+                self.counts[k as usize].subscriptions += c.subscriptions;
+                Ok(Some((k, HEADER_LEN..end)))
+            }
+            _ => self.add(name, data, false).map(|_| None),
+        }
+    }
+
+    /// Checks every frame of `data`, counts its records by owner and
+    /// copies them into `per_shard` unless `count_only`.
+    fn add(&mut self, name: &str, data: &[u8], count_only: bool) -> Result<Added, Damaged> {
         if data.len() < HEADER_LEN && data.iter().all(|b| *b == 0) {
             // Created, and the process died before its first write (which
             // carries the header): nothing was recorded in it.
             self.cut.push(format!("{name}: empty, never written"));
-            return Ok(None);
+            return Ok(Added { header: None, end: None, owners: Owners::None });
         }
         let header = SegmentHeader::decode(data).map_err(|e| Damaged(format!("{name}: {e}")))?;
         let shards = self.shards;
         let per_shard = &mut self.per_shard;
         let counts = &mut self.counts;
         let mut records = 0;
+        let mut owners = Owners::None;
         let ending = frame::scan(data, HEADER_LEN, |at, payload| {
             let record = Record::decode(payload).map_err(|m| Damaged(format!("offset {}: {} in a record", at + frame::HEADER + m.at, m.what)))?;
-            let owner = record.owner(shards) as usize;
-            frame::push(&mut per_shard[owner], payload);
+            let owner = record.owner(shards);
+            owners = match owners {
+                Owners::None => Owners::Only(owner),
+                Owners::Only(k) if k == owner => owners,
+                _ => Owners::Several,
+            };
+            let owner = owner as usize;
+            if !count_only {
+                if per_shard[owner].is_empty() {
+                    // As records spread by hash, about an even part of the
+                    // segment each: room once, rather than doublings that
+                    // copy what is there.
+                    per_shard[owner].reserve(data.len() / shards as usize + data.len() / 16);
+                }
+                frame::push(&mut per_shard[owner], payload);
+            }
             match record {
                 Record::Registration { .. } | Record::Publications { .. } => counts[owner].presentities += 1,
                 Record::Subscription(_) => counts[owner].subscriptions += 1,
@@ -66,11 +117,31 @@ impl Replay {
         })
         .map_err(|Damaged(e)| Damaged(format!("{name}: {e}")))?;
         self.records += records;
-        if let Ending::Torn { at, why } = ending {
-            self.cut.push(format!("{name}: torn tail at offset {at} ({why}), {} bytes cut", data.len() - at));
-        }
-        Ok(Some(header))
+        let end = match ending {
+            Ending::Clean { end } => end,
+            Ending::Torn { at, why } => {
+                self.cut.push(format!("{name}: torn tail at offset {at} ({why}), {} bytes cut", data.len() - at));
+                at
+            }
+        };
+        Ok(Added { header: Some(header), end: Some(end), owners })
     }
+}
+
+/// What one segment held.
+struct Added {
+    header: Option<SegmentHeader>,
+    /// Where its good frames end.
+    end: Option<usize>,
+    owners: Owners,
+}
+
+/// The shards, in the new layout, that a segment's records belong to.
+#[derive(Clone, Copy)]
+enum Owners {
+    None,
+    Only(u16),
+    Several,
 }
 
 /// Records of one shard by what they restore.
@@ -143,6 +214,34 @@ mod tests {
             want.sort();
             assert_eq!(all, want);
         }
+    }
+
+    #[test]
+    fn a_segment_of_the_same_layout_is_handed_over_uncopied() {
+        let names: Vec<String> = (0..40).map(|i| format!("sip:u{i}@example.com")).collect();
+        let recs: Vec<Record<'_>> = names.iter().map(|n| Record::Publications { aor: n.as_bytes(), publications: vec![] }).collect();
+        let (mine, theirs): (Vec<_>, Vec<_>) = recs.iter().cloned().partition(|r| r.owner(2) == 1);
+        let file = segment(1, 2, &mine);
+        // Read by two shards again: shard 1 gets the file's own frames.
+        let mut replay = Replay::new(2);
+        let (shard, range) = replay.add_segment_in_place("s", &file).unwrap().expect("in place");
+        assert_eq!(shard, 1);
+        assert_eq!(aors(&file[range]).len(), mine.len());
+        assert!(replay.per_shard.iter().all(|f| f.is_empty()), "nothing copied");
+        assert_eq!(replay.counts[1].presentities, mine.len());
+        assert_eq!(replay.records, mine.len() as u64);
+        // Read by three: copied into the new layout.
+        let mut replay = Replay::new(3);
+        assert_eq!(replay.add_segment_in_place("s", &file).unwrap(), None);
+        assert_eq!(replay.per_shard.iter().map(|f| aors(f).len()).sum::<usize>(), mine.len());
+        // A file that says it is shard 1's of 2 but holds shard 0's
+        // records too: copied, each to its owner.
+        let mut mixed = mine.clone();
+        mixed.extend(theirs.iter().cloned());
+        let mut replay = Replay::new(2);
+        assert_eq!(replay.add_segment_in_place("s", &segment(1, 2, &mixed)).unwrap(), None);
+        assert_eq!(aors(&replay.per_shard[0]).len(), theirs.len());
+        assert_eq!(aors(&replay.per_shard[1]).len(), mine.len());
     }
 
     #[test]

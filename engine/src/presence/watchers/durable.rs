@@ -187,6 +187,7 @@ impl Watchers {
             last_notify: None,
             rate_timer_set: false,
             waiting_for_window: false,
+            rewatching: r.expires_at > now,
             aor_slot: 0,
         });
         self.insert(id, sub);
@@ -218,6 +219,23 @@ impl Watchers {
     /// A restored subscription's presentity answered: what it is shown,
     /// and the document. A NOTIFY is due (`ready`) only if that differs
     /// from what the watcher was last told before the restart.
+    /// What restored subscription `id` asks its presentity's shard: its
+    /// ask, presentity, watcher and package; `None` once it has ended (or
+    /// was answered).
+    pub fn restored_ask(&self, id: u64) -> Option<(u64, &[u8], &[u8], Package)> {
+        self.subs.get(&id).filter(|s| s.rewatching).map(|s| (s.ask, s.aor(), s.watcher(), s.package))
+    }
+
+    /// The restored subscription an answer to `ask` is for, if it is one
+    /// still waiting (a new subscription is made only when its answer
+    /// comes, so an answer to the ask of one that exists is a restored
+    /// one's).
+    pub fn take_restored(&mut self, ask: u64) -> Option<u64> {
+        let id = *self.by_ask.get(&ask)?;
+        let s = self.subs.get_mut(&id)?;
+        std::mem::replace(&mut s.rewatching, false).then_some(id)
+    }
+
     pub fn rewatched(&mut self, now: Instant, id: u64, shown: Shown, doc: Option<(u64, Arc<[u8]>)>, changed: bool, ready: &mut Vec<u64>) {
         let Some(s) = self.subs.get_mut(&id) else { return };
         // A NOTIFY sent since the restart (a refresh before this answer)

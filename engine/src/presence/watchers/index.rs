@@ -163,6 +163,7 @@ mod tests {
             last_notify: None,
             rate_timer_set: false,
             waiting_for_window: false,
+            rewatching: false,
             aor_slot: 0,
         })
     }
