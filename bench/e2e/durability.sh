@@ -15,8 +15,10 @@
 #   3. restart time: a data directory holding PRESENTITIES presentities
 #      with a publication each and SUBSCRIPTIONS watchers
 #      (bench/examples/journal_fill.rs), then exec to the first answered
-#      OPTIONS, with the server's RSS after; SHARDS shards (default 2:
-#      every core restores its part at once, as a node would run).
+#      OPTIONS, with the server's RSS after, and exec to the moment every
+#      restored subscription has asked its presentity (they do, 1,000 per
+#      tick per shard, while the server serves); SHARDS shards (default
+#      2: every core restores its part at once, as a node would run).
 #
 #   bench/e2e/durability.sh [SECONDS] [PRESENTITIES] [SUBSCRIPTIONS]
 #   defaults 10, 1000000, 5000000; OUTSTANDING=256 (closed loop),
@@ -95,6 +97,7 @@ restart() {
   local shards=${SHARDS:-2}
   target/release/examples/journal_fill "$data" "$presentities" "$subscriptions" "$shards"
   sync
+  local jsize; jsize=$(du -sh "$data/gen-1" | cut -f1)
   local t0; t0=$(date +%s%N)
   SERVER_CPUS=0-1 SERVER_SHARDS=$shards start_server --data-dir "$data"
   python3 - "$port" "$t0" <<'PY'
@@ -118,8 +121,47 @@ while True:
         pass
 print(f"exec to first answered OPTIONS: {(time.time_ns() - t0) / 1e6:.0f} ms")
 PY
-  echo "  ($presentities presentities, $subscriptions subscriptions on $shards shards; journal $(du -sh "$data/gen-1" | cut -f1); RSS $(awk '/VmRSS/ {print int($2/1024)}' /proc/$pid/status) MiB)"
-  grep -oE '"timestamp":"[^"]*","level":"INFO","message":"(journals read|journal opened)"' "$out/durability-presenced.log" || true
+  local rss; rss=$(awk '/VmRSS/ {print int($2/1024)}' /proc/$pid/status)
+  # PUBLISH latency while the restored subscriptions ask (8 s from the
+  # first answer), and again once they all have (new presentities each
+  # time, so that both runs do the same work).
+  local rate=${ASK_LOAD_RATE:-10000}
+  ask_load() {
+    target/release/loadgen --target "127.0.0.1:$port" --scenario publish --users 100000 --threads 1 --quiet \
+      --domain "$1.example.com" --rate "$rate" --duration 8 --report "$out/durability-$1.json" >/dev/null
+  }
+  ask_load during-asks
+  # The restored subscriptions ask their presentities while the server
+  # serves; each shard logs when its last one has asked.
+  python3 - "$out/durability-presenced.log" "$t0" "$shards" <<'PY'
+import datetime, json, sys, time
+log, t0, shards = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+deadline = time.time() + 300
+while True:
+    done = []
+    for line in open(log):
+        if "every restored subscription has asked" in line:
+            ts = json.loads(line)["timestamp"]
+            done.append(datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp())
+    if len(done) >= shards or time.time() > deadline:
+        break
+    time.sleep(0.2)
+if len(done) >= shards:
+    print(f"exec to every restored subscription asked: {(max(done) * 1e9 - t0) / 1e6:.0f} ms")
+else:
+    print(f"only {len(done)} of {shards} shards finished asking within 300 s")
+PY
+  ask_load after-asks
+  for phase in during-asks after-asks; do
+    j "$out/durability-$phase.json" "f\"PUBLISH at $rate/s $phase: {r['ok']} ok, 2xx p50 {r['latency_2xx_us']['p50']/1000:.2f} ms, p99 {r['latency_2xx_us']['p99']/1000:.2f} ms, p999 {r['latency_2xx_us']['p999']/1000:.2f} ms\""
+  done
+  echo "  ($presentities presentities, $subscriptions subscriptions on $shards shards; journal $jsize; RSS $rss MiB at the first answer, $(awk '/VmRSS/ {print int($2/1024)}' /proc/$pid/status) MiB once all asked)"
+  grep -E '"message":"(journals read|journal opened)"' "$out/durability-presenced.log" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    keep = ("message", "shard", "files", "bytes", "records", "ms", "restored", "records_ms", "rewatch_pending")
+    print("  " + " ".join(f"{k}={r[k]}" for k in keep if k in r))' || true
   kill -INT $pid; wait $pid 2>/dev/null || true; pid=""
 }
 

@@ -59,11 +59,22 @@ pub struct StorageSection {
     /// segment, checkpoints every key into it and removes the older ones
     /// (at least twice the last checkpoint's size).
     pub compact_after_bytes: u64,
+    /// After a start, how many restored subscriptions ask their
+    /// presentities per 5 ms tick and shard, while the shard serves:
+    /// more re-checks the watchers sooner, fewer stalls traffic less.
+    pub restart_asks_per_tick: usize,
 }
 
 impl Default for StorageSection {
     fn default() -> Self {
-        StorageSection { dir: None, fsync: "interval".into(), fsync_interval_ms: 10, max_pending_bytes: 64 << 20, compact_after_bytes: 256 << 20 }
+        StorageSection {
+            dir: None,
+            fsync: "interval".into(),
+            fsync_interval_ms: 10,
+            max_pending_bytes: 64 << 20,
+            compact_after_bytes: 256 << 20,
+            restart_asks_per_tick: crate::shard::durable::REWATCH_ASKS_PER_TICK,
+        }
     }
 }
 
@@ -460,6 +471,9 @@ impl Config {
         if self.storage.compact_after_bytes < 64 << 10 {
             return Err(format!("storage.compact_after_bytes = {}: at least 64 KiB", self.storage.compact_after_bytes));
         }
+        if !(1..=100_000).contains(&self.storage.restart_asks_per_tick) {
+            return Err(format!("storage.restart_asks_per_tick = {}: from 1 to 100000", self.storage.restart_asks_per_tick));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(format!("log.format = {:?}: must be \"text\" or \"json\"", self.log.format));
         }
@@ -640,5 +654,7 @@ mod tests {
         assert_eq!(c.timers.t2_ms, 4000);
         assert!(Config::from_toml("lisen = \"x\"").unwrap_err().contains("unknown field"));
         assert!(Config::from_toml("[limits]\nmax_headers = 1000").unwrap_err().contains("max_headers"));
+        assert_eq!(Config::from_toml("[storage]\nrestart_asks_per_tick = 50").unwrap().storage.restart_asks_per_tick, 50);
+        assert!(Config::from_toml("[storage]\nrestart_asks_per_tick = 0").unwrap_err().contains("restart_asks_per_tick"));
     }
 }

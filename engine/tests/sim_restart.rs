@@ -149,7 +149,7 @@ impl Server {
             // Restored watchers ask a few per tick: requests and the
             // presentities' changes meet subscriptions that have not
             // asked yet.
-            cfg.rewatch_asks_per_tick = 2;
+            cfg.restart_asks_per_tick = 2;
             let mut s = Shard::new(cfg, now);
             let seg = SegmentWriter::new(SegmentHeader { shard: k, shards: n, segment: 1, base_lsn: 0, created_unix_ms: unix_ms });
             s.attach_journal(Journal::new(seg, Fsync::Always, 1 << 24), clock);

@@ -122,7 +122,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
             peu: cfg.peu_config(),
             peu_agents: cfg.peu_agents(),
             expected: cfg.expected_per_shard(shards),
-            rewatch_asks_per_tick: crate::shard::durable::REWATCH_ASKS_PER_TICK,
+            restart_asks_per_tick: cfg.storage.restart_asks_per_tick,
             panic_on: None,
         },
         now,

@@ -97,7 +97,7 @@ pub struct ShardConfig {
     /// Restored subscriptions that ask their presentities per timer tick
     /// after a start from journals ([`durable::REWATCH_ASKS_PER_TICK`];
     /// simulations make it small, so that traffic meets asks not yet made).
-    pub rewatch_asks_per_tick: usize,
+    pub restart_asks_per_tick: usize,
     /// Fault injection for tests: a request with this Call-ID and CSeq
     /// number panics in its handler. `None` in every real configuration.
     #[doc(hidden)]
@@ -128,7 +128,7 @@ impl ShardConfig {
             peu: PeuConfig::default(),
             peu_agents: Vec::new(),
             expected: Expected::default(),
-            rewatch_asks_per_tick: durable::REWATCH_ASKS_PER_TICK,
+            restart_asks_per_tick: durable::REWATCH_ASKS_PER_TICK,
             panic_on: None,
         }
     }
@@ -632,7 +632,7 @@ impl Shard {
 
     fn on_time_unguarded(&mut self, now: Instant, out: &mut Outbox) {
         self.checkpoint_step(now, durable::CHECKPOINT_KEYS_PER_TICK);
-        self.rewatch_step(now, self.cfg.rewatch_asks_per_tick, out);
+        self.rewatch_step(now, self.cfg.restart_asks_per_tick, out);
         self.window.timer_step(now.saturating_duration_since(self.last_tick));
         self.last_tick = now;
         self.server.on_time(now);
