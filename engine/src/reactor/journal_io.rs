@@ -194,11 +194,24 @@ impl Checkpoints {
             return;
         }
         for old in std::mem::take(&mut *self.older.lock().unwrap_or_else(|e| e.into_inner())) {
-            match std::fs::remove_dir_all(&old) {
-                Ok(()) => tracing::info!(path = %old.display(), "older journal generation removed"),
-                Err(e) => tracing::warn!(path = %old.display(), error = %e, "cannot remove an older journal generation"),
-            }
+            remove_in_background(old, "older journal generation");
         }
+    }
+}
+
+/// Removes a journal file or directory on a thread of its own: unlinking
+/// a file of hundreds of megabytes takes the file system tens to hundreds
+/// of milliseconds, which the shard's thread would not serve meanwhile.
+pub fn remove_in_background(path: PathBuf, what: &'static str) {
+    let remove = move || {
+        let done = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        match done {
+            Ok(()) => tracing::info!(path = %path.display(), "{what} removed"),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove an {what}"),
+        }
+    };
+    if let Err(e) = std::thread::Builder::new().name("journal-remove".into()).spawn(remove) {
+        tracing::warn!(error = %e, "cannot start a thread to remove an {what}");
     }
 }
 

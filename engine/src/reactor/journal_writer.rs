@@ -135,11 +135,7 @@ async fn finish_checkpoint(rt: &Rc<Runtime>, files: &JournalFiles) {
         if let Ok(file) = Rc::try_unwrap(file) {
             let _ = file.close().await;
         }
-        let path = files.path(segment);
-        match std::fs::remove_file(&path) {
-            Ok(()) => tracing::info!(shard = rt.id, path = %path.display(), "journal segment removed after a checkpoint"),
-            Err(e) => tracing::warn!(shard = rt.id, path = %path.display(), error = %e, "cannot remove a journal segment"),
-        }
+        super::journal_io::remove_in_background(files.path(segment), "older journal segment");
     }
 }
 
