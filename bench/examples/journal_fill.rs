@@ -4,7 +4,8 @@
 //! (all valid for an hour): the input of the restart-time measurement in
 //! bench/e2e/durability.sh. Driving that many through SIP would take the
 //! load generator minutes; the records are the ones the shards write
-//! (`storage::record`), framed as the journal frames them.
+//! (`storage::record`), framed as the journal frames them, in the order
+//! a checkpoint writes them (a presentity's watchers together).
 //!
 //!   cargo run --release -p bench --example journal_fill -- DIR PRESENTITIES SUBSCRIPTIONS SHARDS
 
@@ -64,7 +65,9 @@ fn main() {
     }
     let notified = Peer::udp("192.0.2.50:5060".parse().unwrap());
     let mut tag = Vec::new();
-    for s in 0..subscriptions {
+    // Watcher s watches presentity s % PRESENTITIES; a presentity's
+    // watchers are written together, as a checkpoint writes them.
+    for s in (0..presentities).flat_map(|p| (p..subscriptions).step_by(presentities as usize)) {
         let aor = format!("sip:p{}@example.com", s % presentities);
         let shard = ids::owner_of(aor.as_bytes(), shards);
         tag.clear();

@@ -112,9 +112,14 @@ impl Watchers {
         self.marks.as_ref().is_some_and(|m| !m.changed.is_empty() || !m.ended.is_empty())
     }
 
-    /// Every subscription's id (a checkpoint records them all).
+    /// Every subscription's id (a checkpoint records them all), those of
+    /// one presentity together: a start that puts them back in this order
+    /// finds the presentity's list, and the subscription it compares
+    /// against, still in the cache for all but the first (3 million
+    /// records a shard, 5 watchers a presentity: 6.8 s against 8.2 s on
+    /// average over runs on a noisy VM).
     pub fn ids(&self) -> Vec<u64> {
-        self.subs.iter().map(|(id, _)| *id).collect()
+        self.index.ids_by_aor().collect()
     }
 
     /// What the journal records of subscription `id`. Its reservation is

@@ -54,6 +54,11 @@ impl Index {
         self.by_aor.find(h, |ids| first_aor_is(subs, ids, aor)).map_or(&[], |v| &v[..])
     }
 
+    /// Every subscription, those of one AOR together.
+    pub fn ids_by_aor(&self) -> impl Iterator<Item = u64> + '_ {
+        self.by_aor.iter().flat_map(|ids| ids.iter().copied())
+    }
+
     /// Subscriptions held for watcher identity `watcher`.
     pub fn held_by(&self, watcher: &[u8]) -> usize {
         self.per_watcher.get(&self.hasher.hash_one(watcher)).map_or(0, |n| *n as usize)
