@@ -205,6 +205,35 @@ pub struct Subscription {
     aor_slot: u32,
 }
 
+impl Subscription {
+    /// A subscription with nothing sent yet, no route set and no
+    /// document; its makers set what they know beyond that.
+    fn new(texts: Texts, package: Package, ask: u64, shown: Shown, to: Peer, expires_at: Instant) -> Self {
+        Subscription {
+            texts,
+            package,
+            winfo: None,
+            ask,
+            shown,
+            route_set: Box::default(),
+            to,
+            remote_cseq: 0,
+            local_cseq: 0,
+            cseq_reserved: 0,
+            expires_at,
+            doc: None,
+            version: 0,
+            dirty: false,
+            in_flight: false,
+            last_notify: None,
+            rate_timer_set: false,
+            waiting_for_window: false,
+            rewatching: false,
+            aor_slot: 0,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Timer {
     Expire(u64),
@@ -374,26 +403,13 @@ impl Watchers {
             event.as_ref().and_then(|e| e.id()).unwrap_or_default(),
         ]);
         let sub = Box::new(Subscription {
-            texts,
-            package,
             winfo: (package == Package::Winfo).then(|| Box::new(WinfoView { list: watchers, ..Default::default() })),
-            ask,
-            shown,
             route_set: route_set.into_boxed_slice(),
-            to,
             remote_cseq: req.cseq().seq,
-            local_cseq: 0,
-            cseq_reserved: 0,
-            expires_at: now + Duration::from_secs(expires as u64),
             doc,
             version,
             dirty: true,
-            in_flight: false,
-            last_notify: None,
-            rate_timer_set: false,
-            waiting_for_window: false,
-            rewatching: false,
-            aor_slot: 0,
+            ..Subscription::new(texts, package, ask, shown, to, now + Duration::from_secs(expires as u64))
         });
         self.insert(id, sub);
         self.mark_changed(id);

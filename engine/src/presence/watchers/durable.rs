@@ -168,8 +168,6 @@ impl Watchers {
         self.next += 1;
         let id = self.next;
         let sub = Box::new(Subscription {
-            texts: Texts::new(r.texts),
-            package: r.package,
             // The watcher list comes with the presentity's answer. A
             // winfo document's version goes up by one per NOTIFY, as
             // the CSeq does from a higher start: the reserved CSeq is
@@ -177,23 +175,12 @@ impl Watchers {
             // the restart supersedes what the subscriber holds
             // (RFC 3858 4.4).
             winfo: (r.package == Package::Winfo).then(|| Box::new(WinfoView { version: r.local_cseq, ..Default::default() })),
-            ask,
-            shown: r.shown,
             route_set: r.route_set.iter().map(|x| Box::<[u8]>::from(*x)).collect(),
-            to: r.to,
             remote_cseq: r.remote_cseq,
             local_cseq: r.local_cseq,
             cseq_reserved: r.local_cseq,
-            expires_at,
-            doc: None,
-            version: 0,
-            dirty: false,
-            in_flight: false,
-            last_notify: None,
-            rate_timer_set: false,
-            waiting_for_window: false,
             rewatching: r.expires_at > now,
-            aor_slot: 0,
+            ..Subscription::new(Texts::new(r.texts), r.package, ask, r.shown, r.to, expires_at)
         });
         self.insert(id, sub);
         self.marks = marks;

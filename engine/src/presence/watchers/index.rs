@@ -149,28 +149,9 @@ mod tests {
 
     fn subscription(aor: &str, watcher: &str, call_id: &str, tag: &str) -> Box<Subscription> {
         let (aor, watcher, call_id, tag) = (aor.as_bytes(), watcher.as_bytes(), call_id.as_bytes(), tag.as_bytes());
-        Box::new(Subscription {
-            texts: Texts::new([aor, watcher, call_id, tag, aor, b"1", watcher, watcher, b""]),
-            package: Package::Presence,
-            winfo: None,
-            ask: 0,
-            shown: Shown::Real,
-            route_set: Box::default(),
-            to: Peer::udp("127.0.0.1:5060".parse().unwrap()),
-            remote_cseq: 1,
-            local_cseq: 0,
-            cseq_reserved: 0,
-            expires_at: Instant::now(),
-            doc: None,
-            version: 0,
-            dirty: false,
-            in_flight: false,
-            last_notify: None,
-            rate_timer_set: false,
-            waiting_for_window: false,
-            rewatching: false,
-            aor_slot: 0,
-        })
+        let texts = Texts::new([aor, watcher, call_id, tag, aor, b"1", watcher, watcher, b""]);
+        let to = Peer::udp("127.0.0.1:5060".parse().unwrap());
+        Box::new(Subscription { remote_cseq: 1, ..Subscription::new(texts, Package::Presence, 0, Shown::Real, to, Instant::now()) })
     }
 
     /// Subscriptions come and go, thousands at a time, so that the parts
