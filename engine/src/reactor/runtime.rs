@@ -241,8 +241,7 @@ async fn start_journal(rt: &Rc<Runtime>, shards: u16, mut st: ShardStorage) -> R
             });
         }
         records_ms = started.elapsed().as_millis() as u64;
-        // The window for the restored watchers' asks starts now, after
-        // what may have been seconds of putting records back.
+        // Now, not `now`: putting records back may have taken seconds.
         core.restore_done(Instant::now(), out);
     });
     st.huge_pages.shard_restored();

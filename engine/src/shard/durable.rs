@@ -114,9 +114,10 @@ pub const CHECKPOINT_KEYS_PER_TICK: usize = 500;
 /// 2.5 µs between the two shards (`bench/e2e/durability.sh`), so a tick's
 /// slice holds each shard for about a millisecond; a shard of 500,000
 /// restored subscriptions has asked for all of them about 6 s after its
-/// first answer (2.5 million: 33–35 s). Before, a start answered nothing until every ask had
-/// been made. At 1,000 per tick, PUBLISH p99 during the asks was 21 ms
-/// against 1.4 ms after them; at 250, 4.2 ms (and asks twice as long).
+/// first answer (2.5 million: 33–35 s). Before, a start answered nothing
+/// until every ask had been made. At 1,000 per tick, PUBLISH p99 during
+/// the asks was 21 ms against 1.4 ms after them; at 250, 4.2 ms (and the
+/// asks took twice as long).
 pub const REWATCH_ASKS_PER_TICK: usize = 500;
 
 /// A record that cannot be put back into this build's tables.

@@ -43,7 +43,8 @@ impl Replay {
     /// Reads one segment, `name` being how errors name it, copying each
     /// record into its owner's frames.
     pub fn add_segment(&mut self, name: &str, data: &[u8]) -> Result<Option<SegmentHeader>, Damaged> {
-        self.add(name, data, false).map(|a| a.header)
+        let scanned = scan(name, data, self.shards, Some(&mut self.per_shard))?;
+        Ok(self.take(scanned))
     }
 
     /// Reads one segment like [`Replay::add_segment`], but if every record
@@ -51,89 +52,89 @@ impl Replay {
     /// change), copies nothing: returns that shard and where its frames
     /// lie in `data`, which can then be handed to the shard as they are.
     pub fn add_segment_in_place(&mut self, name: &str, data: &[u8]) -> Result<Option<(u16, Range<usize>)>, Damaged> {
-        let Some(header) = SegmentHeader::decode(data).ok().filter(|h| h.shards == self.shards && h.shard < h.shards) else {
-            return self.add(name, data, false).map(|_| None);
-        };
-        // Checked and counted apart first: a record of another shard's
-        // (never written by this build) sends the segment down the
-        // copying path after all.
-        let mut trial = Replay::new(self.shards);
-        match trial.add(name, data, true)? {
-            Added { end: Some(end), owners: Owners::Only(k), .. }
-            | Added { end: Some(end), owners: Owners::None, header: Some(SegmentHeader { shard: k, .. }) }
-                if k == header.shard =>
-            {
-                self.records += trial.records;
-                self.cut.append(&mut trial.cut);
-                let c = trial.counts[k as usize];
-                self.counts[k as usize].presentities += c.presentities;
-                self.counts[k as usize].subscriptions += c.subscriptions;
-                Ok(Some((k, HEADER_LEN..end)))
+        if SegmentHeader::decode(data).ok().is_none_or(|h| h.shards != self.shards) {
+            return self.add_segment(name, data).map(|_| None);
+        }
+        let scanned = scan(name, data, self.shards, None)?;
+        let range = HEADER_LEN..scanned.end;
+        match scanned.header.filter(|h| scanned.owners.all_are(h.shard)) {
+            Some(h) => {
+                self.take(scanned);
+                Ok(Some((h.shard, range)))
             }
-            _ => self.add(name, data, false).map(|_| None),
+            // A record of another shard's (never written by this build):
+            // read again, copying each to its owner.
+            None => self.add_segment(name, data).map(|_| None),
         }
     }
 
-    /// Checks every frame of `data`, counts its records by owner and
-    /// copies them into `per_shard` unless `count_only`.
-    fn add(&mut self, name: &str, data: &[u8], count_only: bool) -> Result<Added, Damaged> {
-        if data.len() < HEADER_LEN && data.iter().all(|b| *b == 0) {
-            // Created, and the process died before its first write (which
-            // carries the header): nothing was recorded in it.
-            self.cut.push(format!("{name}: empty, never written"));
-            return Ok(Added { header: None, end: None, owners: Owners::None });
+    /// Adds what a scan counted and cut.
+    fn take(&mut self, scanned: Scanned) -> Option<SegmentHeader> {
+        for (all, c) in self.counts.iter_mut().zip(scanned.counts) {
+            all.presentities += c.presentities;
+            all.subscriptions += c.subscriptions;
         }
-        let header = SegmentHeader::decode(data).map_err(|e| Damaged(format!("{name}: {e}")))?;
-        let shards = self.shards;
-        let per_shard = &mut self.per_shard;
-        let counts = &mut self.counts;
-        let mut records = 0;
-        let mut owners = Owners::None;
-        let ending = frame::scan(data, HEADER_LEN, |at, payload| {
-            let record = Record::decode(payload).map_err(|m| Damaged(format!("offset {}: {} in a record", at + frame::HEADER + m.at, m.what)))?;
-            let owner = record.owner(shards);
-            owners = match owners {
-                Owners::None => Owners::Only(owner),
-                Owners::Only(k) if k == owner => owners,
-                _ => Owners::Several,
-            };
-            let owner = owner as usize;
-            if !count_only {
-                if per_shard[owner].is_empty() {
-                    // As records spread by hash, about an even part of the
-                    // segment each: room once, rather than doublings that
-                    // copy what is there.
-                    per_shard[owner].reserve(data.len() / shards as usize + data.len() / 16);
-                }
-                frame::push(&mut per_shard[owner], payload);
-            }
-            match record {
-                Record::Registration { .. } | Record::Publications { .. } => counts[owner].presentities += 1,
-                Record::Subscription(_) => counts[owner].subscriptions += 1,
-                Record::SubscriptionEnded { .. } => {}
-            }
-            records += 1;
-            Ok::<_, Damaged>(())
-        })
-        .map_err(|Damaged(e)| Damaged(format!("{name}: {e}")))?;
-        self.records += records;
-        let end = match ending {
-            Ending::Clean { end } => end,
-            Ending::Torn { at, why } => {
-                self.cut.push(format!("{name}: torn tail at offset {at} ({why}), {} bytes cut", data.len() - at));
-                at
-            }
-        };
-        Ok(Added { header: Some(header), end: Some(end), owners })
+        self.records += scanned.records;
+        self.cut.extend(scanned.cut);
+        scanned.header
     }
 }
 
 /// What one segment held.
-struct Added {
+struct Scanned {
     header: Option<SegmentHeader>,
     /// Where its good frames end.
-    end: Option<usize>,
+    end: usize,
     owners: Owners,
+    counts: Vec<Counts>,
+    records: u64,
+    /// A torn tail cut, or a file never written.
+    cut: Option<String>,
+}
+
+/// Checks every frame of `data` and counts its records by their owner
+/// among `shards`; copies each into its owner's frames in `copy_into`, if
+/// given.
+fn scan(name: &str, data: &[u8], shards: u16, mut copy_into: Option<&mut Vec<Vec<u8>>>) -> Result<Scanned, Damaged> {
+    let mut scanned = Scanned { header: None, end: 0, owners: Owners::None, counts: vec![Counts::default(); shards as usize], records: 0, cut: None };
+    if data.len() < HEADER_LEN && data.iter().all(|b| *b == 0) {
+        // Created, and the process died before its first write (which
+        // carries the header): nothing was recorded in it.
+        scanned.cut = Some(format!("{name}: empty, never written"));
+        return Ok(scanned);
+    }
+    scanned.header = Some(SegmentHeader::decode(data).map_err(|e| Damaged(format!("{name}: {e}")))?);
+    let ending = frame::scan(data, HEADER_LEN, |at, payload| {
+        let record = Record::decode(payload).map_err(|m| Damaged(format!("offset {}: {} in a record", at + frame::HEADER + m.at, m.what)))?;
+        let owner = record.owner(shards);
+        scanned.owners = scanned.owners.and(owner);
+        let owner = owner as usize;
+        if let Some(per_shard) = copy_into.as_deref_mut() {
+            if per_shard[owner].is_empty() {
+                // As records spread by hash, about an even part of the
+                // segment each: room once, rather than doublings that copy
+                // what is there.
+                per_shard[owner].reserve(data.len() / shards as usize + data.len() / 16);
+            }
+            frame::push(&mut per_shard[owner], payload);
+        }
+        match record {
+            Record::Registration { .. } | Record::Publications { .. } => scanned.counts[owner].presentities += 1,
+            Record::Subscription(_) => scanned.counts[owner].subscriptions += 1,
+            Record::SubscriptionEnded { .. } => {}
+        }
+        scanned.records += 1;
+        Ok::<_, Damaged>(())
+    })
+    .map_err(|Damaged(e)| Damaged(format!("{name}: {e}")))?;
+    scanned.end = match ending {
+        Ending::Clean { end } => end,
+        Ending::Torn { at, why } => {
+            scanned.cut = Some(format!("{name}: torn tail at offset {at} ({why}), {} bytes cut", data.len() - at));
+            at
+        }
+    };
+    Ok(scanned)
 }
 
 /// The shards, in the new layout, that a segment's records belong to.
@@ -142,6 +143,26 @@ enum Owners {
     None,
     Only(u16),
     Several,
+}
+
+impl Owners {
+    /// With one more record, of `owner`'s.
+    fn and(self, owner: u16) -> Owners {
+        match self {
+            Owners::None => Owners::Only(owner),
+            Owners::Only(k) if k == owner => self,
+            _ => Owners::Several,
+        }
+    }
+
+    /// Whether every record (if any) is `shard`'s.
+    fn all_are(self, shard: u16) -> bool {
+        match self {
+            Owners::None => true,
+            Owners::Only(k) => k == shard,
+            Owners::Several => false,
+        }
+    }
 }
 
 /// Records of one shard by what they restore.
