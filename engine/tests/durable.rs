@@ -6,14 +6,8 @@ mod common;
 
 use common::*;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn data_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("presenced-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 fn register(srv: &Presenced, aor: &str, contact: &str) {
     let s = udp_socket(Ipv4Addr::LOCALHOST, 0);
@@ -53,7 +47,7 @@ fn generations(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_killed_server_restarts_with_what_it_acknowledged() {
-    let dir = data_dir("restart");
+    let dir = DataDir::new("restart");
     let d = dir.to_str().unwrap();
     let mut aors = Vec::new();
     {
@@ -87,12 +81,11 @@ fn a_killed_server_restarts_with_what_it_acknowledged() {
     assert!(first_document(&srv, "sip:pub7@example.com").contains("<note>note 7</note>"));
     assert!(first_document(&srv, "sip:erin@example.com").contains("sip:erin@192.0.2.9"));
     drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_clean_stop_with_interval_fsync_keeps_everything() {
-    let dir = data_dir("clean-stop");
+    let dir = DataDir::new("clean-stop");
     let d = dir.to_str().unwrap();
     {
         let mut srv = Presenced::start(1, &["--data-dir", d, "--fsync", "interval"]);
@@ -102,12 +95,11 @@ fn a_clean_stop_with_interval_fsync_keeps_everything() {
     let srv = Presenced::start(1, &["--data-dir", d]);
     assert!(first_document(&srv, "sip:last@example.com").contains("said just before the stop"));
     drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn interval_fsync_writes_within_its_interval() {
-    let dir = data_dir("interval");
+    let dir = DataDir::new("interval");
     let d = dir.to_str().unwrap();
     {
         let srv = Presenced::start(1, &["--data-dir", d, "--fsync", "interval"]);
@@ -118,12 +110,11 @@ fn interval_fsync_writes_within_its_interval() {
     let srv = Presenced::start(1, &["--data-dir", d]);
     assert!(first_document(&srv, "sip:soon@example.com").contains("written within 10 ms"));
     drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_damaged_journal_stops_the_start_and_names_the_file() {
-    let dir = data_dir("damaged");
+    let dir = DataDir::new("damaged");
     let d = dir.to_str().unwrap();
     {
         let srv = Presenced::start(1, &["--data-dir", d, "--fsync", "always"]);
@@ -145,7 +136,6 @@ fn a_damaged_journal_stops_the_start_and_names_the_file() {
     let out = Command::new(env!("CARGO_BIN_EXE_presenced")).args(["--listen", "127.0.0.1:0", "--shards", "1", "--data-dir", d]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("shard-0-000001.journal: not a presenced journal"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 struct Dialog {
@@ -223,7 +213,7 @@ To: <{aor}>\r\nCall-ID: k{c}x{i}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nConten
 /// the restart, in `dump` and through SIP.
 #[test]
 fn kill_9_under_load_loses_nothing_acknowledged() {
-    let dir = data_dir("kill-9");
+    let dir = DataDir::new("kill-9");
     let d = dir.to_str().unwrap();
     let srv = Presenced::start(2, &["--data-dir", d, "--fsync", "always"]);
     let addr = srv.addr;
@@ -309,7 +299,6 @@ To: <{aor}>;tag={}\r\nCall-ID: {}\r\nCSeq: 2 SUBSCRIBE\r\nContact: <sip:watcher@
         assert_eq!(status(&answer), 200, "the acknowledged subscription {} is known after the restart", d.call_id);
     }
     drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A dump's state without what a restart legitimately moves: the files
@@ -333,7 +322,7 @@ fn notify_cseq(n: &[u8]) -> u32 {
 /// count: its refresh gets 200, and NOTIFYs continue with higher CSeqs.
 #[test]
 fn a_watchers_dialog_survives_a_restart() {
-    let dir = data_dir("watcher");
+    let dir = DataDir::new("watcher");
     let d = dir.to_str().unwrap();
     let aor = "sip:watched@example.com";
     let (mut sub, last) = {
@@ -369,7 +358,6 @@ fn a_watchers_dialog_survives_a_restart() {
     let n = sub.next_notify(&srv);
     assert!(body(&n).contains("third"));
     drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A journal that keeps growing moves to a new segment, checkpoints every
@@ -378,7 +366,7 @@ fn a_watchers_dialog_survives_a_restart() {
 /// after kill -9 and a restart.
 #[test]
 fn compaction_removes_old_segments_and_keeps_every_key() {
-    let dir = data_dir("compact");
+    let dir = DataDir::new("compact");
     let d = dir.to_str().unwrap();
     let cfg = config_file("compact.toml", "[storage]\ncompact_after_bytes = 65536\n");
     let srv = Presenced::start(1, &["--config", &cfg, "--data-dir", d, "--fsync", "always"]);
@@ -417,7 +405,6 @@ fn compaction_removes_old_segments_and_keeps_every_key() {
         let p = state["presentities"].as_array().unwrap().iter().find(|p| p["aor"] == aor.as_str()).unwrap_or_else(|| panic!("{aor} lost"));
         assert_eq!(p["bindings"].as_array().unwrap().len(), 1, "{p}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The server's reg-event subscriptions are not journaled, but the
@@ -425,7 +412,7 @@ fn compaction_removes_old_segments_and_keeps_every_key() {
 /// SUBSCRIBEs to the S-CSCF again for each of them.
 #[test]
 fn reg_event_subscriptions_are_made_again_after_a_restart() {
-    let dir = data_dir("reg-event");
+    let dir = DataDir::new("reg-event");
     let d = dir.to_str().unwrap();
     let flags = ["--data-dir", d, "--fsync", "always", "--trust", "127.0.0.1", "--reg-event"];
     let scscf = udp_socket(Ipv4Addr::LOCALHOST, 0);
@@ -457,7 +444,6 @@ From: <sip:scscf@ims.example.com>;tag=s\r\nTo: <{aor}>\r\nCall-ID: tp-reg\r\nCSe
     assert!(sub.starts_with(format!("SUBSCRIBE {aor} SIP/2.0").as_bytes()), "{}", String::from_utf8_lossy(&sub));
     assert_eq!(header(&sub, "Event").as_deref(), Some("reg"));
     drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A presentity's own presence.winfo subscription survives kill -9: after
@@ -465,7 +451,7 @@ From: <sip:scscf@ims.example.com>;tag=s\r\nTo: <{aor}>\r\nCall-ID: tp-reg\r\nCSe
 /// above every one it was sent, and its in-dialog refresh gets 200.
 #[test]
 fn a_winfo_subscription_survives_a_restart() {
-    let dir = data_dir("winfo");
+    let dir = DataDir::new("winfo");
     let d = dir.to_str().unwrap();
     let flags = ["--data-dir", d, "--fsync", "always", "--notify-min-interval-ms", "0"];
     let alice = "sip:alice-winfo@example.com";
@@ -514,5 +500,4 @@ Call-ID: winfo-restart\r\nCSeq: {cseq} SUBSCRIBE\r\nContact: <sip:alice@{}>\r\nE
     ua.send(srv.addr, &subscribe(&ua, &format!(";tag={to_tag}"), 2));
     assert_eq!(status(&ua.expect("SIP/2.0", &mut stash)), 200, "the winfo dialog is known after the restart");
     drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }

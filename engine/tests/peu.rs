@@ -372,8 +372,7 @@ fn a_notify_storm_from_an_agent_is_coalesced() {
 /// restored watcher.
 #[test]
 fn after_a_restart_the_agent_is_subscribed_again() {
-    let dir = std::env::temp_dir().join(format!("presenced-peu-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = DataDir::new("peu-restart");
     let d = dir.to_str().unwrap();
     let flags = ["--data-dir", d, "--fsync", "always"];
     let srv = start(1, &flags);
@@ -391,5 +390,4 @@ fn after_a_restart_the_agent_is_subscribed_again() {
     assert_eq!(pua.notify(&srv, "active;expires=600", "after the restart"), 200);
     while !body(&watcher.next_notify(&srv)).contains("after the restart") {}
     drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }

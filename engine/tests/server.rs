@@ -318,13 +318,11 @@ fn mutated_messages_never_stop_a_shard() {
 /// rebuilt) and are off once every shard has restored.
 #[test]
 fn transparent_huge_pages_are_off_after_a_start_from_journals() {
-    let dir = std::env::temp_dir().join(format!("presenced-thp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = DataDir::new("thp");
     let srv = Presenced::start(2, &["--data-dir", dir.to_str().unwrap()]);
     srv.wait_matching("every shard restored: transparent huge pages off", 1, WAIT, |_| true);
     if let Some(on) = thp_enabled(Some(srv.pid())) {
         assert!(!on, "off after the start");
     }
     drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
 }

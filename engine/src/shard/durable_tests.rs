@@ -201,11 +201,23 @@ fn a_backlogged_journal_refuses_changes_with_503() {
     assert!(s.publications().presentities() < 20);
 }
 
+/// What `out` sends, as it goes on the wire.
+fn wires(out: &Outbox) -> Vec<Vec<u8>> {
+    out.transmits.iter().map(|t| t.wire().into_owned()).collect()
+}
+
 /// Every transmit of one step.
 fn step(s: &mut Shard, now: Instant, msg: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Outbox::default();
     s.on_message(now, src(), msg, &mut out);
-    out.transmits.iter().map(|t| t.wire().into_owned()).collect()
+    wires(&out)
+}
+
+/// Every transmit of one timer tick.
+fn tick(s: &mut Shard, now: Instant) -> Vec<Vec<u8>> {
+    let mut out = Outbox::default();
+    s.on_time(now, &mut out);
+    wires(&out)
 }
 
 /// The NOTIFYs among `sent`, each answered 200 on `s`; returns their CSeqs
@@ -237,7 +249,7 @@ fn restart_done(file: &[u8], now: Instant, unix_ms: u64) -> (Shard, Vec<Vec<u8>>
     let (mut s, _) = restart(file, now, unix_ms);
     let mut out = Outbox::default();
     s.restore_done(now, &mut out);
-    (s, out.transmits.iter().map(|t| t.wire().into_owned()).collect())
+    (s, wires(&out))
 }
 
 /// Runs timer ticks until the checkpoint a restart started is all in the
@@ -355,9 +367,7 @@ fn a_subscription_that_expired_while_down_ends_with_a_timeout_notify() {
     let t1 = Instant::now() + Duration::from_secs(1);
     let (mut b, sent) = restart_done(&file, t1, UNIX_T0 + 600_000);
     assert!(sent.iter().all(|w| !w.starts_with(b"NOTIFY")), "nothing before the first tick");
-    let mut out = Outbox::default();
-    b.on_time(t1 + Duration::from_millis(10), &mut out);
-    let sent: Vec<Vec<u8>> = out.transmits.iter().map(|t| t.wire().into_owned()).collect();
+    let sent = tick(&mut b, t1 + Duration::from_millis(10));
     let notifies: Vec<Message<'_>> = sent.iter().filter(|w| w.starts_with(b"NOTIFY")).map(|w| Message::parse(w, &Limits::default()).unwrap()).collect();
     assert_eq!(notifies.len(), 1, "one timeout NOTIFY");
     let state = String::from_utf8_lossy(notifies[0].header(HeaderName::SubscriptionState).unwrap()).into_owned();
@@ -458,9 +468,7 @@ fn restored_watchers_ask_a_slice_per_tick_and_none_is_left_stale_or_counted_twic
     let mut ticks = 0;
     let mut told = Vec::new();
     while b.rewatch_pending() > 0 {
-        let mut out = Outbox::default();
-        b.on_time(t1, &mut out);
-        let sent: Vec<Vec<u8>> = out.transmits.iter().map(|t| t.wire().into_owned()).collect();
+        let sent = tick(&mut b, t1);
         told.extend(answer_notifies(&mut b, t1, &sent));
         ticks += 1;
     }

@@ -310,6 +310,32 @@ macro_rules! transport_matrix {
     };
 }
 
+/// A data directory of this test process's own: empty at first, and
+/// removed when dropped, also when the test fails (declare it before the
+/// server, which is then dropped first).
+pub struct DataDir(std::path::PathBuf);
+
+impl DataDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("presenced-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        DataDir(dir)
+    }
+}
+
+impl std::ops::Deref for DataDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Writes a config file `name` with `text` into this test process's own
 /// temporary directory and returns its path as a string for `--config`.
 pub fn config_file(name: &str, text: &str) -> String {

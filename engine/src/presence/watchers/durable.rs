@@ -208,9 +208,6 @@ impl Watchers {
         self.marks = marks;
     }
 
-    /// A restored subscription's presentity answered: what it is shown,
-    /// and the document. A NOTIFY is due (`ready`) only if that differs
-    /// from what the watcher was last told before the restart.
     /// What restored subscription `id` asks its presentity's shard: its
     /// ask, presentity, watcher and package; `None` once it has ended (or
     /// was answered).
@@ -228,6 +225,9 @@ impl Watchers {
         std::mem::replace(&mut s.rewatching, false).then_some(id)
     }
 
+    /// A restored subscription's presentity answered: what it is shown,
+    /// and the document. A NOTIFY is due (`ready`) only if that differs
+    /// from what the watcher was last told before the restart.
     pub fn rewatched(&mut self, now: Instant, id: u64, shown: Shown, doc: Option<(u64, Arc<[u8]>)>, changed: bool, ready: &mut Vec<u64>) {
         let Some(s) = self.subs.get_mut(&id) else { return };
         // A NOTIFY sent since the restart (a refresh before this answer)
