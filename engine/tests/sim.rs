@@ -8,13 +8,8 @@
 
 mod simworld;
 
+use simworld::seeds::seeds;
 use simworld::{Pinned, run};
-
-fn seeds(default: u64) -> std::ops::Range<u64> {
-    let start = std::env::var("SIM_START").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let count = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
-    start..start + count
-}
 
 /// Runs `seeds`; panics listing every failing seed.
 fn run_all(seeds: std::ops::Range<u64>, pinned: Pinned) {

@@ -25,6 +25,9 @@
 //!
 //! `SIM_START=S SIM_SEEDS=N` runs other seeds.
 
+#[path = "simworld/seeds.rs"]
+mod seeds;
+
 use presence_engine::core::Peer;
 use presence_engine::core::entropy::Entropy;
 use presence_engine::shard::durable::UnixClock;
@@ -32,6 +35,7 @@ use presence_engine::shard::{CoreMsg, Outbox, Shard, ShardConfig};
 use presence_engine::storage::journal::{Fsync, Journal};
 use presence_engine::storage::replay::{Replay, records};
 use presence_engine::storage::segment::{SegmentHeader, SegmentWriter};
+use seeds::seeds;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -632,12 +636,6 @@ fn run(seed: u64) -> Result<(u16, usize), String> {
         Some(f) => Err(f),
         None => Ok((first, live)),
     }
-}
-
-fn seeds(default: u64) -> std::ops::Range<u64> {
-    let start = std::env::var("SIM_START").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let count = std::env::var("SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
-    start..start + count
 }
 
 #[test]

@@ -25,6 +25,7 @@
 //! - the same seed gives the same run, byte for byte (the trace hash).
 
 pub mod net;
+pub mod seeds;
 pub mod ue;
 
 use net::{Dest, Faults, Network};
