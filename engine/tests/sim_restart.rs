@@ -44,12 +44,14 @@ const UNIX_T0: u64 = 1_800_000_000_000;
 const PUBLISHERS: usize = 6;
 const WATCHERS: usize = 5;
 
-/// One in-memory server: its shards, their journal files, the queue
+/// One in-memory server: its shards, their journal files, the queues
 /// between them.
 struct Server {
     shards: Vec<Shard>,
     files: Vec<Vec<u8>>,
-    queue: VecDeque<(u16, CoreMsg)>,
+    /// From shard `a` to shard `b` at `a * n + b`: in order within one
+    /// pair, as the reactor's queues are, and nothing more.
+    queues: Vec<VecDeque<CoreMsg>>,
 }
 
 /// A publisher UE's view of its presentity.
@@ -145,7 +147,7 @@ impl Server {
             }
         }
         let clock = UnixClock::new(now, unix_ms);
-        let mut server = Server { shards: Vec::new(), files: vec![Vec::new(); n as usize], queue: VecDeque::new() };
+        let mut server = Server { shards: Vec::new(), files: vec![Vec::new(); n as usize], queues: (0..n * n).map(|_| VecDeque::new()).collect() };
         let mut outs = Vec::new();
         for k in 0..n {
             let mut cfg = ShardConfig::with_defaults(k, n, "192.0.2.1:5060".parse().unwrap());
@@ -241,8 +243,9 @@ impl Sim {
     }
 
     /// Carries out outboxes until nothing is left: each shard's records
-    /// reach its file before its messages leave (fsync = "always"); the
-    /// shards' queue is drained in order; UEs answer what they get.
+    /// reach its file before its messages leave (fsync = "always"); each
+    /// pair of shards' queue is drained in order, the pairs interleaved as
+    /// the seed says; UEs answer what they get.
     fn settle(&mut self, outs: Vec<(u16, Outbox)>) -> Vec<String> {
         let now = self.instant();
         let mut work: VecDeque<(u16, Outbox)> = outs.into();
@@ -260,9 +263,18 @@ impl Sim {
                         work.push_back((k, o));
                     }
                 }
-                self.server.queue.extend(out.to_shards);
+                let n = self.server.n() as usize;
+                for (dst, msg) in out.to_shards {
+                    self.server.queues[k as usize * n + dst as usize].push_back(msg);
+                }
             }
-            let Some((dst, msg)) = self.server.queue.pop_front() else { break };
+            let waiting: Vec<usize> = (0..self.server.queues.len()).filter(|&q| !self.server.queues[q].is_empty()).collect();
+            if waiting.is_empty() {
+                break;
+            }
+            let q = waiting[self.rng.below(waiting.len() as u64) as usize];
+            let dst = (q % self.server.n() as usize) as u16;
+            let msg = self.server.queues[q].pop_front().expect("not empty");
             if std::env::var("SIM_TRACE").is_ok() && !matches!(msg, CoreMsg::Forward(_)) {
                 let text = match &msg {
                     CoreMsg::WatchAnswer { ask, action, version, changed, .. } => format!("WatchAnswer ask {ask} {action:?} v{version} changed {changed}"),
