@@ -30,7 +30,12 @@ fn main() {
     let now = Instant::now();
     let unix_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as u64;
     let clock = UnixClock::new(now, unix_ms);
-    let mut shard = Shard::new(ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap()), now);
+    let mut cfg = ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap());
+    // The restored subscriptions' asks all at once, before the ticks: the
+    // ticks then time the checkpoint alone (a start's ticks also carry
+    // `restart_asks_per_tick` asks each until they are done).
+    cfg.restart_asks_per_tick = usize::MAX;
+    let mut shard = Shard::new(cfg, now);
     let seg = SegmentWriter::new(SegmentHeader { shard: 0, shards: 1, segment: 1, base_lsn: 0, created_unix_ms: unix_ms });
     // No backlog limit: nothing is flushed here.
     shard.attach_journal(Journal::new(seg, Fsync::Never(Duration::from_secs(3600)), usize::MAX), clock);
