@@ -10,10 +10,16 @@
 /// differ between shards.
 const SEEDS: [u64; 4] = [0x9e37_79b9_7f4a_7c15, 0xbf58_476d_1ce4_e5b9, 0x94d0_49bb_1331_11eb, 0x2545_f491_4f6c_dd1d];
 
+/// The fixed-seed hash of a normalised AOR: the same in every shard, every
+/// node and every run, so shards and cluster partitions can be derived
+/// from it.
+pub fn aor_hash(aor: &[u8]) -> u64 {
+    ahash::RandomState::with_seeds(SEEDS[0], SEEDS[1], SEEDS[2], SEEDS[3]).hash_one(aor)
+}
+
 /// The shard that owns the presentity with normalised AOR `aor`.
 pub fn owner_of(aor: &[u8], shards: u16) -> u16 {
-    let h = ahash::RandomState::with_seeds(SEEDS[0], SEEDS[1], SEEDS[2], SEEDS[3]).hash_one(aor);
-    (h % shards.max(1) as u64) as u16
+    (aor_hash(aor) % shards.max(1) as u64) as u16
 }
 
 /// RFC 3261 magic cookie followed by our marker.
