@@ -29,6 +29,13 @@
 //!   `moves_at_once` partitions at a time; the named node sees the key go
 //!   and takes it.
 //!
+//! The store does not tell watchers when a key expires (JetStream's
+//! `max_age` removes it silently), so a node reads expiry off its own
+//! clock: a lease or member key it has not seen written for `ttl` plus
+//! the guard is presumed gone. Membership is the member keys seen written
+//! within that time; a take on a lease presumed gone that is in fact still
+//! there fails its create and is retried later.
+//!
 //! A request whose answer does not come within `op_timeout` counts as
 //! failed. Its effect may still have happened; the lease watch then shows
 //! this node holding a key it thinks it does not, and the node adopts it
@@ -62,6 +69,8 @@ pub struct Config {
     pub moves_at_once: usize,
     /// Takes in flight at once (a node starting takes its share).
     pub takes_at_once: usize,
+    /// How long after a failed take the partition is tried again.
+    pub take_retry: Duration,
 }
 
 impl Default for Config {
@@ -75,6 +84,7 @@ impl Default for Config {
             guard: Duration::from_millis(100),
             moves_at_once: 1,
             takes_at_once: 64,
+            take_retry: Duration::from_millis(500),
         }
     }
 }
@@ -250,10 +260,13 @@ pub struct Counters {
 pub struct Ownership {
     me: Holder,
     cfg: Config,
-    /// Live nodes, as the member watch last showed them, sorted.
+    /// When each node's member key was last seen written (by this node's clock).
+    members: BTreeMap<NodeId, Instant>,
+    /// The nodes whose member key was seen written within the time to live, sorted.
     live: Vec<NodeId>,
-    /// Each partition's holder and revision, as the lease watch last showed them.
-    seen: Vec<Option<(Holder, u64)>>,
+    /// Each partition's holder and revision, as the lease watch last showed
+    /// them, and when that write was seen.
+    seen: Vec<Option<(Holder, u64, Instant)>>,
     slots: Vec<Slot>,
     /// Requests in flight by id; a BTreeMap so timeouts fire in a fixed order.
     pending: BTreeMap<u64, Pending>,
@@ -270,6 +283,7 @@ impl Ownership {
         let n = cfg.partitions as usize;
         Ownership {
             me: Holder { node, incarnation },
+            members: BTreeMap::new(),
             live: Vec::new(),
             seen: vec![None; n],
             slots: vec![IDLE; n],
@@ -309,21 +323,28 @@ impl Ownership {
         if self.serving(p, now) {
             return Some(self.me.node);
         }
-        self.seen[p.0 as usize].map(|(h, _)| h.node).filter(|&n| n != self.me.node)
+        self.seen[p.0 as usize].filter(|s| !self.presumed_gone(s.2, now)).map(|(h, ..)| h.node).filter(|&n| n != self.me.node)
     }
 
-    /// The member watch: the nodes whose member key exists.
-    pub fn on_members(&mut self, mut live: Vec<NodeId>, now: Instant) {
-        live.sort_unstable();
-        live.dedup();
-        self.live = live;
+    /// The nodes this node counts as live, sorted.
+    pub fn live(&self) -> &[NodeId] {
+        &self.live
+    }
+
+    /// The member watch: `node`'s member key was written (`true`) or deleted.
+    pub fn on_member(&mut self, node: NodeId, written: bool, now: Instant) {
+        if written {
+            self.members.insert(node, now);
+        } else {
+            self.members.remove(&node);
+        }
         self.on_time(now);
     }
 
-    /// The lease watch: partition `p` is now held by `holder` at
-    /// `revision`, or by nobody.
+    /// The lease watch: partition `p`'s key was written by `holder` at
+    /// `revision`, or deleted.
     pub fn on_lease(&mut self, p: Partition, seen: Option<(Holder, u64)>, now: Instant) {
-        self.seen[p.0 as usize] = seen;
+        self.seen[p.0 as usize] = seen.map(|(h, rev)| (h, rev, now));
         let slot = &mut self.slots[p.0 as usize];
         match (seen, slot.held.as_mut()) {
             // Our own write, whose answer may have been lost: its revision is the current one.
@@ -376,6 +397,7 @@ impl Ownership {
 
     /// Time passes: timeouts, lapses, renewals, heartbeats, takes and moves.
     pub fn on_time(&mut self, now: Instant) {
+        self.live = self.members.iter().filter(|&(_, &at)| !self.presumed_gone(at, now)).map(|(&n, _)| n).collect();
         self.time_out(now);
         self.heartbeat(now);
         for i in 0..self.slots.len() {
@@ -383,6 +405,12 @@ impl Ownership {
         }
         self.take(now);
         self.move_one();
+    }
+
+    /// Whether a key last seen written at `at` has expired by now, as far
+    /// as this node can tell.
+    fn presumed_gone(&self, at: Instant, now: Instant) -> bool {
+        now.duration_since(at) >= self.cfg.ttl + self.cfg.guard
     }
 
     fn valid(&self, p: Partition, now: Instant) -> bool {
@@ -461,8 +489,9 @@ impl Ownership {
             if self.slots[i].state != State::Idle || self.slots[i].retry_at.is_some_and(|t| now < t) {
                 continue;
             }
-            match self.seen[i] {
-                Some((h, revision)) if h == self.me => {
+            let seen = self.seen[i].filter(|s| !self.presumed_gone(s.2, now));
+            match seen {
+                Some((h, revision, _)) if h == self.me => {
                     self.slots[i].state = State::Taking;
                     self.kv(Purpose::Adopt(p), KvOp::Update { key: Key::Lease(p), holder: self.me, revision }, now);
                 }
@@ -546,7 +575,7 @@ impl Ownership {
                     }
                     // Someone else's, or a create of ours whose answer was
                     // lost: the lease watch tells which.
-                    KvAnswer::Conflict | KvAnswer::Failed => self.slots[p.0 as usize] = Slot { retry_at: Some(now + self.cfg.op_timeout), ..IDLE },
+                    KvAnswer::Conflict | KvAnswer::Failed => self.slots[p.0 as usize] = Slot { retry_at: Some(now + self.cfg.take_retry), ..IDLE },
                 }
             }
             (Purpose::Renew(p), Answer::Kv(a)) => {
@@ -562,7 +591,7 @@ impl Ownership {
                     KvAnswer::Failed => {}
                     KvAnswer::Conflict => match self.seen[p.0 as usize] {
                         // An earlier renewal's answer was lost: renew from the watch's revision.
-                        Some((h, rev)) if h == self.me && rev != held.revision => held.revision = rev,
+                        Some((h, rev, _)) if h == self.me && rev != held.revision => held.revision = rev,
                         _ => self.lose(p),
                     },
                 }
@@ -638,7 +667,8 @@ mod tests {
     fn a_node_takes_its_placement_share_serves_after_its_marker_and_stops_when_the_lease_lapses() {
         let t0 = Instant::now();
         let mut m = Ownership::new(1, 7, cfg());
-        m.on_members(vec![2, 1], t0);
+        m.on_member(2, true, t0);
+        m.on_member(1, true, t0);
         let mine: Vec<Partition> = Partition::all(8).filter(|&p| placement::owner(p, &[1, 2]) == Some(1)).collect();
         let creates: Vec<(u64, Partition)> = drain(&mut m)
             .into_iter()
