@@ -12,6 +12,7 @@
 //! - [`memory`]: process-wide memory settings (transparent huge pages).
 //! - [`sched`]: the time slice a shard thread asks the scheduler for.
 
+pub mod cluster_host;
 pub mod dump;
 pub mod journal_io;
 mod journal_writer;

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod nats;
 pub mod ua;
 #[allow(unused_imports)]
 pub use ua::*;

@@ -1,0 +1,378 @@
+//! The cluster host: carries one node's ownership machine
+//! ([`crate::cluster::ownership`]) to NATS JetStream and back.
+//!
+//! It runs on a thread of its own with a current-thread tokio runtime, as
+//! async-nats needs; no shard ever waits on it. The shards read its
+//! answers from a [`ClusterView`] of atomics (who owns each partition,
+//! and whether this node serves it), written after every step of the
+//! machine.
+//!
+//! In JetStream:
+//! - one KV bucket (`[cluster] bucket`) whose `max_age` is the lease time
+//!   to live holds the leases (`p0042` → `node:incarnation`) and the
+//!   member keys (`n7` → the same);
+//! - one stream (`[cluster] stream`, subjects `<prefix>.p0042`) holds each
+//!   partition's log; a new owner's fence marker is published there with
+//!   the expected last subject sequence.
+//!
+//! Not yet carried: the journal records themselves (so a catch-up learns
+//! the log's end and replays nothing) and the shards' in-flight work for a
+//! move (a stop is reported drained at once).
+
+use crate::cluster::NodeId;
+use crate::cluster::ownership::{self, FenceAnswer, Holder, Key, KvAnswer, KvOp, Output, Ownership};
+use crate::cluster::partition::Partition;
+use async_nats::jetstream::{self, context::PublishErrorKind, kv, stream};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where the host finds JetStream, and how this node takes part.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// `nats://host:port`, comma-separated for several servers.
+    pub nats: String,
+    pub node: NodeId,
+    pub bucket: String,
+    pub stream: String,
+    /// Subjects of the partition logs: `<log_prefix>.p0042`.
+    pub log_prefix: String,
+    /// JetStream replicas of the bucket and the stream (3 in a cluster of three servers).
+    pub replicas: usize,
+    pub ownership: ownership::Config,
+    /// How often the machine is given the time.
+    pub tick: Duration,
+}
+
+impl HostConfig {
+    pub fn new(nats: &str, node: NodeId) -> HostConfig {
+        HostConfig {
+            nats: nats.to_string(),
+            node,
+            bucket: "presence_leases".into(),
+            stream: "PRESENCE_LOG".into(),
+            log_prefix: "presence.log".into(),
+            replicas: 1,
+            ownership: ownership::Config::default(),
+            tick: Duration::from_millis(20),
+        }
+    }
+}
+
+/// What the shards read: each partition's owner as this node knows it
+/// (0: none known), and which partitions this node serves.
+pub struct ClusterView {
+    me: NodeId,
+    owner: Vec<AtomicU32>,
+}
+
+impl ClusterView {
+    fn new(me: NodeId, partitions: u16) -> ClusterView {
+        ClusterView { me, owner: (0..partitions).map(|_| AtomicU32::new(0)).collect() }
+    }
+
+    /// The node to send a request for `p` to, if any is known.
+    pub fn owner(&self, p: Partition) -> Option<NodeId> {
+        Some(self.owner[p.0 as usize].load(Ordering::Acquire)).filter(|&n| n != 0)
+    }
+
+    /// Whether this node serves `p`.
+    pub fn serves(&self, p: Partition) -> bool {
+        self.owner(p) == Some(self.me)
+    }
+
+    /// The partitions this node serves.
+    pub fn served(&self) -> Vec<Partition> {
+        Partition::all(self.owner.len() as u16).filter(|&p| self.serves(p)).collect()
+    }
+}
+
+/// A running host. Dropping it halts it as [`ClusterHost::halt`] does.
+pub struct ClusterHost {
+    view: Arc<ClusterView>,
+    halt: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl ClusterHost {
+    /// Starts the host thread. Node ids start at 1 (0 means "nobody" in the view).
+    pub fn start(cfg: HostConfig, incarnation: u64) -> Result<ClusterHost, String> {
+        if cfg.node == 0 {
+            return Err("cluster node ids start at 1".into());
+        }
+        cfg.ownership.check()?;
+        let view = Arc::new(ClusterView::new(cfg.node, cfg.ownership.partitions));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let shared = view.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("cluster-{}", cfg.node))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("tokio runtime: {e}"))?;
+                let node = cfg.node;
+                rt.block_on(run(cfg, incarnation, shared, rx)).inspect_err(|e| tracing::error!(node, error = %e, "cluster host stopped"))
+            })
+            .map_err(|e| format!("cluster thread: {e}"))?;
+        Ok(ClusterHost { view, halt: Some(tx), thread: Some(thread) })
+    }
+
+    pub fn view(&self) -> &Arc<ClusterView> {
+        &self.view
+    }
+
+    /// Stops all I/O at once, deleting nothing: to the cluster this is a
+    /// crash, and the node's leases expire. Returns the host's error if it
+    /// had stopped on one.
+    pub fn halt(mut self) -> Result<(), String> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), String> {
+        if let Some(tx) = self.halt.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err("cluster thread panicked".into()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ClusterHost {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+fn lease_value(h: Holder) -> bytes::Bytes {
+    format!("{}:{}", h.node, h.incarnation).into()
+}
+
+fn parse_holder(v: &[u8]) -> Option<Holder> {
+    let (node, inc) = std::str::from_utf8(v).ok()?.split_once(':')?;
+    Some(Holder { node: node.parse().ok()?, incarnation: inc.parse().ok()? })
+}
+
+fn key_name(k: Key) -> String {
+    match k {
+        Key::Lease(p) => p.key(),
+        Key::Member(n) => format!("n{n}"),
+    }
+}
+
+/// What a watched key is.
+fn parse_key(k: &str) -> Option<Key> {
+    if let Some(n) = k.strip_prefix('n') {
+        return n.parse().ok().map(Key::Member);
+    }
+    k.strip_prefix('p')?.parse().ok().map(|p| Key::Lease(Partition(p)))
+}
+
+/// An answer coming back from a spawned request.
+enum Back {
+    Kv(u64, KvAnswer),
+    Fence(u64, FenceAnswer),
+    CaughtUp(Partition, u64),
+}
+
+async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut halt: tokio::sync::oneshot::Receiver<()>) -> Result<(), String> {
+    let client = async_nats::connect(cfg.nats.as_str()).await.map_err(|e| format!("connecting to NATS at {}: {e}", cfg.nats))?;
+    let js = jetstream::new(client);
+    // The bucket's stream is made here rather than by `create_key_value`,
+    // which first reads the account's info in a form nats-server 2.9
+    // (Debian's) does not send. The configuration is what a KV bucket is.
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{}", cfg.bucket),
+        subjects: vec![format!("$KV.{}.>", cfg.bucket)],
+        max_messages_per_subject: 1,
+        max_age: cfg.ownership.ttl,
+        duplicate_window: cfg.ownership.ttl.min(Duration::from_secs(120)),
+        storage: stream::StorageType::File,
+        num_replicas: cfg.replicas,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("lease bucket {}: {e}", cfg.bucket))?;
+    let store = js.get_key_value(cfg.bucket.as_str()).await.map_err(|e| format!("lease bucket {}: {e}", cfg.bucket))?;
+    js.get_or_create_stream(stream::Config {
+        name: cfg.stream.clone(),
+        subjects: vec![format!("{}.>", cfg.log_prefix)],
+        num_replicas: cfg.replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("log stream {}: {e}", cfg.stream))?;
+    let log = js.get_stream(cfg.stream.as_str()).await.map_err(|e| format!("log stream {}: {e}", cfg.stream))?;
+
+    let mut m = Ownership::new(cfg.node, incarnation, cfg.ownership.clone());
+    let (back_tx, mut back) = tokio::sync::mpsc::unbounded_channel::<Back>();
+    let mut watch = store.watch_with_history(">").await.map_err(|e| format!("watching {}: {e}", cfg.bucket))?;
+    let mut tick = tokio::time::interval(cfg.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(node = cfg.node, incarnation, nats = %cfg.nats, "cluster host started");
+    loop {
+        tokio::select! {
+            _ = &mut halt => break,
+            entry = watch.next() => match entry {
+                Some(Ok(e)) => {
+                    let written = e.operation == kv::Operation::Put;
+                    match parse_key(&e.key) {
+                        Some(Key::Lease(p)) if p.0 < cfg.ownership.partitions => {
+                            let seen = if written { parse_holder(&e.value).map(|h| (h, e.revision)) } else { None };
+                            m.on_lease(p, seen, Instant::now());
+                        }
+                        Some(Key::Member(n)) => m.on_member(n, written, Instant::now()),
+                        _ => tracing::warn!(key = %e.key, "unknown key in the lease bucket"),
+                    }
+                }
+                // The watch broke (a server went away): start it over; it
+                // delivers the latest of every key again.
+                broken => {
+                    let why = broken.and_then(|r| r.err()).map(|e| e.to_string()).unwrap_or_else(|| "ended".into());
+                    tracing::warn!(error = %why, "lease watch broke; watching again");
+                    tokio::time::sleep(cfg.tick).await;
+                    if let Ok(w) = store.watch_with_history(">").await { watch = w; }
+                }
+            },
+            Some(b) = back.recv() => {
+                let now = Instant::now();
+                match b {
+                    Back::Kv(id, a) => m.on_kv(id, a, now),
+                    Back::Fence(id, a) => m.on_fence(id, a, now),
+                    Back::CaughtUp(p, last) => m.caught_up(p, last, now),
+                }
+            }
+            _ = tick.tick() => m.on_time(Instant::now()),
+        }
+        while let Some(o) = m.poll() {
+            carry(&cfg, &store, &log, &js, &back_tx, &mut m, o);
+        }
+        publish(&m, &view, Instant::now());
+    }
+    tracing::info!(node = cfg.node, "cluster host halted");
+    Ok(())
+}
+
+/// Hands one output of the machine to JetStream (as a task whose answer
+/// comes back on `back`) or settles it here.
+fn carry(
+    cfg: &HostConfig,
+    store: &kv::Store,
+    log: &stream::Stream,
+    js: &jetstream::Context,
+    back: &tokio::sync::mpsc::UnboundedSender<Back>,
+    m: &mut Ownership,
+    o: Output,
+) {
+    let timeout = cfg.ownership.op_timeout;
+    match o {
+        Output::Kv { id, op } => {
+            let (store, back) = (store.clone(), back.clone());
+            tokio::spawn(async move {
+                let answer = tokio::time::timeout(timeout, kv_op(&store, op)).await.unwrap_or(KvAnswer::Failed);
+                let _ = back.send(Back::Kv(id, answer));
+            });
+        }
+        Output::Fence { id, partition, holder, expected_last } => {
+            let (js, back) = (js.clone(), back.clone());
+            let subject = format!("{}.{}", cfg.log_prefix, partition.key());
+            tokio::spawn(async move {
+                let answer =
+                    tokio::time::timeout(timeout, append_expecting(&js, subject, expected_last, lease_value(holder))).await.unwrap_or(FenceAnswer::Failed);
+                let _ = back.send(Back::Fence(id, answer));
+            });
+        }
+        Output::CatchUp(p) => {
+            let (log, back) = (log.clone(), back.clone());
+            let subject = format!("{}.{}", cfg.log_prefix, p.key());
+            tokio::spawn(async move {
+                // Nothing to replay yet: the journal records are not carried
+                // here. The log's end is what the marker must expect.
+                match tokio::time::timeout(timeout, log.get_last_raw_message_by_subject(&subject)).await {
+                    Ok(Ok(msg)) => drop(back.send(Back::CaughtUp(p, msg.sequence))),
+                    Ok(Err(e)) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => drop(back.send(Back::CaughtUp(p, 0))),
+                    // Failed: the machine asks again after its timeout.
+                    Ok(Err(e)) => tracing::warn!(partition = p.0, error = %e, "reading the end of a partition log"),
+                    Err(_) => {}
+                }
+            });
+        }
+        Output::Serve(p) => tracing::info!(partition = p.0, "serving partition"),
+        Output::Stop(p) => {
+            tracing::info!(partition = p.0, "stopped serving partition");
+            // No shard work is carried yet, so nothing is in flight.
+            m.drained(p, Instant::now());
+        }
+    }
+}
+
+async fn kv_op(store: &kv::Store, op: KvOp) -> KvAnswer {
+    use kv::{CreateErrorKind, UpdateErrorKind};
+    match op {
+        KvOp::Create { key, holder } => match store.create(key_name(key), lease_value(holder)).await {
+            Ok(revision) => KvAnswer::Done { revision },
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => KvAnswer::Conflict,
+            Err(_) => KvAnswer::Failed,
+        },
+        KvOp::Update { key, holder, revision } => match store.update(key_name(key), lease_value(holder), revision).await {
+            Ok(revision) => KvAnswer::Done { revision },
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => KvAnswer::Conflict,
+            Err(_) => KvAnswer::Failed,
+        },
+        KvOp::Delete { key, revision } => match store.delete_expect_revision(key_name(key), Some(revision)).await {
+            // The delete marker's revision is not returned; the machine does not need it.
+            Ok(()) => KvAnswer::Done { revision: 0 },
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => KvAnswer::Conflict,
+            Err(_) => KvAnswer::Failed,
+        },
+        KvOp::Put { key, holder } => match store.put(key_name(key), lease_value(holder)).await {
+            Ok(revision) => KvAnswer::Done { revision },
+            Err(_) => KvAnswer::Failed,
+        },
+    }
+}
+
+/// Publishes `payload` on `subject` only if the subject's last message is
+/// at stream sequence `expected_last` (0: the subject is empty).
+pub async fn append_expecting(js: &jetstream::Context, subject: String, expected_last: u64, payload: bytes::Bytes) -> FenceAnswer {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected_last.to_string().as_str());
+    match js.publish_with_headers(subject, headers, payload).await {
+        Ok(ack) => match ack.await {
+            Ok(ack) => FenceAnswer::Appended { seq: ack.sequence },
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => FenceAnswer::Conflict,
+            Err(_) => FenceAnswer::Failed,
+        },
+        Err(_) => FenceAnswer::Failed,
+    }
+}
+
+/// Writes the machine's view into the atomics the shards read.
+fn publish(m: &Ownership, view: &ClusterView, now: Instant) {
+    for p in Partition::all(view.owner.len() as u16) {
+        let owner = m.route(p, now).unwrap_or(0);
+        view.owner[p.0 as usize].store(owner, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_values_read_back() {
+        for k in [Key::Lease(Partition(42)), Key::Member(7)] {
+            assert_eq!(parse_key(&key_name(k)), Some(k));
+        }
+        let h = Holder { node: 3, incarnation: u64::MAX };
+        assert_eq!(parse_holder(&lease_value(h)), Some(h));
+        assert_eq!(parse_holder(b"3"), None);
+        assert_eq!(parse_key("x1"), None);
+    }
+}

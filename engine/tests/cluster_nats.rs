@@ -1,0 +1,100 @@
+//! The cluster host against a real `nats-server` with JetStream: leases
+//! split between nodes as placement says, a crashed node's partitions are
+//! taken over once its leases expire in the store, a node that comes back
+//! gets its share moved back to it, and the log refuses an append that
+//! expects a stale sequence (the fence). The simulation
+//! (`sim_cluster.rs`) checks the protocol; this checks the wiring and the
+//! store's semantics it relies on.
+
+mod common;
+
+use common::nats::NatsServer;
+use presence_engine::cluster::ownership::{self, FenceAnswer};
+use presence_engine::cluster::partition::Partition;
+use presence_engine::cluster::placement;
+use presence_engine::reactor::cluster_host::{ClusterHost, HostConfig, append_expecting};
+use std::time::{Duration, Instant};
+
+const PARTITIONS: u16 = 32;
+
+fn host_config(url: &str, node: u32) -> HostConfig {
+    HostConfig {
+        ownership: ownership::Config {
+            partitions: PARTITIONS,
+            ttl: Duration::from_secs(2),
+            renew_every: Duration::from_millis(500),
+            op_timeout: Duration::from_millis(400),
+            guard: Duration::from_millis(100),
+            ..ownership::Config::default()
+        },
+        ..HostConfig::new(url, node)
+    }
+}
+
+/// Waits up to `limit` for `done`, checking at every sample that no
+/// partition is served by two hosts; returns how long it took.
+fn settle(hosts: &[&ClusterHost], limit: Duration, what: &str, done: impl Fn() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        for p in Partition::all(PARTITIONS) {
+            let serving: Vec<usize> = (0..hosts.len()).filter(|&i| hosts[i].view().serves(p)).collect();
+            assert!(serving.len() <= 1, "partition {} served by hosts {serving:?}", p.0);
+        }
+        if done() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}; served: {:?}", hosts.iter().map(|h| h.view().served().len()).collect::<Vec<_>>());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every partition is served by the host of the node placement names among `live`.
+fn placed(hosts: &[(&ClusterHost, u32)], live: &[u32]) -> bool {
+    Partition::all(PARTITIONS).all(|p| {
+        let want = placement::owner(p, live).unwrap();
+        hosts.iter().all(|(h, node)| h.view().serves(p) == (*node == want))
+    })
+}
+
+#[test]
+fn leases_split_fail_over_and_move_back_through_a_real_jetstream() {
+    let _ = tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())).with_test_writer().try_init();
+    let nats = NatsServer::start("leases");
+    let a = ClusterHost::start(host_config(&nats.url, 1), 1).unwrap();
+    let b = ClusterHost::start(host_config(&nats.url, 2), 1).unwrap();
+    let took = settle(&[&a, &b], Duration::from_secs(15), "two nodes split the partitions", || placed(&[(&a, 1), (&b, 2)], &[1, 2]));
+    eprintln!("two nodes serve every partition as placement says after {took:?}");
+    let share_a = a.view().served().len();
+    assert!(share_a > 0 && share_a < PARTITIONS as usize);
+
+    // Node 1 crashes: its leases stay in the store until they expire.
+    a.halt().unwrap();
+    let failover = settle(&[&b], Duration::from_secs(10), "node 2 takes over", || b.view().served().len() == PARTITIONS as usize);
+    eprintln!("node 2 serves node 1's {share_a} partitions {failover:?} after the crash");
+    assert!(failover >= Duration::from_millis(1500), "taken over in {failover:?}, before the 2 s leases could have expired");
+
+    // Node 1 comes back as a new incarnation: its share moves back.
+    let a2 = ClusterHost::start(host_config(&nats.url, 1), 2).unwrap();
+    let back = settle(&[&a2, &b], Duration::from_secs(20), "node 1's share moves back", || placed(&[(&a2, 1), (&b, 2)], &[1, 2]));
+    eprintln!("node 1's share moved back {back:?} after its restart");
+}
+
+#[test]
+fn the_log_refuses_an_append_that_expects_a_stale_sequence() {
+    let nats = NatsServer::start("fence");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url.as_str()).await.unwrap());
+        js.get_or_create_stream(async_nats::jetstream::stream::Config { name: "FENCE".into(), subjects: vec!["fence.>".into()], ..Default::default() })
+            .await
+            .unwrap();
+        let subject = || "fence.p0001".to_string();
+        // Another subject's messages move the stream sequence, not this subject's.
+        assert!(matches!(append_expecting(&js, "fence.p0002".into(), 0, "x".into()).await, FenceAnswer::Appended { .. }));
+        let FenceAnswer::Appended { seq: first } = append_expecting(&js, subject(), 0, "marker of node 1".into()).await else { panic!("first append refused") };
+        assert_eq!(append_expecting(&js, subject(), 0, "stale".into()).await, FenceAnswer::Conflict, "an append expecting an empty subject");
+        let FenceAnswer::Appended { seq: second } = append_expecting(&js, subject(), first, "marker of node 2".into()).await else { panic!("second refused") };
+        assert!(second > first);
+        assert_eq!(append_expecting(&js, subject(), first, "old owner's late write".into()).await, FenceAnswer::Conflict);
+    });
+}

@@ -1,0 +1,40 @@
+//! A `nats-server` with JetStream on a free loopback port, for the cluster
+//! tests; killed and its store removed on drop.
+
+use super::DataDir;
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct NatsServer {
+    child: Child,
+    pub url: String,
+    _dir: DataDir,
+}
+
+impl NatsServer {
+    pub fn start(name: &str) -> NatsServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = DataDir::new(&format!("nats-{name}"));
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(&*dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server not found: .ci/run installs Debian's nats-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen on {port} within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        NatsServer { child, url: format!("nats://127.0.0.1:{port}"), _dir: dir }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
