@@ -38,6 +38,60 @@ pub struct Config {
     pub overload: OverloadSection,
     pub capacity: CapacitySection,
     pub storage: StorageSection,
+    pub cluster: ClusterSection,
+}
+
+/// Membership of a cluster of nodes (`cluster::ownership`, carried to
+/// NATS JetStream by `reactor::cluster_host`). Off while `node` is 0.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This node's id in the cluster, from 1; 0: not in a cluster.
+    pub node: u32,
+    /// The JetStream servers, `nats://host:port`, comma-separated.
+    pub nats: String,
+    /// Partitions of the presentities: the same on every node, for the
+    /// life of the cluster's data.
+    pub partitions: u16,
+    /// A lease's time to live in the store: a dead node's partitions are
+    /// taken over this long (plus a tenth of a second) after its last renewal.
+    pub lease_ttl_ms: u64,
+    /// JetStream replicas of the lease bucket and the logs.
+    pub replicas: usize,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            node: 0,
+            nats: "nats://127.0.0.1:4222".into(),
+            partitions: crate::cluster::partition::DEFAULT_PARTITIONS,
+            lease_ttl_ms: 3000,
+            replicas: 1,
+        }
+    }
+}
+
+impl ClusterSection {
+    /// The cluster host's configuration, if this node is in a cluster.
+    pub fn host(&self) -> Option<crate::reactor::cluster_host::HostConfig> {
+        if self.node == 0 {
+            return None;
+        }
+        let ttl = Duration::from_millis(self.lease_ttl_ms);
+        let ownership = crate::cluster::ownership::Config {
+            partitions: self.partitions,
+            ttl,
+            renew_every: ttl / 3,
+            op_timeout: (ttl / 6).min(Duration::from_millis(500)),
+            ..Default::default()
+        };
+        Some(crate::reactor::cluster_host::HostConfig {
+            replicas: self.replicas,
+            ownership,
+            ..crate::reactor::cluster_host::HostConfig::new(&self.nats, self.node)
+        })
+    }
 }
 
 /// Durable state (`storage::journal`). Without `dir` the server keeps its
@@ -367,6 +421,7 @@ impl Default for Config {
             overload: OverloadSection::default(),
             capacity: CapacitySection::default(),
             storage: StorageSection::default(),
+            cluster: ClusterSection::default(),
         }
     }
 }
@@ -453,6 +508,22 @@ impl Config {
         }
         TrustList::parse(&self.registrar.trusted_scscf)?;
         TrustList::parse(&self.security.trusted)?;
+        let c = &self.cluster;
+        if c.node != 0 {
+            if c.partitions == 0 {
+                return Err("cluster.partitions must be at least 1".into());
+            }
+            if !(1000..=60_000).contains(&c.lease_ttl_ms) {
+                return Err(format!("cluster.lease_ttl_ms = {}: must be 1000..=60000", c.lease_ttl_ms));
+            }
+            if !(1..=5).contains(&c.replicas) {
+                return Err(format!("cluster.replicas = {}: must be 1..=5", c.replicas));
+            }
+            if c.nats.is_empty() {
+                return Err("cluster.nats: the JetStream servers are needed when cluster.node is set".into());
+            }
+            self.cluster.host().expect("node set").ownership.check().map_err(|e| format!("cluster: {e}"))?;
+        }
         let r = &self.registrar;
         if r.min_expires > r.max_expires || r.default_expires < r.min_expires || r.default_expires > r.max_expires {
             return Err("registrar: need min_expires <= default_expires <= max_expires".into());
@@ -656,5 +727,11 @@ mod tests {
         assert!(Config::from_toml("[limits]\nmax_headers = 1000").unwrap_err().contains("max_headers"));
         assert_eq!(Config::from_toml("[storage]\nrestart_asks_per_tick = 50").unwrap().storage.restart_asks_per_tick, 50);
         assert!(Config::from_toml("[storage]\nrestart_asks_per_tick = 0").unwrap_err().contains("restart_asks_per_tick"));
+        let c = Config::from_toml("[cluster]\nnode = 2\nlease_ttl_ms = 1500").unwrap();
+        let host = c.cluster.host().unwrap();
+        assert_eq!((host.node, host.ownership.ttl, host.ownership.renew_every), (2, Duration::from_millis(1500), Duration::from_millis(500)));
+        assert!(Config::default().cluster.host().is_none(), "not in a cluster by default");
+        assert!(Config::from_toml("[cluster]\nnode = 1\nlease_ttl_ms = 100").unwrap_err().contains("lease_ttl_ms"));
+        assert!(Config::from_toml("[cluster]\nnode = 1\nreplicas = 0").unwrap_err().contains("replicas"));
     }
 }

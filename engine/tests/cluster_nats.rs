@@ -9,10 +9,12 @@
 mod common;
 
 use common::nats::NatsServer;
+use common::{Presenced, config_file};
 use presence_engine::cluster::ownership::{self, FenceAnswer};
 use presence_engine::cluster::partition::Partition;
 use presence_engine::cluster::placement;
 use presence_engine::reactor::cluster_host::{ClusterHost, HostConfig, append_expecting};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 const PARTITIONS: u16 = 32;
@@ -97,4 +99,49 @@ fn the_log_refuses_an_append_that_expects_a_stale_sequence() {
         assert!(second > first);
         assert_eq!(append_expecting(&js, subject(), first, "old owner's late write".into()).await, FenceAnswer::Conflict);
     });
+}
+
+/// The partitions a `presenced` serves, from its "serving partition" and
+/// "stopped serving partition" log records in order.
+fn served(srv: &Presenced) -> BTreeSet<u64> {
+    let mut set = BTreeSet::new();
+    for r in srv.records() {
+        match (r["message"].as_str(), r["partition"].as_u64()) {
+            (Some("serving partition"), Some(p)) => drop(set.insert(p)),
+            (Some("stopped serving partition"), Some(p)) => drop(set.remove(&p)),
+            _ => {}
+        }
+    }
+    set
+}
+
+#[test]
+fn presenced_nodes_split_the_partitions_and_one_takes_over_after_kill_9() {
+    const N: u64 = 64;
+    let nats = NatsServer::start("presenced");
+    let cfg = config_file("cluster-nodes.toml", &format!("[cluster]\npartitions = {N}\nlease_ttl_ms = 1500\n"));
+    let n1 = Presenced::start(1, &["--config", &cfg, "--cluster-node", "1", "--nats", &nats.url]);
+    let n2 = Presenced::start(1, &["--config", &cfg, "--cluster-node", "2", "--nats", &nats.url]);
+    let start = Instant::now();
+    loop {
+        let (a, b) = (served(&n1), served(&n2));
+        assert!(a.is_disjoint(&b), "both nodes serve {:?}", a.intersection(&b).collect::<Vec<_>>());
+        let placed = (0..N as u16).all(|p| {
+            let want = placement::owner(Partition(p), &[1, 2]).unwrap();
+            (if want == 1 { &a } else { &b }).contains(&(p as u64))
+        });
+        if placed && a.len() + b.len() == N as usize {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "not split within 20 s: {} and {} partitions", a.len(), b.len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("two presenced nodes serve {} and {} partitions after {:?}", served(&n1).len(), served(&n2).len(), start.elapsed());
+    n1.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    while served(&n2).len() < N as usize {
+        assert!(killed.elapsed() < Duration::from_secs(10), "node 2 serves only {} partitions 10 s after node 1 was killed", served(&n2).len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("node 2 serves all {N} partitions {:?} after node 1's kill -9", killed.elapsed());
 }

@@ -4,6 +4,7 @@
 
 use clap::Parser;
 use presence_engine::config::Config;
+use presence_engine::core::entropy::Entropy;
 use presence_engine::presence::peu::Mode;
 use presence_engine::reactor::{self, Server};
 use presence_engine::shard::Accept;
@@ -119,6 +120,14 @@ struct Args {
     /// often, never synced) [default: interval].
     #[arg(long, value_name = "MODE", value_parser = ["always", "interval", "never"])]
     fsync: Option<String>,
+    /// Join a cluster as node N (from 1): hold leases on partitions in
+    /// NATS JetStream ([cluster] section) [default: not in a cluster].
+    #[arg(long, value_name = "N")]
+    cluster_node: Option<u32>,
+    /// The JetStream servers of the cluster, nats://host:port,
+    /// comma-separated [default: nats://127.0.0.1:4222].
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
     /// Log level (error, warn, info, debug, trace) or a tracing filter
     /// such as "info,presenced::request=debug" [default: info].
     #[arg(long, value_name = "LEVEL")]
@@ -239,6 +248,12 @@ fn config(args: &Args) -> Result<Config, String> {
     if let Some(v) = &args.fsync {
         cfg.storage.fsync = v.clone();
     }
+    if let Some(v) = args.cluster_node {
+        cfg.cluster.node = v;
+    }
+    if let Some(v) = &args.nats {
+        cfg.cluster.nats = v.clone();
+    }
     if let Some(v) = &args.log_level {
         cfg.log.level = v.clone();
     }
@@ -294,6 +309,17 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("presenced: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // The cluster host starts after the signal mask is set, so that its
+    // thread inherits it too. Requests are not yet routed by partition:
+    // the node holds its leases while serving every request itself.
+    let _cluster = match cfg.cluster.host().map(|h| reactor::cluster_host::ClusterHost::start(h, Entropy::os_seed())) {
+        None => None,
+        Some(Ok(host)) => Some(host),
+        Some(Err(e)) => {
+            eprintln!("presenced: cluster: {e}");
             return ExitCode::from(1);
         }
     };

@@ -177,7 +177,13 @@ enum Back {
 }
 
 async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut halt: tokio::sync::oneshot::Receiver<()>) -> Result<(), String> {
-    let client = async_nats::connect(cfg.nats.as_str()).await.map_err(|e| format!("connecting to NATS at {}: {e}", cfg.nats))?;
+    // A node may start before its JetStream servers: it keeps trying, and
+    // holds no lease meanwhile.
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(cfg.nats.as_str())
+        .await
+        .map_err(|e| format!("connecting to NATS at {}: {e}", cfg.nats))?;
     let js = jetstream::new(client);
     // The bucket's stream is made here rather than by `create_key_value`,
     // which first reads the account's info in a form nats-server 2.9

@@ -66,6 +66,11 @@ impl Presenced {
         Presenced { child, addr, log }
     }
 
+    /// Every log record so far, in order.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        self.log.lock().unwrap().clone()
+    }
+
     /// Log records whose message is `msg`.
     pub fn logged(&self, msg: &str) -> Vec<serde_json::Value> {
         self.log.lock().unwrap().iter().filter(|v| v["message"] == msg).cloned().collect()
