@@ -115,11 +115,12 @@ fn served(srv: &Presenced) -> BTreeSet<u64> {
     set
 }
 
-#[test]
-fn presenced_nodes_split_the_partitions_and_one_takes_over_after_kill_9() {
-    const N: u64 = 64;
-    let nats = NatsServer::start("presenced");
-    let cfg = config_file("cluster-nodes.toml", &format!("[cluster]\npartitions = {N}\nlease_ttl_ms = 1500\n"));
+const N: u64 = 64;
+
+/// Two `presenced` nodes in one cluster, once they serve every partition
+/// as placement says.
+fn two_nodes(nats: &NatsServer, name: &str) -> (Presenced, Presenced) {
+    let cfg = config_file(name, &format!("[cluster]\npartitions = {N}\nlease_ttl_ms = 1500\n"));
     let n1 = Presenced::start(1, &["--config", &cfg, "--cluster-node", "1", "--nats", &nats.url]);
     let n2 = Presenced::start(1, &["--config", &cfg, "--cluster-node", "2", "--nats", &nats.url]);
     let start = Instant::now();
@@ -137,6 +138,13 @@ fn presenced_nodes_split_the_partitions_and_one_takes_over_after_kill_9() {
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("two presenced nodes serve {} and {} partitions after {:?}", served(&n1).len(), served(&n2).len(), start.elapsed());
+    (n1, n2)
+}
+
+#[test]
+fn presenced_nodes_split_the_partitions_and_one_takes_over_after_kill_9() {
+    let nats = NatsServer::start("presenced");
+    let (n1, n2) = two_nodes(&nats, "cluster-kill.toml");
     n1.signal(libc::SIGKILL);
     let killed = Instant::now();
     while served(&n2).len() < N as usize {
@@ -144,4 +152,22 @@ fn presenced_nodes_split_the_partitions_and_one_takes_over_after_kill_9() {
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("node 2 serves all {N} partitions {:?} after node 1's kill -9", killed.elapsed());
+}
+
+/// A node stopped with SIGTERM leaves the cluster: the other serves its
+/// partitions within a few round trips, not after the 1.5 s lease.
+#[test]
+fn a_presenced_node_stopped_cleanly_hands_its_partitions_over_at_once() {
+    let nats = NatsServer::start("presenced-leave");
+    let (mut n1, n2) = two_nodes(&nats, "cluster-leave.toml");
+    let stopped = Instant::now();
+    assert!(n1.terminate(), "node 1 did not exit cleanly");
+    while served(&n2).len() < N as usize {
+        assert!(stopped.elapsed() < Duration::from_secs(10), "node 2 serves only {} partitions", served(&n2).len());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = stopped.elapsed();
+    eprintln!("node 2 serves all {N} partitions {took:?} after node 1's SIGTERM");
+    assert!(!n1.wait_logged("left the cluster", 1).is_empty(), "node 1 did not report leaving");
+    assert!(took < Duration::from_millis(1000), "handed over in {took:?}: the leases expired rather than being released");
 }

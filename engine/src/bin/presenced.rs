@@ -315,7 +315,7 @@ fn main() -> ExitCode {
     // The cluster host starts after the signal mask is set, so that its
     // thread inherits it too. Requests are not yet routed by partition:
     // the node holds its leases while serving every request itself.
-    let _cluster = match cfg.cluster.host().map(|h| reactor::cluster_host::ClusterHost::start(h, Entropy::os_seed())) {
+    let cluster = match cfg.cluster.host().map(|h| reactor::cluster_host::ClusterHost::start(h, Entropy::os_seed())) {
         None => None,
         Some(Ok(host)) => Some(host),
         Some(Err(e)) => {
@@ -342,6 +342,11 @@ fn main() -> ExitCode {
         }
     };
     tracing::info!(signal = sig, "shutting down");
+    // Leave the cluster first: the others take over its partitions at once
+    // instead of after the lease time to live.
+    if let Some(Err(e)) = cluster.map(|c| c.leave()) {
+        tracing::warn!(error = %e, "leaving the cluster");
+    }
     let stats = server.shutdown();
     for (i, s) in stats.iter().enumerate() {
         tracing::info!(

@@ -140,6 +140,8 @@ pub enum KvOp {
     Delete { key: Key, revision: u64 },
     /// Write the key whatever it holds.
     Put { key: Key, holder: Holder },
+    /// Delete the key whatever it holds.
+    Remove { key: Key },
 }
 
 /// The store's answer.
@@ -232,6 +234,8 @@ const IDLE: Slot = Slot { state: State::Idle, held: None, retry_at: None };
 #[derive(Clone, Copy, Debug)]
 enum Purpose {
     Member,
+    /// The member key's delete, when leaving.
+    Unmember,
     Take(Partition),
     Adopt(Partition),
     Renew(Partition),
@@ -273,6 +277,9 @@ pub struct Ownership {
     next_id: u64,
     member_due: Option<Instant>,
     member_in_flight: bool,
+    /// Leaving the cluster: releasing every lease, then the member key.
+    leaving: bool,
+    member_removed: bool,
     out: VecDeque<Output>,
     pub counters: Counters,
 }
@@ -291,6 +298,8 @@ impl Ownership {
             next_id: 1,
             member_due: None,
             member_in_flight: false,
+            leaving: false,
+            member_removed: false,
             out: VecDeque::new(),
             counters: Counters::default(),
             cfg,
@@ -299,6 +308,31 @@ impl Ownership {
 
     pub fn holder(&self) -> Holder {
         self.me
+    }
+
+    /// Leaves the cluster (a clean shutdown): stops acting on every
+    /// partition at once, releases each lease once the host has drained
+    /// it, takes nothing more, and deletes the member key, so that the
+    /// others take over at once rather than after the time to live.
+    pub fn leave(&mut self, now: Instant) {
+        self.leaving = true;
+        for i in 0..self.slots.len() {
+            if matches!(self.slots[i].state, State::CatchingUp { .. } | State::Fencing | State::Serving) {
+                self.slots[i].state = State::Draining { drained: false };
+                self.out.push_back(Output::Stop(Partition(i as u16)));
+            }
+        }
+        self.on_time(now);
+    }
+
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
+    /// Whether a leave is complete: no lease held or being taken, and the
+    /// member key deleted.
+    pub fn left(&self) -> bool {
+        self.leaving && self.member_removed && self.slots.iter().all(|s| s.state == State::Idle && s.held.is_none())
     }
 
     /// The next thing for the host to do.
@@ -403,8 +437,10 @@ impl Ownership {
         for i in 0..self.slots.len() {
             self.keep(Partition(i as u16), now);
         }
-        self.take(now);
-        self.move_one();
+        if !self.leaving {
+            self.take(now);
+            self.move_one();
+        }
     }
 
     /// Whether a key last seen written at `at` has expired by now, as far
@@ -443,11 +479,16 @@ impl Ownership {
     }
 
     fn heartbeat(&mut self, now: Instant) {
-        if self.member_in_flight || self.member_due.is_some_and(|due| now < due) {
+        if self.member_in_flight || self.member_removed || self.member_due.is_some_and(|due| now < due && !self.leaving) {
             return;
         }
         self.member_in_flight = true;
-        self.kv(Purpose::Member, KvOp::Put { key: Key::Member(self.me.node), holder: self.me }, now);
+        let key = Key::Member(self.me.node);
+        if self.leaving {
+            self.kv(Purpose::Unmember, KvOp::Remove { key }, now);
+        } else {
+            self.kv(Purpose::Member, KvOp::Put { key, holder: self.me }, now);
+        }
     }
 
     /// Lapse or renew a held lease; catch up again if a replay went unanswered.
@@ -548,6 +589,12 @@ impl Ownership {
 
     fn hold(&mut self, p: Partition, revision: u64, sent: Instant, now: Instant) {
         let held = Held { revision, valid_until: sent + self.cfg.validity(), next_renew: sent + self.cfg.renew_every, renewing: false };
+        if self.leaving {
+            // Taken as the leave began: given back at once, never served.
+            self.slots[p.0 as usize] = Slot { state: State::Draining { drained: true }, held: Some(held), retry_at: None };
+            self.release(p, now);
+            return;
+        }
         self.slots[p.0 as usize] = Slot { state: State::CatchingUp { since: now }, held: Some(held), retry_at: None };
         self.out.push_back(Output::CatchUp(p));
     }
@@ -559,6 +606,10 @@ impl Ownership {
                 self.member_in_flight = false;
                 // A failed heartbeat is retried at once; a good one after a renewal period.
                 self.member_due = matches!(a, KvAnswer::Done { .. }).then(|| sent + self.cfg.renew_every);
+            }
+            (Purpose::Unmember, Answer::Kv(a)) => {
+                self.member_in_flight = false;
+                self.member_removed = matches!(a, KvAnswer::Done { .. });
             }
             (Purpose::Take(p) | Purpose::Adopt(p), Answer::Kv(a)) => {
                 if self.slots[p.0 as usize].state != State::Taking {

@@ -88,10 +88,18 @@ impl ClusterView {
     }
 }
 
+/// What the owner of a [`ClusterHost`] tells its thread.
+enum Command {
+    /// Stop all I/O now (a crash, to the cluster).
+    Halt,
+    /// Release every lease and the member key, then stop.
+    Leave,
+}
+
 /// A running host. Dropping it halts it as [`ClusterHost::halt`] does.
 pub struct ClusterHost {
     view: Arc<ClusterView>,
-    halt: Option<tokio::sync::oneshot::Sender<()>>,
+    commands: Option<tokio::sync::mpsc::UnboundedSender<Command>>,
     thread: Option<std::thread::JoinHandle<Result<(), String>>>,
 }
 
@@ -103,7 +111,7 @@ impl ClusterHost {
         }
         cfg.ownership.check()?;
         let view = Arc::new(ClusterView::new(cfg.node, cfg.ownership.partitions));
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let shared = view.clone();
         let thread = std::thread::Builder::new()
             .name(format!("cluster-{}", cfg.node))
@@ -113,7 +121,7 @@ impl ClusterHost {
                 rt.block_on(run(cfg, incarnation, shared, rx)).inspect_err(|e| tracing::error!(node, error = %e, "cluster host stopped"))
             })
             .map_err(|e| format!("cluster thread: {e}"))?;
-        Ok(ClusterHost { view, halt: Some(tx), thread: Some(thread) })
+        Ok(ClusterHost { view, commands: Some(tx), thread: Some(thread) })
     }
 
     pub fn view(&self) -> &Arc<ClusterView> {
@@ -124,12 +132,19 @@ impl ClusterHost {
     /// crash, and the node's leases expire. Returns the host's error if it
     /// had stopped on one.
     pub fn halt(mut self) -> Result<(), String> {
-        self.stop()
+        self.stop(Command::Halt)
     }
 
-    fn stop(&mut self) -> Result<(), String> {
-        if let Some(tx) = self.halt.take() {
-            let _ = tx.send(());
+    /// Leaves the cluster cleanly: stops serving, releases every lease and
+    /// the member key (the others take over at once), then stops; gives up
+    /// after four request timeouts, leaving the rest to expire.
+    pub fn leave(mut self) -> Result<(), String> {
+        self.stop(Command::Leave)
+    }
+
+    fn stop(&mut self, how: Command) -> Result<(), String> {
+        if let Some(tx) = self.commands.take() {
+            let _ = tx.send(how);
         }
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(r)) => r,
@@ -141,7 +156,7 @@ impl ClusterHost {
 
 impl Drop for ClusterHost {
     fn drop(&mut self) {
-        let _ = self.stop();
+        let _ = self.stop(Command::Halt);
     }
 }
 
@@ -176,7 +191,7 @@ enum Back {
     CaughtUp(Partition, u64),
 }
 
-async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut halt: tokio::sync::oneshot::Receiver<()>) -> Result<(), String> {
+async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut commands: tokio::sync::mpsc::UnboundedReceiver<Command>) -> Result<(), String> {
     // A node may start before its JetStream servers: it keeps trying, and
     // holds no lease meanwhile.
     let client = async_nats::ConnectOptions::new()
@@ -222,9 +237,17 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut halt
     let mut tick = tokio::time::interval(cfg.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(node = cfg.node, incarnation, nats = %cfg.nats, "cluster host started");
+    let mut leave_by = None;
     loop {
         tokio::select! {
-            _ = &mut halt => break,
+            cmd = commands.recv(), if leave_by.is_none() => match cmd {
+                Some(Command::Leave) => {
+                    tracing::info!(node = cfg.node, "leaving the cluster");
+                    leave_by = Some(Instant::now() + cfg.ownership.op_timeout * 4);
+                    m.leave(Instant::now());
+                }
+                Some(Command::Halt) | None => break,
+            },
             entry = watch.next() => match entry {
                 Some(Ok(e)) => {
                     let written = e.operation == kv::Operation::Put;
@@ -260,6 +283,14 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut halt
             carry(&cfg, &store, &log, &js, &back_tx, &mut m, o);
         }
         publish(&m, &view, Instant::now());
+        if m.left() {
+            tracing::info!(node = cfg.node, "left the cluster");
+            return Ok(());
+        }
+        if leave_by.is_some_and(|t| Instant::now() >= t) {
+            tracing::warn!(node = cfg.node, "leaving the cluster took too long; the rest of its leases will expire");
+            return Ok(());
+        }
     }
     tracing::info!(node = cfg.node, "cluster host halted");
     Ok(())
@@ -339,6 +370,10 @@ async fn kv_op(store: &kv::Store, op: KvOp) -> KvAnswer {
         },
         KvOp::Put { key, holder } => match store.put(key_name(key), lease_value(holder)).await {
             Ok(revision) => KvAnswer::Done { revision },
+            Err(_) => KvAnswer::Failed,
+        },
+        KvOp::Remove { key } => match store.delete(key_name(key)).await {
+            Ok(()) => KvAnswer::Done { revision: 0 },
             Err(_) => KvAnswer::Failed,
         },
     }
