@@ -58,6 +58,9 @@ pub struct ClusterSection {
     pub lease_ttl_ms: u64,
     /// JetStream replicas of the lease bucket and the logs.
     pub replicas: usize,
+    /// The SIP address other nodes forward requests to (IPv4); by
+    /// default the listen address, which must then be a specific one.
+    pub advertise: Option<std::net::SocketAddrV4>,
 }
 
 impl Default for ClusterSection {
@@ -68,6 +71,7 @@ impl Default for ClusterSection {
             partitions: crate::cluster::partition::DEFAULT_PARTITIONS,
             lease_ttl_ms: 3000,
             replicas: 1,
+            advertise: None,
         }
     }
 }
@@ -518,6 +522,9 @@ impl Config {
             }
             if !(1..=5).contains(&c.replicas) {
                 return Err(format!("cluster.replicas = {}: must be 1..=5", c.replicas));
+            }
+            if c.advertise.is_none() && !matches!(self.listen, SocketAddr::V4(a) if !a.ip().is_unspecified()) {
+                return Err(format!("cluster: listen = {} is not an address other nodes can reach: set cluster.advertise", self.listen));
             }
             if c.nats.is_empty() {
                 return Err("cluster.nats: the JetStream servers are needed when cluster.node is set".into());

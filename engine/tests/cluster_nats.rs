@@ -171,3 +171,27 @@ fn a_presenced_node_stopped_cleanly_hands_its_partitions_over_at_once() {
     assert!(!n1.wait_logged("left the cluster", 1).is_empty(), "node 1 did not report leaving");
     assert!(took < Duration::from_millis(1000), "handed over in {took:?}: the leases expired rather than being released");
 }
+
+/// A PUBLISH sent to the node that does not serve its presentity's
+/// partition is forwarded to the one that does, and the client gets the
+/// owner's answer from the node it asked; one the asked node serves stays
+/// there.
+#[test]
+fn a_publish_reaches_the_node_that_serves_its_partition() {
+    let nats = NatsServer::start("presenced-hop");
+    let (n1, n2) = two_nodes(&nats, "cluster-hop.toml");
+    let aor_of = |node: u32| {
+        (0..)
+            .map(|i| format!("sip:hop{i}@example.com"))
+            .find(|a| placement::owner(presence_engine::cluster::partition::partition_of(a.as_bytes(), N as u16), &[1, 2]) == Some(node))
+            .unwrap()
+    };
+    let (remote, local) = (aor_of(2), aor_of(1));
+    common::publish(&n1, &remote, "open", "via node 1");
+    n1.wait_matching("forwarded to node", 1, common::WAIT, |r| r["node"] == 2 && r["method"] == "PUBLISH");
+    n2.wait_matching("handled", 1, common::WAIT, |r| r["method"] == "PUBLISH" && r["status"] == 200);
+    assert!(n1.logged("handled").iter().all(|r| r["method"] != "PUBLISH"), "node 1 handled a PUBLISH itself");
+    common::publish(&n1, &local, "open", "on node 1");
+    n1.wait_matching("handled", 1, common::WAIT, |r| r["method"] == "PUBLISH" && r["status"] == 200);
+    assert_eq!(n1.logged("forwarded to node").len(), 1, "the local presentity was forwarded");
+}

@@ -313,9 +313,15 @@ fn main() -> ExitCode {
         }
     };
     // The cluster host starts after the signal mask is set, so that its
-    // thread inherits it too. Requests are not yet routed by partition:
-    // the node holds its leases while serving every request itself.
-    let cluster = match cfg.cluster.host().map(|h| reactor::cluster_host::ClusterHost::start(h, Entropy::os_seed())) {
+    // thread inherits it too; it advertises the address the shards bound
+    // (or [cluster] advertise) as where other nodes forward requests.
+    let cluster = match cfg.cluster.host().zip(server.cluster_view()).map(|(mut h, view)| {
+        h.advertise = cfg.cluster.advertise.or(match server.local_addr() {
+            std::net::SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(a),
+            _ => None,
+        });
+        reactor::cluster_host::ClusterHost::start_with(h, Entropy::os_seed(), view.clone())
+    }) {
         None => None,
         Some(Ok(host)) => Some(host),
         Some(Err(e)) => {

@@ -7,7 +7,8 @@
 //! time to live (NATS JetStream KV), taken by compare-and-set and kept by
 //! renewing it ([`ownership`]). Which node *should* own a partition is
 //! a rendezvous hash over the live nodes ([`placement`]), so that adding
-//! or losing a node moves only the partitions that must move.
+//! or losing a node moves only the partitions that must move. The shards
+//! read who owns what, and where each node listens, from a [`view`].
 //!
 //! Nothing here does I/O. A host (the reactor's cluster thread, or the
 //! simulation in `tests/sim_cluster.rs`) carries the machine's requests
@@ -19,6 +20,7 @@
 pub mod ownership;
 pub mod partition;
 pub mod placement;
+pub mod view;
 
 /// A node of the cluster, as configured (`[cluster] node`).
 pub type NodeId = u32;

@@ -30,10 +30,14 @@ pub enum Limit {
     /// `[storage] max_pending_bytes`, or its device is failing: a change
     /// it could not make durable is refused (capacity).
     Journal,
+    /// No node of the cluster serves the presentity's partition now: it is
+    /// moving, or its owner failed and its lease has not expired yet
+    /// (capacity: retried after Retry-After).
+    Partition,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 9] = [
+    pub const ALL: [Limit; 10] = [
         Limit::ServerTransactions,
         Limit::PendingAsks,
         Limit::Subscriptions,
@@ -43,6 +47,7 @@ impl Limit {
         Limit::BindingsPerAor,
         Limit::Overload,
         Limit::Journal,
+        Limit::Partition,
     ];
 
     /// Its place in per-limit counters.
@@ -61,13 +66,16 @@ impl Limit {
             Limit::BindingsPerAor => "bindings_per_aor",
             Limit::Overload => "overload",
             Limit::Journal => "journal",
+            Limit::Partition => "partition",
         }
     }
 
     /// Status and reason: 503 for capacity, 403 or 413 for policy.
     pub fn status(self) -> (u16, &'static str) {
         match self {
-            Limit::ServerTransactions | Limit::PendingAsks | Limit::Subscriptions | Limit::Overload | Limit::Journal => (503, "Service Unavailable"),
+            Limit::ServerTransactions | Limit::PendingAsks | Limit::Subscriptions | Limit::Overload | Limit::Journal | Limit::Partition => {
+                (503, "Service Unavailable")
+            }
             Limit::SubscriptionsPerWatcher => (403, "Forbidden: too many subscriptions for this watcher"),
             Limit::PublicationsPerPresentity => (403, "Forbidden: too many publications for this presentity"),
             Limit::DocumentSize => (413, "Request Entity Too Large: the presentity's document would exceed its limit"),

@@ -22,10 +22,11 @@
 use crate::cluster::NodeId;
 use crate::cluster::ownership::{self, FenceAnswer, Holder, Key, KvAnswer, KvOp, Output, Ownership};
 use crate::cluster::partition::Partition;
+use crate::cluster::view::ClusterView;
 use async_nats::jetstream::{self, context::PublishErrorKind, kv, stream};
 use futures_util::StreamExt;
+use std::net::SocketAddrV4;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where the host finds JetStream, and how this node takes part.
@@ -43,6 +44,9 @@ pub struct HostConfig {
     pub ownership: ownership::Config,
     /// How often the machine is given the time.
     pub tick: Duration,
+    /// The SIP address other nodes forward requests to, carried in this
+    /// node's member key.
+    pub advertise: Option<SocketAddrV4>,
 }
 
 impl HostConfig {
@@ -56,35 +60,8 @@ impl HostConfig {
             replicas: 1,
             ownership: ownership::Config::default(),
             tick: Duration::from_millis(20),
+            advertise: None,
         }
-    }
-}
-
-/// What the shards read: each partition's owner as this node knows it
-/// (0: none known), and which partitions this node serves.
-pub struct ClusterView {
-    me: NodeId,
-    owner: Vec<AtomicU32>,
-}
-
-impl ClusterView {
-    fn new(me: NodeId, partitions: u16) -> ClusterView {
-        ClusterView { me, owner: (0..partitions).map(|_| AtomicU32::new(0)).collect() }
-    }
-
-    /// The node to send a request for `p` to, if any is known.
-    pub fn owner(&self, p: Partition) -> Option<NodeId> {
-        Some(self.owner[p.0 as usize].load(Ordering::Acquire)).filter(|&n| n != 0)
-    }
-
-    /// Whether this node serves `p`.
-    pub fn serves(&self, p: Partition) -> bool {
-        self.owner(p) == Some(self.me)
-    }
-
-    /// The partitions this node serves.
-    pub fn served(&self) -> Vec<Partition> {
-        Partition::all(self.owner.len() as u16).filter(|&p| self.serves(p)).collect()
     }
 }
 
@@ -106,11 +83,19 @@ pub struct ClusterHost {
 impl ClusterHost {
     /// Starts the host thread. Node ids start at 1 (0 means "nobody" in the view).
     pub fn start(cfg: HostConfig, incarnation: u64) -> Result<ClusterHost, String> {
-        if cfg.node == 0 {
-            return Err("cluster node ids start at 1".into());
+        if !(1..=crate::cluster::view::MAX_NODE).contains(&cfg.node) {
+            return Err(format!("cluster node ids run from 1 to {}", crate::cluster::view::MAX_NODE));
+        }
+        let view = Arc::new(ClusterView::new(cfg.node, cfg.ownership.partitions));
+        Self::start_with(cfg, incarnation, view)
+    }
+
+    /// Starts the host thread writing into `view` (which the shards read).
+    pub fn start_with(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>) -> Result<ClusterHost, String> {
+        if cfg.node == 0 || view.me() != cfg.node || view.partitions() != cfg.ownership.partitions {
+            return Err("the cluster view does not match the host's node and partitions".into());
         }
         cfg.ownership.check()?;
-        let view = Arc::new(ClusterView::new(cfg.node, cfg.ownership.partitions));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let shared = view.clone();
         let thread = std::thread::Builder::new()
@@ -164,9 +149,27 @@ fn lease_value(h: Holder) -> bytes::Bytes {
     format!("{}:{}", h.node, h.incarnation).into()
 }
 
+/// A member key's value: the holder, and where the node listens for SIP.
+fn member_value(h: Holder, advertise: Option<SocketAddrV4>) -> bytes::Bytes {
+    match advertise {
+        Some(a) => format!("{}:{}@{a}", h.node, h.incarnation).into(),
+        None => lease_value(h),
+    }
+}
+
+/// A lease's or member key's value: `node:incarnation[@ip:port]`.
+fn parse_value(v: &[u8]) -> Option<(Holder, Option<SocketAddrV4>)> {
+    let text = std::str::from_utf8(v).ok()?;
+    let (holder, addr) = match text.split_once('@') {
+        Some((h, a)) => (h, Some(a.parse().ok()?)),
+        None => (text, None),
+    };
+    let (node, inc) = holder.split_once(':')?;
+    Some((Holder { node: node.parse().ok()?, incarnation: inc.parse().ok()? }, addr))
+}
+
 fn parse_holder(v: &[u8]) -> Option<Holder> {
-    let (node, inc) = std::str::from_utf8(v).ok()?.split_once(':')?;
-    Some(Holder { node: node.parse().ok()?, incarnation: inc.parse().ok()? })
+    parse_value(v).map(|(h, _)| h)
 }
 
 fn key_name(k: Key) -> String {
@@ -256,7 +259,10 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
                             let seen = if written { parse_holder(&e.value).map(|h| (h, e.revision)) } else { None };
                             m.on_lease(p, seen, Instant::now());
                         }
-                        Some(Key::Member(n)) => m.on_member(n, written, Instant::now()),
+                        Some(Key::Member(n)) => {
+                            view.set_address(n, if written { parse_value(&e.value).and_then(|v| v.1) } else { None });
+                            m.on_member(n, written, Instant::now());
+                        }
                         _ => tracing::warn!(key = %e.key, "unknown key in the lease bucket"),
                     }
                 }
@@ -310,9 +316,9 @@ fn carry(
     let timeout = cfg.ownership.op_timeout;
     match o {
         Output::Kv { id, op } => {
-            let (store, back) = (store.clone(), back.clone());
+            let (store, back, advertise) = (store.clone(), back.clone(), cfg.advertise);
             tokio::spawn(async move {
-                let answer = tokio::time::timeout(timeout, kv_op(&store, op)).await.unwrap_or(KvAnswer::Failed);
+                let answer = tokio::time::timeout(timeout, kv_op(&store, op, advertise)).await.unwrap_or(KvAnswer::Failed);
                 let _ = back.send(Back::Kv(id, answer));
             });
         }
@@ -349,7 +355,7 @@ fn carry(
     }
 }
 
-async fn kv_op(store: &kv::Store, op: KvOp) -> KvAnswer {
+async fn kv_op(store: &kv::Store, op: KvOp, advertise: Option<SocketAddrV4>) -> KvAnswer {
     use kv::{CreateErrorKind, UpdateErrorKind};
     match op {
         KvOp::Create { key, holder } => match store.create(key_name(key), lease_value(holder)).await {
@@ -368,7 +374,7 @@ async fn kv_op(store: &kv::Store, op: KvOp) -> KvAnswer {
             Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => KvAnswer::Conflict,
             Err(_) => KvAnswer::Failed,
         },
-        KvOp::Put { key, holder } => match store.put(key_name(key), lease_value(holder)).await {
+        KvOp::Put { key, holder } => match store.put(key_name(key), member_value(holder, advertise)).await {
             Ok(revision) => KvAnswer::Done { revision },
             Err(_) => KvAnswer::Failed,
         },
@@ -396,9 +402,8 @@ pub async fn append_expecting(js: &jetstream::Context, subject: String, expected
 
 /// Writes the machine's view into the atomics the shards read.
 fn publish(m: &Ownership, view: &ClusterView, now: Instant) {
-    for p in Partition::all(view.owner.len() as u16) {
-        let owner = m.route(p, now).unwrap_or(0);
-        view.owner[p.0 as usize].store(owner, Ordering::Release);
+    for p in Partition::all(view.partitions()) {
+        view.set_owner(p, m.route(p, now));
     }
 }
 
@@ -414,6 +419,8 @@ mod tests {
         let h = Holder { node: 3, incarnation: u64::MAX };
         assert_eq!(parse_holder(&lease_value(h)), Some(h));
         assert_eq!(parse_holder(b"3"), None);
+        let a: SocketAddrV4 = "10.1.2.3:5060".parse().unwrap();
+        assert_eq!(parse_value(&member_value(h, Some(a))), Some((h, Some(a))));
         assert_eq!(parse_key("x1"), None);
     }
 }

@@ -72,6 +72,7 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     policy: Arc<PolicyCell>,
     shards: Vec<glommio::ExecutorJoinHandle<ShardStats>>,
+    cluster: Option<Arc<crate::cluster::view::ClusterView>>,
 }
 
 impl Server {
@@ -95,6 +96,10 @@ impl Server {
         // expands it into its own stream (core::entropy).
         let seed = crate::core::entropy::Entropy::os_seed();
         let mut storage = Self::load_storage(cfg, n as u16)?;
+        // Empty until the cluster host (started by the caller, see
+        // `cluster_view`) fills it: until then every presentity of a
+        // clustered node is answered 503 + Retry-After.
+        let cluster = (cfg.cluster.node != 0).then(|| Arc::new(crate::cluster::view::ClusterView::new(cfg.cluster.node, cfg.cluster.partitions)));
         let mut shards = Vec::with_capacity(n);
         for (i, sock) in socks.into_iter().enumerate() {
             let placement = if cfg.pin_cores { Placement::Fixed(cpus[i]) } else { Placement::Unbound };
@@ -110,6 +115,7 @@ impl Server {
                 seed,
                 local_addr,
                 storage: storage.as_mut().map(|s| s.take(i as u16)),
+                cluster: cluster.clone(),
             };
             let handle = LocalExecutorBuilder::new(placement)
                 .name(&format!("shard-{i}"))
@@ -118,7 +124,12 @@ impl Server {
                 .map_err(|e| format!("cannot start shard {i}: {e}"))?;
             shards.push(handle);
         }
-        Ok(Server { local_addr, stop, policy, shards })
+        Ok(Server { local_addr, stop, policy, shards, cluster })
+    }
+
+    /// What the shards read of the cluster, for the cluster host to write.
+    pub fn cluster_view(&self) -> Option<&Arc<crate::cluster::view::ClusterView>> {
+        self.cluster.as_ref()
     }
 
     /// The address every shard listens on (UDP and TCP).

@@ -37,6 +37,8 @@ pub(crate) struct ShardSetup {
     pub local_addr: std::net::SocketAddr,
     /// The journal, when the server has a data directory.
     pub storage: Option<ShardStorage>,
+    /// What the cluster host publishes, when the node is in a cluster.
+    pub cluster: Option<Arc<crate::cluster::view::ClusterView>>,
 }
 
 /// A shard's part of the data directory.
@@ -88,7 +90,7 @@ pub(crate) struct Runtime {
 }
 
 pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
-    let ShardSetup { id, shards, cfg, udp, tcp, mesh, stop, policy, seed, local_addr, storage } = setup;
+    let ShardSetup { id, shards, cfg, udp, tcp, mesh, stop, policy, seed, local_addr, storage, cluster } = setup;
     let (senders, receivers) = if shards > 1 {
         match mesh.join().await {
             Ok((s, r)) => (Some(s), Some(r)),
@@ -123,6 +125,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
             peu_agents: cfg.peu_agents(),
             expected: cfg.expected_per_shard(shards),
             restart_asks_per_tick: cfg.storage.restart_asks_per_tick,
+            cluster: cluster.clone(),
             panic_on: None,
         },
         now,
@@ -622,6 +625,9 @@ fn log_event(shard: u16, e: &Event) {
         }
         Event::Retransmission { call_id, replayed } => {
             tracing::debug!(target: "presenced::request", shard, call_id = call_id.as_str(), replayed, "retransmission");
+        }
+        Event::Hopped { method, node, call_id } => {
+            tracing::debug!(target: "presenced::request", shard, method = method.as_str(), node, call_id = call_id.as_str(), "forwarded to node");
         }
         Event::Malformed { error, status } => {
             tracing::debug!(target: "presenced::request", shard, error = error.as_str(), status, "malformed");

@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 pub mod durable;
 #[cfg(test)]
 mod durable_tests;
+pub mod hop;
+#[cfg(test)]
+mod hop_tests;
 #[cfg(test)]
 mod limit_tests;
 #[cfg(test)]
@@ -98,6 +101,9 @@ pub struct ShardConfig {
     /// after a start from journals ([`durable::REWATCH_ASKS_PER_TICK`];
     /// simulations make it small, so that traffic meets asks not yet made).
     pub restart_asks_per_tick: usize,
+    /// The cluster this node belongs to, if any: requests for a presentity
+    /// whose partition another node serves go there (`hop.rs`).
+    pub cluster: Option<std::sync::Arc<crate::cluster::view::ClusterView>>,
     /// Fault injection for tests: a request with this Call-ID and CSeq
     /// number panics in its handler. `None` in every real configuration.
     #[doc(hidden)]
@@ -129,6 +135,7 @@ impl ShardConfig {
             peu_agents: Vec::new(),
             expected: Expected::default(),
             restart_asks_per_tick: durable::REWATCH_ASKS_PER_TICK,
+            cluster: None,
             panic_on: None,
         }
     }
@@ -178,6 +185,8 @@ pub struct ShardStats {
     pub overload_dropped: u64,
     /// Requests answered by a limit, per limit (`Limit::index`).
     pub limited: [u64; Limit::ALL.len()],
+    /// The hop to other nodes of a cluster.
+    pub hop: hop::HopCounts,
 }
 
 /// Connections closed or refused at a TCP limit, per kind.
@@ -560,6 +569,7 @@ impl Shard {
         }
         match Message::parse(bytes, &self.cfg.limits) {
             Err(e) => self.on_malformed(peer, bytes, e, out),
+            Ok(msg) if self.cluster_hop(peer, &msg, out) => {}
             Ok(msg) => match self.owner(&msg) {
                 Some(owner) if owner != self.cfg.shard => {
                     self.stats.forwarded += 1;
@@ -785,27 +795,32 @@ impl Shard {
             // its connection's); it asks the presentity's shard itself.
             return None;
         } else {
-            // REGISTER and PUBLISH write presentity state: they go to the
-            // hash of the normalised AOR, with or without a user part,
-            // because SUBSCRIBE asks that same owner. Anything else
-            // addressed to a user (OPTIONS) is answered by that user's
-            // owner too; to the server itself, by any shard.
-            let (uri, always) = match msg.method()? {
-                Method::Register => (msg.to().uri(), true),
-                Method::Publish => (msg.request_uri()?, true),
-                _ => (msg.request_uri()?, false),
-            };
-            if !uri.is_served_scheme() || (!always && uri.scheme() != Scheme::Tel && uri.user().is_none()) {
-                return None;
-            }
-            let mut aor = Vec::with_capacity(64);
-            uri.push_aor(&mut aor);
-            ids::owner_of(&aor, self.cfg.shards)
+            ids::owner_of(&Self::addressed_aor(msg)?.0, self.cfg.shards)
         };
         // A tag or branch minted when the server had more shards (before
         // a restart with fewer) folds into the layout, as the journal's
         // replay placed its dialog (`storage::record::Record::owner`).
         Some(shard % self.cfg.shards.max(1))
+    }
+
+    /// The normalised AOR an out-of-dialog request addresses, and whether
+    /// it writes that presentity's state. REGISTER and PUBLISH write it:
+    /// they go to the hash of the AOR, with or without a user part,
+    /// because SUBSCRIBE asks that same owner. Anything else addressed to a
+    /// user (OPTIONS) is answered by that user's owner too; to the server
+    /// itself (None), by any shard.
+    fn addressed_aor(msg: &Message<'_>) -> Option<(Vec<u8>, bool)> {
+        let (uri, writes) = match msg.method()? {
+            Method::Register => (msg.to().uri(), true),
+            Method::Publish => (msg.request_uri()?, true),
+            _ => (msg.request_uri()?, false),
+        };
+        if !uri.is_served_scheme() || (!writes && uri.scheme() != Scheme::Tel && uri.user().is_none()) {
+            return None;
+        }
+        let mut aor = Vec::with_capacity(64);
+        uri.push_aor(&mut aor);
+        Some((aor, writes))
     }
 
     /// A response to one of this shard's NOTIFYs, taken without a parse:

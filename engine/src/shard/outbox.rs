@@ -109,6 +109,8 @@ pub enum Event {
     /// A NOTIFY above the path MTU went over UDP (logged once per shard;
     /// pushed even when events are off).
     OversizeNotify { size: usize },
+    /// A request for a partition another node serves was sent there.
+    Hopped { method: String, node: u32, call_id: String },
     /// A response that matched nothing we sent.
     StrayResponse { status: u16 },
     /// A step panicked and was contained; `call_id` of the message, if it

@@ -1,0 +1,119 @@
+//! What the shards read of the cluster: who owns each partition and where
+//! each node listens. Written by the cluster host after every step of its
+//! ownership machine, read by the shards on every request for a presentity,
+//! without a lock: one atomic per partition and per node.
+
+use super::NodeId;
+use super::partition::{Partition, partition_of};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Node ids run from 1 to this.
+pub const MAX_NODE: NodeId = 1023;
+
+/// Where a request for a partition goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// This node serves it.
+    Here,
+    /// Another node does, listening there.
+    Node(NodeId, SocketAddr),
+    /// No node does now, or the owner's address is not known yet.
+    Nobody,
+}
+
+#[derive(Debug)]
+pub struct ClusterView {
+    me: NodeId,
+    partitions: u16,
+    /// Each partition's owner; 0: none known.
+    owner: Vec<AtomicU32>,
+    /// Each node's SIP address, IPv4 and port, with bit 48 set; 0: unknown.
+    address: Vec<AtomicU64>,
+}
+
+impl ClusterView {
+    pub fn new(me: NodeId, partitions: u16) -> ClusterView {
+        assert!((1..=MAX_NODE).contains(&me), "node ids run from 1 to {MAX_NODE}");
+        ClusterView {
+            me,
+            partitions,
+            owner: (0..partitions).map(|_| AtomicU32::new(0)).collect(),
+            address: (0..=MAX_NODE).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn partitions(&self) -> u16 {
+        self.partitions
+    }
+
+    /// The node to send a request for `p` to, if any is known.
+    pub fn owner(&self, p: Partition) -> Option<NodeId> {
+        Some(self.owner[p.0 as usize].load(Ordering::Acquire)).filter(|&n| n != 0)
+    }
+
+    pub fn set_owner(&self, p: Partition, node: Option<NodeId>) {
+        self.owner[p.0 as usize].store(node.unwrap_or(0), Ordering::Release);
+    }
+
+    /// Whether this node serves `p`.
+    pub fn serves(&self, p: Partition) -> bool {
+        self.owner(p) == Some(self.me)
+    }
+
+    /// The partitions this node serves.
+    pub fn served(&self) -> Vec<Partition> {
+        Partition::all(self.partitions).filter(|&p| self.serves(p)).collect()
+    }
+
+    pub fn address(&self, node: NodeId) -> Option<SocketAddr> {
+        let v = self.address.get(node as usize)?.load(Ordering::Acquire);
+        (v >> 48 == 1).then(|| SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from((v >> 16) as u32), v as u16)))
+    }
+
+    /// Records where `node` listens; only IPv4 addresses are carried
+    /// (`[cluster]` refuses another advertised address).
+    pub fn set_address(&self, node: NodeId, addr: Option<SocketAddrV4>) {
+        if let Some(slot) = self.address.get(node as usize) {
+            let v = addr.map_or(0, |a| 1u64 << 48 | (u32::from(*a.ip()) as u64) << 16 | a.port() as u64);
+            slot.store(v, Ordering::Release);
+        }
+    }
+
+    /// Where a request for the presentity with normalised AOR `aor` goes.
+    pub fn route(&self, aor: &[u8]) -> Route {
+        match self.owner(partition_of(aor, self.partitions)) {
+            Some(n) if n == self.me => Route::Here,
+            Some(n) => self.address(n).map_or(Route::Nobody, |a| Route::Node(n, a)),
+            None => Route::Nobody,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_follow_owners_and_addresses() {
+        let v = ClusterView::new(1, 8);
+        let aor = b"sip:alice@example.com";
+        let p = partition_of(aor, 8);
+        assert_eq!(v.route(aor), Route::Nobody);
+        v.set_owner(p, Some(1));
+        assert_eq!(v.route(aor), Route::Here);
+        v.set_owner(p, Some(2));
+        assert_eq!(v.route(aor), Route::Nobody, "owner known, address not yet");
+        let a: SocketAddrV4 = "10.0.0.2:5062".parse().unwrap();
+        v.set_address(2, Some(a));
+        assert_eq!(v.route(aor), Route::Node(2, SocketAddr::V4(a)));
+        assert_eq!(v.served(), vec![]);
+        v.set_address(2, None);
+        assert_eq!(v.address(2), None);
+        assert_eq!(v.address(MAX_NODE + 1), None);
+    }
+}

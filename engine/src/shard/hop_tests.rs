@@ -1,0 +1,144 @@
+//! The hop between two nodes, in process: two shards, each with its own
+//! view of the same cluster, and the messages carried between them by hand.
+
+use super::*;
+use crate::cluster::partition::partition_of;
+use crate::cluster::view::ClusterView;
+use std::sync::Arc;
+use std::time::Instant;
+
+const N1: &str = "127.0.0.1:5061";
+const N2: &str = "127.0.0.2:5062";
+const PARTITIONS: u16 = 16;
+const AOR: &[u8] = b"sip:alice@example.com";
+
+fn client() -> Peer {
+    Peer::tcp("192.0.2.9:40000".parse().unwrap(), crate::core::peer::ConnId(7))
+}
+
+fn publish(extra: &str) -> String {
+    format!(
+        "PUBLISH sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.9:40000;branch=z9hG4bKp1\r\nMax-Forwards: 5\r\n\
+From: <sip:alice@example.com>;tag=p1\r\nTo: <sip:alice@example.com>\r\nCall-ID: p1\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 60\r\n{extra}\
+Content-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{}",
+        PIDF.len(),
+        PIDF
+    )
+}
+
+const PIDF: &str = "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:alice@example.com\">\
+<tuple id=\"t\"><status><basic>open</basic></status></tuple></presence>";
+
+/// A node's shard whose view puts alice's partition on `owner` (or nobody).
+fn node(me: u32, addr: &str, owner: Option<u32>) -> Shard {
+    let view = Arc::new(ClusterView::new(me, PARTITIONS));
+    view.set_owner(partition_of(AOR, PARTITIONS), owner);
+    view.set_address(1, N1.parse().ok());
+    view.set_address(2, N2.parse().ok());
+    let mut cfg = ShardConfig::with_defaults(0, 1, addr.parse().unwrap());
+    cfg.cluster = Some(view);
+    Shard::new(cfg, Instant::now())
+}
+
+fn one(out: &mut Outbox) -> Transmit {
+    assert_eq!(out.transmits.len(), 1, "{:?}", out.transmits.iter().map(|t| String::from_utf8_lossy(&t.wire()).into_owned()).collect::<Vec<_>>());
+    out.transmits.pop().unwrap()
+}
+
+fn text(t: &Transmit) -> String {
+    String::from_utf8(t.wire().into_owned()).unwrap()
+}
+
+#[test]
+fn a_publish_for_another_nodes_partition_goes_there_and_its_answer_comes_back_on_the_clients_flow() {
+    let t0 = Instant::now();
+    let (mut n1, mut n2) = (node(1, N1, Some(2)), node(2, N2, Some(2)));
+    let mut out = Outbox::default();
+    n1.on_message(t0, client(), publish("P-Asserted-Identity: <sip:bob@example.com>\r\n").as_bytes(), &mut out);
+    let fwd = one(&mut out);
+    assert_eq!(fwd.to, Peer::udp(N2.parse().unwrap()));
+    let f = text(&fwd);
+    let vias: Vec<&str> = f.lines().filter(|l| l.starts_with("Via:")).collect();
+    assert_eq!(vias.len(), 2, "{f}");
+    assert!(vias[0].starts_with(&format!("Via: SIP/2.0/UDP {N1};rport;branch=z9hG4bK.pn")), "{f}");
+    assert!(f.contains("Max-Forwards: 4\r\n"), "{f}");
+    assert!(!f.contains("P-Asserted-Identity"), "an untrusted source's asserted identity goes no further: {f}");
+    assert!(f.ends_with(PIDF));
+    assert_eq!(n1.stats().hop.forwarded, 1);
+
+    // The owner serves it and answers the hop.
+    n2.on_message(t0, Peer::udp(N1.parse().unwrap()), f.as_bytes(), &mut out);
+    let answer = one(&mut out);
+    assert_eq!(answer.to, Peer::udp(N1.parse().unwrap()));
+    assert!(text(&answer).starts_with("SIP/2.0 200"), "{}", text(&answer));
+
+    // Back through node 1, without its Via, to the client's TCP connection.
+    n1.on_message(t0, Peer::udp(N2.parse().unwrap()), &answer.wire(), &mut out);
+    let back = one(&mut out);
+    assert_eq!(back.to, client());
+    let b = text(&back);
+    assert!(b.starts_with("SIP/2.0 200") && b.contains("SIP-ETag: "), "{b}");
+    assert_eq!(b.lines().filter(|l| l.starts_with("Via:")).collect::<Vec<_>>(), ["Via: SIP/2.0/TCP 192.0.2.9:40000;branch=z9hG4bKp1"], "{b}");
+    assert_eq!(n1.stats().hop.relayed, 1);
+
+    // A retransmission takes the same branch, so the owner absorbs it.
+    n1.on_message(t0, client(), publish("").as_bytes(), &mut out);
+    let again = text(&one(&mut out));
+    let branch = |m: &str| m.lines().find(|l| l.starts_with("Via:")).unwrap().split("branch=").nth(1).unwrap().split(';').next().unwrap().to_string();
+    assert_eq!(branch(&again), branch(&f));
+}
+
+#[test]
+fn a_trusted_sources_asserted_identity_is_kept() {
+    let t0 = Instant::now();
+    let view = Arc::new(ClusterView::new(1, PARTITIONS));
+    view.set_owner(partition_of(AOR, PARTITIONS), Some(2));
+    view.set_address(2, N2.parse().ok());
+    let mut cfg = ShardConfig::with_defaults(0, 1, N1.parse().unwrap());
+    cfg.cluster = Some(view);
+    cfg.trusted = TrustList::parse(&["192.0.2.9"]).unwrap();
+    let mut n1 = Shard::new(cfg, t0);
+    let mut out = Outbox::default();
+    n1.on_message(t0, client(), publish("P-Asserted-Identity: <sip:alice@example.com>\r\n").as_bytes(), &mut out);
+    assert!(text(&one(&mut out)).contains("P-Asserted-Identity: <sip:alice@example.com>\r\n"));
+}
+
+#[test]
+fn without_a_serving_node_or_after_a_hop_the_answer_is_503_not_another_hop() {
+    let t0 = Instant::now();
+    let mut out = Outbox::default();
+    // Nobody serves the partition (moving, or its owner's lease not expired yet).
+    let mut n1 = node(1, N1, None);
+    n1.on_message(t0, client(), publish("").as_bytes(), &mut out);
+    let r = text(&one(&mut out));
+    assert!(r.starts_with("SIP/2.0 503") && r.contains("Retry-After: "), "{r}");
+    assert_eq!(n1.stats().limited[Limit::Partition.index()], 1);
+    // Already forwarded once, by a node whose view differs: not bounced back.
+    let mut n2 = node(2, N2, Some(1));
+    let mut out1 = Outbox::default();
+    node(1, N1, Some(2)).on_message(t0, client(), publish("").as_bytes(), &mut out1);
+    n2.on_message(t0, Peer::udp(N1.parse().unwrap()), &one(&mut out1).wire(), &mut out);
+    let r = one(&mut out);
+    assert_eq!(r.to, Peer::udp(N1.parse().unwrap()));
+    assert!(text(&r).starts_with("SIP/2.0 503"), "{}", text(&r));
+    // Max-Forwards spent.
+    let mut n1 = node(1, N1, Some(2));
+    n1.on_message(t0, client(), publish("").replace("Max-Forwards: 5", "Max-Forwards: 0").as_bytes(), &mut out);
+    assert!(text(&one(&mut out)).starts_with("SIP/2.0 483"));
+}
+
+#[test]
+fn the_serving_node_and_other_requests_are_not_touched() {
+    let t0 = Instant::now();
+    let mut out = Outbox::default();
+    let mut n2 = node(2, N2, Some(2));
+    n2.on_message(t0, client(), publish("").as_bytes(), &mut out);
+    assert!(text(&one(&mut out)).starts_with("SIP/2.0 200"), "served here");
+    // OPTIONS to the server itself is answered by any node.
+    let mut n1 = node(1, N1, Some(2));
+    let options = "OPTIONS sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKo1\r\nMax-Forwards: 70\r\n\
+From: <sip:x@example.net>;tag=o\r\nTo: <sip:example.com>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    n1.on_message(t0, client(), options.as_bytes(), &mut out);
+    assert!(text(&one(&mut out)).starts_with("SIP/2.0 200"));
+    assert_eq!(n1.stats().hop.forwarded, 0);
+}
