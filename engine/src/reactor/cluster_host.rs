@@ -197,42 +197,28 @@ enum Back {
 async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut commands: tokio::sync::mpsc::UnboundedReceiver<Command>) -> Result<(), String> {
     // A node may start before its JetStream servers: it keeps trying, and
     // holds no lease meanwhile.
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(cfg.nats.as_str())
-        .await
-        .map_err(|e| format!("connecting to NATS at {}: {e}", cfg.nats))?;
+    let servers = cfg
+        .nats
+        .split(',')
+        .map(|s| s.trim().parse::<async_nats::ServerAddr>().map_err(|e| format!("NATS server {s:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let client =
+        async_nats::ConnectOptions::new().retry_on_initial_connect().connect(servers).await.map_err(|e| format!("connecting to NATS at {}: {e}", cfg.nats))?;
     let js = jetstream::new(client);
-    // The bucket's stream is made here rather than by `create_key_value`,
-    // which first reads the account's info in a form nats-server 2.9
-    // (Debian's) does not send. The configuration is what a KV bucket is.
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{}", cfg.bucket),
-        subjects: vec![format!("$KV.{}.>", cfg.bucket)],
-        max_messages_per_subject: 1,
-        max_age: cfg.ownership.ttl,
-        duplicate_window: cfg.ownership.ttl.min(Duration::from_secs(120)),
-        storage: stream::StorageType::File,
-        num_replicas: cfg.replicas,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| format!("lease bucket {}: {e}", cfg.bucket))?;
-    let store = js.get_key_value(cfg.bucket.as_str()).await.map_err(|e| format!("lease bucket {}: {e}", cfg.bucket))?;
-    js.get_or_create_stream(stream::Config {
-        name: cfg.stream.clone(),
-        subjects: vec![format!("{}.>", cfg.log_prefix)],
-        num_replicas: cfg.replicas,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| format!("log stream {}: {e}", cfg.stream))?;
-    let log = js.get_stream(cfg.stream.as_str()).await.map_err(|e| format!("log stream {}: {e}", cfg.stream))?;
+    // A JetStream cluster that is still electing its leader refuses to
+    // make streams: try again each second until it does, or until told to stop.
+    let (store, log) = loop {
+        match setup(&cfg, &js).await {
+            Ok(done) => break done,
+            Err(e) => {
+                tracing::warn!(node = cfg.node, error = %e, "JetStream not ready; trying again in 1 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = commands.recv() => return Ok(()),
+                }
+            }
+        }
+    };
 
     let mut m = Ownership::new(cfg.node, incarnation, cfg.ownership.clone());
     let (back_tx, mut back) = tokio::sync::mpsc::unbounded_channel::<Back>();
@@ -300,6 +286,41 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
     }
     tracing::info!(node = cfg.node, "cluster host halted");
     Ok(())
+}
+
+/// The lease bucket and the log stream, made if they do not exist.
+async fn setup(cfg: &HostConfig, js: &jetstream::Context) -> Result<(kv::Store, stream::Stream), String> {
+    // The bucket's stream is made here rather than by `create_key_value`,
+    // which first reads the account's info in a form nats-server 2.9
+    // (Debian's) does not send. The configuration is what a KV bucket is.
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{}", cfg.bucket),
+        subjects: vec![format!("$KV.{}.>", cfg.bucket)],
+        max_messages_per_subject: 1,
+        max_age: cfg.ownership.ttl,
+        duplicate_window: cfg.ownership.ttl.min(Duration::from_secs(120)),
+        storage: stream::StorageType::File,
+        num_replicas: cfg.replicas,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("lease bucket {}: {e}", cfg.bucket))?;
+    let store = js.get_key_value(cfg.bucket.as_str()).await.map_err(|e| format!("lease bucket {}: {e}", cfg.bucket))?;
+    js.get_or_create_stream(stream::Config {
+        name: cfg.stream.clone(),
+        subjects: vec![format!("{}.>", cfg.log_prefix)],
+        num_replicas: cfg.replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("log stream {}: {e}", cfg.stream))?;
+    let log = js.get_stream(cfg.stream.as_str()).await.map_err(|e| format!("log stream {}: {e}", cfg.stream))?;
+    Ok((store, log))
 }
 
 /// Hands one output of the machine to JetStream (as a task whose answer
