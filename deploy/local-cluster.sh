@@ -97,7 +97,9 @@ up() {
         echo "1 sip:$(node_ip "$i"):5060" >>"$dir/dispatcher.list"
     done
     sed -e "s|FRONT_IP|$front_ip|g" -e "s|DISPATCHER_LIST|$dir/dispatcher.list|g" deploy/kamailio-front.cfg >"$dir/kamailio.cfg"
-    kamailio -f "$dir/kamailio.cfg" -DD -E >"$dir/front.log" 2>&1 &
+    # 1 GB of shared memory: tm keeps every transaction and its message
+    # there, and the default 64 MB runs out at a few thousand PUBLISH/s.
+    kamailio -f "$dir/kamailio.cfg" -DD -E -m 1024 -M 32 >"$dir/front.log" 2>&1 &
     echo $! >"$dir/front.pid"
     echo "cluster up: $n nodes, front on 127.0.0.1:5080, logs in $dir"
 }

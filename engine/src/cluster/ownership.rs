@@ -351,6 +351,12 @@ impl Ownership {
         s.state == State::Serving && s.held.is_some_and(|h| now < h.valid_until)
     }
 
+    /// Until when this node may act on `p`, if it serves it.
+    pub fn valid_until(&self, p: Partition) -> Option<Instant> {
+        let s = &self.slots[p.0 as usize];
+        s.held.filter(|_| s.state == State::Serving).map(|h| h.valid_until)
+    }
+
     /// The node requests for `p` go to: this one if it serves it,
     /// otherwise the holder the lease watch shows (None while nobody holds it).
     pub fn route(&self, p: Partition, now: Instant) -> Option<NodeId> {

@@ -7,6 +7,7 @@ use super::NodeId;
 use super::partition::{Partition, partition_of};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
 
 /// Node ids run from 1 to this.
 pub const MAX_NODE: NodeId = 1023;
@@ -28,6 +29,11 @@ pub struct ClusterView {
     partitions: u16,
     /// Each partition's owner; 0: none known.
     owner: Vec<AtomicU32>,
+    /// For a partition this node serves, the end of its lease, in
+    /// microseconds since `epoch`: past it, the shards stop serving it on
+    /// their own, even if the host that should have said so is stalled.
+    valid_until: Vec<AtomicU64>,
+    epoch: Instant,
     /// Each node's SIP address, IPv4 and port, with bit 48 set; 0: unknown.
     address: Vec<AtomicU64>,
 }
@@ -39,6 +45,8 @@ impl ClusterView {
             me,
             partitions,
             owner: (0..partitions).map(|_| AtomicU32::new(0)).collect(),
+            valid_until: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            epoch: Instant::now(),
             address: (0..=MAX_NODE).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -56,13 +64,22 @@ impl ClusterView {
         Some(self.owner[p.0 as usize].load(Ordering::Acquire)).filter(|&n| n != 0)
     }
 
-    pub fn set_owner(&self, p: Partition, node: Option<NodeId>) {
+    /// Records `p`'s owner, and when it is this node, until when its lease
+    /// lets it act (`None`: without limit, for tests that set owners by hand).
+    pub fn set_owner(&self, p: Partition, node: Option<NodeId>, valid_until: Option<Instant>) {
+        let until = valid_until.map_or(u64::MAX, |t| t.saturating_duration_since(self.epoch).as_micros() as u64);
+        self.valid_until[p.0 as usize].store(until, Ordering::Release);
         self.owner[p.0 as usize].store(node.unwrap_or(0), Ordering::Release);
     }
 
-    /// Whether this node serves `p`.
+    /// Whether this node serves `p` (as last published; see [`Self::route`]
+    /// for the check against the lease's end).
     pub fn serves(&self, p: Partition) -> bool {
         self.owner(p) == Some(self.me)
+    }
+
+    fn lease_holds(&self, p: Partition, now: Instant) -> bool {
+        (now.saturating_duration_since(self.epoch).as_micros() as u64) < self.valid_until[p.0 as usize].load(Ordering::Acquire)
     }
 
     /// The partitions this node serves.
@@ -84,10 +101,13 @@ impl ClusterView {
         }
     }
 
-    /// Where a request for the presentity with normalised AOR `aor` goes.
-    pub fn route(&self, aor: &[u8]) -> Route {
-        match self.owner(partition_of(aor, self.partitions)) {
-            Some(n) if n == self.me => Route::Here,
+    /// Where a request for the presentity with normalised AOR `aor` goes
+    /// at `now`.
+    pub fn route(&self, aor: &[u8], now: Instant) -> Route {
+        let p = partition_of(aor, self.partitions);
+        match self.owner(p) {
+            Some(n) if n == self.me && self.lease_holds(p, now) => Route::Here,
+            Some(n) if n == self.me => Route::Nobody,
             Some(n) => self.address(n).map_or(Route::Nobody, |a| Route::Node(n, a)),
             None => Route::Nobody,
         }
@@ -103,14 +123,16 @@ mod tests {
         let v = ClusterView::new(1, 8);
         let aor = b"sip:alice@example.com";
         let p = partition_of(aor, 8);
-        assert_eq!(v.route(aor), Route::Nobody);
-        v.set_owner(p, Some(1));
-        assert_eq!(v.route(aor), Route::Here);
-        v.set_owner(p, Some(2));
-        assert_eq!(v.route(aor), Route::Nobody, "owner known, address not yet");
+        let now = Instant::now();
+        assert_eq!(v.route(aor, now), Route::Nobody);
+        v.set_owner(p, Some(1), Some(now + std::time::Duration::from_secs(1)));
+        assert_eq!(v.route(aor, now), Route::Here);
+        assert_eq!(v.route(aor, now + std::time::Duration::from_secs(1)), Route::Nobody, "past the lease, even if nobody said so");
+        v.set_owner(p, Some(2), None);
+        assert_eq!(v.route(aor, now), Route::Nobody, "owner known, address not yet");
         let a: SocketAddrV4 = "10.0.0.2:5062".parse().unwrap();
         v.set_address(2, Some(a));
-        assert_eq!(v.route(aor), Route::Node(2, SocketAddr::V4(a)));
+        assert_eq!(v.route(aor, now), Route::Node(2, SocketAddr::V4(a)));
         assert_eq!(v.served(), vec![]);
         v.set_address(2, None);
         assert_eq!(v.address(2), None);

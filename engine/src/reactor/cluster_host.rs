@@ -222,7 +222,10 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
 
     let mut m = Ownership::new(cfg.node, incarnation, cfg.ownership.clone());
     let (back_tx, mut back) = tokio::sync::mpsc::unbounded_channel::<Back>();
-    let mut watch = store.watch_with_history(">").await.map_err(|e| format!("watching {}: {e}", cfg.bucket))?;
+    let mut watch = Some(store.watch_with_history(">").await.map_err(|e| format!("watching {}: {e}", cfg.bucket))?);
+    // A broken watch is made again by a task of its own: nothing in this
+    // loop may wait on the network, or the leases would not be timed out.
+    let (rewatch_tx, mut rewatch) = tokio::sync::mpsc::unbounded_channel::<kv::Watch>();
     let mut tick = tokio::time::interval(cfg.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(node = cfg.node, incarnation, nats = %cfg.nats, "cluster host started");
@@ -237,7 +240,8 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
                 }
                 Some(Command::Halt) | None => break,
             },
-            entry = watch.next() => match entry {
+            Some(w) = rewatch.recv() => watch = Some(w),
+            entry = async { watch.as_mut().expect("guarded").next().await }, if watch.is_some() => match entry {
                 Some(Ok(e)) => {
                     let written = e.operation == kv::Operation::Put;
                     match parse_key(&e.key) {
@@ -257,8 +261,17 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
                 broken => {
                     let why = broken.and_then(|r| r.err()).map(|e| e.to_string()).unwrap_or_else(|| "ended".into());
                     tracing::warn!(error = %why, "lease watch broke; watching again");
-                    tokio::time::sleep(cfg.tick).await;
-                    if let Ok(w) = store.watch_with_history(">").await { watch = w; }
+                    watch = None;
+                    let (store, tx, pause, timeout) = (store.clone(), rewatch_tx.clone(), cfg.tick, cfg.ownership.op_timeout);
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::time::sleep(pause).await;
+                            if let Ok(Ok(w)) = tokio::time::timeout(timeout, store.watch_with_history(">")).await {
+                                let _ = tx.send(w);
+                                return;
+                            }
+                        }
+                    });
                 }
             },
             Some(b) = back.recv() => {
@@ -421,10 +434,12 @@ pub async fn append_expecting(js: &jetstream::Context, subject: String, expected
     }
 }
 
-/// Writes the machine's view into the atomics the shards read.
+/// Writes the machine's view into the atomics the shards read: each
+/// partition's owner, and for those this node serves, until when its lease
+/// lets it (the shards check that themselves, should this thread stall).
 fn publish(m: &Ownership, view: &ClusterView, now: Instant) {
     for p in Partition::all(view.partitions()) {
-        view.set_owner(p, m.route(p, now));
+        view.set_owner(p, m.route(p, now), m.valid_until(p));
     }
 }
 

@@ -49,7 +49,7 @@ impl Shard {
     /// Takes `msg` if it belongs to the hop: a response to a forwarded
     /// request, or a request for a partition this node does not serve.
     /// False leaves it to this node.
-    pub(super) fn cluster_hop(&mut self, peer: Peer, msg: &Message<'_>, out: &mut Outbox) -> bool {
+    pub(super) fn cluster_hop(&mut self, now: std::time::Instant, peer: Peer, msg: &Message<'_>, out: &mut Outbox) -> bool {
         let Some(view) = self.cfg.cluster.clone() else { return false };
         let hopped = msg.via().branch().is_some_and(|b| b.starts_with(HOP_BRANCH));
         if !msg.is_request() {
@@ -62,7 +62,7 @@ impl Shard {
             return false;
         }
         let Some((aor, true)) = Self::addressed_aor(msg) else { return false };
-        match view.route(&aor) {
+        match view.route(&aor, now) {
             Route::Here => false,
             Route::Node(node, addr) if !hopped => {
                 self.forward_to_node(peer, msg, node, addr, out);

@@ -32,7 +32,7 @@ const PIDF: &str = "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml
 /// A node's shard whose view puts alice's partition on `owner` (or nobody).
 fn node(me: u32, addr: &str, owner: Option<u32>) -> Shard {
     let view = Arc::new(ClusterView::new(me, PARTITIONS));
-    view.set_owner(partition_of(AOR, PARTITIONS), owner);
+    view.set_owner(partition_of(AOR, PARTITIONS), owner, None);
     view.set_address(1, N1.parse().ok());
     view.set_address(2, N2.parse().ok());
     let mut cfg = ShardConfig::with_defaults(0, 1, addr.parse().unwrap());
@@ -92,7 +92,7 @@ fn a_publish_for_another_nodes_partition_goes_there_and_its_answer_comes_back_on
 fn a_trusted_sources_asserted_identity_is_kept() {
     let t0 = Instant::now();
     let view = Arc::new(ClusterView::new(1, PARTITIONS));
-    view.set_owner(partition_of(AOR, PARTITIONS), Some(2));
+    view.set_owner(partition_of(AOR, PARTITIONS), Some(2), None);
     view.set_address(2, N2.parse().ok());
     let mut cfg = ShardConfig::with_defaults(0, 1, N1.parse().unwrap());
     cfg.cluster = Some(view);

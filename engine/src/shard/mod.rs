@@ -569,7 +569,7 @@ impl Shard {
         }
         match Message::parse(bytes, &self.cfg.limits) {
             Err(e) => self.on_malformed(peer, bytes, e, out),
-            Ok(msg) if self.cluster_hop(peer, &msg, out) => {}
+            Ok(msg) if self.cluster_hop(now, peer, &msg, out) => {}
             Ok(msg) => match self.owner(&msg) {
                 Some(owner) if owner != self.cfg.shard => {
                     self.stats.forwarded += 1;

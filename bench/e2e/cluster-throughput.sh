@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Throughput through the Kamailio front of a local cluster of 1, 2 and 3
+# nodes (issue 20), as ratios to 1 node in the same run. Every process
+# shares this machine's cores, so this shows what the front and the hop
+# between nodes cost, not how a cluster scales.
+#
+#   bench/e2e/cluster-throughput.sh [SECONDS] [NODES...]   defaults 10, "1 2 3"
+#
+# Closed-loop PUBLISH (loadgen --scenario publish, 128 outstanding, 10,000
+# users) against 127.0.0.1:5080 after each `deploy/local-cluster.sh up N`
+# has split the partitions. Needs root (network namespaces), nats-server
+# and kamailio. With more than one node, most PUBLISHes take the hop to
+# another node as well (the front's hash and the partition map differ).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+secs=${1:-10}
+shift || true
+nodes=${*:-1 2 3}
+out=${OUT:-target/e2e}/cluster-throughput
+mkdir -p "$out"
+cargo build --release -q -p presence-engine -p loadgen
+export CLUSTER_DIR=$out/cluster PRESENCED=$PWD/target/release/presenced
+trap 'deploy/local-cluster.sh down >/dev/null 2>&1 || true' EXIT
+deploy/local-cluster.sh down >/dev/null 2>&1 || true
+served_total() {
+    python3 - "$CLUSTER_DIR" "$1" <<'PY'
+import json, sys
+total = 0
+for i in range(1, int(sys.argv[2]) + 1):
+    held = set()
+    for l in open(f"{sys.argv[1]}/node{i}.log"):
+        try: r = json.loads(l)
+        except ValueError: continue
+        if r.get("message") == "serving partition": held.add(r["partition"])
+        elif r.get("message") == "stopped serving partition": held.discard(r["partition"])
+    total += len(held)
+print(total)
+PY
+}
+declare -A rate
+for n in $nodes; do
+    deploy/local-cluster.sh up "$n" >/dev/null
+    for _ in $(seq 600); do [ "$(served_total "$n")" = 1024 ] && break; sleep 0.2; done
+    [ "$(served_total "$n")" = 1024 ] || { echo "$n nodes did not split the partitions" >&2; exit 1; }
+    sleep 2
+    target/release/loadgen --target 127.0.0.1:5080 --scenario publish --max-outstanding 128 --users 10000 \
+        --duration "$secs" --quiet --report "$out/publish-$n.json" >/dev/null
+    rate[$n]=$(python3 -c "import json; print(round(json.load(open('$out/publish-$n.json'))['throughput_per_s']))")
+    echo "$n node(s): ${rate[$n]} PUBLISH/s through the front"
+    deploy/local-cluster.sh down >/dev/null
+done
+first=${nodes%% *}
+for n in $nodes; do
+    python3 -c "print('$n node(s): %.2f of $first node(s)' % (${rate[$n]} / ${rate[$first]}))"
+done
