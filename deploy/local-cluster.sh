@@ -20,7 +20,8 @@
 # go to CLUSTER_DIR (default /tmp/presence-cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dir=${CLUSTER_DIR:-/tmp/presence-cluster}
+# Absolute: Kamailio reads its dispatcher list after changing directory.
+dir=$(realpath -m "${CLUSTER_DIR:-/tmp/presence-cluster}")
 br=prsbr0
 net=10.77.0
 front_ip=$net.1
@@ -101,6 +102,8 @@ up() {
     # there, and the default 64 MB runs out at a few thousand PUBLISH/s.
     kamailio -f "$dir/kamailio.cfg" -DD -E -m 1024 -M 32 >"$dir/front.log" 2>&1 &
     echo $! >"$dir/front.pid"
+    sleep 1
+    kill -0 "$(cat "$dir/front.pid")" 2>/dev/null || die "the Kamailio front did not start: see $dir/front.log"
     echo "cluster up: $n nodes, front on 127.0.0.1:5080, logs in $dir"
 }
 
@@ -112,6 +115,8 @@ node_arg() {
 
 down() {
     [ -d "$dir" ] && for f in "$dir"/*.pid; do [ -e "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true; done
+    # Kamailio's workers outlive its main process: end them by their config.
+    pkill -9 -f "kamailio -f $dir/kamailio.cfg" 2>/dev/null || true
     for ns in $(ip netns list 2>/dev/null | awk '/^prs-/ {print $1}'); do
         ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
         ip link del "v$ns" 2>/dev/null || true

@@ -40,9 +40,19 @@ PY
 declare -A rate
 for n in $nodes; do
     deploy/local-cluster.sh up "$n" >/dev/null
-    for _ in $(seq 600); do [ "$(served_total "$n")" = 1024 ] && break; sleep 0.2; done
-    [ "$(served_total "$n")" = 1024 ] || { echo "$n nodes did not split the partitions" >&2; exit 1; }
-    sleep 2
+    # Settled: every partition served and no move logged for 3 s (the
+    # total is 1024 for moments while nodes that joined later still take
+    # their share, and a move loses the partition's state, unreplicated).
+    events() { cat "$CLUSTER_DIR"/node*.log | grep -c 'serving partition' || true; }
+    quiet=0 last=-1
+    for _ in $(seq 600); do
+        now=$(events)
+        if [ "$(served_total "$n")" = 1024 ] && [ "$now" = "$last" ]; then quiet=$((quiet + 1)); else quiet=0; fi
+        [ "$quiet" -ge 15 ] && break
+        last=$now
+        sleep 0.2
+    done
+    [ "$quiet" -ge 15 ] || { echo "$n nodes did not settle" >&2; exit 1; }
     target/release/loadgen --target 127.0.0.1:5080 --scenario publish --max-outstanding 128 --users 10000 \
         --duration "$secs" --quiet --report "$out/publish-$n.json" >/dev/null
     rate[$n]=$(python3 -c "import json; print(round(json.load(open('$out/publish-$n.json'))['throughput_per_s']))")
