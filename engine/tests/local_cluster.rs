@@ -32,19 +32,25 @@ impl Cluster {
         assert!(out.status.success(), "local-cluster.sh {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
 
-    /// Partitions node `i` serves now, from its JSON log.
-    fn served(&self, i: u32) -> usize {
+    /// Partitions node `i` serves now, from its JSON log. The log holds
+    /// every run of the node (a restart appends): a run starts over.
+    fn served_set(&self, i: u32) -> std::collections::BTreeSet<u64> {
         let log = std::fs::read_to_string(self.dir.join(format!("node{i}.log"))).unwrap_or_default();
         let mut held = std::collections::BTreeSet::new();
         for line in log.lines() {
             let Ok(r) = serde_json::from_str::<serde_json::Value>(line) else { continue };
             match (r["message"].as_str(), r["partition"].as_u64()) {
+                (Some("cluster host started"), _) => held.clear(),
                 (Some("serving partition"), Some(p)) => drop(held.insert(p)),
                 (Some("stopped serving partition"), Some(p)) => drop(held.remove(&p)),
                 _ => {}
             }
         }
-        held.len()
+        held
+    }
+
+    fn served(&self, i: u32) -> usize {
+        self.served_set(i).len()
     }
 }
 
@@ -160,7 +166,7 @@ fn a_local_cluster_serves_through_its_front_and_survives_a_node_kill() {
     // A network partition: node 2's link goes down. It stops serving when
     // its leases run out by its own clock; the others take them only after
     // the store expired them. Never two owners.
-    let held = c.served(2);
+    let held = c.served_set(2);
     let cut = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     let link = |state: &str| assert!(Command::new("ip").args(["link", "set", "vprs-n2", state]).status().unwrap().success());
     link("down");
@@ -170,7 +176,9 @@ fn a_local_cluster_serves_through_its_front_and_survives_a_node_kill() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let stops: std::collections::BTreeMap<u64, f64> = c.events(2).into_iter().filter(|e| !e.1 && e.0 >= cut).map(|e| (e.2, e.0)).collect();
-    assert_eq!(stops.len(), held, "node 2 stopped {} of its {held} partitions", stops.len());
+    // It may also have been taking some when cut: those stop too.
+    let unstopped: Vec<&u64> = held.iter().filter(|p| !stops.contains_key(p)).collect();
+    assert!(unstopped.is_empty(), "the cut node never stopped partitions {unstopped:?}");
     let mut margin = f64::MAX;
     for (t, _, p) in [1, 3].iter().flat_map(|&i| c.events(i)).filter(|e| e.1 && e.0 >= cut) {
         if let Some(stop) = stops.get(&p) {
@@ -178,7 +186,7 @@ fn a_local_cluster_serves_through_its_front_and_survives_a_node_kill() {
             margin = margin.min(t - stop);
         }
     }
-    eprintln!("cut node 2 stopped its {held} partitions, each at least {:.0} ms before another node served it", margin * 1000.0);
+    eprintln!("cut node 2 stopped its {} partitions, each at least {:.0} ms before another node served it", held.len(), margin * 1000.0);
     link("up");
     let healed = Instant::now();
     while c.served(2) == 0 {
