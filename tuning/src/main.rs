@@ -6,7 +6,7 @@ use loadgen::profile::Profile;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tuning::measured::Capacity;
-use tuning::plan::{Demand, Plan};
+use tuning::plan::{ClusterOptions, Demand, Plan};
 
 /// Capacity plan: the busy-hour demand of a subscriber base (from a
 /// loadgen traffic profile) against what one host sustained (loadgen
@@ -26,6 +26,19 @@ struct Cli {
     /// rest is headroom for failover and peaks.
     #[arg(long, value_name = "FRACTION", default_value_t = 0.6)]
     target_utilization: f64,
+    /// Plan a cluster that survives this many node failures at once
+    /// (nodes behind a SIP front, issue 20) [default: no cluster].
+    #[arg(long, value_name = "F")]
+    failures: Option<u64>,
+    /// A forward between nodes costs the forwarding node this share of a
+    /// transaction (cluster plans; 1.0 is the conservative default: the hop
+    /// is not measured on its own).
+    #[arg(long, value_name = "SHARE", default_value_t = 1.0)]
+    hop_cost: f64,
+    /// Extra cost per transaction of replicating the journal (cluster
+    /// plans; replication is not built, so not measured).
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
+    replication_overhead: f64,
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
@@ -39,7 +52,10 @@ fn main() -> ExitCode {
     let run = || -> Result<(Plan, Vec<String>), String> {
         let profile = Profile::load(cli.profile.as_deref())?;
         let capacity = Capacity::from_files(&cli.reports)?;
-        let plan = Plan::build(cli.subscribers, Demand::of(&profile, cli.subscribers), &capacity, cli.target_utilization)?;
+        let mut plan = Plan::build(cli.subscribers, Demand::of(&profile, cli.subscribers), &capacity, cli.target_utilization)?;
+        if let Some(failures) = cli.failures {
+            plan = plan.with_cluster(ClusterOptions { failures, hop_cost: cli.hop_cost, replication: cli.replication_overhead })?;
+        }
         Ok((plan, capacity.warnings))
     };
     match run() {

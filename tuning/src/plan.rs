@@ -62,6 +62,62 @@ pub struct Plan {
     /// The busy hour's packet rate against the host's ceiling, if a
     /// baseline was measured: requests and NOTIFYs, each with its answer.
     pub of_baseline: Option<f64>,
+    /// Nodes of a cluster, when failures to survive were asked for.
+    pub cluster: Option<ClusterPlan>,
+}
+
+/// What a cluster behind a SIP front needs (issue 20): enough nodes that,
+/// with `failures` of them down, the rest carry the busy hour at the target
+/// utilization. A front that spreads requests without knowing the
+/// partitions sends (n-1)/n of them to a node that forwards them to the
+/// partition's owner; each forward costs the forwarding node `hop_cost` of
+/// a transaction. Replicating the journal would cost `replication` more per
+/// transaction on the owner (not measured: replication is not built).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ClusterOptions {
+    pub failures: u64,
+    pub hop_cost: f64,
+    pub replication: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterPlan {
+    pub options: ClusterOptions,
+    pub nodes: u64,
+    /// Utilization of each node with every node up, and with `failures` down.
+    pub per_node_all_up: f64,
+    pub per_node_after_failures: f64,
+}
+
+impl ClusterPlan {
+    /// The load of each of `up` nodes: the busy hour's, the forwards of
+    /// the requests that arrive at a node that does not own them, and
+    /// replication.
+    fn per_node(utilization: f64, up: u64, o: ClusterOptions) -> f64 {
+        let hopped = (up - 1) as f64 / up as f64;
+        utilization * (1.0 + o.replication + o.hop_cost * hopped) / up as f64
+    }
+
+    pub fn build(utilization: f64, target: f64, o: ClusterOptions) -> Result<ClusterPlan, String> {
+        if !(o.hop_cost >= 0.0 && o.replication >= 0.0) {
+            return Err("hop cost and replication overhead must not be negative".into());
+        }
+        // Each node added takes a share; the forwards' cost tends to
+        // hop_cost, so the search ends.
+        let mut nodes = o.failures + 1;
+        while Self::per_node(utilization, nodes - o.failures, o) > target {
+            nodes += 1;
+            if nodes > 100_000 {
+                return Err("no cluster of up to 100,000 nodes meets the target".into());
+            }
+        }
+        Ok(ClusterPlan {
+            options: o,
+            nodes,
+            per_node_all_up: Self::per_node(utilization, nodes, o),
+            per_node_after_failures: Self::per_node(utilization, nodes - o.failures, o),
+        })
+    }
 }
 
 impl Plan {
@@ -96,7 +152,14 @@ impl Plan {
             hosts,
             per_host_utilization: utilization / hosts as f64,
             of_baseline: capacity.baseline.map(|b| packets / b),
+            cluster: None,
         })
+    }
+
+    /// Adds the cluster's nodes for `o`.
+    pub fn with_cluster(mut self, o: ClusterOptions) -> Result<Plan, String> {
+        self.cluster = Some(ClusterPlan::build(self.utilization, self.target_utilization, o)?);
+        Ok(self)
     }
 
     pub fn summary(&self) -> String {
@@ -114,6 +177,19 @@ impl Plan {
         );
         if let Some(b) = self.of_baseline {
             out += &format!("\nthe busy hour's transactions are {:.0}% of one host's packet ceiling (loadgen baseline)", 100.0 * b);
+        }
+        if let Some(c) = &self.cluster {
+            out += &format!(
+                "\ncluster surviving {} node failure(s): {} node(s), each {:.0}% loaded with all up and {:.0}% with {} down \
+(a forward between nodes costs {:.2} of a transaction, assumed; replication {:.2} more, assumed: it is not built)",
+                c.options.failures,
+                c.nodes,
+                100.0 * c.per_node_all_up,
+                100.0 * c.per_node_after_failures,
+                c.options.failures,
+                c.options.hop_cost,
+                c.options.replication
+            );
         }
         out
     }
@@ -158,6 +234,27 @@ mod tests {
         assert!((p.per_host_utilization - 0.5).abs() < 1e-9);
         assert!((p.of_baseline.unwrap() - 3.3).abs() < 1e-9);
         assert!(p.summary().contains("15 host(s)"));
+    }
+
+    #[test]
+    fn a_cluster_adds_the_failed_nodes_and_the_forwards_cost() {
+        let o = |failures, hop_cost| ClusterOptions { failures, hop_cost, replication: 0.0 };
+        // 1.5 hosts of work at 100 %, target 60 %: without forwards 3 nodes
+        // carry it (50 % each); forwards at a full transaction's cost make
+        // each of 3 carry 1.5 * (1 + 2/3) / 3 = 83 %, so 5 are needed (54 %).
+        let c = ClusterPlan::build(1.5, 0.6, o(0, 0.0)).unwrap();
+        assert_eq!(c.nodes, 3);
+        let c = ClusterPlan::build(1.5, 0.6, o(0, 1.0)).unwrap();
+        assert_eq!(c.nodes, 5);
+        assert!((c.per_node_all_up - 1.5 * 1.8 / 5.0).abs() < 1e-9);
+        // Surviving one failure: the nodes left must carry it.
+        let c = ClusterPlan::build(1.5, 0.6, o(1, 1.0)).unwrap();
+        assert_eq!(c.nodes, 6);
+        assert!((c.per_node_after_failures - 1.5 * 1.8 / 5.0).abs() < 1e-9);
+        assert!(c.per_node_all_up < c.per_node_after_failures);
+        // A single small node needs no forwards.
+        assert_eq!(ClusterPlan::build(0.3, 0.6, o(0, 1.0)).unwrap().nodes, 1);
+        assert!(ClusterPlan::build(1.0, 0.6, o(0, -1.0)).is_err());
     }
 
     #[test]

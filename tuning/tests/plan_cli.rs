@@ -56,6 +56,31 @@ fn plan_from_real_reports_matches_the_model() {
 }
 
 #[test]
+fn a_cluster_plan_survives_its_failures_from_the_cli() {
+    let names = ["presenced-2-register", "presenced-2-publish", "presenced-2-subscribe", "presenced-2-fanout"];
+    let files: Vec<String> = names.iter().map(|n| fixture(n)).collect();
+    let mut args = vec!["--subscribers", "10000000", "--target-utilization", "0.5", "--failures", "1", "--json"];
+    args.extend(files.iter().map(String::as_str));
+    let out = tuning(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &plan["cluster"];
+    let (nodes, u) = (c["nodes"].as_u64().unwrap(), plan["utilization"].as_f64().unwrap());
+    // With one node down the others carry the busy hour and every forward
+    // at a transaction's cost (the default), within the target; one node
+    // fewer would not.
+    let per_node = |up: u64| u * (1.0 + (up - 1) as f64 / up as f64) / up as f64;
+    assert!(per_node(nodes - 1) <= 0.5 && (nodes < 3 || per_node(nodes - 2) > 0.5), "{plan}");
+    assert!(nodes > plan["hosts"].as_u64().unwrap(), "a cluster needs more than the single-host count: {plan}");
+    assert!((c["per_node_after_failures"].as_f64().unwrap() - per_node(nodes - 1)).abs() < 1e-9);
+    let mut bad = vec!["--subscribers", "1000", "--failures", "1", "--hop-cost=-1"];
+    bad.extend(files.iter().map(String::as_str));
+    let out = tuning(&bad);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must not be negative"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn missing_or_mixed_reports_are_clear_errors() {
     let without_fanout =
         tuning(&["--subscribers", "1000", &fixture("presenced-2-register"), &fixture("presenced-2-publish"), &fixture("presenced-2-subscribe")]);
