@@ -77,11 +77,17 @@ impl Default for ClusterSection {
 }
 
 impl ClusterSection {
-    /// The cluster host's configuration, if this node is in a cluster.
-    pub fn host(&self) -> Option<crate::reactor::cluster_host::HostConfig> {
+    /// The cluster host's configuration, if this node is in a cluster, for
+    /// a server bound to `bound`: it advertises `advertise`, or else the
+    /// bound address if other nodes can reach it (IPv4, not unspecified).
+    pub fn host(&self, bound: SocketAddr) -> Option<crate::reactor::cluster_host::HostConfig> {
         if self.node == 0 {
             return None;
         }
+        let reachable = match bound {
+            SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(a),
+            _ => None,
+        };
         let ttl = Duration::from_millis(self.lease_ttl_ms);
         let ownership = crate::cluster::ownership::Config {
             partitions: self.partitions,
@@ -93,6 +99,7 @@ impl ClusterSection {
         Some(crate::reactor::cluster_host::HostConfig {
             replicas: self.replicas,
             ownership,
+            advertise: self.advertise.or(reachable),
             ..crate::reactor::cluster_host::HostConfig::new(&self.nats, self.node)
         })
     }
@@ -523,13 +530,14 @@ impl Config {
             if !(1..=5).contains(&c.replicas) {
                 return Err(format!("cluster.replicas = {}: must be 1..=5", c.replicas));
             }
-            if c.advertise.is_none() && !matches!(self.listen, SocketAddr::V4(a) if !a.ip().is_unspecified()) {
-                return Err(format!("cluster: listen = {} is not an address other nodes can reach: set cluster.advertise", self.listen));
-            }
             if c.nats.is_empty() {
                 return Err("cluster.nats: the JetStream servers are needed when cluster.node is set".into());
             }
-            self.cluster.host().expect("node set").ownership.check().map_err(|e| format!("cluster: {e}"))?;
+            let host = c.host(self.listen).expect("node set");
+            if host.advertise.is_none() {
+                return Err(format!("cluster: listen = {} is not an address other nodes can reach: set cluster.advertise", self.listen));
+            }
+            host.ownership.check().map_err(|e| format!("cluster: {e}"))?;
         }
         let r = &self.registrar;
         if r.min_expires > r.max_expires || r.default_expires < r.min_expires || r.default_expires > r.max_expires {
@@ -735,10 +743,14 @@ mod tests {
         assert_eq!(Config::from_toml("[storage]\nrestart_asks_per_tick = 50").unwrap().storage.restart_asks_per_tick, 50);
         assert!(Config::from_toml("[storage]\nrestart_asks_per_tick = 0").unwrap_err().contains("restart_asks_per_tick"));
         let c = Config::from_toml("[cluster]\nnode = 2\nlease_ttl_ms = 1500").unwrap();
-        let host = c.cluster.host().unwrap();
+        let host = c.cluster.host(c.listen).unwrap();
         assert_eq!((host.node, host.ownership.ttl, host.ownership.renew_every), (2, Duration::from_millis(1500), Duration::from_millis(500)));
-        assert!(Config::default().cluster.host().is_none(), "not in a cluster by default");
+        assert!(Config::default().cluster.host(Config::default().listen).is_none(), "not in a cluster by default");
         assert!(Config::from_toml("[cluster]\nnode = 1\nlease_ttl_ms = 100").unwrap_err().contains("lease_ttl_ms"));
         assert!(Config::from_toml("[cluster]\nnode = 1\nreplicas = 0").unwrap_err().contains("replicas"));
+        let anywhere = "listen = \"0.0.0.0:5060\"\n[cluster]\nnode = 1";
+        assert!(Config::from_toml(anywhere).unwrap_err().contains("cluster.advertise"));
+        let c = Config::from_toml(&format!("{anywhere}\nadvertise = \"10.0.0.1:5060\"")).unwrap();
+        assert_eq!(c.cluster.host(c.listen).unwrap().advertise, Some("10.0.0.1:5060".parse().unwrap()));
     }
 }

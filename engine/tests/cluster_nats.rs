@@ -101,18 +101,9 @@ fn the_log_refuses_an_append_that_expects_a_stale_sequence() {
     });
 }
 
-/// The partitions a `presenced` serves, from its "serving partition" and
-/// "stopped serving partition" log records in order.
+/// The partitions a `presenced` serves, from its log.
 fn served(srv: &Presenced) -> BTreeSet<u64> {
-    let mut set = BTreeSet::new();
-    for r in srv.records() {
-        match (r["message"].as_str(), r["partition"].as_u64()) {
-            (Some("serving partition"), Some(p)) => drop(set.insert(p)),
-            (Some("stopped serving partition"), Some(p)) => drop(set.remove(&p)),
-            _ => {}
-        }
-    }
-    set
+    common::nats::served_partitions(srv.records())
 }
 
 const N: u64 = 64;

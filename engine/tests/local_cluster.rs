@@ -11,6 +11,8 @@
 //! provides; it is the only test that uses the script's fixed bridge and
 //! addresses.
 
+mod common;
+
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::Command;
@@ -32,21 +34,10 @@ impl Cluster {
         assert!(out.status.success(), "local-cluster.sh {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
 
-    /// Partitions node `i` serves now, from its JSON log. The log holds
-    /// every run of the node (a restart appends): a run starts over.
+    /// Partitions node `i` serves now, from its JSON log.
     fn served_set(&self, i: u32) -> std::collections::BTreeSet<u64> {
         let log = std::fs::read_to_string(self.dir.join(format!("node{i}.log"))).unwrap_or_default();
-        let mut held = std::collections::BTreeSet::new();
-        for line in log.lines() {
-            let Ok(r) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-            match (r["message"].as_str(), r["partition"].as_u64()) {
-                (Some("cluster host started"), _) => held.clear(),
-                (Some("serving partition"), Some(p)) => drop(held.insert(p)),
-                (Some("stopped serving partition"), Some(p)) => drop(held.remove(&p)),
-                _ => {}
-            }
-        }
-        held
+        common::nats::served_partitions(log.lines().filter_map(|l| serde_json::from_str(l).ok()))
     }
 
     fn served(&self, i: u32) -> usize {

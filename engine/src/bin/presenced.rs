@@ -315,13 +315,8 @@ fn main() -> ExitCode {
     // The cluster host starts after the signal mask is set, so that its
     // thread inherits it too; it advertises the address the shards bound
     // (or [cluster] advertise) as where other nodes forward requests.
-    let cluster = match cfg.cluster.host().zip(server.cluster_view()).map(|(mut h, view)| {
-        h.advertise = cfg.cluster.advertise.or(match server.local_addr() {
-            std::net::SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(a),
-            _ => None,
-        });
-        reactor::cluster_host::ClusterHost::start_with(h, Entropy::os_seed(), view.clone())
-    }) {
+    let host = cfg.cluster.host(server.local_addr()).zip(server.cluster_view());
+    let cluster = match host.map(|(h, view)| reactor::cluster_host::ClusterHost::start_with(h, Entropy::os_seed(), view.clone())) {
         None => None,
         Some(Ok(host)) => Some(host),
         Some(Err(e)) => {

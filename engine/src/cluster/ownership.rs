@@ -347,8 +347,7 @@ impl Ownership {
     /// Whether this node may act on `p` now: it serves it and its lease is
     /// still valid. The host asks before every request and every append.
     pub fn serving(&self, p: Partition, now: Instant) -> bool {
-        let s = &self.slots[p.0 as usize];
-        s.state == State::Serving && s.held.is_some_and(|h| now < h.valid_until)
+        self.valid_until(p).is_some_and(|t| now < t)
     }
 
     /// Until when this node may act on `p`, if it serves it.

@@ -77,11 +77,7 @@ impl Shard {
 
     fn forward_to_node(&mut self, peer: Peer, msg: &Message<'_>, node: u32, to: SocketAddr, out: &mut Outbox) {
         if msg.max_forwards() == Some(0) {
-            let mut tag = Vec::with_capacity(24);
-            crate::core::ids::push_tag(&mut tag, self.cfg.shard, self.entropy.u64());
-            let t = self.response(msg, peer, 483, "Too Many Hops", &[], &tag);
-            self.stats.responses_sent += 1;
-            out.transmits.push(t);
+            self.answer_statelessly(msg, peer, self.cfg.shard, 483, "Too Many Hops", &[], out);
             return;
         }
         let bytes = msg.as_bytes();
@@ -91,7 +87,7 @@ impl Shard {
         let mut id = Vec::with_capacity(96);
         id.extend_from_slice(msg.via().branch().unwrap_or_default());
         id.extend_from_slice(msg.call_id());
-        id.extend_from_slice(msg.cseq().seq.to_string().as_bytes());
+        let _ = write!(id, "{}", msg.cseq().seq);
         let _ = write!(fwd, "Via: SIP/2.0/UDP {};rport;branch=", self.cfg.local_addr);
         fwd.extend_from_slice(HOP_BRANCH);
         let _ = write!(fwd, "{:x};pn=", aor_hash(&id));
@@ -164,16 +160,21 @@ impl Shard {
 fn push_flow(out: &mut Vec<u8>, peer: Peer) {
     out.push(if peer.transport == Transport::Tcp { b't' } else { b'u' });
     let _ = write!(out, "{:x}.", peer.conn.0);
-    match peer.addr.ip() {
-        IpAddr::V4(a) => out.extend(a.octets().iter().flat_map(|b| hex2(*b))),
-        IpAddr::V6(a) => out.extend(a.octets().iter().flat_map(|b| hex2(*b))),
+    let (v4, v6);
+    let octets: &[u8] = match peer.addr.ip() {
+        IpAddr::V4(a) => {
+            v4 = a.octets();
+            &v4
+        }
+        IpAddr::V6(a) => {
+            v6 = a.octets();
+            &v6
+        }
+    };
+    for b in octets {
+        let _ = write!(out, "{b:02x}");
     }
     let _ = write!(out, ".{:x}", peer.addr.port());
-}
-
-fn hex2(b: u8) -> [u8; 2] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    [HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]
 }
 
 /// Reads a flow written by [`push_flow`].

@@ -1069,11 +1069,27 @@ impl Shard {
         self.stats.limited[limit.index()] += 1;
         let r = limit.reply(self.cfg.caps.retry_after);
         let headers: Vec<(HeaderName, &[u8])> = r.headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+        self.answer_statelessly(msg, peer, received_on, r.code, r.reason, &headers, out);
+    }
+
+    /// Answers `msg` without a transaction; a retransmission is answered
+    /// the same way.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_statelessly(
+        &mut self,
+        msg: &Message<'_>,
+        peer: Peer,
+        received_on: u16,
+        code: u16,
+        reason: &str,
+        headers: &[(HeaderName, &[u8])],
+        out: &mut Outbox,
+    ) {
         let mut tag = Vec::with_capacity(24);
         ids::push_tag(&mut tag, self.cfg.shard, self.entropy.u64());
-        let t = self.response(msg, peer, r.code, r.reason, &headers, &tag);
+        let t = self.response(msg, peer, code, reason, headers, &tag);
         self.stats.responses_sent += 1;
-        out.event(|| Event::Handled { method: lossy(msg.method_raw().unwrap_or_default()), status: r.code, call_id: lossy(msg.call_id()), received_on });
+        out.event(|| Event::Handled { method: lossy(msg.method_raw().unwrap_or_default()), status: code, call_id: lossy(msg.call_id()), received_on });
         out.transmits.push(t);
     }
 

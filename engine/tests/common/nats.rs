@@ -1,5 +1,6 @@
-//! A `nats-server` with JetStream on a free loopback port, for the cluster
-//! tests; killed and its store removed on drop.
+//! For the cluster tests: a `nats-server` with JetStream on a free loopback
+//! port (killed and its store removed on drop), and the partitions a node
+//! serves as its log says.
 
 use super::DataDir;
 use std::net::TcpStream;
@@ -37,4 +38,21 @@ impl Drop for NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The partitions a node serves, replaying its "serving partition" and
+/// "stopped serving partition" log records in order. A log that holds
+/// several runs of the node (a restart appends) starts over at each
+/// "cluster host started".
+pub fn served_partitions(records: impl IntoIterator<Item = serde_json::Value>) -> std::collections::BTreeSet<u64> {
+    let mut held = std::collections::BTreeSet::new();
+    for r in records {
+        match (r["message"].as_str(), r["partition"].as_u64()) {
+            (Some("cluster host started"), _) => held.clear(),
+            (Some("serving partition"), Some(p)) => drop(held.insert(p)),
+            (Some("stopped serving partition"), Some(p)) => drop(held.remove(&p)),
+            _ => {}
+        }
+    }
+    held
 }
