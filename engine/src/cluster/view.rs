@@ -4,8 +4,10 @@
 //! without a lock: one atomic per partition and per node.
 
 use super::NodeId;
+use super::mail::Mail;
 use super::partition::{Partition, partition_of};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -36,6 +38,11 @@ pub struct ClusterView {
     epoch: Instant,
     /// Each node's SIP address, IPv4 and port, with bit 48 set; 0: unknown.
     address: Vec<AtomicU64>,
+    /// Counts changes of owner: a shard that saw the same count last time
+    /// need not look again at what it holds (`shard/remote.rs`).
+    owner_changes: AtomicU64,
+    /// The queues to and from other nodes, once the shards are known.
+    mail: OnceLock<Mail>,
 }
 
 impl ClusterView {
@@ -48,6 +55,8 @@ impl ClusterView {
             valid_until: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
             epoch: Instant::now(),
             address: (0..=MAX_NODE).map(|_| AtomicU64::new(0)).collect(),
+            owner_changes: AtomicU64::new(0),
+            mail: OnceLock::new(),
         }
     }
 
@@ -69,7 +78,25 @@ impl ClusterView {
     pub fn set_owner(&self, p: Partition, node: Option<NodeId>, valid_until: Option<Instant>) {
         let until = valid_until.map_or(u64::MAX, |t| t.saturating_duration_since(self.epoch).as_micros() as u64);
         self.valid_until[p.0 as usize].store(until, Ordering::Release);
-        self.owner[p.0 as usize].store(node.unwrap_or(0), Ordering::Release);
+        if self.owner[p.0 as usize].swap(node.unwrap_or(0), Ordering::AcqRel) != node.unwrap_or(0) {
+            self.owner_changes.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// How many times an owner has changed so far.
+    pub fn owner_changes(&self) -> u64 {
+        self.owner_changes.load(Ordering::Acquire)
+    }
+
+    /// Makes the queues between `shards` shards and the cluster thread
+    /// (once; later calls keep the first).
+    pub fn open_mail(&self, shards: u16) -> &Mail {
+        self.mail.get_or_init(|| Mail::new(shards))
+    }
+
+    /// The queues, if opened.
+    pub fn mail(&self) -> Option<&Mail> {
+        self.mail.get()
     }
 
     /// Whether this node serves `p` (as last published; see [`Self::route`]
@@ -126,6 +153,8 @@ mod tests {
         let now = Instant::now();
         assert_eq!(v.route(aor, now), Route::Nobody);
         v.set_owner(p, Some(1), Some(now + std::time::Duration::from_secs(1)));
+        v.set_owner(p, Some(1), Some(now + std::time::Duration::from_secs(1)));
+        assert_eq!(v.owner_changes(), 1, "a renewal is no change of owner");
         assert_eq!(v.route(aor, now), Route::Here);
         assert_eq!(v.route(aor, now + std::time::Duration::from_secs(1)), Route::Nobody, "past the lease, even if nobody said so");
         v.set_owner(p, Some(2), None);

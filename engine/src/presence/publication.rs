@@ -195,6 +195,14 @@ impl Publications {
         Some((p.version, composed(aor, p)))
     }
 
+    /// A new version from the shard-wide counter, for a document shown
+    /// under this shard's name that is not composed here (another node's
+    /// presentity, `shard/remote.rs`): above every version given before.
+    pub fn next_version(&mut self) -> u64 {
+        self.last_version += 1;
+        self.last_version
+    }
+
     /// Nobody watches `aor` any more: its document need not be kept.
     pub fn unwatched(&mut self, aor: &[u8]) {
         if let Some(p) = self.presentities.get_mut(aor) {

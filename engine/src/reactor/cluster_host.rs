@@ -39,6 +39,9 @@ pub struct HostConfig {
     pub stream: String,
     /// Subjects of the partition logs: `<log_prefix>.p0042`.
     pub log_prefix: String,
+    /// Subjects of the messages between nodes (`cluster::mail`), plain
+    /// NATS: `<mail_prefix>.<node>`.
+    pub mail_prefix: String,
     /// JetStream replicas of the bucket and the stream (3 in a cluster of three servers).
     pub replicas: usize,
     pub ownership: ownership::Config,
@@ -57,6 +60,7 @@ impl HostConfig {
             bucket: "presence_leases".into(),
             stream: "PRESENCE_LOG".into(),
             log_prefix: "presence.log".into(),
+            mail_prefix: "presence.node".into(),
             replicas: 1,
             ownership: ownership::Config::default(),
             tick: Duration::from_millis(20),
@@ -204,6 +208,9 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
         .collect::<Result<Vec<_>, _>>()?;
     let client =
         async_nats::ConnectOptions::new().retry_on_initial_connect().connect(servers).await.map_err(|e| format!("connecting to NATS at {}: {e}", cfg.nats))?;
+    if view.mail().is_some() {
+        carry_mail(client.clone(), &cfg, view.clone()).await;
+    }
     let js = jetstream::new(client);
     // A JetStream cluster that is still electing its leader refuses to
     // make streams: try again each second until it does, or until told to stop.
@@ -299,6 +306,44 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
     }
     tracing::info!(node = cfg.node, "cluster host halted");
     Ok(())
+}
+
+/// Carries the shards' messages to other nodes and theirs to the shards
+/// (`cluster::mail`), as two tasks of their own: plain NATS subjects, at
+/// most once, since interest is refreshed and documents follow it.
+async fn carry_mail(client: async_nats::Client, cfg: &HostConfig, view: Arc<ClusterView>) {
+    let inbox = format!("{}.{}", cfg.mail_prefix, cfg.node);
+    match client.subscribe(inbox.clone()).await {
+        Ok(mut sub) => {
+            let view = view.clone();
+            tokio::spawn(async move {
+                let Some(mail) = view.mail() else { return };
+                while let Some(m) = sub.next().await {
+                    match crate::cluster::mail::decode(&m.payload) {
+                        Some((from, msg)) => drop(mail.deliver(from, msg)),
+                        None => tracing::warn!(subject = %m.subject, "unreadable message from another node"),
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::error!(subject = %inbox, error = %e, "cannot receive from other nodes"),
+    }
+    let prefix = cfg.mail_prefix.clone();
+    tokio::spawn(async move {
+        let Some(mail) = view.mail() else { return };
+        // The shards never wake this thread: it looks every 2 ms, a
+        // latency well under a NOTIFY's and a cost of nothing when idle.
+        let mut tick = tokio::time::interval(Duration::from_millis(2));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            while let Some((to, bytes)) = mail.next_outbound() {
+                if let Err(e) = client.publish(format!("{prefix}.{to}"), bytes.into()).await {
+                    tracing::debug!(to, error = %e, "message to another node lost");
+                }
+            }
+        }
+    });
 }
 
 /// The lease bucket and the log stream, made if they do not exist.

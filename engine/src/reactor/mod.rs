@@ -99,7 +99,11 @@ impl Server {
         // Empty until the cluster host (started by the caller, see
         // `cluster_view`) fills it: until then every presentity of a
         // clustered node is answered 503 + Retry-After.
-        let cluster = (cfg.cluster.node != 0).then(|| Arc::new(crate::cluster::view::ClusterView::new(cfg.cluster.node, cfg.cluster.partitions)));
+        let cluster = (cfg.cluster.node != 0).then(|| {
+            let view = Arc::new(crate::cluster::view::ClusterView::new(cfg.cluster.node, cfg.cluster.partitions));
+            view.open_mail(n as u16);
+            view
+        });
         let mut shards = Vec::with_capacity(n);
         for (i, sock) in socks.into_iter().enumerate() {
             let placement = if cfg.pin_cores { Placement::Fixed(cpus[i]) } else { Placement::Unbound };

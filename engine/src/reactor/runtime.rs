@@ -87,6 +87,8 @@ pub(crate) struct Runtime {
     held: RefCell<std::collections::VecDeque<(u64, Transmit)>>,
     /// Wakes the journal writer (see [`journal_loop`]).
     journal_kick: RefCell<Option<glommio::channels::local_channel::LocalSender<()>>>,
+    /// The cluster's view and the queues to the cluster thread, if in one.
+    cluster: Option<Arc<crate::cluster::view::ClusterView>>,
 }
 
 pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
@@ -154,6 +156,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
         quiet_check: Cell::new((Instant::now(), 0)),
         held: RefCell::new(std::collections::VecDeque::new()),
         journal_kick: RefCell::new(None),
+        cluster,
         cfg,
     });
     let journal = match storage {
@@ -407,8 +410,28 @@ impl Runtime {
         for (shard, msg) in out.to_shards.drain(..) {
             self.send_to_shard(shard, ShardMsg::Core(msg));
         }
+        if let Some(mail) = self.cluster.as_ref().and_then(|v| v.mail().map(|m| (v.me(), m))) {
+            // A full queue drops the message: interest is refreshed, and a
+            // mirror asks again, so a lost document costs a refresh period.
+            for (to, msg) in out.to_nodes.drain(..) {
+                mail.1.send(mail.0, to, &msg);
+            }
+        }
+        out.to_nodes.clear();
         for e in out.events.drain(..) {
             log_event(self.id, &e);
+        }
+    }
+
+    /// Hands the core what other nodes sent it since the last tick.
+    fn take_node_mail(self: &Rc<Self>, now: Instant) {
+        let Some(view) = self.cluster.clone() else { return };
+        let Some(mail) = view.mail() else { return };
+        // At most a queue's worth per tick, so that a flood cannot hold
+        // the shard's timers.
+        for _ in 0..crate::cluster::mail::QUEUE_ROOM {
+            let Some((from, msg)) = mail.receive(self.id) else { break };
+            self.with_core(|core, out| core.on_node_msg(now, from, msg, out));
         }
     }
 
@@ -582,6 +605,7 @@ impl Runtime {
             return;
         }
         self.next_tick.set(now + TICK);
+        self.take_node_mail(now);
         self.with_core(|core, out| core.on_time(now, out));
         let (since, messages_then) = self.quiet_check.get();
         if now.duration_since(since) >= super::memory::QUIET_CHECK {

@@ -490,7 +490,7 @@ impl Shard {
                     pubs.push(Restored { etag: p.etag.into(), expires_at: clock.to_instant(p.expires_unix_ms), elements: elements? });
                 }
                 let lost = pubs.iter().any(|p| p.expires_at <= now);
-                self.publications.restore(now, aor, pubs, &mut self.doc_changes, &super::doc_readers(&self.presentity_watchers, out));
+                self.publications.restore(now, aor, pubs, &mut self.doc_changes, &super::doc_readers(&self.presentity_watchers, &self.remote, out));
                 self.emit_doc_changes(out);
                 self.note_lost(aor, lost);
             }

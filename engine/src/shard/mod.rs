@@ -36,6 +36,9 @@ mod limit_tests;
 #[cfg(test)]
 mod notify_tests;
 pub mod outbox;
+mod remote;
+#[cfg(test)]
+mod remote_tests;
 #[cfg(test)]
 mod response_tests;
 mod sources;
@@ -223,6 +226,10 @@ pub struct Census {
     pub reg_subscriptions: usize,
     /// Presence user agents known as sources.
     pub agents: usize,
+    /// Other nodes' presentities watched here (`remote.rs`).
+    pub mirrors: usize,
+    /// Presentities served here that other nodes read.
+    pub read_elsewhere: usize,
 }
 
 impl Census {
@@ -286,6 +293,8 @@ pub struct Shard {
     outcomes: Vec<ClientOutcome<ClientCtx>>,
     /// The journal, when the server keeps its state on disk.
     durable: Option<durable::Durable>,
+    /// Documents exchanged with other nodes of the cluster.
+    remote: remote::Remote,
 }
 
 impl Shard {
@@ -317,6 +326,9 @@ impl Shard {
             stats: ShardStats::default(),
             outcomes: Vec::new(),
             durable: None,
+            // Seeded from the shard's seed without drawing on `e`, whose
+            // stream the tags and branches above depend on.
+            remote: remote::Remote::new(ahash::RandomState::with_seeds(cfg.seed, cfg.shard as u64, 0x6d69_7272, 0x7265_6164)),
             cfg,
         };
         shard.reserve(shard.cfg.expected);
@@ -659,11 +671,12 @@ impl Shard {
             }
         }
         self.watchers_on_time(now, out);
+        self.remote_on_time(now, out);
         self.registrar.on_time(now, &mut self.reg_changes);
         self.emit_reg_changes(now, out);
         self.peu.on_time(now);
         self.drain_peu(now, out);
-        self.publications.on_time(now, &mut self.doc_changes, &doc_readers(&self.presentity_watchers, out));
+        self.publications.on_time(now, &mut self.doc_changes, &doc_readers(&self.presentity_watchers, &self.remote, out));
         self.emit_doc_changes(out);
         let mut due = Vec::new();
         self.reg_sub.due(now, &mut due);
@@ -712,7 +725,7 @@ impl Shard {
     fn emit_reg_changes(&mut self, now: Instant, out: &mut Outbox) {
         for c in std::mem::take(&mut self.reg_changes) {
             let contacts: Vec<String> = c.contacts.iter().map(|u| lossy(u)).collect();
-            self.publications.on_registration(&c.aor, &contacts, &mut self.doc_changes, &doc_readers(&self.presentity_watchers, out));
+            self.publications.on_registration(&c.aor, &contacts, &mut self.doc_changes, &doc_readers(&self.presentity_watchers, &self.remote, out));
             out.event(|| Event::Registration { aor: lossy(&c.aor), contacts });
             self.sync_agents(now, &c.aor, false, out);
         }
@@ -750,6 +763,8 @@ impl Shard {
             registrations: self.registrar.len(),
             reg_subscriptions: self.reg_sub.len(),
             agents: self.peu.len(),
+            mirrors: self.remote.mirrors(),
+            read_elsewhere: self.remote.read(),
         }
     }
 
@@ -967,7 +982,7 @@ impl Shard {
                 if let Some(limit) = self.journal_refuses() {
                     return self.refuse(msg, reply, limit, out);
                 }
-                let r = self.publications.publish(reply.now, msg, &mut self.doc_changes, &doc_readers(&self.presentity_watchers, out));
+                let r = self.publications.publish(reply.now, msg, &mut self.doc_changes, &doc_readers(&self.presentity_watchers, &self.remote, out));
                 if r.code == 200 {
                     if let Some(uri) = msg.request_uri() {
                         self.record_publications(reply.now, &uri.aor());
@@ -1228,7 +1243,7 @@ fn lossy(b: &[u8]) -> String {
 /// Who reads a presentity's new document: its watchers (the owner's
 /// table), or the event log when it records every document (debug
 /// logging, tests). With neither, the compositor does not compose it.
-fn doc_readers<'a>(watchers: &'a WatchedTable, out: &Outbox) -> impl Fn(&[u8]) -> bool + use<'a> {
+fn doc_readers<'a>(watchers: &'a WatchedTable, remote: &'a remote::Remote, out: &Outbox) -> impl Fn(&[u8]) -> bool + use<'a> {
     let logged = !out.events_off;
-    move |aor| logged || watchers.get(aor).is_some()
+    move |aor| logged || watchers.get(aor).is_some() || remote.is_read(aor)
 }

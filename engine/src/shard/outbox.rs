@@ -124,6 +124,8 @@ pub struct Outbox {
     pub transmits: Vec<Transmit>,
     /// Messages for other shards.
     pub to_shards: Vec<(u16, CoreMsg)>,
+    /// Messages for other nodes of the cluster.
+    pub to_nodes: Vec<(crate::cluster::NodeId, crate::cluster::mail::NodeMsg)>,
     pub events: Vec<Event>,
     /// Events nobody will log are not built: each costs allocations on
     /// every request. The reactor sets this from the log filter.
@@ -139,7 +141,7 @@ impl Outbox {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.transmits.is_empty() && self.to_shards.is_empty() && self.events.is_empty()
+        self.transmits.is_empty() && self.to_shards.is_empty() && self.to_nodes.is_empty() && self.events.is_empty()
     }
 }
 

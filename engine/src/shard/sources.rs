@@ -133,7 +133,7 @@ impl Shard {
                             update,
                             until,
                             &mut self.doc_changes,
-                            &super::doc_readers(&self.presentity_watchers, out),
+                            &super::doc_readers(&self.presentity_watchers, &self.remote, out),
                         ) {
                             // The agent's NOTIFY was taken; its document is
                             // refused, counted, and the previous one stays.

@@ -205,7 +205,11 @@ impl Shard {
         // A blocked watcher gets 403 and no document: none is composed,
         // and none kept on its behalf (only the last watcher leaving
         // drops a kept document).
-        let shown = if action == Action::Block { None } else { self.publications.document(aor) };
+        let shown = match action {
+            Action::Block => None,
+            // Another node's presentity: its mirror's document.
+            _ => self.mirrored_document(now, aor, out).unwrap_or_else(|| self.publications.document(aor)),
+        };
         let (version, doc) = shown.map_or((0, None), |(v, d)| (v, Some(d)));
         (action, version, doc)
     }
@@ -219,8 +223,11 @@ impl Shard {
             self.tell_winfo(aor, || entry.state("deactivated"), out);
         }
         if unwatched {
-            self.publications.unwatched(aor);
-            self.watched_changed(now, aor, false, out);
+            self.drop_mirror(aor, out);
+            if !self.remote.is_read(aor) {
+                self.publications.unwatched(aor);
+                self.watched_changed(now, aor, false, out);
+            }
         }
     }
 
@@ -312,8 +319,19 @@ impl Shard {
     }
 
     /// On the presentity's shard: a new document goes once to every shard
-    /// holding watchers of it, as one shared copy.
+    /// holding watchers of it, and once to every other node reading it
+    /// (`remote.rs`), as one shared copy. A document of a partition
+    /// another node serves is not shown: that node's is.
     pub(super) fn fan_out(&mut self, aor: &[u8], version: u64, doc: &Arc<[u8]>, out: &mut Outbox) {
+        if self.served_elsewhere(aor) {
+            return;
+        }
+        self.send_to_readers(aor, version, doc, out);
+        self.fan_out_here(aor, version, doc, out);
+    }
+
+    /// The fan-out to this node's shards.
+    pub(super) fn fan_out_here(&mut self, aor: &[u8], version: u64, doc: &Arc<[u8]>, out: &mut Outbox) {
         let Some(w) = self.presentity_watchers.get(aor) else { return };
         let shards: Vec<u16> = w.counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(s, _)| s as u16).collect();
         for s in shards {
@@ -511,7 +529,7 @@ const UDP_PATH_MTU: usize = 1300;
 
 /// The document a watcher sees when there is nothing to show (or it is
 /// politely blocked): one closed tuple.
-fn neutral(aor: &[u8]) -> Arc<[u8]> {
+pub(super) fn neutral(aor: &[u8]) -> Arc<[u8]> {
     pidf::compose(&String::from_utf8_lossy(aor), &[], &[]).into_bytes().into()
 }
 

@@ -155,6 +155,11 @@ impl WatchedTable {
         (removed, unwatched)
     }
 
+    /// The presentities with presence watchers.
+    pub fn watched_aors(&self) -> impl Iterator<Item = &[u8]> {
+        self.by_aor.iter().filter(|w| w.is_watched()).map(|w| &w.aor[..])
+    }
+
     /// Every presentity and its watchers, to change decisions in place.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut WatchedBy> {
         self.by_aor.iter_mut().map(|w| &mut **w)
