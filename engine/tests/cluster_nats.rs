@@ -171,13 +171,7 @@ fn a_presenced_node_stopped_cleanly_hands_its_partitions_over_at_once() {
 fn a_publish_reaches_the_node_that_serves_its_partition() {
     let nats = NatsServer::start("presenced-hop");
     let (n1, n2) = two_nodes(&nats, "cluster-hop.toml");
-    let aor_of = |node: u32| {
-        (0..)
-            .map(|i| format!("sip:hop{i}@example.com"))
-            .find(|a| placement::owner(presence_engine::cluster::partition::partition_of(a.as_bytes(), N as u16), &[1, 2]) == Some(node))
-            .unwrap()
-    };
-    let (remote, local) = (aor_of(2), aor_of(1));
+    let (remote, local) = (aor_served_by(2), aor_served_by(1));
     common::publish(&n1, &remote, "open", "via node 1");
     n1.wait_matching("forwarded to node", 1, common::WAIT, |r| r["node"] == 2 && r["method"] == "PUBLISH");
     n2.wait_matching("handled", 1, common::WAIT, |r| r["method"] == "PUBLISH" && r["status"] == 200);
@@ -185,4 +179,55 @@ fn a_publish_reaches_the_node_that_serves_its_partition() {
     common::publish(&n1, &local, "open", "on node 1");
     n1.wait_matching("handled", 1, common::WAIT, |r| r["method"] == "PUBLISH" && r["status"] == 200);
     assert_eq!(n1.logged("forwarded to node").len(), 1, "the local presentity was forwarded");
+}
+
+/// The AOR `hop{i}` with the lowest `i` that placement puts on `node`.
+fn aor_served_by(node: u32) -> String {
+    (0..)
+        .map(|i| format!("sip:hop{i}@example.com"))
+        .find(|a| placement::owner(presence_engine::cluster::partition::partition_of(a.as_bytes(), N as u16), &[1, 2]) == Some(node))
+        .unwrap()
+}
+
+/// A watcher on node 1 of a presentity node 2 serves: node 2's
+/// publication reaches it through node 1, over its dialog with node 1.
+/// Node 2 is killed: once node 1 serves the partition, the watcher is
+/// shown what node 1 has (the closed document: the publications were not
+/// replicated), and a new PUBLISH reaches it over the same dialog.
+#[test]
+fn a_watcher_on_one_node_follows_a_presentity_on_another_and_through_its_failover() {
+    let nats = NatsServer::start("presenced-remote");
+    let (n1, n2) = two_nodes(&nats, "cluster-remote.toml");
+    let aor = aor_served_by(2);
+    let (mut sub, ok, first) = common::Sub::new(&n1, common::Ua::udp(), &aor, 600, "Event: presence\r\n");
+    assert_eq!(common::status(&ok), 200);
+    assert!(common::body(&first).contains("<basic>closed</basic>"), "{}", common::body(&first));
+
+    common::publish(&n2, &aor, "open", "published on node 2");
+    let n = sub.next_notify(&n1);
+    assert!(common::body(&n).contains("published on node 2"), "{}", common::body(&n));
+    assert!(n1.logged("handled").iter().all(|r| r["method"] != "PUBLISH"), "the PUBLISH went to node 2 only");
+
+    n2.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    // Published at node 1 until it serves the partition: before, node 1
+    // forwards to the dead node (no answer) or answers 503.
+    let mut tries = 0;
+    while common::publish_status(&n1, &aor, "open", "after the failover", Duration::from_millis(300)) != Some(200) {
+        tries += 1;
+        assert!(killed.elapsed() < Duration::from_secs(10), "node 1 did not take the partition over");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    loop {
+        let n = sub.next_notify(&n1);
+        let body = common::body(&n);
+        assert_eq!(common::header(&n, "Call-ID").as_deref(), Some(sub.call_id.as_str()), "the same dialog");
+        if body.contains("after the failover") {
+            break;
+        }
+        assert!(body.contains("<basic>closed</basic>") || body.contains("published on node 2"), "{body}");
+    }
+    let took = killed.elapsed();
+    eprintln!("a PUBLISH reached the watcher {took:?} after the owner's kill -9 ({tries} PUBLISHes answered 503 first)");
+    assert!(took < Duration::from_secs(5), "the watcher heard of the new PUBLISH {took:?} after the kill");
 }
