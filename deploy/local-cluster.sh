@@ -3,7 +3,8 @@
 #
 #   deploy/local-cluster.sh up N       N presenced nodes, 3 nats-servers, the Kamailio front
 #   deploy/local-cluster.sh kill I     kill -9 node I
-#   deploy/local-cluster.sh restart I  start node I again (after kill, or to restart it)
+#   deploy/local-cluster.sh restart I  start node I again (after kill, or to restart it);
+#                                      I = N+1 adds a node (and tells the front)
 #   deploy/local-cluster.sh down       stop everything and remove it
 #
 # Each node and each nats-server runs in a network namespace of its own
@@ -97,7 +98,8 @@ up() {
         start_node "$i"
         echo "1 sip:$(node_ip "$i"):5060" >>"$dir/dispatcher.list"
     done
-    sed -e "s|FRONT_IP|$front_ip|g" -e "s|DISPATCHER_LIST|$dir/dispatcher.list|g" deploy/kamailio-front.cfg >"$dir/kamailio.cfg"
+    sed -e "s|FRONT_IP|$front_ip|g" -e "s|DISPATCHER_LIST|$dir/dispatcher.list|g" -e "s|CTL_SOCKET|$dir/kamailio.ctl|g" \
+        deploy/kamailio-front.cfg >"$dir/kamailio.cfg"
     # 1 GB of shared memory: tm keeps every transaction and its message
     # there, and the default 64 MB runs out at a few thousand PUBLISH/s.
     kamailio -f "$dir/kamailio.cfg" -DD -E -m 1024 -M 32 >"$dir/front.log" 2>&1 &
@@ -107,10 +109,23 @@ up() {
     echo "cluster up: $n nodes, front on 127.0.0.1:5080, logs in $dir"
 }
 
-node_arg() {
+node_arg() { # i [room for one more]
     [ -d "$dir" ] || die "no cluster is up"
-    [[ ${1:-} =~ ^[0-9]+$ && $1 -ge 1 && $1 -le $(cat "$dir/nodes") ]] || die "node from 1 to $(cat "$dir/nodes")"
+    local top=$(($(cat "$dir/nodes") + ${2:-0}))
+    [[ ${1:-} =~ ^[0-9]+$ && $1 -ge 1 && $1 -le $top && $1 -le 9 ]] || die "node from 1 to $top"
     bin=$(cat "$dir/bin")
+}
+
+# Node N+1: its namespace, the node, and the front's dispatcher list
+# reloaded (the front spreads load; the partitions move by their leases).
+add_node() { # i
+    local i=$1
+    namespace "prs-n$i" "$(node_ip "$i")"
+    echo "$i" >"$dir/nodes"
+    start_node "$i"
+    echo "1 sip:$(node_ip "$i"):5060" >>"$dir/dispatcher.list"
+    kamcmd -s "unixs:$dir/kamailio.ctl" dispatcher.reload >/dev/null || die "the front did not reload its dispatcher list"
+    echo "node $i added"
 }
 
 down() {
@@ -131,7 +146,8 @@ case "${1:-}" in
     up) up "${2:-3}" ;;
     kill) node_arg "${2:-}"; kill -9 "$(cat "$dir/node$2.pid")" 2>/dev/null || true; echo "node $2 killed" ;;
     restart)
-        node_arg "${2:-}"
+        node_arg "${2:-}" 1
+        if [ "$2" -gt "$(cat "$dir/nodes")" ]; then add_node "$2"; exit 0; fi
         kill -TERM "$(cat "$dir/node$2.pid")" 2>/dev/null && sleep 1 || true
         start_node "$2"; echo "node $2 started" ;;
     down) down ;;

@@ -5,7 +5,10 @@
 //! a node's kill -9 they are answered 200 again once its leases expired
 //! and the front stopped choosing it; the node restarts and rejoins. A node
 //! cut off from the network (its veth down) stops serving each partition
-//! before any other node starts: never two owners.
+//! before any other node starts: never two owners. Watchers through the
+//! front hear publications of presentities on other nodes, and, after the
+//! owner's kill -9, a new PUBLISH over their existing dialogs. A fourth
+//! node takes the partitions placement gives it.
 //!
 //! Needs root (namespaces), nats-server and kamailio, as `.ci/run`
 //! provides; it is the only test that uses the script's fixed bridge and
@@ -13,6 +16,8 @@
 
 mod common;
 
+use presence_engine::cluster::partition::partition_of;
+use presence_engine::cluster::placement;
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::Command;
@@ -87,11 +92,15 @@ impl Drop for Cluster {
 }
 
 fn publish(s: &UdpSocket, i: u32) -> Option<u16> {
-    let aor = format!("sip:lc{i}@example.com");
+    publish_note(s, &format!("sip:lc{i}@example.com"), "")
+}
+
+/// PUBLISHes `note` for `aor` through the front; the status, if any came.
+fn publish_note(s: &UdpSocket, aor: &str, note: &str) -> Option<u16> {
     let doc = format!(
-        "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{aor}\"><tuple id=\"t\"><status><basic>open</basic></status></tuple></presence>"
+        "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{aor}\"><tuple id=\"t\"><status><basic>open</basic></status><note>{note}</note></tuple></presence>"
     );
-    let branch = format!("z9hG4bKlc{i}x{}", Instant::now().elapsed().as_nanos() ^ (i as u128 * 7919) ^ std::process::id() as u128);
+    let branch = format!("z9hG4bKlc{}", common::unique());
     let req = format!(
         "PUBLISH {aor} SIP/2.0\r\nVia: SIP/2.0/UDP {};rport;branch={branch}\r\nMax-Forwards: 70\r\nFrom: <{aor}>;tag=lc\r\nTo: <{aor}>\r\n\
 Call-ID: {branch}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 600\r\nContent-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{doc}",
@@ -102,6 +111,104 @@ Call-ID: {branch}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 600\r\nConte
     let mut buf = [0u8; 65536];
     let n = s.recv(&mut buf).ok()?;
     std::str::from_utf8(&buf[..n]).ok()?.split(' ').nth(1)?.parse().ok()
+}
+
+/// Publishes `note` for `aor` until it gets a 200, within `limit`.
+fn publish_until_200(s: &UdpSocket, aor: &str, note: &str, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        match publish_note(s, aor, note) {
+            Some(200) => return,
+            other => assert!(start.elapsed() < limit, "PUBLISH for {aor} through the front: {other:?} after {:?}", start.elapsed()),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A watcher subscribed through the front, and the node its subscription
+/// lives on (the bottom Via of its NOTIFYs).
+struct Watcher {
+    s: UdpSocket,
+    aor: String,
+    node: u32,
+}
+
+impl Watcher {
+    fn subscribe(aor: &str) -> Watcher {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let me = s.local_addr().unwrap();
+        let n = common::unique();
+        let req = format!(
+            "SUBSCRIBE {aor} SIP/2.0\r\nVia: SIP/2.0/UDP {me};rport;branch=z9hG4bKlw{n}\r\nMax-Forwards: 70\r\nFrom: <sip:watcher{n}@example.net>;tag=w{n}\r\n\
+To: <{aor}>\r\nCall-ID: lw-{n}-{}\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:w@{me}>\r\nEvent: presence\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n",
+            std::process::id()
+        );
+        let mut w = Watcher { s, aor: aor.into(), node: 0 };
+        let start = Instant::now();
+        let (mut ok, mut notified) = (false, false);
+        while !(ok && notified) {
+            assert!(start.elapsed() < Duration::from_secs(15), "SUBSCRIBE for {aor} through the front: 200 {ok}, NOTIFY {notified}");
+            if !ok {
+                w.s.send_to(req.as_bytes(), "127.0.0.1:5080").unwrap();
+            }
+            let until = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < until && !(ok && notified) {
+                match w.receive(Duration::from_millis(200)) {
+                    Some(Received::Status(200)) => ok = true,
+                    Some(Received::Notify(_)) => notified = true,
+                    _ => {}
+                }
+            }
+        }
+        w
+    }
+
+    /// The next message: a response's status, or a NOTIFY's body (answered 200).
+    fn receive(&mut self, wait: Duration) -> Option<Received> {
+        self.s.set_read_timeout(Some(wait)).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let (n, from) = self.s.recv_from(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if let Some(rest) = text.strip_prefix("SIP/2.0 ") {
+            return rest.split(' ').next()?.parse().ok().map(Received::Status);
+        }
+        if !text.starts_with("NOTIFY ") {
+            return None;
+        }
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let keep = |l: &&str| ["Via:", "From:", "To:", "Call-ID:", "CSeq:"].iter().any(|h| l.starts_with(h));
+        let kept: Vec<&str> = head.lines().filter(keep).collect();
+        let ok = format!("SIP/2.0 200 OK\r\n{}\r\nContent-Length: 0\r\n\r\n", kept.join("\r\n"));
+        self.s.send_to(ok.as_bytes(), from).unwrap();
+        // The node's own Via is the last: 10.77.0.(10 + node).
+        let node_via = head.lines().filter(|l| l.starts_with("Via:")).last()?;
+        let ip = node_via.split_whitespace().nth(2)?.split([':', ';']).next()?;
+        self.node = ip.rsplit('.').next()?.parse::<u32>().ok()?.checked_sub(10)?;
+        Some(Received::Notify(body.to_string()))
+    }
+
+    /// Waits for a NOTIFY whose document holds `note`; false if none within `wait`.
+    fn notified_of(&mut self, note: &str, wait: Duration) -> bool {
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            if let Some(Received::Notify(body)) = self.receive(Duration::from_millis(100))
+                && body.contains(&format!("<note>{note}</note>"))
+            {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+enum Received {
+    Status(u16),
+    Notify(String),
+}
+
+/// The node placement gives `aor`'s partition among `live` (1024 partitions).
+fn owner_of(aor: &str, live: &[u32]) -> u32 {
+    placement::owner(partition_of(aor.as_bytes(), 1024), live).unwrap()
 }
 
 /// Publishes each of `n` presentities until it gets a 200, within `limit`.
@@ -135,8 +242,55 @@ fn a_local_cluster_serves_through_its_front_and_survives_a_node_kill() {
     let took = publish_all(&s, 30, Duration::from_secs(20));
     eprintln!("30 PUBLISHes through the front answered 200 in {took:?}");
 
+    // Watchers through the front: their subscriptions live on the node the
+    // front picked, their presentities on the node placement picked; each
+    // publication reaches them across nodes, their NOTIFYs through the front.
+    let mut watchers: Vec<Watcher> = (0..24).map(|i| Watcher::subscribe(&format!("sip:lw{i}@example.com"))).collect();
+    for w in &mut watchers {
+        publish_until_200(&s, &w.aor, "before", Duration::from_secs(10));
+        assert!(w.notified_of("before", Duration::from_secs(5)), "{}'s watcher on node {} heard nothing", w.aor, w.node);
+    }
+    let crossing = watchers.iter().filter(|w| w.node != owner_of(&w.aor, &[1, 2, 3])).count();
+    eprintln!("24 watchers through the front, {crossing} of them on another node than their presentity: each heard its PUBLISH");
+    assert!(crossing > 0, "no watcher crossed nodes: the test shows nothing");
+
+    // Kill -9 the owner of watched presentities while PUBLISHes of others
+    // keep coming: a new PUBLISH reaches the watchers on the other nodes
+    // over their existing dialogs.
+    let (mut followed, lost_with_node): (Vec<Watcher>, Vec<Watcher>) =
+        watchers.into_iter().filter(|w| owner_of(&w.aor, &[1, 2, 3]) == 2).partition(|w| w.node != 2);
+    assert!(!followed.is_empty(), "no watcher of node 2's presentities lives elsewhere");
+    let stop_load = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop_load.clone();
+        std::thread::spawn(move || {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            let mut sent = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                publish(&s, 100 + sent % 200);
+                sent += 1;
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
     c.script(&["kill", "2"]);
     let killed = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for w in &mut followed {
+        publish_until_200(&s, &w.aor, "after", Duration::from_secs(15));
+        assert!(w.notified_of("after", Duration::from_secs(5)), "{}'s watcher on node {} missed the PUBLISH after the kill", w.aor, w.node);
+        slowest = slowest.max(killed.elapsed());
+    }
+    stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = load.join().unwrap();
+    eprintln!(
+        "node 2 killed under load ({sent} other PUBLISHes): the {} watchers of its presentities on nodes 1 and 3 heard a new PUBLISH within {slowest:?} ({} watchers lived on node 2 and died with it)",
+        followed.len(),
+        lost_with_node.len()
+    );
+    assert!(slowest < Duration::from_secs(5), "a watcher heard of a new PUBLISH {slowest:?} after its presentity's owner was killed");
     while c.served(1) + c.served(3) != 1024 {
         assert!(killed.elapsed() < Duration::from_secs(15), "node 2's partitions not taken over: {} + {}", c.served(1), c.served(3));
         std::thread::sleep(Duration::from_millis(50));
@@ -185,4 +339,25 @@ fn a_local_cluster_serves_through_its_front_and_survives_a_node_kill() {
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!("node 2 serves {} partitions {:?} after its link came back", c.served(2), healed.elapsed());
+
+    // A fourth node: the partitions placement gives it move to it (one at
+    // a time), and the front goes on answering.
+    while (1..=3).map(|i| c.served(i)).sum::<usize>() != 1024 {
+        assert!(healed.elapsed() < Duration::from_secs(60), "the three nodes did not settle: {:?}", (1..=3).map(|i| c.served(i)).collect::<Vec<_>>());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.script(&["restart", "4"]);
+    let added = Instant::now();
+    let its: std::collections::BTreeSet<u64> =
+        (0..1024u16).filter(|&p| placement::owner(presence_engine::cluster::partition::Partition(p), &[1, 2, 3, 4]) == Some(4)).map(u64::from).collect();
+    let mut refused = 0;
+    while c.served_set(4) != its || (1..=4).map(|i| c.served(i)).sum::<usize>() != 1024 {
+        assert!(added.elapsed() < Duration::from_secs(120), "node 4 serves {} of its {} partitions", c.served(4), its.len());
+        if publish(&s, added.elapsed().as_millis() as u32 % 30) != Some(200) {
+            refused += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("node 4 took its {} partitions in {:?}; {refused} PUBLISHes through the front meanwhile were not answered 200", its.len(), added.elapsed());
+    publish_all(&s, 30, Duration::from_secs(20));
 }

@@ -15,6 +15,10 @@
 //!   partition's log; a new owner's fence marker is published there with
 //!   the expected last subject sequence.
 //!
+//! On plain NATS (no JetStream), subjects `<mail_prefix>.<node>` carry the
+//! messages between nodes about documents (`cluster::mail`): two tasks
+//! move them between those subjects and the shards' bounded queues.
+//!
 //! Not yet carried: the journal records themselves (so a catch-up learns
 //! the log's end and replays nothing) and the shards' in-flight work for a
 //! move (a stop is reported drained at once).

@@ -53,3 +53,22 @@ fn notify_answers_are_taken_with_or_without_the_full_parse() {
     let (s, _) = answered(481, |a| a.replace(";branch=z9hG4bK", ";branch=z9hG4bKx"));
     assert_eq!(s.census().subscriptions, 1);
 }
+
+/// RFC 3261 12.1.1: the 200 that makes the dialog carries the
+/// SUBSCRIBE's Record-Route, in order, and so does its replay to a
+/// retransmission; the watcher's refreshes then take the same proxies.
+#[test]
+fn the_subscribes_200_copies_its_record_route() {
+    let t0 = Instant::now();
+    let mut s = Shard::new(ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap()), t0);
+    let rr = "Record-Route: <sip:10.77.0.1;r2=on;lr>\r\nRecord-Route: <sip:127.0.0.1:5080;r2=on;lr>\r\n";
+    let req = SUBSCRIBE.replace("Event: presence\r\n", &format!("Event: presence\r\n{rr}"));
+    for attempt in ["first", "retransmission"] {
+        let mut out = Outbox::default();
+        s.on_message(t0, src(), req.as_bytes(), &mut out);
+        let ok = out.transmits.iter().find(|t| t.bytes.starts_with(b"SIP/2.0 200")).expect("200").wire().into_owned();
+        let ok = String::from_utf8(ok).unwrap();
+        let got: Vec<&str> = ok.lines().filter(|l| l.starts_with("Record-Route:")).collect();
+        assert_eq!(got, ["Record-Route: <sip:10.77.0.1;r2=on;lr>", "Record-Route: <sip:127.0.0.1:5080;r2=on;lr>"], "{attempt}: {ok}");
+    }
+}

@@ -394,7 +394,11 @@ impl Shard {
         let (id, tag) = self.subscriptions.create(now, msg, reply.peer, new);
         let mut exp = itoa::Buffer::new();
         let contact = self.subscriptions.contact();
-        let headers = [(HeaderName::Expires, exp.format(expires).as_bytes()), (HeaderName::Contact, &contact[..])];
+        let mut headers = vec![(HeaderName::Expires, exp.format(expires).as_bytes()), (HeaderName::Contact, &contact[..])];
+        // RFC 3261 12.1.1: the dialog's 200 carries the request's
+        // Record-Route, so that the watcher's in-dialog requests take the
+        // same proxies (a cluster's front) as the NOTIFYs.
+        headers.extend(msg.header_values(HeaderName::RecordRoute).map(|v| (HeaderName::RecordRoute, v)));
         // RFC 6665: 200, never 202.
         self.respond_tagged(msg, reply, 200, "OK", &headers, &tag, out);
         let state = if shown == Shown::Pending { "pending" } else { "active" };
