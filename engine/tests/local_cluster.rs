@@ -181,7 +181,7 @@ To: <{aor}>\r\nCall-ID: lw-{n}-{}\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:w@{me}>\
         let ok = format!("SIP/2.0 200 OK\r\n{}\r\nContent-Length: 0\r\n\r\n", kept.join("\r\n"));
         self.s.send_to(ok.as_bytes(), from).unwrap();
         // The node's own Via is the last: 10.77.0.(10 + node).
-        let node_via = head.lines().filter(|l| l.starts_with("Via:")).next_back()?;
+        let node_via = head.lines().rfind(|l| l.starts_with("Via:"))?;
         let ip = node_via.split_whitespace().nth(2)?.split([':', ';']).next()?;
         self.node = ip.rsplit('.').next()?.parse::<u32>().ok()?.checked_sub(10)?;
         Some(Received::Notify(body.to_string()))
