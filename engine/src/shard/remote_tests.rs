@@ -201,6 +201,16 @@ impl World {
     }
 }
 
+/// `nodes` nodes that all see `aor` served by `owner`, and a watcher of
+/// it subscribed on node 1.
+fn watched_from_node_1(nodes: NodeId, seed: u64, aor: &str, owner: NodeId) -> World {
+    let mut w = World::new(nodes, seed);
+    w.set_owner_everywhere(aor, Some(owner));
+    let r = w.request(1, watcher_peer(1), &subscribe(1, aor, 3600, 1, None));
+    assert!(r[0].starts_with("SIP/2.0 200"), "{r:?}");
+    w
+}
+
 fn basic(doc: &str) -> &str {
     doc.split("<basic>").nth(1).and_then(|r| r.split("</basic>").next()).unwrap_or("none")
 }
@@ -208,12 +218,9 @@ fn basic(doc: &str) -> &str {
 #[test]
 fn a_document_reaches_watchers_on_another_node_and_follows_a_failover() {
     let aor = AORS[0];
-    let mut w = World::new(3, 7);
-    w.set_owner_everywhere(aor, Some(2));
     // A watcher on node 1: answered at once with the closed document, and
     // node 2 is asked once.
-    let r = w.request(1, watcher_peer(1), &subscribe(1, aor, 3600, 1, None));
-    assert!(r[0].starts_with("SIP/2.0 200"), "{r:?}");
+    let mut w = watched_from_node_1(3, 7, aor, 2);
     assert_eq!(basic(&w.last_shown(1, aor)), "closed");
     assert_eq!(w.flight.len(), 1);
     assert!(matches!(&w.flight[0], InFlight { from: 1, to: 2, msg: NodeMsg::Interest { .. }, .. }));
@@ -256,14 +263,12 @@ fn a_document_reaches_watchers_on_another_node_and_follows_a_failover() {
 #[test]
 fn interest_is_refreshed_while_watchers_last_and_forgotten_after() {
     let aor = AORS[1];
-    let mut w = World::new(2, 3);
-    w.set_owner_everywhere(aor, Some(2));
-    w.request(1, watcher_peer(1), &subscribe(1, aor, 3600, 1, None));
+    let mut w = watched_from_node_1(2, 3, aor, 2);
     // Well past the readers' time to live: refreshes keep node 1 a reader.
     w.run(READER_TTL * 2, Duration::from_millis(100));
     assert_eq!(w.census(2).read_elsewhere, 1);
-    // A node that stops refreshing (it crashed) is forgotten.
-    w.nodes.truncate(1);
+    // A node that stops refreshing (it crashed: here, an interest that
+    // no node 1 follows up) is forgotten.
     let mut owner = World::new(2, 3);
     owner.set_owner_everywhere(aor, Some(2));
     let mut out = Outbox::default();
@@ -279,9 +284,7 @@ fn interest_is_refreshed_while_watchers_last_and_forgotten_after() {
 #[test]
 fn a_refresh_repairs_a_lost_document_even_when_nothing_is_left_published() {
     let aor = AORS[0];
-    let mut w = World::new(2, 11);
-    w.set_owner_everywhere(aor, Some(2));
-    w.request(1, watcher_peer(1), &subscribe(1, aor, 3600, 1, None));
+    let mut w = watched_from_node_1(2, 11, aor, 2);
     w.request(2, Peer::udp("192.0.2.200:5060".parse().unwrap()), &publish_for(aor, "short", 1, 5));
     w.run(Duration::from_millis(50), Duration::from_millis(10));
     assert_eq!(basic(&w.last_shown(1, aor)), "open");
@@ -299,9 +302,7 @@ fn a_refresh_repairs_a_lost_document_even_when_nothing_is_left_published() {
 #[test]
 fn a_node_that_takes_the_partition_shows_its_own_document_and_one_that_loses_it_mirrors() {
     let aor = AORS[2];
-    let mut w = World::new(2, 5);
-    w.set_owner_everywhere(aor, Some(2));
-    w.request(1, watcher_peer(1), &subscribe(1, aor, 3600, 1, None));
+    let mut w = watched_from_node_1(2, 5, aor, 2);
     w.request(2, watcher_peer(2), &subscribe(2, aor, 3600, 1, None));
     w.request(2, Peer::udp("192.0.2.200:5060".parse().unwrap()), &publish(aor, "on-2", 1));
     w.run(Duration::from_millis(50), Duration::from_millis(10));
