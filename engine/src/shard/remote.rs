@@ -90,9 +90,10 @@ impl Remote {
         Remote { mirrors: HashMap::with_hasher(hasher.clone()), readers: HashMap::with_hasher(hasher), next_sweep: None, owner_changes_seen: 0, refused: 0 }
     }
 
-    /// Whether another node reads `aor`'s documents.
+    /// Whether another node reads `aor`'s documents. (Emptiness first:
+    /// outside a cluster this is asked on every change, and costs no hash.)
     pub fn is_read(&self, aor: &[u8]) -> bool {
-        self.readers.contains_key(aor)
+        !self.readers.is_empty() && self.readers.contains_key(aor)
     }
 
     pub fn mirrors(&self) -> usize {
@@ -153,6 +154,9 @@ impl Shard {
     /// The last watcher of `aor` here is gone: so is its mirror, and the
     /// owner is told.
     pub(super) fn drop_mirror(&mut self, aor: &[u8], out: &mut Outbox) {
+        if self.remote.mirrors.is_empty() {
+            return;
+        }
         if let Some(m) = self.remote.mirrors.remove(aor)
             && let Some(n) = m.asked
         {
@@ -166,6 +170,9 @@ impl Shard {
     /// shown this document, and a later move makes a fresh mirror.
     pub(super) fn send_to_readers(&mut self, aor: &[u8], version: u64, doc: &Arc<[u8]>, out: &mut Outbox) {
         self.drop_mirror(aor, out);
+        if self.remote.readers.is_empty() {
+            return;
+        }
         for &(n, _) in self.remote.readers.get(aor).map_or(&[][..], |r| &r[..]) {
             self.send_node(n, NodeMsg::Document { aor: aor.into(), version, doc: Some(doc.clone()) }, out);
         }
