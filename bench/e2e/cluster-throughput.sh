@@ -5,12 +5,19 @@
 # between nodes cost, not how a cluster scales.
 #
 #   bench/e2e/cluster-throughput.sh [SECONDS] [NODES...]   defaults 10, "1 2 3"
+#   SCENARIO=fanout bench/e2e/cluster-throughput.sh ...     watchers instead
 #
 # Closed-loop PUBLISH (loadgen --scenario publish, 128 outstanding, 10,000
 # users) against 127.0.0.1:5080 after each `deploy/local-cluster.sh up N`
 # has split the partitions. Needs root (network namespaces), nats-server
 # and kamailio. With more than one node, most PUBLISHes take the hop to
 # another node as well (the front's hash and the partition map differ).
+#
+# SCENARIO=fanout: 20 presentities with 50 watchers each, subscribed
+# through the front (which puts all watchers of a presentity on one node,
+# by the Request-URI's hash), then a PUBLISH storm; with more than one
+# node most documents cross from the owner to the watchers' node (once per
+# node), and every NOTIFY comes back through the front.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
@@ -53,10 +60,17 @@ for n in $nodes; do
         sleep 0.2
     done
     [ "$quiet" -ge 15 ] || { echo "$n nodes did not settle" >&2; exit 1; }
-    target/release/loadgen --target 127.0.0.1:5080 --scenario publish --max-outstanding 128 --users 10000 \
-        --duration "$secs" --quiet --report "$out/publish-$n.json" >/dev/null
-    rate[$n]=$(python3 -c "import json; print(round(json.load(open('$out/publish-$n.json'))['throughput_per_s']))")
-    echo "$n node(s): ${rate[$n]} PUBLISH/s through the front"
+    scenario=${SCENARIO:-publish}
+    case $scenario in
+        publish) args=(--scenario publish --max-outstanding 128 --users 10000) ;;
+        fanout) args=(--scenario fanout --max-outstanding 16 --presentities 20 --watchers 50 --setup-outstanding 64) ;;
+        *) echo "SCENARIO: publish or fanout" >&2; exit 2 ;;
+    esac
+    target/release/loadgen --target 127.0.0.1:5080 "${args[@]}" --duration "$secs" --quiet --report "$out/$scenario-$n.json" >/dev/null
+    # publish: PUBLISH/s; fanout: NOTIFY/s delivered (and answered).
+    rate[$n]=$(python3 -c "import json; r = json.load(open('$out/$scenario-$n.json')); print(round(r['throughput_per_s'] if '$scenario' == 'publish' else r['notifies'] / r['duration_s']))")
+    unit=PUBLISH; [ "$scenario" = fanout ] && unit=NOTIFY
+    echo "$n node(s): ${rate[$n]} $unit/s through the front"
     deploy/local-cluster.sh down >/dev/null
 done
 first=${nodes%% *}

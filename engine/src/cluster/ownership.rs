@@ -268,6 +268,11 @@ pub struct Ownership {
     members: BTreeMap<NodeId, Instant>,
     /// The nodes whose member key was seen written within the time to live, sorted.
     live: Vec<NodeId>,
+    /// Each partition's owner by placement among `live`, computed when
+    /// `live` changes rather than on every input (a take-over brings
+    /// thousands of inputs, each followed by a pass over every partition).
+    placed: Vec<Option<NodeId>>,
+    placed_for: Option<Vec<NodeId>>,
     /// Each partition's holder and revision, as the lease watch last showed
     /// them, and when that write was seen.
     seen: Vec<Option<(Holder, u64, Instant)>>,
@@ -292,6 +297,8 @@ impl Ownership {
             me: Holder { node, incarnation },
             members: BTreeMap::new(),
             live: Vec::new(),
+            placed: Vec::new(),
+            placed_for: None,
             seen: vec![None; n],
             slots: vec![IDLE; n],
             pending: BTreeMap::new(),
@@ -437,6 +444,10 @@ impl Ownership {
     /// Time passes: timeouts, lapses, renewals, heartbeats, takes and moves.
     pub fn on_time(&mut self, now: Instant) {
         self.live = self.members.iter().filter(|&(_, &at)| !self.presumed_gone(at, now)).map(|(&n, _)| n).collect();
+        if self.placed_for.as_ref() != Some(&self.live) {
+            self.placed = (0..self.slots.len()).map(|i| placement::owner(Partition(i as u16), &self.live)).collect();
+            self.placed_for = Some(self.live.clone());
+        }
         self.time_out(now);
         self.heartbeat(now);
         for i in 0..self.slots.len() {
@@ -541,7 +552,7 @@ impl Ownership {
                     self.slots[i].state = State::Taking;
                     self.kv(Purpose::Adopt(p), KvOp::Update { key: Key::Lease(p), holder: self.me, revision }, now);
                 }
-                None if placement::owner(p, &self.live) == Some(self.me.node) => {
+                None if self.placed[i] == Some(self.me.node) => {
                     self.slots[i].state = State::Taking;
                     self.kv(Purpose::Take(p), KvOp::Create { key: Key::Lease(p), holder: self.me }, now);
                 }
@@ -558,9 +569,7 @@ impl Ownership {
             return;
         }
         let me = self.me.node;
-        let Some(i) = (0..self.slots.len())
-            .find(|&i| self.slots[i].state == State::Serving && placement::owner(Partition(i as u16), &self.live).is_some_and(|n| n != me))
-        else {
+        let Some(i) = (0..self.slots.len()).find(|&i| self.slots[i].state == State::Serving && self.placed[i].is_some_and(|n| n != me)) else {
             return;
         };
         self.slots[i].state = State::Draining { drained: false };

@@ -67,9 +67,10 @@ struct Mirror {
     /// (0: nothing yet, the closed document).
     version: u64,
     doc: Option<Arc<[u8]>>,
-    /// False until the owner's first answer is shown: the watchers here
-    /// may still be shown this node's own document from before the
-    /// partition moved away, so that answer is shown whatever it is.
+    /// Whether every watcher here is shown the mirror's document. Not
+    /// yet when the mirror was made for watchers shown this node's own
+    /// document (the partition moved away): the owner's first answer is
+    /// then shown whatever it is.
     in_use: bool,
 }
 
@@ -132,7 +133,11 @@ impl Shard {
     /// The document a new watcher of `aor` is shown: `None` when this node
     /// serves it (the caller reads its own publications), otherwise the
     /// mirror's, made and asked for if this is its first watcher.
-    pub(super) fn mirrored_document(&mut self, now: Instant, aor: &[u8], out: &mut Outbox) -> Option<Option<(u64, Arc<[u8]>)>> {
+    ///
+    /// `first_watcher`: the watcher being added is `aor`'s only one here,
+    /// so nobody here is shown anything but the mirror (the owner's first
+    /// answer then needs no NOTIFY if it is what the mirror shows).
+    pub(super) fn mirrored_document(&mut self, now: Instant, aor: &[u8], first_watcher: bool, out: &mut Outbox) -> Option<Option<(u64, Arc<[u8]>)>> {
         let asked = match self.source(aor, now) {
             Source::Here => return None,
             Source::Node(n) => Some(n),
@@ -143,7 +148,7 @@ impl Shard {
         {
             self.send_node(n, NodeMsg::Interest { aor: aor.into() }, out);
         }
-        let m = self.remote.mirrors.entry(aor.into()).or_insert(Mirror { asked, sent: now, seen: None, version: 0, doc: None, in_use: false });
+        let m = self.remote.mirrors.entry(aor.into()).or_insert(Mirror { asked, sent: now, seen: None, version: 0, doc: None, in_use: first_watcher });
         Some(match (&m.doc, m.version) {
             (_, 0) => None,
             (Some(d), v) => Some((v, d.clone())),
@@ -277,7 +282,7 @@ impl Shard {
                 .map(Box::from)
                 .collect();
             for aor in moved {
-                self.mirrored_document(now, &aor, out);
+                self.mirrored_document(now, &aor, false, out);
             }
         }
         let mut mirrors = std::mem::take(&mut self.remote.mirrors);

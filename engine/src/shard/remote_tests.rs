@@ -71,6 +71,8 @@ struct World {
     delay: Duration,
     /// The To-tag of each watcher's dialog, for in-dialog requests.
     tags: HashMap<(NodeId, String), String>,
+    /// NOTIFYs sent, by every node.
+    notifies: usize,
 }
 
 impl World {
@@ -97,7 +99,7 @@ impl World {
                 (view, Shard::new(cfg, now))
             })
             .collect();
-        World { now, nodes, flight: Vec::new(), shown: HashMap::new(), rng: seed | 1, loss: 0, delay: Duration::ZERO, tags: HashMap::new() }
+        World { now, nodes, flight: Vec::new(), shown: HashMap::new(), rng: seed | 1, loss: 0, delay: Duration::ZERO, tags: HashMap::new(), notifies: 0 }
     }
 
     fn rand(&mut self, below: u64) -> u64 {
@@ -143,6 +145,7 @@ impl World {
             if m.is_request() {
                 assert_eq!(m.method(), Some(Method::Notify), "{}", String::from_utf8_lossy(&wire));
                 self.shown.insert((n, call_id), m.body().to_vec());
+                self.notifies += 1;
                 let mut ok = Vec::new();
                 sip::response_to(&mut ok, m.raw(), 200, "OK", None, None).finish(None, b"");
                 let mut more = Outbox::default();
@@ -228,6 +231,7 @@ fn a_document_reaches_watchers_on_another_node_and_follows_a_failover() {
     assert_eq!(w.census(2).read_elsewhere, 1);
     w.step(Duration::from_millis(10));
     assert_eq!(w.census(1).mirrors, 1);
+    assert_eq!(w.notifies, 1, "the owner's answer (nothing published) is what the watcher was shown: no second NOTIFY");
 
     // A publication on the owner crosses once and is notified on node 1.
     let r = w.request(2, Peer::udp("192.0.2.200:5060".parse().unwrap()), &publish(aor, "first", 1));

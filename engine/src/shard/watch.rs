@@ -194,9 +194,10 @@ impl Shard {
     /// counted for shard `from`, and the document it is shown.
     fn decide_watch(&mut self, now: Instant, ask: u64, from: u16, aor: &[u8], watcher: &[u8], out: &mut Outbox) -> (Action, u64, Option<Arc<[u8]>>) {
         let action = self.cfg.policy.decide(aor, watcher);
+        let mut first = false;
         if action != Action::Block {
             let entry = || WatcherEntry { shard: from, ask, watcher: watcher.into(), action };
-            let first = self.presentity_watchers.add_watcher(aor, entry());
+            first = self.presentity_watchers.add_watcher(aor, entry());
             self.tell_winfo(aor, || entry().state("subscribe"), out);
             if first {
                 self.watched_changed(now, aor, true, out);
@@ -208,7 +209,7 @@ impl Shard {
         let shown = match action {
             Action::Block => None,
             // Another node's presentity: its mirror's document.
-            _ => self.mirrored_document(now, aor, out).unwrap_or_else(|| self.publications.document(aor)),
+            _ => self.mirrored_document(now, aor, first, out).unwrap_or_else(|| self.publications.document(aor)),
         };
         let (version, doc) = shown.map_or((0, None), |(v, d)| (v, Some(d)));
         (action, version, doc)
