@@ -91,6 +91,8 @@ pub const QUEUE_ROOM: usize = 8192;
 /// The queues between one node's shards and its cluster thread.
 #[derive(Debug)]
 pub struct Mail {
+    /// This node: the sender of everything sent here.
+    me: NodeId,
     /// Encoded messages for other nodes, from any shard.
     outbound: ArrayQueue<(NodeId, Vec<u8>)>,
     /// Messages from other nodes, per shard (the presentity's).
@@ -99,8 +101,13 @@ pub struct Mail {
 }
 
 impl Mail {
-    pub fn new(shards: u16) -> Mail {
-        Mail { outbound: ArrayQueue::new(QUEUE_ROOM), inbound: (0..shards.max(1)).map(|_| ArrayQueue::new(QUEUE_ROOM)).collect(), dropped: AtomicU64::new(0) }
+    pub fn new(me: NodeId, shards: u16) -> Mail {
+        Mail {
+            me,
+            outbound: ArrayQueue::new(QUEUE_ROOM),
+            inbound: (0..shards.max(1)).map(|_| ArrayQueue::new(QUEUE_ROOM)).collect(),
+            dropped: AtomicU64::new(0),
+        }
     }
 
     pub fn shards(&self) -> u16 {
@@ -108,8 +115,8 @@ impl Mail {
     }
 
     /// From a shard: `msg` for node `to`. False if the queue was full (dropped).
-    pub fn send(&self, from: NodeId, to: NodeId, msg: &NodeMsg) -> bool {
-        let ok = self.outbound.push((to, encode(from, msg))).is_ok();
+    pub fn send(&self, to: NodeId, msg: &NodeMsg) -> bool {
+        let ok = self.outbound.push((to, encode(self.me, msg))).is_ok();
         if !ok {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -173,12 +180,12 @@ mod tests {
 
     #[test]
     fn queues_are_bounded_and_count_what_they_drop() {
-        let mail = Mail::new(2);
+        let mail = Mail::new(1, 2);
         let m = NodeMsg::Withdraw { aor: (*b"sip:a@x").into() };
         for _ in 0..QUEUE_ROOM {
-            assert!(mail.send(1, 2, &m));
+            assert!(mail.send(2, &m));
         }
-        assert!(!mail.send(1, 2, &m));
+        assert!(!mail.send(2, &m));
         assert_eq!(mail.dropped(), 1);
         assert_eq!(mail.next_outbound().map(|(to, b)| (to, decode(&b))), Some((2, Some((1, m.clone())))));
         assert!(mail.deliver(2, m.clone()));

@@ -91,7 +91,7 @@ impl ClusterView {
     /// Makes the queues between `shards` shards and the cluster thread
     /// (once; later calls keep the first).
     pub fn open_mail(&self, shards: u16) -> &Mail {
-        self.mail.get_or_init(|| Mail::new(shards))
+        self.mail.get_or_init(|| Mail::new(self.me, shards))
     }
 
     /// The queues, if opened.
@@ -105,8 +105,10 @@ impl ClusterView {
         self.owner(p) == Some(self.me)
     }
 
-    fn lease_holds(&self, p: Partition, now: Instant) -> bool {
-        (now.saturating_duration_since(self.epoch).as_micros() as u64) < self.valid_until[p.0 as usize].load(Ordering::Acquire)
+    /// Whether this node serves `p` at `now`: it owns it and its lease has
+    /// not run out.
+    pub fn serves_at(&self, p: Partition, now: Instant) -> bool {
+        self.serves(p) && (now.saturating_duration_since(self.epoch).as_micros() as u64) < self.valid_until[p.0 as usize].load(Ordering::Acquire)
     }
 
     /// The partitions this node serves.
@@ -132,8 +134,10 @@ impl ClusterView {
     /// at `now`.
     pub fn route(&self, aor: &[u8], now: Instant) -> Route {
         let p = partition_of(aor, self.partitions);
+        if self.serves_at(p, now) {
+            return Route::Here;
+        }
         match self.owner(p) {
-            Some(n) if n == self.me && self.lease_holds(p, now) => Route::Here,
             Some(n) if n == self.me => Route::Nobody,
             Some(n) => self.address(n).map_or(Route::Nobody, |a| Route::Node(n, a)),
             None => Route::Nobody,

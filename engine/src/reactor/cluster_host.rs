@@ -339,8 +339,16 @@ async fn carry_mail(client: async_nats::Client, cfg: &HostConfig, view: Arc<Clus
         // latency well under a NOTIFY's and a cost of nothing when idle.
         let mut tick = tokio::time::interval(Duration::from_millis(2));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut dropped_seen, mut warned) = (0, Instant::now());
         loop {
             tick.tick().await;
+            let dropped = mail.dropped();
+            // Said at most once a second.
+            if dropped != dropped_seen && warned.elapsed() >= Duration::from_secs(1) {
+                warned = Instant::now();
+                tracing::warn!(dropped = dropped - dropped_seen, total = dropped, "messages between nodes dropped at a full queue; refreshes repair them");
+                dropped_seen = dropped;
+            }
             while let Some((to, bytes)) = mail.next_outbound() {
                 if let Err(e) = client.publish(format!("{prefix}.{to}"), bytes.into()).await {
                     tracing::debug!(to, error = %e, "message to another node lost");

@@ -410,14 +410,14 @@ impl Runtime {
         for (shard, msg) in out.to_shards.drain(..) {
             self.send_to_shard(shard, ShardMsg::Core(msg));
         }
-        if let Some(mail) = self.cluster.as_ref().and_then(|v| v.mail().map(|m| (v.me(), m))) {
-            // A full queue drops the message: interest is refreshed, and a
-            // mirror asks again, so a lost document costs a refresh period.
-            for (to, msg) in out.to_nodes.drain(..) {
-                mail.1.send(mail.0, to, &msg);
+        // A full queue drops the message: interest is refreshed, and a
+        // mirror asks again, so a lost document costs a refresh period.
+        let mail = self.cluster.as_ref().and_then(|v| v.mail());
+        for (to, msg) in out.to_nodes.drain(..) {
+            if let Some(mail) = mail {
+                mail.send(to, &msg);
             }
         }
-        out.to_nodes.clear();
         for e in out.events.drain(..) {
             log_event(self.id, &e);
         }
@@ -428,11 +428,13 @@ impl Runtime {
         let Some(view) = self.cluster.clone() else { return };
         let Some(mail) = view.mail() else { return };
         // At most a queue's worth per tick, so that a flood cannot hold
-        // the shard's timers.
-        for _ in 0..crate::cluster::mail::QUEUE_ROOM {
-            let Some((from, msg)) = mail.receive(self.id) else { break };
-            self.with_core(|core, out| core.on_node_msg(now, from, msg, out));
-        }
+        // the shard's timers; one step and one flush for all of it.
+        self.with_core(|core, out| {
+            for _ in 0..crate::cluster::mail::QUEUE_ROOM {
+                let Some((from, msg)) = mail.receive(self.id) else { break };
+                core.on_node_msg(now, from, msg, out);
+            }
+        });
     }
 
     fn transmit(self: &Rc<Self>, t: Transmit) {

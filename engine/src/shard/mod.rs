@@ -190,6 +190,9 @@ pub struct ShardStats {
     pub limited: [u64; Limit::ALL.len()],
     /// The hop to other nodes of a cluster.
     pub hop: hop::HopCounts,
+    /// Other nodes' interests in a presentity refused at the readers limit
+    /// (`Caps::subscriptions` presentities read elsewhere, `remote.rs`).
+    pub readers_refused: u64,
 }
 
 /// Connections closed or refused at a TCP limit, per kind.

@@ -30,7 +30,6 @@ use super::{Outbox, Shard};
 use crate::cluster::NodeId;
 use crate::cluster::mail::NodeMsg;
 use crate::cluster::partition::partition_of;
-use crate::cluster::view::Route;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -82,13 +81,11 @@ pub(super) struct Remote {
     readers: HashMap<Box<[u8]>, Vec<(NodeId, Instant)>, ahash::RandomState>,
     next_sweep: Option<Instant>,
     owner_changes_seen: u64,
-    /// Interests refused at the readers limit.
-    pub refused: u64,
 }
 
 impl Remote {
     pub fn new(hasher: ahash::RandomState) -> Remote {
-        Remote { mirrors: HashMap::with_hasher(hasher.clone()), readers: HashMap::with_hasher(hasher), next_sweep: None, owner_changes_seen: 0, refused: 0 }
+        Remote { mirrors: HashMap::with_hasher(hasher.clone()), readers: HashMap::with_hasher(hasher), next_sweep: None, owner_changes_seen: 0 }
     }
 
     /// Whether another node reads `aor`'s documents. (Emptiness first:
@@ -110,12 +107,13 @@ impl Remote {
 impl Shard {
     fn source(&self, aor: &[u8], now: Instant) -> Source {
         let Some(view) = &self.cfg.cluster else { return Source::Here };
-        match view.route(aor, now) {
-            Route::Here => Source::Here,
-            _ => match view.owner(partition_of(aor, view.partitions())) {
-                Some(n) if n != view.me() => Source::Node(n),
-                _ => Source::Unknown,
-            },
+        let p = partition_of(aor, view.partitions());
+        if view.serves_at(p, now) {
+            return Source::Here;
+        }
+        match view.owner(p) {
+            Some(n) if n != view.me() => Source::Node(n),
+            _ => Source::Unknown,
         }
     }
 
@@ -124,10 +122,6 @@ impl Shard {
     /// move) is nobody's to show.
     pub(super) fn served_elsewhere(&self, aor: &[u8]) -> bool {
         self.cfg.cluster.as_ref().is_some_and(|v| !v.serves(partition_of(aor, v.partitions())))
-    }
-
-    fn send_node(&self, to: NodeId, msg: NodeMsg, out: &mut Outbox) {
-        out.to_nodes.push((to, msg));
     }
 
     /// The document a new watcher of `aor` is shown: `None` when this node
@@ -146,7 +140,7 @@ impl Shard {
         if !self.remote.mirrors.contains_key(aor)
             && let Some(n) = asked
         {
-            self.send_node(n, NodeMsg::Interest { aor: aor.into() }, out);
+            out.to_nodes.push((n, NodeMsg::Interest { aor: aor.into() }));
         }
         let m = self.remote.mirrors.entry(aor.into()).or_insert(Mirror { asked, sent: now, seen: None, version: 0, doc: None, in_use: first_watcher });
         Some(match (&m.doc, m.version) {
@@ -165,7 +159,7 @@ impl Shard {
         if let Some(m) = self.remote.mirrors.remove(aor)
             && let Some(n) = m.asked
         {
-            self.send_node(n, NodeMsg::Withdraw { aor: aor.into() }, out);
+            out.to_nodes.push((n, NodeMsg::Withdraw { aor: aor.into() }));
         }
     }
 
@@ -179,7 +173,7 @@ impl Shard {
             return;
         }
         for &(n, _) in self.remote.readers.get(aor).map_or(&[][..], |r| &r[..]) {
-            self.send_node(n, NodeMsg::Document { aor: aor.into(), version, doc: Some(doc.clone()) }, out);
+            out.to_nodes.push((n, NodeMsg::Document { aor: aor.into(), version, doc: Some(doc.clone()) }));
         }
     }
 
@@ -188,7 +182,7 @@ impl Shard {
         self.guarded(now, None, out, |s, out| {
             match msg {
                 NodeMsg::Interest { aor } => s.on_interest(now, from, aor, out),
-                NodeMsg::Withdraw { aor } => s.forget_reader(now, &aor, |n| n == from, out),
+                NodeMsg::Withdraw { aor } => s.forget_reader(now, &aor, |&(n, _)| n == from, out),
                 NodeMsg::Document { aor, version, doc } => s.on_remote_document(from, &aor, version, doc, out),
             }
             s.drain_local(now, out);
@@ -210,9 +204,10 @@ impl Shard {
                 }
                 false
             }
-            // Bounded like the subscriptions this shard may hold.
+            // Bounded like the subscriptions this shard may hold; the node
+            // asking gets no document, and its watchers keep the closed one.
             None if full => {
-                self.remote.refused += 1;
+                self.stats.readers_refused += 1;
                 return;
             }
             None => {
@@ -226,13 +221,14 @@ impl Shard {
         // Nothing published: at the shard's last version, so that it is not
         // taken for older than a document it follows (one that expired).
         let (version, doc) = self.publications.document(&aor).map_or((self.publications.last_version(), None), |(v, d)| (v, Some(d)));
-        self.send_node(from, NodeMsg::Document { aor, version, doc }, out);
+        out.to_nodes.push((from, NodeMsg::Document { aor, version, doc }));
     }
 
-    /// On the owner: the readers of `aor` that `gone` picks stop reading.
-    fn forget_reader(&mut self, now: Instant, aor: &[u8], gone: impl Fn(NodeId) -> bool, out: &mut Outbox) {
+    /// On the owner: the readers of `aor` (node, last asked) that `gone`
+    /// picks stop reading.
+    fn forget_reader(&mut self, now: Instant, aor: &[u8], gone: impl Fn(&(NodeId, Instant)) -> bool, out: &mut Outbox) {
         let Some(list) = self.remote.readers.get_mut(aor) else { return };
-        list.retain(|(n, _)| !gone(*n));
+        list.retain(|r| !gone(r));
         if list.is_empty() {
             self.remote.readers.remove(aor);
             if self.presentity_watchers.get(aor).is_none() {
@@ -316,17 +312,10 @@ impl Shard {
             let version = self.publications.next_version();
             self.fan_out_here(&aor, version, &doc, out);
         }
-        let lapsed: Vec<Box<[u8]>> = self
-            .remote
-            .readers
-            .iter()
-            .filter(|(_, l)| l.iter().any(|(_, t)| now.saturating_duration_since(*t) >= READER_TTL))
-            .map(|(a, _)| a.clone())
-            .collect();
-        for aor in lapsed {
-            let stale: Vec<NodeId> =
-                self.remote.readers[&aor].iter().filter(|(_, t)| now.saturating_duration_since(*t) >= READER_TTL).map(|(n, _)| *n).collect();
-            self.forget_reader(now, &aor, |n| stale.contains(&n), out);
+        let lapsed = |&(_, asked): &(NodeId, Instant)| now.saturating_duration_since(asked) >= READER_TTL;
+        let with_lapsed: Vec<Box<[u8]>> = self.remote.readers.iter().filter(|(_, l)| l.iter().any(lapsed)).map(|(a, _)| a.clone()).collect();
+        for aor in with_lapsed {
+            self.forget_reader(now, &aor, lapsed, out);
         }
     }
 }

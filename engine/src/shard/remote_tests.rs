@@ -407,3 +407,18 @@ fn watchers_converge_on_the_owners_document_under_loss_and_moves() {
         }
     }
 }
+
+#[test]
+fn an_owner_reads_out_to_as_many_presentities_as_it_may_hold_subscriptions() {
+    let mut w = World::new(2, 13);
+    w.nodes[1].1.cfg.caps.subscriptions = 1;
+    for aor in &AORS[..2] {
+        w.set_owner_everywhere(aor, Some(2));
+        let mut out = Outbox::default();
+        let now = w.now;
+        w.shard(2).on_node_msg(now, 1, NodeMsg::Interest { aor: aor.as_bytes().into() }, &mut out);
+        let answered = out.to_nodes.iter().any(|(to, m)| *to == 1 && matches!(m, NodeMsg::Document { .. }));
+        assert_eq!(answered, *aor == AORS[0], "{aor}");
+    }
+    assert_eq!((w.census(2).read_elsewhere, w.nodes[1].1.stats().readers_refused), (1, 1));
+}
