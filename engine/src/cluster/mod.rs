@@ -21,6 +21,7 @@ pub mod mail;
 pub mod ownership;
 pub mod partition;
 pub mod placement;
+pub mod replication;
 pub mod view;
 
 /// A node of the cluster, as configured (`[cluster] node`).
