@@ -61,6 +61,20 @@ pub struct ClusterSection {
     /// The SIP address other nodes forward requests to (IPv4); by
     /// default the listen address, which must then be a specific one.
     pub advertise: Option<std::net::SocketAddrV4>,
+    /// When a change of a presentity is acknowledged: "local" once made
+    /// (its record reaches the partition's log a few milliseconds later,
+    /// and a crash in between loses it); "replicated" once the log has
+    /// acknowledged its record (`cluster::replication`).
+    pub durability: Durability,
+}
+
+/// `[cluster] durability`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    #[default]
+    Local,
+    Replicated,
 }
 
 impl Default for ClusterSection {
@@ -72,6 +86,7 @@ impl Default for ClusterSection {
             lease_ttl_ms: 3000,
             replicas: 1,
             advertise: None,
+            durability: Durability::Local,
         }
     }
 }

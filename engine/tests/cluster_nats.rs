@@ -111,7 +111,12 @@ const N: u64 = 64;
 /// Two `presenced` nodes in one cluster, once they serve every partition
 /// as placement says.
 fn two_nodes(nats: &NatsServer, name: &str) -> (Presenced, Presenced) {
-    let cfg = config_file(name, &format!("[cluster]\npartitions = {N}\nlease_ttl_ms = 1500\n"));
+    two_nodes_with(nats, name, "")
+}
+
+/// [`two_nodes`] with more lines of `[cluster]`.
+fn two_nodes_with(nats: &NatsServer, name: &str, cluster: &str) -> (Presenced, Presenced) {
+    let cfg = config_file(name, &format!("[cluster]\npartitions = {N}\nlease_ttl_ms = 1500\n{cluster}"));
     let n1 = Presenced::start(1, &["--config", &cfg, "--cluster-node", "1", "--nats", &nats.url]);
     let n2 = Presenced::start(1, &["--config", &cfg, "--cluster-node", "2", "--nats", &nats.url]);
     let start = Instant::now();
@@ -183,10 +188,47 @@ fn a_publish_reaches_the_node_that_serves_its_partition() {
 
 /// The AOR `hop{i}` with the lowest `i` that placement puts on `node`.
 fn aor_served_by(node: u32) -> String {
+    aors_served_by(node, 1).remove(0)
+}
+
+/// The first `k` AORs `hop{i}` that placement puts on `node`.
+fn aors_served_by(node: u32, k: usize) -> Vec<String> {
     (0..)
         .map(|i| format!("sip:hop{i}@example.com"))
-        .find(|a| placement::owner(presence_engine::cluster::partition::partition_of(a.as_bytes(), N as u16), &[1, 2]) == Some(node))
-        .unwrap()
+        .filter(|a| placement::owner(presence_engine::cluster::partition::partition_of(a.as_bytes(), N as u16), &[1, 2]) == Some(node))
+        .take(k)
+        .collect()
+}
+
+/// With `durability = "replicated"`, a PUBLISH is answered once its
+/// record is in its partition's log. The owner is killed: the node that
+/// takes its partitions over reads their logs back before it serves them,
+/// so a watcher that subscribes there is shown every publication the dead
+/// node acknowledged, and the taking node's log says how many records it
+/// put back.
+#[test]
+fn publications_acknowledged_by_a_killed_owner_are_served_by_the_node_that_takes_over() {
+    let nats = NatsServer::start("presenced-replicated");
+    let (n1, n2) = two_nodes_with(&nats, "cluster-replicated.toml", "durability = \"replicated\"\n");
+    let aors = aors_served_by(2, 12);
+    for (i, aor) in aors.iter().enumerate() {
+        common::publish(&n2, aor, "open", &format!("acknowledged by node 2 ({i})"));
+    }
+    n2.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    while served(&n1).len() < N as usize {
+        assert!(killed.elapsed() < Duration::from_secs(10), "node 1 serves only {} partitions", served(&n1).len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("node 1 serves every partition {:?} after node 2's kill -9", killed.elapsed());
+    for (i, aor) in aors.iter().enumerate() {
+        let (_sub, ok, first) = common::Sub::new(&n1, common::Ua::udp(), aor, 600, "Event: presence\r\n");
+        assert_eq!(common::status(&ok), 200);
+        let body = common::body(&first);
+        assert!(body.contains(&format!("acknowledged by node 2 ({i})")) && body.contains("<basic>open</basic>"), "{aor} after the take-over: {body}");
+    }
+    let replayed: u64 = n1.logged("partition log replayed").iter().map(|r| r["records"].as_u64().unwrap_or(0)).sum();
+    assert!(replayed >= aors.len() as u64, "node 1 put back {replayed} records");
 }
 
 /// A watcher on node 1 of a presentity node 2 serves: node 2's

@@ -18,6 +18,7 @@
 //! fencing.
 
 pub mod mail;
+pub mod log_queues;
 pub mod ownership;
 pub mod partition;
 pub mod placement;

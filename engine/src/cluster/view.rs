@@ -4,6 +4,7 @@
 //! without a lock: one atomic per partition and per node.
 
 use super::NodeId;
+use super::log_queues::LogQueues;
 use super::mail::Mail;
 use super::partition::{Partition, partition_of};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -43,6 +44,8 @@ pub struct ClusterView {
     owner_changes: AtomicU64,
     /// The queues to and from other nodes, once the shards are known.
     mail: OnceLock<Mail>,
+    /// The queues of journal records to and from the partition logs.
+    logs: OnceLock<LogQueues>,
 }
 
 impl ClusterView {
@@ -57,6 +60,7 @@ impl ClusterView {
             address: (0..=MAX_NODE).map(|_| AtomicU64::new(0)).collect(),
             owner_changes: AtomicU64::new(0),
             mail: OnceLock::new(),
+            logs: OnceLock::new(),
         }
     }
 
@@ -97,6 +101,17 @@ impl ClusterView {
     /// The queues, if opened.
     pub fn mail(&self) -> Option<&Mail> {
         self.mail.get()
+    }
+
+    /// Makes the queues of journal records between `shards` shards and the
+    /// cluster thread (once; later calls keep the first).
+    pub fn open_logs(&self, shards: u16) -> &LogQueues {
+        self.logs.get_or_init(|| LogQueues::new(shards))
+    }
+
+    /// The record queues, if opened.
+    pub fn logs(&self) -> Option<&LogQueues> {
+        self.logs.get()
     }
 
     /// Whether this node serves `p` (as last published; see [`Self::route`]

@@ -19,18 +19,26 @@
 //! messages between nodes about documents (`cluster::mail`): two tasks
 //! move them between those subjects and the shards' bounded queues.
 //!
-//! Not yet carried: the journal records themselves (so a catch-up learns
-//! the log's end and replays nothing) and the shards' in-flight work for a
-//! move (a stop is reported drained at once).
+//! The shards' journal records of registrations and publications go to
+//! their partition's log ([`crate::cluster::replication`], fed by the
+//! queues of [`crate::cluster::log_queues`]); a take-over reads the log back
+//! into the shards before the node's marker fences the old owner out and
+//! the node serves the partition. A move reports the partition drained
+//! once its records are in the log.
 
 use crate::cluster::NodeId;
 use crate::cluster::ownership::{self, FenceAnswer, Holder, Key, KvAnswer, KvOp, Output, Ownership};
 use crate::cluster::partition::Partition;
 use crate::cluster::view::ClusterView;
+use crate::cluster::log_queues::LogQueues;
+use crate::cluster::replication::{self, Appended, Appender};
+use crate::storage::record::Record;
 use async_nats::jetstream::{self, context::PublishErrorKind, kv, stream};
 use futures_util::StreamExt;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV4;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Where the host finds JetStream, and how this node takes part.
@@ -200,7 +208,34 @@ enum Back {
     Kv(u64, KvAnswer),
     Fence(u64, FenceAnswer),
     CaughtUp(Partition, u64),
+    /// A replay failed or timed out: the machine's next catch-up tries again.
+    ReplayFailed(Partition),
+    Append(u64, Appended),
 }
+
+/// The host's side of replication: the appender, and what it needs to
+/// know of the machine's fences, moves and catch-ups.
+struct Replication {
+    appender: Appender,
+    /// Fence markers in flight, by request id.
+    fences: HashMap<u64, Partition>,
+    /// Where each partition's marker of this node landed, until served.
+    markers: HashMap<Partition, u64>,
+    /// Partitions stopped for a move, and since when.
+    draining: Vec<(Partition, Instant)>,
+    /// Partitions whose log is being read back.
+    replaying: HashSet<Partition>,
+    /// Records handed to each shard for putting back, in all.
+    handed: Arc<Vec<AtomicU64>>,
+}
+
+/// A stopped partition is reported drained no sooner than this after its
+/// stop: records the shards made just before it are still on their way
+/// (each shard ships every tick, 5 ms).
+const DRAIN_GRACE: Duration = Duration::from_millis(30);
+
+/// The longest a take-over may read a partition's log.
+const REPLAY_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut commands: tokio::sync::mpsc::UnboundedReceiver<Command>) -> Result<(), String> {
     // A node may start before its JetStream servers: it keeps trying, and
@@ -232,6 +267,18 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
     };
 
     let mut m = Ownership::new(cfg.node, incarnation, cfg.ownership.clone());
+    let mut rep = view.logs().map(|q| Replication {
+        appender: Appender::new(m.holder(), replication::Config::new(cfg.ownership.partitions, q.shards())),
+        fences: HashMap::new(),
+        markers: HashMap::new(),
+        draining: Vec::new(),
+        replaying: HashSet::new(),
+        handed: Arc::new((0..q.shards()).map(|_| AtomicU64::new(0)).collect()),
+    });
+    // The shards never wake this thread: it looks for their records every
+    // 2 ms, as it does for their mail.
+    let mut ship_tick = tokio::time::interval(Duration::from_millis(2));
+    ship_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (back_tx, mut back) = tokio::sync::mpsc::unbounded_channel::<Back>();
     let mut watch = Some(store.watch_with_history(">").await.map_err(|e| format!("watching {}: {e}", cfg.bucket))?);
     // A broken watch is made again by a task of its own: nothing in this
@@ -289,14 +336,42 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
                 let now = Instant::now();
                 match b {
                     Back::Kv(id, a) => m.on_kv(id, a, now),
-                    Back::Fence(id, a) => m.on_fence(id, a, now),
-                    Back::CaughtUp(p, last) => m.caught_up(p, last, now),
+                    Back::Fence(id, a) => {
+                        if let (Some(r), FenceAnswer::Appended { seq }) = (rep.as_mut(), a)
+                            && let Some(p) = r.fences.remove(&id)
+                        {
+                            r.markers.insert(p, seq);
+                        }
+                        m.on_fence(id, a, now)
+                    }
+                    Back::CaughtUp(p, last) => {
+                        if let Some(r) = rep.as_mut() {
+                            r.replaying.remove(&p);
+                        }
+                        m.caught_up(p, last, now)
+                    }
+                    Back::ReplayFailed(p) => {
+                        if let Some(r) = rep.as_mut() {
+                            r.replaying.remove(&p);
+                        }
+                    }
+                    Back::Append(id, a) => {
+                        if let Some(p) = rep.as_mut().and_then(|r| r.appender.on_answer(id, a, now)) {
+                            tracing::warn!(partition = p.0, "fenced out of a partition's log: another node owns it");
+                            m.fenced_out(p, now);
+                        }
+                    }
+                }
+            }
+            _ = ship_tick.tick(), if rep.is_some() => {
+                if let (Some(r), Some(q)) = (rep.as_mut(), view.logs()) {
+                    exchange_records(r, q, &mut m, &js, &cfg, &back_tx);
                 }
             }
             _ = tick.tick() => m.on_time(Instant::now()),
         }
         while let Some(o) = m.poll() {
-            carry(&cfg, &store, &log, &js, &back_tx, &mut m, o);
+            carry(&cfg, &store, &log, &js, &back_tx, &mut m, rep.as_mut(), &view, o);
         }
         publish(&m, &view, Instant::now());
         if m.left() {
@@ -402,6 +477,8 @@ fn carry(
     js: &jetstream::Context,
     back: &tokio::sync::mpsc::UnboundedSender<Back>,
     m: &mut Ownership,
+    rep: Option<&mut Replication>,
+    view: &Arc<ClusterView>,
     o: Output,
 ) {
     let timeout = cfg.ownership.op_timeout;
@@ -414,6 +491,9 @@ fn carry(
             });
         }
         Output::Fence { id, partition, holder, expected_last } => {
+            if let Some(r) = rep {
+                r.fences.insert(id, partition);
+            }
             let (js, back) = (js.clone(), back.clone());
             let subject = format!("{}.{}", cfg.log_prefix, partition.key());
             tokio::spawn(async move {
@@ -423,27 +503,109 @@ fn carry(
             });
         }
         Output::CatchUp(p) => {
-            let (log, back) = (log.clone(), back.clone());
             let subject = format!("{}.{}", cfg.log_prefix, p.key());
-            tokio::spawn(async move {
-                // Nothing to replay yet: the journal records are not carried
-                // here. The log's end is what the marker must expect.
-                match tokio::time::timeout(timeout, log.get_last_raw_message_by_subject(&subject)).await {
-                    Ok(Ok(msg)) => drop(back.send(Back::CaughtUp(p, msg.sequence))),
-                    Ok(Err(e)) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => drop(back.send(Back::CaughtUp(p, 0))),
-                    // Failed: the machine asks again after its timeout.
-                    Ok(Err(e)) => tracing::warn!(partition = p.0, error = %e, "reading the end of a partition log"),
-                    Err(_) => {}
+            match (rep, view.logs()) {
+                (Some(r), Some(q)) => {
+                    // The machine asks again while a long replay runs: one at a time.
+                    if !r.replaying.insert(p) {
+                        return;
+                    }
+                    let (log, back, handed, view) = (log.clone(), back.clone(), r.handed.clone(), view.clone());
+                    let node = cfg.node;
+                    let shards = q.shards();
+                    tokio::spawn(async move {
+                        let started = Instant::now();
+                        let Some(q) = view.logs() else { return };
+                        match tokio::time::timeout(REPLAY_TIMEOUT, replay(&log, &subject, q, &handed, shards)).await {
+                            Ok(Ok((last, records))) => {
+                                tracing::info!(node, partition = p.0, records, last, ms = started.elapsed().as_millis() as u64, "partition log replayed");
+                                let _ = back.send(Back::CaughtUp(p, last));
+                            }
+                            Ok(Err(e)) => {
+                                tracing::warn!(partition = p.0, error = %e, "replaying a partition log");
+                                let _ = back.send(Back::ReplayFailed(p));
+                            }
+                            Err(_) => {
+                                tracing::warn!(partition = p.0, "replaying a partition log took too long");
+                                let _ = back.send(Back::ReplayFailed(p));
+                            }
+                        }
+                    });
                 }
-            });
+                _ => {
+                    let (log, back) = (log.clone(), back.clone());
+                    tokio::spawn(async move {
+                        // No shards to replay into (the host alone, in tests):
+                        // the log's end is what the marker must expect.
+                        match tokio::time::timeout(timeout, last_sequence(&log, &subject)).await {
+                            Ok(Ok(last)) => drop(back.send(Back::CaughtUp(p, last))),
+                            // Failed: the machine asks again after its timeout.
+                            Ok(Err(e)) => tracing::warn!(partition = p.0, error = %e, "reading the end of a partition log"),
+                            Err(_) => {}
+                        }
+                    });
+                }
+            }
         }
-        Output::Serve(p) => tracing::info!(partition = p.0, "serving partition"),
+        Output::Serve(p) => {
+            tracing::info!(partition = p.0, "serving partition");
+            if let Some(r) = rep {
+                let marker = r.markers.remove(&p).unwrap_or(0);
+                r.appender.open(p, marker);
+            }
+        }
         Output::Stop(p) => {
             tracing::info!(partition = p.0, "stopped serving partition");
-            // No shard work is carried yet, so nothing is in flight.
-            m.drained(p, Instant::now());
+            match rep {
+                Some(r) => {
+                    r.appender.close(p);
+                    r.markers.remove(&p);
+                    r.draining.push((p, Instant::now()));
+                }
+                // No shards: nothing is in flight.
+                None => m.drained(p, Instant::now()),
+            }
         }
     }
+}
+
+/// Every 2 ms: takes the shards' records into the appender, starts the
+/// appends it has ready, tells the shards what settled or was abandoned,
+/// and reports stopped partitions drained once their records are in.
+fn exchange_records(
+    r: &mut Replication,
+    q: &LogQueues,
+    m: &mut Ownership,
+    js: &jetstream::Context,
+    cfg: &HostConfig,
+    back: &tokio::sync::mpsc::UnboundedSender<Back>,
+) {
+    let now = Instant::now();
+    for shard in 0..q.shards() {
+        while let Some(s) = q.next_shipped(shard) {
+            r.appender.submit(shard, s.seq, s.partition, s.bytes);
+        }
+    }
+    while let Some(a) = r.appender.poll(now) {
+        let (js, back, timeout) = (js.clone(), back.clone(), cfg.ownership.op_timeout);
+        let subject = format!("{}.{}", cfg.log_prefix, a.partition.key());
+        tokio::spawn(async move {
+            let answer = tokio::time::timeout(timeout, append_batch(&js, subject, a.expected_last, &a.msg_id, a.payload.into())).await.unwrap_or(Appended::Failed);
+            let _ = back.send(Back::Append(a.id, answer));
+        });
+    }
+    for shard in 0..q.shards() {
+        q.set_settled(shard, r.appender.settled(shard));
+        q.abandon(shard, r.appender.take_abandoned(shard));
+    }
+    let appender = &r.appender;
+    r.draining.retain(|&(p, since)| {
+        let done = now.duration_since(since) >= DRAIN_GRACE && appender.drained(p);
+        if done {
+            m.drained(p, now);
+        }
+        !done
+    });
 }
 
 async fn kv_op(store: &kv::Store, op: KvOp, advertise: Option<SocketAddrV4>) -> KvAnswer {
@@ -473,6 +635,77 @@ async fn kv_op(store: &kv::Store, op: KvOp, advertise: Option<SocketAddrV4>) -> 
             Ok(()) => KvAnswer::Done { revision: 0 },
             Err(_) => KvAnswer::Failed,
         },
+    }
+}
+
+/// The stream sequence of `subject`'s last message; 0 if it has none.
+async fn last_sequence(log: &stream::Stream, subject: &str) -> Result<u64, String> {
+    match log.get_last_raw_message_by_subject(subject).await {
+        Ok(msg) => Ok(msg.sequence),
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(0),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Reads `subject` (a partition's log) from its first message to its
+/// last, hands each record to the shard that owns its key, and waits until
+/// every shard has put back what it was handed. Returns the log's last
+/// sequence, which the node's marker then expects, and the records read.
+async fn replay(log: &stream::Stream, subject: &str, q: &LogQueues, handed: &[AtomicU64], shards: u16) -> Result<(u64, u64), String> {
+    use jetstream::consumer::{DeliverPolicy, pull};
+    let last = last_sequence(log, subject).await?;
+    let mut wait_for = vec![0u64; shards as usize];
+    let mut records = 0u64;
+    if last > 0 {
+        let consumer = log
+            .create_consumer(pull::OrderedConfig { filter_subject: subject.to_string(), deliver_policy: DeliverPolicy::All, ..Default::default() })
+            .await
+            .map_err(|e| format!("reading {subject}: {e}"))?;
+        let mut messages = consumer.messages().await.map_err(|e| format!("reading {subject}: {e}"))?;
+        while let Some(msg) = messages.next().await {
+            let msg = msg.map_err(|e| format!("reading {subject}: {e}"))?;
+            let seq = msg.info().map_err(|e| format!("reading {subject}: {e}"))?.stream_sequence;
+            for r in replication::decode_batch(&msg.payload).unwrap_or_default() {
+                let Ok(record) = Record::decode(r) else {
+                    tracing::warn!(subject, seq, "a record in a partition log does not read; skipped");
+                    continue;
+                };
+                let shard = record.owner(shards);
+                let mut bytes: Box<[u8]> = r.into();
+                // A full queue: the shard puts back 2,000 a tick.
+                while let Err(b) = q.replay(shard, bytes) {
+                    bytes = b;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                wait_for[shard as usize] = handed[shard as usize].fetch_add(1, Ordering::AcqRel) + 1;
+                records += 1;
+            }
+            if seq >= last {
+                break;
+            }
+        }
+    }
+    // Each shard puts back in the order handed: past this count, every
+    // record of this partition is back.
+    while (0..shards).any(|s| q.replayed(s) < wait_for[s as usize]) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok((last, records))
+}
+
+/// Appends a batch of records expecting `expected_last`, under `msg_id`
+/// for JetStream's duplicate window.
+async fn append_batch(js: &jetstream::Context, subject: String, expected_last: u64, msg_id: &str, payload: bytes::Bytes) -> Appended {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected_last.to_string().as_str());
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+    match js.publish_with_headers(subject, headers, payload).await {
+        Ok(ack) => match ack.await {
+            Ok(ack) => Appended::At { seq: ack.sequence },
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Appended::Conflict,
+            Err(_) => Appended::Failed,
+        },
+        Err(_) => Appended::Failed,
     }
 }
 

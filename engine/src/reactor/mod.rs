@@ -102,6 +102,7 @@ impl Server {
         let cluster = (cfg.cluster.node != 0).then(|| {
             let view = Arc::new(crate::cluster::view::ClusterView::new(cfg.cluster.node, cfg.cluster.partitions));
             view.open_mail(n as u16);
+            view.open_logs(n as u16);
             view
         });
         let mut shards = Vec::with_capacity(n);

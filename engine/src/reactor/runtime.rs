@@ -23,6 +23,18 @@ use std::time::{Duration, Instant};
 /// How often the shard runs its timers and looks at the stop flag.
 pub(super) const TICK: Duration = Duration::from_millis(5);
 
+/// Records a take-over's replay puts back per tick, per shard (each a few
+/// microseconds), so that the shard serves its other partitions meanwhile.
+const REPLAY_PER_TICK: usize = 2_000;
+
+/// What a held message waits for: the journal durable to `lsn` and the
+/// shard's records for the partition logs settled to `rep`.
+#[derive(Clone, Copy, Debug)]
+struct Wait {
+    lsn: u64,
+    rep: u64,
+}
+
 /// Everything a shard needs, moved into its executor thread.
 pub(crate) struct ShardSetup {
     pub id: u16,
@@ -84,9 +96,11 @@ pub(crate) struct Runtime {
     next_tick: Cell<Instant>,
     /// Under `fsync = "always"`: messages waiting for the journal to be
     /// durable up to a position, in the order they were made.
-    held: RefCell<std::collections::VecDeque<(u64, Transmit)>>,
+    held: RefCell<std::collections::VecDeque<(Wait, Transmit)>>,
     /// Wakes the journal writer (see [`journal_loop`]).
     journal_kick: RefCell<Option<glommio::channels::local_channel::LocalSender<()>>>,
+    /// `[cluster] durability = "replicated"`: responses wait for the logs.
+    replicated: bool,
     /// The cluster's view and the queues to the cluster thread, if in one.
     cluster: Option<Arc<crate::cluster::view::ClusterView>>,
 }
@@ -105,7 +119,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
         (None, None)
     };
     let now = Instant::now();
-    let core = Shard::new(
+    let mut core = Shard::new(
         ShardConfig {
             shard: id,
             shards,
@@ -132,6 +146,9 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
         },
         now,
     );
+    if cluster.as_ref().is_some_and(|v| v.logs().is_some()) {
+        core.attach_replica(crate::shard::durable::UnixClock::system(now));
+    }
     // SAFETY: the fd is a bound UDP socket we own; ownership moves.
     let udp = unsafe { UdpSocket::from_raw_fd(udp.into_raw_fd()) };
     let rt = Rc::new(Runtime {
@@ -156,6 +173,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
         quiet_check: Cell::new((Instant::now(), 0)),
         held: RefCell::new(std::collections::VecDeque::new()),
         journal_kick: RefCell::new(None),
+        replicated: cluster.is_some() && cfg.cluster.durability == crate::config::Durability::Replicated,
         cluster,
         cfg,
     });
@@ -400,7 +418,7 @@ impl Runtime {
         let hold = self.hold_until();
         for t in out.transmits.drain(..) {
             match hold {
-                Some(lsn) => self.held.borrow_mut().push_back((lsn, t)),
+                Some(wait) => self.held.borrow_mut().push_back((wait, t)),
                 None => self.transmit(t),
             }
         }
@@ -445,29 +463,50 @@ impl Runtime {
         }
     }
 
-    /// Under `fsync = "always"`, the journal position this step's messages
-    /// wait for: the end of the journal while any of it is not durable,
-    /// and never less than what earlier messages wait for, so that
-    /// nothing overtakes them.
-    fn hold_until(&self) -> Option<u64> {
+    /// What this step's messages wait for: under `fsync = "always"`, the
+    /// end of the journal while any of it is not durable; under
+    /// `durability = "replicated"`, the shard's last record for the
+    /// partition logs while any is not settled; never less than what
+    /// earlier messages wait for, so that nothing overtakes them.
+    fn hold_until(&self) -> Option<Wait> {
         let core = self.core.borrow();
-        let j = core.journal().filter(|j| j.fsync() == crate::storage::journal::Fsync::Always)?;
+        let lsn = core.journal().filter(|j| j.fsync() == crate::storage::journal::Fsync::Always).map_or(0, |j| j.appended());
+        let rep = if self.replicated { core.replica_last() } else { 0 };
         let held = self.held.borrow();
-        match held.back() {
-            Some((lsn, _)) => Some((*lsn).max(j.appended())),
-            None if j.appended() > j.durable() => Some(j.appended()),
-            None => None,
-        }
+        let wait = match held.back() {
+            Some((w, _)) => Wait { lsn: w.lsn.max(lsn), rep: w.rep.max(rep) },
+            None => Wait { lsn, rep },
+        };
+        (held.back().is_some() || !self.reached(&core, wait)).then_some(wait)
     }
 
-    /// Sends the held messages the journal has made durable.
+    /// Whether the journal and the logs have what `wait` waits for.
+    fn reached(&self, core: &Shard, wait: Wait) -> bool {
+        let durable = core.journal().map_or(u64::MAX, |j| j.durable());
+        let settled = self.cluster.as_ref().and_then(|v| v.logs()).map_or(u64::MAX, |q| q.settled(self.id));
+        wait.lsn <= durable && wait.rep <= settled
+    }
+
+    /// Sends the held messages the journal has made durable and the logs
+    /// have settled. Those waiting on a record the logs abandoned (the
+    /// node lost the partition before its record got in) are dropped
+    /// instead: their change is not acknowledged.
     pub(super) fn release_held(self: &Rc<Self>) {
-        let durable = self.core.borrow().journal().map_or(u64::MAX, |j| j.durable());
+        if let Some(q) = self.cluster.as_ref().and_then(|v| v.logs()) {
+            let abandoned = q.take_abandoned(self.id);
+            if let Some(&first) = abandoned.iter().min() {
+                let mut held = self.held.borrow_mut();
+                let before = held.len();
+                held.retain(|(w, _)| w.rep < first);
+                tracing::warn!(shard = self.id, records = abandoned.len(), responses = before - held.len(), "records abandoned by the partition logs; their responses dropped");
+            }
+        }
         loop {
             let next = {
+                let core = self.core.borrow();
                 let mut held = self.held.borrow_mut();
                 match held.front() {
-                    Some((lsn, _)) if *lsn <= durable => held.pop_front().map(|(_, t)| t),
+                    Some((w, _)) if self.reached(&core, *w) => held.pop_front().map(|(_, t)| t),
                     _ => None,
                 }
             };
@@ -476,6 +515,24 @@ impl Runtime {
         }
         if !self.udp_out.borrow().is_empty() {
             let _ = self.udp_out.borrow_mut().flush(self.udp_fd, self.cfg.io.udp_batch);
+        }
+    }
+
+    /// Moves the shard's records towards the partition logs, puts back
+    /// what a take-over replays, and sends what the logs have settled.
+    fn exchange_records(self: &Rc<Self>, now: Instant) {
+        let Some(view) = self.cluster.clone() else { return };
+        let Some(q) = view.logs() else { return };
+        let mut put_back = 0;
+        self.with_core(|core, out| {
+            core.ship_backlog(q);
+            put_back = core.put_back_replayed(now, q, REPLAY_PER_TICK, out);
+        });
+        if put_back > 0 {
+            q.put_back(self.id, put_back as u64);
+        }
+        if !self.held.borrow().is_empty() {
+            self.release_held();
         }
     }
 
@@ -608,6 +665,7 @@ impl Runtime {
         }
         self.next_tick.set(now + TICK);
         self.take_node_mail(now);
+        self.exchange_records(now);
         self.with_core(|core, out| core.on_time(now, out));
         let (since, messages_then) = self.quiet_check.get();
         if now.duration_since(since) >= super::memory::QUIET_CHECK {

@@ -150,15 +150,33 @@ impl Shard {
     }
 
     /// A change could not be made durable now: the journal is behind its
-    /// device or the device fails.
+    /// device or the device fails, or too many records wait for the
+    /// partition logs.
     pub(super) fn journal_refuses(&self) -> Option<Limit> {
-        self.durable.as_ref().filter(|d| d.journal.is_backlogged()).map(|_| Limit::Journal)
+        self.durable.as_ref().filter(|d| d.journal.is_backlogged()).map(|_| Limit::Journal).or_else(|| self.replica_refuses())
     }
 
-    /// Records the registration of `aor` as it now stands.
+    /// The clock of records, if the shard keeps any.
+    fn records_clock(&self) -> Option<UnixClock> {
+        self.durable.as_ref().map(|d| d.clock).or_else(|| self.replica.as_ref().map(|r| r.clock))
+    }
+
+    /// Records the registration of `aor` as it now stands, in the journal
+    /// and in its partition's log.
     pub(super) fn record_registration(&mut self, now: Instant, aor: &[u8]) {
-        let Some(d) = &mut self.durable else { return };
-        let clock = d.clock;
+        self.write_registration(now, aor, true);
+    }
+
+    /// Records the PUBLISHed publications of `aor` as they now stand, in
+    /// the journal and in its partition's log.
+    pub(super) fn record_publications(&mut self, now: Instant, aor: &[u8]) {
+        self.write_publications(now, aor, true);
+    }
+
+    /// `to_log`: in the partition's log too (a checkpoint of the journal
+    /// is the journal's alone).
+    fn write_registration(&mut self, now: Instant, aor: &[u8], to_log: bool) {
+        let Some(clock) = self.records_clock() else { return };
         let reg = self.registrar.registration(aor);
         let bindings = reg
             .map(|r| {
@@ -177,13 +195,11 @@ impl Shard {
             })
             .unwrap_or_default();
         let record = Record::Registration { aor, registered_by: reg.and_then(|r| r.registered_by), bindings };
-        d.journal.append(now, |out| record.encode(out));
+        write(self.durable.as_mut(), self.replica.as_mut().filter(|_| to_log), now, aor, &record);
     }
 
-    /// Records the PUBLISHed publications of `aor` as they now stand.
-    pub(super) fn record_publications(&mut self, now: Instant, aor: &[u8]) {
-        let Some(d) = &mut self.durable else { return };
-        let clock = d.clock;
+    fn write_publications(&mut self, now: Instant, aor: &[u8], to_log: bool) {
+        let Some(clock) = self.records_clock() else { return };
         let publications = self
             .publications
             .published(aor)
@@ -197,7 +213,7 @@ impl Shard {
             })
             .collect();
         let record = Record::Publications { aor, publications };
-        d.journal.append(now, |out| record.encode(out));
+        write(self.durable.as_mut(), self.replica.as_mut().filter(|_| to_log), now, aor, &record);
     }
 
     /// Sizes the tables for what a restart's records hold (upper bounds:
@@ -346,8 +362,8 @@ impl Shard {
         let done = keys.is_empty();
         for key in slice {
             match key {
-                Key::Registration(aor) => self.record_registration(now, &aor),
-                Key::Publications(aor) => self.record_publications(now, &aor),
+                Key::Registration(aor) => self.write_registration(now, &aor, false),
+                Key::Publications(aor) => self.write_publications(now, &aor, false),
                 Key::Subscription(id) => self.record_subscription(now, id),
             }
         }
@@ -521,6 +537,16 @@ impl Shard {
             Record::SubscriptionEnded { call_id, local_tag } => self.subscriptions.restore_end(call_id, local_tag),
         }
         Ok(())
+    }
+}
+
+/// Writes `record` (of presentity `aor`) to the journal and the log, those there are.
+fn write(durable: Option<&mut Durable>, replica: Option<&mut super::replica::Replica>, now: Instant, aor: &[u8], record: &Record<'_>) {
+    if let Some(d) = durable {
+        d.journal.append(now, |out| record.encode(out));
+    }
+    if let Some(r) = replica {
+        r.ship(aor, record);
     }
 }
 

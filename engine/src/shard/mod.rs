@@ -37,6 +37,7 @@ mod limit_tests;
 mod notify_tests;
 pub mod outbox;
 mod remote;
+pub mod replica;
 #[cfg(test)]
 mod remote_tests;
 #[cfg(test)]
@@ -296,6 +297,8 @@ pub struct Shard {
     outcomes: Vec<ClientOutcome<ClientCtx>>,
     /// The journal, when the server keeps its state on disk.
     durable: Option<durable::Durable>,
+    /// Records on their way to the partition logs, in a cluster.
+    replica: Option<replica::Replica>,
     /// Documents exchanged with other nodes of the cluster.
     remote: remote::Remote,
 }
@@ -329,6 +332,7 @@ impl Shard {
             stats: ShardStats::default(),
             outcomes: Vec::new(),
             durable: None,
+            replica: None,
             // Seeded from the shard's seed without drawing on `e`, whose
             // stream the tags and branches above depend on.
             remote: remote::Remote::new(ahash::RandomState::with_seeds(cfg.seed, cfg.shard as u64, 0x6d69_7272, 0x7265_6164)),

@@ -1,0 +1,98 @@
+//! The shard's side of replication in a cluster (`cluster::replication`):
+//! each record of a presentity's registration or publications goes to the
+//! partition's log as well as to the journal, numbered per shard; and the
+//! records a take-over reads back from a log are put back here.
+//!
+//! Records wait in a backlog of the shard's own until the queue to the
+//! cluster thread has room: never dropped, since a change the shard has
+//! acknowledged must reach the log. While the backlog is full, changes
+//! are refused with 503 (`Limit::Journal`, as when the journal is behind).
+
+use super::Shard;
+use super::durable::{UnixClock, Unrestorable};
+use super::outbox::Outbox;
+use crate::cluster::log_queues::{LogQueues, Shipped};
+use crate::cluster::partition::partition_of;
+use crate::core::limits::Limit;
+use crate::storage::record::Record;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// Records a shard keeps waiting for the queue before it refuses changes.
+pub const BACKLOG_LIMIT: usize = 65_536;
+
+pub struct Replica {
+    pub(super) clock: UnixClock,
+    partitions: u16,
+    /// The number of the last record made.
+    last_seq: u64,
+    backlog: VecDeque<Shipped>,
+}
+
+impl Replica {
+    /// Queues `record` (of `aor`) for its partition's log.
+    pub(super) fn ship(&mut self, aor: &[u8], record: &Record<'_>) {
+        let mut bytes = Vec::new();
+        record.encode(&mut bytes);
+        self.last_seq += 1;
+        self.backlog.push_back(Shipped { partition: partition_of(aor, self.partitions), seq: self.last_seq, bytes: bytes.into() });
+    }
+}
+
+impl Shard {
+    /// Starts sending the shard's records to its partitions' logs, with
+    /// `clock`'s times (a node in a cluster).
+    pub fn attach_replica(&mut self, clock: UnixClock) {
+        let partitions = self.cfg.cluster.as_ref().map_or(crate::cluster::partition::DEFAULT_PARTITIONS, |v| v.partitions());
+        self.replica = Some(Replica { clock, partitions, last_seq: 0, backlog: VecDeque::new() });
+    }
+
+    /// The number of the last record made for the logs (0: none).
+    pub fn replica_last(&self) -> u64 {
+        self.replica.as_ref().map_or(0, |r| r.last_seq)
+    }
+
+    /// Records waiting for the queue to the cluster thread.
+    pub fn replica_backlog(&self) -> usize {
+        self.replica.as_ref().map_or(0, |r| r.backlog.len())
+    }
+
+    /// A change could not reach its log now: too many records wait.
+    pub(super) fn replica_refuses(&self) -> Option<Limit> {
+        self.replica.as_ref().filter(|r| r.backlog.len() >= BACKLOG_LIMIT).map(|_| Limit::Journal)
+    }
+
+    /// Moves what fits of the backlog into the queue to the cluster thread.
+    pub fn ship_backlog(&mut self, queues: &LogQueues) {
+        let shard = self.cfg.shard;
+        let Some(r) = &mut self.replica else { return };
+        while let Some(s) = r.backlog.pop_front() {
+            if let Err(s) = queues.ship(shard, s) {
+                r.backlog.push_front(s);
+                break;
+            }
+        }
+    }
+
+    /// Puts back records a take-over read from the logs: at most `budget`
+    /// of them, returning how many. A record that does not read or cannot
+    /// be put back is logged and skipped (the log is this cluster's own).
+    pub fn put_back_replayed(&mut self, now: Instant, queues: &LogQueues, budget: usize, out: &mut Outbox) -> usize {
+        let Some(clock) = self.replica.as_ref().map(|r| r.clock) else { return 0 };
+        let shard = self.cfg.shard;
+        let mut n = 0;
+        while n < budget {
+            let Some(bytes) = queues.next_replayed(shard) else { break };
+            n += 1;
+            let result = match Record::decode(&bytes) {
+                Ok(record @ (Record::Registration { .. } | Record::Publications { .. })) => self.restore(now, clock, &record, out),
+                Ok(_) => Err(Unrestorable("a subscription in a partition log")),
+                Err(_) => Err(Unrestorable("a record that does not read")),
+            };
+            if let Err(Unrestorable(why)) = result {
+                tracing::warn!(shard, why, "a record from a partition log was skipped");
+            }
+        }
+        n
+    }
+}
