@@ -233,9 +233,9 @@ fn publications_acknowledged_by_a_killed_owner_are_served_by_the_node_that_takes
 
 /// A watcher on node 1 of a presentity node 2 serves: node 2's
 /// publication reaches it through node 1, over its dialog with node 1.
-/// Node 2 is killed: once node 1 serves the partition, the watcher is
-/// shown what node 1 has (the closed document: the publications were not
-/// replicated), and a new PUBLISH reaches it over the same dialog.
+/// Node 2 is killed: once node 1 serves the partition, it has node 2's
+/// publication from the partition's log (the watcher is never shown the
+/// closed document), and a new PUBLISH reaches it over the same dialog.
 #[test]
 fn a_watcher_on_one_node_follows_a_presentity_on_another_and_through_its_failover() {
     let nats = NatsServer::start("presenced-remote");
@@ -267,9 +267,42 @@ fn a_watcher_on_one_node_follows_a_presentity_on_another_and_through_its_failove
         if body.contains("after the failover") {
             break;
         }
-        assert!(body.contains("<basic>closed</basic>") || body.contains("published on node 2"), "{body}");
+        assert!(body.contains("published on node 2"), "the publication node 2 acknowledged was lost in the take-over: {body}");
     }
     let took = killed.elapsed();
     eprintln!("a PUBLISH reached the watcher {took:?} after the owner's kill -9 ({tries} PUBLISHes answered 503 first)");
     assert!(took < Duration::from_secs(5), "the watcher heard of the new PUBLISH {took:?} after the kill");
+}
+
+/// `durability = "replicated"` answers a PUBLISH once its record is in
+/// the partition's log: while the JetStream server is paused, the answer
+/// waits, and it comes once the server resumes. `"local"` answers at once.
+#[test]
+fn a_replicated_node_answers_a_publish_once_the_log_has_it() {
+    for (durability, waits) in [("replicated", true), ("local", false)] {
+        let nats = NatsServer::start(&format!("presenced-durability-{durability}"));
+        let cfg = config_file(
+            &format!("cluster-durability-{durability}.toml"),
+            &format!("[cluster]\npartitions = 8\nlease_ttl_ms = 6000\ndurability = \"{durability}\"\n"),
+        );
+        let n = Presenced::start(1, &["--config", &cfg, "--cluster-node", "1", "--nats", &nats.url]);
+        let start = Instant::now();
+        while served(&n).len() < 8 {
+            assert!(start.elapsed() < Duration::from_secs(20), "{durability}: the node serves {} partitions", served(&n).len());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let aor = "sip:held@example.com";
+        common::publish(&n, aor, "open", "before the pause");
+        nats.signal(libc::SIGSTOP);
+        let s = common::send_publish(&n, aor, "open", "during the pause");
+        let during = common::recv(&s, Duration::from_millis(700)).map(|r| common::status(&r));
+        nats.signal(libc::SIGCONT);
+        if waits {
+            assert_eq!(during, None, "{durability}: answered while the log could not have the record");
+            let after = common::recv(&s, Duration::from_secs(3)).map(|r| common::status(&r));
+            assert_eq!(after, Some(200), "{durability}: no answer once the log was back");
+        } else {
+            assert_eq!(during, Some(200), "{durability}: the answer waited for the log");
+        }
+    }
 }

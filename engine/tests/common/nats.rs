@@ -33,6 +33,14 @@ impl NatsServer {
     }
 }
 
+impl NatsServer {
+    /// Sends `sig` to the server (SIGSTOP pauses it, SIGCONT resumes it).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
 impl Drop for NatsServer {
     fn drop(&mut self) {
         let _ = self.child.kill();

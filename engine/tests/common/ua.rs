@@ -170,6 +170,13 @@ pub fn publish(srv: &Presenced, aor: &str, basic: &str, note: &str) {
 /// PUBLISHes once over UDP and returns the status of the response, if one
 /// came within `wait` (a request hopped to a dead node gets none).
 pub fn publish_status(srv: &Presenced, aor: &str, basic: &str, note: &str, wait: Duration) -> Option<u16> {
+    let s = send_publish(srv, aor, basic, note);
+    recv(&s, wait).map(|r| status(&r))
+}
+
+/// Sends one PUBLISH over UDP from a socket of its own, which it returns
+/// for the response.
+pub fn send_publish(srv: &Presenced, aor: &str, basic: &str, note: &str) -> UdpSocket {
     let s = udp_socket(Ipv4Addr::LOCALHOST, 0);
     let doc = format!(
         "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{aor}\">\
@@ -184,5 +191,5 @@ To: <{aor}>\r\nCall-ID: pb-{}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nContent-T
         doc.len()
     );
     s.send_to(req.as_bytes(), srv.addr).unwrap();
-    recv(&s, wait).map(|r| status(&r))
+    s
 }
