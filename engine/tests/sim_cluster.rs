@@ -6,8 +6,10 @@
 //! delays and loses requests and answers, cuts nodes off and heals them.
 //! Nodes start late, crash and come back with a new incarnation, join
 //! mid-run, and run clocks that drift within what the lease timing
-//! allows. Each serving node writes records to its partitions' logs and
-//! counts a record acknowledged only when the log said so.
+//! allows. Each serving node's shards make records for its partitions,
+//! which the node's [`Replicator`] (the host's own, `cluster::replication`)
+//! appends to the logs in batches; a record counts as acknowledged once
+//! the replicator has settled it and not abandoned it.
 //!
 //! Invariants:
 //! - **One actor**: at no instant do two nodes both act on a partition
@@ -32,6 +34,7 @@ use presence_engine::cluster::NodeId;
 use presence_engine::cluster::ownership::{Config, FenceAnswer, Holder, Key, KvAnswer, KvOp, Output, Ownership, State};
 use presence_engine::cluster::partition::Partition;
 use presence_engine::cluster::placement;
+use presence_engine::cluster::replication::{self, Appended, Appender, Replicator};
 use presence_engine::core::entropy::Entropy;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -46,10 +49,14 @@ fn config() -> Config {
     Config { partitions: PARTITIONS, guard: TICK * 2, ..Config::default() }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Entry {
     Marker(Holder),
-    Data { id: u64, writer: Holder },
+    /// A batch of records.
+    Data {
+        ids: Vec<u64>,
+        writer: Holder,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,7 +83,7 @@ enum Watch {
 enum Msg {
     Kv { from: Holder, id: u64, op: KvOp },
     KvAnswer { to: Holder, id: u64, answer: KvAnswer },
-    Append { from: Holder, p: Partition, expected_last: u64, entry: Entry, reply: Reply },
+    Append { from: Holder, p: Partition, expected_last: u64, entry: Entry, reply: Reply, msg_id: Option<String> },
     AppendAnswer { to: Holder, p: Partition, reply: Reply, answer: FenceAnswer },
     Read { from: Holder, p: Partition, why: Read, tag: u64 },
     ReadAnswer { to: Holder, p: Partition, log: Vec<Entry>, why: Read, tag: u64 },
@@ -90,6 +97,8 @@ struct Store {
     kv: BTreeMap<(u8, u32), (Key, Holder, u64, Duration)>,
     revision: u64,
     logs: Vec<Vec<Entry>>,
+    /// JetStream's duplicate window: message id -> (partition, sequence).
+    seen_ids: std::collections::HashMap<String, u64>,
 }
 
 fn sort_key(k: Key) -> (u8, u32) {
@@ -160,15 +169,20 @@ struct Up {
     m: Ownership,
     /// The log entries this node has applied, per partition.
     replica: Vec<Vec<Entry>>,
-    /// A data append in flight: when sent, and its record.
-    appending: Vec<Option<(Duration, u64)>>,
-    /// An append's fate is unknown: read the log before the next.
+    /// The host's replicator, fed the machine's outputs and the shards' records.
+    rep: Replicator,
+    /// Appends in flight by id: when sent, and what they append.
+    appending: BTreeMap<u64, (Duration, Partition, Entry)>,
+    /// Each record number of this incarnation's shard: the record and its partition.
+    records: BTreeMap<u64, (u64, usize)>,
+    next_seq: u64,
+    /// Record numbers the replicator abandoned.
+    abandoned: BTreeSet<u64>,
+    /// An append's fate was unknown: read the log to bring the replica up to date.
     unsure: Vec<bool>,
     reading: Vec<Option<Duration>>,
     /// The last read of each log sent: an answer to an earlier one is stale.
     read_tag: Vec<u64>,
-    /// Stopped for a move: tell the machine once no append is in flight.
-    draining: Vec<bool>,
 }
 
 struct Node {
@@ -430,14 +444,22 @@ impl World {
         n.leave_by = None;
         n.incarnations += 1;
         let incarnation = (n.id as u64) << 32 | n.incarnations;
+        let m = Ownership::new(n.id, incarnation, self.cfg.clone());
+        let mut rcfg = replication::Config::new(PARTITIONS, 1);
+        // A few records per batch, so that runs have many appends.
+        rcfg.max_batch_bytes = 200;
+        let rep = Replicator::new(Appender::new(m.holder(), rcfg), TICK * 2);
         n.up = Some(Up {
-            m: Ownership::new(n.id, incarnation, self.cfg.clone()),
+            m,
             replica: vec![Vec::new(); PARTITIONS as usize],
-            appending: vec![None; PARTITIONS as usize],
+            rep,
+            appending: BTreeMap::new(),
+            records: BTreeMap::new(),
+            next_seq: 0,
+            abandoned: BTreeSet::new(),
             unsure: vec![false; PARTITIONS as usize],
             reading: vec![None; PARTITIONS as usize],
             read_tag: vec![0; PARTITIONS as usize],
-            draining: vec![false; PARTITIONS as usize],
         });
         if !n.cut {
             self.resync(i);
@@ -509,13 +531,22 @@ impl World {
                 }
                 self.send(Msg::KvAnswer { to: from, id, answer });
             }
-            Msg::Append { from, p, expected_last, entry, reply } => {
+            Msg::Append { from, p, expected_last, entry, reply, msg_id } => {
                 if self.reachable(from, false).is_none() {
+                    return Ok(());
+                }
+                // As JetStream: a duplicate id is answered with where it
+                // landed, before the expected sequence is checked.
+                if let Some(&seq) = msg_id.as_ref().and_then(|id| self.store.seen_ids.get(id)) {
+                    self.send(Msg::AppendAnswer { to: from, p, reply, answer: FenceAnswer::Appended { seq } });
                     return Ok(());
                 }
                 let log = &mut self.store.logs[p.0 as usize];
                 let answer = if log.len() as u64 == expected_last {
                     log.push(entry);
+                    if let Some(id) = msg_id {
+                        self.store.seen_ids.insert(id, log.len() as u64);
+                    }
                     FenceAnswer::Appended { seq: log.len() as u64 }
                 } else {
                     FenceAnswer::Conflict
@@ -545,25 +576,27 @@ impl World {
                         if let FenceAnswer::Appended { seq } = answer {
                             apply(up, q, seq, Entry::Marker(to));
                         }
+                        up.rep.on_fence_answer(id, answer);
                         up.m.on_fence(id, answer, local);
                     }
-                    Reply::Data(record) => {
-                        if up.appending[q].map(|a| a.1) != Some(record) {
-                            return Ok(()); // Timed out: the client was not told.
-                        }
-                        up.appending[q] = None;
-                        match answer {
+                    Reply::Data(id) => {
+                        // Timed out already: the replicator was told it failed.
+                        let Some((_, _, entry)) = up.appending.remove(&id) else { return Ok(()) };
+                        let answer = match answer {
                             FenceAnswer::Appended { seq } => {
-                                apply(up, q, seq, Entry::Data { id: record, writer: to });
-                                self.acked[q].insert(record);
-                                self.out.acked += 1;
+                                apply(up, q, seq, entry);
+                                Appended::At { seq }
                             }
                             FenceAnswer::Conflict => {
                                 up.unsure[q] = true;
-                                up.m.fenced_out(p, local);
+                                Appended::Conflict
                             }
-                            FenceAnswer::Failed => up.unsure[q] = true,
+                            FenceAnswer::Failed => Appended::Failed,
+                        };
+                        if let Some(fenced) = up.rep.appender.on_answer(id, answer, local) {
+                            up.m.fenced_out(fenced, local);
                         }
+                        self.settle(i);
                     }
                 }
                 self.drain(i)?;
@@ -612,6 +645,27 @@ impl World {
         tag
     }
 
+    /// Counts node `i`'s records the replicator settled without abandoning
+    /// them as acknowledged: a shard answers their requests now.
+    fn settle(&mut self, i: usize) {
+        let up = self.up(i);
+        let abandoned = up.rep.appender.take_abandoned(0);
+        up.abandoned.extend(abandoned);
+        let settled = up.rep.appender.settled(0);
+        let done: Vec<u64> = up.records.range(..=settled).map(|(&seq, _)| seq).collect();
+        let mut acked = Vec::new();
+        for seq in done {
+            let (record, q) = up.records.remove(&seq).expect("listed");
+            if !up.abandoned.remove(&seq) {
+                acked.push((record, q));
+            }
+        }
+        for (record, q) in acked {
+            self.acked[q].insert(record);
+            self.out.acked += 1;
+        }
+    }
+
     fn up(&mut self, i: usize) -> &mut Up {
         self.nodes[i].up.as_mut().expect("a reachable node is up")
     }
@@ -620,6 +674,8 @@ impl World {
     fn drain(&mut self, i: usize) -> Result<(), String> {
         let me = self.nodes[i].holder().expect("up");
         while let Some(o) = self.up(i).m.poll() {
+            let local = self.nodes[i].local(self.base, self.now);
+            self.up(i).rep.on_output(&o, local);
             if self.nodes[i].cut {
                 // Requests from a cut node go nowhere; the machine times them out.
                 if let Output::Serve(p) | Output::Stop(p) | Output::CatchUp(p) = o {
@@ -630,7 +686,7 @@ impl World {
             match o {
                 Output::Kv { id, op } => self.send(Msg::Kv { from: me, id, op }),
                 Output::Fence { id, partition, holder, expected_last } => {
-                    self.send(Msg::Append { from: me, p: partition, expected_last, entry: Entry::Marker(holder), reply: Reply::Fence(id) })
+                    self.send(Msg::Append { from: me, p: partition, expected_last, entry: Entry::Marker(holder), reply: Reply::Fence(id), msg_id: None })
                 }
                 Output::CatchUp(p) | Output::Serve(p) | Output::Stop(p) => self.host_output(i, me, o, p)?,
             }
@@ -656,11 +712,8 @@ impl World {
                     return Err(format!("{:?}: node {} serves partition {} having applied {has} of {log} log entries", self.now, me.node, p.0));
                 }
             }
-            Output::Stop(_) => {
-                if matches!(self.up(i).m.state(p), State::Draining { .. }) {
-                    self.up(i).draining[q] = true;
-                }
-            }
+            // The replicator reports it drained once its records are in.
+            Output::Stop(_) => {}
             _ => unreachable!(),
         }
         Ok(())
@@ -682,40 +735,50 @@ impl World {
         let local = self.nodes[i].local(self.base, self.now);
         let (now, cut, write) = (self.now, self.nodes[i].cut, self.faults.write);
         self.up(i).m.on_time(local);
+        // Appends the host has waited too long for have failed.
+        let late: Vec<u64> = self.up(i).appending.iter().filter(|(_, a)| now >= a.0 + HOST_TIMEOUT).map(|(&id, _)| id).collect();
+        for id in late {
+            let up = self.up(i);
+            let (_, p, _) = up.appending.remove(&id).expect("listed");
+            up.unsure[p.0 as usize] = true;
+            up.rep.appender.on_answer(id, Appended::Failed, local);
+        }
         for p in Partition::all(PARTITIONS) {
             let q = p.0 as usize;
             let up = self.up(i);
-            if up.appending[q].is_some_and(|(sent, _)| now >= sent + HOST_TIMEOUT) {
-                up.appending[q] = None;
-                up.unsure[q] = true;
-            }
             if up.reading[q].is_some_and(|sent| now >= sent + HOST_TIMEOUT) {
                 up.reading[q] = None;
             }
-            if up.draining[q] && up.appending[q].is_none() {
-                up.draining[q] = false;
-                up.m.drained(p, local);
-            }
-            if cut {
-                continue;
-            }
-            if up.unsure[q] && up.reading[q].is_none() {
+            if !cut && up.unsure[q] && up.reading[q].is_none() && up.appending.values().all(|a| a.1 != p) {
                 up.reading[q] = Some(now);
                 let tag = self.read_tag(i, p);
                 self.send(Msg::Read { from: me, p, why: Read::Resync, tag });
-                continue;
             }
+            // The shards make a record now and then for what the node serves.
             let up = self.up(i);
-            let idle = up.appending[q].is_none() && !up.unsure[q] && up.reading[q].is_none();
-            if idle && up.m.serving(p, local) && self.rng.chance(write) {
+            if up.m.serving(p, local) && self.rng.chance(write) {
                 let record = self.next_record;
                 self.next_record += 1;
                 let up = self.up(i);
-                up.appending[q] = Some((now, record));
-                let expected_last = up.replica[q].len() as u64;
-                self.send(Msg::Append { from: me, p, expected_last, entry: Entry::Data { id: record, writer: me }, reply: Reply::Data(record) });
+                up.next_seq += 1;
+                let seq = up.next_seq;
+                up.records.insert(seq, (record, q));
+                up.rep.appender.submit(0, seq, p, record.to_le_bytes().to_vec().into());
             }
         }
+        let up = self.up(i);
+        for p in up.rep.take_drained(local) {
+            up.m.drained(p, local);
+        }
+        while let Some(a) = self.up(i).rep.appender.poll(local) {
+            let ids = replication::decode_batch(&a.payload).expect("a batch").iter().map(|r| u64::from_le_bytes((*r).try_into().expect("8 bytes"))).collect();
+            let entry = Entry::Data { ids, writer: me };
+            self.up(i).appending.insert(a.id, (now, a.partition, entry.clone()));
+            if !cut {
+                self.send(Msg::Append { from: me, p: a.partition, expected_last: a.expected_last, entry, reply: Reply::Data(a.id), msg_id: Some(a.msg_id) });
+            }
+        }
+        self.settle(i);
         let _ = self.drain(i);
     }
 
@@ -764,10 +827,10 @@ impl World {
         for (q, log) in self.store.logs.iter().enumerate() {
             let mut owner = None;
             for (seq, e) in log.iter().enumerate() {
-                match *e {
-                    Entry::Marker(h) => owner = Some(h),
-                    Entry::Data { id, writer } if owner != Some(writer) => {
-                        return Err(format!("partition {q}: record {id} at {} by {writer:?} after the marker of {owner:?}", seq + 1));
+                match e {
+                    Entry::Marker(h) => owner = Some(*h),
+                    Entry::Data { ids, writer } if owner != Some(*writer) => {
+                        return Err(format!("partition {q}: records {ids:?} at {} by {writer:?} after the marker of {owner:?}", seq + 1));
                     }
                     Entry::Data { .. } => {}
                 }
@@ -783,7 +846,20 @@ impl World {
                 let states: Vec<String> = self
                     .nodes
                     .iter()
-                    .map(|n| format!("{}: {:?}", n.id, n.up.as_ref().map(|u| (u.m.state(p), u.unsure[q], u.reading[q], u.appending[q]))))
+                    .map(|n| {
+                        format!(
+                            "{}: {:?}",
+                            n.id,
+                            n.up.as_ref().map(|u| (
+                                u.m.state(p),
+                                u.unsure[q],
+                                u.reading[q],
+                                u.appending.len(),
+                                u.rep.appender.describe_lane(p),
+                                u.rep.draining()
+                            ))
+                        )
+                    })
                     .collect();
                 return Err(format!(
                     "after the calm, partition {q} is served by {serving:?}, placement names {want}; lease {:?}; {states:?}",
@@ -798,7 +874,8 @@ impl World {
                 }
             }
             let owner = self.nodes.iter().find(|n| n.id == want).and_then(|n| n.up.as_ref()).expect("up");
-            let applied: BTreeSet<u64> = owner.replica[q].iter().filter_map(|e| if let Entry::Data { id, .. } = e { Some(*id) } else { None }).collect();
+            let applied: BTreeSet<u64> =
+                owner.replica[q].iter().filter_map(|e| if let Entry::Data { ids, .. } = e { Some(ids.iter().copied()) } else { None }).flatten().collect();
             if let Some(missing) = self.acked[q].difference(&applied).next() {
                 return Err(format!("partition {q}: the owner lacks acknowledged record {missing}"));
             }

@@ -17,8 +17,8 @@
 //! membership protocol of its own, only the client's side of leases and
 //! fencing.
 
-pub mod mail;
 pub mod log_queues;
+pub mod mail;
 pub mod ownership;
 pub mod partition;
 pub mod placement;

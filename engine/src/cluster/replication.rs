@@ -25,9 +25,9 @@
 //! (`durability = "replicated"`) holds its responses until then, and
 //! drops those whose records were [`abandoned`](Appender::take_abandoned).
 
-use super::ownership::Holder;
+use super::ownership::{FenceAnswer, Holder, Output};
 use super::partition::Partition;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// The first byte of a batch of records in a partition's log; a fence
@@ -277,7 +277,8 @@ impl Appender {
     }
 
     /// The log answered append `id`. Returns the partition this node has
-    /// been fenced out of, if that is what the answer says.
+    /// been fenced out of while acting on it, if that is what the answer
+    /// says (the node's ownership machine must hear of it).
     pub fn on_answer(&mut self, id: u64, answer: Appended, now: Instant) -> Option<Partition> {
         let p = self.pending.remove(&id)?;
         let i = p.0 as usize;
@@ -306,12 +307,16 @@ impl Appender {
                 self.counters.fenced += 1;
                 let f = lane.in_flight.take().expect("matched");
                 let queued: Vec<Entry> = lane.queue.drain(..).collect();
+                // A closing lane's node has stopped already, and may be
+                // taking the partition back (its marker in flight): that
+                // must not be undone by a late answer to its old opening.
+                let acting = !lane.closing;
                 lane.open = None;
                 lane.closing = false;
                 for e in f.entries.into_iter().chain(queued) {
                     self.abandon(e);
                 }
-                Some(p)
+                acting.then_some(p)
             }
         }
     }
@@ -336,10 +341,92 @@ impl Appender {
         std::mem::take(&mut self.shards[shard as usize].abandoned)
     }
 
+    /// A partition's lane, for a failing test's message.
+    pub fn describe_lane(&self, p: Partition) -> String {
+        let l = &self.lanes[p.0 as usize];
+        format!(
+            "open {:?} closing {} queue {} in_flight {:?} ready {}",
+            l.open,
+            l.closing,
+            l.queue.len(),
+            l.in_flight.as_ref().map(|f| (f.id, f.sent, f.entries.len())),
+            self.ready.contains(&p.0)
+        )
+    }
+
     /// Whether this node writes `p` now.
     pub fn is_open(&self, p: Partition) -> bool {
         let lane = &self.lanes[p.0 as usize];
         lane.open.is_some() && !lane.closing
+    }
+}
+
+/// The appender composed with a node's ownership machine, as its host
+/// runs them: a partition's lane opens at the node's own fence marker when
+/// the machine serves it, and closes when it stops; a partition stopped
+/// for a move is reported drained once its records are in the log.
+pub struct Replicator {
+    pub appender: Appender,
+    /// Fence markers in flight, by the machine's request id.
+    fences: HashMap<u64, Partition>,
+    /// Where each partition's marker of this node landed, until served.
+    markers: HashMap<Partition, u64>,
+    /// Partitions stopped, and since when: drained no sooner than `grace`
+    /// after the stop, since records the shards made just before it may
+    /// still be on their way to the appender.
+    draining: Vec<(Partition, Instant)>,
+    grace: Duration,
+}
+
+impl Replicator {
+    pub fn new(appender: Appender, grace: Duration) -> Replicator {
+        Replicator { appender, fences: HashMap::new(), markers: HashMap::new(), draining: Vec::new(), grace }
+    }
+
+    /// Sees an output of the ownership machine before the host carries it.
+    pub fn on_output(&mut self, o: &Output, now: Instant) {
+        match *o {
+            Output::Fence { id, partition, .. } => drop(self.fences.insert(id, partition)),
+            Output::Serve(p) => {
+                let marker = self.markers.remove(&p).unwrap_or(0);
+                self.appender.open(p, marker);
+            }
+            Output::Stop(p) => {
+                self.appender.close(p);
+                self.markers.remove(&p);
+                self.draining.push((p, now));
+            }
+            Output::Kv { .. } | Output::CatchUp(_) => {}
+        }
+    }
+
+    /// The partitions stopped and not yet reported drained.
+    pub fn draining(&self) -> Vec<Partition> {
+        self.draining.iter().map(|d| d.0).collect()
+    }
+
+    /// The log's answer to fence marker `id` (before the machine sees it).
+    pub fn on_fence_answer(&mut self, id: u64, answer: FenceAnswer) {
+        if let Some(p) = self.fences.remove(&id)
+            && let FenceAnswer::Appended { seq } = answer
+        {
+            self.markers.insert(p, seq);
+        }
+    }
+
+    /// The partitions stopped at least `grace` ago whose records are all
+    /// in the log (or abandoned): for the machine's `drained`.
+    pub fn take_drained(&mut self, now: Instant) -> Vec<Partition> {
+        let (grace, appender) = (self.grace, &self.appender);
+        let mut done = Vec::new();
+        self.draining.retain(|&(p, since)| {
+            let drained = now.duration_since(since) >= grace && appender.drained(p);
+            if drained {
+                done.push(p);
+            }
+            !drained
+        });
+        done
     }
 }
 

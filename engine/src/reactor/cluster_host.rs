@@ -27,15 +27,15 @@
 //! once its records are in the log.
 
 use crate::cluster::NodeId;
+use crate::cluster::log_queues::LogQueues;
 use crate::cluster::ownership::{self, FenceAnswer, Holder, Key, KvAnswer, KvOp, Output, Ownership};
 use crate::cluster::partition::Partition;
+use crate::cluster::replication::{self, Appended, Appender, Replicator};
 use crate::cluster::view::ClusterView;
-use crate::cluster::log_queues::LogQueues;
-use crate::cluster::replication::{self, Appended, Appender};
 use crate::storage::record::Record;
 use async_nats::jetstream::{self, context::PublishErrorKind, kv, stream};
 use futures_util::StreamExt;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -213,16 +213,10 @@ enum Back {
     Append(u64, Appended),
 }
 
-/// The host's side of replication: the appender, and what it needs to
-/// know of the machine's fences, moves and catch-ups.
+/// The host's side of replication: the appender composed with the
+/// machine, and the take-overs' replays.
 struct Replication {
-    appender: Appender,
-    /// Fence markers in flight, by request id.
-    fences: HashMap<u64, Partition>,
-    /// Where each partition's marker of this node landed, until served.
-    markers: HashMap<Partition, u64>,
-    /// Partitions stopped for a move, and since when.
-    draining: Vec<(Partition, Instant)>,
+    r: Replicator,
     /// Partitions whose log is being read back.
     replaying: HashSet<Partition>,
     /// Records handed to each shard for putting back, in all.
@@ -268,10 +262,7 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
 
     let mut m = Ownership::new(cfg.node, incarnation, cfg.ownership.clone());
     let mut rep = view.logs().map(|q| Replication {
-        appender: Appender::new(m.holder(), replication::Config::new(cfg.ownership.partitions, q.shards())),
-        fences: HashMap::new(),
-        markers: HashMap::new(),
-        draining: Vec::new(),
+        r: Replicator::new(Appender::new(m.holder(), replication::Config::new(cfg.ownership.partitions, q.shards())), DRAIN_GRACE),
         replaying: HashSet::new(),
         handed: Arc::new((0..q.shards()).map(|_| AtomicU64::new(0)).collect()),
     });
@@ -337,10 +328,8 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
                 match b {
                     Back::Kv(id, a) => m.on_kv(id, a, now),
                     Back::Fence(id, a) => {
-                        if let (Some(r), FenceAnswer::Appended { seq }) = (rep.as_mut(), a)
-                            && let Some(p) = r.fences.remove(&id)
-                        {
-                            r.markers.insert(p, seq);
+                        if let Some(r) = rep.as_mut() {
+                            r.r.on_fence_answer(id, a);
                         }
                         m.on_fence(id, a, now)
                     }
@@ -356,7 +345,7 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
                         }
                     }
                     Back::Append(id, a) => {
-                        if let Some(p) = rep.as_mut().and_then(|r| r.appender.on_answer(id, a, now)) {
+                        if let Some(p) = rep.as_mut().and_then(|r| r.r.appender.on_answer(id, a, now)) {
                             tracing::warn!(partition = p.0, "fenced out of a partition's log: another node owns it");
                             m.fenced_out(p, now);
                         }
@@ -371,7 +360,10 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
             _ = tick.tick() => m.on_time(Instant::now()),
         }
         while let Some(o) = m.poll() {
-            carry(&cfg, &store, &log, &js, &back_tx, &mut m, rep.as_mut(), &view, o);
+            if let Some(r) = rep.as_mut() {
+                r.r.on_output(&o, Instant::now());
+            }
+            carry(&cfg, Jet { store: &store, log: &log, js: &js }, &back_tx, &mut m, rep.as_mut(), &view, o);
         }
         publish(&m, &view, Instant::now());
         if m.left() {
@@ -470,11 +462,16 @@ async fn setup(cfg: &HostConfig, js: &jetstream::Context) -> Result<(kv::Store, 
 
 /// Hands one output of the machine to JetStream (as a task whose answer
 /// comes back on `back`) or settles it here.
+/// The handles to JetStream: the lease bucket, the log stream, and the context appends go through.
+struct Jet<'a> {
+    store: &'a kv::Store,
+    log: &'a stream::Stream,
+    js: &'a jetstream::Context,
+}
+
 fn carry(
     cfg: &HostConfig,
-    store: &kv::Store,
-    log: &stream::Stream,
-    js: &jetstream::Context,
+    jet: Jet<'_>,
     back: &tokio::sync::mpsc::UnboundedSender<Back>,
     m: &mut Ownership,
     rep: Option<&mut Replication>,
@@ -482,6 +479,7 @@ fn carry(
     o: Output,
 ) {
     let timeout = cfg.ownership.op_timeout;
+    let Jet { store, log, js } = jet;
     match o {
         Output::Kv { id, op } => {
             let (store, back, advertise) = (store.clone(), back.clone(), cfg.advertise);
@@ -491,9 +489,6 @@ fn carry(
             });
         }
         Output::Fence { id, partition, holder, expected_last } => {
-            if let Some(r) = rep {
-                r.fences.insert(id, partition);
-            }
             let (js, back) = (js.clone(), back.clone());
             let subject = format!("{}.{}", cfg.log_prefix, partition.key());
             tokio::spawn(async move {
@@ -547,23 +542,13 @@ fn carry(
                 }
             }
         }
-        Output::Serve(p) => {
-            tracing::info!(partition = p.0, "serving partition");
-            if let Some(r) = rep {
-                let marker = r.markers.remove(&p).unwrap_or(0);
-                r.appender.open(p, marker);
-            }
-        }
+        Output::Serve(p) => tracing::info!(partition = p.0, "serving partition"),
         Output::Stop(p) => {
             tracing::info!(partition = p.0, "stopped serving partition");
-            match rep {
-                Some(r) => {
-                    r.appender.close(p);
-                    r.markers.remove(&p);
-                    r.draining.push((p, Instant::now()));
-                }
-                // No shards: nothing is in flight.
-                None => m.drained(p, Instant::now()),
+            // With shards, the replicator reports it drained once its
+            // records are in; without, nothing is in flight.
+            if rep.is_none() {
+                m.drained(p, Instant::now());
             }
         }
     }
@@ -581,6 +566,7 @@ fn exchange_records(
     back: &tokio::sync::mpsc::UnboundedSender<Back>,
 ) {
     let now = Instant::now();
+    let r = &mut r.r;
     for shard in 0..q.shards() {
         while let Some(s) = q.next_shipped(shard) {
             r.appender.submit(shard, s.seq, s.partition, s.bytes);
@@ -590,7 +576,8 @@ fn exchange_records(
         let (js, back, timeout) = (js.clone(), back.clone(), cfg.ownership.op_timeout);
         let subject = format!("{}.{}", cfg.log_prefix, a.partition.key());
         tokio::spawn(async move {
-            let answer = tokio::time::timeout(timeout, append_batch(&js, subject, a.expected_last, &a.msg_id, a.payload.into())).await.unwrap_or(Appended::Failed);
+            let answer =
+                tokio::time::timeout(timeout, append_batch(&js, subject, a.expected_last, &a.msg_id, a.payload.into())).await.unwrap_or(Appended::Failed);
             let _ = back.send(Back::Append(a.id, answer));
         });
     }
@@ -598,14 +585,9 @@ fn exchange_records(
         q.set_settled(shard, r.appender.settled(shard));
         q.abandon(shard, r.appender.take_abandoned(shard));
     }
-    let appender = &r.appender;
-    r.draining.retain(|&(p, since)| {
-        let done = now.duration_since(since) >= DRAIN_GRACE && appender.drained(p);
-        if done {
-            m.drained(p, now);
-        }
-        !done
-    });
+    for p in r.take_drained(now) {
+        m.drained(p, now);
+    }
 }
 
 async fn kv_op(store: &kv::Store, op: KvOp, advertise: Option<SocketAddrV4>) -> KvAnswer {

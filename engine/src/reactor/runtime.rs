@@ -498,7 +498,12 @@ impl Runtime {
                 let mut held = self.held.borrow_mut();
                 let before = held.len();
                 held.retain(|(w, _)| w.rep < first);
-                tracing::warn!(shard = self.id, records = abandoned.len(), responses = before - held.len(), "records abandoned by the partition logs; their responses dropped");
+                tracing::warn!(
+                    shard = self.id,
+                    records = abandoned.len(),
+                    responses = before - held.len(),
+                    "records abandoned by the partition logs; their responses dropped"
+                );
             }
         }
         loop {

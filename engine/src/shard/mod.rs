@@ -37,9 +37,9 @@ mod limit_tests;
 mod notify_tests;
 pub mod outbox;
 mod remote;
-pub mod replica;
 #[cfg(test)]
 mod remote_tests;
+pub mod replica;
 #[cfg(test)]
 mod response_tests;
 mod sources;
