@@ -18,12 +18,15 @@
 #
 # Needs root (namespaces), iproute2, nats-server, kamailio; builds
 # presenced in release mode unless PRESENCED names a binary. State and logs
-# go to CLUSTER_DIR (default /tmp/presence-cluster).
+# go to CLUSTER_DIR (default /tmp/presence-cluster). DURABILITY sets the
+# nodes' `[cluster] durability` (default "replicated": a change is answered
+# once its partition's log has it; "local" answers at once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Absolute: Kamailio reads its dispatcher list after changing directory.
 dir=$(realpath -m "${CLUSTER_DIR:-/tmp/presence-cluster}")
 br=prsbr0
+durability=${DURABILITY:-replicated}
 net=10.77.0
 front_ip=$net.1
 
@@ -56,6 +59,7 @@ trusted = ["$front_ip"]
 node = $i
 nats = "$(nats_urls)"
 replicas = 3
+durability = "$durability"
 TOML
     ip netns exec "prs-n$i" "$bin" --config "$dir/node$i.toml" --log-format json >>"$dir/node$i.log" 2>&1 &
     echo $! >"$dir/node$i.pid"

@@ -66,6 +66,9 @@ pub struct ClusterSection {
     /// and a crash in between loses it); "replicated" once the log has
     /// acknowledged its record (`cluster::replication`).
     pub durability: Durability,
+    /// Records appended to the partition logs before they are checkpointed
+    /// and purged, at the least (twice the last checkpoint otherwise).
+    pub log_compact_min: u64,
 }
 
 /// `[cluster] durability`.
@@ -87,6 +90,7 @@ impl Default for ClusterSection {
             replicas: 1,
             advertise: None,
             durability: Durability::Local,
+            log_compact_min: 1_000_000,
         }
     }
 }
@@ -113,6 +117,7 @@ impl ClusterSection {
         };
         Some(crate::reactor::cluster_host::HostConfig {
             replicas: self.replicas,
+            log_compact_min: self.log_compact_min.max(1),
             ownership,
             advertise: self.advertise.or(reachable),
             ..crate::reactor::cluster_host::HostConfig::new(&self.nats, self.node)

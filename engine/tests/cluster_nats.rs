@@ -306,3 +306,49 @@ fn a_replicated_node_answers_a_publish_once_the_log_has_it() {
         }
     }
 }
+
+/// The partition logs stay bounded: with `log_compact_min = 20`, one
+/// PUBLISH of a quiet presentity and then forty of four others of its
+/// partition make the
+/// node checkpoint its partitions' keys into the logs and purge what came
+/// before. After its kill -9, the node that takes over reads back fewer
+/// records than were written and still shows each presentity's latest
+/// publication, the quiet one's included (only the checkpoint has it).
+#[test]
+fn compacted_partition_logs_still_bring_back_the_latest_state() {
+    let nats = NatsServer::start("presenced-compact");
+    let (n1, n2) = two_nodes_with(&nats, "cluster-compact.toml", "durability = \"replicated\"\nlog_compact_min = 20\n");
+    // Published once, before everything the checkpoint follows, in the
+    // partition of the others: only the checkpoint keeps it.
+    let quiet = aor_served_by(2);
+    let partition = |a: &str| presence_engine::cluster::partition::partition_of(a.as_bytes(), N as u16);
+    let aors: Vec<String> = (0..).map(|i| format!("sip:same{i}@example.com")).filter(|a| partition(a) == partition(&quiet)).take(4).collect();
+    common::publish(&n2, &quiet, "open", "published before the checkpoint");
+    let rounds = 10;
+    for round in 0..rounds {
+        for aor in &aors {
+            common::publish(&n2, aor, "open", &format!("round {round}"));
+        }
+    }
+    n2.wait_logged("partition logs checkpointed; purging", 1);
+    // The purges are requests of their own: let them land.
+    std::thread::sleep(Duration::from_millis(300));
+    n2.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    while served(&n1).len() < N as usize {
+        assert!(killed.elapsed() < Duration::from_secs(10), "node 1 serves only {} partitions", served(&n1).len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for aor in &aors {
+        let (_sub, ok, first) = common::Sub::new(&n1, common::Ua::udp(), aor, 600, "Event: presence\r\n");
+        assert_eq!(common::status(&ok), 200);
+        let body = common::body(&first);
+        assert!(body.contains(&format!("round {}", rounds - 1)), "{aor} after the take-over: {body}");
+    }
+    let (_sub, _, first) = common::Sub::new(&n1, common::Ua::udp(), &quiet, 600, "Event: presence\r\n");
+    assert!(common::body(&first).contains("published before the checkpoint"), "{quiet}: {}", common::body(&first));
+    let written = (rounds * aors.len() + 1) as u64;
+    let replayed: u64 = n1.logged("partition log replayed").iter().map(|r| r["records"].as_u64().unwrap_or(0)).sum();
+    eprintln!("{written} records written, {replayed} read back after compaction");
+    assert!(replayed >= aors.len() as u64 && replayed < written, "{replayed} records read back of {written} written");
+}

@@ -38,10 +38,16 @@ struct Lane {
     replay: ArrayQueue<Box<[u8]>>,
     /// Records taken out of `replay` and put back.
     replayed: AtomicU64,
+    /// The last checkpoint of the logs this shard has shipped, and the
+    /// number of its last record (written before the generation).
+    checkpoint_done: AtomicU64,
+    checkpoint_last: AtomicU64,
 }
 
 pub struct LogQueues {
     lanes: Vec<Lane>,
+    /// The checkpoint of the logs asked of every shard (0: none yet).
+    checkpoint_asked: AtomicU64,
 }
 
 impl std::fmt::Debug for LogQueues {
@@ -61,8 +67,11 @@ impl LogQueues {
                     any_abandoned: AtomicBool::new(false),
                     replay: ArrayQueue::new(QUEUE_ROOM),
                     replayed: AtomicU64::new(0),
+                    checkpoint_done: AtomicU64::new(0),
+                    checkpoint_last: AtomicU64::new(0),
                 })
                 .collect(),
+            checkpoint_asked: AtomicU64::new(0),
         }
     }
 
@@ -102,7 +111,32 @@ impl LogQueues {
         self.lanes[shard as usize].replayed.fetch_add(n, Ordering::AcqRel);
     }
 
+    /// The checkpoint of the logs asked of the shards (a generation; 0: none).
+    pub fn checkpoint_asked(&self) -> u64 {
+        self.checkpoint_asked.load(Ordering::Acquire)
+    }
+
+    /// `shard` has shipped every key of checkpoint `generation`, the last
+    /// as its record number `last`.
+    pub fn checkpoint_shipped(&self, shard: u16, generation: u64, last: u64) {
+        let lane = &self.lanes[shard as usize];
+        lane.checkpoint_last.store(last, Ordering::Release);
+        lane.checkpoint_done.store(generation, Ordering::Release);
+    }
+
     // The cluster thread's side.
+
+    /// Asks every shard for checkpoint `generation` of the logs.
+    pub fn ask_checkpoint(&self, generation: u64) {
+        self.checkpoint_asked.store(generation, Ordering::Release);
+    }
+
+    /// Whether `shard` has shipped checkpoint `generation`, and the number
+    /// of its last record if so.
+    pub fn checkpoint_of(&self, shard: u16, generation: u64) -> Option<u64> {
+        let lane = &self.lanes[shard as usize];
+        (lane.checkpoint_done.load(Ordering::Acquire) >= generation).then(|| lane.checkpoint_last.load(Ordering::Acquire))
+    }
 
     pub fn next_shipped(&self, shard: u16) -> Option<Shipped> {
         self.lanes[shard as usize].to_log.pop()
@@ -155,5 +189,9 @@ mod tests {
         assert_eq!(q.next_replayed(0).as_deref(), Some(&[0u8][..]));
         q.put_back(0, 1);
         assert_eq!(q.replayed(0), 1);
+        assert_eq!((q.checkpoint_asked(), q.checkpoint_of(1, 1)), (0, None));
+        q.ask_checkpoint(1);
+        q.checkpoint_shipped(1, 1, 9);
+        assert_eq!((q.checkpoint_asked(), q.checkpoint_of(1, 1), q.checkpoint_of(0, 1)), (1, Some(9), None));
     }
 }

@@ -354,6 +354,12 @@ impl Appender {
         )
     }
 
+    /// The log's last sequence of `p` as far as this node knows, while it writes `p`.
+    pub fn last_of(&self, p: Partition) -> Option<u64> {
+        let lane = &self.lanes[p.0 as usize];
+        lane.open.filter(|_| !lane.closing)
+    }
+
     /// Whether this node writes `p` now.
     pub fn is_open(&self, p: Partition) -> bool {
         let lane = &self.lanes[p.0 as usize];

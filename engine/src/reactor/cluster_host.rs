@@ -62,6 +62,9 @@ pub struct HostConfig {
     /// The SIP address other nodes forward requests to, carried in this
     /// node's member key.
     pub advertise: Option<SocketAddrV4>,
+    /// Records appended to the partition logs before the first checkpoint
+    /// of them, and at least between two (`Compaction`).
+    pub log_compact_min: u64,
 }
 
 impl HostConfig {
@@ -77,6 +80,7 @@ impl HostConfig {
             ownership: ownership::Config::default(),
             tick: Duration::from_millis(20),
             advertise: None,
+            log_compact_min: 1_000_000,
         }
     }
 }
@@ -221,6 +225,25 @@ struct Replication {
     replaying: HashSet<Partition>,
     /// Records handed to each shard for putting back, in all.
     handed: Arc<Vec<AtomicU64>>,
+    compaction: Compaction,
+}
+
+/// Keeping the partition logs bounded: once the records appended since the
+/// last checkpoint reach `threshold`, every shard ships every key of the
+/// partitions this node serves again (a checkpoint), and once those records
+/// are in, each log is purged up to where it stood when the checkpoint was
+/// asked. The threshold is twice what the last checkpoint wrote, and at
+/// least `[cluster] log_compact_min`, so the logs stay within about three
+/// times the live state plus that minimum.
+struct Compaction {
+    generation: u64,
+    /// Records appended in all when the last checkpoint was asked.
+    since: u64,
+    threshold: u64,
+    min: u64,
+    /// The checkpoint being written: each open partition's last sequence
+    /// when it was asked.
+    pending: Option<Vec<(Partition, u64)>>,
 }
 
 /// A stopped partition is reported drained no sooner than this after its
@@ -264,6 +287,7 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
     let mut rep = view.logs().map(|q| Replication {
         r: Replicator::new(Appender::new(m.holder(), replication::Config::new(cfg.ownership.partitions, q.shards())), DRAIN_GRACE),
         replaying: HashSet::new(),
+        compaction: Compaction { generation: 0, since: 0, threshold: cfg.log_compact_min, min: cfg.log_compact_min, pending: None },
         handed: Arc::new((0..q.shards()).map(|_| AtomicU64::new(0)).collect()),
     });
     // The shards never wake this thread: it looks for their records every
@@ -355,6 +379,7 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
             _ = ship_tick.tick(), if rep.is_some() => {
                 if let (Some(r), Some(q)) = (rep.as_mut(), view.logs()) {
                     exchange_records(r, q, &mut m, &js, &cfg, &back_tx);
+                    compact(r, q, &log, &cfg);
                 }
             }
             _ = tick.tick() => m.on_time(Instant::now()),
@@ -617,6 +642,50 @@ async fn kv_op(store: &kv::Store, op: KvOp, advertise: Option<SocketAddrV4>) -> 
             Ok(()) => KvAnswer::Done { revision: 0 },
             Err(_) => KvAnswer::Failed,
         },
+    }
+}
+
+/// Starts a checkpoint of the logs when they have grown enough, and purges
+/// them once it is in.
+fn compact(rep: &mut Replication, q: &LogQueues, log: &stream::Stream, cfg: &HostConfig) {
+    let appender = &rep.r.appender;
+    let c = &mut rep.compaction;
+    let appended = appender.counters.appended_records;
+    match &c.pending {
+        None if appended - c.since >= c.threshold => {
+            c.generation += 1;
+            c.since = appended;
+            let open: Vec<(Partition, u64)> = Partition::all(cfg.ownership.partitions).filter_map(|p| appender.last_of(p).map(|l| (p, l))).collect();
+            tracing::info!(generation = c.generation, partitions = open.len(), "checkpointing the partition logs");
+            c.pending = Some(open);
+            q.ask_checkpoint(c.generation);
+        }
+        Some(open) => {
+            let shipped: Option<Vec<u64>> = (0..q.shards()).map(|s| q.checkpoint_of(s, c.generation).filter(|&last| q.settled(s) >= last)).collect();
+            if shipped.is_none() {
+                return;
+            }
+            // Only the partitions still written here: a purge is not fenced,
+            // and a new owner's log is its own.
+            let purges: Vec<(Partition, u64)> = open.iter().copied().filter(|&(p, _)| appender.is_open(p)).collect();
+            let written = appended - c.since;
+            c.threshold = c.min.max(2 * written);
+            c.pending = None;
+            tracing::info!(generation = c.generation, partitions = purges.len(), records = written, "partition logs checkpointed; purging");
+            for (p, upto) in purges {
+                let (log, subject) = (log.clone(), format!("{}.{}", cfg.log_prefix, p.key()));
+                tokio::spawn(async move {
+                    // Keeps the messages from `upto` on: the subject's last
+                    // message, which the node's next append expects, is
+                    // never purged (a partition with no keys has nothing
+                    // in the checkpoint to follow it).
+                    if let Err(e) = log.purge().filter(subject.as_str()).sequence(upto).await {
+                        tracing::warn!(subject, error = %e, "purging a partition log");
+                    }
+                });
+            }
+        }
+        None => {}
     }
 }
 

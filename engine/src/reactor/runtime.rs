@@ -530,7 +530,7 @@ impl Runtime {
         let Some(q) = view.logs() else { return };
         let mut put_back = 0;
         self.with_core(|core, out| {
-            core.ship_backlog(q);
+            core.ship_backlog(now, q);
             put_back = core.put_back_replayed(now, q, REPLAY_PER_TICK, out);
         });
         if put_back > 0 {

@@ -164,18 +164,18 @@ impl Shard {
     /// Records the registration of `aor` as it now stands, in the journal
     /// and in its partition's log.
     pub(super) fn record_registration(&mut self, now: Instant, aor: &[u8]) {
-        self.write_registration(now, aor, true);
+        self.write_registration(now, aor, Sinks::Both);
     }
 
     /// Records the PUBLISHed publications of `aor` as they now stand, in
     /// the journal and in its partition's log.
     pub(super) fn record_publications(&mut self, now: Instant, aor: &[u8]) {
-        self.write_publications(now, aor, true);
+        self.write_publications(now, aor, Sinks::Both);
     }
 
-    /// `to_log`: in the partition's log too (a checkpoint of the journal
-    /// is the journal's alone).
-    fn write_registration(&mut self, now: Instant, aor: &[u8], to_log: bool) {
+    /// A checkpoint of the journal is the journal's alone, and one of the
+    /// partition logs the logs' alone.
+    pub(super) fn write_registration(&mut self, now: Instant, aor: &[u8], to: Sinks) {
         let Some(clock) = self.records_clock() else { return };
         let reg = self.registrar.registration(aor);
         let bindings = reg
@@ -195,10 +195,10 @@ impl Shard {
             })
             .unwrap_or_default();
         let record = Record::Registration { aor, registered_by: reg.and_then(|r| r.registered_by), bindings };
-        write(self.durable.as_mut(), self.replica.as_mut().filter(|_| to_log), now, aor, &record);
+        write(self.durable.as_mut().filter(|_| to != Sinks::Log), self.replica.as_mut().filter(|_| to != Sinks::Journal), now, aor, &record);
     }
 
-    fn write_publications(&mut self, now: Instant, aor: &[u8], to_log: bool) {
+    pub(super) fn write_publications(&mut self, now: Instant, aor: &[u8], to: Sinks) {
         let Some(clock) = self.records_clock() else { return };
         let publications = self
             .publications
@@ -213,7 +213,7 @@ impl Shard {
             })
             .collect();
         let record = Record::Publications { aor, publications };
-        write(self.durable.as_mut(), self.replica.as_mut().filter(|_| to_log), now, aor, &record);
+        write(self.durable.as_mut().filter(|_| to != Sinks::Log), self.replica.as_mut().filter(|_| to != Sinks::Journal), now, aor, &record);
     }
 
     /// Sizes the tables for what a restart's records hold (upper bounds:
@@ -362,8 +362,8 @@ impl Shard {
         let done = keys.is_empty();
         for key in slice {
             match key {
-                Key::Registration(aor) => self.write_registration(now, &aor, false),
-                Key::Publications(aor) => self.write_publications(now, &aor, false),
+                Key::Registration(aor) => self.write_registration(now, &aor, Sinks::Journal),
+                Key::Publications(aor) => self.write_publications(now, &aor, Sinks::Journal),
                 Key::Subscription(id) => self.record_subscription(now, id),
             }
         }
@@ -540,7 +540,16 @@ impl Shard {
     }
 }
 
-/// Writes `record` (of presentity `aor`) to the journal and the log, those there are.
+/// Where a record goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Sinks {
+    /// The journal and the partition's log, those the shard has.
+    Both,
+    Journal,
+    Log,
+}
+
+/// Writes `record` (of presentity `aor`) to the journal and the log given.
 fn write(durable: Option<&mut Durable>, replica: Option<&mut super::replica::Replica>, now: Instant, aor: &[u8], record: &Record<'_>) {
     if let Some(d) = durable {
         d.journal.append(now, |out| record.encode(out));

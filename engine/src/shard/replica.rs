@@ -9,7 +9,7 @@
 //! are refused with 503 (`Limit::Journal`, as when the journal is behind).
 
 use super::Shard;
-use super::durable::{UnixClock, Unrestorable};
+use super::durable::{Sinks, UnixClock, Unrestorable};
 use super::outbox::Outbox;
 use crate::cluster::log_queues::{LogQueues, Shipped};
 use crate::cluster::partition::partition_of;
@@ -27,6 +27,10 @@ pub struct Replica {
     /// The number of the last record made.
     last_seq: u64,
     backlog: VecDeque<Shipped>,
+    /// The last checkpoint of the logs asked, and the keys it still has
+    /// to ship (a registration or publications, by AOR).
+    checkpoint_seen: u64,
+    checkpoint_keys: Vec<(bool, Box<[u8]>)>,
 }
 
 impl Replica {
@@ -44,7 +48,7 @@ impl Shard {
     /// `clock`'s times (a node in a cluster).
     pub fn attach_replica(&mut self, clock: UnixClock) {
         let partitions = self.cfg.cluster.as_ref().map_or(crate::cluster::partition::DEFAULT_PARTITIONS, |v| v.partitions());
-        self.replica = Some(Replica { clock, partitions, last_seq: 0, backlog: VecDeque::new() });
+        self.replica = Some(Replica { clock, partitions, last_seq: 0, backlog: VecDeque::new(), checkpoint_seen: 0, checkpoint_keys: Vec::new() });
     }
 
     /// The number of the last record made for the logs (0: none).
@@ -62,8 +66,10 @@ impl Shard {
         self.replica.as_ref().filter(|r| r.backlog.len() >= BACKLOG_LIMIT).map(|_| Limit::Journal)
     }
 
-    /// Moves what fits of the backlog into the queue to the cluster thread.
-    pub fn ship_backlog(&mut self, queues: &LogQueues) {
+    /// Moves what fits of the backlog into the queue to the cluster
+    /// thread, and ships a slice of a checkpoint of the logs if one is asked.
+    pub fn ship_backlog(&mut self, now: Instant, queues: &LogQueues) {
+        self.log_checkpoint_step(now, queues);
         let shard = self.cfg.shard;
         let Some(r) = &mut self.replica else { return };
         while let Some(s) = r.backlog.pop_front() {
@@ -71,6 +77,42 @@ impl Shard {
                 r.backlog.push_front(s);
                 break;
             }
+        }
+    }
+
+    /// A checkpoint of the logs: every key of the partitions this node
+    /// serves is shipped again, a slice per tick while the backlog has
+    /// room (so that traffic's records are never refused for it), then the
+    /// shard says so. Once the checkpoint's records are in, the cluster
+    /// thread purges each log up to where the checkpoint began: a key's
+    /// latest state is then in the checkpoint or after it.
+    fn log_checkpoint_step(&mut self, now: Instant, queues: &LogQueues) {
+        let Some(r) = &self.replica else { return };
+        let asked = queues.checkpoint_asked();
+        if asked > r.checkpoint_seen {
+            let Some(view) = self.cfg.cluster.clone() else { return };
+            let served = |aor: &[u8]| view.serves(partition_of(aor, view.partitions()));
+            let mut keys: Vec<(bool, Box<[u8]>)> = self.registrar.aors().into_iter().filter(|a| served(a)).map(|a| (true, a)).collect();
+            keys.extend(self.publications.published_aors().into_iter().filter(|a| served(a)).map(|a| (false, a)));
+            let r = self.replica.as_mut().expect("checked");
+            r.checkpoint_seen = asked;
+            r.checkpoint_keys = keys;
+        } else if r.checkpoint_keys.is_empty() || r.backlog.len() >= BACKLOG_LIMIT / 2 {
+            return;
+        }
+        let r = self.replica.as_mut().expect("checked");
+        let keys = &mut r.checkpoint_keys;
+        let slice = keys.split_off(keys.len().saturating_sub(super::durable::CHECKPOINT_KEYS_PER_TICK));
+        let done = keys.is_empty();
+        for (registration, aor) in slice {
+            if registration {
+                self.write_registration(now, &aor, Sinks::Log);
+            } else {
+                self.write_publications(now, &aor, Sinks::Log);
+            }
+        }
+        if done && let Some(r) = &self.replica {
+            queues.checkpoint_shipped(self.cfg.shard, r.checkpoint_seen, r.last_seq);
         }
     }
 
