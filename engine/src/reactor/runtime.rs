@@ -307,6 +307,12 @@ async fn udp_loop(rt: Rc<Runtime>) {
         // transactions in one stall. (A 1 ms preempt timer fixed the
         // cadence, but one run in five then hung glommio's reactor.)
         rt.run_timers_if_due();
+        // Responses waiting for the partition logs leave as soon as the
+        // cluster thread settles them, not at the next timer tick (one
+        // atomic read when nothing waits on the logs).
+        if rt.replicated && !rt.held.borrow().is_empty() {
+            rt.release_held();
+        }
         let admitting = {
             let core = rt.core.borrow();
             core.is_shedding() || core.queued() > 0
