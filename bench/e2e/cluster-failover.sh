@@ -8,9 +8,13 @@
 # Reported per round and as min / median / max per kind.
 #
 #   bench/e2e/cluster-failover.sh [ROUNDS]     default 5; TTL_MS=3000
+#   PRESENTITIES=100000 bench/e2e/cluster-failover.sh 3
 #
-# The state of a partition taken over is not replicated yet (ARCHITECTURE.md
-# "Cluster"): this times ownership, not the recovery of its contents.
+# With PRESENTITIES=N, before each signal loadgen PUBLISHes N presentities
+# once each through node 1 (durability = "replicated": each is in its
+# partition's log before its 200; node 1 forwards node 2's half), so node
+# 2's take-over reads node 1's half back from the logs before it serves;
+# the records it read back in the round are reported beside the time.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-5}
@@ -18,7 +22,7 @@ ttl=${TTL_MS:-3000}
 out=${OUT:-target/e2e}/cluster
 rm -rf "$out" && mkdir -p "$out"
 command -v nats-server >/dev/null || { echo "nats-server not found (Debian: apt-get install nats-server)" >&2; exit 1; }
-cargo build --release -q -p presence-engine
+cargo build --release -q -p presence-engine -p loadgen
 bin=target/release/presenced
 nport=$((14222 + RANDOM % 1000))
 nats-server -js -a 127.0.0.1 -p "$nport" -sd "$out/nats" >"$out/nats.log" 2>&1 &
@@ -27,7 +31,8 @@ pids=()
 cleanup() { kill -9 "${pids[@]}" "$npid" 2>/dev/null || true; }
 trap cleanup EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$nport") 2>/dev/null && break; sleep 0.1; done
-printf '[cluster]\nlease_ttl_ms = %s\n' "$ttl" >"$out/cluster.toml"
+presentities=${PRESENTITIES:-0}
+printf '[cluster]\nlease_ttl_ms = %s\ndurability = "replicated"\n' "$ttl" >"$out/cluster.toml"
 start_node() { # id port logfile
     "$bin" --config "$out/cluster.toml" --listen "127.0.0.1:$2" --shards 1 --cluster-node "$1" \
         --nats "nats://127.0.0.1:$nport" --log-format json >/dev/null 2>"$3" &
@@ -66,6 +71,11 @@ for kind in KILL TERM; do
     for r in $(seq "$rounds"); do
         n1=$(start_node 1 5191 "$out/n1.log"); pids+=("$n1")
         wait_split
+        if [ "$presentities" -gt 0 ]; then
+            # A fresh domain per round: every presentity is new.
+            target/release/loadgen --target 127.0.0.1:5191 --scenario publish --count "$presentities" --users "$presentities" \
+                --refresh-every 0 --max-outstanding 128 --domain "r$kind$r.example.com" --quiet --report "$out/load-$kind$r.json" >/dev/null
+        fi
         sleep 1 # a renewal or two in
         t0=$(date +%s.%N)
         kill -"$kind" "$n1"; wait "$n1" 2>/dev/null || true
@@ -75,7 +85,20 @@ for kind in KILL TERM; do
             sleep 0.05
         done
         ms=$(python3 -c "print(round(($t1 - $t0) * 1000))")
-        echo "round $r, $kind: node 2 serves all 1024 partitions ${ms} ms after the signal"
+        # The records node 2 read back from the logs since the signal.
+        records=$(python3 - "$out/n2.log" "$t0" <<'PY'
+import json, sys
+from datetime import datetime
+total = 0
+for line in open(sys.argv[1]):
+    try: r = json.loads(line)
+    except ValueError: continue
+    if r.get("message") != "partition log replayed": continue
+    if datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00")).timestamp() >= float(sys.argv[2]): total += r.get("records", 0)
+print(total)
+PY
+)
+        echo "round $r, $kind: node 2 serves all 1024 partitions ${ms} ms after the signal, having read back $records records"
         results+=("$kind $ms")
         : >"$out/n1.log"
     done
