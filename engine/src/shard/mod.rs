@@ -41,6 +41,8 @@ mod remote;
 mod remote_tests;
 pub mod replica;
 #[cfg(test)]
+mod replica_tests;
+#[cfg(test)]
 mod response_tests;
 mod sources;
 mod trace;

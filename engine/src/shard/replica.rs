@@ -21,6 +21,19 @@ use std::time::Instant;
 /// Records a shard keeps waiting for the queue before it refuses changes.
 pub const BACKLOG_LIMIT: usize = 65_536;
 
+/// The first byte of a replay item that is not a record but says: forget
+/// what you hold of partition (u16, little-endian) before its log comes
+/// back. Records start with their kind, 1 to 4.
+const FORGET: u8 = 0xFE;
+
+/// The replay item that makes a shard forget partition `p` (a node taking
+/// back a partition it served before: what it still holds may have been
+/// removed meanwhile, and the log's removal record compacted away).
+pub fn forget_item(p: crate::cluster::partition::Partition) -> Box<[u8]> {
+    let [lo, hi] = p.0.to_le_bytes();
+    vec![FORGET, lo, hi].into()
+}
+
 pub struct Replica {
     pub(super) clock: UnixClock,
     partitions: u16,
@@ -116,6 +129,29 @@ impl Shard {
         }
     }
 
+    /// Drops every registration and publication of partition `p` (one
+    /// pass over the shard's keys; only when a partition comes back).
+    fn forget_partition(&mut self, now: Instant, p: u16, out: &mut Outbox) {
+        let Some(clock) = self.replica.as_ref().map(|r| r.clock) else { return };
+        let partitions = self.replica.as_ref().map_or(1, |r| r.partitions);
+        let mine = |aor: &[u8]| partition_of(aor, partitions).0 == p;
+        let registered: Vec<Box<[u8]>> = self.registrar.aors().into_iter().filter(|a| mine(a)).collect();
+        let published: Vec<Box<[u8]>> = self.publications.published_aors().into_iter().filter(|a| mine(a)).collect();
+        for aor in &registered {
+            let _ = self.restore(now, clock, &Record::Registration { aor, registered_by: None, bindings: Vec::new() }, out);
+        }
+        for aor in &published {
+            let _ = self.restore(now, clock, &Record::Publications { aor, publications: Vec::new() }, out);
+        }
+        tracing::debug!(
+            shard = self.cfg.shard,
+            partition = p,
+            registered = registered.len(),
+            published = published.len(),
+            "partition forgotten before its replay"
+        );
+    }
+
     /// Puts back records a take-over read from the logs: at most `budget`
     /// of them, returning how many. A record that does not read or cannot
     /// be put back is logged and skipped (the log is this cluster's own).
@@ -126,6 +162,10 @@ impl Shard {
         while n < budget {
             let Some(bytes) = queues.next_replayed(shard) else { break };
             n += 1;
+            if let [FORGET, lo, hi] = bytes[..] {
+                self.forget_partition(now, u16::from_le_bytes([lo, hi]), out);
+                continue;
+            }
             let result = match Record::decode(&bytes) {
                 Ok(record @ (Record::Registration { .. } | Record::Publications { .. })) => self.restore(now, clock, &record, out),
                 Ok(_) => Err(Unrestorable("a subscription in a partition log")),
