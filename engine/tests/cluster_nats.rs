@@ -137,17 +137,23 @@ fn two_nodes_with(nats: &NatsServer, name: &str, cluster: &str) -> (Presenced, P
     (n1, n2)
 }
 
+/// Kills `victim` with SIGKILL and waits until `survivor` serves every
+/// partition (10 s at most).
+fn kill_and_take_over(victim: &Presenced, survivor: &Presenced) {
+    victim.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    while served(survivor).len() < N as usize {
+        assert!(killed.elapsed() < Duration::from_secs(10), "the survivor serves only {} partitions 10 s after the kill", served(survivor).len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("the survivor serves all {N} partitions {:?} after the kill -9", killed.elapsed());
+}
+
 #[test]
 fn presenced_nodes_split_the_partitions_and_one_takes_over_after_kill_9() {
     let nats = NatsServer::start("presenced");
     let (n1, n2) = two_nodes(&nats, "cluster-kill.toml");
-    n1.signal(libc::SIGKILL);
-    let killed = Instant::now();
-    while served(&n2).len() < N as usize {
-        assert!(killed.elapsed() < Duration::from_secs(10), "node 2 serves only {} partitions 10 s after node 1 was killed", served(&n2).len());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    eprintln!("node 2 serves all {N} partitions {:?} after node 1's kill -9", killed.elapsed());
+    kill_and_take_over(&n1, &n2);
 }
 
 /// A node stopped with SIGTERM leaves the cluster: the other serves its
@@ -214,13 +220,7 @@ fn publications_acknowledged_by_a_killed_owner_are_served_by_the_node_that_takes
     for (i, aor) in aors.iter().enumerate() {
         common::publish(&n2, aor, "open", &format!("acknowledged by node 2 ({i})"));
     }
-    n2.signal(libc::SIGKILL);
-    let killed = Instant::now();
-    while served(&n1).len() < N as usize {
-        assert!(killed.elapsed() < Duration::from_secs(10), "node 1 serves only {} partitions", served(&n1).len());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    eprintln!("node 1 serves every partition {:?} after node 2's kill -9", killed.elapsed());
+    kill_and_take_over(&n2, &n1);
     for (i, aor) in aors.iter().enumerate() {
         let (_sub, ok, first) = common::Sub::new(&n1, common::Ua::udp(), aor, 600, "Event: presence\r\n");
         assert_eq!(common::status(&ok), 200);
@@ -333,12 +333,7 @@ fn compacted_partition_logs_still_bring_back_the_latest_state() {
     n2.wait_logged("partition logs checkpointed; purging", 1);
     // The purges are requests of their own: let them land.
     std::thread::sleep(Duration::from_millis(300));
-    n2.signal(libc::SIGKILL);
-    let killed = Instant::now();
-    while served(&n1).len() < N as usize {
-        assert!(killed.elapsed() < Duration::from_secs(10), "node 1 serves only {} partitions", served(&n1).len());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    kill_and_take_over(&n2, &n1);
     for aor in &aors {
         let (_sub, ok, first) = common::Sub::new(&n1, common::Ua::udp(), aor, 600, "Event: presence\r\n");
         assert_eq!(common::status(&ok), 200);
