@@ -9,6 +9,7 @@
 #
 #   bench/e2e/cluster-failover.sh [ROUNDS]     default 5; TTL_MS=3000
 #   PRESENTITIES=100000 bench/e2e/cluster-failover.sh 3
+#   LOG_LEVEL="info,presence_engine::reactor::cluster_host=debug" ...   the nodes' log filter
 #
 # With PRESENTITIES=N, before each signal loadgen PUBLISHes N presentities
 # once each through node 1 (durability = "replicated": each is in its
@@ -32,7 +33,7 @@ cleanup() { kill -9 "${pids[@]}" "$npid" 2>/dev/null || true; }
 trap cleanup EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$nport") 2>/dev/null && break; sleep 0.1; done
 presentities=${PRESENTITIES:-0}
-printf '[cluster]\nlease_ttl_ms = %s\ndurability = "replicated"\n' "$ttl" >"$out/cluster.toml"
+printf '[cluster]\nlease_ttl_ms = %s\ndurability = "replicated"\n[log]\nlevel = "%s"\n' "$ttl" "${LOG_LEVEL:-info}" >"$out/cluster.toml"
 start_node() { # id port logfile
     "$bin" --config "$out/cluster.toml" --listen "127.0.0.1:$2" --shards 1 --cluster-node "$1" \
         --nats "nats://127.0.0.1:$nport" --log-format json >/dev/null 2>"$3" &

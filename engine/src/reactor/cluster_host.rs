@@ -765,6 +765,7 @@ async fn replay(log: &stream::Stream, prefix: &str, parts: &[(Partition, bool)],
         }
     }
     let end = wanted.values().map(|w| w.0).max().unwrap_or(0);
+    tracing::debug!(partitions = parts.len(), end, "partition logs' ends read; reading the stream");
     if end > 0 {
         let consumer = log
             .create_consumer(pull::OrderedConfig { deliver_policy: DeliverPolicy::All, ..Default::default() })
@@ -792,6 +793,7 @@ async fn replay(log: &stream::Stream, prefix: &str, parts: &[(Partition, bool)],
             }
         }
     }
+    tracing::debug!(partitions = parts.len(), "stream read; waiting for the shards to put the records back");
     // Each shard puts back in the order handed: past these counts, every
     // record read is back.
     while (0..shards).any(|s| q.replayed(s) < wait_for[s as usize]) {
