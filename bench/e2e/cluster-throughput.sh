@@ -50,7 +50,8 @@ for n in $nodes; do
     deploy/local-cluster.sh up "$n" >/dev/null
     # Settled: every partition served and no move logged for 3 s (the
     # total is 1024 for moments while nodes that joined later still take
-    # their share, and a move loses the partition's state, unreplicated).
+    # their share, and a move answers 503 for a moment while the new
+    # owner reads the partition's log back).
     events() { cat "$CLUSTER_DIR"/node*.log | grep -c 'serving partition' || true; }
     quiet=0 last=-1
     for _ in $(seq 600); do
