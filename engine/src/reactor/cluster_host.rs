@@ -225,8 +225,10 @@ struct Replication {
     r: Replicator,
     /// Partitions whose log is being read back, or queued to be.
     replaying: HashSet<Partition>,
-    /// Partitions waiting for the next replay session.
+    /// Partitions waiting for the next replay session, and since when the
+    /// first of them has waited.
     queued_replays: Vec<Partition>,
+    queued_since: Option<Instant>,
     /// A replay session is running.
     session: bool,
     /// Records handed to each shard for putting back, in all.
@@ -259,6 +261,10 @@ struct Compaction {
 /// stop: records the shards made just before it are still on their way
 /// (each shard ships every tick, 5 ms).
 const DRAIN_GRACE: Duration = Duration::from_millis(30);
+
+/// How long the first partition to catch up waits for others to share
+/// its replay session.
+const REPLAY_GATHER: Duration = Duration::from_millis(50);
 
 /// The longest a take-over may read a partition's log.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -297,6 +303,7 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
         r: Replicator::new(Appender::new(m.holder(), replication::Config::new(cfg.ownership.partitions, q.shards())), DRAIN_GRACE),
         replaying: HashSet::new(),
         queued_replays: Vec::new(),
+        queued_since: None,
         session: false,
         served_before: HashSet::new(),
         compaction: Compaction { generation: 0, since: 0, threshold: cfg.log_compact_min, min: cfg.log_compact_min, pending: None },
@@ -544,6 +551,7 @@ fn carry(
                     // per partition, in the next session (`start_replays`).
                     if r.replaying.insert(p) {
                         r.queued_replays.push(p);
+                        r.queued_since.get_or_insert_with(Instant::now);
                     }
                 }
                 _ => {
@@ -699,10 +707,14 @@ async fn last_sequence(log: &stream::Stream, subject: &str) -> Result<u64, Strin
 
 /// Starts a replay session for the partitions queued, if none runs.
 fn start_replays(r: &mut Replication, view: &Arc<ClusterView>, log: &stream::Stream, cfg: &HostConfig, back: &tokio::sync::mpsc::UnboundedSender<Back>) {
-    if r.session || r.queued_replays.is_empty() {
+    // A node taking over takes its partitions in waves (`takes_at_once`),
+    // their catch-ups a few milliseconds apart: gathered for a moment, they
+    // share one pass over the stream instead of a pass per wave.
+    if r.session || r.queued_since.is_none_or(|t| t.elapsed() < REPLAY_GATHER) {
         return;
     }
     r.session = true;
+    r.queued_since = None;
     let parts: Vec<(Partition, bool)> = std::mem::take(&mut r.queued_replays).into_iter().map(|p| (p, r.served_before.contains(&p))).collect();
     let (log, back, handed, view, prefix, node) = (log.clone(), back.clone(), r.handed.clone(), view.clone(), cfg.log_prefix.clone(), cfg.node);
     tokio::spawn(async move {
