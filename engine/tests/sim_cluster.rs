@@ -34,7 +34,7 @@ use presence_engine::cluster::NodeId;
 use presence_engine::cluster::ownership::{Config, FenceAnswer, Holder, Key, KvAnswer, KvOp, Output, Ownership, State};
 use presence_engine::cluster::partition::Partition;
 use presence_engine::cluster::placement;
-use presence_engine::cluster::replication::{self, Appended, Appender, Replicator};
+use presence_engine::cluster::replication::{self, Appender, Replicator};
 use presence_engine::core::entropy::Entropy;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -582,17 +582,11 @@ impl World {
                     Reply::Data(id) => {
                         // Timed out already: the replicator was told it failed.
                         let Some((_, _, entry)) = up.appending.remove(&id) else { return Ok(()) };
-                        let answer = match answer {
-                            FenceAnswer::Appended { seq } => {
-                                apply(up, q, seq, entry);
-                                Appended::At { seq }
-                            }
-                            FenceAnswer::Conflict => {
-                                up.unsure[q] = true;
-                                Appended::Conflict
-                            }
-                            FenceAnswer::Failed => Appended::Failed,
-                        };
+                        match answer {
+                            FenceAnswer::Appended { seq } => apply(up, q, seq, entry),
+                            FenceAnswer::Conflict => up.unsure[q] = true,
+                            FenceAnswer::Failed => {}
+                        }
                         if let Some(fenced) = up.rep.appender.on_answer(id, answer, local) {
                             up.m.fenced_out(fenced, local);
                         }
@@ -741,7 +735,7 @@ impl World {
             let up = self.up(i);
             let (_, p, _) = up.appending.remove(&id).expect("listed");
             up.unsure[p.0 as usize] = true;
-            up.rep.appender.on_answer(id, Appended::Failed, local);
+            up.rep.appender.on_answer(id, FenceAnswer::Failed, local);
         }
         for p in Partition::all(PARTITIONS) {
             let q = p.0 as usize;

@@ -155,7 +155,8 @@ pub enum KvAnswer {
     Failed,
 }
 
-/// The log's answer to a fence marker.
+/// The log's answer to an append that expects the subject's last
+/// sequence: a fence marker, or a batch of records (`replication`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FenceAnswer {
     Appended {

@@ -88,17 +88,6 @@ pub struct Append {
     pub payload: Vec<u8>,
 }
 
-/// The log's answer to an [`Append`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Appended {
-    At {
-        seq: u64,
-    },
-    /// The log's last sequence was not the one expected: fenced out.
-    Conflict,
-    Failed,
-}
-
 /// A record waiting for its append.
 struct Entry {
     shard: u16,
@@ -279,13 +268,13 @@ impl Appender {
     /// The log answered append `id`. Returns the partition this node has
     /// been fenced out of while acting on it, if that is what the answer
     /// says (the node's ownership machine must hear of it).
-    pub fn on_answer(&mut self, id: u64, answer: Appended, now: Instant) -> Option<Partition> {
+    pub fn on_answer(&mut self, id: u64, answer: FenceAnswer, now: Instant) -> Option<Partition> {
         let p = self.pending.remove(&id)?;
         let i = p.0 as usize;
         let lane = &mut self.lanes[i];
         let f = lane.in_flight.as_mut().filter(|f| f.id == id)?;
         match answer {
-            Appended::At { seq } => {
+            FenceAnswer::Appended { seq } => {
                 let f = lane.in_flight.take().expect("matched");
                 lane.open = lane.open.map(|_| seq);
                 self.counters.appended_records += f.entries.len() as u64;
@@ -296,14 +285,15 @@ impl Appender {
                 self.settle_lane(p);
                 None
             }
-            Appended::Failed => {
+            FenceAnswer::Failed => {
                 f.sent = false;
                 f.not_before = now + self.cfg.retry_after;
                 self.counters.retries += 1;
                 self.ready.insert(p.0);
                 None
             }
-            Appended::Conflict => {
+            // The log's last sequence was not the one expected: fenced out.
+            FenceAnswer::Conflict => {
                 self.counters.fenced += 1;
                 let f = lane.in_flight.take().expect("matched");
                 let queued: Vec<Entry> = lane.queue.drain(..).collect();
@@ -362,8 +352,7 @@ impl Appender {
 
     /// Whether this node writes `p` now.
     pub fn is_open(&self, p: Partition) -> bool {
-        let lane = &self.lanes[p.0 as usize];
-        lane.open.is_some() && !lane.closing
+        self.last_of(p).is_some()
     }
 }
 

@@ -25,21 +25,21 @@ impl Log {
 
     /// JetStream's order: a duplicate id is answered with its first
     /// sequence before the expected sequence is checked.
-    fn append(&mut self, p: u16, writer: u32, expected_last: u64, msg_id: Option<&str>, payload: Vec<u8>) -> Appended {
+    fn append(&mut self, p: u16, writer: u32, expected_last: u64, msg_id: Option<&str>, payload: Vec<u8>) -> FenceAnswer {
         if let Some(id) = msg_id
             && let Some(&seq) = self.seen_ids.get(id)
         {
-            return Appended::At { seq };
+            return FenceAnswer::Appended { seq };
         }
         if self.last_of(p) != expected_last {
-            return Appended::Conflict;
+            return FenceAnswer::Conflict;
         }
         self.seq += 1;
         self.messages.push((self.seq, p, writer, payload));
         if let Some(id) = msg_id {
             self.seen_ids.insert(id.to_string(), self.seq);
         }
-        Appended::At { seq: self.seq }
+        FenceAnswer::Appended { seq: self.seq }
     }
 
     /// Each record in the log of `p`, in order.
@@ -98,12 +98,12 @@ fn a_retry_of_an_append_that_landed_is_answered_from_the_duplicate_window() {
     let first = a.poll(t0).unwrap();
     // It lands, but the answer is lost.
     log.append(0, 1, first.expected_last, Some(&first.msg_id), first.payload.clone());
-    a.on_answer(first.id, Appended::Failed, t0);
+    a.on_answer(first.id, FenceAnswer::Failed, t0);
     assert_eq!(a.poll(t0), None, "not before the retry pause");
     let retry = a.poll(t0 + a.cfg.retry_after).expect("retried");
     assert_eq!((retry.msg_id.as_str(), retry.expected_last, &retry.payload), (first.msg_id.as_str(), 0, &first.payload));
     let answer = log.append(0, 1, retry.expected_last, Some(&retry.msg_id), retry.payload);
-    assert_eq!(answer, Appended::At { seq: 1 });
+    assert_eq!(answer, FenceAnswer::Appended { seq: 1 });
     a.on_answer(retry.id, answer, t0);
     assert_eq!(a.settled(0), 1);
     assert_eq!(log.records(0).len(), 1, "once");
@@ -173,7 +173,7 @@ impl Rng {
 /// A request or answer on its way.
 enum Flight {
     Request { node: usize, append: Append },
-    Answer { node: usize, id: u64, answer: Appended },
+    Answer { node: usize, id: u64, answer: FenceAnswer },
 }
 
 fn run(seed: u64) {
@@ -225,7 +225,7 @@ fn run(seed: u64) {
         }
         if marker_pending {
             let last = log.last_of(0);
-            if let Appended::At { seq } = log.append(0, 2, last, None, b"2:7".to_vec()) {
+            if let FenceAnswer::Appended { seq } = log.append(0, 2, last, None, b"2:7".to_vec()) {
                 marker_pending = false;
                 marker_at = Some(seq);
                 nodes[1].open(Partition(0), seq);
@@ -237,7 +237,7 @@ fn run(seed: u64) {
                     flights.push((now + Duration::from_millis(rng.next() % 20), Flight::Request { node: n, append }));
                 } else {
                     // Lost on the way: the host's timeout answers Failed.
-                    flights.push((now + Duration::from_millis(30), Flight::Answer { node: n, id: append.id, answer: Appended::Failed }));
+                    flights.push((now + Duration::from_millis(30), Flight::Answer { node: n, id: append.id, answer: FenceAnswer::Failed }));
                 }
             }
         }
@@ -251,7 +251,7 @@ fn run(seed: u64) {
                 Flight::Request { node, append } => {
                     let answer = log.append(append.partition.0, node as u32 + 1, append.expected_last, Some(&append.msg_id), append.payload);
                     // The answer may be lost: the host then times out.
-                    let answer = if calm || !rng.chance(33) { answer } else { Appended::Failed };
+                    let answer = if calm || !rng.chance(33) { answer } else { FenceAnswer::Failed };
                     flights.push((now + Duration::from_millis(rng.next() % 20), Flight::Answer { node, id: append.id, answer }));
                 }
                 Flight::Answer { node, id, answer } => {

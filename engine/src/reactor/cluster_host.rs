@@ -30,7 +30,7 @@ use crate::cluster::NodeId;
 use crate::cluster::log_queues::LogQueues;
 use crate::cluster::ownership::{self, FenceAnswer, Holder, Key, KvAnswer, KvOp, Output, Ownership};
 use crate::cluster::partition::Partition;
-use crate::cluster::replication::{self, Appended, Appender, Replicator};
+use crate::cluster::replication::{self, Appender, Replicator};
 use crate::cluster::view::ClusterView;
 use crate::storage::record::Record;
 use async_nats::jetstream::{self, context::PublishErrorKind, kv, stream};
@@ -216,7 +216,7 @@ enum Back {
     /// logs' last sequences, or none if it failed (the machine's next
     /// catch-up asks again).
     Replayed(Vec<Partition>, Option<Vec<u64>>),
-    Append(u64, Appended),
+    Append(u64, FenceAnswer),
 }
 
 /// The host's side of replication: the appender composed with the
@@ -506,8 +506,6 @@ async fn setup(cfg: &HostConfig, js: &jetstream::Context) -> Result<(kv::Store, 
     Ok((store, log))
 }
 
-/// Hands one output of the machine to JetStream (as a task whose answer
-/// comes back on `back`) or settles it here.
 /// The handles to JetStream: the lease bucket, the log stream, and the context appends go through.
 struct Jet<'a> {
     store: &'a kv::Store,
@@ -515,6 +513,8 @@ struct Jet<'a> {
     js: &'a jetstream::Context,
 }
 
+/// Hands one output of the machine to JetStream (as a task whose answer
+/// comes back on `back`) or settles it here.
 fn carry(
     cfg: &HostConfig,
     jet: Jet<'_>,
@@ -609,7 +609,7 @@ fn exchange_records(
         let subject = format!("{}.{}", cfg.log_prefix, a.partition.key());
         tokio::spawn(async move {
             let answer =
-                tokio::time::timeout(timeout, append(&js, subject, a.expected_last, Some(&a.msg_id), a.payload.into())).await.unwrap_or(Appended::Failed);
+                tokio::time::timeout(timeout, append(&js, subject, a.expected_last, Some(&a.msg_id), a.payload.into())).await.unwrap_or(FenceAnswer::Failed);
             let _ = back.send(Back::Append(a.id, answer));
         });
     }
@@ -828,7 +828,7 @@ async fn hand(q: &LogQueues, handed: &[AtomicU64], wait_for: &mut [u64], shard: 
 /// at stream sequence `expected_last` (0: the subject is empty); under
 /// `msg_id`, if given, for JetStream's duplicate window (a retry of an
 /// append that landed is answered with where it landed).
-async fn append(js: &jetstream::Context, subject: String, expected_last: u64, msg_id: Option<&str>, payload: bytes::Bytes) -> Appended {
+async fn append(js: &jetstream::Context, subject: String, expected_last: u64, msg_id: Option<&str>, payload: bytes::Bytes) -> FenceAnswer {
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, expected_last.to_string().as_str());
     if let Some(id) = msg_id {
@@ -836,21 +836,17 @@ async fn append(js: &jetstream::Context, subject: String, expected_last: u64, ms
     }
     match js.publish_with_headers(subject, headers, payload).await {
         Ok(ack) => match ack.await {
-            Ok(ack) => Appended::At { seq: ack.sequence },
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Appended::Conflict,
-            Err(_) => Appended::Failed,
+            Ok(ack) => FenceAnswer::Appended { seq: ack.sequence },
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => FenceAnswer::Conflict,
+            Err(_) => FenceAnswer::Failed,
         },
-        Err(_) => Appended::Failed,
+        Err(_) => FenceAnswer::Failed,
     }
 }
 
-/// [`append`] of a fence marker, answered as the ownership machine reads it.
+/// [`append`] of a fence marker, without a message id.
 pub async fn append_expecting(js: &jetstream::Context, subject: String, expected_last: u64, payload: bytes::Bytes) -> FenceAnswer {
-    match append(js, subject, expected_last, None, payload).await {
-        Appended::At { seq } => FenceAnswer::Appended { seq },
-        Appended::Conflict => FenceAnswer::Conflict,
-        Appended::Failed => FenceAnswer::Failed,
-    }
+    append(js, subject, expected_last, None, payload).await
 }
 
 /// Writes the machine's view into the atomics the shards read: each

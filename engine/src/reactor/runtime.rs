@@ -35,6 +35,13 @@ struct Wait {
     rep: u64,
 }
 
+impl Wait {
+    /// Whether positions this far (`self`, as reached) cover `wait`.
+    fn covers(self, wait: Wait) -> bool {
+        wait.lsn <= self.lsn && wait.rep <= self.rep
+    }
+}
+
 /// Everything a shard needs, moved into its executor thread.
 pub(crate) struct ShardSetup {
     pub id: u16,
@@ -483,14 +490,16 @@ impl Runtime {
             Some((w, _)) => Wait { lsn: w.lsn.max(lsn), rep: w.rep.max(rep) },
             None => Wait { lsn, rep },
         };
-        (held.back().is_some() || !self.reached(&core, wait)).then_some(wait)
+        (held.back().is_some() || !self.reached(&core).covers(wait)).then_some(wait)
     }
 
-    /// Whether the journal and the logs have what `wait` waits for.
-    fn reached(&self, core: &Shard, wait: Wait) -> bool {
-        let durable = core.journal().map_or(u64::MAX, |j| j.durable());
-        let settled = self.cluster.as_ref().and_then(|v| v.logs()).map_or(u64::MAX, |q| q.settled(self.id));
-        wait.lsn <= durable && wait.rep <= settled
+    /// How far the journal is durable and the shard's records for the logs
+    /// are settled (without either: all the way).
+    fn reached(&self, core: &Shard) -> Wait {
+        Wait {
+            lsn: core.journal().map_or(u64::MAX, |j| j.durable()),
+            rep: self.cluster.as_ref().and_then(|v| v.logs()).map_or(u64::MAX, |q| q.settled(self.id)),
+        }
     }
 
     /// Sends the held messages the journal has made durable and the logs
@@ -512,12 +521,12 @@ impl Runtime {
                 );
             }
         }
+        let reached = self.reached(&self.core.borrow());
         loop {
             let next = {
-                let core = self.core.borrow();
                 let mut held = self.held.borrow_mut();
                 match held.front() {
-                    Some((w, _)) if self.reached(&core, *w) => held.pop_front().map(|(_, t)| t),
+                    Some((w, _)) if reached.covers(*w) => held.pop_front().map(|(_, t)| t),
                     _ => None,
                 }
             };

@@ -89,7 +89,7 @@ pub struct Durable {
 }
 
 /// A key of the shard's durable state.
-enum Key {
+pub(super) enum Key {
     Registration(Box<[u8]>),
     Publications(Box<[u8]>),
     Subscription(u64),
@@ -549,13 +549,22 @@ pub(super) enum Sinks {
     Log,
 }
 
-/// Writes `record` (of presentity `aor`) to the journal and the log given.
+/// Writes `record` (of presentity `aor`) to the journal and the log given,
+/// encoding it once.
 fn write(durable: Option<&mut Durable>, replica: Option<&mut super::replica::Replica>, now: Instant, aor: &[u8], record: &Record<'_>) {
-    if let Some(d) = durable {
-        d.journal.append(now, |out| record.encode(out));
-    }
-    if let Some(r) = replica {
-        r.ship(aor, record);
+    match (durable, replica) {
+        (Some(d), None) => {
+            d.journal.append(now, |out| record.encode(out));
+        }
+        (durable, Some(r)) => {
+            let mut bytes = Vec::new();
+            record.encode(&mut bytes);
+            if let Some(d) = durable {
+                d.journal.append(now, |out| out.extend_from_slice(&bytes));
+            }
+            r.ship(aor, bytes.into());
+        }
+        (None, None) => {}
     }
 }
 

@@ -9,7 +9,7 @@
 //! are refused with 503 (`Limit::Journal`, as when the journal is behind).
 
 use super::Shard;
-use super::durable::{Sinks, UnixClock, Unrestorable};
+use super::durable::{Key, Sinks, UnixClock, Unrestorable};
 use super::outbox::Outbox;
 use crate::cluster::log_queues::{LogQueues, Shipped};
 use crate::cluster::partition::partition_of;
@@ -41,18 +41,16 @@ pub struct Replica {
     last_seq: u64,
     backlog: VecDeque<Shipped>,
     /// The last checkpoint of the logs asked, and the keys it still has
-    /// to ship (a registration or publications, by AOR).
+    /// to ship (registrations and publications).
     checkpoint_seen: u64,
-    checkpoint_keys: Vec<(bool, Box<[u8]>)>,
+    checkpoint_keys: Vec<Key>,
 }
 
 impl Replica {
-    /// Queues `record` (of `aor`) for its partition's log.
-    pub(super) fn ship(&mut self, aor: &[u8], record: &Record<'_>) {
-        let mut bytes = Vec::new();
-        record.encode(&mut bytes);
+    /// Queues a record of `aor`, encoded, for its partition's log.
+    pub(super) fn ship(&mut self, aor: &[u8], bytes: Box<[u8]>) {
         self.last_seq += 1;
-        self.backlog.push_back(Shipped { partition: partition_of(aor, self.partitions), seq: self.last_seq, bytes: bytes.into() });
+        self.backlog.push_back(Shipped { partition: partition_of(aor, self.partitions), seq: self.last_seq, bytes });
     }
 }
 
@@ -67,11 +65,6 @@ impl Shard {
     /// The number of the last record made for the logs (0: none).
     pub fn replica_last(&self) -> u64 {
         self.replica.as_ref().map_or(0, |r| r.last_seq)
-    }
-
-    /// Records waiting for the queue to the cluster thread.
-    pub fn replica_backlog(&self) -> usize {
-        self.replica.as_ref().map_or(0, |r| r.backlog.len())
     }
 
     /// A change could not reach its log now: too many records wait.
@@ -105,8 +98,8 @@ impl Shard {
         if asked > r.checkpoint_seen {
             let Some(view) = self.cfg.cluster.clone() else { return };
             let served = |aor: &[u8]| view.serves(partition_of(aor, view.partitions()));
-            let mut keys: Vec<(bool, Box<[u8]>)> = self.registrar.aors().into_iter().filter(|a| served(a)).map(|a| (true, a)).collect();
-            keys.extend(self.publications.published_aors().into_iter().filter(|a| served(a)).map(|a| (false, a)));
+            let mut keys: Vec<Key> = self.registrar.aors().into_iter().filter(|a| served(a)).map(Key::Registration).collect();
+            keys.extend(self.publications.published_aors().into_iter().filter(|a| served(a)).map(Key::Publications));
             let r = self.replica.as_mut().expect("checked");
             r.checkpoint_seen = asked;
             r.checkpoint_keys = keys;
@@ -117,11 +110,12 @@ impl Shard {
         let keys = &mut r.checkpoint_keys;
         let slice = keys.split_off(keys.len().saturating_sub(super::durable::CHECKPOINT_KEYS_PER_TICK));
         let done = keys.is_empty();
-        for (registration, aor) in slice {
-            if registration {
-                self.write_registration(now, &aor, Sinks::Log);
-            } else {
-                self.write_publications(now, &aor, Sinks::Log);
+        for key in slice {
+            match key {
+                Key::Registration(aor) => self.write_registration(now, &aor, Sinks::Log),
+                Key::Publications(aor) => self.write_publications(now, &aor, Sinks::Log),
+                // Subscriptions are not in the partition logs.
+                Key::Subscription(_) => {}
             }
         }
         if done && let Some(r) = &self.replica {
