@@ -347,3 +347,58 @@ fn compacted_partition_logs_still_bring_back_the_latest_state() {
     eprintln!("{written} records written, {replayed} read back after compaction");
     assert!(replayed >= aors.len() as u64 && replayed < written, "{replayed} records read back of {written} written");
 }
+
+fn cseq(m: &[u8]) -> u32 {
+    common::header(m, "CSeq").and_then(|c| c.split(' ').next().and_then(|n| n.parse().ok())).expect("a CSeq")
+}
+
+/// With `durability = "replicated"`, a subscription outlives the node that
+/// holds it. A watcher subscribes at node 2 to a presentity node 2 serves:
+/// its dialog lives in a partition node 2 serves, and its record is in that
+/// partition's log. A refresh sent to node 1 is hopped to node 2 by the
+/// dialog's tag. Node 2 is killed (-9): node 1 takes the partitions over
+/// from their logs and continues the dialog. It NOTIFYs the watcher over
+/// the same dialog (same Call-ID and tags, a higher CSeq), a new PUBLISH
+/// reaches the watcher, and a refresh is answered by node 1.
+#[test]
+fn a_subscription_outlives_the_node_that_held_it() {
+    let nats = NatsServer::start("presenced-dialogs");
+    let (n1, n2) = two_nodes_with(&nats, "cluster-dialogs.toml", "durability = \"replicated\"\n");
+    let aor = aor_served_by(2);
+    let (mut sub, ok, first) = common::Sub::new(&n2, common::Ua::udp(), &aor, 600, "Event: presence\r\n");
+    assert_eq!(common::status(&ok), 200);
+    let mut last = cseq(&first);
+    common::publish(&n2, &aor, "open", "before the kill");
+    let n = sub.next_notify(&n2);
+    assert!(common::body(&n).contains("before the kill"), "{}", common::body(&n));
+    last = last.max(cseq(&n));
+
+    // A refresh at the node that does not hold the dialog goes to the one
+    // that does.
+    assert_eq!(common::status(&sub.resubscribe(&n1, 600)), 200, "the refresh through node 1");
+    n1.wait_matching("forwarded to node", 1, common::WAIT, |r| r["node"] == 2 && r["method"] == "SUBSCRIBE");
+    let n = sub.next_notify(&n2);
+    last = last.max(cseq(&n));
+
+    let killed = Instant::now();
+    kill_and_take_over(&n2, &n1);
+    while common::publish_status(&n1, &aor, "open", "after the kill", Duration::from_millis(300)) != Some(200) {
+        assert!(killed.elapsed() < Duration::from_secs(10), "node 1 took no PUBLISH for the partition");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    loop {
+        let n = sub.next_notify(&n1);
+        assert!(common::header(&n, "From").is_some_and(|f| f.contains(&sub.to_tag)), "another dialog: {}", String::from_utf8_lossy(&n));
+        assert!(cseq(&n) > last, "the dialog's CSeq went from {last} to {}", cseq(&n));
+        last = cseq(&n);
+        let body = common::body(&n);
+        assert!(body.contains("<basic>open</basic>"), "the watcher was shown {body}");
+        if body.contains("after the kill") {
+            break;
+        }
+    }
+    let took = killed.elapsed();
+    eprintln!("the subscription held by the killed node was continued by node 1: a new PUBLISH reached its watcher {took:?} after the kill -9");
+    assert!(took < Duration::from_secs(5), "{took:?} from the kill to the NOTIFY");
+    assert_eq!(common::status(&sub.resubscribe(&n1, 600)), 200, "the refresh at node 1 after the take-over");
+}

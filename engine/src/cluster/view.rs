@@ -148,7 +148,11 @@ impl ClusterView {
     /// Where a request for the presentity with normalised AOR `aor` goes
     /// at `now`.
     pub fn route(&self, aor: &[u8], now: Instant) -> Route {
-        let p = partition_of(aor, self.partitions);
+        self.route_partition(partition_of(aor, self.partitions), now)
+    }
+
+    /// Where a request for partition `p` goes at `now`.
+    pub fn route_partition(&self, p: Partition, now: Instant) -> Route {
         if self.serves_at(p, now) {
             return Route::Here;
         }

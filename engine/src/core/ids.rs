@@ -51,6 +51,31 @@ pub fn push_tag(out: &mut Vec<u8>, shard: u16, unique: u64) {
     push_hex(out, unique, 0);
 }
 
+/// Writes the to-tag of a subscription dialog that shard `shard` owns and
+/// whose state lives in cluster partition `partition`:
+/// `ps<shard hex 4><partition hex 4>.<unique hex>`. The partition is what
+/// any node routes the dialog's in-dialog requests by, and the log its
+/// records go to, so that the dialog outlives the node that made it.
+pub fn push_dialog_tag(out: &mut Vec<u8>, shard: u16, partition: u16, unique: u64) {
+    out.extend_from_slice(TAG_PREFIX);
+    push_hex(out, shard as u64, 4);
+    push_hex(out, partition as u64, 4);
+    out.push(b'.');
+    push_hex(out, unique, 0);
+}
+
+/// The cluster partition a to-tag names (see [`push_dialog_tag`]), if it
+/// names one. A tag of [`push_tag`]'s shape never does: its unique part
+/// has no dot.
+pub fn tag_partition(tag: &[u8]) -> Option<u16> {
+    let rest = tag.strip_prefix(TAG_PREFIX)?.get(4..)?;
+    let (partition, unique) = (rest.get(..4)?, rest.get(4..)?);
+    if unique.len() < 2 || unique[0] != b'.' || !partition.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    parse_hex(partition).map(|v| v as u16)
+}
+
 /// The shard that minted a to-tag, if we minted it.
 pub fn tag_shard(tag: &[u8]) -> Option<u16> {
     let rest = tag.strip_prefix(TAG_PREFIX)?;
@@ -105,6 +130,21 @@ mod tests {
         assert_eq!(tag_shard(&t), Some(258));
         assert_eq!(tag_shard(b"1928301774"), None);
         assert_eq!(tag_shard(b"ps01"), None);
+    }
+
+    #[test]
+    fn a_dialog_tag_names_its_shard_and_partition() {
+        let mut t = Vec::new();
+        push_dialog_tag(&mut t, 3, 0x2a, 0xbeef);
+        assert_eq!(t, b"ps0003002a.beef");
+        assert_eq!(tag_shard(&t), Some(3));
+        assert_eq!(tag_partition(&t), Some(0x2a));
+        let mut plain = Vec::new();
+        push_tag(&mut plain, 3, 0x1234_5678_9abc);
+        assert_eq!(tag_partition(&plain), None, "a plain tag names no partition");
+        assert_eq!(tag_partition(b"ps0003002a."), None);
+        assert_eq!(tag_partition(b"ps0003xy2a.1"), None);
+        assert_eq!(tag_partition(b"1928301774"), None);
     }
 
     #[test]

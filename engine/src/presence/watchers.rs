@@ -97,6 +97,9 @@ pub struct NewSub<'a> {
     pub route_by_contact: bool,
     /// Who subscribes (the requester's identity), counted per watcher.
     pub watcher: &'a [u8],
+    /// In a cluster: the partition (one this node serves) whose log keeps
+    /// the dialog, named in its tag.
+    pub partition: Option<u16>,
 }
 
 impl Subscription {
@@ -372,11 +375,14 @@ impl Watchers {
     /// 12.1.1: route set from Record-Route, remote target from Contact).
     /// Returns its id and the to-tag to answer with.
     pub fn create(&mut self, now: Instant, req: &Message<'_>, peer: Peer, new: NewSub<'_>) -> (u64, Box<[u8]>) {
-        let NewSub { aor, ask, package, shown, expires, doc, watchers, route_by_contact, watcher } = new;
+        let NewSub { aor, ask, package, shown, expires, doc, watchers, route_by_contact, watcher, partition } = new;
         self.next += 1;
         let id = self.next;
         let mut tag = Vec::with_capacity(24);
-        ids::push_tag(&mut tag, self.shard, self.entropy.u64());
+        match partition {
+            Some(p) => ids::push_dialog_tag(&mut tag, self.shard, p, self.entropy.u64()),
+            None => ids::push_tag(&mut tag, self.shard, self.entropy.u64()),
+        }
         let remote_target: &[u8] = match req.contacts() {
             crate::sip::Contacts::List(l) if !l.is_empty() => l[0].uri().as_bytes(),
             _ => req.from().uri().as_bytes(),

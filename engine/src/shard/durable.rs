@@ -15,11 +15,12 @@
 
 use super::Shard;
 use super::outbox::Outbox;
+use crate::cluster::partition::Partition;
 use crate::core::limits::Limit;
 use crate::presence::authz::Action;
 use crate::presence::pidf::Element;
 use crate::presence::publication::Restored;
-use crate::presence::watchers::{End, Package, Restore, Shown};
+use crate::presence::watchers::{End, Package, Shown};
 use crate::registrar::Binding;
 use crate::storage::journal::Journal;
 use crate::storage::record::SubscriptionState;
@@ -195,7 +196,8 @@ impl Shard {
             })
             .unwrap_or_default();
         let record = Record::Registration { aor, registered_by: reg.and_then(|r| r.registered_by), bindings };
-        write(self.durable.as_mut().filter(|_| to != Sinks::Log), self.replica.as_mut().filter(|_| to != Sinks::Journal), now, aor, &record);
+        let log = self.presentity_log(aor);
+        write(self.durable.as_mut().filter(|_| to != Sinks::Log), self.replica.as_mut().filter(|_| to != Sinks::Journal).zip(log), now, &record);
     }
 
     pub(super) fn write_publications(&mut self, now: Instant, aor: &[u8], to: Sinks) {
@@ -213,7 +215,8 @@ impl Shard {
             })
             .collect();
         let record = Record::Publications { aor, publications };
-        write(self.durable.as_mut().filter(|_| to != Sinks::Log), self.replica.as_mut().filter(|_| to != Sinks::Journal), now, aor, &record);
+        let log = self.presentity_log(aor);
+        write(self.durable.as_mut().filter(|_| to != Sinks::Log), self.replica.as_mut().filter(|_| to != Sinks::Journal).zip(log), now, &record);
     }
 
     /// Sizes the tables for what a restart's records hold (upper bounds:
@@ -273,15 +276,7 @@ impl Shard {
         for (id, _) in slice.into_iter().rev() {
             // One that ended before its turn told its presentity's shard,
             // which knew nothing of it: it asks nothing.
-            let Some((ask, aor, watcher, package)) = self.subscriptions.restored_ask(id) else { continue };
-            let (aor, watcher): (Box<[u8]>, Box<[u8]>) = (aor.into(), watcher.into());
-            let owner = crate::core::ids::owner_of(&aor, self.cfg.shards);
-            let from = self.cfg.shard;
-            let msg = match package {
-                Package::Presence => crate::shard::CoreMsg::Watch { ask, from, aor, watcher },
-                Package::Winfo => crate::shard::CoreMsg::WatchInfo { ask, from, aor },
-            };
-            self.send_shard(owner, msg, out);
+            self.ask_restored(id, out);
         }
         if last {
             self.announce_rewatch_done(out);
@@ -364,7 +359,7 @@ impl Shard {
             match key {
                 Key::Registration(aor) => self.write_registration(now, &aor, Sinks::Journal),
                 Key::Publications(aor) => self.write_publications(now, &aor, Sinks::Journal),
-                Key::Subscription(id) => self.record_subscription(now, id),
+                Key::Subscription(id) => self.write_subscription(now, id, Sinks::Journal),
             }
         }
         if done && let Some(d) = &mut self.durable {
@@ -393,21 +388,23 @@ impl Shard {
         }
     }
 
-    /// Records the subscriptions that changed or ended in this step.
+    /// Records the subscriptions that changed or ended in this step, in
+    /// the journal and in their partition's log.
     pub(super) fn record_subscriptions(&mut self, now: Instant) {
         let (changed, ended) = self.subscriptions.take_marks();
         for id in changed {
-            self.record_subscription(now, id);
+            self.write_subscription(now, id, Sinks::Both);
         }
-        let Some(d) = &mut self.durable else { return };
         for (call_id, local_tag) in ended {
             let record = Record::SubscriptionEnded { call_id: &call_id, local_tag: &local_tag };
-            d.journal.append(now, |out| record.encode(out));
+            let log = self.dialog_log(&local_tag);
+            write(self.durable.as_mut(), self.replica.as_mut().zip(log), now, &record);
         }
     }
 
-    fn record_subscription(&mut self, now: Instant, id: u64) {
-        let Some(d) = &mut self.durable else { return };
+    pub(super) fn write_subscription(&mut self, now: Instant, id: u64, to: Sinks) {
+        let Some(clock) = self.records_clock() else { return };
+        let log = self.subscriptions.dialog_of(id).and_then(|(_, tag)| self.dialog_log(tag));
         let Some(v) = self.subscriptions.durable_view(id) else { return };
         let record = Record::Subscription(SubscriptionState {
             aor: v.aor,
@@ -425,9 +422,9 @@ impl Shard {
             to: v.to,
             remote_cseq: v.remote_cseq,
             local_cseq: v.local_cseq,
-            expires_unix_ms: d.clock.to_unix_ms(v.expires_at),
+            expires_unix_ms: clock.to_unix_ms(v.expires_at),
         });
-        d.journal.append(now, |out| record.encode(out));
+        write(self.durable.as_mut().filter(|_| to != Sinks::Log), self.replica.as_mut().filter(|_| to != Sinks::Journal).zip(log), now, &record);
     }
 
     /// On a presentity's shard: whether its document changed since its
@@ -445,13 +442,16 @@ impl Shard {
 
     /// The restored subscription an answer to `ask` is for.
     pub(super) fn take_rewatch(&mut self, ask: u64) -> Option<u64> {
-        self.durable.as_ref()?;
+        if self.durable.is_none() && self.replica.is_none() {
+            return None;
+        }
         self.subscriptions.take_restored(ask)
     }
 
     /// A restored winfo subscription's presentity answered with its
     /// watchers: the subscriber gets them as full state.
     pub(super) fn on_rewinfo(&mut self, now: Instant, id: u64, watchers: Vec<crate::presence::winfo::WatcherState>, out: &mut Outbox) {
+        self.was_taken_over(id);
         let mut ready = Vec::new();
         self.subscriptions.rewinfo(now, id, watchers, &mut ready);
         self.notify_ready(now, ready, out);
@@ -465,6 +465,8 @@ impl Shard {
             Action::PoliteBlock => Shown::Neutral,
             Action::Confirm => Shown::Pending,
         };
+        // A dialog taken over from another node tells its watcher anew.
+        let changed = self.was_taken_over(id) || changed;
         let mut ready = Vec::new();
         self.subscriptions.rewatched(now, id, shown, doc, changed, &mut ready);
         self.notify_ready(now, ready, out);
@@ -511,27 +513,9 @@ impl Shard {
                 self.note_lost(aor, lost);
             }
             Record::Subscription(st) => {
-                let (Some(package), Some(shown)) = (Package::from_code(st.package), Shown::from_code(st.shown)) else {
-                    return Err(Unrestorable("a subscription of an unknown package or state"));
-                };
-                self.next_ask += 1;
-                let ask = self.next_ask;
-                let r = Restore {
-                    texts: [st.aor, st.watcher, st.call_id, st.local_tag, st.local_uri, st.remote_tag, st.remote_uri, st.remote_target, st.event_id],
-                    route_set: st.route_set.clone(),
-                    package,
-                    shown,
-                    to: st.to,
-                    remote_cseq: st.remote_cseq,
-                    local_cseq: st.local_cseq,
-                    expires_at: clock.to_instant(st.expires_unix_ms),
-                };
-                let live = r.expires_at > now;
-                let id = self.subscriptions.restore(now, r, ask).map_err(|e| Unrestorable(e.0))?;
-                // An expired one only ends (its timeout NOTIFY at the next
-                // tick): no ask.
-                if let (Some(d), true) = (&mut self.durable, live) {
-                    d.asks.push((id, package));
+                // Asked once every record is back (`restore_done`).
+                if let (Some(live), Some(d)) = (self.restore_subscription(now, clock, st)?, &mut self.durable) {
+                    d.asks.push(live);
                 }
             }
             Record::SubscriptionEnded { call_id, local_tag } => self.subscriptions.restore_end(call_id, local_tag),
@@ -549,20 +533,20 @@ pub(super) enum Sinks {
     Log,
 }
 
-/// Writes `record` (of presentity `aor`) to the journal and the log given,
-/// encoding it once.
-fn write(durable: Option<&mut Durable>, replica: Option<&mut super::replica::Replica>, now: Instant, aor: &[u8], record: &Record<'_>) {
+/// Writes `record` to the journal and to the partition log given, encoding
+/// it once.
+fn write(durable: Option<&mut Durable>, replica: Option<(&mut super::replica::Replica, Partition)>, now: Instant, record: &Record<'_>) {
     match (durable, replica) {
         (Some(d), None) => {
             d.journal.append(now, |out| record.encode(out));
         }
-        (durable, Some(r)) => {
+        (durable, Some((r, partition))) => {
             let mut bytes = Vec::new();
             record.encode(&mut bytes);
             if let Some(d) = durable {
                 d.journal.append(now, |out| out.extend_from_slice(&bytes));
             }
-            r.ship(aor, bytes.into());
+            r.ship(partition, bytes.into());
         }
         (None, None) => {}
     }

@@ -12,6 +12,12 @@
 //! client's branch and the request's identity, so a retransmission takes
 //! the same branch and the owner's transaction absorbs it.
 //!
+//! An in-dialog request goes by its to-tag instead: a subscription's tag
+//! names the partition whose log keeps it (`core::ids::push_dialog_tag`),
+//! and the node serving that partition holds the dialog, so a refresh
+//! that reaches any node (the front's failure route, after its node died)
+//! finds the dialog where a take-over put it.
+//!
 //! A request another node forwarded is never forwarded again: if this
 //! node does not serve the partition either (the two views disagree for a
 //! moment during a move), it answers 503 + Retry-After rather than bounce
@@ -22,9 +28,10 @@
 //! owner trusts the node it comes from.
 
 use super::{Event, Outbox, Shard, lossy};
+use crate::cluster::partition::Partition;
 use crate::cluster::view::Route;
 use crate::core::Transmit;
-use crate::core::ids::aor_hash;
+use crate::core::ids::{self, aor_hash};
 use crate::core::limits::Limit;
 use crate::core::peer::{ConnId, Peer, Transport};
 use crate::sip::{HeaderName, Message};
@@ -58,11 +65,21 @@ impl Shard {
             }
             return hopped;
         }
-        if msg.to().tag().is_some() {
-            return false;
-        }
-        let Some((aor, true)) = Self::addressed_aor(msg) else { return false };
-        match view.route(&aor, now) {
+        let route = match msg.to().tag() {
+            // In a dialog: where the partition its tag names is served (a
+            // subscription lives in that partition's log, and the node
+            // serving it holds the dialog); a tag that names none is this
+            // node's own.
+            Some(tag) => match ids::tag_partition(tag).filter(|&p| p < view.partitions()) {
+                Some(p) => view.route_partition(Partition(p), now),
+                None => return false,
+            },
+            None => {
+                let Some((aor, true)) = Self::addressed_aor(msg) else { return false };
+                view.route(&aor, now)
+            }
+        };
+        match route {
             Route::Here => false,
             Route::Node(node, addr) if !hopped => {
                 self.forward_to_node(peer, msg, node, addr, out);

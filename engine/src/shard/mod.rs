@@ -25,6 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+mod dialog_home;
 pub mod durable;
 #[cfg(test)]
 mod durable_tests;
@@ -497,7 +498,7 @@ impl Shard {
         if let Err(payload) = outcome {
             self.contain(now, bytes, payload, out);
         }
-        if self.durable.is_some() && self.subscriptions.has_marks() {
+        if (self.durable.is_some() || self.replica.is_some()) && self.subscriptions.has_marks() {
             self.record_subscriptions(now);
         }
     }

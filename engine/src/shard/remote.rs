@@ -271,6 +271,7 @@ impl Shard {
         let changes = view.owner_changes();
         if changes != self.remote.owner_changes_seen {
             self.remote.owner_changes_seen = changes;
+            self.forget_moved_dialogs(out);
             let moved: Vec<Box<[u8]>> = self
                 .presentity_watchers
                 .watched_aors()

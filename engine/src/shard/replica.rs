@@ -12,7 +12,7 @@ use super::Shard;
 use super::durable::{Key, Sinks, UnixClock, Unrestorable};
 use super::outbox::Outbox;
 use crate::cluster::log_queues::{LogQueues, Shipped};
-use crate::cluster::partition::partition_of;
+use crate::cluster::partition::{Partition, partition_of};
 use crate::core::limits::Limit;
 use crate::storage::record::Record;
 use std::collections::VecDeque;
@@ -44,13 +44,19 @@ pub struct Replica {
     /// to ship (registrations and publications).
     checkpoint_seen: u64,
     checkpoint_keys: Vec<Key>,
+    /// Dialogs put back by a take-over that still wait for their
+    /// presentity's answer (then their watcher is told anew).
+    pub(super) taken_over: std::collections::HashSet<u64>,
+    /// Dialogs put back by a take-over, with their partition, until this
+    /// node serves it.
+    pub(super) awaiting_serve: Vec<(u64, Partition)>,
 }
 
 impl Replica {
-    /// Queues a record of `aor`, encoded, for its partition's log.
-    pub(super) fn ship(&mut self, aor: &[u8], bytes: Box<[u8]>) {
+    /// Queues an encoded record for `partition`'s log.
+    pub(super) fn ship(&mut self, partition: Partition, bytes: Box<[u8]>) {
         self.last_seq += 1;
-        self.backlog.push_back(Shipped { partition: partition_of(aor, self.partitions), seq: self.last_seq, bytes });
+        self.backlog.push_back(Shipped { partition, seq: self.last_seq, bytes });
     }
 }
 
@@ -59,7 +65,31 @@ impl Shard {
     /// `clock`'s times (a node in a cluster).
     pub fn attach_replica(&mut self, clock: UnixClock) {
         let partitions = self.cfg.cluster.as_ref().map_or(crate::cluster::partition::DEFAULT_PARTITIONS, |v| v.partitions());
-        self.replica = Some(Replica { clock, partitions, last_seq: 0, backlog: VecDeque::new(), checkpoint_seen: 0, checkpoint_keys: Vec::new() });
+        self.subscriptions.track_durable();
+        self.replica = Some(Replica {
+            clock,
+            partitions,
+            last_seq: 0,
+            backlog: VecDeque::new(),
+            checkpoint_seen: 0,
+            checkpoint_keys: Vec::new(),
+            taken_over: Default::default(),
+            awaiting_serve: Vec::new(),
+        });
+    }
+
+    /// The log of presentity `aor`'s records, if the shard ships any.
+    pub(super) fn presentity_log(&self, aor: &[u8]) -> Option<Partition> {
+        self.replica.as_ref().map(|r| partition_of(aor, r.partitions))
+    }
+
+    /// The log of the records of the dialog with to-tag `tag`: the
+    /// partition its tag names, while this node serves it (a dialog whose
+    /// partition moved on is no longer this node's to record).
+    pub(super) fn dialog_log(&self, tag: &[u8]) -> Option<Partition> {
+        let view = self.cfg.cluster.as_ref().filter(|_| self.replica.is_some())?;
+        let p = crate::core::ids::tag_partition(tag).filter(|&p| p < view.partitions()).map(Partition)?;
+        view.serves(p).then_some(p)
     }
 
     /// The number of the last record made for the logs (0: none).
@@ -100,6 +130,7 @@ impl Shard {
             let served = |aor: &[u8]| view.serves(partition_of(aor, view.partitions()));
             let mut keys: Vec<Key> = self.registrar.aors().into_iter().filter(|a| served(a)).map(Key::Registration).collect();
             keys.extend(self.publications.published_aors().into_iter().filter(|a| served(a)).map(Key::Publications));
+            keys.extend(self.subscriptions.tags().filter(|(_, tag)| self.dialog_log(tag).is_some()).map(|(id, _)| Key::Subscription(id)));
             let r = self.replica.as_mut().expect("checked");
             r.checkpoint_seen = asked;
             r.checkpoint_keys = keys;
@@ -114,8 +145,7 @@ impl Shard {
             match key {
                 Key::Registration(aor) => self.write_registration(now, &aor, Sinks::Log),
                 Key::Publications(aor) => self.write_publications(now, &aor, Sinks::Log),
-                // Subscriptions are not in the partition logs.
-                Key::Subscription(_) => {}
+                Key::Subscription(id) => self.write_subscription(now, id, Sinks::Log),
             }
         }
         if done && let Some(r) = &self.replica {
@@ -139,11 +169,13 @@ impl Shard {
         for aor in &published {
             let _ = self.restore(now, clock, &Record::Publications { aor, publications: Vec::new() }, out);
         }
+        let dialogs = self.forget_dialogs_of(ps, out);
         tracing::debug!(
             shard = self.cfg.shard,
             partitions = ps.len(),
             registered = registered.len(),
             published = published.len(),
+            dialogs,
             "partitions forgotten before their replay"
         );
     }
@@ -153,6 +185,7 @@ impl Shard {
     /// be put back is logged and skipped (the log is this cluster's own).
     pub fn put_back_replayed(&mut self, now: Instant, queues: &LogQueues, budget: usize, out: &mut Outbox) -> usize {
         let Some(clock) = self.replica.as_ref().map(|r| r.clock) else { return 0 };
+        self.ask_for_served_dialogs(out);
         let shard = self.cfg.shard;
         let mut n = 0;
         // Forget items come together, ahead of their partitions' records:
@@ -170,7 +203,7 @@ impl Shard {
             }
             let result = match Record::decode(&bytes) {
                 Ok(record @ (Record::Registration { .. } | Record::Publications { .. })) => self.restore(now, clock, &record, out),
-                Ok(_) => Err(Unrestorable("a subscription in a partition log")),
+                Ok(record) => self.put_back_dialog(now, clock, &record, out),
                 Err(_) => Err(Unrestorable("a record that does not read")),
             };
             if let Err(Unrestorable(why)) = result {
@@ -179,6 +212,10 @@ impl Shard {
         }
         if !forget.is_empty() {
             self.forget_partitions(now, &forget, out);
+        }
+        self.drain_local(now, out);
+        if self.subscriptions.has_marks() {
+            self.record_subscriptions(now);
         }
         n
     }

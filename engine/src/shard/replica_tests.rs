@@ -6,6 +6,7 @@ use super::*;
 use crate::cluster::partition::{Partition, partition_of};
 use crate::cluster::view::ClusterView;
 use crate::shard::durable::UnixClock;
+use crate::storage::record::Record;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -78,4 +79,128 @@ fn a_partition_taken_back_is_forgotten_before_its_log_comes_back() {
     q.replay(0, crate::shard::replica::forget_item(p)).unwrap();
     assert_eq!(a.put_back_replayed(t0, q, 10, &mut out), 1);
     assert!(notes(&a).is_empty(), "{:?}", notes(&a));
+}
+
+const WATCHER: &str = "192.0.2.7:5070";
+
+fn subscribe(cseq: u32, to_tag: Option<&str>) -> String {
+    let to = to_tag.map_or(format!("<{AOR}>"), |t| format!("<{AOR}>;tag={t}"));
+    format!(
+        "SUBSCRIBE {AOR} SIP/2.0\r\nVia: SIP/2.0/UDP {WATCHER};branch=z9hG4bKsub{cseq}\r\nMax-Forwards: 5\r\n\
+From: <sip:bob@example.com>;tag=w1\r\nTo: {to}\r\nCall-ID: dialog-1\r\nCSeq: {cseq} SUBSCRIBE\r\nEvent: presence\r\n\
+Contact: <sip:bob@{WATCHER}>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// The messages a step sent, whole.
+fn sent(out: &mut Outbox) -> Vec<String> {
+    std::mem::take(&mut out.transmits)
+        .into_iter()
+        .map(|t| {
+            let mut b = t.bytes;
+            b.extend_from_slice(t.shared.as_deref().unwrap_or_default());
+            String::from_utf8_lossy(&b).into_owned()
+        })
+        .collect()
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> &'a str {
+    msg.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": "))).unwrap_or_else(|| panic!("no {name} in {msg}"))
+}
+
+fn notify_cseq(msg: &str) -> u32 {
+    header(msg, "CSeq").split(' ').next().unwrap().parse().unwrap()
+}
+
+/// Everything the shard has shipped so far, decoded lazily by the caller.
+fn drain_shipped(shard: &mut Shard, q: &crate::cluster::log_queues::LogQueues, now: Instant) -> Vec<crate::cluster::log_queues::Shipped> {
+    shard.ship_backlog(now, q);
+    std::iter::from_fn(|| q.next_shipped(0)).collect()
+}
+
+#[test]
+fn a_dialog_lives_in_a_served_partition_and_the_node_that_takes_it_over_continues_it() {
+    let t0 = Instant::now();
+    let p = partition_of(AOR.as_bytes(), PARTITIONS);
+    let (mut a, view) = node(t0);
+    let mut out = Outbox::default();
+    let watcher = Peer::udp(WATCHER.parse().unwrap());
+    a.on_message(t0, watcher, subscribe(1, None).as_bytes(), &mut out);
+    let msgs = sent(&mut out);
+    let ok = msgs.iter().find(|m| m.starts_with("SIP/2.0 200")).expect("the SUBSCRIBE's 200");
+    let tag = header(ok, "To").split(";tag=").nth(1).unwrap().to_string();
+    assert_eq!(crate::core::ids::tag_partition(tag.as_bytes()), Some(p.0), "the only partition node A serves is the dialog's home");
+    let first = msgs.iter().find(|m| m.starts_with("NOTIFY")).expect("the first NOTIFY");
+    let shipped = drain_shipped(&mut a, view.logs().unwrap(), t0);
+    assert!(
+        shipped.iter().any(|s| s.partition == p && matches!(Record::decode(&s.bytes), Ok(Record::Subscription(st)) if st.local_tag == tag.as_bytes())),
+        "the dialog's record goes to its partition's log"
+    );
+
+    // Node B replays the log while taking the partition over: the dialog
+    // is back, and says nothing until B serves the partition.
+    let view_b = Arc::new(ClusterView::new(2, PARTITIONS));
+    view_b.open_logs(1);
+    let mut cfg = ShardConfig::with_defaults(0, 1, "127.0.0.1:5062".parse().unwrap());
+    cfg.cluster = Some(view_b.clone());
+    let mut b = Shard::new(cfg, t0);
+    b.attach_replica(UnixClock::system(t0));
+    let qb = view_b.logs().unwrap();
+    for s in &shipped {
+        qb.replay(0, s.bytes.clone()).unwrap();
+    }
+    b.put_back_replayed(t0, qb, 100, &mut out);
+    assert!(sent(&mut out).iter().all(|m| !m.starts_with("NOTIFY")), "a NOTIFY before the partition is served");
+    view_b.set_owner(p, Some(2), None);
+    b.put_back_replayed(t0, qb, 100, &mut out);
+    let msgs = sent(&mut out);
+    let n = msgs.iter().find(|m| m.starts_with("NOTIFY")).expect("the taken-over dialog tells its watcher");
+    assert_eq!(header(n, "Call-ID"), "dialog-1");
+    assert!(header(n, "From").contains(&tag), "the same dialog: {n}");
+    assert!(notify_cseq(n) > notify_cseq(first), "CSeq went back: {} after {}", notify_cseq(n), notify_cseq(first));
+    assert!(header(n, "Contact").contains("5062"), "the watcher's refreshes move to node B: {n}");
+    let shipped_b = drain_shipped(&mut b, qb, t0);
+    assert!(
+        shipped_b.iter().any(|s| s.partition == p && matches!(Record::decode(&s.bytes), Ok(Record::Subscription(_)))),
+        "B's NOTIFY passed the reservation: its new one is in the log"
+    );
+
+    // A refresh reaches B by the dialog's tag.
+    b.on_message(t0, watcher, subscribe(2, Some(&tag)).as_bytes(), &mut out);
+    let msgs = sent(&mut out);
+    assert!(msgs.iter().any(|m| m.starts_with("SIP/2.0 200")), "the refresh is answered");
+    let last_cseq = msgs.iter().filter(|m| m.starts_with("NOTIFY")).map(|m| notify_cseq(m)).max().unwrap_or(notify_cseq(n));
+
+    // The partition moves on: B forgets the dialog without a word.
+    view_b.set_owner(p, Some(3), None);
+    b.on_time(t0 + std::time::Duration::from_secs(2), &mut out);
+    assert_eq!(b.subscriptions.len(), 0, "B still holds a dialog another node serves");
+    // (Unanswered NOTIFYs already sent are still retransmitted.)
+    let after: Vec<String> = sent(&mut out).into_iter().filter(|m| m.starts_with("NOTIFY")).collect();
+    assert!(after.iter().all(|m| notify_cseq(m) <= last_cseq), "a forgotten dialog sent a new NOTIFY: {after:?}");
+}
+
+#[test]
+fn an_in_dialog_request_goes_to_the_node_serving_its_tags_partition() {
+    let t0 = Instant::now();
+    let p = partition_of(AOR.as_bytes(), PARTITIONS);
+    let (mut a, view) = node(t0);
+    let mut out = Outbox::default();
+    let watcher = Peer::udp(WATCHER.parse().unwrap());
+    a.on_message(t0, watcher, subscribe(1, None).as_bytes(), &mut out);
+    let msgs = sent(&mut out);
+    let tag = header(msgs.iter().find(|m| m.starts_with("SIP/2.0 200")).unwrap(), "To").split(";tag=").nth(1).unwrap().to_string();
+    // Node 2 serves the partition now, and node A knows where it listens.
+    view.set_owner(p, Some(2), None);
+    view.set_address(2, Some("10.0.0.2:5060".parse().unwrap()));
+    a.on_message(t0, watcher, subscribe(2, Some(&tag)).as_bytes(), &mut out);
+    let t = std::mem::take(&mut out.transmits);
+    assert_eq!(t.len(), 1, "{:?}", t.iter().map(|t| String::from_utf8_lossy(&t.bytes).into_owned()).collect::<Vec<_>>());
+    assert_eq!(t[0].to.addr, "10.0.0.2:5060".parse::<std::net::SocketAddr>().unwrap(), "hopped to the owner of the tag's partition");
+    assert!(t[0].bytes.starts_with(b"SUBSCRIBE"));
+    // Nobody serves it: 503, never a 481 that would end the watcher's subscription.
+    view.set_owner(p, None, None);
+    a.on_message(t0, watcher, subscribe(3, Some(&tag)).as_bytes(), &mut out);
+    let msgs = sent(&mut out);
+    assert!(msgs.len() == 1 && msgs[0].starts_with("SIP/2.0 503"), "{msgs:?}");
 }

@@ -148,6 +148,11 @@ impl Shard {
         if self.subscriptions.held_by(&watcher) >= caps.subscriptions_per_watcher {
             return self.refuse(msg, reply, Limit::SubscriptionsPerWatcher, out);
         }
+        // A replicated dialog lives in a partition this node serves: with
+        // none (joining, or cut off), it could not outlive this node.
+        if self.replica.is_some() && self.dialog_partition(reply.now).is_none() {
+            return self.refuse(msg, reply, Limit::Partition, out);
+        }
         self.next_ask += 1;
         let ask = self.next_ask;
         let owner = ids::owner_of(&aor, self.cfg.shards);
@@ -391,7 +396,8 @@ impl Shard {
         let Asked { ask, package, expires, aor, watcher } = asked;
         let now = reply.now;
         let route_by_contact = self.is_trusted(reply.peer);
-        let new = NewSub { aor, ask, package, shown, expires, doc, watchers, route_by_contact, watcher };
+        let partition = self.dialog_partition(now);
+        let new = NewSub { aor, ask, package, shown, expires, doc, watchers, route_by_contact, watcher, partition };
         let (id, tag) = self.subscriptions.create(now, msg, reply.peer, new);
         let mut exp = itoa::Buffer::new();
         let contact = self.subscriptions.contact();

@@ -199,6 +199,31 @@ impl Watchers {
         Self::ready_or_schedule(&self.cfg, &mut self.wheel, id, s, now, ready);
     }
 
+    /// Subscription `id`'s dialog: its Call-ID and local tag.
+    pub fn dialog_of(&self, id: u64) -> Option<(&[u8], &[u8])> {
+        self.subs.get(&id).map(|s| (s.call_id(), s.local_tag()))
+    }
+
+    /// Every subscription's id and local tag.
+    pub fn tags(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.subs.iter().map(|(id, s)| (*id, s.local_tag()))
+    }
+
+    /// The subscription of dialog (`call_id`, `local_tag`), if held.
+    pub fn by_dialog(&self, call_id: &[u8], local_tag: &[u8]) -> Option<u64> {
+        self.index.dialog(&self.subs, call_id, local_tag)
+    }
+
+    /// Forgets subscription `id` without noting its end for the journal
+    /// (another node holds it now, or its log is about to bring it back):
+    /// returns its AOR and ask, for the presentity's shard.
+    pub fn forget(&mut self, id: u64) -> Option<(Box<[u8]>, u64)> {
+        let marks = self.marks.take();
+        let gone = self.remove(id);
+        self.marks = marks;
+        gone
+    }
+
     /// Removes the dialog a journal's end record names (a restart).
     pub fn restore_end(&mut self, call_id: &[u8], local_tag: &[u8]) {
         let marks = self.marks.take();
