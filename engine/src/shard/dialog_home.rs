@@ -79,15 +79,24 @@ impl Shard {
         if r.awaiting_serve.is_empty() {
             return;
         }
+        let mut awaiting = std::mem::take(&mut r.awaiting_serve);
         let mut ready = Vec::new();
-        r.awaiting_serve.retain(|&(id, p)| {
+        // Kept while the dialog waits: the view may still name the old
+        // owner for a moment; one whose partition went to another node is
+        // forgotten at the next sweep, and leaves then.
+        awaiting.retain(|&(id, p)| {
+            if self.subscriptions.restored_ask(id).is_none() {
+                return false;
+            }
             if view.serves(p) {
                 ready.push(id);
                 return false;
             }
-            // Another node's now: forgotten at the next sweep.
-            view.owner(p).is_none()
+            true
         });
+        if let Some(r) = &mut self.replica {
+            r.awaiting_serve = awaiting;
+        }
         for id in ready {
             self.ask_restored(id, out);
         }
@@ -135,6 +144,18 @@ impl Shard {
     /// owes its watcher a NOTIFY once answered); asks once.
     pub(super) fn was_taken_over(&mut self, id: u64) -> bool {
         self.replica.as_mut().is_some_and(|r| r.taken_over.remove(&id))
+    }
+
+    /// Whether this node may NOTIFY for subscription `id`: not once it has
+    /// stopped serving the dialog's partition (nor before it serves one it
+    /// is taking over). The next holder speaks from the log's CSeq
+    /// reservation, which a NOTIFY sent here now could pass unrecorded
+    /// (found by the simulation: a dialog's CSeq went back from 71 to 13).
+    /// Its take-over NOTIFY tells the watcher what this one would have.
+    pub(super) fn speaks_for(&self, id: u64) -> bool {
+        let Some(view) = self.cfg.cluster.as_ref().filter(|_| self.replica.is_some()) else { return true };
+        let Some((_, tag)) = self.subscriptions.dialog_of(id) else { return true };
+        self.home_of(tag).is_none_or(|p| view.serves(p))
     }
 
     /// Forgets subscription `id` without a NOTIFY or a record, and tells

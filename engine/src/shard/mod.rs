@@ -26,6 +26,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 mod dialog_home;
+#[cfg(test)]
+mod dialog_home_tests;
 pub mod durable;
 #[cfg(test)]
 mod durable_tests;

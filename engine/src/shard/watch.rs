@@ -448,7 +448,7 @@ impl Shard {
     /// Sends subscription `id` its NOTIFY in a client transaction; a final
     /// one (`end`) also removes the subscription.
     pub(super) fn send_notify(&mut self, now: Instant, id: u64, end: Option<End>, out: &mut Outbox) {
-        if self.subscriptions.get(id).is_none() {
+        if self.subscriptions.get(id).is_none() || !self.speaks_for(id) {
             return;
         }
         let mut branch = Vec::with_capacity(32);
