@@ -9,6 +9,7 @@
 #
 #   bench/e2e/cluster-failover.sh [ROUNDS]     default 5; TTL_MS=3000
 #   PRESENTITIES=100000 bench/e2e/cluster-failover.sh 3
+#   PRESENTITIES=20000 SUBSCRIPTIONS=20000 bench/e2e/cluster-failover.sh 1
 #   LOG_LEVEL="info,presence_engine::reactor::cluster_host=debug" ...   the nodes' log filter
 #
 # With PRESENTITIES=N, before each signal loadgen PUBLISHes N presentities
@@ -16,6 +17,10 @@
 # partition's log before its 200; node 1 forwards node 2's half), so node
 # 2's take-over reads node 1's half back from the logs before it serves;
 # the records it read back in the round are reported beside the time.
+# With SUBSCRIPTIONS=N as well, loadgen then SUBSCRIBEs N watchers through
+# node 1 (600 s): their dialogs live in node 1's partitions, so node 2
+# reads them back and continues them (and NOTIFYs each, to a loadgen that
+# has gone: those NOTIFYs time out later).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-5}
@@ -33,6 +38,7 @@ cleanup() { kill -9 "${pids[@]}" "$npid" 2>/dev/null || true; }
 trap cleanup EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$nport") 2>/dev/null && break; sleep 0.1; done
 presentities=${PRESENTITIES:-0}
+subscriptions=${SUBSCRIPTIONS:-0}
 printf '[cluster]\nlease_ttl_ms = %s\ndurability = "replicated"\n[log]\nlevel = "%s"\n' "$ttl" "${LOG_LEVEL:-info}" >"$out/cluster.toml"
 start_node() { # id port logfile
     "$bin" --config "$out/cluster.toml" --listen "127.0.0.1:$2" --shards 1 --cluster-node "$1" \
@@ -76,6 +82,10 @@ for kind in KILL TERM; do
             # A fresh domain per round: every presentity is new.
             target/release/loadgen --target 127.0.0.1:5191 --scenario publish --count "$presentities" --users "$presentities" \
                 --refresh-every 0 --max-outstanding 128 --domain "r$kind$r.example.com" --quiet --report "$out/load-$kind$r.json" >/dev/null
+        fi
+        if [ "$subscriptions" -gt 0 ]; then
+            target/release/loadgen --target 127.0.0.1:5191 --scenario subscribe --count "$subscriptions" --users "$subscriptions" \
+                --max-outstanding 128 --domain "r$kind$r.example.com" --quiet --report "$out/subscribe-$kind$r.json" >/dev/null
         fi
         sleep 1 # a renewal or two in
         t0=$(date +%s.%N)

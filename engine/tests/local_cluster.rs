@@ -224,6 +224,9 @@ enum Received {
     Notify(String),
 }
 
+/// A NOTIFY's document, and when it came.
+type Notified = (Instant, String);
+
 /// Watchers answering every NOTIFY at once, on a thread of their own, as a
 /// UA does: the front gives up on a NOTIFY unanswered within its 1 s
 /// timer, and the node then ends the subscription (RFC 6665).
@@ -231,7 +234,7 @@ struct Answering {
     /// Each watcher's presentity and node.
     of: Vec<(String, u32)>,
     /// The documents each watcher was sent.
-    seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<(Instant, String)>>>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Vec<Notified>>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }

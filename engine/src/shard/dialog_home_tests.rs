@@ -25,6 +25,7 @@ use crate::cluster::NodeId;
 use crate::cluster::mail::NodeMsg;
 use crate::cluster::partition::Partition;
 use crate::cluster::view::ClusterView;
+use crate::core::entropy::Entropy;
 use crate::core::ids::tag_partition;
 use crate::shard::durable::UnixClock;
 use crate::shard::replica::forget_item;
@@ -101,7 +102,7 @@ struct Watcher {
 struct World {
     seed: u64,
     now: Instant,
-    rng: u64,
+    rng: Entropy,
     nodes: Vec<(Arc<ClusterView>, Shard)>,
     alive: Vec<bool>,
     /// Who holds each partition's lease, and its log.
@@ -123,7 +124,7 @@ impl World {
         let mut w = World {
             seed,
             now,
-            rng: seed | 1,
+            rng: Entropy::for_shard(seed, u16::MAX),
             nodes: Vec::new(),
             alive: vec![true; NODES as usize],
             owner: (0..PARTITIONS).map(|p| 1 + (p as NodeId % NODES)).collect(),
@@ -166,11 +167,7 @@ impl World {
     }
 
     fn rand(&mut self, below: u64) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % below.max(1)
+        self.rng.below(below.max(1))
     }
 
     fn view(&self, n: NodeId) -> &Arc<ClusterView> {

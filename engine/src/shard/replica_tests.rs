@@ -118,15 +118,21 @@ fn drain_shipped(shard: &mut Shard, q: &crate::cluster::log_queues::LogQueues, n
     std::iter::from_fn(|| q.next_shipped(0)).collect()
 }
 
-#[test]
-fn a_dialog_lives_in_a_served_partition_and_the_node_that_takes_it_over_continues_it() {
-    let t0 = Instant::now();
-    let p = partition_of(AOR.as_bytes(), PARTITIONS);
+/// Node A (serving alice's partition only) after a watcher's SUBSCRIBE:
+/// the shard, its view, the partition, the watcher and what A sent.
+fn subscribed_at_a(t0: Instant) -> (Shard, Arc<ClusterView>, Partition, Peer, Vec<String>) {
     let (mut a, view) = node(t0);
     let mut out = Outbox::default();
     let watcher = Peer::udp(WATCHER.parse().unwrap());
     a.on_message(t0, watcher, subscribe(1, None).as_bytes(), &mut out);
-    let msgs = sent(&mut out);
+    (a, view, partition_of(AOR.as_bytes(), PARTITIONS), watcher, sent(&mut out))
+}
+
+#[test]
+fn a_dialog_lives_in_a_served_partition_and_the_node_that_takes_it_over_continues_it() {
+    let t0 = Instant::now();
+    let (mut a, view, p, watcher, msgs) = subscribed_at_a(t0);
+    let mut out = Outbox::default();
     let ok = msgs.iter().find(|m| m.starts_with("SIP/2.0 200")).expect("the SUBSCRIBE's 200");
     let tag = header(ok, "To").split(";tag=").nth(1).unwrap().to_string();
     assert_eq!(crate::core::ids::tag_partition(tag.as_bytes()), Some(p.0), "the only partition node A serves is the dialog's home");
@@ -183,12 +189,8 @@ fn a_dialog_lives_in_a_served_partition_and_the_node_that_takes_it_over_continue
 #[test]
 fn an_in_dialog_request_goes_to_the_node_serving_its_tags_partition() {
     let t0 = Instant::now();
-    let p = partition_of(AOR.as_bytes(), PARTITIONS);
-    let (mut a, view) = node(t0);
+    let (mut a, view, p, watcher, msgs) = subscribed_at_a(t0);
     let mut out = Outbox::default();
-    let watcher = Peer::udp(WATCHER.parse().unwrap());
-    a.on_message(t0, watcher, subscribe(1, None).as_bytes(), &mut out);
-    let msgs = sent(&mut out);
     let tag = header(msgs.iter().find(|m| m.starts_with("SIP/2.0 200")).unwrap(), "To").split(";tag=").nth(1).unwrap().to_string();
     // Node 2 serves the partition now, and node A knows where it listens.
     view.set_owner(p, Some(2), None);
