@@ -58,14 +58,19 @@ impl std::fmt::Debug for LogQueues {
 
 impl LogQueues {
     pub fn new(shards: u16) -> LogQueues {
+        Self::with_room(shards, QUEUE_ROOM)
+    }
+
+    /// Queues of `room` records each way (the simulations use tiny ones).
+    pub fn with_room(shards: u16, room: usize) -> LogQueues {
         LogQueues {
             lanes: (0..shards)
                 .map(|_| Lane {
-                    to_log: ArrayQueue::new(QUEUE_ROOM),
+                    to_log: ArrayQueue::new(room),
                     settled: AtomicU64::new(0),
                     abandoned: Mutex::new(Vec::new()),
                     any_abandoned: AtomicBool::new(false),
-                    replay: ArrayQueue::new(QUEUE_ROOM),
+                    replay: ArrayQueue::new(room),
                     replayed: AtomicU64::new(0),
                     checkpoint_done: AtomicU64::new(0),
                     checkpoint_last: AtomicU64::new(0),

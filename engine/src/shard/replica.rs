@@ -37,6 +37,8 @@ pub fn forget_item(p: crate::cluster::partition::Partition) -> Box<[u8]> {
 pub struct Replica {
     pub(super) clock: UnixClock,
     partitions: u16,
+    /// Records kept waiting before changes are refused ([`BACKLOG_LIMIT`]).
+    backlog_limit: usize,
     /// The number of the last record made.
     last_seq: u64,
     backlog: VecDeque<Shipped>,
@@ -69,6 +71,7 @@ impl Shard {
         self.replica = Some(Replica {
             clock,
             partitions,
+            backlog_limit: BACKLOG_LIMIT,
             last_seq: 0,
             backlog: VecDeque::new(),
             checkpoint_seen: 0,
@@ -92,6 +95,14 @@ impl Shard {
         view.serves(p).then_some(p)
     }
 
+    /// Refuses changes once `limit` records wait (the simulations use a
+    /// tiny one).
+    pub fn set_replica_backlog_limit(&mut self, limit: usize) {
+        if let Some(r) = &mut self.replica {
+            r.backlog_limit = limit;
+        }
+    }
+
     /// The number of the last record made for the logs (0: none).
     pub fn replica_last(&self) -> u64 {
         self.replica.as_ref().map_or(0, |r| r.last_seq)
@@ -99,7 +110,7 @@ impl Shard {
 
     /// A change could not reach its log now: too many records wait.
     pub(super) fn replica_refuses(&self) -> Option<Limit> {
-        self.replica.as_ref().filter(|r| r.backlog.len() >= BACKLOG_LIMIT).map(|_| Limit::Journal)
+        self.replica.as_ref().filter(|r| r.backlog.len() >= r.backlog_limit).map(|_| Limit::Journal)
     }
 
     /// Moves what fits of the backlog into the queue to the cluster
@@ -134,7 +145,7 @@ impl Shard {
             let r = self.replica.as_mut().expect("checked");
             r.checkpoint_seen = asked;
             r.checkpoint_keys = keys;
-        } else if r.checkpoint_keys.is_empty() || r.backlog.len() >= BACKLOG_LIMIT / 2 {
+        } else if r.checkpoint_keys.is_empty() || r.backlog.len() >= r.backlog_limit / 2 {
             return;
         }
         let r = self.replica.as_mut().expect("checked");

@@ -14,13 +14,17 @@ const PARTITIONS: u16 = 16;
 const AOR: &str = "sip:alice@example.com";
 
 fn publish(note: &str) -> String {
+    publish_of(AOR, note)
+}
+
+fn publish_of(aor: &str, note: &str) -> String {
     let pidf = format!(
-        "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{AOR}\">\
-<tuple id=\"t\"><status><basic>open</basic></status><note>{note}</note></tuple></presence>"
+        "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{aor}\">\
+<tuple id=\"{note}\"><status><basic>open</basic></status><note>{note}</note></tuple></presence>"
     );
     format!(
-        "PUBLISH {AOR} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK{note}\r\nMax-Forwards: 5\r\n\
-From: <{AOR}>;tag=p1\r\nTo: <{AOR}>\r\nCall-ID: {note}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 600\r\n\
+        "PUBLISH {aor} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK{note}\r\nMax-Forwards: 5\r\n\
+From: <{aor}>;tag=p1\r\nTo: <{aor}>\r\nCall-ID: {note}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 600\r\n\
 Content-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{pidf}",
         pidf.len()
     )
@@ -28,11 +32,16 @@ Content-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{pidf}",
 
 /// A node's only shard serving alice's partition, with its record queues.
 fn node(t0: Instant) -> (Shard, Arc<ClusterView>) {
+    node_with(t0, |_| {})
+}
+
+fn node_with(t0: Instant, tweak: impl FnOnce(&mut ShardConfig)) -> (Shard, Arc<ClusterView>) {
     let view = Arc::new(ClusterView::new(1, PARTITIONS));
     view.set_owner(partition_of(AOR.as_bytes(), PARTITIONS), Some(1), None);
     view.open_logs(1);
     let mut cfg = ShardConfig::with_defaults(0, 1, "127.0.0.1:5060".parse().unwrap());
     cfg.cluster = Some(view.clone());
+    tweak(&mut cfg);
     let mut shard = Shard::new(cfg, t0);
     shard.attach_replica(UnixClock::system(t0));
     (shard, view)
@@ -205,4 +214,122 @@ fn an_in_dialog_request_goes_to_the_node_serving_its_tags_partition() {
     a.on_message(t0, watcher, subscribe(3, Some(&tag)).as_bytes(), &mut out);
     let msgs = sent(&mut out);
     assert!(msgs.len() == 1 && msgs[0].starts_with("SIP/2.0 503"), "{msgs:?}");
+}
+
+fn notes_of(shard: &Shard, aor: &str) -> Vec<String> {
+    let mut n: Vec<String> =
+        shard.publications.published(aor.as_bytes()).flat_map(|(_, _, els)| els.iter().map(|e| e.xml.to_string()).collect::<Vec<_>>()).collect();
+    n.sort();
+    n
+}
+
+/// The record queues under pressure, simulated: queues of 3 records each
+/// way and a backlog of 8, a cluster thread that drains a few records
+/// when it gets to run, and PUBLISHes faster than that. Every PUBLISH is
+/// answered 200, or 503 with Retry-After once the backlog is full (never
+/// dropped, never another answer); the log gets every record once, in
+/// order; each presentity's latest record holds every publication
+/// acknowledged. Then the log is handed through a replay queue of 3 to a
+/// shard that puts back 1 to 3 a tick: the cluster thread waits for room,
+/// and the shard ends with the same publications.
+#[test]
+fn tiny_record_queues_never_lose_reorder_or_silently_refuse_a_change() {
+    const AORS: usize = 6;
+    let mut refused_total = 0;
+    for seed in 0..60u64 {
+        let mut rng = crate::core::entropy::Entropy::for_shard(seed, 7);
+        let t0 = Instant::now();
+        let (mut a, _view) = node_serving_all(t0);
+        a.set_replica_backlog_limit(8);
+        let q = crate::cluster::log_queues::LogQueues::with_room(1, 3);
+        let mut log: Vec<crate::cluster::log_queues::Shipped> = Vec::new();
+        let mut acked: Vec<Vec<String>> = vec![Vec::new(); AORS];
+        let aor = |k: usize| format!("sip:u{k}@example.com");
+        let drain = |q: &crate::cluster::log_queues::LogQueues, log: &mut Vec<crate::cluster::log_queues::Shipped>, n: u64| {
+            for _ in 0..n {
+                let Some(s) = q.next_shipped(0) else { break };
+                assert_eq!(s.seq, log.last().map_or(0, |l| l.seq) + 1, "seed {seed}: a record lost, repeated or out of order");
+                q.set_settled(0, s.seq);
+                log.push(s);
+            }
+        };
+        for step in 0..400u64 {
+            let now = t0 + std::time::Duration::from_millis(step);
+            let k = rng.below(AORS as u64) as usize;
+            let note = format!("s{seed}x{step}");
+            let mut out = Outbox::default();
+            a.on_message(now, Peer::udp("192.0.2.9:5060".parse().unwrap()), publish_of(&aor(k), &note).as_bytes(), &mut out);
+            let answers = sent(&mut out);
+            assert_eq!(answers.len(), 1, "seed {seed}: {answers:?}");
+            match answers[0].split(' ').nth(1) {
+                Some("200") => acked[k].push(note),
+                Some("503") => {
+                    assert!(answers[0].contains("Retry-After:"), "seed {seed}: 503 without Retry-After: {}", answers[0]);
+                    refused_total += 1;
+                }
+                _ => panic!("seed {seed}: {}", answers[0]),
+            }
+            // The shard's tick and the cluster thread run when they get to.
+            if rng.chance(0.5) {
+                a.ship_backlog(now, &q);
+            }
+            drain(&q, &mut log, rng.below(3));
+        }
+        // Calm: everything reaches the log.
+        while log.last().map_or(0, |l| l.seq) < a.replica_last() {
+            a.ship_backlog(t0, &q);
+            drain(&q, &mut log, 3);
+        }
+        let latest = |log: &[crate::cluster::log_queues::Shipped], k: usize| {
+            log.iter().rev().find_map(|s| match Record::decode(&s.bytes) {
+                Ok(Record::Publications { aor: a, publications }) if a == aor(k).as_bytes() => {
+                    Some(publications.iter().flat_map(|p| p.elements.iter().map(|e| String::from_utf8_lossy(e.xml).into_owned())).collect::<Vec<_>>())
+                }
+                _ => None,
+            })
+        };
+        for (k, notes) in acked.iter().enumerate() {
+            let in_log = latest(&log, k).unwrap_or_default();
+            for note in notes {
+                assert!(in_log.iter().any(|x| x.contains(note)), "seed {seed}: {} acknowledged {note}; its latest record lacks it", aor(k));
+            }
+        }
+
+        // Read back through a replay queue of 3.
+        let (mut b, _view_b) = node_serving_all(t0);
+        let qb = crate::cluster::log_queues::LogQueues::with_room(1, 3);
+        let mut handed = 0;
+        let mut put_back = 0;
+        for s in &log {
+            let mut record = s.bytes.clone();
+            loop {
+                match qb.replay(0, record) {
+                    Ok(()) => break,
+                    Err(back) => {
+                        record = back;
+                        let mut out = Outbox::default();
+                        put_back += b.put_back_replayed(t0, &qb, 1 + rng.below(3) as usize, &mut out);
+                    }
+                }
+            }
+            handed += 1;
+        }
+        while put_back < handed {
+            let mut out = Outbox::default();
+            put_back += b.put_back_replayed(t0, &qb, 1 + rng.below(3) as usize, &mut out);
+        }
+        for k in 0..AORS {
+            assert_eq!(notes_of(&b, &aor(k)), notes_of(&a, &aor(k)), "seed {seed}: {} after the replay", aor(k));
+        }
+    }
+    assert!(refused_total > 0, "the backlog never filled: the simulation shows nothing of the limit");
+}
+
+/// A node's only shard serving every partition, with its record queues.
+fn node_serving_all(t0: Instant) -> (Shard, Arc<ClusterView>) {
+    let (shard, view) = node_with(t0, |cfg| cfg.publish.max_publications = 1_000);
+    for p in 0..PARTITIONS {
+        view.set_owner(Partition(p), Some(1), None);
+    }
+    (shard, view)
 }
