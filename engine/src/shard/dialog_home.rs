@@ -7,18 +7,19 @@
 //!   dialogs spread over the partitions as the presentities do.
 //! - **Records**: its records go to that partition's log as well as to the
 //!   journal (`durable.rs`); a dialog's CSeq reservation is in them.
-//! - **Take-over**: the replay puts the dialog back as a restart does. It
-//!   asks its presentity's shard at once (a restart waits for every
-//!   record; a replay is already the partition's whole state when the
-//!   shards see it, records of a dialog coming in order) and, once
-//!   answered, sends its watcher a NOTIFY: what the dead node last sent is
-//!   not known, and the NOTIFY's Contact moves the watcher's refreshes to
+//! - **Take-over**: the replay puts the dialog back as a restart does (an
+//!   earlier copy of it is forgotten first). It asks its presentity's
+//!   shard once this node serves the partition, not before: the answer
+//!   brings a NOTIFY, whose CSeq reservation must reach the partition's
+//!   log. That NOTIFY goes whatever the answer: what the dead node last
+//!   sent is not known, and its Contact moves the watcher's refreshes to
 //!   this node.
 //! - **Routing**: an in-dialog request goes to the partition's owner by
 //!   its tag (`hop.rs`).
-//! - **Moves**: once another node serves a dialog's partition, this node
-//!   forgets the dialog without a word to its watcher: the other node has
-//!   it from the log and speaks for it now.
+//! - **Moves**: a node sends no NOTIFY for a dialog whose partition it
+//!   does not serve, and once another node serves it, forgets the dialog
+//!   without a word to its watcher: the other node has it from the log
+//!   and speaks for it now.
 
 use super::durable::{UnixClock, Unrestorable};
 use super::outbox::Outbox;
