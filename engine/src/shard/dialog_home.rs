@@ -44,7 +44,7 @@ impl Shard {
     }
 
     /// The partition dialog tag `tag` names, among the cluster's.
-    fn home_of(&self, tag: &[u8]) -> Option<Partition> {
+    pub(super) fn home_of(&self, tag: &[u8]) -> Option<Partition> {
         let view = self.cfg.cluster.as_ref()?;
         tag_partition(tag).filter(|&p| p < view.partitions()).map(Partition)
     }

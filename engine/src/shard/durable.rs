@@ -389,8 +389,12 @@ impl Shard {
     }
 
     /// Records the subscriptions that changed or ended in this step, in
-    /// the journal and in their partition's log.
+    /// the journal and in their partition's log (nothing is marked without
+    /// a journal or a replica).
     pub(super) fn record_subscriptions(&mut self, now: Instant) {
+        if !self.subscriptions.has_marks() {
+            return;
+        }
         let (changed, ended) = self.subscriptions.take_marks();
         for id in changed {
             self.write_subscription(now, id, Sinks::Both);

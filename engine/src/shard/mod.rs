@@ -500,9 +500,7 @@ impl Shard {
         if let Err(payload) = outcome {
             self.contain(now, bytes, payload, out);
         }
-        if (self.durable.is_some() || self.replica.is_some()) && self.subscriptions.has_marks() {
-            self.record_subscriptions(now);
-        }
+        self.record_subscriptions(now);
     }
 
     /// After a panic: count and report it, remove the request's

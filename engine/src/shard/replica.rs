@@ -91,8 +91,7 @@ impl Shard {
     /// partition moved on is no longer this node's to record).
     pub(super) fn dialog_log(&self, tag: &[u8]) -> Option<Partition> {
         let view = self.cfg.cluster.as_ref().filter(|_| self.replica.is_some())?;
-        let p = crate::core::ids::tag_partition(tag).filter(|&p| p < view.partitions()).map(Partition)?;
-        view.serves(p).then_some(p)
+        self.home_of(tag).filter(|&p| view.serves(p))
     }
 
     /// Refuses changes once `limit` records wait (the simulations use a
@@ -225,9 +224,7 @@ impl Shard {
             self.forget_partitions(now, &forget, out);
         }
         self.drain_local(now, out);
-        if self.subscriptions.has_marks() {
-            self.record_subscriptions(now);
-        }
+        self.record_subscriptions(now);
         n
     }
 }

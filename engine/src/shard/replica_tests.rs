@@ -48,7 +48,7 @@ fn node_with(t0: Instant, tweak: impl FnOnce(&mut ShardConfig)) -> (Shard, Arc<C
 }
 
 fn notes(shard: &Shard) -> Vec<String> {
-    shard.publications.published(AOR.as_bytes()).flat_map(|(_, _, els)| els.iter().map(|e| e.xml.to_string()).collect::<Vec<_>>()).collect()
+    notes_of(shard, AOR)
 }
 
 #[test]
