@@ -69,6 +69,10 @@ pub struct ClusterSection {
     /// Records appended to the partition logs before they are checkpointed
     /// and purged, at the least (twice the last checkpoint otherwise).
     pub log_compact_min: u64,
+    /// Most MiB of records the warm replica of the partitions this node
+    /// would inherit keeps (`cluster::warm`); 0: none (a take-over then
+    /// reads the logs).
+    pub warm_replica_mb: u64,
 }
 
 /// `[cluster] durability`.
@@ -91,6 +95,7 @@ impl Default for ClusterSection {
             advertise: None,
             durability: Durability::Local,
             log_compact_min: 1_000_000,
+            warm_replica_mb: 1024,
         }
     }
 }
@@ -118,6 +123,7 @@ impl ClusterSection {
         Some(crate::reactor::cluster_host::HostConfig {
             replicas: self.replicas,
             log_compact_min: self.log_compact_min.max(1),
+            warm_replica_bytes: usize::try_from(self.warm_replica_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
             ownership,
             advertise: self.advertise.or(reachable),
             ..crate::reactor::cluster_host::HostConfig::new(&self.nats, self.node)

@@ -208,18 +208,29 @@ fn aors_served_by(node: u32, k: usize) -> Vec<String> {
 
 /// With `durability = "replicated"`, a PUBLISH is answered once its
 /// record is in its partition's log. The owner is killed: the node that
-/// takes its partitions over reads their logs back before it serves them,
-/// so a watcher that subscribes there is shown every publication the dead
-/// node acknowledged, and the taking node's log says how many records it
-/// put back.
+/// takes its partitions over puts them back before it serves them, so a
+/// watcher that subscribes there is shown every publication the dead node
+/// acknowledged, and the taking node's log says how many records it put
+/// back. By default they come from its warm replica of those partitions
+/// (node 1 inherits every partition of node 2); without one
+/// (`warm_replica_mb = 0`) from reading the logs.
 #[test]
 fn publications_acknowledged_by_a_killed_owner_are_served_by_the_node_that_takes_over() {
-    let nats = NatsServer::start("presenced-replicated");
-    let (n1, n2) = two_nodes_with(&nats, "cluster-replicated.toml", "durability = \"replicated\"\n");
+    for (name, extra, warm) in [("warm", "", true), ("cold", "warm_replica_mb = 0\n", false)] {
+        eprintln!("-- take-over {name}");
+        take_over_keeps_acknowledged_publications(name, extra, warm);
+    }
+}
+
+fn take_over_keeps_acknowledged_publications(name: &str, extra: &str, warm: bool) {
+    let nats = NatsServer::start(&format!("presenced-replicated-{name}"));
+    let (n1, n2) = two_nodes_with(&nats, &format!("cluster-replicated-{name}.toml"), &format!("durability = \"replicated\"\n{extra}"));
     let aors = aors_served_by(2, 12);
     for (i, aor) in aors.iter().enumerate() {
         common::publish(&n2, aor, "open", &format!("acknowledged by node 2 ({i})"));
     }
+    // Node 1's own partitions came from the logs at its start (nothing was kept yet).
+    let before = n1.logged("partition logs replayed").len();
     kill_and_take_over(&n2, &n1);
     for (i, aor) in aors.iter().enumerate() {
         let (_sub, ok, first) = common::Sub::new(&n1, common::Ua::udp(), aor, 600, "Event: presence\r\n");
@@ -229,6 +240,15 @@ fn publications_acknowledged_by_a_killed_owner_are_served_by_the_node_that_takes
     }
     let replayed: u64 = n1.logged("partition log replayed").iter().map(|r| r["records"].as_u64().unwrap_or(0)).sum();
     assert!(replayed >= aors.len() as u64, "node 1 put back {replayed} records");
+    let sessions = n1.logged("partition logs replayed");
+    let (from_warm, cold): (u64, u64) =
+        sessions[before..].iter().fold((0, 0), |(w, c), r| (w + r["warm"].as_u64().unwrap_or(0), c + r["cold"].as_u64().unwrap_or(0)));
+    eprintln!("{name}: {from_warm} partitions from the warm replica, {cold} read from the logs");
+    if warm {
+        assert!(from_warm > 0 && cold == 0, "{name}: {from_warm} partitions from the warm replica, {cold} read from the logs");
+    } else {
+        assert!(from_warm == 0 && cold > 0, "{name}: {from_warm} partitions from the warm replica, {cold} read from the logs");
+    }
 }
 
 /// A watcher on node 1 of a presentity node 2 serves: node 2's

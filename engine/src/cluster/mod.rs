@@ -24,6 +24,7 @@ pub mod partition;
 pub mod placement;
 pub mod replication;
 pub mod view;
+pub mod warm;
 
 /// A node of the cluster, as configured (`[cluster] node`).
 pub type NodeId = u32;

@@ -90,9 +90,32 @@ pub struct Append {
 
 /// A record waiting for its append.
 struct Entry {
-    shard: u16,
-    seq: u64,
+    /// The shard that made it and its number there; `None` for a note of
+    /// the host's own ([`purge_note`]).
+    from: Option<(u16, u64)>,
     bytes: Box<[u8]>,
+}
+
+/// The first byte of a note in a batch: records start with their kind
+/// (1 to 4), a shard's forget item with 0xFE.
+pub const PURGE_NOTE: u8 = 0xFD;
+
+/// A note that the partition's log was purged below stream sequence
+/// `below` after a checkpoint: every key alive then has a record from
+/// `below` on, so a reader holding older ones may drop them (the records
+/// that removed those keys may have been purged before it read them).
+pub fn purge_note(below: u64) -> Box<[u8]> {
+    let mut b = vec![PURGE_NOTE];
+    b.extend_from_slice(&below.to_le_bytes());
+    b.into()
+}
+
+/// The sequence a [`purge_note`] names; `None` for anything else.
+pub fn read_purge_note(b: &[u8]) -> Option<u64> {
+    match b {
+        [PURGE_NOTE, rest @ ..] => Some(u64::from_le_bytes(rest.try_into().ok()?)),
+        _ => None,
+    }
 }
 
 struct InFlight {
@@ -184,10 +207,12 @@ impl Appender {
     }
 
     fn abandon(&mut self, e: Entry) {
-        let progress = &mut self.shards[e.shard as usize];
-        progress.outstanding.remove(&e.seq);
-        progress.abandoned.push(e.seq);
-        self.counters.abandoned += 1;
+        if let Some((shard, seq)) = e.from {
+            let progress = &mut self.shards[shard as usize];
+            progress.outstanding.remove(&seq);
+            progress.abandoned.push(seq);
+            self.counters.abandoned += 1;
+        }
     }
 
     /// The node stops acting on `p`: records already queued still go out
@@ -218,8 +243,18 @@ impl Appender {
             return;
         }
         progress.outstanding.insert(seq);
-        lane.queue.push_back(Entry { shard, seq, bytes });
+        lane.queue.push_back(Entry { from: Some((shard, seq)), bytes });
         self.ready.insert(p.0);
+    }
+
+    /// Appends `note` to `p`'s log with its next batch, if this node still
+    /// writes `p`: fenced like the records (no shard waits on it).
+    pub fn note(&mut self, p: Partition, note: Box<[u8]>) {
+        let lane = &mut self.lanes[p.0 as usize];
+        if lane.open.is_some() && !lane.closing {
+            lane.queue.push_back(Entry { from: None, bytes: note });
+            self.ready.insert(p.0);
+        }
     }
 
     /// The next append to make now, if any.
@@ -277,9 +312,11 @@ impl Appender {
             FenceAnswer::Appended { seq } => {
                 let f = lane.in_flight.take().expect("matched");
                 lane.open = lane.open.map(|_| seq);
-                self.counters.appended_records += f.entries.len() as u64;
+                self.counters.appended_records += f.entries.iter().filter(|e| e.from.is_some()).count() as u64;
                 for e in f.entries {
-                    self.shards[e.shard as usize].outstanding.remove(&e.seq);
+                    if let Some((shard, seq)) = e.from {
+                        self.shards[shard as usize].outstanding.remove(&seq);
+                    }
                 }
                 self.ready.insert(p.0);
                 self.settle_lane(p);

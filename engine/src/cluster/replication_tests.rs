@@ -88,6 +88,31 @@ fn records_ride_one_append_per_partition_and_settle_in_order() {
     assert_eq!(a.settled(0), 3);
 }
 
+/// A purge note rides the partition's next batch after the records queued
+/// before it, holds back no shard's settling, and is not written for a
+/// partition this node does not write.
+#[test]
+fn a_purge_note_follows_the_records_before_it_and_settles_nothing() {
+    let t0 = Instant::now();
+    let mut a = Appender::new(holder(1), Config::new(4, 1));
+    let mut log = Log::default();
+    a.open(Partition(1), 0);
+    a.submit(0, 1, Partition(1), record(0, 1));
+    a.note(Partition(1), purge_note(42));
+    a.note(Partition(2), purge_note(7));
+    let append = a.poll(t0).expect("an append");
+    assert_eq!(a.poll(t0), None, "nothing for the partition not written");
+    let answer = log.append(1, 1, append.expected_last, Some(&append.msg_id), append.payload);
+    a.on_answer(append.id, answer, t0);
+    assert_eq!(a.settled(0), 1);
+    assert_eq!(a.counters.appended_records, 1, "a note is not a shard's record");
+    let records = log.records(1);
+    assert_eq!(records, vec![b"s0r1".to_vec(), purge_note(42).to_vec()]);
+    assert_eq!(read_purge_note(&records[1]), Some(42));
+    assert_eq!(read_purge_note(&records[0]), None);
+    assert_eq!(read_purge_note(&[PURGE_NOTE, 1, 2]), None, "cut short");
+}
+
 #[test]
 fn a_retry_of_an_append_that_landed_is_answered_from_the_duplicate_window() {
     let t0 = Instant::now();

@@ -32,13 +32,14 @@ use crate::cluster::ownership::{self, FenceAnswer, Holder, Key, KvAnswer, KvOp, 
 use crate::cluster::partition::Partition;
 use crate::cluster::replication::{self, Appender, Replicator};
 use crate::cluster::view::ClusterView;
+use crate::cluster::warm::{Taken, WarmReplica};
 use crate::storage::record::Record;
 use async_nats::jetstream::{self, context::PublishErrorKind, kv, stream};
 use futures_util::StreamExt;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddrV4;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where the host finds JetStream, and how this node takes part.
@@ -65,6 +66,8 @@ pub struct HostConfig {
     /// Records appended to the partition logs before the first checkpoint
     /// of them, and at least between two (`Compaction`).
     pub log_compact_min: u64,
+    /// Most bytes of records the warm replica keeps (`cluster::warm`); 0: none kept.
+    pub warm_replica_bytes: usize,
 }
 
 impl HostConfig {
@@ -81,6 +84,7 @@ impl HostConfig {
             tick: Duration::from_millis(20),
             advertise: None,
             log_compact_min: 1_000_000,
+            warm_replica_bytes: 1 << 30,
         }
     }
 }
@@ -237,6 +241,10 @@ struct Replication {
     /// Partitions this process has served: taking one back, the shards
     /// first forget what they still hold of it.
     served_before: HashSet<Partition>,
+    /// The records of the partitions this node would inherit, kept by
+    /// [`follow`]; shared with it and the replay sessions, never with a
+    /// shard (the lock is this thread's and its tasks').
+    warm: Option<Arc<Mutex<WarmReplica>>>,
 }
 
 /// Keeping the partition logs bounded: once the records appended since the
@@ -306,9 +314,13 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
         queued_since: None,
         session: false,
         served_before: HashSet::new(),
+        warm: (cfg.warm_replica_bytes > 0).then(|| Arc::new(Mutex::new(WarmReplica::new(cfg.node, cfg.ownership.partitions, cfg.warm_replica_bytes)))),
         compaction: Compaction { generation: 0, since: 0, threshold: cfg.log_compact_min, min: cfg.log_compact_min, pending: None },
         handed: Arc::new((0..q.shards()).map(|_| AtomicU64::new(0)).collect()),
     });
+    if let Some(w) = rep.as_ref().and_then(|r| r.warm.clone()) {
+        tokio::spawn(follow(log.clone(), cfg.log_prefix.clone(), w));
+    }
     // The shards never wake this thread: it looks for their records every
     // 2 ms, as it does for their mail.
     let mut ship_tick = tokio::time::interval(Duration::from_millis(2));
@@ -403,7 +415,13 @@ async fn run(cfg: HostConfig, incarnation: u64, view: Arc<ClusterView>, mut comm
                     start_replays(r, &view, &log, &cfg, &back_tx);
                 }
             }
-            _ = tick.tick() => m.on_time(Instant::now()),
+            _ = tick.tick() => {
+                let now = Instant::now();
+                m.on_time(now);
+                if let Some(w) = rep.as_ref().and_then(|r| r.warm.as_ref()) {
+                    w.lock().expect("warm replica").set_cluster(m.live(), |p| holds(m.state(p)), now);
+                }
+            }
         }
         while let Some(o) = m.poll() {
             if let Some(r) = rep.as_mut() {
@@ -680,6 +698,9 @@ fn compact(rep: &mut Replication, q: &LogQueues, log: &stream::Stream, cfg: &Hos
             c.pending = None;
             tracing::info!(generation = c.generation, partitions = purges.len(), records = written, "partition logs checkpointed; purging");
             for (p, upto) in purges {
+                // Readers of the log that may have missed removals in what
+                // is purged (a warm replica behind) drop what is older.
+                rep.r.appender.note(p, replication::purge_note(upto));
                 let (log, subject) = (log.clone(), format!("{}.{}", cfg.log_prefix, p.key()));
                 tokio::spawn(async move {
                     // Keeps the messages from `upto` on: the subject's last
@@ -705,6 +726,136 @@ async fn last_sequence(log: &stream::Stream, subject: &str) -> Result<u64, Strin
     }
 }
 
+/// Whether a partition in `state` is past its take-over's replay here:
+/// a warm replica no longer keeps it.
+fn holds(state: ownership::State) -> bool {
+    use ownership::State::*;
+    matches!(state, Fencing | Serving | Draining { .. } | Releasing)
+}
+
+/// How long a take-over waits for the warm replica to read up to the
+/// stream's end before it reads the partitions' logs itself.
+const WARM_WAIT: Duration = Duration::from_secs(2);
+
+/// Keeps the warm replica: reads the log stream with one ordered consumer
+/// from its first message, then follows it as it grows; starts again
+/// from the first message when the replica wants a new pass, and from
+/// where it stopped when the consumer breaks.
+async fn follow(log: stream::Stream, prefix: String, warm: Arc<Mutex<WarmReplica>>) {
+    use jetstream::consumer::{DeliverPolicy, pull};
+    let mut started = false;
+    loop {
+        let from = {
+            let mut w = warm.lock().expect("warm replica");
+            if w.pass_due(Instant::now()) {
+                w.start_pass();
+                tracing::info!(partitions = w.kept(), "warm replica: reading the partition logs from their start");
+                started = true;
+            }
+            started.then(|| w.resume_from())
+        };
+        let Some(from) = from else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let policy = if from <= 1 { DeliverPolicy::All } else { DeliverPolicy::ByStartSequence { start_sequence: from } };
+        let mut messages = match log.create_consumer(pull::OrderedConfig { deliver_policy: policy, ..Default::default() }).await {
+            Ok(c) => match c.messages().await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "warm replica: reading the partition logs; trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "warm replica: reading the partition logs; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                m = messages.next() => {
+                    let msg = match m {
+                        Some(Ok(msg)) => msg,
+                        broken => {
+                            let why = broken.and_then(|r| r.err()).map(|e| e.to_string()).unwrap_or_else(|| "ended".into());
+                            tracing::warn!(error = %why, "warm replica: the log consumer broke; resuming");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            break;
+                        }
+                    };
+                    let Ok(info) = msg.info() else { continue };
+                    let (seq, pending) = (info.stream_sequence, info.pending);
+                    let mut w = warm.lock().expect("warm replica");
+                    if let Some(p) = subject_partition(&msg.subject, &prefix) {
+                        w.on_message(seq, p, &msg.payload);
+                    }
+                    if pending == 0 {
+                        w.caught_up();
+                    }
+                    if w.pass_due(Instant::now()) {
+                        break;
+                    }
+                }
+                // Idle: at the stream's end, perhaps (an ordered consumer's
+                // last message before a pause says so, an empty stream does not).
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    if let Ok(info) = log.get_info().await {
+                        let mut w = warm.lock().expect("warm replica");
+                        if info.state.last_sequence <= w.position() {
+                            w.caught_up();
+                        }
+                        if w.pass_due(Instant::now()) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The warm replica's records of those of `parts` it keeps, once it has
+/// read up to the stream's end (read now, after their old owner stopped),
+/// or of none if it does not get there within [`WARM_WAIT`].
+async fn take_warm(log: &stream::Stream, warm: &Mutex<WarmReplica>, parts: &[(Partition, bool)]) -> HashMap<Partition, Taken> {
+    let mut taken = HashMap::new();
+    if !parts.iter().any(|&(p, _)| warm.lock().expect("warm replica").is_warm(p)) {
+        return taken;
+    }
+    let end = match log.get_info().await {
+        Ok(info) => info.state.last_sequence,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the log stream's end; the take-over reads the logs");
+            return taken;
+        }
+    };
+    let deadline = Instant::now() + WARM_WAIT;
+    loop {
+        {
+            let w = warm.lock().expect("warm replica");
+            let behind = parts.iter().any(|&(p, _)| w.complete_up_to(p).is_some_and(|upto| upto < end));
+            if !behind {
+                drop(w);
+                let mut w = warm.lock().expect("warm replica");
+                for &(p, _) in parts {
+                    if let Some(t) = w.take(p, end) {
+                        taken.insert(p, t);
+                    }
+                }
+                return taken;
+            }
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(end, "the warm replica did not reach the log stream's end in time; the take-over reads the logs");
+            return taken;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// Starts a replay session for the partitions queued, if none runs.
 fn start_replays(r: &mut Replication, view: &Arc<ClusterView>, log: &stream::Stream, cfg: &HostConfig, back: &tokio::sync::mpsc::UnboundedSender<Back>) {
     // A node taking over takes its partitions in waves (`takes_at_once`),
@@ -716,19 +867,29 @@ fn start_replays(r: &mut Replication, view: &Arc<ClusterView>, log: &stream::Str
     r.session = true;
     r.queued_since = None;
     let parts: Vec<(Partition, bool)> = std::mem::take(&mut r.queued_replays).into_iter().map(|p| (p, r.served_before.contains(&p))).collect();
-    let (log, back, handed, view, prefix, node) = (log.clone(), back.clone(), r.handed.clone(), view.clone(), cfg.log_prefix.clone(), cfg.node);
+    let (log, back, handed, view, prefix, node, warm) =
+        (log.clone(), back.clone(), r.handed.clone(), view.clone(), cfg.log_prefix.clone(), cfg.node, r.warm.clone());
     tokio::spawn(async move {
         let started = Instant::now();
         let Some(q) = view.logs() else { return };
         let names: Vec<Partition> = parts.iter().map(|&(p, _)| p).collect();
-        let lasts = match tokio::time::timeout(REPLAY_TIMEOUT, replay(&log, &prefix, &parts, q, &handed)).await {
+        let lasts = match tokio::time::timeout(REPLAY_TIMEOUT, replay(&log, &prefix, &parts, q, &handed, warm.as_deref())).await {
             Ok(Ok(read)) => {
-                let records: u64 = read.iter().map(|r| r.1).sum();
-                tracing::info!(node, partitions = read.len(), records, ms = started.elapsed().as_millis() as u64, "partition logs replayed");
-                for (&p, &(last, records)) in names.iter().zip(&read) {
-                    tracing::info!(node, partition = p.0, records, last, "partition log replayed");
+                let records: u64 = read.iter().map(|r| r.records).sum();
+                let warm = read.iter().filter(|r| r.warm).count();
+                tracing::info!(
+                    node,
+                    partitions = read.len(),
+                    warm,
+                    cold = read.len() - warm,
+                    records,
+                    ms = started.elapsed().as_millis() as u64,
+                    "partition logs replayed"
+                );
+                for (&p, r) in names.iter().zip(&read) {
+                    tracing::info!(node, partition = p.0, records = r.records, last = r.last, warm = r.warm, "partition log replayed");
                 }
-                Some(read.into_iter().map(|r| r.0).collect())
+                Some(read.into_iter().map(|r| r.last).collect())
             }
             Ok(Err(e)) => {
                 tracing::warn!(partitions = names.len(), error = %e, "replaying partition logs");
@@ -748,8 +909,18 @@ fn subject_partition(subject: &str, prefix: &str) -> Option<Partition> {
     subject.strip_prefix(prefix)?.strip_prefix(".p")?.parse().ok().map(Partition)
 }
 
+/// One partition read back by [`replay`].
+struct ReadBack {
+    /// The log's last sequence, which the node's marker then expects.
+    last: u64,
+    records: u64,
+    /// From the warm replica rather than the log.
+    warm: bool,
+}
+
 /// Reads the logs of `parts` (each with whether the shards must forget it
-/// first) back into the shards: each log's last sequence first, then the
+/// first) back into the shards. Those the warm replica keeps come from it
+/// ([`take_warm`]); for the others (all, without a replica), each log's last sequence first, then the
 /// stream once from its start to the highest of them, through one ordered
 /// consumer, handing each record of a wanted partition (up to its log's
 /// last sequence) to the shard that owns its key; then waits until every
@@ -758,14 +929,25 @@ fn subject_partition(subject: &str, prefix: &str) -> Option<Partition> {
 /// partition (nats-server 2.9 took about 2 s to start a consumer filtered
 /// on one partition's subject of a 100,000-message stream, and reading
 /// message by message by subject ran at about 4,000 messages a second).
-/// Returns each partition's last sequence, which its marker then expects,
-/// and the records read for it.
-async fn replay(log: &stream::Stream, prefix: &str, parts: &[(Partition, bool)], q: &LogQueues, handed: &[AtomicU64]) -> Result<Vec<(u64, u64)>, String> {
+async fn replay(
+    log: &stream::Stream,
+    prefix: &str,
+    parts: &[(Partition, bool)],
+    q: &LogQueues,
+    handed: &[AtomicU64],
+    warm: Option<&Mutex<WarmReplica>>,
+) -> Result<Vec<ReadBack>, String> {
     use jetstream::consumer::{DeliverPolicy, pull};
     let shards = q.shards();
-    let mut wanted: std::collections::HashMap<Partition, (u64, u64)> = std::collections::HashMap::new();
+    let from_warm = match warm {
+        Some(w) => take_warm(log, w, parts).await,
+        None => HashMap::new(),
+    };
+    let mut wanted: HashMap<Partition, (u64, u64)> = HashMap::new();
     for &(p, _) in parts {
-        wanted.insert(p, (last_sequence(log, &format!("{prefix}.{}", p.key())).await?, 0));
+        if !from_warm.contains_key(&p) {
+            wanted.insert(p, (last_sequence(log, &format!("{prefix}.{}", p.key())).await?, 0));
+        }
     }
     let mut wait_for = vec![0u64; shards as usize];
     // Ahead of the records, in each shard's queue.
@@ -774,6 +956,12 @@ async fn replay(log: &stream::Stream, prefix: &str, parts: &[(Partition, bool)],
             for shard in 0..shards {
                 hand(q, handed, &mut wait_for, shard, crate::shard::replica::forget_item(p)).await;
             }
+        }
+    }
+    for t in from_warm.values() {
+        for r in &t.records {
+            let Ok(record) = Record::decode(r) else { continue };
+            hand(q, handed, &mut wait_for, record.owner(shards), r.clone()).await;
         }
     }
     let end = wanted.values().map(|w| w.0).max().unwrap_or(0);
@@ -792,6 +980,10 @@ async fn replay(log: &stream::Stream, prefix: &str, parts: &[(Partition, bool)],
                 && seq <= w.0
             {
                 for r in replication::decode_batch(&msg.payload).unwrap_or_default() {
+                    // The log's notes are for warm replicas; the shards take records only.
+                    if replication::read_purge_note(r).is_some() {
+                        continue;
+                    }
                     let Ok(record) = Record::decode(r) else {
                         tracing::warn!(subject = %msg.subject, seq, "a record in a partition log does not read; skipped");
                         continue;
@@ -811,7 +1003,13 @@ async fn replay(log: &stream::Stream, prefix: &str, parts: &[(Partition, bool)],
     while (0..shards).any(|s| q.replayed(s) < wait_for[s as usize]) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    Ok(parts.iter().map(|(p, _)| wanted[p]).collect())
+    Ok(parts
+        .iter()
+        .map(|(p, _)| match from_warm.get(p) {
+            Some(t) => ReadBack { last: t.last, records: t.records.len() as u64, warm: true },
+            None => ReadBack { last: wanted[p].0, records: wanted[p].1, warm: false },
+        })
+        .collect())
 }
 
 /// Hands `shard` one item to put back, waiting for room (the shard puts
