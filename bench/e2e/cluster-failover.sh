@@ -16,7 +16,9 @@
 # once each through node 1 (durability = "replicated": each is in its
 # partition's log before its 200; node 1 forwards node 2's half), so node
 # 2's take-over reads node 1's half back from the logs before it serves;
-# the records it read back in the round are reported beside the time.
+# the records it put back in the round are reported beside the time, with
+# how many partitions came from its warm replica (`warm_replica_mb`; set
+# WARM_MB=0 to measure take-overs that read the logs).
 # With SUBSCRIPTIONS=N as well, loadgen then SUBSCRIBEs N watchers through
 # node 1 (600 s): their dialogs live in node 1's partitions, so node 2
 # reads them back and continues them (and NOTIFYs each, to a loadgen that
@@ -39,7 +41,7 @@ trap cleanup EXIT
 for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$nport") 2>/dev/null && break; sleep 0.1; done
 presentities=${PRESENTITIES:-0}
 subscriptions=${SUBSCRIPTIONS:-0}
-printf '[cluster]\nlease_ttl_ms = %s\ndurability = "replicated"\n[log]\nlevel = "%s"\n' "$ttl" "${LOG_LEVEL:-info}" >"$out/cluster.toml"
+printf '[cluster]\nlease_ttl_ms = %s\ndurability = "replicated"\nwarm_replica_mb = %s\n[log]\nlevel = "%s"\n' "$ttl" "${WARM_MB:-1024}" "${LOG_LEVEL:-info}" >"$out/cluster.toml"
 start_node() { # id port logfile
     "$bin" --config "$out/cluster.toml" --listen "127.0.0.1:$2" --shards 1 --cluster-node "$1" \
         --nats "nats://127.0.0.1:$nport" --log-format json >/dev/null 2>"$3" &
@@ -85,7 +87,7 @@ for kind in KILL TERM; do
         fi
         if [ "$subscriptions" -gt 0 ]; then
             target/release/loadgen --target 127.0.0.1:5191 --scenario subscribe --count "$subscriptions" --users "$subscriptions" \
-                --max-outstanding 128 --domain "r$kind$r.example.com" --quiet --report "$out/subscribe-$kind$r.json" >/dev/null
+                --max-outstanding 128 --keep-subscriptions --domain "r$kind$r.example.com" --quiet --report "$out/subscribe-$kind$r.json" >/dev/null
         fi
         sleep 1 # a renewal or two in
         t0=$(date +%s.%N)
@@ -96,20 +98,24 @@ for kind in KILL TERM; do
             sleep 0.05
         done
         ms=$(python3 -c "print(round(($t1 - $t0) * 1000))")
-        # The records node 2 read back from the logs since the signal.
+        # The records node 2 put back since the signal, and how many
+        # partitions came from its warm replica and how many from the logs.
         records=$(python3 - "$out/n2.log" "$t0" <<'PY'
 import json, sys
 from datetime import datetime
-total = 0
+total, warm, cold = 0, 0, 0
 for line in open(sys.argv[1]):
     try: r = json.loads(line)
     except ValueError: continue
-    if r.get("message") != "partition log replayed": continue
-    if datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00")).timestamp() >= float(sys.argv[2]): total += r.get("records", 0)
-print(total)
+    m = r.get("message")
+    if m not in ("partition log replayed", "partition logs replayed"): continue
+    if datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00")).timestamp() < float(sys.argv[2]): continue
+    if m == "partition log replayed": total += r.get("records", 0)
+    else: warm, cold = warm + r.get("warm", 0), cold + r.get("cold", 0)
+print(f"{total} records ({warm} partitions from the warm replica, {cold} from the logs)")
 PY
 )
-        echo "round $r, $kind: node 2 serves all 1024 partitions ${ms} ms after the signal, having read back $records records"
+        echo "round $r, $kind: node 2 serves all 1024 partitions ${ms} ms after the signal, having put back $records"
         results+=("$kind $ms")
         : >"$out/n1.log"
     done
