@@ -73,6 +73,12 @@ pub struct ClusterSection {
     /// would inherit keeps (`cluster::warm`); 0: none (a take-over then
     /// reads the logs).
     pub warm_replica_mb: u64,
+    /// How long a request waits for its partition's owner while no node
+    /// serves it (a move, a take-over), before 503 + Retry-After; 0: at once.
+    pub move_wait_ms: u64,
+    /// Most requests, and their bytes, waiting so per shard; beyond: 503.
+    pub move_queue: usize,
+    pub move_queue_bytes: usize,
 }
 
 /// `[cluster] durability`.
@@ -96,11 +102,19 @@ impl Default for ClusterSection {
             durability: Durability::Local,
             log_compact_min: 1_000_000,
             warm_replica_mb: 1024,
+            move_wait_ms: 2000,
+            move_queue: 10_000,
+            move_queue_bytes: 16 << 20,
         }
     }
 }
 
 impl ClusterSection {
+    /// The shards' bounds on requests waiting for an owner.
+    pub fn move_wait(&self) -> crate::shard::waiting::MoveWait {
+        crate::shard::waiting::MoveWait { wait: Duration::from_millis(self.move_wait_ms), max_requests: self.move_queue, max_bytes: self.move_queue_bytes }
+    }
+
     /// The cluster host's configuration, if this node is in a cluster, for
     /// a server bound to `bound`: it advertises `advertise`, or else the
     /// bound address if other nodes can reach it (IPv4, not unspecified).
@@ -550,6 +564,12 @@ impl Config {
             if c.partitions == 0 {
                 return Err("cluster.partitions must be at least 1".into());
             }
+            if c.move_wait_ms > 32_000 {
+                return Err(format!("cluster.move_wait_ms = {}: at most 32000 (a client gives up on a request after 32 s)", c.move_wait_ms));
+            }
+            if c.move_queue > 1_000_000 || c.move_queue_bytes > 1 << 30 {
+                return Err("cluster.move_queue: at most 1000000 requests and 1 GiB (move_queue_bytes)".into());
+            }
             if !(1000..=60_000).contains(&c.lease_ttl_ms) {
                 return Err(format!("cluster.lease_ttl_ms = {}: must be 1000..=60000", c.lease_ttl_ms));
             }
@@ -773,6 +793,9 @@ mod tests {
         assert_eq!((host.node, host.ownership.ttl, host.ownership.renew_every), (2, Duration::from_millis(1500), Duration::from_millis(500)));
         assert!(Config::default().cluster.host(Config::default().listen).is_none(), "not in a cluster by default");
         assert!(Config::from_toml("[cluster]\nnode = 1\nlease_ttl_ms = 100").unwrap_err().contains("lease_ttl_ms"));
+        assert!(Config::from_toml("[cluster]\nnode = 1\nmove_wait_ms = 40000").unwrap_err().contains("move_wait_ms"));
+        let c = Config::from_toml("[cluster]\nnode = 1\nmove_wait_ms = 0\nmove_queue = 5").unwrap();
+        assert_eq!((c.cluster.move_wait().wait, c.cluster.move_wait().max_requests), (Duration::ZERO, 5));
         assert!(Config::from_toml("[cluster]\nnode = 1\nreplicas = 0").unwrap_err().contains("replicas"));
         let anywhere = "listen = \"0.0.0.0:5060\"\n[cluster]\nnode = 1";
         assert!(Config::from_toml(anywhere).unwrap_err().contains("cluster.advertise"));

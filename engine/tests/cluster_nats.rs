@@ -422,3 +422,68 @@ fn a_subscription_outlives_the_node_that_held_it() {
     assert!(took < Duration::from_secs(5), "{took:?} from the kill to the NOTIFY");
     assert_eq!(common::status(&sub.resubscribe(&n1, 600)), 200, "the refresh at node 1 after the take-over");
 }
+
+/// Rebalancing moves partitions without refusing requests. Node 1 serves
+/// every partition; a client PUBLISHes to it without pause, over UDP with
+/// retransmissions as any client does, for presentities in every
+/// partition. Node 2 joins: its share of the partitions moves to it one at
+/// a time, and leaves again with SIGTERM: they move back. Requests that
+/// arrive while their partition has no owner wait for one, and requests
+/// that a node forwarded to one that no longer serves them come back: every
+/// PUBLISH of the run is answered 200.
+#[test]
+fn partitions_move_to_a_joining_node_and_back_without_refusing_a_request() {
+    let nats = NatsServer::start("presenced-moves");
+    let cfg = config_file("cluster-moves.toml", &format!("[cluster]\npartitions = {N}\nlease_ttl_ms = 1500\ndurability = \"replicated\"\n"));
+    let n1 = Presenced::start(1, &["--config", &cfg, "--cluster-node", "1", "--nats", &nats.url]);
+    let start = Instant::now();
+    while served(&n1).len() < N as usize {
+        assert!(start.elapsed() < Duration::from_secs(20), "node 1 alone serves {} partitions", served(&n1).len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let aors: Vec<String> = (0..N).map(|i| format!("sip:mover{i}@example.com")).collect();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let statuses = std::thread::scope(|sc| {
+        let publisher = sc.spawn(|| {
+            let mut statuses: std::collections::BTreeMap<Option<u16>, u64> = Default::default();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let st = common::publish_status_retransmitting(&n1, &aors[i % aors.len()], "open", &format!("publication {i}"), Duration::from_secs(8));
+                *statuses.entry(st).or_default() += 1;
+                i += 1;
+            }
+            statuses
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let mut n2 = Presenced::start(1, &["--config", &cfg, "--cluster-node", "2", "--nats", &nats.url]);
+        let joined = Instant::now();
+        loop {
+            let (a, b) = (served(&n1), served(&n2));
+            let placed = (0..N as u16).all(|p| {
+                let want = placement::owner(Partition(p), &[1, 2]).unwrap();
+                (if want == 1 { &a } else { &b }).contains(&(p as u64))
+            });
+            if placed && a.len() + b.len() == N as usize {
+                break;
+            }
+            assert!(joined.elapsed() < Duration::from_secs(20), "not split within 20 s: {} and {} partitions", a.len(), b.len());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("node 2 took its {} partitions {:?} after it started", served(&n2).len(), joined.elapsed());
+        std::thread::sleep(Duration::from_millis(300));
+        let left = Instant::now();
+        assert!(n2.terminate(), "node 2 did not exit cleanly");
+        while served(&n1).len() < N as usize {
+            assert!(left.elapsed() < Duration::from_secs(10), "node 1 serves only {} partitions after node 2 left", served(&n1).len());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("node 1 serves all {N} partitions {:?} after node 2's SIGTERM", left.elapsed());
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        publisher.join().unwrap()
+    });
+    let total: u64 = statuses.values().sum();
+    eprintln!("{total} PUBLISHes through the moves: {statuses:?}");
+    assert!(total >= N, "only {total} PUBLISHes during the moves");
+    assert_eq!(statuses.keys().collect::<Vec<_>>(), vec![&Some(200)], "a PUBLISH was refused or unanswered during the moves: {statuses:?}");
+}

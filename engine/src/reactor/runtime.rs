@@ -149,6 +149,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
             expected: cfg.expected_per_shard(shards),
             restart_asks_per_tick: cfg.storage.restart_asks_per_tick,
             cluster: cluster.clone(),
+            move_wait: cfg.cluster.move_wait(),
             panic_on: None,
         },
         now,

@@ -18,10 +18,14 @@
 //! that reaches any node (the front's failure route, after its node died)
 //! finds the dialog where a take-over put it.
 //!
-//! A request another node forwarded is never forwarded again: if this
-//! node does not serve the partition either (the two views disagree for a
-//! moment during a move), it answers 503 + Retry-After rather than bounce
-//! it back. So is a request for a partition no node serves now.
+//! A request for a partition no node serves now (a move or a take-over in
+//! progress) waits for the view to name an owner (`waiting.rs`); past the
+//! wait, or with no room to wait, it is answered 503 + Retry-After. A
+//! request another node forwarded, for a partition this node does not
+//! serve, goes on to the owner this node's view names, even back to the
+//! node it came from (whose view was behind during a move), but never
+//! past [`MAX_HOPS`] hops: then it waits, so two views that disagree for
+//! a moment cannot bounce it.
 //!
 //! P-Asserted-Identity is dropped from a request whose source this node
 //! does not trust (RFC 3325: the edge of the trust domain), since the
@@ -41,6 +45,9 @@ use std::net::{IpAddr, SocketAddr};
 /// The branch prefix of the hop's Via.
 pub(super) const HOP_BRANCH: &[u8] = b"z9hG4bK.pn";
 
+/// The most hops between nodes a request takes.
+const MAX_HOPS: usize = 2;
+
 /// What a hop did, for the shard's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HopCounts {
@@ -58,7 +65,8 @@ impl Shard {
     /// False leaves it to this node.
     pub(super) fn cluster_hop(&mut self, now: std::time::Instant, peer: Peer, msg: &Message<'_>, out: &mut Outbox) -> bool {
         let Some(view) = self.cfg.cluster.clone() else { return false };
-        let hopped = msg.via().branch().is_some_and(|b| b.starts_with(HOP_BRANCH));
+        let is_hop = |v: &crate::sip::Via<'_>| v.branch().is_some_and(|b| b.starts_with(HOP_BRANCH));
+        let hopped = is_hop(msg.via());
         if !msg.is_request() {
             if hopped {
                 self.relay_response(msg, out);
@@ -81,15 +89,44 @@ impl Shard {
         };
         match route {
             Route::Here => false,
-            Route::Node(node, addr) if !hopped => {
+            Route::Node(node, addr) if !hopped || msg.vias().filter(is_hop).count() < MAX_HOPS => {
                 self.forward_to_node(peer, msg, node, addr, out);
                 true
             }
             Route::Node(..) | Route::Nobody => {
-                self.refuse_statelessly(msg, peer, self.cfg.shard, Limit::Partition, out);
+                let until = self.resuming.take();
+                if !self.waiting.hold(now, until, peer, msg.as_bytes()) {
+                    self.refuse_statelessly(msg, peer, self.cfg.shard, Limit::Partition, out);
+                }
                 true
             }
         }
+    }
+
+    /// Each tick: refuses the waiting requests whose wait ran out, and
+    /// routes the others again once the view's owners have changed.
+    pub(super) fn waiting_step(&mut self, now: std::time::Instant, out: &mut Outbox) {
+        let Some(view) = self.cfg.cluster.as_ref() else { return };
+        let (expired, retry) = self.waiting.due(now, view.owner_changes());
+        for h in expired {
+            if let Ok(msg) = Message::parse(&h.bytes, &self.cfg.limits) {
+                self.refuse_statelessly(&msg, h.peer, self.cfg.shard, Limit::Partition, out);
+            }
+        }
+        for h in retry {
+            let before = self.waiting.len();
+            self.resuming = Some(h.until);
+            self.route_message(now, h.peer, &h.bytes, out);
+            self.resuming = None;
+            if self.waiting.len() == before {
+                self.waiting.counts.resumed += 1;
+            }
+        }
+    }
+
+    /// What waiting for owners has done so far.
+    pub fn wait_counts(&self) -> super::waiting::WaitCounts {
+        self.waiting.counts
     }
 
     fn forward_to_node(&mut self, peer: Peer, msg: &Message<'_>, node: u32, to: SocketAddr, out: &mut Outbox) {

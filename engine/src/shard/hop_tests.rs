@@ -31,12 +31,18 @@ const PIDF: &str = "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml
 
 /// A node's shard whose view puts alice's partition on `owner` (or nobody).
 fn node(me: u32, addr: &str, owner: Option<u32>) -> Shard {
+    node_waiting(me, addr, owner, waiting::MoveWait::default())
+}
+
+/// [`node`] with requests waiting for an owner as `wait` says.
+fn node_waiting(me: u32, addr: &str, owner: Option<u32>, wait: waiting::MoveWait) -> Shard {
     let view = Arc::new(ClusterView::new(me, PARTITIONS));
     view.set_owner(partition_of(AOR, PARTITIONS), owner, None);
     view.set_address(1, N1.parse().ok());
     view.set_address(2, N2.parse().ok());
     let mut cfg = ShardConfig::with_defaults(0, 1, addr.parse().unwrap());
     cfg.cluster = Some(view);
+    cfg.move_wait = wait;
     Shard::new(cfg, Instant::now())
 }
 
@@ -104,22 +110,75 @@ fn a_trusted_sources_asserted_identity_is_kept() {
 }
 
 #[test]
-fn without_a_serving_node_or_after_a_hop_the_answer_is_503_not_another_hop() {
+fn a_request_waits_for_its_partitions_owner_and_goes_on_once_one_serves_it() {
     let t0 = Instant::now();
+    let ms = std::time::Duration::from_millis;
+    let p = partition_of(AOR, PARTITIONS);
     let mut out = Outbox::default();
     // Nobody serves the partition (moving, or its owner's lease not expired yet).
     let mut n1 = node(1, N1, None);
     n1.on_message(t0, client(), publish("").as_bytes(), &mut out);
-    let r = text(&one(&mut out));
-    assert!(r.starts_with("SIP/2.0 503") && r.contains("Retry-After: "), "{r}");
-    assert_eq!(n1.stats().limited[Limit::Partition.index()], 1);
-    // Already forwarded once, by a node whose view differs: not bounced back.
-    let mut n2 = node(2, N2, Some(1));
+    n1.on_time(t0 + ms(100), &mut out);
+    assert!(out.transmits.is_empty(), "answered while nobody serves the partition");
+    // Node 2 serves it now: the request goes there as any other would.
+    n1.cfg.cluster.as_ref().unwrap().set_owner(p, Some(2), None);
+    n1.on_time(t0 + ms(105), &mut out);
+    let fwd = one(&mut out);
+    assert_eq!(fwd.to, Peer::udp(N2.parse().unwrap()));
+    assert!(text(&fwd).starts_with("PUBLISH "));
+    // This node serves it now: served here.
+    let mut n1 = node(1, N1, None);
+    n1.on_message(t0, client(), publish("").as_bytes(), &mut out);
+    n1.cfg.cluster.as_ref().unwrap().set_owner(p, Some(1), None);
+    n1.on_time(t0 + ms(5), &mut out);
+    assert!(text(&one(&mut out)).starts_with("SIP/2.0 200"));
+    assert_eq!(n1.wait_counts(), waiting::WaitCounts { held: 1, resumed: 1, timed_out: 0, full: 0 });
+    // Forwarded by a node that thinks this one serves it, while this one
+    // is still taking it: it waits here, and is served once this node does.
+    let mut n2 = node(2, N2, None);
     let mut out1 = Outbox::default();
     node(1, N1, Some(2)).on_message(t0, client(), publish("").as_bytes(), &mut out1);
     n2.on_message(t0, Peer::udp(N1.parse().unwrap()), &one(&mut out1).wire(), &mut out);
+    assert!(out.transmits.is_empty());
+    n2.cfg.cluster.as_ref().unwrap().set_owner(p, Some(2), None);
+    n2.on_time(t0 + ms(5), &mut out);
     let r = one(&mut out);
     assert_eq!(r.to, Peer::udp(N1.parse().unwrap()));
+    assert!(text(&r).starts_with("SIP/2.0 200"), "{}", text(&r));
+}
+
+#[test]
+fn past_the_wait_or_without_room_the_answer_is_503_not_another_hop() {
+    let t0 = Instant::now();
+    let mut out = Outbox::default();
+    let mut n1 = node(1, N1, None);
+    n1.on_message(t0, client(), publish("").as_bytes(), &mut out);
+    n1.on_time(t0 + std::time::Duration::from_millis(1999), &mut out);
+    assert!(out.transmits.is_empty());
+    n1.on_time(t0 + std::time::Duration::from_secs(2), &mut out);
+    let r = text(&one(&mut out));
+    assert!(r.starts_with("SIP/2.0 503") && r.contains("Retry-After: "), "{r}");
+    assert_eq!(n1.stats().limited[Limit::Partition.index()], 1);
+    assert_eq!(n1.wait_counts().timed_out, 1);
+    // No room to wait: at once.
+    let full = waiting::MoveWait { max_requests: 1, ..Default::default() };
+    let mut n1 = node_waiting(1, N1, None, full);
+    n1.on_message(t0, client(), publish("").as_bytes(), &mut out);
+    assert!(out.transmits.is_empty());
+    n1.on_message(t0, client(), publish("").replace("z9hG4bKp1", "z9hG4bKp2").as_bytes(), &mut out);
+    assert!(text(&one(&mut out)).starts_with("SIP/2.0 503"));
+    assert_eq!(n1.wait_counts().full, 1);
+    // Forwarded twice already (node 1 to 2 and back), and no wait: not bounced again.
+    let off = waiting::MoveWait { wait: std::time::Duration::ZERO, ..Default::default() };
+    let mut out1 = Outbox::default();
+    node(1, N1, Some(2)).on_message(t0, client(), publish("").as_bytes(), &mut out1);
+    node(2, N2, Some(1)).on_message(t0, Peer::udp(N1.parse().unwrap()), &one(&mut out1).wire(), &mut out1);
+    let twice = one(&mut out1);
+    assert_eq!(twice.to, Peer::udp(N1.parse().unwrap()), "node 2's view names node 1: back there, once");
+    let mut n1 = node_waiting(1, N1, Some(2), off);
+    n1.on_message(t0, Peer::udp(N2.parse().unwrap()), &twice.wire(), &mut out);
+    let r = one(&mut out);
+    assert_eq!(r.to, Peer::udp(N2.parse().unwrap()));
     assert!(text(&r).starts_with("SIP/2.0 503"), "{}", text(&r));
     // Max-Forwards spent.
     let mut n1 = node(1, N1, Some(2));
@@ -141,4 +200,34 @@ From: <sip:x@example.net>;tag=o\r\nTo: <sip:example.com>\r\nCall-ID: o1\r\nCSeq:
     n1.on_message(t0, client(), options.as_bytes(), &mut out);
     assert!(text(&one(&mut out)).starts_with("SIP/2.0 200"));
     assert_eq!(n1.stats().hop.forwarded, 0);
+}
+
+/// During a move node 1's view is behind: it forwards to node 2, whose
+/// view names node 1 again, so the request goes back there (a second hop)
+/// and node 1, serving it now, answers. The answer retraces both hops to
+/// the client's flow.
+#[test]
+fn a_request_sent_to_a_node_that_no_longer_serves_it_goes_back_once_and_its_answer_retraces_the_hops() {
+    let t0 = Instant::now();
+    let mut out = Outbox::default();
+    let (mut n1, mut n2) = (node(1, N1, Some(2)), node(2, N2, Some(1)));
+    n1.on_message(t0, client(), publish("").as_bytes(), &mut out);
+    let first = one(&mut out);
+    n2.on_message(t0, Peer::udp(N1.parse().unwrap()), &first.wire(), &mut out);
+    let second = one(&mut out);
+    assert_eq!(second.to, Peer::udp(N1.parse().unwrap()));
+    // Node 1 has taken the partition meanwhile.
+    n1.cfg.cluster.as_ref().unwrap().set_owner(partition_of(AOR, PARTITIONS), Some(1), None);
+    n1.on_message(t0, Peer::udp(N2.parse().unwrap()), &second.wire(), &mut out);
+    let answer = one(&mut out);
+    assert_eq!(answer.to, Peer::udp(N2.parse().unwrap()), "answered to the last hop");
+    assert!(text(&answer).starts_with("SIP/2.0 200"), "{}", text(&answer));
+    n2.on_message(t0, Peer::udp(N1.parse().unwrap()), &answer.wire(), &mut out);
+    let relayed = one(&mut out);
+    assert_eq!(relayed.to, Peer::udp(N1.parse().unwrap()), "node 2 relays to the flow it took the request from");
+    n1.on_message(t0, Peer::udp(N2.parse().unwrap()), &relayed.wire(), &mut out);
+    let back = one(&mut out);
+    assert_eq!(back.to, client());
+    let b = text(&back);
+    assert!(b.starts_with("SIP/2.0 200") && b.lines().filter(|l| l.starts_with("Via:")).count() == 1, "{b}");
 }

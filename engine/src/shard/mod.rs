@@ -49,6 +49,7 @@ mod replica_tests;
 mod response_tests;
 mod sources;
 mod trace;
+pub mod waiting;
 mod watch;
 mod watched;
 
@@ -113,6 +114,9 @@ pub struct ShardConfig {
     /// The cluster this node belongs to, if any: requests for a presentity
     /// whose partition another node serves go there (`hop.rs`).
     pub cluster: Option<std::sync::Arc<crate::cluster::view::ClusterView>>,
+    /// How long, and how many, requests wait for their partition's owner
+    /// while nobody serves it (`waiting.rs`).
+    pub move_wait: waiting::MoveWait,
     /// Fault injection for tests: a request with this Call-ID and CSeq
     /// number panics in its handler. `None` in every real configuration.
     #[doc(hidden)]
@@ -145,6 +149,7 @@ impl ShardConfig {
             expected: Expected::default(),
             restart_asks_per_tick: durable::REWATCH_ASKS_PER_TICK,
             cluster: None,
+            move_wait: waiting::MoveWait::default(),
             panic_on: None,
         }
     }
@@ -306,6 +311,10 @@ pub struct Shard {
     replica: Option<replica::Replica>,
     /// Documents exchanged with other nodes of the cluster.
     remote: remote::Remote,
+    /// Requests waiting for their partition's owner (`waiting.rs`).
+    waiting: waiting::Waiting,
+    /// The deadline of the waiting request being routed again, if one is.
+    resuming: Option<Instant>,
 }
 
 impl Shard {
@@ -341,6 +350,8 @@ impl Shard {
             // Seeded from the shard's seed without drawing on `e`, whose
             // stream the tags and branches above depend on.
             remote: remote::Remote::new(ahash::RandomState::with_seeds(cfg.seed, cfg.shard as u64, 0x6d69_7272, 0x7265_6164)),
+            waiting: waiting::Waiting::new(cfg.move_wait),
+            resuming: None,
             cfg,
         };
         shard.reserve(shard.cfg.expected);
@@ -589,6 +600,11 @@ impl Shard {
         if self.on_notify_response(now, bytes, out) {
             return;
         }
+        self.route_message(now, peer, bytes, out);
+    }
+
+    /// Routes a message: to another node, to its owner shard, or handled here.
+    fn route_message(&mut self, now: Instant, peer: Peer, bytes: &[u8], out: &mut Outbox) {
         match Message::parse(bytes, &self.cfg.limits) {
             Err(e) => self.on_malformed(peer, bytes, e, out),
             Ok(msg) if self.cluster_hop(now, peer, &msg, out) => {}
@@ -682,6 +698,7 @@ impl Shard {
         }
         self.watchers_on_time(now, out);
         self.remote_on_time(now, out);
+        self.waiting_step(now, out);
         self.registrar.on_time(now, &mut self.reg_changes);
         self.emit_reg_changes(now, out);
         self.peu.on_time(now);

@@ -174,9 +174,36 @@ pub fn publish_status(srv: &Presenced, aor: &str, basic: &str, note: &str, wait:
     recv(&s, wait).map(|r| status(&r))
 }
 
+/// PUBLISHes over UDP as a client does (RFC 3261 17.1.2.2): sent again
+/// after 500 ms, then 1 s, 2 s, 4 s, 4 s..., until a final response or
+/// `wait`; its status, if one came.
+pub fn publish_status_retransmitting(srv: &Presenced, aor: &str, basic: &str, note: &str, wait: Duration) -> Option<u16> {
+    let (s, req) = publish_request(aor, basic, note);
+    let deadline = std::time::Instant::now() + wait;
+    let mut interval = Duration::from_millis(500);
+    loop {
+        s.send_to(&req, srv.addr).unwrap();
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if let Some(r) = recv(&s, interval.min(left)) {
+            return Some(status(&r));
+        }
+        if left <= interval {
+            return None;
+        }
+        interval = (interval * 2).min(Duration::from_secs(4));
+    }
+}
+
 /// Sends one PUBLISH over UDP from a socket of its own, which it returns
 /// for the response.
 pub fn send_publish(srv: &Presenced, aor: &str, basic: &str, note: &str) -> UdpSocket {
+    let (s, req) = publish_request(aor, basic, note);
+    s.send_to(&req, srv.addr).unwrap();
+    s
+}
+
+/// A PUBLISH with a socket of its own to send it from.
+fn publish_request(aor: &str, basic: &str, note: &str) -> (UdpSocket, Vec<u8>) {
     let s = udp_socket(Ipv4Addr::LOCALHOST, 0);
     let doc = format!(
         "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{aor}\">\
@@ -190,6 +217,5 @@ To: <{aor}>\r\nCall-ID: pb-{}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nContent-T
         unique(),
         doc.len()
     );
-    s.send_to(req.as_bytes(), srv.addr).unwrap();
-    s
+    (s, req.into_bytes())
 }
