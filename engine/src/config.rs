@@ -102,7 +102,7 @@ impl Default for ClusterSection {
             durability: Durability::Local,
             log_compact_min: 1_000_000,
             warm_replica_mb: 1024,
-            move_wait_ms: 2000,
+            move_wait_ms: 800,
             move_queue: 10_000,
             move_queue_bytes: 16 << 20,
         }

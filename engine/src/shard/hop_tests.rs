@@ -153,9 +153,10 @@ fn past_the_wait_or_without_room_the_answer_is_503_not_another_hop() {
     let mut out = Outbox::default();
     let mut n1 = node(1, N1, None);
     n1.on_message(t0, client(), publish("").as_bytes(), &mut out);
-    n1.on_time(t0 + std::time::Duration::from_millis(1999), &mut out);
+    let wait = waiting::MoveWait::default().wait;
+    n1.on_time(t0 + wait - std::time::Duration::from_millis(1), &mut out);
     assert!(out.transmits.is_empty());
-    n1.on_time(t0 + std::time::Duration::from_secs(2), &mut out);
+    n1.on_time(t0 + wait, &mut out);
     let r = text(&one(&mut out));
     assert!(r.starts_with("SIP/2.0 503") && r.contains("Retry-After: "), "{r}");
     assert_eq!(n1.stats().limited[Limit::Partition.index()], 1);
