@@ -20,13 +20,15 @@
 # presenced in release mode unless PRESENCED names a binary. State and logs
 # go to CLUSTER_DIR (default /tmp/presence-cluster). DURABILITY sets the
 # nodes' `[cluster] durability` (default "replicated": a change is answered
-# once its partition's log has it; "local" answers at once).
+# once its partition's log has it; "local" answers at once). WARM_MB sets
+# `[cluster] warm_replica_mb` (default 1024; 0: no warm replicas).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Absolute: Kamailio reads its dispatcher list after changing directory.
 dir=$(realpath -m "${CLUSTER_DIR:-/tmp/presence-cluster}")
 br=prsbr0
 durability=${DURABILITY:-replicated}
+warm_mb=${WARM_MB:-1024}
 net=10.77.0
 front_ip=$net.1
 
@@ -60,6 +62,7 @@ node = $i
 nats = "$(nats_urls)"
 replicas = 3
 durability = "$durability"
+warm_replica_mb = $warm_mb
 TOML
     ip netns exec "prs-n$i" "$bin" --config "$dir/node$i.toml" --log-format json >>"$dir/node$i.log" 2>&1 &
     echo $! >"$dir/node$i.pid"

@@ -218,6 +218,15 @@ impl WarmReplica {
         }
     }
 
+    /// Nothing is kept (a single node, or one that holds everything it
+    /// would inherit): the host stops reading the stream, and the next
+    /// partition wanted waits for a pass from the first message, which
+    /// may then start at once.
+    pub fn idle(&mut self) {
+        debug_assert!(self.kept.is_empty());
+        self.caught_up = true;
+    }
+
     /// Where the host's consumer resumes after it broke: the message
     /// after the last one applied, in the same pass.
     pub fn resume_from(&self) -> u64 {

@@ -186,6 +186,10 @@ impl World {
             self.w.start_pass();
             self.cursor = 0;
             self.consuming = true;
+        } else if self.w.kept() == 0 {
+            // Nothing to keep: the host stops reading.
+            self.w.idle();
+            self.consuming = false;
         }
         let n = self.rand(8) as usize;
         self.consume(n);

@@ -740,7 +740,8 @@ const WARM_WAIT: Duration = Duration::from_secs(2);
 /// Keeps the warm replica: reads the log stream with one ordered consumer
 /// from its first message, then follows it as it grows; starts again
 /// from the first message when the replica wants a new pass, and from
-/// where it stopped when the consumer breaks.
+/// where it stopped when the consumer breaks. Reads nothing while the
+/// replica keeps nothing (a single node reads none of its own appends).
 async fn follow(log: stream::Stream, prefix: String, warm: Arc<Mutex<WarmReplica>>) {
     use jetstream::consumer::{DeliverPolicy, pull};
     let mut started = false;
@@ -751,6 +752,9 @@ async fn follow(log: stream::Stream, prefix: String, warm: Arc<Mutex<WarmReplica
                 w.start_pass();
                 tracing::info!(partitions = w.kept(), "warm replica: reading the partition logs from their start");
                 started = true;
+            } else if w.kept() == 0 {
+                w.idle();
+                started = false;
             }
             started.then(|| w.resume_from())
         };
@@ -795,7 +799,7 @@ async fn follow(log: stream::Stream, prefix: String, warm: Arc<Mutex<WarmReplica
                     if pending == 0 {
                         w.caught_up();
                     }
-                    if w.pass_due(Instant::now()) {
+                    if w.pass_due(Instant::now()) || w.kept() == 0 {
                         break;
                     }
                 }
@@ -807,7 +811,7 @@ async fn follow(log: stream::Stream, prefix: String, warm: Arc<Mutex<WarmReplica
                         if info.state.last_sequence <= w.position() {
                             w.caught_up();
                         }
-                        if w.pass_due(Instant::now()) {
+                        if w.pass_due(Instant::now()) || w.kept() == 0 {
                             break;
                         }
                     }
