@@ -119,22 +119,28 @@ fn two_nodes_with(nats: &NatsServer, name: &str, cluster: &str) -> (Presenced, P
     let cfg = config_file(name, &format!("[cluster]\npartitions = {N}\nlease_ttl_ms = 1500\n{cluster}"));
     let n1 = Presenced::start(1, &["--config", &cfg, "--cluster-node", "1", "--nats", &nats.url]);
     let n2 = Presenced::start(1, &["--config", &cfg, "--cluster-node", "2", "--nats", &nats.url]);
+    let took = wait_placed(&n1, &n2);
+    eprintln!("two presenced nodes serve {} and {} partitions after {took:?}", served(&n1).len(), served(&n2).len());
+    (n1, n2)
+}
+
+/// Waits (20 s at most) until nodes 1 and 2 serve the partitions as
+/// placement splits them, never one partition on both; how long it took.
+fn wait_placed(n1: &Presenced, n2: &Presenced) -> Duration {
     let start = Instant::now();
     loop {
-        let (a, b) = (served(&n1), served(&n2));
+        let (a, b) = (served(n1), served(n2));
         assert!(a.is_disjoint(&b), "both nodes serve {:?}", a.intersection(&b).collect::<Vec<_>>());
         let placed = (0..N as u16).all(|p| {
             let want = placement::owner(Partition(p), &[1, 2]).unwrap();
             (if want == 1 { &a } else { &b }).contains(&(p as u64))
         });
         if placed && a.len() + b.len() == N as usize {
-            break;
+            return start.elapsed();
         }
         assert!(start.elapsed() < Duration::from_secs(20), "not split within 20 s: {} and {} partitions", a.len(), b.len());
         std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!("two presenced nodes serve {} and {} partitions after {:?}", served(&n1).len(), served(&n2).len(), start.elapsed());
-    (n1, n2)
 }
 
 /// Kills `victim` with SIGKILL and waits until `survivor` serves every
@@ -456,20 +462,8 @@ fn partitions_move_to_a_joining_node_and_back_without_refusing_a_request() {
         });
         std::thread::sleep(Duration::from_millis(300));
         let mut n2 = Presenced::start(1, &["--config", &cfg, "--cluster-node", "2", "--nats", &nats.url]);
-        let joined = Instant::now();
-        loop {
-            let (a, b) = (served(&n1), served(&n2));
-            let placed = (0..N as u16).all(|p| {
-                let want = placement::owner(Partition(p), &[1, 2]).unwrap();
-                (if want == 1 { &a } else { &b }).contains(&(p as u64))
-            });
-            if placed && a.len() + b.len() == N as usize {
-                break;
-            }
-            assert!(joined.elapsed() < Duration::from_secs(20), "not split within 20 s: {} and {} partitions", a.len(), b.len());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("node 2 took its {} partitions {:?} after it started", served(&n2).len(), joined.elapsed());
+        let took = wait_placed(&n1, &n2);
+        eprintln!("node 2 took its {} partitions {took:?} after it started", served(&n2).len());
         std::thread::sleep(Duration::from_millis(300));
         let left = Instant::now();
         assert!(n2.terminate(), "node 2 did not exit cleanly");
