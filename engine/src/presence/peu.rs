@@ -155,6 +155,10 @@ struct Presentity {
     watched: bool,
     /// The last watcher left; subscriptions end at this time.
     grace_until: Option<Instant>,
+    /// Another node of the cluster serves the presentity (its partition
+    /// moved, or this node has not taken it yet): its agents subscribe
+    /// from there, not here.
+    elsewhere: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -278,8 +282,9 @@ impl Peu {
     /// (agents no longer listed are unsubscribed and their publications
     /// removed). `registered` says a REGISTER just refreshed these
     /// bindings, which lifts a refusal; `watched` whether the presentity
-    /// has watchers now.
-    pub fn set_agents(&mut self, now: Instant, aor: &[u8], agents: &[AgentAddr], watched: bool, registered: bool) {
+    /// has watchers now; `served` whether this node serves it
+    /// ([`set_served`](Self::set_served)).
+    pub fn set_agents(&mut self, now: Instant, aor: &[u8], agents: &[AgentAddr], watched: bool, registered: bool, served: bool) {
         if self.cfg.mode == Mode::Off {
             return;
         }
@@ -299,6 +304,7 @@ impl Peu {
         // (`set_watched` keeps it); a new one starts from the shard's word.
         let watched = watched && self.cfg.mode == Mode::Watched;
         let p = self.presentities.get_or_insert_with(aor, || Presentity { watched, ..Default::default() });
+        p.elsewhere = !served;
         for addr in agents {
             let existing = p.agents.iter().copied().find(|id| self.agents.get(id).is_some_and(|a| a.addr == *addr && !a.gone));
             match existing {
@@ -327,11 +333,13 @@ impl Peu {
     }
 
     /// A configured agent of `aor` (`[[peu.agent]]`): needs no binding.
-    pub fn add_configured(&mut self, now: Instant, aor: &[u8], addr: AgentAddr) {
+    /// `served`: whether this node serves `aor` now.
+    pub fn add_configured(&mut self, now: Instant, aor: &[u8], addr: AgentAddr, served: bool) {
         if self.cfg.mode == Mode::Off {
             return;
         }
         let p = self.presentities.get_or_insert_with(aor, Default::default);
+        p.elsewhere = !served;
         self.next += 1;
         let id = self.next;
         p.agents.push(id);
@@ -339,6 +347,24 @@ impl Peu {
         self.by_call_id.insert(agent.dialog.call_id.clone(), id);
         self.agents.insert(id, agent);
         self.settle(now, aor);
+    }
+
+    /// Whether this node serves `aor` changed (its partition moved to or
+    /// from another node of the cluster): its agents subscribe only where
+    /// it is served, so that one node at a time asks the device and takes
+    /// its NOTIFYs as the presentity's publication.
+    pub fn set_served(&mut self, now: Instant, aor: &[u8], served: bool) {
+        let Some(p) = self.presentities.get_mut(aor) else { return };
+        if p.elsewhere != served {
+            return;
+        }
+        p.elsewhere = !served;
+        self.settle(now, aor);
+    }
+
+    /// The presentities with agents, for [`set_served`](Self::set_served).
+    pub fn presentities(&self) -> Vec<Box<[u8]>> {
+        self.presentities.iter().map(|(k, _)| k.clone()).collect()
     }
 
     /// Whether `aor` has watchers changed. Presentities without agents are
@@ -363,6 +389,9 @@ impl Peu {
     }
 
     fn wanted(&self, p: &Presentity) -> bool {
+        if p.elsewhere {
+            return false;
+        }
         match self.cfg.mode {
             Mode::Always => true,
             Mode::Watched => p.watched || p.grace_until.is_some(),

@@ -232,3 +232,33 @@ fn a_request_sent_to_a_node_that_no_longer_serves_it_goes_back_once_and_its_answ
     let b = text(&back);
     assert!(b.starts_with("SIP/2.0 200") && b.lines().filter(|l| l.starts_with("Via:")).count() == 1, "{b}");
 }
+
+/// A configured presence user agent follows its presentity's partition:
+/// no SUBSCRIBE while another node serves it, one once this node does
+/// (at its next look after the owners change), and an unsubscribe
+/// (Expires 0) when the partition moves away again.
+#[test]
+fn a_configured_agent_subscribes_only_from_the_node_serving_its_presentity() {
+    let t0 = Instant::now();
+    let agent: std::net::SocketAddr = "192.0.2.7:5062".parse().unwrap();
+    let view = Arc::new(ClusterView::new(1, PARTITIONS));
+    let p = partition_of(AOR, PARTITIONS);
+    view.set_owner(p, Some(2), None);
+    let mut cfg = ShardConfig::with_defaults(0, 1, N1.parse().unwrap());
+    cfg.cluster = Some(view.clone());
+    cfg.peu.mode = crate::presence::peu::Mode::Always;
+    cfg.peu_agents = vec![super::sources::ConfiguredAgent { presentity: AOR.into(), uri: b"sip:alice@192.0.2.7:5062".as_slice().into(), addr: agent }];
+    let mut n1 = Shard::new(cfg, t0);
+    let mut out = Outbox::default();
+    let to_agent = |out: &mut Outbox| -> Vec<String> { std::mem::take(&mut out.transmits).iter().filter(|t| t.to.addr == agent).map(text).collect() };
+    n1.on_time(t0 + std::time::Duration::from_millis(10), &mut out);
+    assert!(to_agent(&mut out).is_empty(), "node 2 serves alice: node 1 leaves her device alone");
+    view.set_owner(p, Some(1), None);
+    n1.on_time(t0 + std::time::Duration::from_millis(1100), &mut out);
+    let sent = to_agent(&mut out);
+    assert!(sent.len() == 1 && sent[0].starts_with("SUBSCRIBE sip:alice@192.0.2.7:5062") && sent[0].contains("Expires: 3600"), "{sent:?}");
+    view.set_owner(p, Some(2), None);
+    n1.on_time(t0 + std::time::Duration::from_millis(2200), &mut out);
+    let sent: Vec<String> = to_agent(&mut out).into_iter().filter(|m| m.starts_with("SUBSCRIBE")).collect();
+    assert!(sent.iter().any(|m| m.contains("Expires: 0")), "the partition moved away: unsubscribed: {sent:?}");
+}

@@ -272,6 +272,7 @@ impl Shard {
         if changes != self.remote.owner_changes_seen {
             self.remote.owner_changes_seen = changes;
             self.forget_moved_dialogs(out);
+            self.agents_follow_partitions(now, out);
             let moved: Vec<Box<[u8]>> = self
                 .presentity_watchers
                 .watched_aors()

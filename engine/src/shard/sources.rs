@@ -51,7 +51,8 @@ impl Shard {
                 continue;
             }
             let addr = AgentAddr { contact: a.uri.clone(), request_uri: a.uri.clone(), route: None, target: Peer::udp(a.addr) };
-            self.peu.add_configured(now, &a.presentity, addr);
+            let served = self.serves_aor(&a.presentity);
+            self.peu.add_configured(now, &a.presentity, addr, served);
         }
     }
 
@@ -98,7 +99,25 @@ impl Shard {
     pub(super) fn sync_agents(&mut self, now: Instant, aor: &[u8], registered: bool, out: &mut Outbox) {
         let agents = self.agents_of(aor);
         let watched = self.presentity_watchers.get(aor).is_some_and(|w| w.is_watched());
-        self.peu.set_agents(now, aor, &agents, watched, registered);
+        let served = self.serves_aor(aor);
+        self.peu.set_agents(now, aor, &agents, watched, registered, served);
+        self.drain_peu(now, out);
+    }
+
+    /// Whether this node serves `aor`: always outside a cluster; in one,
+    /// while it serves the AOR's partition.
+    pub(super) fn serves_aor(&self, aor: &[u8]) -> bool {
+        self.cfg.cluster.as_ref().is_none_or(|v| v.serves(crate::cluster::partition::partition_of(aor, v.partitions())))
+    }
+
+    /// After a change of owners: the agents of presentities whose
+    /// partition this node gained subscribe, and those of presentities
+    /// whose partition another node serves now end their subscriptions.
+    pub(super) fn agents_follow_partitions(&mut self, now: Instant, out: &mut Outbox) {
+        for aor in self.peu.presentities() {
+            let served = self.serves_aor(&aor);
+            self.peu.set_served(now, &aor, served);
+        }
         self.drain_peu(now, out);
     }
 

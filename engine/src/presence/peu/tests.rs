@@ -30,7 +30,7 @@ impl Fixture {
     /// initial SUBSCRIBE it made.
     fn with_agent(watched: bool) -> (Fixture, (u64, u32, String, u32)) {
         let mut f = Fixture::new(Mode::Always);
-        f.peu.set_agents(f.t0, AOR, &[agent(UA)], watched, true);
+        f.peu.set_agents(f.t0, AOR, &[agent(UA)], watched, true, true);
         let first = f.subscribes().remove(0);
         (f, first)
     }
@@ -97,7 +97,7 @@ const UA: &str = "sip:alice@192.0.2.7:5062";
 #[test]
 fn watched_mode_subscribes_only_while_watched_and_a_grace_after() {
     let mut f = Fixture::new(Mode::Watched);
-    f.peu.set_agents(f.t0, AOR, &[agent(UA)], false, true);
+    f.peu.set_agents(f.t0, AOR, &[agent(UA)], false, true, true);
     assert!(f.subscribes().is_empty(), "nobody watches: no traffic to the device");
     assert_eq!(f.state(), Some("idle"));
     f.peu.set_watched(f.t0, AOR, true);
@@ -181,10 +181,10 @@ fn refusal_holds_until_the_contact_registers_again() {
     f.respond(0, &subs[0], 489, "");
     assert_eq!(f.state(), Some("refused"));
     // The binding changes elsewhere (no REGISTER of this contact): still refused.
-    f.peu.set_agents(f.t0 + secs(1), AOR, &[agent(UA)], false, false);
+    f.peu.set_agents(f.t0 + secs(1), AOR, &[agent(UA)], false, false, true);
     f.tick(3_600_000);
     assert!(f.subscribes().is_empty());
-    f.peu.set_agents(f.t0 + secs(3601), AOR, &[agent(UA)], false, true);
+    f.peu.set_agents(f.t0 + secs(3601), AOR, &[agent(UA)], false, true, true);
     assert_eq!(f.subscribes().len(), 1, "registered again: asked again");
 }
 
@@ -223,7 +223,7 @@ fn a_binding_that_goes_is_unsubscribed_and_its_publication_removed() {
     f.respond(0, &subs[0], 200, "");
     f.notify(0, &subs[0], 1, "active", PIDF);
     f.sources();
-    f.peu.set_agents(f.t0 + secs(5), AOR, &[], true, false);
+    f.peu.set_agents(f.t0 + secs(5), AOR, &[], true, false, true);
     let out = f.peu.take_out();
     assert!(out.iter().any(|o| matches!(o, PeuOut::Source { update: SourceUpdate::Remove, .. })));
     let unsub: Vec<u32> = out.iter().filter_map(|o| if let PeuOut::Subscribe { expires, .. } = o { Some(*expires) } else { None }).collect();
@@ -243,7 +243,7 @@ fn a_binding_that_goes_is_unsubscribed_and_its_publication_removed() {
 fn at_most_the_configured_agents_per_presentity() {
     let mut f = Fixture::new(Mode::Always);
     let many: Vec<AgentAddr> = (0..20).map(|i| agent(&format!("sip:alice@192.0.2.{i}:5062"))).collect();
-    f.peu.set_agents(f.t0, AOR, &many, false, true);
+    f.peu.set_agents(f.t0, AOR, &many, false, true, true);
     assert_eq!(f.peu.len(), 8);
     assert_eq!(f.subscribes().len(), 8);
 }
@@ -251,7 +251,7 @@ fn at_most_the_configured_agents_per_presentity() {
 #[test]
 fn off_mode_keeps_nothing() {
     let mut f = Fixture::new(Mode::Off);
-    f.peu.set_agents(f.t0, AOR, &[agent(UA)], true, true);
+    f.peu.set_agents(f.t0, AOR, &[agent(UA)], true, true, true);
     assert!(f.peu.is_empty() && f.subscribes().is_empty());
 }
 
@@ -265,4 +265,33 @@ fn a_423_is_retried_with_the_agents_min_expires() {
     let again = f.subscribes();
     assert_eq!(again.len(), 1);
     assert!(again[0].2.contains("Expires: 7200\r\n"), "{}", again[0].2);
+}
+
+/// In a cluster an agent subscribes only on the node that serves its
+/// presentity: not while another node does, at once when this node takes
+/// the partition, and it unsubscribes (its publication gone with it) when
+/// the partition moves away.
+#[test]
+fn an_agent_subscribes_only_where_its_presentity_is_served() {
+    let mut f = Fixture::new(Mode::Always);
+    f.peu.set_agents(f.t0, AOR, &[agent(UA)], true, true, false);
+    assert!(f.subscribes().is_empty(), "another node serves the presentity");
+    assert_eq!(f.state(), Some("idle"));
+    f.peu.set_served(f.t0 + secs(1), AOR, true);
+    let subs = f.subscribes();
+    assert_eq!(subs.len(), 1, "this node took the partition");
+    f.respond(1, &subs[0], 200, "Expires: 600\r\n");
+    assert_eq!(f.notify(1, &subs[0], 1, "active;expires=600", PIDF).code, 200);
+    assert_eq!(f.sources().len(), 1, "the device's document is the presentity's publication here");
+    f.peu.set_served(f.t0 + secs(2), AOR, true);
+    assert!(f.subscribes().is_empty(), "no change, nothing sent");
+    f.peu.set_served(f.t0 + secs(3), AOR, false);
+    let out = f.peu.take_out();
+    assert!(out.iter().any(|o| matches!(o, PeuOut::Subscribe { expires: 0, .. })), "Expires 0: the partition moved away");
+    assert!(out.iter().any(|o| matches!(o, PeuOut::Source { update: SourceUpdate::Remove, .. })), "its publication leaves with it");
+    // A configured agent added while another node serves the presentity waits too.
+    let mut g = Fixture::new(Mode::Always);
+    g.peu.add_configured(g.t0, AOR, agent(UA), false);
+    assert!(g.subscribes().is_empty());
+    assert_eq!(g.peu.presentities(), vec![Box::<[u8]>::from(AOR)]);
 }
