@@ -362,6 +362,13 @@ fn main() -> ExitCode {
             tcp_refused = s.tcp.refused,
             tcp_unread_closed = s.tcp.unread,
             tcp_idle_closed = s.tcp.idle,
+            hop_forwarded = s.hop.forwarded,
+            hop_relayed = s.hop.relayed,
+            hop_lost = s.hop.lost,
+            waited_for_owner = s.waits.held,
+            waited_then_routed = s.waits.resumed,
+            waited_too_long = s.waits.timed_out,
+            no_room_to_wait = s.waits.full,
             "shard stopped"
         );
     }

@@ -124,11 +124,6 @@ impl Shard {
         }
     }
 
-    /// What waiting for owners has done so far.
-    pub fn wait_counts(&self) -> super::waiting::WaitCounts {
-        self.waiting.counts
-    }
-
     fn forward_to_node(&mut self, peer: Peer, msg: &Message<'_>, node: u32, to: SocketAddr, out: &mut Outbox) {
         if msg.max_forwards() == Some(0) {
             self.answer_statelessly(msg, peer, self.cfg.shard, 483, "Too Many Hops", &[], out);

@@ -132,7 +132,7 @@ fn a_request_waits_for_its_partitions_owner_and_goes_on_once_one_serves_it() {
     n1.cfg.cluster.as_ref().unwrap().set_owner(p, Some(1), None);
     n1.on_time(t0 + ms(5), &mut out);
     assert!(text(&one(&mut out)).starts_with("SIP/2.0 200"));
-    assert_eq!(n1.wait_counts(), waiting::WaitCounts { held: 1, resumed: 1, timed_out: 0, full: 0 });
+    assert_eq!(n1.stats().waits, waiting::WaitCounts { held: 1, resumed: 1, timed_out: 0, full: 0 });
     // Forwarded by a node that thinks this one serves it, while this one
     // is still taking it: it waits here, and is served once this node does.
     let mut n2 = node(2, N2, None);
@@ -160,7 +160,7 @@ fn past_the_wait_or_without_room_the_answer_is_503_not_another_hop() {
     let r = text(&one(&mut out));
     assert!(r.starts_with("SIP/2.0 503") && r.contains("Retry-After: "), "{r}");
     assert_eq!(n1.stats().limited[Limit::Partition.index()], 1);
-    assert_eq!(n1.wait_counts().timed_out, 1);
+    assert_eq!(n1.stats().waits.timed_out, 1);
     // No room to wait: at once.
     let full = waiting::MoveWait { max_requests: 1, ..Default::default() };
     let mut n1 = node_waiting(1, N1, None, full);
@@ -168,7 +168,7 @@ fn past_the_wait_or_without_room_the_answer_is_503_not_another_hop() {
     assert!(out.transmits.is_empty());
     n1.on_message(t0, client(), publish("").replace("z9hG4bKp1", "z9hG4bKp2").as_bytes(), &mut out);
     assert!(text(&one(&mut out)).starts_with("SIP/2.0 503"));
-    assert_eq!(n1.wait_counts().full, 1);
+    assert_eq!(n1.stats().waits.full, 1);
     // Forwarded twice already (node 1 to 2 and back), and no wait: not bounced again.
     let off = waiting::MoveWait { wait: std::time::Duration::ZERO, ..Default::default() };
     let mut out1 = Outbox::default();

@@ -201,6 +201,8 @@ pub struct ShardStats {
     pub limited: [u64; Limit::ALL.len()],
     /// The hop to other nodes of a cluster.
     pub hop: hop::HopCounts,
+    /// Requests that waited for their partition's owner (`waiting.rs`).
+    pub waits: waiting::WaitCounts,
     /// Other nodes' interests in a presentity refused at the readers limit
     /// (`Caps::subscriptions` presentities read elsewhere, `remote.rs`).
     pub readers_refused: u64,
@@ -380,7 +382,7 @@ impl Shard {
         self.cfg.shard
     }
     pub fn stats(&self) -> ShardStats {
-        self.stats
+        ShardStats { waits: self.waiting.counts, ..self.stats }
     }
 
     /// A message from the network: parsed, routed to its owner (into
