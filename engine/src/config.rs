@@ -79,6 +79,10 @@ pub struct ClusterSection {
     /// Most requests, and their bytes, waiting so per shard; beyond: 503.
     pub move_queue: usize,
     pub move_queue_bytes: usize,
+    /// How long a node waits for the final response to a request it
+    /// forwarded to the partition's owner before it answers 503 itself
+    /// (the owner may be dead with its lease running); 0: never.
+    pub hop_timeout_ms: u64,
 }
 
 /// `[cluster] durability`.
@@ -105,6 +109,7 @@ impl Default for ClusterSection {
             move_wait_ms: 800,
             move_queue: 10_000,
             move_queue_bytes: 16 << 20,
+            hop_timeout_ms: 500,
         }
     }
 }
@@ -563,6 +568,9 @@ impl Config {
         if c.node != 0 {
             if c.partitions == 0 {
                 return Err("cluster.partitions must be at least 1".into());
+            }
+            if c.hop_timeout_ms > 32_000 {
+                return Err(format!("cluster.hop_timeout_ms = {}: at most 32000", c.hop_timeout_ms));
             }
             if c.move_wait_ms > 32_000 {
                 return Err(format!("cluster.move_wait_ms = {}: at most 32000 (a client gives up on a request after 32 s)", c.move_wait_ms));

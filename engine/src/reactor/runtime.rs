@@ -150,6 +150,7 @@ pub(crate) async fn run(setup: ShardSetup) -> ShardStats {
             restart_asks_per_tick: cfg.storage.restart_asks_per_tick,
             cluster: cluster.clone(),
             move_wait: cfg.cluster.move_wait(),
+            hop_timeout: Duration::from_millis(cfg.cluster.hop_timeout_ms),
             panic_on: None,
         },
         now,

@@ -4,7 +4,10 @@
 //! through here to the client.
 //!
 //! Stateless on purpose: the node keeps no transaction for the hop, so it
-//! costs no table and survives nothing it must remember. What the response
+//! survives nothing it must remember. It keeps only a bounded watch on
+//! the hop (`unanswered.rs`): an owner that has not answered within
+//! `[cluster] hop_timeout_ms` may have died with its lease running, and the
+//! client gets 503 + Retry-After from this node rather than nothing. What the response
 //! needs to find its way back travels in the hop's own Via: the `rport` the
 //! owner answers to, and `pn`, the flow the request came in on (transport,
 //! connection, address), so the response leaves on that very flow, over
@@ -57,6 +60,9 @@ pub struct HopCounts {
     pub relayed: u64,
     /// Responses whose way back could not be read (dropped).
     pub lost: u64,
+    /// Requests whose owner did not answer within the hop timeout,
+    /// answered 503 here (`unanswered.rs`).
+    pub unanswered: u64,
 }
 
 impl Shard {
@@ -90,7 +96,7 @@ impl Shard {
         match route {
             Route::Here => false,
             Route::Node(node, addr) if !hopped || msg.vias().filter(is_hop).count() < MAX_HOPS => {
-                self.forward_to_node(peer, msg, node, addr, out);
+                self.forward_to_node(now, peer, msg, node, addr, out);
                 true
             }
             Route::Node(..) | Route::Nobody => {
@@ -106,6 +112,15 @@ impl Shard {
     /// Each tick: refuses the waiting requests whose wait ran out, and
     /// routes the others again once the view's owners have changed.
     pub(super) fn waiting_step(&mut self, now: std::time::Instant, out: &mut Outbox) {
+        // Hops the owner did not answer in time: it may have died with its
+        // lease still running. Answered here, so that nobody upstream takes
+        // this node for the dead one.
+        for (peer, request) in self.unanswered.due(now) {
+            self.stats.hop.unanswered += 1;
+            if let Ok(msg) = Message::parse(&request, &self.cfg.limits) {
+                self.refuse_statelessly(&msg, peer, self.cfg.shard, Limit::Partition, out);
+            }
+        }
         let Some(view) = self.cfg.cluster.as_ref() else { return };
         let (expired, retry) = self.waiting.due(now, view.owner_changes());
         for h in expired {
@@ -124,7 +139,7 @@ impl Shard {
         }
     }
 
-    fn forward_to_node(&mut self, peer: Peer, msg: &Message<'_>, node: u32, to: SocketAddr, out: &mut Outbox) {
+    fn forward_to_node(&mut self, now: std::time::Instant, peer: Peer, msg: &Message<'_>, node: u32, to: SocketAddr, out: &mut Outbox) {
         if msg.max_forwards() == Some(0) {
             self.answer_statelessly(msg, peer, self.cfg.shard, 483, "Too Many Hops", &[], out);
             return;
@@ -139,7 +154,8 @@ impl Shard {
         let _ = write!(id, "{}", msg.cseq().seq);
         let _ = write!(fwd, "Via: SIP/2.0/UDP {};rport;branch=", self.cfg.local_addr);
         fwd.extend_from_slice(HOP_BRANCH);
-        let _ = write!(fwd, "{:x};pn=", aor_hash(&id));
+        let key = aor_hash(&id);
+        let _ = write!(fwd, "{key:x};pn=");
         push_flow(&mut fwd, peer);
         fwd.extend_from_slice(b"\r\n");
         let trusted = self.cfg.trusted.contains(peer.addr);
@@ -168,11 +184,22 @@ impl Shard {
         self.stats.hop.forwarded += 1;
         out.event(|| Event::Hopped { method: lossy(msg.method_raw().unwrap_or_default()), node, call_id: lossy(msg.call_id()) });
         out.transmits.push(Transmit::new(Peer::udp(to), fwd));
+        self.unanswered.forwarded(now, key, peer, msg.as_bytes());
     }
 
     /// A response to a request this node forwarded: without the hop's Via,
     /// to the flow the request came in on.
     fn relay_response(&mut self, msg: &Message<'_>, out: &mut Outbox) {
+        if msg.status().is_some_and(|s| s >= 200)
+            && let Some(key) = msg
+                .via()
+                .branch()
+                .and_then(|b| b.strip_prefix(HOP_BRANCH))
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+        {
+            self.unanswered.answered(key);
+        }
         let bytes = msg.as_bytes();
         let way_back = msg.via().params().value(b"pn").and_then(parse_flow);
         let top = msg.headers().find(|h| h.name == HeaderName::Via);

@@ -262,3 +262,36 @@ fn a_configured_agent_subscribes_only_from_the_node_serving_its_presentity() {
     let sent: Vec<String> = to_agent(&mut out).into_iter().filter(|m| m.starts_with("SUBSCRIBE")).collect();
     assert!(sent.iter().any(|m| m.contains("Expires: 0")), "the partition moved away: unsubscribed: {sent:?}");
 }
+
+/// The owner does not answer a forwarded request (it died with its lease
+/// still running): after the hop timeout the forwarding node answers the
+/// client 503 + Retry-After itself. One it does answer is relayed, and no
+/// 503 follows.
+#[test]
+fn a_hop_the_owner_does_not_answer_gets_503_from_the_forwarding_node() {
+    let t0 = Instant::now();
+    let ms = std::time::Duration::from_millis;
+    let mut out = Outbox::default();
+    let mut n1 = node(1, N1, Some(2));
+    n1.on_message(t0, client(), publish("").as_bytes(), &mut out);
+    assert_eq!(one(&mut out).to, Peer::udp(N2.parse().unwrap()));
+    n1.on_time(t0 + ms(499), &mut out);
+    assert!(out.transmits.is_empty());
+    n1.on_time(t0 + ms(500), &mut out);
+    let r = one(&mut out);
+    assert_eq!(r.to, client());
+    assert!(text(&r).starts_with("SIP/2.0 503") && text(&r).contains("Retry-After: "), "{}", text(&r));
+    assert_eq!(n1.stats().hop.unanswered, 1);
+    // Answered in time: relayed, and nothing more.
+    let mut n2 = node(2, N2, Some(2));
+    let mut n1 = node(1, N1, Some(2));
+    n1.on_message(t0, client(), publish("").as_bytes(), &mut out);
+    let fwd = one(&mut out);
+    n2.on_message(t0, Peer::udp(N1.parse().unwrap()), &fwd.wire(), &mut out);
+    let answer = one(&mut out);
+    n1.on_message(t0 + ms(10), Peer::udp(N2.parse().unwrap()), &answer.wire(), &mut out);
+    assert!(text(&one(&mut out)).starts_with("SIP/2.0 200"));
+    n1.on_time(t0 + ms(600), &mut out);
+    assert!(out.transmits.is_empty(), "a 503 after the owner's answer");
+    assert_eq!(n1.stats().hop.unanswered, 0);
+}

@@ -49,6 +49,7 @@ mod replica_tests;
 mod response_tests;
 mod sources;
 mod trace;
+mod unanswered;
 pub mod waiting;
 mod watch;
 mod watched;
@@ -117,6 +118,10 @@ pub struct ShardConfig {
     /// How long, and how many, requests wait for their partition's owner
     /// while nobody serves it (`waiting.rs`).
     pub move_wait: waiting::MoveWait,
+    /// How long a request forwarded to another node waits for its final
+    /// response before this node answers 503 itself (`unanswered.rs`);
+    /// zero: never.
+    pub hop_timeout: Duration,
     /// Fault injection for tests: a request with this Call-ID and CSeq
     /// number panics in its handler. `None` in every real configuration.
     #[doc(hidden)]
@@ -150,6 +155,7 @@ impl ShardConfig {
             restart_asks_per_tick: durable::REWATCH_ASKS_PER_TICK,
             cluster: None,
             move_wait: waiting::MoveWait::default(),
+            hop_timeout: Duration::from_millis(500),
             panic_on: None,
         }
     }
@@ -317,6 +323,8 @@ pub struct Shard {
     waiting: waiting::Waiting,
     /// The deadline of the waiting request being routed again, if one is.
     resuming: Option<Instant>,
+    /// Requests forwarded to another node, until it answers (`unanswered.rs`).
+    unanswered: unanswered::Unanswered,
 }
 
 impl Shard {
@@ -354,6 +362,7 @@ impl Shard {
             remote: remote::Remote::new(ahash::RandomState::with_seeds(cfg.seed, cfg.shard as u64, 0x6d69_7272, 0x7265_6164)),
             waiting: waiting::Waiting::new(cfg.move_wait),
             resuming: None,
+            unanswered: unanswered::Unanswered::new(cfg.hop_timeout),
             cfg,
         };
         shard.reserve(shard.cfg.expected);
