@@ -109,7 +109,7 @@ impl Default for ClusterSection {
             move_wait_ms: 800,
             move_queue: 10_000,
             move_queue_bytes: 16 << 20,
-            hop_timeout_ms: 500,
+            hop_timeout_ms: 900,
         }
     }
 }

@@ -114,12 +114,20 @@ impl Shard {
     pub(super) fn waiting_step(&mut self, now: std::time::Instant, out: &mut Outbox) {
         // Hops the owner did not answer in time: it may have died with its
         // lease still running. Answered here, so that nobody upstream takes
-        // this node for the dead one.
-        for (peer, request) in self.unanswered.due(now) {
-            self.stats.hop.unanswered += 1;
-            if let Ok(msg) = Message::parse(&request, &self.cfg.limits) {
-                self.refuse_statelessly(&msg, peer, self.cfg.shard, Limit::Partition, out);
+        // this node for the dead one; unless the owners changed since (the
+        // node it went to may have handed the partition on, or left) and
+        // the request is outside a dialog: then routed again, as if it had
+        // just come in. (In a dialog, the new holder may have taken the
+        // request's CSeq from the log already, and would answer 500.)
+        let changes = self.cfg.cluster.as_ref().map_or(0, |v| v.owner_changes());
+        for d in self.unanswered.due(now) {
+            let Ok(msg) = Message::parse(&d.request, &self.cfg.limits) else { continue };
+            if d.changes != changes && msg.to().tag().is_none() {
+                self.route_message(now, d.peer, &d.request, out);
+                continue;
             }
+            self.stats.hop.unanswered += 1;
+            self.refuse_statelessly(&msg, d.peer, self.cfg.shard, Limit::Partition, out);
         }
         let Some(view) = self.cfg.cluster.as_ref() else { return };
         let (expired, retry) = self.waiting.due(now, view.owner_changes());
@@ -184,7 +192,8 @@ impl Shard {
         self.stats.hop.forwarded += 1;
         out.event(|| Event::Hopped { method: lossy(msg.method_raw().unwrap_or_default()), node, call_id: lossy(msg.call_id()) });
         out.transmits.push(Transmit::new(Peer::udp(to), fwd));
-        self.unanswered.forwarded(now, key, peer, msg.as_bytes());
+        let changes = self.cfg.cluster.as_ref().map_or(0, |v| v.owner_changes());
+        self.unanswered.forwarded(now, key, peer, msg.as_bytes(), changes);
     }
 
     /// A response to a request this node forwarded: without the hop's Via,

@@ -275,9 +275,9 @@ fn a_hop_the_owner_does_not_answer_gets_503_from_the_forwarding_node() {
     let mut n1 = node(1, N1, Some(2));
     n1.on_message(t0, client(), publish("").as_bytes(), &mut out);
     assert_eq!(one(&mut out).to, Peer::udp(N2.parse().unwrap()));
-    n1.on_time(t0 + ms(499), &mut out);
+    n1.on_time(t0 + ms(899), &mut out);
     assert!(out.transmits.is_empty());
-    n1.on_time(t0 + ms(500), &mut out);
+    n1.on_time(t0 + ms(900), &mut out);
     let r = one(&mut out);
     assert_eq!(r.to, client());
     assert!(text(&r).starts_with("SIP/2.0 503") && text(&r).contains("Retry-After: "), "{}", text(&r));
@@ -291,7 +291,25 @@ fn a_hop_the_owner_does_not_answer_gets_503_from_the_forwarding_node() {
     let answer = one(&mut out);
     n1.on_message(t0 + ms(10), Peer::udp(N2.parse().unwrap()), &answer.wire(), &mut out);
     assert!(text(&one(&mut out)).starts_with("SIP/2.0 200"));
-    n1.on_time(t0 + ms(600), &mut out);
+    n1.on_time(t0 + ms(1000), &mut out);
     assert!(out.transmits.is_empty(), "a 503 after the owner's answer");
+    assert_eq!(n1.stats().hop.unanswered, 0);
+}
+
+/// A hop unanswered because the owners changed meanwhile (the node it went
+/// to handed the partition back, or left) is routed again by the new
+/// view, not refused.
+#[test]
+fn an_unanswered_hop_after_a_change_of_owners_is_routed_again() {
+    let t0 = Instant::now();
+    let mut out = Outbox::default();
+    let mut n1 = node(1, N1, Some(2));
+    n1.on_message(t0, client(), publish("").as_bytes(), &mut out);
+    assert_eq!(one(&mut out).to, Peer::udp(N2.parse().unwrap()));
+    n1.cfg.cluster.as_ref().unwrap().set_owner(partition_of(AOR, PARTITIONS), Some(1), None);
+    n1.on_time(t0 + std::time::Duration::from_millis(900), &mut out);
+    let r = one(&mut out);
+    assert_eq!(r.to, client());
+    assert!(text(&r).starts_with("SIP/2.0 200"), "served here now: {}", text(&r));
     assert_eq!(n1.stats().hop.unanswered, 0);
 }

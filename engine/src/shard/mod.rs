@@ -155,7 +155,10 @@ impl ShardConfig {
             restart_asks_per_tick: durable::REWATCH_ASKS_PER_TICK,
             cluster: None,
             move_wait: waiting::MoveWait::default(),
-            hop_timeout: Duration::from_millis(500),
+            // Over the owner's own wait for a partition it is taking
+            // (`MoveWait`, 800 ms), so that it answers first; under the
+            // front's 1 s.
+            hop_timeout: Duration::from_millis(900),
             panic_on: None,
         }
     }

@@ -21,6 +21,18 @@ struct Tracked {
     due: Instant,
     peer: Peer,
     request: Box<[u8]>,
+    /// The view's count of owner changes when it was forwarded.
+    changes: u64,
+}
+
+/// A hop whose owner did not answer in time.
+pub(super) struct Due {
+    pub peer: Peer,
+    pub request: Box<[u8]>,
+    /// The view's count of owner changes when it was forwarded: if the
+    /// owners have changed since, the request is routed again rather than
+    /// refused (the node it went to may have handed the partition on).
+    pub changes: u64,
 }
 
 pub(super) struct Unanswered {
@@ -38,13 +50,13 @@ impl Unanswered {
     }
 
     /// A request forwarded under hop branch `key`, received from `peer`.
-    pub fn forwarded(&mut self, now: Instant, key: u64, peer: Peer, request: &[u8]) {
+    pub fn forwarded(&mut self, now: Instant, key: u64, peer: Peer, request: &[u8], changes: u64) {
         if self.timeout.is_zero() || self.tracked.contains_key(&key) || self.tracked.len() >= MAX_TRACKED || self.bytes + request.len() > MAX_TRACKED_BYTES {
             return;
         }
         let due = now + self.timeout;
         self.bytes += request.len();
-        self.tracked.insert(key, Tracked { due, peer, request: request.into() });
+        self.tracked.insert(key, Tracked { due, peer, request: request.into(), changes });
         self.order.push_back((due, key));
     }
 
@@ -57,7 +69,7 @@ impl Unanswered {
 
     /// The requests whose owner has not answered by now, with the flow
     /// each came in on.
-    pub fn due(&mut self, now: Instant) -> Vec<(Peer, Box<[u8]>)> {
+    pub fn due(&mut self, now: Instant) -> Vec<Due> {
         let mut due = Vec::new();
         while let Some(&(at, key)) = self.order.front() {
             if at > now {
@@ -68,7 +80,7 @@ impl Unanswered {
             if self.tracked.get(&key).is_some_and(|t| t.due == at) {
                 let t = self.tracked.remove(&key).expect("looked up");
                 self.bytes -= t.request.len();
-                due.push((t.peer, t.request));
+                due.push(Due { peer: t.peer, request: t.request, changes: t.changes });
             }
         }
         due
@@ -89,19 +101,19 @@ mod tests {
         let t0 = Instant::now();
         let peer = Peer::udp("192.0.2.1:5060".parse().unwrap());
         let mut u = Unanswered::new(Duration::from_millis(500));
-        u.forwarded(t0, 1, peer, b"first");
-        u.forwarded(t0 + Duration::from_millis(100), 2, peer, b"second");
+        u.forwarded(t0, 1, peer, b"first", 0);
+        u.forwarded(t0 + Duration::from_millis(100), 2, peer, b"second", 0);
         // A retransmission keeps the first deadline.
-        u.forwarded(t0 + Duration::from_millis(200), 1, peer, b"first");
+        u.forwarded(t0 + Duration::from_millis(200), 1, peer, b"first", 0);
         assert!(u.due(t0 + Duration::from_millis(499)).is_empty());
         u.answered(2);
         let due = u.due(t0 + Duration::from_millis(700));
         assert_eq!(due.len(), 1);
-        assert_eq!(&due[0].1[..], b"first");
+        assert_eq!(&due[0].request[..], b"first");
         assert_eq!(u.len(), 0);
         assert!(u.due(t0 + Duration::from_secs(5)).is_empty(), "once");
         let mut off = Unanswered::new(Duration::ZERO);
-        off.forwarded(t0, 1, peer, b"x");
+        off.forwarded(t0, 1, peer, b"x", 0);
         assert_eq!(off.len(), 0, "a zero timeout tracks nothing");
     }
 }
